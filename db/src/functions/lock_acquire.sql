@@ -1,0 +1,120 @@
+-- Take or renew the lease of a key. A free or expired key is granted with a new token;
+-- the live holder renews and keeps its token; anyone else is answered acquired = false
+-- with the holder's owner, token and expiry. It never locks the row of a live lease
+-- held by another owner. Renewals and take-overs are compare-and-swap on the token
+-- read, so took_over is exact. With p_wait > 0 it tries again until the key frees or
+-- p_wait has passed, holding no row lock while it waits.
+CREATE OR REPLACE FUNCTION pgcoord.lock_acquire(
+    p_key text,
+    p_owner text,
+    p_ttl interval DEFAULT interval '2 minutes',
+    p_wait interval DEFAULT interval '0 seconds'
+)
+RETURNS TABLE (
+    acquired boolean, owner text, token bigint, expires_at timestamptz, took_over boolean
+)
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_now timestamptz;
+    v_deadline timestamptz;
+    v_pause double precision := 0.002;
+    v_holder text;
+BEGIN
+    IF coalesce(octet_length(p_key), 0) NOT BETWEEN 1 AND 1024 THEN
+        PERFORM pgcoord.raise_bad_argument('p_key', p_key, 'a text of 1 to 1024 bytes');
+    END IF;
+    IF coalesce(octet_length(p_owner), 0) NOT BETWEEN 1 AND 1024 THEN
+        PERFORM pgcoord.raise_bad_argument('p_owner', p_owner, 'a text of 1 to 1024 bytes');
+    END IF;
+    IF NOT coalesce(p_ttl > interval '0', false) THEN
+        PERFORM pgcoord.raise_bad_argument('p_ttl', p_ttl, 'a positive interval');
+    END IF;
+    IF NOT coalesce(p_wait >= interval '0', false) THEN
+        PERFORM pgcoord.raise_bad_argument('p_wait', p_wait, 'a non-negative interval');
+    END IF;
+
+    IF p_wait > interval '0' THEN
+        v_deadline := clock_timestamp() + p_wait;
+        LOOP
+            -- Each try is a subtransaction, rolled back when not granted: a try that
+            -- lost a race may have locked the winner's row, and a waiter must not keep
+            -- that lock while it sleeps (the holder's release would wait on it).
+            BEGIN
+                SELECT t.acquired, t.owner, t.token, t.expires_at, t.took_over
+                INTO acquired, owner, token, expires_at, took_over
+                FROM pgcoord.lock_acquire(p_key, p_owner, p_ttl) AS t;
+                IF NOT acquired THEN
+                    RAISE EXCEPTION USING ERRCODE = 'PGC01';
+                END IF;
+            EXCEPTION
+                WHEN SQLSTATE 'PGC01' THEN NULL;
+            END;
+            v_now := clock_timestamp();
+            IF acquired OR v_now >= v_deadline THEN
+                RETURN NEXT;
+                RETURN;
+            END IF;
+            PERFORM pg_sleep(least(v_pause, extract(EPOCH FROM v_deadline - v_now)::float8));
+            v_pause := least(v_pause * 2, 0.05);
+        END LOOP;
+    END IF;
+
+    LOOP
+        v_now := clock_timestamp();
+
+        INSERT INTO pgcoord.locks AS l (key, owner, token, acquired_at, expires_at)
+        VALUES (p_key, p_owner, nextval('pgcoord.lock_token'), v_now, v_now + p_ttl)
+        ON CONFLICT (key) DO NOTHING
+        RETURNING true, l.owner, l.token, l.expires_at, false
+        INTO acquired, owner, token, expires_at, took_over;
+        IF FOUND THEN
+            RETURN NEXT;
+            RETURN;
+        END IF;
+
+        SELECT false, l.owner, l.token, l.expires_at, false
+        INTO acquired, owner, token, expires_at, took_over
+        FROM pgcoord.locks AS l
+        WHERE l.key = p_key;
+        IF FOUND THEN
+            IF expires_at > v_now AND owner <> p_owner THEN
+                RETURN NEXT;
+                RETURN;
+            END IF;
+
+            IF expires_at > v_now THEN
+                -- the live holder renews: same token
+                UPDATE pgcoord.locks AS l
+                SET expires_at = v_now + p_ttl
+                WHERE l.key = p_key AND l.token = lock_acquire.token AND l.expires_at > v_now
+                RETURNING true, l.expires_at INTO acquired, expires_at;
+            ELSE
+                -- an expired lease is a free key: a new grant with a new token
+                v_holder := owner;
+                UPDATE pgcoord.locks AS l
+                SET owner = p_owner,
+                    token = nextval('pgcoord.lock_token'),
+                    acquired_at = v_now,
+                    expires_at = v_now + p_ttl
+                WHERE l.key = p_key AND l.token = lock_acquire.token
+                RETURNING true, l.owner, l.token, l.expires_at, v_holder <> p_owner
+                INTO acquired, owner, token, expires_at, took_over;
+            END IF;
+            IF FOUND THEN
+                RETURN NEXT;
+                RETURN;
+            END IF;
+        END IF;
+        -- the row changed between the read and the write: read it again
+    END LOOP;
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.lock_acquire(text, text, interval, interval) IS
+'Take or renew the lease of p_key for p_owner; always one row. Non-blocking unless '
+'p_wait > 0. Errors: 22004 NULL argument, 22023 empty or over-long key/owner, non-positive p_ttl, '
+'negative p_wait.';

@@ -1,0 +1,35 @@
+-- Heartbeat: push the expiry of a live lease held by p_owner to now + p_ttl.
+CREATE OR REPLACE FUNCTION pgcoord.lock_extend(
+    p_key text, p_owner text, p_ttl interval DEFAULT interval '2 minutes'
+)
+RETURNS timestamptz
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_now timestamptz := clock_timestamp();
+    v_expires timestamptz;
+BEGIN
+    IF coalesce(octet_length(p_key), 0) NOT BETWEEN 1 AND 1024 THEN
+        PERFORM pgcoord.raise_bad_argument('p_key', p_key, 'a text of 1 to 1024 bytes');
+    END IF;
+    IF coalesce(octet_length(p_owner), 0) NOT BETWEEN 1 AND 1024 THEN
+        PERFORM pgcoord.raise_bad_argument('p_owner', p_owner, 'a text of 1 to 1024 bytes');
+    END IF;
+    IF NOT coalesce(p_ttl > interval '0', false) THEN
+        PERFORM pgcoord.raise_bad_argument('p_ttl', p_ttl, 'a positive interval');
+    END IF;
+
+    UPDATE pgcoord.locks AS l
+    SET expires_at = v_now + p_ttl
+    WHERE l.key = p_key AND l.owner = p_owner AND l.expires_at > v_now
+    RETURNING l.expires_at INTO v_expires;
+    RETURN v_expires;
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.lock_extend(text, text, interval) IS
+'New expiry when p_owner still holds a live lease of p_key; NULL when it has lost it. '
+'Errors: 22004 NULL argument, 22023 empty or over-long key/owner, non-positive p_ttl.';

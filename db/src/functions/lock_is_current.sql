@@ -1,0 +1,27 @@
+-- Fencing check: is p_token the live grant of p_key right now (server clock)?
+CREATE OR REPLACE FUNCTION pgcoord.lock_is_current(p_key text, p_token bigint)
+RETURNS boolean
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF coalesce(octet_length(p_key), 0) NOT BETWEEN 1 AND 1024 THEN
+        PERFORM pgcoord.raise_bad_argument('p_key', p_key, 'a text of 1 to 1024 bytes');
+    END IF;
+    IF p_token IS NULL THEN
+        PERFORM pgcoord.raise_bad_argument('p_token', p_token, 'given');
+    END IF;
+
+    RETURN EXISTS (
+        SELECT
+        FROM pgcoord.locks AS l
+        WHERE l.key = p_key AND l.token = p_token AND l.expires_at > clock_timestamp()
+    );
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.lock_is_current(text, bigint) IS
+'True only while p_token is the live grant of p_key; usable in the caller''s own WHERE. '
+'Errors: 22004 NULL argument, 22023 empty or over-long key.';

@@ -1,0 +1,25 @@
+-- Free a key, but only for the owner that holds it (live, or expired and not yet taken).
+CREATE OR REPLACE FUNCTION pgcoord.lock_release(p_key text, p_owner text)
+RETURNS boolean
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF coalesce(octet_length(p_key), 0) NOT BETWEEN 1 AND 1024 THEN
+        PERFORM pgcoord.raise_bad_argument('p_key', p_key, 'a text of 1 to 1024 bytes');
+    END IF;
+    IF coalesce(octet_length(p_owner), 0) NOT BETWEEN 1 AND 1024 THEN
+        PERFORM pgcoord.raise_bad_argument('p_owner', p_owner, 'a text of 1 to 1024 bytes');
+    END IF;
+
+    DELETE FROM pgcoord.locks AS l
+    WHERE l.key = p_key AND l.owner = p_owner;
+    RETURN FOUND;
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.lock_release(text, text) IS
+'True when p_owner held p_key and it is now free; false otherwise, changing nothing. '
+'Errors: 22004 NULL argument, 22023 empty or over-long key/owner.';

@@ -1,0 +1,14 @@
+-- Only the documented API is granted, and only to pgcoord_client. The API functions are
+-- SECURITY DEFINER, so callers need no privileges on the tables behind them.
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA pgcoord FROM PUBLIC;  -- noqa: CP02
+REVOKE ALL ON ALL TABLES IN SCHEMA pgcoord FROM PUBLIC;  -- noqa: CP02
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA pgcoord FROM PUBLIC;  -- noqa: CP02
+
+GRANT EXECUTE ON FUNCTION pgcoord.lock_acquire(text, text, interval, interval) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.lock_release(text, text) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.lock_extend(text, text, interval) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.lock_is_current(text, bigint) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.version() TO pgcoord_client;
+
+GRANT SELECT ON pgcoord.lock_status TO pgcoord_client;

@@ -1,0 +1,25 @@
+"""Every SQL statement the driver sends. Each call is one statement, one round trip."""
+
+from __future__ import annotations
+
+from typing import LiteralString
+
+LOCK_ACQUIRE: LiteralString = (
+    "SELECT * FROM pgcoord.lock_acquire("
+    "p_key => %(key)s, p_owner => %(owner)s, p_ttl => %(ttl)s, p_wait => %(wait)s)"
+)
+LOCK_RELEASE: LiteralString = "SELECT pgcoord.lock_release(p_key => %(key)s, p_owner => %(owner)s)"
+LOCK_EXTEND: LiteralString = (
+    "SELECT pgcoord.lock_extend(p_key => %(key)s, p_owner => %(owner)s, p_ttl => %(ttl)s)"
+)
+LOCK_IS_CURRENT: LiteralString = (
+    "SELECT pgcoord.lock_is_current(p_key => %(key)s, p_token => %(token)s)"
+)
+LOCK_STATUS: LiteralString = (
+    "SELECT key, owner, token, acquired_at, expires_at, expired"
+    " FROM pgcoord.lock_status ORDER BY key"
+)
+VERSION: LiteralString = (
+    "SELECT CASE WHEN to_regprocedure('pgcoord.version()') IS NULL THEN NULL"
+    " ELSE pgcoord.version() END"
+)

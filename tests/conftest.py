@@ -1,0 +1,86 @@
+"""Shared fixtures: one server per session, a template database with pgcoord installed,
+and a fresh clone of it per test.
+
+The server is PGCOORD_TEST_URL or DATABASE_URL when set, else an embedded PostgreSQL
+started for the session.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from pytest_postgresql.janitor import DatabaseJanitor
+
+from pgcoord import releases
+from pgcoord.embedded import embedded_server
+
+
+def janitor(server_url: str, dbname: str, template: str | None = None) -> DatabaseJanitor:
+    params = conninfo_to_dict(server_url)
+    return DatabaseJanitor(
+        user=str(params.get("user") or "postgres"),
+        password=str(params["password"]) if params.get("password") else None,
+        host=str(params.get("host") or "localhost"),
+        port=str(params.get("port") or 5432),
+        dbname=dbname,
+        template_dbname=template,
+        maintenance_dbname=str(params.get("dbname") or "postgres"),
+    )
+
+
+def database_url(server_url: str, dbname: str) -> str:
+    return make_conninfo(server_url, dbname=dbname)
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    """A server where the tests may create and drop databases."""
+    url = os.environ.get("PGCOORD_TEST_URL") or os.environ.get("DATABASE_URL")
+    if url:
+        yield url
+        return
+    with embedded_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def template_db(server_url: str) -> Iterator[str]:
+    """A database with the newest release installed, cloned by `db_url`."""
+    name = unique_name("pgcoord_tpl")
+    with janitor(server_url, name) as jan:
+        with psycopg.connect(database_url(server_url, name), autocommit=True) as conn:
+            conn.execute(releases.install_sql())
+        yield jan.dbname
+
+
+@pytest.fixture
+def empty_db_url(server_url: str) -> Iterator[str]:
+    """A fresh database without pgcoord."""
+    name = unique_name("pgcoord_empty")
+    with janitor(server_url, name):
+        yield database_url(server_url, name)
+
+
+@pytest.fixture
+def db_url(server_url: str, template_db: str) -> Iterator[str]:
+    """A fresh database with pgcoord installed, for one test."""
+    name = unique_name("pgcoord_test")
+    with janitor(server_url, name, template=template_db):
+        yield database_url(server_url, name)
+
+
+@pytest.fixture
+def conn(db_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection to the test's database."""
+    with psycopg.connect(db_url, autocommit=True) as connection:
+        yield connection
