@@ -90,7 +90,7 @@ AS $$
 DECLARE
     v_now timestamptz;
     v_deadline timestamptz;
-    v_pause double precision := 0.002;
+    v_pause float8 := 0.002::float8;
     v_holder text;
 BEGIN
     IF coalesce(octet_length(p_key), 0) NOT BETWEEN 1 AND 1024 THEN
@@ -128,15 +128,18 @@ BEGIN
                 RETURN;
             END IF;
             PERFORM pg_sleep(least(v_pause, extract(EPOCH FROM v_deadline - v_now)::float8));
-            v_pause := least(v_pause * 2, 0.05);
+            v_pause := least(v_pause * 2, 0.05::float8);
         END LOOP;
     END IF;
 
     LOOP
         v_now := clock_timestamp();
 
+        -- a free key: insert (nextval only runs when no row exists, so contenders
+        -- spend no tokens)
         INSERT INTO pgcoord.locks AS l (key, owner, token, acquired_at, expires_at)
-        VALUES (p_key, p_owner, nextval('pgcoord.lock_token'), v_now, v_now + p_ttl)
+        SELECT p_key, p_owner, nextval('pgcoord.lock_token'), v_now, v_now + p_ttl
+        WHERE NOT EXISTS (SELECT FROM pgcoord.locks AS h WHERE h.key = p_key)
         ON CONFLICT (key) DO NOTHING
         RETURNING true, l.owner, l.token, l.expires_at, false
         INTO acquired, owner, token, expires_at, took_over;
