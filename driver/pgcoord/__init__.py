@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .aio import AsyncClient
+from .client import Client
 from .errors import (
     Conflict,
     InvalidArgument,
@@ -11,11 +13,16 @@ from .errors import (
     PgcoordError,
     ServerError,
 )
+from .lease import Lease, LeaseLost
 from .types import Lock, LockStatus
 
 __all__ = [
+    "AsyncClient",
+    "Client",
     "Conflict",
     "InvalidArgument",
+    "Lease",
+    "LeaseLost",
     "Lock",
     "LockNotAcquired",
     "LockStatus",

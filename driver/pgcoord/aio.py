@@ -1,0 +1,204 @@
+"""Async lease locks: the calls of `locks` over the caller's psycopg.AsyncConnection, with
+the same names and arguments, and AsyncClient, the twin of `client.Client` over an
+AsyncConnectionPool (same method names; `lock()` is an `async with` and its heartbeat is
+an asyncio task).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, Self
+
+import psycopg
+from psycopg.rows import class_row
+from psycopg_pool import AsyncConnectionPool, PoolClosed
+
+from . import sql
+from .errors import LockNotAcquired, translated
+from .lease import LEASE_TTL, Lease, default_owner, heartbeat_interval
+from .locks import DEFAULT_TTL, NO_WAIT
+from .types import Lock, LockStatus
+
+log = logging.getLogger(__name__)
+
+AsyncPool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
+
+
+async def lock_acquire(
+    conn: psycopg.AsyncConnection[Any],
+    key: str,
+    owner: str,
+    ttl: timedelta = DEFAULT_TTL,
+    wait: timedelta = NO_WAIT,
+) -> Lock:
+    """See `locks.lock_acquire`."""
+    params = {"key": key, "owner": owner, "ttl": ttl, "wait": wait}
+    with translated():
+        async with conn.cursor(row_factory=class_row(Lock)) as cur:
+            row = await (await cur.execute(sql.LOCK_ACQUIRE, params)).fetchone()
+    assert row is not None  # the function always returns one row
+    return row
+
+
+async def lock_release(conn: psycopg.AsyncConnection[Any], key: str, owner: str) -> bool:
+    """See `locks.lock_release`."""
+    with translated():
+        cur = await conn.execute(sql.LOCK_RELEASE, {"key": key, "owner": owner})
+        row = await cur.fetchone()
+    return bool(row and row[0])
+
+
+async def lock_extend(
+    conn: psycopg.AsyncConnection[Any], key: str, owner: str, ttl: timedelta = DEFAULT_TTL
+) -> datetime | None:
+    """See `locks.lock_extend`."""
+    with translated():
+        cur = await conn.execute(sql.LOCK_EXTEND, {"key": key, "owner": owner, "ttl": ttl})
+        row = await cur.fetchone()
+    return row[0] if row else None
+
+
+async def lock_is_current(conn: psycopg.AsyncConnection[Any], key: str, token: int) -> bool:
+    """See `locks.lock_is_current`."""
+    with translated():
+        cur = await conn.execute(sql.LOCK_IS_CURRENT, {"key": key, "token": token})
+        row = await cur.fetchone()
+    return bool(row and row[0])
+
+
+async def lock_status(conn: psycopg.AsyncConnection[Any]) -> list[LockStatus]:
+    """See `locks.lock_status`."""
+    with translated():
+        async with conn.cursor(row_factory=class_row(LockStatus)) as cur:
+            return await (await cur.execute(sql.LOCK_STATUS)).fetchall()
+
+
+class AsyncClient:
+    """Lease locks over an async connection pool; see `client.Client`.
+
+    An async pool opens in an event loop: use `async with AsyncClient(...)` or
+    `await client.open()` before the first call.
+    """
+
+    def __init__(
+        self,
+        conninfo: str | None = None,
+        *,
+        pool: AsyncPool | None = None,
+        min_size: int = 1,
+        max_size: int = 8,
+    ) -> None:
+        if pool is not None and conninfo is not None:
+            raise TypeError("AsyncClient takes conninfo or pool, not both")
+        self._owns_pool = pool is None
+        if pool is None:
+            pool = AsyncConnectionPool(
+                conninfo or "",
+                kwargs={"autocommit": True, "prepare_threshold": None},
+                min_size=min_size,
+                max_size=max_size,
+                open=False,
+                name="pgcoord",
+            )
+        self._pool = pool
+
+    @property
+    def pool(self) -> AsyncPool:
+        """The pool the calls take their connections from."""
+        return self._pool
+
+    async def open(self) -> None:
+        """Open the client's own pool (calling again is harmless)."""
+        if self._owns_pool:
+            await self._pool.open()
+
+    async def close(self) -> None:
+        """Close the client's own pool; a borrowed pool stays open."""
+        if self._owns_pool:
+            await self._pool.close()
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def lock_acquire(
+        self, key: str, owner: str, ttl: timedelta = DEFAULT_TTL, wait: timedelta = NO_WAIT
+    ) -> Lock:
+        """See `locks.lock_acquire`."""
+        async with self._pool.connection() as conn:
+            return await lock_acquire(conn, key, owner, ttl, wait)
+
+    async def lock_release(self, key: str, owner: str) -> bool:
+        """See `locks.lock_release`."""
+        async with self._pool.connection() as conn:
+            return await lock_release(conn, key, owner)
+
+    async def lock_extend(
+        self, key: str, owner: str, ttl: timedelta = DEFAULT_TTL
+    ) -> datetime | None:
+        """See `locks.lock_extend`."""
+        async with self._pool.connection() as conn:
+            return await lock_extend(conn, key, owner, ttl)
+
+    async def lock_is_current(self, key: str, token: int) -> bool:
+        """See `locks.lock_is_current`."""
+        async with self._pool.connection() as conn:
+            return await lock_is_current(conn, key, token)
+
+    async def lock_status(self) -> list[LockStatus]:
+        """See `locks.lock_status`."""
+        async with self._pool.connection() as conn:
+            return await lock_status(conn)
+
+    @asynccontextmanager
+    async def lock(
+        self,
+        key: str,
+        owner: str | None = None,
+        *,
+        ttl: timedelta = LEASE_TTL,
+        wait: timedelta = NO_WAIT,
+        heartbeat: timedelta | None = None,
+    ) -> AsyncIterator[Lease]:
+        """See `client.Client.lock`; the heartbeat is a task, cancelled on exit."""
+        interval = heartbeat_interval(ttl, heartbeat)
+        grant = await self.lock_acquire(key, default_owner() if owner is None else owner, ttl, wait)
+        if not grant.acquired:
+            raise LockNotAcquired(key, grant)
+        lease = Lease(key, grant)
+        beat = asyncio.create_task(
+            self._heartbeat(lease, ttl, interval), name=f"pgcoord-heartbeat {key}"
+        )
+        try:
+            yield lease
+        finally:
+            beat.cancel()
+            await asyncio.wait([beat])
+            lease.ended(await self.lock_release(key, lease.owner))
+
+    async def _heartbeat(self, lease: Lease, ttl: timedelta, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                expires_at = await self.lock_extend(lease.key, lease.owner, ttl)
+            except PoolClosed:
+                log.warning("heartbeat of lock %r stopped: the client is closed", lease.key)
+                return
+            except Exception:
+                log.warning("heartbeat of lock %r failed, retrying", lease.key, exc_info=True)
+                continue
+            if not lease.extended(expires_at):
+                return
