@@ -10,11 +10,12 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "driver"))
+
+from pgcoord.migrations import INSTALL_LOCK  # noqa: E402  (the key migrate also takes)
+
 SRC = ROOT / "db" / "src"
 RELEASES = ROOT / "db" / "releases"
-
-# pg_advisory_xact_lock key that serialises concurrent installs and upgrades
-INSTALL_LOCK = 7_001_517_330_252_001
 
 HEADER = """\
 -- pgcoord {version}: install file, generated from db/src by scripts/freeze-release.

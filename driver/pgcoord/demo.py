@@ -31,9 +31,9 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.sql import SQL, Composed, Identifier
 
-from . import releases
 from .errors import PgcoordError
 from .locks import lock_acquire, lock_extend, lock_is_current, lock_release, lock_status
+from .migrations import migrate
 from .types import Lock, LockStatus
 
 WEBHOOKS = 50
@@ -63,8 +63,6 @@ FENCED_REPLY: LiteralString = (
 REPLIES_OF: LiteralString = (
     "SELECT written_by FROM {schema}.replies WHERE chat_key = %(key)s ORDER BY id"
 )
-INSTALLED: LiteralString = "SELECT to_regprocedure('pgcoord.version()') IS NOT NULL"
-INSTALLED_VERSION: LiteralString = "SELECT pgcoord.version()"
 SERVER_CLOCK: LiteralString = "SELECT clock_timestamp()"
 SERVER_VERSION: LiteralString = "SELECT current_setting('server_version')"
 
@@ -385,14 +383,13 @@ def _describe(url: str) -> str:
 
 
 def _install(conn: psycopg.Connection[Any]) -> str:
-    """Install the newest release when pgcoord is missing; say what was found."""
-    installed = conn.execute(INSTALLED).fetchone()
-    if installed and installed[0]:
-        version = conn.execute(INSTALLED_VERSION).fetchone()
-        return f"pgcoord {version[0] if version else '?'} is installed here"
-    conn.execute(releases.install_sql())
-    dbname = conn.info.dbname
-    return f"installed pgcoord {releases.latest()} into database {dbname!r}"
+    """Install (or upgrade to) the newest release when needed; say what was found."""
+    before, after = migrate(conn)
+    if before is None:
+        return f"installed pgcoord {after} into database {conn.info.dbname!r}"
+    if before == after:
+        return f"pgcoord {after} is installed here"
+    return f"upgraded pgcoord {before} to {after}"
 
 
 def run(url: str, where: str, report: Report, webhooks: int = WEBHOOKS) -> None:

@@ -19,7 +19,5 @@ LOCK_STATUS: LiteralString = (
     "SELECT key, owner, token, acquired_at, expires_at, expired"
     " FROM pgcoord.lock_status ORDER BY key"
 )
-VERSION: LiteralString = (
-    "SELECT CASE WHEN to_regprocedure('pgcoord.version()') IS NULL THEN NULL"
-    " ELSE pgcoord.version() END"
-)
+# raises 3F000 / 42883 where pgcoord is not installed (callers treat that as "none")
+VERSION: LiteralString = "SELECT pgcoord.version()"

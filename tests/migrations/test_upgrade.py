@@ -1,0 +1,192 @@
+"""Upgrading gives the schema of a fresh install of the newer release and keeps the data.
+
+Besides the real releases, a made-up release 0.1.1 (0.1.0 plus a column, a table and a
+changed comment) runs the whole mechanism a later release will use: its upgrade.sql
+through migrate, and one more alembic revision made from the revision template."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import alembic.command
+import psycopg
+import pytest
+from installkit import (
+    ROOT,
+    Snapshot,
+    alembic_config,
+    alembic_revisions,
+    alembic_upgrade,
+    assert_complete,
+    assert_same_schema,
+    install_with_psql,
+    psql_argv,
+    run,
+    snapshot,
+)
+
+from pgcoord import migrations, releases
+from pgcoord.locks import lock_acquire, lock_status
+from pgcoord.types import Lock
+
+NEXT = "0.1.1"
+
+# the change of the made-up release; the same statements upgrade and install it
+NEXT_CHANGE = """
+ALTER TABLE pgcoord.locks ADD COLUMN IF NOT EXISTS note text;
+CREATE TABLE IF NOT EXISTS pgcoord.upgrade_probe (
+    id bigint PRIMARY KEY,
+    label text NOT NULL DEFAULT '100%'
+);
+REVOKE ALL ON pgcoord.upgrade_probe FROM PUBLIC;
+COMMENT ON FUNCTION pgcoord.lock_release(text, text) IS 'Changed in 0.1.1.';
+"""
+
+NEXT_UPGRADE = """-- pgcoord {version}: upgrade from {previous}
+BEGIN;
+
+SELECT pg_advisory_xact_lock({lock});
+
+DO $$
+BEGIN
+    IF pgcoord.version() NOT IN ('{previous}', '{version}') THEN
+        RAISE EXCEPTION 'this file upgrades {previous} to {version}, found %', pgcoord.version()
+            USING ERRCODE = '55000';
+    END IF;
+END;
+$$;
+{change}
+INSERT INTO pgcoord.schema_version (version) VALUES ('{version}')
+ON CONFLICT (version) DO NOTHING;
+
+COMMIT;
+"""
+
+
+def without_versions(snap: Snapshot) -> Snapshot:
+    """An upgraded database also lists the versions it went through."""
+    return {name: rows for name, rows in snap.items() if name != "schema_version"}
+
+
+def hold_lock(url: str) -> Lock:
+    with psycopg.connect(url, autocommit=True) as conn:
+        held = lock_acquire(conn, "upgrade-keeps-me", "worker-1", ttl=timedelta(hours=1))
+    assert held.acquired
+    return held
+
+
+def assert_lock_kept(url: str, held: Lock) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        [kept] = lock_status(conn)
+    assert (kept.key, kept.owner, kept.token) == ("upgrade-keeps-me", "worker-1", held.token)
+    assert kept.expires_at == held.expires_at
+
+
+def test_upgrade_from_every_release_to_the_newest(new_db: Callable[[], str]) -> None:
+    reference_url = new_db()
+    install_with_psql(reference_url)
+    reference = snapshot(reference_url)
+    assert_complete(reference)
+
+    for version in releases.versions():
+        url = new_db()
+        install_with_psql(url, version)
+        held = hold_lock(url)
+
+        assert migrations.migrate(url) == (version, releases.latest())
+
+        upgraded = snapshot(url)
+        assert_same_schema(without_versions(upgraded), without_versions(reference))
+        assert upgraded["schema_version"][-1] == (releases.latest(),)
+        assert_lock_kept(url, held)
+
+
+@pytest.fixture
+def next_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A release folder with the real 0.1.0 and the made-up 0.1.1, in use for the test."""
+    folder = tmp_path / "releases"
+    shutil.copytree(releases.releases_dir() / "0.1.0", folder / "0.1.0")
+    install = releases.install_sql("0.1.0").replace("0.1.0", NEXT)
+    head, marker, tail = install.rpartition("\nINSERT INTO pgcoord.schema_version")
+    assert marker, "the install file no longer ends with its schema_version row"
+    (folder / NEXT).mkdir()
+    (folder / NEXT / "install.sql").write_text(f"{head}\n{NEXT_CHANGE}{marker}{tail}")
+    upgrade = NEXT_UPGRADE.format(
+        version=NEXT, previous="0.1.0", lock=migrations.INSTALL_LOCK, change=NEXT_CHANGE
+    )
+    (folder / NEXT / "upgrade.sql").write_text(upgrade)
+    monkeypatch.setattr(releases, "releases_dir", lambda: folder)
+    assert releases.versions() == ["0.1.0", NEXT]
+    return folder
+
+
+@pytest.fixture
+def next_alembic(tmp_path: Path, next_release: Path) -> Path:
+    """The alembic scripts plus a revision for 0.1.1 made from the revision template."""
+    scripts = tmp_path / "alembic"
+    shutil.copytree(ROOT / "alembic", scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    alembic.command.revision(alembic_config("unused", scripts), message=NEXT, rev_id="pgcoord_0002")
+    return scripts
+
+
+def test_a_later_release_upgrades_to_its_fresh_install(
+    new_db: Callable[[], str], next_release: Path
+) -> None:
+    upgraded, fresh = new_db(), new_db()
+    assert migrations.migrate(upgraded, "0.1.0") == (None, "0.1.0")
+    held = hold_lock(upgraded)
+    assert migrations.plan("0.1.0") == [(NEXT, "upgrade.sql")]
+
+    assert migrations.migrate(upgraded) == ("0.1.0", NEXT)
+    assert migrations.migrate(fresh) == (None, NEXT)
+
+    after_upgrade, after_install = snapshot(upgraded), snapshot(fresh)
+    assert "upgrade_probe" in {row[0] for row in after_install["relations"]}
+    assert_same_schema(without_versions(after_upgrade), without_versions(after_install))
+    assert after_upgrade["schema_version"] == [("0.1.0",), (NEXT,)]
+    assert after_install["schema_version"] == [(NEXT,)]
+    assert_lock_kept(upgraded, held)
+
+    assert migrations.migrate(upgraded) == (NEXT, NEXT)
+    with pytest.raises(migrations.MigrationError, match="downgrades are not supported"):
+        migrations.migrate(upgraded, "0.1.0")
+    # the older release's install file refuses the newer database
+    refused = run(psql_argv(upgraded, next_release / "0.1.0" / "install.sql"))
+    assert refused.returncode != 0
+    assert f"55000: pgcoord {NEXT} is installed here" in refused.stderr
+    assert_same_schema(snapshot(upgraded), after_upgrade)
+
+
+def test_alembic_upgrades_through_the_next_revision(
+    new_db: Callable[[], str], next_alembic: Path
+) -> None:
+    by_alembic, by_migrate = new_db(), new_db()
+    alembic_upgrade(by_alembic, "pgcoord_0001", next_alembic)
+    assert alembic_revisions(by_alembic) == ["pgcoord_0001"]
+    held = hold_lock(by_alembic)
+
+    alembic_upgrade(by_alembic, "head", next_alembic)
+
+    assert alembic_revisions(by_alembic) == ["pgcoord_0002"]
+    assert_lock_kept(by_alembic, held)
+    migrations.migrate(by_migrate, "0.1.0")
+    migrations.migrate(by_migrate)
+    expected = snapshot(by_migrate)
+    assert expected["schema_version"] == [("0.1.0",), (NEXT,)]
+    assert_same_schema(snapshot(by_alembic), expected)
+
+
+def test_alembic_adopts_a_newer_install_made_by_migrate(
+    new_db: Callable[[], str], next_alembic: Path
+) -> None:
+    url = new_db()
+    assert migrations.migrate(url) == (None, NEXT)
+    before = snapshot(url)
+
+    alembic_upgrade(url, "head", next_alembic)
+
+    assert alembic_revisions(url) == ["pgcoord_0002"]
+    assert_same_schema(snapshot(url), before)
