@@ -1,9 +1,10 @@
 -- Take or renew the lease of a key. A free or expired key is granted with a new token;
 -- the live holder renews and keeps its token; anyone else is answered acquired = false
 -- with the holder's owner, token and expiry. It never locks the row of a live lease
--- held by another owner. Renewals and take-overs are compare-and-swap on the token
--- read, so took_over is exact. With p_wait > 0 it tries again until the key frees or
--- p_wait has passed, holding no row lock while it waits.
+-- held by another owner. Renewals and take-overs are compare-and-swap on the token and
+-- expiry read, so took_over is exact and a renewal is never overwritten. With
+-- p_wait > 0 it tries again until the key frees or p_wait has passed, holding no row
+-- lock while it waits.
 CREATE OR REPLACE FUNCTION pgcoord.lock_acquire(
     p_key text,
     p_owner text,
@@ -96,14 +97,16 @@ BEGIN
                 WHERE l.key = p_key AND l.token = lock_acquire.token AND l.expires_at > v_now
                 RETURNING true, l.expires_at INTO acquired, expires_at;
             ELSE
-                -- an expired lease is a free key: a new grant with a new token
+                -- an expired lease is a free key: a new grant with a new token. The swap
+                -- compares the expiry too: a renewal keeps the token, so the token alone
+                -- cannot tell that the holder renewed since our read.
                 v_holder := owner;
                 UPDATE pgcoord.locks AS l
                 SET owner = p_owner,
                     token = nextval('pgcoord.lock_token'),
                     acquired_at = v_now,
                     expires_at = v_now + p_ttl
-                WHERE l.key = p_key AND l.token = lock_acquire.token
+                WHERE l.key = p_key AND l.token = lock_acquire.token AND l.expires_at <= v_now
                 RETURNING true, l.owner, l.token, l.expires_at, v_holder <> p_owner
                 INTO acquired, owner, token, expires_at, took_over;
             END IF;

@@ -1,0 +1,214 @@
+"""Helpers for the SQL tests: the lease-lock calls in named notation, N connections fired
+together by a barrier, and polling the server instead of sleeping."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg.rows import class_row
+
+from pgcoord.types import Lock, LockStatus
+
+Conn = psycopg.Connection[Any]
+T = TypeVar("T")
+
+# The section-1 contract, as the server prints it back (pg_get_function_arguments and
+# pg_get_function_result): names, order, types and defaults are exact.
+CONTRACT: dict[str, tuple[str, str]] = {
+    "lock_acquire": (
+        "p_key text, p_owner text, p_ttl interval DEFAULT '00:02:00'::interval,"
+        " p_wait interval DEFAULT '00:00:00'::interval",
+        "TABLE(acquired boolean, owner text, token bigint,"
+        " expires_at timestamp with time zone, took_over boolean)",
+    ),
+    "lock_release": ("p_key text, p_owner text", "boolean"),
+    "lock_extend": (
+        "p_key text, p_owner text, p_ttl interval DEFAULT '00:02:00'::interval",
+        "timestamp with time zone",
+    ),
+    "lock_is_current": ("p_key text, p_token bigint", "boolean"),
+}
+SECTION_1 = tuple(CONTRACT)
+
+LONG = timedelta(seconds=30)
+STATEMENT_TIMEOUT = "30s"  # a hanging call fails its test instead of stalling the run
+
+
+def connect(url: str, **kwargs: Any) -> Conn:
+    """An autocommit connection, like most pooled application connections."""
+    options = f"-c statement_timeout={STATEMENT_TIMEOUT}"
+    return psycopg.connect(url, autocommit=True, options=options, **kwargs)
+
+
+@contextmanager
+def connections(url: str, n: int) -> Iterator[list[Conn]]:
+    with ExitStack() as stack:
+        yield [stack.enter_context(connect(url)) for _ in range(n)]
+
+
+def fan_out(conns: list[Conn], call: Callable[[int, Conn], T], timeout: float = 30.0) -> list[T]:
+    """Run `call(i, conns[i])` in one thread per connection, all released at once by a
+    barrier; return the results in connection order, or raise the first error."""
+    barrier = threading.Barrier(len(conns))
+    results: list[Any] = [None] * len(conns)
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait(timeout)
+            results[i] = call(i, conns[i])
+        except BaseException as exc:
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(conns))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    if any(thread.is_alive() for thread in threads):
+        raise TimeoutError(f"fan_out: a call did not return within {timeout} s")
+    if errors:
+        raise errors[0]
+    return results
+
+
+class Background:
+    """One call running in a thread, with its result, error and return time."""
+
+    def __init__(self, call: Callable[[], Any]) -> None:
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.finished_at: float | None = None
+        self._thread = threading.Thread(target=self._run, args=(call,), daemon=True)
+        self._thread.start()
+
+    def _run(self, call: Callable[[], Any]) -> None:
+        try:
+            self.result = call()
+        except BaseException as exc:
+            self.error = exc
+        self.finished_at = time.monotonic()
+
+    def join(self, timeout: float = 15.0) -> Any:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), f"background call still running after {timeout} s"
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+    @property
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+
+def acquire(
+    conn: Conn,
+    key: str,
+    owner: str,
+    ttl: timedelta = LONG,
+    wait: timedelta = timedelta(0),
+) -> Lock:
+    with conn.cursor(row_factory=class_row(Lock)) as cur:
+        cur.execute(
+            "SELECT * FROM pgcoord.lock_acquire("
+            "p_key => %s, p_owner => %s, p_ttl => %s, p_wait => %s)",
+            (key, owner, ttl, wait),
+        )
+        rows = cur.fetchall()
+    assert len(rows) == 1, f"lock_acquire returned {len(rows)} rows"
+    return rows[0]
+
+
+def release(conn: Conn, key: str, owner: str) -> bool:
+    return bool(scalar(conn, "SELECT pgcoord.lock_release(p_key => %s, p_owner => %s)", key, owner))
+
+
+def extend(conn: Conn, key: str, owner: str, ttl: timedelta = LONG) -> datetime | None:
+    value = scalar(
+        conn, "SELECT pgcoord.lock_extend(p_key => %s, p_owner => %s, p_ttl => %s)", key, owner, ttl
+    )
+    assert value is None or isinstance(value, datetime)
+    return value
+
+
+def is_current(conn: Conn, key: str, token: int) -> bool:
+    value = scalar(conn, "SELECT pgcoord.lock_is_current(p_key => %s, p_token => %s)", key, token)
+    assert isinstance(value, bool)
+    return value
+
+
+def status(conn: Conn, key: str) -> LockStatus | None:
+    with conn.cursor(row_factory=class_row(LockStatus)) as cur:
+        cur.execute(
+            "SELECT key, owner, token, acquired_at, expires_at, expired"
+            " FROM pgcoord.lock_status WHERE key = %s",
+            (key,),
+        )
+        return cur.fetchone()
+
+
+def scalar(conn: Conn, query: Any, *params: Any) -> Any:
+    row = conn.execute(query, params).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def server_clock(conn: Conn) -> datetime:
+    value = scalar(conn, "SELECT clock_timestamp()")
+    assert isinstance(value, datetime)
+    return value
+
+
+def poll(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Ask `check` again every few milliseconds until it says yes."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.005)
+
+
+def until_expired(conn: Conn, key: str) -> None:
+    """Return once the server clock has passed the lease of `key`."""
+    poll(
+        lambda: bool(
+            scalar(
+                conn,
+                "SELECT coalesce(bool_and(expired), false) FROM pgcoord.lock_status WHERE key = %s",
+                key,
+            )
+        ),
+        f"the lease of {key!r} to expire",
+    )
+
+
+def until_waiting(observer: Conn, pid: int, for_at_least: timedelta = timedelta(0)) -> None:
+    """Return once backend `pid` is inside a waiting lock_acquire (sleeping between tries),
+    and has been in it for at least `for_at_least`."""
+
+    def waiting() -> bool:
+        row = observer.execute(
+            "SELECT state = 'active' AND wait_event = 'PgSleep' AND query LIKE %s"
+            " AND clock_timestamp() - query_start >= %s"
+            " FROM pg_stat_activity WHERE pid = %s",
+            ("%lock_acquire%", for_at_least, pid),
+        ).fetchone()
+        return bool(row and row[0])
+
+    poll(waiting, f"backend {pid} to wait inside lock_acquire")
+
+
+def snapshot(conn: Conn) -> tuple[list[tuple[Any, ...]], tuple[Any, ...] | None]:
+    """The lock table's rows and the token sequence's state."""
+    rows = conn.execute(
+        "SELECT key, owner, token, acquired_at, expires_at FROM pgcoord.locks ORDER BY key"
+    ).fetchall()
+    sequence = conn.execute("SELECT last_value, is_called FROM pgcoord.lock_token").fetchone()
+    return rows, sequence

@@ -1,0 +1,172 @@
+"""The installed schema, read from the catalog: the general rules every function keeps,
+and the driver's dataclasses matching the result columns field for field."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from datetime import datetime
+from typing import Any
+
+import pytest
+from psycopg.rows import class_row
+from sqlkit import SECTION_1, Conn, acquire
+
+from pgcoord.types import Lock, LockStatus
+
+# PostgreSQL result types and the Python types psycopg gives them.
+PYTHON_TYPES = {
+    "boolean": bool,
+    "text": str,
+    "bigint": int,
+    "integer": int,
+    "double precision": float,
+    "timestamp with time zone": datetime,
+}
+
+# Stale clocks: the start of the transaction or of the statement.
+STALE_CLOCK = re.compile(
+    r"\bnow\s*\(|\bcurrent_(timestamp|time|date)\b|\blocaltime(stamp)?\b"
+    r"|\b(transaction|statement)_timestamp\s*\(|'now'",
+    re.IGNORECASE,
+)
+
+
+def functions(conn: Conn) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT p.oid::regprocedure::text AS signature, p.proname::text AS name,"
+        " p.proconfig AS config, obj_description(p.oid, 'pg_proc') AS comment,"
+        " p.proargnames AS arg_names, p.proargmodes AS arg_modes, p.pronargs AS nargs,"
+        " p.prosecdef AS security_definer, p.provolatile AS volatility,"
+        " pg_get_functiondef(p.oid) AS definition"
+        " FROM pg_proc AS p WHERE p.pronamespace = 'pgcoord'::regnamespace ORDER BY 1"
+    ).fetchall()
+    names = ["signature", "name", "config", "comment", "arg_names", "arg_modes", "nargs"]
+    names += ["security_definer", "volatility", "definition"]
+    found = [dict(zip(names, row, strict=True)) for row in rows]
+    assert {f["name"] for f in found} >= set(SECTION_1)
+    return found
+
+
+def without_comments(source: str) -> str:
+    source = re.sub(r"--[^\n]*", "", source)
+    return re.sub(r"/\*.*?\*/", "", source, flags=re.DOTALL)
+
+
+def test_every_function_pins_its_search_path(conn: Conn) -> None:
+    for function in functions(conn):
+        paths = [s for s in function["config"] or [] if s.startswith("search_path=")]
+        assert paths, f"{function['signature']} does not pin search_path"
+        schemas = [s.strip() for s in paths[0].removeprefix("search_path=").split(",")]
+        assert schemas[0] in {"pg_catalog", "pgcoord"}, function["signature"]
+        assert "public" not in schemas and '"$user"' not in schemas, function["signature"]
+        if "pg_temp" in schemas:
+            assert schemas[-1] == "pg_temp", "pg_temp must come last, or it comes first"
+
+
+def test_every_function_has_a_comment(conn: Conn) -> None:
+    for function in functions(conn):
+        assert (function["comment"] or "").strip(), f"{function['signature']} has no COMMENT"
+
+
+def test_every_argument_is_named_with_the_p_prefix(conn: Conn) -> None:
+    for function in functions(conn):
+        modes = function["arg_modes"] or ["i"] * function["nargs"]
+        names = function["arg_names"] or []
+        inputs = [n for n, m in zip(names, modes, strict=False) if m in {"i", "b", "v"}]
+        assert len(inputs) == function["nargs"], f"{function['signature']}: unnamed argument"
+        for name in inputs:
+            assert re.fullmatch(r"p_[a-z0-9_]+", name), f"{function['signature']}: {name}"
+
+
+def test_no_function_or_view_reads_a_stale_clock(conn: Conn) -> None:
+    for function in functions(conn):
+        body = without_comments(function["definition"])
+        assert not STALE_CLOCK.search(body), f"{function['signature']}: {STALE_CLOCK.search(body)}"
+    views = conn.execute(
+        "SELECT c.oid::regclass::text, pg_get_viewdef(c.oid) FROM pg_class AS c"
+        " WHERE c.relnamespace = 'pgcoord'::regnamespace AND c.relkind IN ('v', 'm')"
+    ).fetchall()
+    assert views, "pgcoord.lock_status at least"
+    for name, definition in views:
+        assert not STALE_CLOCK.search(definition), f"{name}: {STALE_CLOCK.search(definition)}"
+
+
+def test_the_api_functions_run_as_definer_and_are_volatile(conn: Conn) -> None:
+    for function in functions(conn):
+        if function["name"] in SECTION_1:
+            assert function["security_definer"], function["signature"]
+            # the clock moves: a STABLE lock_is_current could be folded once per statement
+            assert function["volatility"] == "v", function["signature"]
+
+
+def result_columns(conn: Conn, function: str) -> list[tuple[str, str]]:
+    row = conn.execute(
+        "SELECT p.proargnames, p.proargmodes,"
+        " array(SELECT format_type(t, NULL) FROM unnest(p.proallargtypes) AS t)"
+        " FROM pg_proc AS p"
+        " WHERE p.pronamespace = 'pgcoord'::regnamespace AND p.proname = %s",
+        (function,),
+    ).fetchone()
+    assert row is not None
+    names, modes, types = row
+    return [(n, t) for n, m, t in zip(names, modes, types, strict=True) if m in {"o", "b", "t"}]
+
+
+def view_columns(conn: Conn, view: str) -> list[tuple[str, str]]:
+    return [
+        (name, type_)
+        for name, type_ in conn.execute(
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute AS a"
+            " WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped"
+            " ORDER BY a.attnum",
+            (view,),
+        ).fetchall()
+    ]
+
+
+def dataclass_columns(cls: type) -> list[tuple[str, type]]:
+    hints = typing.get_type_hints(cls)
+    return [(field.name, hints[field.name]) for field in dataclasses.fields(cls)]
+
+
+@pytest.mark.parametrize(
+    ("cls", "columns", "query"),
+    [
+        (
+            Lock,
+            lambda conn: result_columns(conn, "lock_acquire"),
+            "SELECT * FROM pgcoord.lock_acquire(p_key => 'k', p_owner => 'o') LIMIT 0",
+        ),
+        (
+            LockStatus,
+            lambda conn: view_columns(conn, "pgcoord.lock_status"),
+            "SELECT * FROM pgcoord.lock_status LIMIT 0",
+        ),
+    ],
+    ids=["Lock=lock_acquire", "LockStatus=lock_status"],
+)
+def test_dataclasses_match_the_result_columns(
+    conn: Conn, cls: type, columns: Any, query: str
+) -> None:
+    catalog = columns(conn)
+    expected = [(name, PYTHON_TYPES[type_]) for name, type_ in catalog]
+    assert dataclass_columns(cls) == expected
+
+    cursor = conn.execute(query)  # what a caller's SELECT * really yields
+    assert cursor.description is not None
+    described = [(column.name, column.type_code) for column in cursor.description]
+    type_oids = dict(conn.execute("SELECT format_type(oid, NULL), oid FROM pg_type").fetchall())
+    assert described == [(name, type_oids[type_]) for name, type_ in catalog]
+
+
+def test_real_rows_fill_the_dataclasses_with_their_types(conn: Conn) -> None:
+    lock = acquire(conn, "k", "o")
+    with conn.cursor(row_factory=class_row(LockStatus)) as cur:
+        cur.execute("SELECT * FROM pgcoord.lock_status")
+        statuses = cur.fetchall()
+    assert len(statuses) == 1
+    for value in (lock, statuses[0]):
+        for name, type_ in dataclass_columns(type(value)):
+            assert isinstance(getattr(value, name), type_), (type(value).__name__, name)
