@@ -1,0 +1,1 @@
+"""Benchmarks of pgcoord against a real server (run them with scripts/bench)."""
