@@ -2,6 +2,9 @@
 
 The calls run in the connection's current transaction, so a grant and the caller's own
 writes can commit together; on an autocommit connection each call commits by itself.
+psycopg prepares a statement on its sixth use, which costs one extra round trip once;
+connect with `prepare_threshold=None` behind a transaction-mode pooler (PgBouncer,
+Supavisor), as the clients do.
 """
 
 from __future__ import annotations

@@ -187,7 +187,7 @@ def _session(
 @contextmanager
 def _install_lock(conn: psycopg.Connection[Any]) -> Iterator[None]:
     """Hold the install lock for the session (re-entrant, so nesting is fine)."""
-    conn.execute("SELECT pg_advisory_lock(%s)", (INSTALL_LOCK,))
+    conn.execute(sql.INSTALL_LOCK, {"key": INSTALL_LOCK})
     try:
         yield
     finally:
@@ -195,4 +195,4 @@ def _install_lock(conn: psycopg.Connection[Any]) -> Iterator[None]:
             # a lost connection has lost its lock too
             with suppress(psycopg.OperationalError):
                 _rollback_failed(conn)
-                conn.execute("SELECT pg_advisory_unlock(%s)", (INSTALL_LOCK,))
+                conn.execute(sql.INSTALL_UNLOCK, {"key": INSTALL_LOCK})

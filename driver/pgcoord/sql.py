@@ -21,3 +21,7 @@ LOCK_STATUS: LiteralString = (
 )
 # raises 3F000 / 42883 where pgcoord is not installed (callers treat that as "none")
 VERSION: LiteralString = "SELECT pgcoord.version()"
+
+# held by `pgcoord migrate` from reading the version until its last release file commits
+INSTALL_LOCK: LiteralString = "SELECT pg_advisory_lock(%(key)s)"
+INSTALL_UNLOCK: LiteralString = "SELECT pg_advisory_unlock(%(key)s)"
