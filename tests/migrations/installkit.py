@@ -3,11 +3,13 @@ schema pgcoord to compare their results."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 from argparse import Namespace
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import alembic.command
@@ -21,6 +23,15 @@ ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 
 Snapshot = dict[str, list[tuple[Any, ...]]]
+
+
+def load_sqlbuild() -> ModuleType:
+    """scripts/sqlbuild.py, the builder of the release files, as a module."""
+    spec = importlib.util.spec_from_file_location("sqlbuild", ROOT / "scripts" / "sqlbuild.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:

@@ -3,7 +3,6 @@ db/src: adding a release is its folder plus one revision, and db/src cannot drif
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 from types import ModuleType
@@ -12,26 +11,21 @@ import alembic.command
 import alembic.util
 import pytest
 from alembic.script import ScriptDirectory
-from installkit import ROOT, alembic_config
+from installkit import ROOT, alembic_config, load_sqlbuild
 
 from pgcoord import migrations, releases
 
 
-def load_sqlbuild() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("sqlbuild", ROOT / "scripts" / "sqlbuild.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_newest_release_is_what_db_src_builds() -> None:
     sqlbuild = load_sqlbuild()
-    newest = releases.latest()
+    known = releases.versions()
+    newest = known[-1]
     assert sqlbuild.build(newest) == releases.install_sql(newest), (
         f"db/src differs from db/releases/{newest}/install.sql: a released version is "
         "frozen; change db/src together with a new version (scripts/freeze-release)"
     )
+    if len(known) > 1:
+        assert sqlbuild.build_upgrade(newest, known[-2]) == releases.upgrade_sql(newest)
 
 
 def test_every_release_file_is_one_transaction_under_the_install_lock() -> None:

@@ -1,8 +1,10 @@
 """Upgrading gives the schema of a fresh install of the newer release and keeps the data.
 
 Besides the real releases, a made-up release 0.1.1 (0.1.0 plus a column, a table and a
-changed comment) runs the whole mechanism a later release will use: its upgrade.sql
-through migrate, and one more alembic revision made from the revision template."""
+changed comment) runs the whole mechanism a later release will use: its files built by
+scripts/sqlbuild.py from a changed copy of db/src (the column through a hand-written
+db/src/upgrades/0.1.1.sql step), its upgrade.sql through migrate, and one more alembic
+revision made from the revision template."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from installkit import (
     assert_complete,
     assert_same_schema,
     install_with_psql,
+    load_sqlbuild,
     psql_argv,
     run,
     snapshot,
@@ -34,36 +37,23 @@ from pgcoord.types import Lock
 
 NEXT = "0.1.1"
 
-# the change of the made-up release; the same statements upgrade and install it
-NEXT_CHANGE = """
-ALTER TABLE pgcoord.locks ADD COLUMN IF NOT EXISTS note text;
+# The change of the made-up release, made to a copy of db/src: a new column in the
+# table definition (with its hand-written upgrade step), a new table and a new comment.
+NEW_COLUMN = (
+    "    expires_at timestamptz NOT NULL\n",
+    "    expires_at timestamptz NOT NULL,\n    note text\n",
+)
+UPGRADE_STEP = "ALTER TABLE pgcoord.locks ADD COLUMN IF NOT EXISTS note text;\n"
+NEW_TABLE = """
 CREATE TABLE IF NOT EXISTS pgcoord.upgrade_probe (
     id bigint PRIMARY KEY,
     label text NOT NULL DEFAULT '100%'
 );
-REVOKE ALL ON pgcoord.upgrade_probe FROM PUBLIC;
-COMMENT ON FUNCTION pgcoord.lock_release(text, text) IS 'Changed in 0.1.1.';
 """
-
-NEXT_UPGRADE = """-- pgcoord {version}: upgrade from {previous}
-BEGIN;
-
-SELECT pg_advisory_xact_lock({lock});
-
-DO $$
-BEGIN
-    IF pgcoord.version() NOT IN ('{previous}', '{version}') THEN
-        RAISE EXCEPTION 'this file upgrades {previous} to {version}, found %', pgcoord.version()
-            USING ERRCODE = '55000';
-    END IF;
-END;
-$$;
-{change}
-INSERT INTO pgcoord.schema_version (version) VALUES ('{version}')
-ON CONFLICT (version) DO NOTHING;
-
-COMMIT;
-"""
+NEW_COMMENT = (
+    "'True when p_owner held p_key and it is now free; false otherwise, changing nothing. '",
+    "'Changed in 0.1.1. '",
+)
 
 
 def without_versions(snap: Snapshot) -> Snapshot:
@@ -106,18 +96,30 @@ def test_upgrade_from_every_release_to_the_newest(new_db: Callable[[], str]) -> 
 
 @pytest.fixture
 def next_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A release folder with the real 0.1.0 and the made-up 0.1.1, in use for the test."""
-    folder = tmp_path / "releases"
-    shutil.copytree(releases.releases_dir() / "0.1.0", folder / "0.1.0")
-    install = releases.install_sql("0.1.0").replace("0.1.0", NEXT)
-    head, marker, tail = install.rpartition("\nINSERT INTO pgcoord.schema_version")
-    assert marker, "the install file no longer ends with its schema_version row"
-    (folder / NEXT).mkdir()
-    (folder / NEXT / "install.sql").write_text(f"{head}\n{NEXT_CHANGE}{marker}{tail}")
-    upgrade = NEXT_UPGRADE.format(
-        version=NEXT, previous="0.1.0", lock=migrations.INSTALL_LOCK, change=NEXT_CHANGE
-    )
-    (folder / NEXT / "upgrade.sql").write_text(upgrade)
+    """A release folder with the real 0.1.0 and a made-up 0.1.1 built by scripts/sqlbuild.py
+    from a changed copy of db/src, in use for the test."""
+    sqlbuild = load_sqlbuild()
+    root = tmp_path / "checkout"
+    src = root / "db" / "src"
+    shutil.copytree(sqlbuild.SRC, src)
+    shutil.copytree(releases.releases_dir() / "0.1.0", root / "db" / "releases" / "0.1.0")
+    table = src / "010_locks.sql"
+    assert NEW_COLUMN[0] in table.read_text(), "the locks table definition has changed"
+    table.write_text(table.read_text().replace(*NEW_COLUMN) + NEW_TABLE)
+    (src / "upgrades").mkdir()
+    (src / "upgrades" / f"{NEXT}.sql").write_text(UPGRADE_STEP)
+    release = src / "functions" / "lock_release.sql"
+    assert NEW_COMMENT[0] in release.read_text(), "lock_release's comment has changed"
+    release.write_text(release.read_text().replace(*NEW_COMMENT))
+    monkeypatch.setattr(sqlbuild, "ROOT", root)
+    monkeypatch.setattr(sqlbuild, "SRC", src)
+    monkeypatch.setattr(sqlbuild, "RELEASES", root / "db" / "releases")
+
+    assert sqlbuild.main([NEXT]) == 0
+
+    folder = root / "db" / "releases"
+    upgrade = (folder / NEXT / "upgrade.sql").read_text()
+    assert f"-- db/src/upgrades/{NEXT}.sql\n{UPGRADE_STEP}" in upgrade
     monkeypatch.setattr(releases, "releases_dir", lambda: folder)
     assert releases.versions() == ["0.1.0", NEXT]
     return folder
