@@ -15,12 +15,10 @@ BEGIN
         FROM pgcoord.schema_version AS v
         ORDER BY v.installed_at DESC, v.version DESC
         LIMIT 1;
-        IF v_installed IS DISTINCT FROM '0.1.0' THEN
-            RAISE EXCEPTION 'pgcoord % is installed here; this file installs 0.1.0 afresh',
-                v_installed
-                USING ERRCODE = '55000',
-                HINT = 'Upgrade with pgcoord migrate or alembic upgrade head instead.';
-        END IF;
+    END IF;
+    IF v_installed <> '0.1.0' THEN
+        RAISE EXCEPTION 'pgcoord % is installed here; this file installs 0.1.0 afresh', coalesce(v_installed, 'none')
+            USING ERRCODE = '55000', HINT = 'Upgrade with pgcoord migrate or alembic upgrade head instead.';
     END IF;
 END;
 $$;
