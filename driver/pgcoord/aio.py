@@ -21,7 +21,7 @@ from psycopg_pool import AsyncConnectionPool, PoolClosed
 from . import sql
 from .errors import LockNotAcquired, translated
 from .lease import LEASE_TTL, Lease, default_owner, heartbeat_interval
-from .locks import DEFAULT_TTL, NO_WAIT
+from .locks import CONNECTION_OPTIONS, DEFAULT_TTL, NO_WAIT
 from .types import Lock, LockStatus
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class AsyncClient:
         if pool is None:
             pool = AsyncConnectionPool(
                 conninfo or "",
-                kwargs={"autocommit": True, "prepare_threshold": None},
+                kwargs=dict(CONNECTION_OPTIONS),
                 min_size=min_size,
                 max_size=max_size,
                 open=False,

@@ -19,7 +19,7 @@ from psycopg_pool import ConnectionPool, PoolClosed
 from . import locks
 from .errors import LockNotAcquired
 from .lease import LEASE_TTL, Lease, default_owner, heartbeat_interval
-from .locks import DEFAULT_TTL, NO_WAIT
+from .locks import CONNECTION_OPTIONS, DEFAULT_TTL, NO_WAIT
 from .types import Lock, LockStatus
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class Client:
     environment) and closes it in `close()`. Its connections are autocommit and never
     prepare statements on the server, so every call is one round trip and works through
     transaction-mode poolers. With `pool` it borrows the caller's pool and leaves it open;
-    give that pool the same `kwargs={"autocommit": True, "prepare_threshold": None}`, or
+    give that pool `kwargs=locks.CONNECTION_OPTIONS` (autocommit, no server-side prepare), or
     calls also cost the pool's COMMIT and, now and then, a PREPARE.
     """
 
@@ -52,7 +52,7 @@ class Client:
         if pool is None:
             pool = ConnectionPool(
                 conninfo or "",
-                kwargs={"autocommit": True, "prepare_threshold": None},
+                kwargs=dict(CONNECTION_OPTIONS),
                 min_size=min_size,
                 max_size=max_size,
                 open=True,

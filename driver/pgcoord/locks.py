@@ -19,6 +19,10 @@ from . import sql
 from .errors import translated
 from .types import Lock, LockStatus
 
+# Options of the clients' pooled connections: each call commits by itself, and no
+# statement is prepared on the server (one round trip always; safe behind poolers).
+CONNECTION_OPTIONS: dict[str, Any] = {"autocommit": True, "prepare_threshold": None}
+
 DEFAULT_TTL = timedelta(minutes=2)
 NO_WAIT = timedelta(0)
 
