@@ -41,7 +41,7 @@ def test_demo_runs_green_and_leaves_nothing_behind(
     assert demo.main(["--database-url", db_url, "--ascii"]) == 0
 
     out = capsys.readouterr().out
-    assert "pgcoord 0.1.0 is installed here" in out
+    assert f"pgcoord {releases.latest()} is installed here" in out
     assert "ok exactly one of 50 webhooks acquired the lock" in out
     assert "ok the 49 others were told the holder: webhook-" in out
     assert "response times (from the barrier): min " in out

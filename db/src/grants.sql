@@ -11,4 +11,13 @@ GRANT EXECUTE ON FUNCTION pgcoord.lock_extend(text, text, interval) TO pgcoord_c
 GRANT EXECUTE ON FUNCTION pgcoord.lock_is_current(text, bigint) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.version() TO pgcoord_client;
 
+GRANT EXECUTE ON FUNCTION
+pgcoord.message_ingest(text, text, text, text, jsonb, interval, interval) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.buffer_claim(text, integer, interval) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.buffer_complete(text, bigint) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.buffer_fail(text, bigint, text, interval) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.buffer_extend(text, bigint, interval) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.buffer_due_in() TO pgcoord_client;
+
 GRANT SELECT ON pgcoord.lock_status TO pgcoord_client;
+GRANT SELECT ON pgcoord.buffer_status TO pgcoord_client;

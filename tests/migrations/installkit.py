@@ -24,6 +24,9 @@ VENV_BIN = Path(sys.executable).parent
 
 Snapshot = dict[str, list[tuple[Any, ...]]]
 
+# One alembic revision per release, numbered in order (test_release_files checks it).
+LATEST_REVISION = f"pgcoord_{len(releases.versions()):04d}"
+
 
 def load_sqlbuild() -> ModuleType:
     """scripts/sqlbuild.py, the builder of the release files, as a module."""
@@ -235,6 +238,11 @@ def snapshot(url: str) -> Snapshot:
             name: [tuple(row) for row in conn.execute(query).fetchall()]
             for name, query in SNAPSHOT_QUERIES.items()
         }
+
+
+def without_versions(snap: Snapshot) -> Snapshot:
+    """A database installed release by release also lists the versions it went through."""
+    return {name: rows for name, rows in snap.items() if name != "schema_version"}
 
 
 def assert_same_schema(actual: Snapshot, expected: Snapshot) -> None:

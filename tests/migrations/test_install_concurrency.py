@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 from installkit import (
+    LATEST_REVISION,
     ROOT,
     alembic_argv,
     alembic_revisions,
@@ -127,6 +128,6 @@ def test_psql_migrate_and_alembic_processes_at_once(new_db: Callable[[], str]) -
     failed = [(argv, err) for argv, _out, err, code in results if code != 0]
     assert failed == []
     assert_same_schema(snapshot(url), reference)
-    assert alembic_revisions(url) == ["pgcoord_0001"]
+    assert alembic_revisions(url) == [LATEST_REVISION]
     installs = [out for argv, out, _err, _code in results if "migrate" in argv]
     assert sum("installed pgcoord" in out for out in installs) <= 1

@@ -1,9 +1,9 @@
 """Upgrading gives the schema of a fresh install of the newer release and keeps the data.
 
-Besides the real releases, a made-up release 0.1.1 (0.1.0 plus a column, a table and a
-changed comment) runs the whole mechanism a later release will use: its files built by
+Besides the real releases, a made-up next release (the newest plus a column, a table and
+a changed comment) runs the whole mechanism a later release will use: its files built by
 scripts/sqlbuild.py from a changed copy of db/src (the column through a hand-written
-db/src/upgrades/0.1.1.sql step), its upgrade.sql through migrate, and one more alembic
+db/src/upgrades/<next>.sql step), its upgrade.sql through migrate, and one more alembic
 revision made from the revision template."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import alembic.command
 import psycopg
 import pytest
 from installkit import (
+    LATEST_REVISION,
     ROOT,
-    Snapshot,
     alembic_config,
     alembic_revisions,
     alembic_upgrade,
@@ -29,13 +29,16 @@ from installkit import (
     psql_argv,
     run,
     snapshot,
+    without_versions,
 )
 
 from pgcoord import migrations, releases
 from pgcoord.locks import lock_acquire, lock_status
 from pgcoord.types import Lock
 
-NEXT = "0.1.1"
+LATEST = releases.latest()
+NEXT = ".".join([*LATEST.split(".")[:-1], str(int(LATEST.split(".")[-1]) + 1)])
+NEXT_REVISION = f"pgcoord_{len(releases.versions()) + 1:04d}"
 
 # The change of the made-up release, made to a copy of db/src: a new column in the
 # table definition (with its hand-written upgrade step), a new table and a new comment.
@@ -52,13 +55,8 @@ CREATE TABLE IF NOT EXISTS pgcoord.upgrade_probe (
 """
 NEW_COMMENT = (
     "'True when p_owner held p_key and it is now free; false otherwise, changing nothing. '",
-    "'Changed in 0.1.1. '",
+    "'Changed in the next release. '",
 )
-
-
-def without_versions(snap: Snapshot) -> Snapshot:
-    """An upgraded database also lists the versions it went through."""
-    return {name: rows for name, rows in snap.items() if name != "schema_version"}
 
 
 def hold_lock(url: str) -> Lock:
@@ -96,13 +94,13 @@ def test_upgrade_from_every_release_to_the_newest(new_db: Callable[[], str]) -> 
 
 @pytest.fixture
 def next_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A release folder with the real 0.1.0 and a made-up 0.1.1 built by scripts/sqlbuild.py
-    from a changed copy of db/src, in use for the test."""
+    """A release folder with the real releases and a made-up next one built by
+    scripts/sqlbuild.py from a changed copy of db/src, in use for the test."""
     sqlbuild = load_sqlbuild()
     root = tmp_path / "checkout"
     src = root / "db" / "src"
     shutil.copytree(sqlbuild.SRC, src)
-    shutil.copytree(releases.releases_dir() / "0.1.0", root / "db" / "releases" / "0.1.0")
+    shutil.copytree(releases.releases_dir(), root / "db" / "releases")
     table = src / "010_locks.sql"
     assert NEW_COLUMN[0] in table.read_text(), "the locks table definition has changed"
     table.write_text(table.read_text().replace(*NEW_COLUMN) + NEW_TABLE)
@@ -121,16 +119,17 @@ def next_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     upgrade = (folder / NEXT / "upgrade.sql").read_text()
     assert f"-- db/src/upgrades/{NEXT}.sql\n{UPGRADE_STEP}" in upgrade
     monkeypatch.setattr(releases, "releases_dir", lambda: folder)
-    assert releases.versions() == ["0.1.0", NEXT]
+    assert releases.versions()[-2:] == [LATEST, NEXT]
     return folder
 
 
 @pytest.fixture
 def next_alembic(tmp_path: Path, next_release: Path) -> Path:
-    """The alembic scripts plus a revision for 0.1.1 made from the revision template."""
+    """The alembic scripts plus a revision for the next release made from the revision
+    template."""
     scripts = tmp_path / "alembic"
     shutil.copytree(ROOT / "alembic", scripts, ignore=shutil.ignore_patterns("__pycache__"))
-    alembic.command.revision(alembic_config("unused", scripts), message=NEXT, rev_id="pgcoord_0002")
+    alembic.command.revision(alembic_config("unused", scripts), message=NEXT, rev_id=NEXT_REVISION)
     return scripts
 
 
@@ -138,25 +137,25 @@ def test_a_later_release_upgrades_to_its_fresh_install(
     new_db: Callable[[], str], next_release: Path
 ) -> None:
     upgraded, fresh = new_db(), new_db()
-    assert migrations.migrate(upgraded, "0.1.0") == (None, "0.1.0")
+    assert migrations.migrate(upgraded, LATEST) == (None, LATEST)
     held = hold_lock(upgraded)
-    assert migrations.plan("0.1.0") == [(NEXT, "upgrade.sql")]
+    assert migrations.plan(LATEST) == [(NEXT, "upgrade.sql")]
 
-    assert migrations.migrate(upgraded) == ("0.1.0", NEXT)
+    assert migrations.migrate(upgraded) == (LATEST, NEXT)
     assert migrations.migrate(fresh) == (None, NEXT)
 
     after_upgrade, after_install = snapshot(upgraded), snapshot(fresh)
     assert "upgrade_probe" in {row[0] for row in after_install["relations"]}
     assert_same_schema(without_versions(after_upgrade), without_versions(after_install))
-    assert after_upgrade["schema_version"] == [("0.1.0",), (NEXT,)]
+    assert after_upgrade["schema_version"] == [(LATEST,), (NEXT,)]
     assert after_install["schema_version"] == [(NEXT,)]
     assert_lock_kept(upgraded, held)
 
     assert migrations.migrate(upgraded) == (NEXT, NEXT)
     with pytest.raises(migrations.MigrationError, match="downgrades are not supported"):
-        migrations.migrate(upgraded, "0.1.0")
+        migrations.migrate(upgraded, LATEST)
     # the older release's install file refuses the newer database
-    refused = run(psql_argv(upgraded, next_release / "0.1.0" / "install.sql"))
+    refused = run(psql_argv(upgraded, next_release / LATEST / "install.sql"))
     assert refused.returncode != 0
     assert f"55000: pgcoord {NEXT} is installed here" in refused.stderr
     assert_same_schema(snapshot(upgraded), after_upgrade)
@@ -166,19 +165,21 @@ def test_alembic_upgrades_through_the_next_revision(
     new_db: Callable[[], str], next_alembic: Path
 ) -> None:
     by_alembic, by_migrate = new_db(), new_db()
-    alembic_upgrade(by_alembic, "pgcoord_0001", next_alembic)
-    assert alembic_revisions(by_alembic) == ["pgcoord_0001"]
+    alembic_upgrade(by_alembic, LATEST_REVISION, next_alembic)
+    assert alembic_revisions(by_alembic) == [LATEST_REVISION]
     held = hold_lock(by_alembic)
 
     alembic_upgrade(by_alembic, "head", next_alembic)
 
-    assert alembic_revisions(by_alembic) == ["pgcoord_0002"]
+    assert alembic_revisions(by_alembic) == [NEXT_REVISION]
     assert_lock_kept(by_alembic, held)
-    migrations.migrate(by_migrate, "0.1.0")
+    migrations.migrate(by_migrate, LATEST)
     migrations.migrate(by_migrate)
     expected = snapshot(by_migrate)
-    assert expected["schema_version"] == [("0.1.0",), (NEXT,)]
-    assert_same_schema(snapshot(by_alembic), expected)
+    assert expected["schema_version"] == [(LATEST,), (NEXT,)]
+    by_alembic_snapshot = snapshot(by_alembic)
+    assert by_alembic_snapshot["schema_version"][-1] == (NEXT,)
+    assert_same_schema(without_versions(by_alembic_snapshot), without_versions(expected))
 
 
 def test_alembic_adopts_a_newer_install_made_by_migrate(
@@ -190,5 +191,5 @@ def test_alembic_adopts_a_newer_install_made_by_migrate(
 
     alembic_upgrade(url, "head", next_alembic)
 
-    assert alembic_revisions(url) == ["pgcoord_0002"]
+    assert alembic_revisions(url) == [NEXT_REVISION]
     assert_same_schema(snapshot(url), before)

@@ -1,0 +1,970 @@
+-- pgcoord 0.2.0: install file, generated from db/src by scripts/freeze-release.
+-- Apply with: psql -v ON_ERROR_STOP=1 -f install.sql "$DATABASE_URL"
+-- One transaction: all or nothing. Safe to run again, and from several sessions at once.
+
+BEGIN;
+
+SELECT pg_advisory_xact_lock(7001517330252001);
+
+DO $$
+DECLARE
+    v_installed text;
+BEGIN
+    IF to_regclass('pgcoord.schema_version') IS NOT NULL THEN
+        SELECT v.version INTO v_installed
+        FROM pgcoord.schema_version AS v
+        ORDER BY v.installed_at DESC, v.version DESC
+        LIMIT 1;
+    END IF;
+    IF v_installed <> '0.2.0' THEN
+        RAISE EXCEPTION 'pgcoord % is installed here; this file installs 0.2.0 afresh', coalesce(v_installed, 'none')
+            USING ERRCODE = '55000', HINT = 'Upgrade with pgcoord migrate or alembic upgrade head instead.';
+    END IF;
+END;
+$$;
+
+-- db/src/000_schema.sql
+-- The pgcoord schema, and the role that is granted its API.
+-- Nothing in the schema is granted to PUBLIC: a role calls pgcoord only once it is
+-- a member of pgcoord_client (GRANT pgcoord_client TO app_role).
+
+CREATE SCHEMA IF NOT EXISTS pgcoord;
+
+REVOKE ALL ON SCHEMA pgcoord FROM PUBLIC;  -- noqa: CP02
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'pgcoord_client') THEN
+        CREATE ROLE pgcoord_client NOLOGIN;
+    END IF;
+EXCEPTION
+    -- another database of the same cluster created it at the same moment
+    WHEN duplicate_object OR unique_violation THEN NULL;
+END;
+$$;
+
+GRANT USAGE ON SCHEMA pgcoord TO pgcoord_client;
+
+CREATE TABLE IF NOT EXISTS pgcoord.schema_version (
+    version text PRIMARY KEY,
+    installed_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+
+-- db/src/010_locks.sql
+-- Lease locks: one row per held key. Releasing deletes the row; every grant takes its
+-- token from one sequence, so a later grant of a key always has a larger token.
+
+CREATE TABLE IF NOT EXISTS pgcoord.locks (
+    key text PRIMARY KEY,
+    owner text NOT NULL,
+    token bigint NOT NULL,
+    acquired_at timestamptz NOT NULL,
+    expires_at timestamptz NOT NULL
+) WITH (fillfactor = 80);
+
+CREATE SEQUENCE IF NOT EXISTS pgcoord.lock_token AS bigint;
+
+-- db/src/020_inbox.sql
+-- Inbound messages and the debounce buffers of their conversations.
+--
+-- A message is stored once per (provider, provider_message_id) and kept after it is
+-- answered, so a provider's late retry still finds it. Its state moves
+--   waiting  -> in its conversation's buffer, waiting for the next flush
+--   claimed  -> in the batch a claim took (the batch keeps exactly these messages
+--               through retries until it is completed or parked)
+--   done     -> the claim completed
+--   dead     -> the batch was parked after its 5th failed try (parked_in = that row)
+
+CREATE TABLE IF NOT EXISTS pgcoord.messages (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    provider text NOT NULL,
+    provider_message_id text NOT NULL,
+    conversation_key text NOT NULL,
+    body text NOT NULL,
+    payload jsonb NOT NULL,
+    received_at timestamptz NOT NULL,
+    state text NOT NULL DEFAULT 'waiting'
+    CHECK (state IN ('waiting', 'claimed', 'done', 'dead')),
+    parked_in bigint,
+    UNIQUE (provider, provider_message_id)
+);
+
+CREATE INDEX IF NOT EXISTS messages_buffered
+ON pgcoord.messages (conversation_key, id)
+WHERE state IN ('waiting', 'claimed');
+
+CREATE INDEX IF NOT EXISTS messages_parked
+ON pgcoord.messages (parked_in)
+WHERE parked_in IS NOT NULL;
+
+-- One open row per conversation with buffered messages (plus one row per parked batch).
+-- Its counters change only under the row's lock, so they always match the messages:
+-- waiting + batch_size = the conversation's waiting and claimed messages.
+CREATE TABLE IF NOT EXISTS pgcoord.buffers (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    conversation_key text NOT NULL,
+    -- the messages waiting for the next flush
+    waiting integer NOT NULL DEFAULT 0,
+    waiting_first_at timestamptz,
+    waiting_last_at timestamptz,
+    flush_at timestamptz,
+    -- the batch a claim took
+    batch_size integer NOT NULL DEFAULT 0,
+    batch_first_at timestamptz,
+    batch_last_at timestamptz,
+    claim_token bigint,
+    claimed_by text,  -- NULL while no claim holds the batch
+    claimed_until timestamptz,
+    failures integer NOT NULL DEFAULT 0,
+    last_error text,
+    -- when buffer_claim may take this row next: the flush, the retry, or the lease's end
+    due_at timestamptz,
+    dead boolean NOT NULL DEFAULT FALSE
+);
+
+CREATE UNIQUE INDEX IF NOT EXISTS buffers_open
+ON pgcoord.buffers (conversation_key)
+WHERE NOT dead;
+
+CREATE INDEX IF NOT EXISTS buffers_due
+ON pgcoord.buffers (due_at)
+WHERE NOT dead;
+
+CREATE SEQUENCE IF NOT EXISTS pgcoord.claim_token AS bigint;
+
+-- db/src/functions/buffer_claim.sql
+-- Claim up to p_limit conversations whose buffer is due: a flush whose time has come, a
+-- batch given back whose retry time has come, or a batch whose claim's lease ran out
+-- (its worker died; that counts as a failed try, and the 5th parks the batch instead).
+-- Rows are taken with FOR UPDATE SKIP LOCKED, so claimers never wait on each other nor
+-- share a conversation. A fresh flush takes every waiting message of the conversation
+-- as the batch; a retry delivers the same batch again with its attempt number.
+CREATE OR REPLACE FUNCTION pgcoord.buffer_claim(
+    p_worker text,
+    p_limit integer DEFAULT 10,
+    p_lease interval DEFAULT interval '60 seconds'
+)
+RETURNS TABLE (
+    conversation_key text,
+    claim_token bigint,
+    message_ids bigint[],
+    bodies text[],
+    first_message_at timestamptz,
+    last_message_at timestamptz,
+    attempt integer
+)
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_now constant timestamptz := clock_timestamp();
+    v_ids bigint[];
+    v_orphan record;
+BEGIN
+    IF coalesce(octet_length(p_worker), 0) NOT BETWEEN 1 AND 1024 THEN
+        PERFORM pgcoord.raise_bad_argument('p_worker', p_worker, 'a text of 1 to 1024 bytes');
+    END IF;
+    IF NOT coalesce(p_limit >= 1, false) THEN
+        PERFORM pgcoord.raise_bad_argument('p_limit', p_limit, 'at least 1');
+    END IF;
+    IF NOT coalesce(p_lease > interval '0', false) THEN
+        PERFORM pgcoord.raise_bad_argument('p_lease', p_lease, 'a positive interval');
+    END IF;
+
+    v_ids := array(
+        SELECT b.id
+        FROM pgcoord.buffers AS b
+        WHERE NOT b.dead AND b.due_at <= v_now
+        ORDER BY b.due_at
+        LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    );
+    IF cardinality(v_ids) = 0 THEN
+        RETURN;
+    END IF;
+
+    -- orphans: the lease ran out while a claim held the batch
+    FOR v_orphan IN
+        SELECT b.id, b.claimed_by
+        FROM pgcoord.buffers AS b
+        WHERE b.id = any(v_ids) AND b.claimed_by IS NOT NULL
+    LOOP
+        IF pgcoord.buffer_fail_try(
+            v_orphan.id, format('lease expired (claimed by %s)', v_orphan.claimed_by), v_now
+        ) THEN
+            v_ids := array_remove(v_ids, v_orphan.id);
+        END IF;
+    END LOOP;
+
+    -- fresh flushes: the waiting messages become the batch
+    WITH taken AS (
+        UPDATE pgcoord.messages AS m
+        SET state = 'claimed'
+        FROM pgcoord.buffers AS b
+        WHERE
+            b.id = any(v_ids) AND b.batch_size = 0
+            AND m.conversation_key = b.conversation_key AND m.state = 'waiting'
+        RETURNING b.id AS buffer_id, m.received_at
+    )
+
+    UPDATE pgcoord.buffers AS b
+    SET batch_size = t.size,
+        batch_first_at = t.first_at,
+        batch_last_at = t.last_at,
+        waiting = 0,
+        waiting_first_at = NULL,
+        waiting_last_at = NULL,
+        flush_at = NULL
+    FROM (
+        SELECT
+            taken.buffer_id,
+            count(*)::integer AS size,
+            min(taken.received_at) AS first_at,
+            max(taken.received_at) AS last_at
+        FROM taken
+        GROUP BY taken.buffer_id
+    ) AS t
+    WHERE b.id = t.buffer_id;
+
+    RETURN QUERY
+    WITH claimed AS (
+        UPDATE pgcoord.buffers AS b
+        SET claim_token = nextval('pgcoord.claim_token'),
+            claimed_by = p_worker,
+            claimed_until = v_now + p_lease,
+            due_at = v_now + p_lease
+        WHERE b.id = any(v_ids) AND b.batch_size > 0
+        RETURNING
+            b.conversation_key, b.claim_token, b.batch_first_at, b.batch_last_at, b.failures
+    )
+
+    SELECT
+        c.conversation_key,
+        c.claim_token,
+        array_agg(m.id ORDER BY m.id),
+        array_agg(m.body ORDER BY m.id),
+        c.batch_first_at,
+        c.batch_last_at,
+        c.failures + 1
+    FROM claimed AS c
+    INNER JOIN pgcoord.messages AS m
+        ON m.conversation_key = c.conversation_key AND m.state = 'claimed'
+    GROUP BY c.conversation_key, c.claim_token, c.batch_first_at, c.batch_last_at, c.failures
+    ORDER BY c.claim_token;
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.buffer_claim(text, integer, interval) IS
+'Claim up to p_limit due conversations, one claim per conversation at a time, messages '
+'in arrival order; never waits on other claimers. Errors: 22004 NULL argument, 22023 '
+'empty or over-long worker, p_limit < 1, non-positive p_lease.';
+
+-- db/src/functions/buffer_complete.sql
+-- Finish a claim: its batch's messages are done. Messages that arrived after the claim
+-- stay buffered, due at their own flush. A claim is current while no other claim has
+-- replaced it, even after its lease ran out; a stale token changes nothing.
+CREATE OR REPLACE FUNCTION pgcoord.buffer_complete(
+    p_conversation_key text, p_claim_token bigint
+)
+RETURNS boolean
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_buffer_id bigint;
+    v_waiting integer;
+BEGIN
+    IF coalesce(octet_length(p_conversation_key), 0) NOT BETWEEN 1 AND 1024 THEN
+        PERFORM pgcoord.raise_bad_argument(
+            'p_conversation_key', p_conversation_key, 'a text of 1 to 1024 bytes'
+        );
+    END IF;
+    IF p_claim_token IS NULL THEN
+        PERFORM pgcoord.raise_bad_argument('p_claim_token', p_claim_token, 'a bigint');
+    END IF;
+
+    UPDATE pgcoord.buffers AS b
+    SET batch_size = 0,
+        batch_first_at = NULL,
+        batch_last_at = NULL,
+        claimed_by = NULL,
+        claimed_until = NULL,
+        failures = 0,
+        last_error = NULL,
+        due_at = b.flush_at
+    WHERE
+        b.conversation_key = p_conversation_key AND NOT b.dead
+        AND b.claim_token = p_claim_token AND b.claimed_by IS NOT NULL
+    RETURNING b.id, b.waiting INTO v_buffer_id, v_waiting;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+
+    UPDATE pgcoord.messages AS m
+    SET state = 'done'
+    WHERE m.conversation_key = p_conversation_key AND m.state = 'claimed';
+
+    IF v_waiting = 0 THEN
+        DELETE FROM pgcoord.buffers AS b WHERE b.id = v_buffer_id;
+    END IF;
+    RETURN true;
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.buffer_complete(text, bigint) IS
+'Mark the messages of the claim p_claim_token done; later messages stay buffered. False, '
+'changing nothing, when the claim is no longer current. Errors: 22004 NULL argument, '
+'22023 empty or over-long conversation key.';
+
+-- db/src/functions/buffer_due_in.sql
+-- How long until buffer_claim may find work: zero when a buffer is due now, NULL when
+-- nothing is buffered. Workers sleep this long (woken early by pgcoord_buffers).
+CREATE OR REPLACE FUNCTION pgcoord.buffer_due_in()
+RETURNS interval
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (
+        SELECT greatest(min(b.due_at) - clock_timestamp(), interval '0')
+        FROM pgcoord.buffers AS b
+        WHERE NOT b.dead
+    );
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.buffer_due_in() IS
+'Time until the next buffer is due (zero when one is due now, NULL when none is '
+'buffered). Errors: none.';
+
+-- db/src/functions/buffer_extend.sql
+-- Heartbeat: push the lease of a current claim to now + p_lease.
+CREATE OR REPLACE FUNCTION pgcoord.buffer_extend(
+    p_conversation_key text,
+    p_claim_token bigint,
+    p_lease interval DEFAULT interval '60 seconds'
+)
+RETURNS timestamptz
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_now constant timestamptz := clock_timestamp();
+    v_until timestamptz;
+BEGIN
+    IF coalesce(octet_length(p_conversation_key), 0) NOT BETWEEN 1 AND 1024 THEN
+        PERFORM pgcoord.raise_bad_argument(
+            'p_conversation_key', p_conversation_key, 'a text of 1 to 1024 bytes'
+        );
+    END IF;
+    IF p_claim_token IS NULL THEN
+        PERFORM pgcoord.raise_bad_argument('p_claim_token', p_claim_token, 'a bigint');
+    END IF;
+    IF NOT coalesce(p_lease > interval '0', false) THEN
+        PERFORM pgcoord.raise_bad_argument('p_lease', p_lease, 'a positive interval');
+    END IF;
+
+    UPDATE pgcoord.buffers AS b
+    SET claimed_until = v_now + p_lease,
+        due_at = v_now + p_lease
+    WHERE
+        b.conversation_key = p_conversation_key AND NOT b.dead
+        AND b.claim_token = p_claim_token AND b.claimed_by IS NOT NULL
+    RETURNING b.claimed_until INTO v_until;
+    RETURN v_until;
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.buffer_extend(text, bigint, interval) IS
+'New lease end of claim p_claim_token; NULL when the claim is no longer current. '
+'Errors: 22004 NULL argument, 22023 empty or over-long conversation key, non-positive '
+'p_lease.';
+
+-- db/src/functions/buffer_fail.sql
+-- Give a claim's batch back after a failed try: it is claimable again after p_retry_in
+-- with the same messages, or parked as dead after its 5th failed try (messages that
+-- arrived meanwhile form the conversation's fresh buffer).
+CREATE OR REPLACE FUNCTION pgcoord.buffer_fail(
+    p_conversation_key text,
+    p_claim_token bigint,
+    p_error text,
+    p_retry_in interval DEFAULT interval '60 seconds'
+)
+RETURNS boolean
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_now constant timestamptz := clock_timestamp();
+    v_buffer_id bigint;
+BEGIN
+    IF coalesce(octet_length(p_conversation_key), 0) NOT BETWEEN 1 AND 1024 THEN
+        PERFORM pgcoord.raise_bad_argument(
+            'p_conversation_key', p_conversation_key, 'a text of 1 to 1024 bytes'
+        );
+    END IF;
+    IF p_claim_token IS NULL THEN
+        PERFORM pgcoord.raise_bad_argument('p_claim_token', p_claim_token, 'a bigint');
+    END IF;
+    IF p_error IS NULL THEN
+        PERFORM pgcoord.raise_bad_argument('p_error', p_error, 'a text');
+    END IF;
+    IF NOT coalesce(p_retry_in >= interval '0', false) THEN
+        PERFORM pgcoord.raise_bad_argument('p_retry_in', p_retry_in, 'a non-negative interval');
+    END IF;
+
+    SELECT b.id INTO v_buffer_id
+    FROM pgcoord.buffers AS b
+    WHERE
+        b.conversation_key = p_conversation_key AND NOT b.dead
+        AND b.claim_token = p_claim_token AND b.claimed_by IS NOT NULL
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+
+    PERFORM pgcoord.buffer_fail_try(v_buffer_id, p_error, v_now + p_retry_in);
+    RETURN true;
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.buffer_fail(text, bigint, text, interval) IS
+'Give the batch of claim p_claim_token back, claimable again after p_retry_in; after its '
+'5th failed try it is parked as dead. False, changing nothing, when the claim is no '
+'longer current. Errors: 22004 NULL argument, 22023 empty or over-long conversation key, '
+'negative p_retry_in.';
+
+-- db/src/functions/buffer_fail_try.sql
+-- Internal. Count a failed try of the batch held by buffer row p_buffer_id (the caller
+-- holds its row lock): give the batch back, claimable again at p_retry_at, or on its
+-- 5th failed try park it as dead. A parked row keeps exactly the batch's messages; the
+-- messages waiting behind it move to a fresh row of the conversation, due at their
+-- own flush. Returns true when the batch was parked.
+CREATE OR REPLACE FUNCTION pgcoord.buffer_fail_try(
+    p_buffer_id bigint, p_error text, p_retry_at timestamptz
+)
+RETURNS boolean
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_row pgcoord.buffers%ROWTYPE;
+BEGIN
+    UPDATE pgcoord.buffers AS b
+    SET failures = b.failures + 1,
+        last_error = p_error,
+        claimed_by = NULL,
+        claimed_until = NULL,
+        due_at = p_retry_at
+    WHERE b.id = p_buffer_id
+    RETURNING b.* INTO v_row;
+
+    IF v_row.failures < 5 THEN
+        RETURN false;
+    END IF;
+
+    UPDATE pgcoord.buffers AS b
+    SET dead = true,
+        due_at = NULL,
+        waiting = 0,
+        waiting_first_at = NULL,
+        waiting_last_at = NULL,
+        flush_at = NULL
+    WHERE b.id = p_buffer_id;
+
+    UPDATE pgcoord.messages AS m
+    SET state = 'dead', parked_in = p_buffer_id
+    WHERE m.conversation_key = v_row.conversation_key AND m.state = 'claimed';
+
+    IF v_row.waiting > 0 THEN
+        INSERT INTO pgcoord.buffers (
+            conversation_key, waiting, waiting_first_at, waiting_last_at, flush_at, due_at
+        )
+        VALUES (
+            v_row.conversation_key, v_row.waiting, v_row.waiting_first_at,
+            v_row.waiting_last_at, v_row.flush_at, v_row.flush_at
+        );
+    END IF;
+    RETURN true;
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.buffer_fail_try(bigint, text, timestamptz) IS
+'Internal. Count a failed try of a buffer row''s batch (caller holds the row lock): give it '
+'back until p_retry_at, or park it as dead on the 5th; true when parked. Errors: none.';
+
+-- db/src/functions/lock_acquire.sql
+-- Take or renew the lease of a key. A free or expired key is granted with a new token;
+-- the live holder renews and keeps its token; anyone else is answered acquired = false
+-- with the holder's owner, token and expiry. It never locks the row of a live lease
+-- held by another owner. Renewals and take-overs are compare-and-swap on the token and
+-- expiry read, so took_over is exact and a renewal is never overwritten. With
+-- p_wait > 0 it tries again until the key frees or p_wait has passed, holding no row
+-- lock while it waits.
+CREATE OR REPLACE FUNCTION pgcoord.lock_acquire(
+    p_key text,
+    p_owner text,
+    p_ttl interval DEFAULT interval '2 minutes',
+    p_wait interval DEFAULT interval '0 seconds'
+)
+RETURNS TABLE (
+    acquired boolean, owner text, token bigint, expires_at timestamptz, took_over boolean
+)
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_now timestamptz;
+    v_deadline timestamptz;
+    v_pause float8 := 0.002::float8;
+    v_holder text;
+BEGIN
+    IF coalesce(octet_length(p_key), 0) NOT BETWEEN 1 AND 1024 THEN
+        PERFORM pgcoord.raise_bad_argument('p_key', p_key, 'a text of 1 to 1024 bytes');
+    END IF;
+    IF coalesce(octet_length(p_owner), 0) NOT BETWEEN 1 AND 1024 THEN
+        PERFORM pgcoord.raise_bad_argument('p_owner', p_owner, 'a text of 1 to 1024 bytes');
+    END IF;
+    IF NOT coalesce(p_ttl > interval '0', false) THEN
+        PERFORM pgcoord.raise_bad_argument('p_ttl', p_ttl, 'a positive interval');
+    END IF;
+    IF NOT coalesce(p_wait >= interval '0', false) THEN
+        PERFORM pgcoord.raise_bad_argument('p_wait', p_wait, 'a non-negative interval');
+    END IF;
+
+    IF p_wait > interval '0' THEN
+        v_deadline := clock_timestamp() + p_wait;
+        LOOP
+            -- Each try is a subtransaction, rolled back when not granted: a try that
+            -- lost a race may have locked the winner's row, and a waiter must not keep
+            -- that lock while it sleeps (the holder's release would wait on it).
+            BEGIN
+                SELECT t.acquired, t.owner, t.token, t.expires_at, t.took_over
+                INTO acquired, owner, token, expires_at, took_over
+                FROM pgcoord.lock_acquire(p_key, p_owner, p_ttl) AS t;
+                IF NOT acquired THEN
+                    RAISE EXCEPTION USING ERRCODE = 'PGC01';
+                END IF;
+            EXCEPTION
+                WHEN SQLSTATE 'PGC01' THEN NULL;
+            END;
+            v_now := clock_timestamp();
+            IF acquired OR v_now >= v_deadline THEN
+                RETURN NEXT;
+                RETURN;
+            END IF;
+            PERFORM pg_sleep(least(v_pause, extract(EPOCH FROM v_deadline - v_now)::float8));
+            v_pause := least(v_pause * 2, 0.05::float8);
+        END LOOP;
+    END IF;
+
+    LOOP
+        v_now := clock_timestamp();
+
+        -- a free key: insert (nextval only runs when no row exists, so contenders
+        -- spend no tokens)
+        INSERT INTO pgcoord.locks AS l (key, owner, token, acquired_at, expires_at)
+        SELECT p_key, p_owner, nextval('pgcoord.lock_token'), v_now, v_now + p_ttl
+        WHERE NOT EXISTS (SELECT FROM pgcoord.locks AS h WHERE h.key = p_key)
+        ON CONFLICT (key) DO NOTHING
+        RETURNING true, l.owner, l.token, l.expires_at, false
+        INTO acquired, owner, token, expires_at, took_over;
+        IF FOUND THEN
+            RETURN NEXT;
+            RETURN;
+        END IF;
+
+        SELECT false, l.owner, l.token, l.expires_at, false
+        INTO acquired, owner, token, expires_at, took_over
+        FROM pgcoord.locks AS l
+        WHERE l.key = p_key;
+        IF FOUND THEN
+            IF expires_at > v_now AND owner <> p_owner THEN
+                RETURN NEXT;
+                RETURN;
+            END IF;
+
+            IF expires_at > v_now THEN
+                -- the live holder renews: same token
+                UPDATE pgcoord.locks AS l
+                SET expires_at = v_now + p_ttl
+                WHERE l.key = p_key AND l.token = lock_acquire.token AND l.expires_at > v_now
+                RETURNING true, l.expires_at INTO acquired, expires_at;
+            ELSE
+                -- an expired lease is a free key: a new grant with a new token. The swap
+                -- compares the expiry too: a renewal keeps the token, so the token alone
+                -- cannot tell that the holder renewed since our read.
+                v_holder := owner;
+                UPDATE pgcoord.locks AS l
+                SET owner = p_owner,
+                    token = nextval('pgcoord.lock_token'),
+                    acquired_at = v_now,
+                    expires_at = v_now + p_ttl
+                WHERE l.key = p_key AND l.token = lock_acquire.token AND l.expires_at <= v_now
+                RETURNING true, l.owner, l.token, l.expires_at, v_holder <> p_owner
+                INTO acquired, owner, token, expires_at, took_over;
+            END IF;
+            IF FOUND THEN
+                RETURN NEXT;
+                RETURN;
+            END IF;
+        END IF;
+        -- the row changed between the read and the write: read it again
+    END LOOP;
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.lock_acquire(text, text, interval, interval) IS
+'Take or renew the lease of p_key for p_owner; always one row. Non-blocking unless '
+'p_wait > 0. Errors: 22004 NULL argument, 22023 empty or over-long key/owner, non-positive p_ttl, '
+'negative p_wait.';
+
+-- db/src/functions/lock_extend.sql
+-- Heartbeat: push the expiry of a live lease held by p_owner to now + p_ttl.
+CREATE OR REPLACE FUNCTION pgcoord.lock_extend(
+    p_key text, p_owner text, p_ttl interval DEFAULT interval '2 minutes'
+)
+RETURNS timestamptz
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_now timestamptz := clock_timestamp();
+    v_expires timestamptz;
+BEGIN
+    IF coalesce(octet_length(p_key), 0) NOT BETWEEN 1 AND 1024 THEN
+        PERFORM pgcoord.raise_bad_argument('p_key', p_key, 'a text of 1 to 1024 bytes');
+    END IF;
+    IF coalesce(octet_length(p_owner), 0) NOT BETWEEN 1 AND 1024 THEN
+        PERFORM pgcoord.raise_bad_argument('p_owner', p_owner, 'a text of 1 to 1024 bytes');
+    END IF;
+    IF NOT coalesce(p_ttl > interval '0', false) THEN
+        PERFORM pgcoord.raise_bad_argument('p_ttl', p_ttl, 'a positive interval');
+    END IF;
+
+    UPDATE pgcoord.locks AS l
+    SET expires_at = v_now + p_ttl
+    WHERE l.key = p_key AND l.owner = p_owner AND l.expires_at > v_now
+    RETURNING l.expires_at INTO v_expires;
+    RETURN v_expires;
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.lock_extend(text, text, interval) IS
+'New expiry when p_owner still holds a live lease of p_key; NULL when it has lost it. '
+'Errors: 22004 NULL argument, 22023 empty or over-long key/owner, non-positive p_ttl.';
+
+-- db/src/functions/lock_is_current.sql
+-- Fencing check: is p_token the live grant of p_key right now (server clock)?
+CREATE OR REPLACE FUNCTION pgcoord.lock_is_current(p_key text, p_token bigint)
+RETURNS boolean
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF coalesce(octet_length(p_key), 0) NOT BETWEEN 1 AND 1024 THEN
+        PERFORM pgcoord.raise_bad_argument('p_key', p_key, 'a text of 1 to 1024 bytes');
+    END IF;
+    IF p_token IS NULL THEN
+        PERFORM pgcoord.raise_bad_argument('p_token', p_token, 'given');
+    END IF;
+
+    RETURN EXISTS (
+        SELECT
+        FROM pgcoord.locks AS l
+        WHERE l.key = p_key AND l.token = p_token AND l.expires_at > clock_timestamp()
+    );
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.lock_is_current(text, bigint) IS
+'True only while p_token is the live grant of p_key; usable in the caller''s own WHERE. '
+'Errors: 22004 NULL argument, 22023 empty or over-long key.';
+
+-- db/src/functions/lock_release.sql
+-- Free a key, but only for the owner that holds it (live, or expired and not yet taken).
+CREATE OR REPLACE FUNCTION pgcoord.lock_release(p_key text, p_owner text)
+RETURNS boolean
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF coalesce(octet_length(p_key), 0) NOT BETWEEN 1 AND 1024 THEN
+        PERFORM pgcoord.raise_bad_argument('p_key', p_key, 'a text of 1 to 1024 bytes');
+    END IF;
+    IF coalesce(octet_length(p_owner), 0) NOT BETWEEN 1 AND 1024 THEN
+        PERFORM pgcoord.raise_bad_argument('p_owner', p_owner, 'a text of 1 to 1024 bytes');
+    END IF;
+
+    DELETE FROM pgcoord.locks AS l
+    WHERE l.key = p_key AND l.owner = p_owner;
+    RETURN FOUND;
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.lock_release(text, text) IS
+'True when p_owner held p_key and it is now free; false otherwise, changing nothing. '
+'Errors: 22004 NULL argument, 22023 empty or over-long key/owner.';
+
+-- db/src/functions/message_ingest.sql
+-- Store an inbound message once and buffer it for its conversation's next flush.
+-- The insert settles every race on the unique (provider, provider_message_id): a
+-- repeat, however concurrent, waits for the first delivery and returns its row with
+-- duplicate = true, changing nothing. The first delivery then appends to the
+-- conversation's buffer row (under its row lock) and schedules the flush at
+-- last message + p_debounce, never later than first waiting message + p_max_wait.
+-- When the message opens a window due within a second, workers listening on
+-- pgcoord_buffers are told: an idle worker polls at least once a second, so it finds a
+-- later flush in time without the hint. (A NOTIFY serialises commits, so sending one
+-- for every new window would halve ingest throughput.)
+CREATE OR REPLACE FUNCTION pgcoord.message_ingest(
+    p_provider text,
+    p_provider_message_id text,
+    p_conversation_key text,
+    p_body text,
+    p_payload jsonb DEFAULT '{}',
+    p_debounce interval DEFAULT interval '10 seconds',
+    p_max_wait interval DEFAULT interval '60 seconds'
+)
+RETURNS TABLE (message_id bigint, duplicate boolean, received_at timestamptz)
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_now constant timestamptz := clock_timestamp();
+    v_conversation_key text;
+    v_body text;
+    v_due_at timestamptz;
+BEGIN
+    IF coalesce(octet_length(p_provider), 0) NOT BETWEEN 1 AND 1024 THEN
+        PERFORM pgcoord.raise_bad_argument('p_provider', p_provider, 'a text of 1 to 1024 bytes');
+    END IF;
+    IF coalesce(octet_length(p_provider_message_id), 0) NOT BETWEEN 1 AND 1024 THEN
+        PERFORM pgcoord.raise_bad_argument(
+            'p_provider_message_id', p_provider_message_id, 'a text of 1 to 1024 bytes'
+        );
+    END IF;
+    IF coalesce(octet_length(p_conversation_key), 0) NOT BETWEEN 1 AND 1024 THEN
+        PERFORM pgcoord.raise_bad_argument(
+            'p_conversation_key', p_conversation_key, 'a text of 1 to 1024 bytes'
+        );
+    END IF;
+    IF p_body IS NULL THEN
+        PERFORM pgcoord.raise_bad_argument('p_body', p_body, 'a text');
+    END IF;
+    IF coalesce(jsonb_typeof(p_payload), '') <> 'object' THEN
+        PERFORM pgcoord.raise_bad_argument('p_payload', p_payload, 'a JSON object');
+    END IF;
+    IF NOT coalesce(p_debounce >= interval '0', false) THEN
+        PERFORM pgcoord.raise_bad_argument('p_debounce', p_debounce, 'a non-negative interval');
+    END IF;
+    IF NOT coalesce(p_max_wait >= interval '0', false) THEN
+        PERFORM pgcoord.raise_bad_argument('p_max_wait', p_max_wait, 'a non-negative interval');
+    END IF;
+
+    LOOP
+        INSERT INTO pgcoord.messages AS m (
+            provider, provider_message_id, conversation_key, body, payload, received_at
+        )
+        VALUES (
+            p_provider, p_provider_message_id, p_conversation_key, p_body, p_payload, v_now
+        )
+        ON CONFLICT (provider, provider_message_id) DO NOTHING
+        RETURNING m.id, false, m.received_at INTO message_id, duplicate, received_at;
+        EXIT WHEN FOUND;
+
+        -- a repeat: the first delivery has committed (the insert waited for it)
+        SELECT m.id, true, m.received_at, m.conversation_key, m.body
+        INTO message_id, duplicate, received_at, v_conversation_key, v_body
+        FROM pgcoord.messages AS m
+        WHERE m.provider = p_provider AND m.provider_message_id = p_provider_message_id;
+        IF FOUND THEN
+            IF v_conversation_key <> p_conversation_key OR v_body <> p_body THEN
+                RAISE EXCEPTION
+                    'provider message id % of provider % was already received with a different %',
+                    left(p_provider_message_id, 200), left(p_provider, 200),
+                    CASE WHEN v_conversation_key <> p_conversation_key
+                        THEN 'conversation key' ELSE 'body' END
+                    USING ERRCODE = '23505',
+                    HINT = 'A provider message id must name one message.';
+            END IF;
+            RETURN NEXT;
+            RETURN;
+        END IF;
+        -- the row is gone again (pruned): store this delivery as the first
+    END LOOP;
+
+    INSERT INTO pgcoord.buffers AS b (
+        conversation_key, waiting, waiting_first_at, waiting_last_at, flush_at, due_at
+    )
+    VALUES (
+        p_conversation_key, 1, v_now, v_now,
+        v_now + least(p_debounce, p_max_wait), v_now + least(p_debounce, p_max_wait)
+    )
+    ON CONFLICT (conversation_key) WHERE NOT dead DO UPDATE
+    SET waiting = b.waiting + 1,
+        waiting_first_at = coalesce(b.waiting_first_at, v_now),
+        waiting_last_at = greatest(b.waiting_last_at, v_now),
+        flush_at = least(
+            greatest(b.waiting_last_at, v_now) + p_debounce,
+            coalesce(b.waiting_first_at, v_now) + p_max_wait
+        ),
+        -- while a claim holds the batch, the row is due when its lease ends
+        due_at = CASE WHEN b.batch_size > 0 THEN b.due_at ELSE least(
+            greatest(b.waiting_last_at, v_now) + p_debounce,
+            coalesce(b.waiting_first_at, v_now) + p_max_wait
+        ) END
+    RETURNING CASE WHEN b.waiting = 1 AND b.batch_size = 0 THEN b.due_at END INTO v_due_at;
+
+    IF v_due_at < v_now + interval '1 second' THEN
+        PERFORM pg_notify('pgcoord_buffers', '');
+    END IF;
+
+    RETURN NEXT;
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.message_ingest(text, text, text, text, jsonb, interval, interval) IS
+'Store an inbound message once and buffer it for its conversation; a repeat returns the '
+'original message_id and received_at with duplicate = true and changes nothing. '
+'Errors: 22004 NULL argument, 22023 empty or over-long provider/provider message id/'
+'conversation key, payload not a JSON object, negative p_debounce or p_max_wait; '
+'23505 a repeated provider message id with a different conversation key or body.';
+
+-- db/src/functions/raise_bad_argument.sql
+-- The one way the API reports a bad argument. Callers test the rule inline (a call on
+-- the hot path costs more than the test) and call this only when it fails.
+CREATE OR REPLACE FUNCTION pgcoord.raise_bad_argument(
+    p_name text, p_value anyelement, p_requirement text
+)
+RETURNS void
+LANGUAGE plpgsql
+IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_value IS NULL THEN
+        RAISE EXCEPTION '% must not be NULL', p_name
+            USING ERRCODE = '22004';
+    END IF;
+    RAISE EXCEPTION '% must be %, got %', p_name, p_requirement, left(p_value::text, 80)
+        USING ERRCODE = '22023';
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.raise_bad_argument(text, anyelement, text) IS
+'Internal. Always raises: 22004 when p_value is NULL, else 22023; the message names the '
+'argument p_name and what it must be.';
+
+-- db/src/functions/version.sql
+-- The installed pgcoord version.
+CREATE OR REPLACE FUNCTION pgcoord.version()
+RETURNS text
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT v.version
+    FROM pgcoord.schema_version AS v
+    ORDER BY v.installed_at DESC, v.version DESC
+    LIMIT 1;
+END;
+
+COMMENT ON FUNCTION pgcoord.version() IS
+'The pgcoord version installed in this database (NULL before the first install). '
+'Errors: none.';
+
+-- db/src/views/buffer_status.sql
+-- One row per buffered conversation, plus one row per batch parked as dead. attempt
+-- counts the tries so far, the running one included; flush_at is when the next claim
+-- can take the row (for a held batch: when the messages waiting behind it are due).
+-- The columns are in the contract's order.
+CREATE OR REPLACE VIEW pgcoord.buffer_status AS
+SELECT  -- noqa: ST06
+    b.conversation_key,
+    b.batch_size + b.waiting AS message_count,
+    coalesce(b.batch_first_at, b.waiting_first_at) AS first_message_at,
+    coalesce(b.waiting_last_at, b.batch_last_at) AS last_message_at,
+    CASE
+        WHEN b.dead THEN NULL
+        WHEN b.claimed_by IS NOT NULL THEN b.flush_at
+        ELSE b.due_at
+    END AS flush_at,
+    b.claimed_by,
+    b.claimed_until,
+    b.failures + (b.claimed_by IS NOT NULL)::integer AS attempt,
+    b.dead,
+    b.last_error
+FROM pgcoord.buffers AS b;
+
+COMMENT ON VIEW pgcoord.buffer_status IS
+'Buffered conversations and parked batches: conversation_key, message_count, '
+'first_message_at, last_message_at, flush_at, claimed_by, claimed_until, attempt, dead, '
+'last_error.';
+
+-- db/src/views/lock_status.sql
+-- One row per held key; expired leases stay listed until taken over or released.
+CREATE OR REPLACE VIEW pgcoord.lock_status AS
+SELECT
+    l.key,
+    l.owner,
+    l.token,
+    l.acquired_at,
+    l.expires_at,
+    l.expires_at <= clock_timestamp() AS expired
+FROM pgcoord.locks AS l;
+
+COMMENT ON VIEW pgcoord.lock_status IS
+'Held lease locks: key, owner, token, acquired_at, expires_at, expired.';
+
+-- db/src/grants.sql
+-- Only the documented API is granted, and only to pgcoord_client. The API functions are
+-- SECURITY DEFINER, so callers need no privileges on the tables behind them.
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA pgcoord FROM PUBLIC;  -- noqa: CP02
+REVOKE ALL ON ALL TABLES IN SCHEMA pgcoord FROM PUBLIC;  -- noqa: CP02
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA pgcoord FROM PUBLIC;  -- noqa: CP02
+
+GRANT EXECUTE ON FUNCTION pgcoord.lock_acquire(text, text, interval, interval) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.lock_release(text, text) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.lock_extend(text, text, interval) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.lock_is_current(text, bigint) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.version() TO pgcoord_client;
+
+GRANT EXECUTE ON FUNCTION
+pgcoord.message_ingest(text, text, text, text, jsonb, interval, interval) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.buffer_claim(text, integer, interval) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.buffer_complete(text, bigint) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.buffer_fail(text, bigint, text, interval) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.buffer_extend(text, bigint, interval) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.buffer_due_in() TO pgcoord_client;
+
+GRANT SELECT ON pgcoord.lock_status TO pgcoord_client;
+GRANT SELECT ON pgcoord.buffer_status TO pgcoord_client;
+
+INSERT INTO pgcoord.schema_version (version) VALUES ('0.2.0')
+ON CONFLICT (version) DO NOTHING;
+
+COMMIT;

@@ -1,0 +1,21 @@
+-- How long until buffer_claim may find work: zero when a buffer is due now, NULL when
+-- nothing is buffered. Workers sleep this long (woken early by pgcoord_buffers).
+CREATE OR REPLACE FUNCTION pgcoord.buffer_due_in()
+RETURNS interval
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (
+        SELECT greatest(min(b.due_at) - clock_timestamp(), interval '0')
+        FROM pgcoord.buffers AS b
+        WHERE NOT b.dead
+    );
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.buffer_due_in() IS
+'Time until the next buffer is due (zero when one is due now, NULL when none is '
+'buffered). Errors: none.';

@@ -1,0 +1,43 @@
+-- Heartbeat: push the lease of a current claim to now + p_lease.
+CREATE OR REPLACE FUNCTION pgcoord.buffer_extend(
+    p_conversation_key text,
+    p_claim_token bigint,
+    p_lease interval DEFAULT interval '60 seconds'
+)
+RETURNS timestamptz
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_now constant timestamptz := clock_timestamp();
+    v_until timestamptz;
+BEGIN
+    IF coalesce(octet_length(p_conversation_key), 0) NOT BETWEEN 1 AND 1024 THEN
+        PERFORM pgcoord.raise_bad_argument(
+            'p_conversation_key', p_conversation_key, 'a text of 1 to 1024 bytes'
+        );
+    END IF;
+    IF p_claim_token IS NULL THEN
+        PERFORM pgcoord.raise_bad_argument('p_claim_token', p_claim_token, 'a bigint');
+    END IF;
+    IF NOT coalesce(p_lease > interval '0', false) THEN
+        PERFORM pgcoord.raise_bad_argument('p_lease', p_lease, 'a positive interval');
+    END IF;
+
+    UPDATE pgcoord.buffers AS b
+    SET claimed_until = v_now + p_lease,
+        due_at = v_now + p_lease
+    WHERE
+        b.conversation_key = p_conversation_key AND NOT b.dead
+        AND b.claim_token = p_claim_token AND b.claimed_by IS NOT NULL
+    RETURNING b.claimed_until INTO v_until;
+    RETURN v_until;
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.buffer_extend(text, bigint, interval) IS
+'New lease end of claim p_claim_token; NULL when the claim is no longer current. '
+'Errors: 22004 NULL argument, 22023 empty or over-long conversation key, non-positive '
+'p_lease.';

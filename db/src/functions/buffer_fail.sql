@@ -1,0 +1,54 @@
+-- Give a claim's batch back after a failed try: it is claimable again after p_retry_in
+-- with the same messages, or parked as dead after its 5th failed try (messages that
+-- arrived meanwhile form the conversation's fresh buffer).
+CREATE OR REPLACE FUNCTION pgcoord.buffer_fail(
+    p_conversation_key text,
+    p_claim_token bigint,
+    p_error text,
+    p_retry_in interval DEFAULT interval '60 seconds'
+)
+RETURNS boolean
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_now constant timestamptz := clock_timestamp();
+    v_buffer_id bigint;
+BEGIN
+    IF coalesce(octet_length(p_conversation_key), 0) NOT BETWEEN 1 AND 1024 THEN
+        PERFORM pgcoord.raise_bad_argument(
+            'p_conversation_key', p_conversation_key, 'a text of 1 to 1024 bytes'
+        );
+    END IF;
+    IF p_claim_token IS NULL THEN
+        PERFORM pgcoord.raise_bad_argument('p_claim_token', p_claim_token, 'a bigint');
+    END IF;
+    IF p_error IS NULL THEN
+        PERFORM pgcoord.raise_bad_argument('p_error', p_error, 'a text');
+    END IF;
+    IF NOT coalesce(p_retry_in >= interval '0', false) THEN
+        PERFORM pgcoord.raise_bad_argument('p_retry_in', p_retry_in, 'a non-negative interval');
+    END IF;
+
+    SELECT b.id INTO v_buffer_id
+    FROM pgcoord.buffers AS b
+    WHERE
+        b.conversation_key = p_conversation_key AND NOT b.dead
+        AND b.claim_token = p_claim_token AND b.claimed_by IS NOT NULL
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+
+    PERFORM pgcoord.buffer_fail_try(v_buffer_id, p_error, v_now + p_retry_in);
+    RETURN true;
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.buffer_fail(text, bigint, text, interval) IS
+'Give the batch of claim p_claim_token back, claimable again after p_retry_in; after its '
+'5th failed try it is parked as dead. False, changing nothing, when the claim is no '
+'longer current. Errors: 22004 NULL argument, 22023 empty or over-long conversation key, '
+'negative p_retry_in.';
