@@ -14,12 +14,15 @@ from .errors import (
     ServerError,
 )
 from .lease import Lease, LeaseLost
-from .types import Lock, LockStatus
+from .types import BufferStatus, Burst, Ingested, Lock, LockStatus
 
 __all__ = [
     "AsyncClient",
+    "BufferStatus",
+    "Burst",
     "Client",
     "Conflict",
+    "Ingested",
     "InvalidArgument",
     "Lease",
     "LeaseLost",

@@ -28,3 +28,43 @@ class LockStatus:
     acquired_at: datetime
     expires_at: datetime
     expired: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Ingested:
+    """A row of pgcoord.message_ingest: the stored message, and whether this call was a
+    repeat of an earlier delivery."""
+
+    message_id: int
+    duplicate: bool
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Burst:
+    """A row of pgcoord.buffer_claim: one conversation's batch of messages, in arrival
+    order, held by the claim `claim_token` (a fencing token)."""
+
+    conversation_key: str
+    claim_token: int
+    message_ids: list[int]
+    bodies: list[str]
+    first_message_at: datetime
+    last_message_at: datetime
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class BufferStatus:
+    """A row of the view pgcoord.buffer_status."""
+
+    conversation_key: str
+    message_count: int
+    first_message_at: datetime
+    last_message_at: datetime
+    flush_at: datetime | None
+    claimed_by: str | None
+    claimed_until: datetime | None
+    attempt: int
+    dead: bool
+    last_error: str | None
