@@ -326,7 +326,7 @@ COMMENT ON FUNCTION pgcoord.buffer_complete(text, bigint) IS
 CREATE OR REPLACE FUNCTION pgcoord.buffer_due_in()
 RETURNS interval
 LANGUAGE plpgsql
-STABLE
+VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$

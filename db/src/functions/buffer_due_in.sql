@@ -3,7 +3,7 @@
 CREATE OR REPLACE FUNCTION pgcoord.buffer_due_in()
 RETURNS interval
 LANGUAGE plpgsql
-STABLE
+VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
