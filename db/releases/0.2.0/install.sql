@@ -331,8 +331,12 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- greatest() ignores NULL: nothing buffered must stay NULL, not zero
     RETURN (
-        SELECT greatest(min(b.due_at) - clock_timestamp(), interval '0')
+        SELECT CASE
+            WHEN min(b.due_at) IS NOT NULL
+                THEN greatest(min(b.due_at) - clock_timestamp(), interval '0')
+        END
         FROM pgcoord.buffers AS b
         WHERE NOT b.dead
     );
