@@ -1,14 +1,14 @@
 """Async lease locks: the calls of `locks` over the caller's psycopg.AsyncConnection, with
 the same names and arguments, and AsyncClient, the twin of `client.Client` over an
-AsyncConnectionPool (same method names; `lock()` is an `async with` and its heartbeat is
-an asyncio task).
+AsyncConnectionPool (same method names, the inbox calls of `inbox_aio` included; `lock()`
+is an `async with` and its heartbeat is an asyncio task).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -18,11 +18,18 @@ import psycopg
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool, PoolClosed
 
-from . import sql
+from . import inbox_aio, sql
 from .errors import LockNotAcquired, translated
+from .inbox import (
+    DEFAULT_CLAIM_LIMIT,
+    DEFAULT_DEBOUNCE,
+    DEFAULT_LEASE,
+    DEFAULT_MAX_WAIT,
+    DEFAULT_RETRY_IN,
+)
 from .lease import LEASE_TTL, Lease, default_owner, heartbeat_interval
 from .locks import CONNECTION_OPTIONS, DEFAULT_TTL, NO_WAIT
-from .types import Lock, LockStatus
+from .types import BufferStatus, Burst, Ingested, Lock, LockStatus
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +86,7 @@ async def lock_status(conn: psycopg.AsyncConnection[Any]) -> list[LockStatus]:
 
 
 class AsyncClient:
-    """Lease locks over an async connection pool; see `client.Client`.
+    """Lease locks and the inbox calls over an async connection pool; see `client.Client`.
 
     An async pool opens in an event loop: use `async with AsyncClient(...)` or
     `await client.open()` before the first call.
@@ -162,6 +169,69 @@ class AsyncClient:
         """See `locks.lock_status`."""
         async with self._pool.connection() as conn:
             return await lock_status(conn)
+
+    async def message_ingest(
+        self,
+        provider: str,
+        provider_message_id: str,
+        conversation_key: str,
+        body: str,
+        payload: Mapping[str, Any] | None = None,
+        debounce: timedelta = DEFAULT_DEBOUNCE,
+        max_wait: timedelta = DEFAULT_MAX_WAIT,
+    ) -> Ingested:
+        """See `inbox.message_ingest`."""
+        async with self._pool.connection() as conn:
+            return await inbox_aio.message_ingest(
+                conn,
+                provider,
+                provider_message_id,
+                conversation_key,
+                body,
+                payload,
+                debounce,
+                max_wait,
+            )
+
+    async def buffer_claim(
+        self, worker: str, limit: int = DEFAULT_CLAIM_LIMIT, lease: timedelta = DEFAULT_LEASE
+    ) -> list[Burst]:
+        """See `inbox.buffer_claim`."""
+        async with self._pool.connection() as conn:
+            return await inbox_aio.buffer_claim(conn, worker, limit, lease)
+
+    async def buffer_complete(self, conversation_key: str, claim_token: int) -> bool:
+        """See `inbox.buffer_complete`."""
+        async with self._pool.connection() as conn:
+            return await inbox_aio.buffer_complete(conn, conversation_key, claim_token)
+
+    async def buffer_fail(
+        self,
+        conversation_key: str,
+        claim_token: int,
+        error: str,
+        retry_in: timedelta = DEFAULT_RETRY_IN,
+    ) -> bool:
+        """See `inbox.buffer_fail`."""
+        async with self._pool.connection() as conn:
+            return await inbox_aio.buffer_fail(conn, conversation_key, claim_token, error, retry_in)
+
+    async def buffer_extend(
+        self, conversation_key: str, claim_token: int, lease: timedelta = DEFAULT_LEASE
+    ) -> datetime | None:
+        """See `inbox.buffer_extend`."""
+        async with self._pool.connection() as conn:
+            return await inbox_aio.buffer_extend(conn, conversation_key, claim_token, lease)
+
+    async def buffer_due_in(self) -> timedelta | None:
+        """See `inbox.buffer_due_in`."""
+        async with self._pool.connection() as conn:
+            return await inbox_aio.buffer_due_in(conn)
+
+    async def buffer_status(self) -> list[BufferStatus]:
+        """See `inbox.buffer_status`."""
+        async with self._pool.connection() as conn:
+            return await inbox_aio.buffer_status(conn)
 
     @asynccontextmanager
     async def lock(

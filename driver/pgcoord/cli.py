@@ -1,35 +1,62 @@
-"""The `pgcoord` command: install or upgrade the schema, show the held locks, versions.
+"""The `pgcoord` command: install or upgrade the schema, show the held locks and the
+buffered conversations, run a buffer worker, versions.
 
     pgcoord migrate [--database-url URL] [--to VERSION]
     pgcoord status  [--database-url URL]
+    pgcoord work    HANDLER [--database-url URL] [--concurrency N] [--lease SECONDS]
+                    [--timeout SECONDS] [--retry-in SECONDS] [--grace SECONDS] [--name NAME]
     pgcoord version [--database-url URL]
     pgcoord demo ...                      (options of its own: pgcoord demo --help)
 
---database-url defaults to $DATABASE_URL. Exit status: 0 done, 1 failed (the reason is
-printed on one line), 2 bad usage.
+--database-url defaults to $DATABASE_URL. Exit status: 0 done (for `work`: stopped by
+SIGTERM or SIGINT, its bursts finished or given back), 1 failed (the reason is printed
+on one line), 2 bad usage.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
+import inspect
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from tabulate import tabulate
 
-from . import locks, migrations, releases
+from . import inbox, locks, migrations, releases
 from .errors import NotInstalled, PgcoordError
+from .inbox import DEFAULT_LEASE, DEFAULT_RETRY_IN
+from .types import BufferStatus, LockStatus
 
 CONNECT_TIMEOUT = 10  # seconds, unless the URL sets connect_timeout
 
-# the columns of `pgcoord status`, those of the view pgcoord.lock_status
+# the columns of `pgcoord status`: those of the views pgcoord.lock_status and
+# pgcoord.buffer_status
 LOCK_COLUMNS = ("key", "owner", "token", "acquired_at", "expires_at", "expired")
+BUFFER_COLUMNS = (
+    "conversation_key",
+    "message_count",
+    "first_message_at",
+    "last_message_at",
+    "flush_at",
+    "claimed_by",
+    "claimed_until",
+    "attempt",
+    "dead",
+    "last_error",
+)
+NO_BUFFERS = "no buffered conversations"
+LAST_ERROR_WIDTH = 60  # characters of buffer_status.last_error shown
+INBOX_SINCE = "0.2.0"  # the first release with the inbox (buffer_status, buffer_claim...)
+WORKER_DEFAULTS = {"concurrency": 4, "grace": 30.0}
 
 # Commands with an argument parser of their own, imported only when run:
 # name -> (module with main(argv) -> int, one-line help).
@@ -81,9 +108,65 @@ def build_parser() -> argparse.ArgumentParser:
     )
     migrate.set_defaults(run=run_migrate)
 
-    status = commands.add_parser("status", help="show the held locks")
+    status = commands.add_parser(
+        "status", help="show the held locks and the buffered conversations"
+    )
     _database_option(status)
     status.set_defaults(run=run_status)
+
+    work = commands.add_parser(
+        "work",
+        help="run a buffer worker: call HANDLER once per burst until SIGTERM or SIGINT",
+        description="Claim due conversations and call HANDLER, an async function taking "
+        "a pgcoord.Burst, once per burst. SIGTERM or SIGINT stops claiming; bursts in "
+        "flight get --grace seconds to finish, then are given back.",
+    )
+    work.add_argument(
+        "handler",
+        metavar="HANDLER",
+        help="package.module:function (importable from the current directory too)",
+    )
+    _database_option(work)
+    work.add_argument(
+        "--concurrency",
+        metavar="N",
+        type=_positive(int),
+        default=WORKER_DEFAULTS["concurrency"],
+        help="handlers running at once, and claims held (default: %(default)s)",
+    )
+    work.add_argument(
+        "--lease",
+        metavar="SECONDS",
+        type=_positive(float),
+        default=DEFAULT_LEASE.total_seconds(),
+        help="lease of each claim, renewed by a heartbeat (default: %(default)g)",
+    )
+    work.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=_positive(float),
+        help="a handler running longer is cancelled and its burst given back (default: none)",
+    )
+    work.add_argument(
+        "--retry-in",
+        metavar="SECONDS",
+        type=_positive(float, zero=True),
+        default=DEFAULT_RETRY_IN.total_seconds(),
+        help="delay before a failed burst is tried again (default: %(default)g)",
+    )
+    work.add_argument(
+        "--grace",
+        metavar="SECONDS",
+        type=_positive(float, zero=True),
+        default=WORKER_DEFAULTS["grace"],
+        help="on SIGTERM/SIGINT, time the bursts in flight get to finish (default: %(default)g)",
+    )
+    work.add_argument(
+        "--name",
+        metavar="NAME",
+        help="the worker's name in the claims (default: host:pid:random)",
+    )
+    work.set_defaults(run=run_work)
 
     version = commands.add_parser(
         "version", help="show the newest release this driver has and the installed one"
@@ -118,22 +201,148 @@ def run_status(args: argparse.Namespace) -> int:
             held = locks.lock_status(conn)
         except (NotInstalled, psycopg.errors.UndefinedTable) as exc:
             raise CommandError(_not_installed(conn)) from exc
+        try:
+            buffers = _buffers_table(inbox.buffer_status(conn))
+        except psycopg.errors.UndefinedTable:  # a release before the inbox
+            version = migrations.installed_version(conn)
+            buffers = f"no buffers: pgcoord {version} has no inbox (pgcoord migrate installs it)"
+    print(_locks_table(held))
+    print()
+    print(buffers)
+    return 0
+
+
+def _locks_table(held: list[LockStatus]) -> str:
     if not held:
-        print("no locks are held")
-        return 0
+        return "no locks are held"
     rows = [
         (
             lock.key,
             lock.owner,
             lock.token,
-            lock.acquired_at.isoformat(sep=" ", timespec="milliseconds"),
-            lock.expires_at.isoformat(sep=" ", timespec="milliseconds"),
+            _time(lock.acquired_at),
+            _time(lock.expires_at),
             "yes" if lock.expired else "no",
         )
         for lock in held
     ]
-    print(tabulate(rows, headers=LOCK_COLUMNS, disable_numparse=True))
+    return tabulate(rows, headers=LOCK_COLUMNS, disable_numparse=True)
+
+
+def _buffers_table(buffers: list[BufferStatus]) -> str:
+    """One row per buffered conversation and parked batch; dead batches say DEAD and
+    are counted below the table."""
+    if not buffers:
+        return NO_BUFFERS
+    rows = [
+        (
+            b.conversation_key,
+            b.message_count,
+            _time(b.first_message_at),
+            _time(b.last_message_at),
+            _time(b.flush_at),
+            b.claimed_by or "",
+            _time(b.claimed_until),
+            b.attempt,
+            "DEAD" if b.dead else "no",
+            _short(b.last_error),
+        )
+        for b in buffers
+    ]
+    table = tabulate(rows, headers=BUFFER_COLUMNS, disable_numparse=True)
+    dead = sum(b.dead for b in buffers)
+    if dead:
+        table += (
+            f"\n{dead} batch{'es' if dead > 1 else ''} parked as DEAD after repeated failures"
+            " (kept for inspection; new messages of those conversations still flow)"
+        )
+    return table
+
+
+def _time(value: datetime | None) -> str:
+    return "" if value is None else value.isoformat(sep=" ", timespec="milliseconds")
+
+
+def _short(text: str | None) -> str:
+    """An error on one line, cut to LAST_ERROR_WIDTH characters."""
+    if not text:
+        return ""
+    line = " ".join(text.split())
+    return line if len(line) <= LAST_ERROR_WIDTH else line[: LAST_ERROR_WIDTH - 3] + "..."
+
+
+def run_work(args: argparse.Namespace) -> int:
+    # imported here: the other commands need no asyncio machinery
+    from .worker import BufferWorker
+
+    handler = load_handler(args.handler)
+    url = _database_url(args)
+    with _connection(args) as conn:
+        installed = migrations.installed_version(conn)
+        if installed is None:
+            raise CommandError(_not_installed(conn))
+        if releases.version_key(installed) < releases.version_key(INBOX_SINCE):
+            raise CommandError(
+                f"pgcoord {installed} in {_where(conn)} has no inbox: run pgcoord migrate"
+            )
+    _log_to_stderr()
+    try:
+        worker = BufferWorker(
+            handler,
+            url,
+            name=args.name,
+            concurrency=args.concurrency,
+            lease=timedelta(seconds=args.lease),
+            timeout=None if args.timeout is None else timedelta(seconds=args.timeout),
+            retry_in=timedelta(seconds=args.retry_in),
+            grace=timedelta(seconds=args.grace),
+        )
+        asyncio.run(worker.run(handle_signals=True))
+    except (ValueError, PgcoordError) as exc:
+        raise CommandError(str(exc)) from exc
+    except KeyboardInterrupt:  # before the worker's own signal handlers were set
+        return 130
     return 0
+
+
+def load_handler(spec: str) -> Callable[..., Any]:
+    """The async function named by `package.module:function` (the function may be a
+    dotted attribute path), importable from the current directory too."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise UsageError(f"HANDLER must be package.module:function, got {spec!r}")
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        target: Any = importlib.import_module(module_name)
+    except Exception as exc:
+        raise CommandError(
+            f"cannot import {module_name!r}: {type(exc).__name__}: {_one_line(exc)}"
+        ) from exc
+    for name in attribute.split("."):
+        try:
+            target = getattr(target, name)
+        except AttributeError as exc:
+            raise CommandError(f"{module_name!r} has no {attribute!r}") from exc
+    if not (
+        inspect.iscoroutinefunction(target)
+        or inspect.iscoroutinefunction(getattr(target, "__call__", None))  # noqa: B004
+    ):
+        raise CommandError(f"{spec} is not an async function (async def handler(burst))")
+    handler: Callable[..., Any] = target
+    return handler
+
+
+def _log_to_stderr() -> None:
+    """One line per burst, with the time: INFO and up to stderr (unless the program
+    has configured logging already)."""
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("pgcoord").setLevel(logging.INFO)
 
 
 def run_version(args: argparse.Namespace) -> int:
@@ -148,6 +357,23 @@ def run_version(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(kind: Callable[[str], Any], zero: bool = False) -> Callable[[str], Any]:
+    """An argparse type: a number above zero (or at least zero)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value < 0 or (value == 0 and not zero):
+            raise argparse.ArgumentTypeError(
+                f"must be {'at least' if zero else 'more than'} 0, got {text}"
+            )
+        return value
+
+    return parse
+
+
 def _database_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--database-url",
@@ -156,12 +382,17 @@ def _database_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _database_url(args: argparse.Namespace) -> str:
+    url: str | None = args.database_url or os.environ.get("DATABASE_URL")
+    if not url:
+        raise UsageError("no database given: pass --database-url URL or set DATABASE_URL")
+    return url
+
+
 @contextmanager
 def _connection(args: argparse.Namespace) -> Iterator[psycopg.Connection[Any]]:
     """An autocommit connection to the database of --database-url or $DATABASE_URL."""
-    url = args.database_url or os.environ.get("DATABASE_URL")
-    if not url:
-        raise UsageError("no database given: pass --database-url URL or set DATABASE_URL")
+    url = _database_url(args)
     try:
         options = conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:

@@ -1,13 +1,14 @@
-"""Client: the lease-lock calls over a pool of autocommit connections, one connection and
-one round trip per call, and `lock()`, a lease held for a `with` block and kept alive
-by a heartbeat thread. The async twin with the same method names is `aio.AsyncClient`.
+"""Client: the lease-lock and inbox calls over a pool of autocommit connections, one
+connection and one round trip per call, and `lock()`, a lease held for a `with` block and
+kept alive by a heartbeat thread. The async twin with the same method names is
+`aio.AsyncClient`.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -16,11 +17,18 @@ from typing import Any, Self
 import psycopg
 from psycopg_pool import ConnectionPool, PoolClosed
 
-from . import locks
+from . import inbox, locks
 from .errors import LockNotAcquired
+from .inbox import (
+    DEFAULT_CLAIM_LIMIT,
+    DEFAULT_DEBOUNCE,
+    DEFAULT_LEASE,
+    DEFAULT_MAX_WAIT,
+    DEFAULT_RETRY_IN,
+)
 from .lease import LEASE_TTL, Lease, default_owner, heartbeat_interval
 from .locks import CONNECTION_OPTIONS, DEFAULT_TTL, NO_WAIT
-from .types import Lock, LockStatus
+from .types import BufferStatus, Burst, Ingested, Lock, LockStatus
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +36,7 @@ Pool = ConnectionPool[psycopg.Connection[Any]]
 
 
 class Client:
-    """Lease locks over a connection pool.
+    """Lease locks and the inbox calls over a connection pool.
 
     With `conninfo` the client opens its own pool (an empty conninfo uses the libpq
     environment) and closes it in `close()`. Its connections are autocommit and never
@@ -113,6 +121,69 @@ class Client:
         """See `locks.lock_status`."""
         with self._pool.connection() as conn:
             return locks.lock_status(conn)
+
+    def message_ingest(
+        self,
+        provider: str,
+        provider_message_id: str,
+        conversation_key: str,
+        body: str,
+        payload: Mapping[str, Any] | None = None,
+        debounce: timedelta = DEFAULT_DEBOUNCE,
+        max_wait: timedelta = DEFAULT_MAX_WAIT,
+    ) -> Ingested:
+        """See `inbox.message_ingest`."""
+        with self._pool.connection() as conn:
+            return inbox.message_ingest(
+                conn,
+                provider,
+                provider_message_id,
+                conversation_key,
+                body,
+                payload,
+                debounce,
+                max_wait,
+            )
+
+    def buffer_claim(
+        self, worker: str, limit: int = DEFAULT_CLAIM_LIMIT, lease: timedelta = DEFAULT_LEASE
+    ) -> list[Burst]:
+        """See `inbox.buffer_claim`."""
+        with self._pool.connection() as conn:
+            return inbox.buffer_claim(conn, worker, limit, lease)
+
+    def buffer_complete(self, conversation_key: str, claim_token: int) -> bool:
+        """See `inbox.buffer_complete`."""
+        with self._pool.connection() as conn:
+            return inbox.buffer_complete(conn, conversation_key, claim_token)
+
+    def buffer_fail(
+        self,
+        conversation_key: str,
+        claim_token: int,
+        error: str,
+        retry_in: timedelta = DEFAULT_RETRY_IN,
+    ) -> bool:
+        """See `inbox.buffer_fail`."""
+        with self._pool.connection() as conn:
+            return inbox.buffer_fail(conn, conversation_key, claim_token, error, retry_in)
+
+    def buffer_extend(
+        self, conversation_key: str, claim_token: int, lease: timedelta = DEFAULT_LEASE
+    ) -> datetime | None:
+        """See `inbox.buffer_extend`."""
+        with self._pool.connection() as conn:
+            return inbox.buffer_extend(conn, conversation_key, claim_token, lease)
+
+    def buffer_due_in(self) -> timedelta | None:
+        """See `inbox.buffer_due_in`."""
+        with self._pool.connection() as conn:
+            return inbox.buffer_due_in(conn)
+
+    def buffer_status(self) -> list[BufferStatus]:
+        """See `inbox.buffer_status`."""
+        with self._pool.connection() as conn:
+            return inbox.buffer_status(conn)
 
     @contextmanager
     def lock(

@@ -41,7 +41,9 @@ def test_status_shows_the_held_locks(
     assert cli.main(["status", "--database-url", db_url]) == 0
 
     out = capsys.readouterr().out
-    header, rule, *rows = out.rstrip("\n").splitlines()
+    locks_part, buffers_part = out.rstrip("\n").split("\n\n")
+    assert buffers_part == "no buffered conversations"
+    header, rule, *rows = locks_part.splitlines()
     assert header.split() == list(cli.LOCK_COLUMNS)
     assert set(rule.replace(" ", "")) == {"-"}
     # each timestamp prints as date and time: two cells
@@ -55,7 +57,7 @@ def test_status_shows_the_held_locks(
 
 def test_status_without_locks(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["status", "--database-url", db_url]) == 0
-    assert capsys.readouterr().out == "no locks are held\n"
+    assert capsys.readouterr().out == "no locks are held\n\nno buffered conversations\n"
 
 
 def test_database_url_comes_from_the_environment(
@@ -136,7 +138,7 @@ def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
         cli.main(["--help"])
     assert exited.value.code == 0
     out = capsys.readouterr().out
-    for command in ("migrate", "status", "version", "demo"):
+    for command in ("migrate", "status", "work", "version", "demo"):
         assert f"    {command} " in out
 
 
@@ -166,4 +168,4 @@ def test_console_script(db_url: str) -> None:
         [str(PGCOORD), "status"], env=env, capture_output=True, text=True, timeout=60
     )
     assert shown.returncode == 0, shown.stderr
-    assert shown.stdout == "no locks are held\n"
+    assert shown.stdout == "no locks are held\n\nno buffered conversations\n"

@@ -25,6 +25,16 @@ from pgcoord import (
 )
 
 CALLS = ["lock_acquire", "lock_release", "lock_extend", "lock_is_current", "lock_status"]
+# the clients' inbox calls (tests/driver/test_client_inbox.py)
+INBOX_CALLS = [
+    "message_ingest",
+    "buffer_claim",
+    "buffer_complete",
+    "buffer_fail",
+    "buffer_extend",
+    "buffer_due_in",
+    "buffer_status",
+]
 
 
 def public(cls: type) -> set[str]:
@@ -39,10 +49,10 @@ def parameters(func: Any, skip: int = 0) -> list[tuple[str, Any, Any]]:
 
 def test_sync_and_async_clients_have_the_same_methods() -> None:
     assert public(Client) == public(AsyncClient)
-    assert set(CALLS) | {"lock", "open", "close", "pool"} == public(Client)
+    assert set(CALLS) | set(INBOX_CALLS) | {"lock", "open", "close", "pool"} == public(Client)
     for name in public(Client) - {"pool"}:
         assert parameters(getattr(Client, name)) == parameters(getattr(AsyncClient, name)), name
-    for name in [*CALLS, "open", "close"]:
+    for name in [*CALLS, *INBOX_CALLS, "open", "close"]:
         assert inspect.iscoroutinefunction(getattr(AsyncClient, name)), name
         assert not inspect.iscoroutinefunction(getattr(Client, name)), name
 

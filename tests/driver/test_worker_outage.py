@@ -1,0 +1,133 @@
+"""BufferWorker through a database outage: every connection of the worker is cut and
+new ones are refused for a while, then the database is back."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from datetime import timedelta
+
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from workerkit import Inbox, run, running, wait_until, worker
+
+from pgcoord.types import Burst
+
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+class Proxy:
+    """A TCP front of the test's server: `cut()` drops every connection through it and
+    refuses new ones (accepted and closed at once, counted in `refused`) until
+    `restore()`."""
+
+    def __init__(self, url: str) -> None:
+        params = conninfo_to_dict(url)
+        self.host = str(params.get("host") or "localhost")
+        self.port = int(params.get("port") or 5432)
+        self.down = False
+        self.refused = 0
+        self._links: set[asyncio.StreamWriter] = set()
+        self._pipes: set[asyncio.Task[None]] = set()
+
+    async def _upstream(self) -> Streams:
+        if self.host.startswith("/"):  # a socket folder
+            return await asyncio.open_unix_connection(f"{self.host}/.s.PGSQL.{self.port}")
+        return await asyncio.open_connection(self.host, self.port)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.down:
+            self.refused += 1
+            writer.close()
+            return
+        up_reader, up_writer = await self._upstream()
+        self._links |= {writer, up_writer}
+        for source, sink in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pipe(source, sink))
+            self._pipes.add(task)
+            task.add_done_callback(self._pipes.discard)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with suppress(ConnectionError, OSError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+        self._links.discard(writer)
+
+    def cut(self) -> None:
+        self.down = True
+        for writer in list(self._links):
+            writer.close()
+        self._links.clear()
+
+    def restore(self) -> None:
+        self.down = False
+
+    @asynccontextmanager
+    async def serving(self, url: str) -> AsyncIterator[str]:
+        """Serve on a free local port; yield `url` pointing at the proxy."""
+        server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            yield make_conninfo(url, host="127.0.0.1", port=port)
+        finally:
+            server.close()
+            self.cut()
+            for task in list(self._pipes):
+                task.cancel()
+            await asyncio.gather(*self._pipes, return_exceptions=True)
+            await server.wait_closed()
+
+
+def test_the_worker_survives_a_database_outage(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def test(inbox: Inbox) -> None:
+        proxy = Proxy(db_url)
+        back = asyncio.Event()
+        calls: list[Burst] = []
+
+        async def handler(burst: Burst) -> None:
+            calls.append(burst)
+            if burst.bodies == ["during"]:
+                await asyncio.wait_for(back.wait(), 30)  # in flight all through the outage
+
+        async with proxy.serving(db_url) as url:
+            # a lease the outage cannot outlast: no second delivery of the burst in flight
+            w = worker(handler, url, lease=timedelta(seconds=6))
+            async with running(w):
+                await inbox.ingest("o", "during")
+                await wait_until(lambda: _delivered(calls, 1), "the first burst to start")
+                proxy.cut()
+                await inbox.ingest("n", "while down")
+
+                async def retried() -> bool:
+                    return proxy.refused >= 2  # the worker tried to reconnect meanwhile
+
+                await wait_until(retried, "the worker to try to reconnect")
+                proxy.restore()
+                back.set()
+                await wait_until(lambda: _settled_done(inbox), "both bursts completed", 30)
+        assert sorted((b.bodies, b.attempt) for b in calls) == [
+            (["during"], 1),
+            (["while down"], 1),
+        ]
+        assert await inbox.states() == {"during": ["done"], "while down": ["done"]}
+        assert (w.processed, w.failed) == (2, 0)
+        # the outage did reach the worker: its LISTEN connection broke
+        failures = {r.getMessage() for r in caplog.records if r.name == "pgcoord.worker"}
+        assert "listening on pgcoord_buffers failed; retrying" in failures
+
+    with caplog.at_level(logging.WARNING, logger="pgcoord.worker"):
+        run(test, db_url)
+
+
+async def _delivered(calls: list[Burst], n: int) -> bool:
+    return len(calls) >= n
+
+
+async def _settled_done(inbox: Inbox) -> bool:
+    return await inbox.status() == []
