@@ -15,11 +15,14 @@ from .errors import (
 )
 from .lease import Lease, LeaseLost
 from .types import BufferStatus, Burst, Ingested, Lock, LockStatus
+from .worker import BufferWorker, ClaimLost, Retry, complete_in
 
 __all__ = [
     "AsyncClient",
     "BufferStatus",
+    "BufferWorker",
     "Burst",
+    "ClaimLost",
     "Client",
     "Conflict",
     "Ingested",
@@ -32,5 +35,7 @@ __all__ = [
     "NotInstalled",
     "NullArgument",
     "PgcoordError",
+    "Retry",
     "ServerError",
+    "complete_in",
 ]

@@ -223,6 +223,11 @@ class AsyncClient:
         async with self._pool.connection() as conn:
             return await inbox_aio.buffer_extend(conn, conversation_key, claim_token, lease)
 
+    async def buffer_release(self, conversation_key: str, claim_token: int) -> bool:
+        """See `inbox.buffer_release`."""
+        async with self._pool.connection() as conn:
+            return await inbox_aio.buffer_release(conn, conversation_key, claim_token)
+
     async def buffer_due_in(self) -> timedelta | None:
         """See `inbox.buffer_due_in`."""
         async with self._pool.connection() as conn:

@@ -175,6 +175,11 @@ class Client:
         with self._pool.connection() as conn:
             return inbox.buffer_extend(conn, conversation_key, claim_token, lease)
 
+    def buffer_release(self, conversation_key: str, claim_token: int) -> bool:
+        """See `inbox.buffer_release`."""
+        with self._pool.connection() as conn:
+            return inbox.buffer_release(conn, conversation_key, claim_token)
+
     def buffer_due_in(self) -> timedelta | None:
         """See `inbox.buffer_due_in`."""
         with self._pool.connection() as conn:

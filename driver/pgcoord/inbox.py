@@ -123,6 +123,15 @@ def buffer_extend(
     return row[0] if row else None
 
 
+def buffer_release(conn: psycopg.Connection[Any], conversation_key: str, claim_token: int) -> bool:
+    """True when the claim was current and its batch is given back without counting a
+    failed try (claimable again at once)."""
+    params = {"conversation_key": conversation_key, "claim_token": claim_token}
+    with translated():
+        row = conn.execute(sql.BUFFER_RELEASE, params).fetchone()
+    return bool(row and row[0])
+
+
 def buffer_due_in(conn: psycopg.Connection[Any]) -> timedelta | None:
     """How long until a buffer is due (zero: now), or None when nothing is buffered."""
     with translated():

@@ -99,6 +99,16 @@ async def buffer_extend(
     return row[0] if row else None
 
 
+async def buffer_release(
+    conn: psycopg.AsyncConnection[Any], conversation_key: str, claim_token: int
+) -> bool:
+    """See `inbox.buffer_release`."""
+    params = {"conversation_key": conversation_key, "claim_token": claim_token}
+    with translated():
+        row = await (await conn.execute(sql.BUFFER_RELEASE, params)).fetchone()
+    return bool(row and row[0])
+
+
 async def buffer_due_in(conn: psycopg.AsyncConnection[Any]) -> timedelta | None:
     """See `inbox.buffer_due_in`."""
     with translated():

@@ -50,6 +50,10 @@ BUFFER_EXTEND: LiteralString = (
     "p_conversation_key => %(conversation_key)s, p_claim_token => %(claim_token)s,"
     " p_lease => %(lease)s)"
 )
+BUFFER_RELEASE: LiteralString = (
+    "SELECT pgcoord.buffer_release("
+    "p_conversation_key => %(conversation_key)s, p_claim_token => %(claim_token)s)"
+)
 BUFFER_DUE_IN: LiteralString = "SELECT pgcoord.buffer_due_in()"
 BUFFER_STATUS: LiteralString = (
     "SELECT conversation_key, message_count, first_message_at, last_message_at, flush_at,"

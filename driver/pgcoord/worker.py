@@ -33,7 +33,8 @@ work, the timed sleep alone still finds every flush within `idle_poll`.
 
 `stop()` (or SIGTERM / SIGINT with `run(handle_signals=True)`) stops claiming, lets the
 bursts in flight finish for up to `grace`, then cancels their handlers and gives them
-back, claimable again at once. Cancelling `run()` gives the bursts in flight back at once.
+back (`buffer_release`: claimable again at once, not counted as a failed try).
+Cancelling `run()` gives the bursts in flight back at once.
 """
 
 from __future__ import annotations
@@ -320,7 +321,7 @@ class BufferWorker:
         burst = flight.burst
         if flight.stopped:  # the worker stopped before this task ever ran
             self.failed += 1
-            await self._give_back(burst, STOPPED, timedelta(0))
+            await self._release(burst)
             return
         _current.set(flight)  # this task's context, copied into the handler's
         handler = asyncio.create_task(self._run_handler(burst), name="pgcoord-handler")
@@ -332,7 +333,7 @@ class BufferWorker:
             # torn down from outside run() (the event loop is closing): no grace
             handler.cancel()
             await asyncio.gather(handler, return_exceptions=True)
-            await self._give_back(burst, STOPPED, timedelta(0))
+            await self._release(burst)
             raise
         finally:
             beat.cancel()
@@ -378,7 +379,7 @@ class BufferWorker:
         elif flight.stopped:
             self.failed += 1
             log.warning("gave back %r (attempt %d): %s", key, burst.attempt, STOPPED)
-            await self._give_back(burst, STOPPED, timedelta(0))
+            await self._release(burst)
         else:
             self.failed += 1
             retry_in = error.after if isinstance(error, Retry) else self.retry_in
@@ -470,6 +471,15 @@ class BufferWorker:
                 burst.attempt,
             )
         return done
+
+    async def _release(self, burst: Burst) -> None:
+        """Give the burst back untouched (the worker is stopping): not a failed try."""
+        try:
+            async with self._pool.connection() as conn:
+                await inbox_aio.buffer_release(conn, burst.conversation_key, burst.claim_token)
+        except Exception:
+            # the lease runs out and the burst is delivered again
+            log.warning("giving back %r failed", burst.conversation_key, exc_info=True)
 
     async def _give_back(self, burst: Burst, error: str, retry_in: timedelta) -> None:
         try:

@@ -254,6 +254,6 @@ def test_a_signal_stops_pgcoord_work_after_its_burst_finished_or_was_given_back(
     else:
         assert not (tmp_path / "finished").exists()
         [row] = rows
-        assert (row.claimed_by, row.attempt, row.last_error) == (None, 1, STOPPED)
+        assert (row.claimed_by, row.attempt, row.last_error) == (None, 0, None)
         assert f"WARNING pgcoord.worker: gave back 'cli:1' (attempt 1): {STOPPED}" in err
         assert "worker cli-worker stopped: bursts completed 0, given back 1" in err

@@ -32,6 +32,7 @@ INBOX_CALLS = [
     "buffer_complete",
     "buffer_fail",
     "buffer_extend",
+    "buffer_release",
     "buffer_due_in",
     "buffer_status",
 ]

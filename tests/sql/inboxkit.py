@@ -44,8 +44,9 @@ INBOX_CONTRACT: dict[str, tuple[str, str]] = {
     ),
 }
 SECTION_2 = tuple(INBOX_CONTRACT)
-# Not in API.md: how long until a buffer is due (the worker's sleep), granted like the API.
-HELPERS = ("buffer_due_in",)
+# Not in API.md, granted like the API: how long until a buffer is due (the worker's
+# sleep), and giving a claim back without counting a try (a worker that stops).
+HELPERS = ("buffer_due_in", "buffer_release")
 STATUS_COLUMNS = (
     "conversation_key, message_count, first_message_at, last_message_at, flush_at,"
     " claimed_by, claimed_until, attempt, dead, last_error"

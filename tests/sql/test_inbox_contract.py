@@ -189,7 +189,10 @@ def test_times_come_from_the_server_clock_not_the_transaction_start(conn: Conn) 
 
 
 def test_the_driver_calls_each_function_in_named_notation() -> None:
-    contract = INBOX_CONTRACT | {"buffer_due_in": ("", "interval")}
+    contract = INBOX_CONTRACT | {
+        "buffer_due_in": ("", "interval"),
+        "buffer_release": ("p_conversation_key text, p_claim_token bigint", "boolean"),
+    }
     statements = [v for k, v in vars(driver_sql).items() if k.isupper() and isinstance(v, str)]
     called = set()
     for statement in statements:

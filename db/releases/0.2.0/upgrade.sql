@@ -508,6 +508,47 @@ COMMENT ON FUNCTION pgcoord.buffer_fail_try(bigint, text, timestamptz) IS
 'Internal. Count a failed try of a buffer row''s batch (caller holds the row lock): give it '
 'back until p_retry_at, or park it as dead on the 5th; true when parked. Errors: none.';
 
+-- db/src/functions/buffer_release.sql
+-- Give a claim back untouched, for a worker that stops before its handler finished: the
+-- batch is claimable again at once and the try is not counted (like a campaign snooze),
+-- so restarts and deploys never push a batch towards being parked as dead.
+CREATE OR REPLACE FUNCTION pgcoord.buffer_release(
+    p_conversation_key text, p_claim_token bigint
+)
+RETURNS boolean
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_now constant timestamptz := clock_timestamp();
+BEGIN
+    IF coalesce(octet_length(p_conversation_key), 0) NOT BETWEEN 1 AND 1024 THEN
+        PERFORM pgcoord.raise_bad_argument(
+            'p_conversation_key', p_conversation_key, 'a text of 1 to 1024 bytes'
+        );
+    END IF;
+    IF p_claim_token IS NULL THEN
+        PERFORM pgcoord.raise_bad_argument('p_claim_token', p_claim_token, 'a bigint');
+    END IF;
+
+    UPDATE pgcoord.buffers AS b
+    SET claimed_by = NULL,
+        claimed_until = NULL,
+        due_at = v_now
+    WHERE
+        b.conversation_key = p_conversation_key AND NOT b.dead
+        AND b.claim_token = p_claim_token AND b.claimed_by IS NOT NULL;
+    RETURN FOUND;
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.buffer_release(text, bigint) IS
+'Give the batch of claim p_claim_token back without counting a failed try; claimable '
+'again at once. False, changing nothing, when the claim is no longer current. Errors: '
+'22004 NULL argument, 22023 empty or over-long conversation key.';
+
 -- db/src/functions/lock_acquire.sql
 -- Take or renew the lease of a key. A free or expired key is granted with a new token;
 -- the live holder renews and keeps its token; anyone else is answered acquired = false
@@ -963,6 +1004,7 @@ GRANT EXECUTE ON FUNCTION pgcoord.buffer_claim(text, integer, interval) TO pgcoo
 GRANT EXECUTE ON FUNCTION pgcoord.buffer_complete(text, bigint) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.buffer_fail(text, bigint, text, interval) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.buffer_extend(text, bigint, interval) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.buffer_release(text, bigint) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.buffer_due_in() TO pgcoord_client;
 
 GRANT SELECT ON pgcoord.lock_status TO pgcoord_client;
