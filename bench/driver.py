@@ -140,22 +140,31 @@ RUNNERS: dict[str, Callable[[str, int, float, float], DriverResult]] = {
 
 
 def round_trips_per_pair(url: str, pairs: int = 50, warmup: int = 10) -> float:
-    """Round trips per acquire + release pair: the server's ReadyForQuery messages (one
-    per round trip) in libpq's protocol trace of one connection, after a warm-up that
+    """Round trips per acquire + release pair on one connection, after a warm-up that
     covers psycopg's one-off statement preparation. Each call needs at least one, so
     2.0 means exactly one per call."""
-    with psycopg.connect(url, autocommit=True) as conn, tempfile.TemporaryFile("w+") as trace:
+    with psycopg.connect(url, autocommit=True) as conn:
         for i in range(warmup):
             locks.lock_acquire(conn, f"warmup{i}", "tracer")
             locks.lock_release(conn, f"warmup{i}", "tracer")
-        conn.pgconn.trace(trace.fileno())
-        conn.pgconn.set_trace_flags(Trace.SUPPRESS_TIMESTAMPS | Trace.REGRESS_MODE)
-        try:
+
+        def traced() -> None:
             for i in range(pairs):
                 locks.lock_acquire(conn, f"traced{i}", "tracer")
                 locks.lock_release(conn, f"traced{i}", "tracer")
+
+        return round_trips(conn, traced) / pairs
+
+
+def round_trips(conn: psycopg.Connection[Any], work: Callable[[], object]) -> int:
+    """The round trips `work` makes on `conn`: the server's ReadyForQuery messages (one
+    per round trip) in libpq's protocol trace of the connection."""
+    with tempfile.TemporaryFile("w+") as trace:
+        conn.pgconn.trace(trace.fileno())
+        conn.pgconn.set_trace_flags(Trace.SUPPRESS_TIMESTAMPS | Trace.REGRESS_MODE)
+        try:
+            work()
         finally:
             conn.pgconn.untrace()  # flushes the trace
         trace.seek(0)
-        answers = sum(1 for line in trace if "\tReadyForQuery\t" in line)
-    return answers / pairs
+        return sum(1 for line in trace if "\tReadyForQuery\t" in line)

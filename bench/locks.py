@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench locks", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--seconds", type=int, default=5, help="length of each run (5)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of every variant (3)")
     parser.add_argument(
@@ -93,7 +95,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.seconds < 1 or args.rounds < 1 or min(args.clients) < 1:
         parser.error("--seconds, --rounds and --clients must be at least 1")
     args.drivers = ["threads", "async"] if args.driver == "both" else [args.driver]
-    args.command = " ".join(["scripts/bench", *map(shlex.quote, argv or sys.argv[1:])])
+    args.command = " ".join(["scripts/bench locks", *map(shlex.quote, argv or sys.argv[1:])])
     return args
 
 

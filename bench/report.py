@@ -176,7 +176,7 @@ def markdown(result: dict[str, Any], rows: list[Row], runs: list[Run], found: li
     lines = [
         "# Lease locks: acquire + release pairs per second",
         "",
-        f"Written by `scripts/bench` on {result['date']}. Median of {settings['rounds']} "
+        f"Written by `scripts/bench locks` on {result['date']}. Median of {settings['rounds']} "
         f"round{'' if settings['rounds'] == 1 else 's'} of {settings['seconds']} s per "
         "variant and connection count, the variants "
         "interleaved (c, a, b, c, a, b, ...) so that drift on a shared machine hits all of "
