@@ -157,48 +157,53 @@ LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- its statements filter on an array of ids; a custom plan per call would be planned from
+-- scratch every time (about half the claim's work)
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     v_now constant timestamptz := clock_timestamp();
-    v_ids bigint[];
-    v_orphan record;
+    v_ids bigint[] := '{}'::bigint[];
+    v_row record;
 BEGIN
-    IF coalesce(octet_length(p_worker), 0) NOT BETWEEN 1 AND 1024 THEN
-        PERFORM pgcoord.raise_bad_argument('p_worker', p_worker, 'a text of 1 to 1024 bytes');
-    END IF;
-    IF NOT coalesce(p_limit >= 1, false) THEN
-        PERFORM pgcoord.raise_bad_argument('p_limit', p_limit, 'at least 1');
-    END IF;
-    IF NOT coalesce(p_lease > interval '0', false) THEN
-        PERFORM pgcoord.raise_bad_argument('p_lease', p_lease, 'a positive interval');
+    -- one lean test on the hot path; the checks naming the bad argument run only when
+    -- it fails (each IF's expression is set up again in every transaction)
+    IF (
+        octet_length(p_worker) BETWEEN 1 AND 1024
+        AND p_limit >= 1
+        AND p_lease > interval '0'
+    ) IS NOT TRUE THEN
+        IF coalesce(octet_length(p_worker), 0) NOT BETWEEN 1 AND 1024 THEN
+            PERFORM pgcoord.raise_bad_argument('p_worker', p_worker, 'a text of 1 to 1024 bytes');
+        END IF;
+        IF NOT coalesce(p_limit >= 1, false) THEN
+            PERFORM pgcoord.raise_bad_argument('p_limit', p_limit, 'at least 1');
+        END IF;
+        IF NOT coalesce(p_lease > interval '0', false) THEN
+            PERFORM pgcoord.raise_bad_argument('p_lease', p_lease, 'a positive interval');
+        END IF;
     END IF;
 
-    v_ids := array(
-        SELECT b.id
+    FOR v_row IN
+        SELECT b.id, b.claimed_by
         FROM pgcoord.buffers AS b
         WHERE NOT b.dead AND b.due_at <= v_now
         ORDER BY b.due_at
         LIMIT p_limit
         FOR UPDATE SKIP LOCKED
-    );
+    LOOP
+        -- an orphan (its claim's lease ran out) costs a failed try; the 5th parks it
+        IF v_row.claimed_by IS NULL OR NOT pgcoord.buffer_fail_try(
+            v_row.id, format('lease expired (claimed by %s)', v_row.claimed_by), v_now
+        ) THEN
+            v_ids := v_ids || v_row.id;
+        END IF;
+    END LOOP;
     IF cardinality(v_ids) = 0 THEN
         RETURN;
     END IF;
 
-    -- orphans: the lease ran out while a claim held the batch
-    FOR v_orphan IN
-        SELECT b.id, b.claimed_by
-        FROM pgcoord.buffers AS b
-        WHERE b.id = any(v_ids) AND b.claimed_by IS NOT NULL
-    LOOP
-        IF pgcoord.buffer_fail_try(
-            v_orphan.id, format('lease expired (claimed by %s)', v_orphan.claimed_by), v_now
-        ) THEN
-            v_ids := array_remove(v_ids, v_orphan.id);
-        END IF;
-    END LOOP;
-
-    -- fresh flushes: the waiting messages become the batch
+    -- a fresh flush takes the waiting messages as its batch; a retry keeps its batch
     WITH taken AS (
         UPDATE pgcoord.messages AS m
         SET state = 'claimed'
@@ -207,17 +212,9 @@ BEGIN
             b.id = any(v_ids) AND b.batch_size = 0
             AND m.conversation_key = b.conversation_key AND m.state = 'waiting'
         RETURNING b.id AS buffer_id, m.received_at
-    )
+    ),
 
-    UPDATE pgcoord.buffers AS b
-    SET batch_size = t.size,
-        batch_first_at = t.first_at,
-        batch_last_at = t.last_at,
-        waiting = 0,
-        waiting_first_at = NULL,
-        waiting_last_at = NULL,
-        flush_at = NULL
-    FROM (
+    fresh AS (
         SELECT
             taken.buffer_id,
             count(*)::integer AS size,
@@ -225,34 +222,39 @@ BEGIN
             max(taken.received_at) AS last_at
         FROM taken
         GROUP BY taken.buffer_id
-    ) AS t
-    WHERE b.id = t.buffer_id;
-
-    RETURN QUERY
-    WITH claimed AS (
-        UPDATE pgcoord.buffers AS b
-        SET claim_token = nextval('pgcoord.claim_token'),
-            claimed_by = p_worker,
-            claimed_until = v_now + p_lease,
-            due_at = v_now + p_lease
-        WHERE b.id = any(v_ids) AND b.batch_size > 0
-        RETURNING
-            b.conversation_key, b.claim_token, b.batch_first_at, b.batch_last_at, b.failures
     )
 
+    UPDATE pgcoord.buffers AS b
+    SET batch_size = coalesce(f.size, b.batch_size),
+        batch_first_at = coalesce(f.first_at, b.batch_first_at),
+        batch_last_at = coalesce(f.last_at, b.batch_last_at),
+        waiting = CASE WHEN f.size IS NULL THEN b.waiting ELSE 0 END,
+        waiting_first_at = CASE WHEN f.size IS NULL THEN b.waiting_first_at END,
+        waiting_last_at = CASE WHEN f.size IS NULL THEN b.waiting_last_at END,
+        flush_at = CASE WHEN f.size IS NULL THEN b.flush_at END,
+        claim_token = nextval('pgcoord.claim_token'),
+        claimed_by = p_worker,
+        claimed_until = v_now + p_lease,
+        due_at = v_now + p_lease
+    FROM unnest(v_ids) AS v (id)
+    LEFT JOIN fresh AS f ON v.id = f.buffer_id
+    WHERE b.id = v.id AND (b.batch_size > 0 OR f.size IS NOT NULL);
+
+    RETURN QUERY
     SELECT
-        c.conversation_key,
-        c.claim_token,
+        b.conversation_key,
+        b.claim_token,
         array_agg(m.id ORDER BY m.id),
         array_agg(m.body ORDER BY m.id),
-        c.batch_first_at,
-        c.batch_last_at,
-        c.failures + 1
-    FROM claimed AS c
+        b.batch_first_at,
+        b.batch_last_at,
+        b.failures + 1
+    FROM pgcoord.buffers AS b
     INNER JOIN pgcoord.messages AS m
-        ON m.conversation_key = c.conversation_key AND m.state = 'claimed'
-    GROUP BY c.conversation_key, c.claim_token, c.batch_first_at, c.batch_last_at, c.failures
-    ORDER BY c.claim_token;
+        ON b.conversation_key = m.conversation_key AND m.state = 'claimed'
+    WHERE b.id = any(v_ids) AND b.claimed_by = p_worker
+    GROUP BY b.id
+    ORDER BY b.claim_token;
 END;
 $$;
 
@@ -274,43 +276,51 @@ VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    v_buffer_id bigint;
-    v_waiting integer;
 BEGIN
-    IF coalesce(octet_length(p_conversation_key), 0) NOT BETWEEN 1 AND 1024 THEN
-        PERFORM pgcoord.raise_bad_argument(
-            'p_conversation_key', p_conversation_key, 'a text of 1 to 1024 bytes'
-        );
-    END IF;
-    IF p_claim_token IS NULL THEN
-        PERFORM pgcoord.raise_bad_argument('p_claim_token', p_claim_token, 'a bigint');
+    -- one lean test on the hot path; the checks naming the bad argument run only when
+    -- it fails (each IF's expression is set up again in every transaction)
+    IF (
+        octet_length(p_conversation_key) BETWEEN 1 AND 1024
+        AND p_claim_token IS NOT NULL
+    ) IS NOT TRUE THEN
+        IF coalesce(octet_length(p_conversation_key), 0) NOT BETWEEN 1 AND 1024 THEN
+            PERFORM pgcoord.raise_bad_argument(
+                'p_conversation_key', p_conversation_key, 'a text of 1 to 1024 bytes'
+            );
+        END IF;
+        IF p_claim_token IS NULL THEN
+            PERFORM pgcoord.raise_bad_argument('p_claim_token', p_claim_token, 'a bigint');
+        END IF;
     END IF;
 
-    UPDATE pgcoord.buffers AS b
-    SET batch_size = 0,
-        batch_first_at = NULL,
-        batch_last_at = NULL,
-        claimed_by = NULL,
-        claimed_until = NULL,
-        failures = 0,
-        last_error = NULL,
-        due_at = b.flush_at
+    -- nothing waits behind the batch (the common case): the row goes
+    DELETE FROM pgcoord.buffers AS b
     WHERE
         b.conversation_key = p_conversation_key AND NOT b.dead
         AND b.claim_token = p_claim_token AND b.claimed_by IS NOT NULL
-    RETURNING b.id, b.waiting INTO v_buffer_id, v_waiting;
+        AND b.waiting = 0;
     IF NOT FOUND THEN
-        RETURN false;
+        -- messages wait behind the batch: they are due at their own flush
+        UPDATE pgcoord.buffers AS b
+        SET batch_size = 0,
+            batch_first_at = NULL,
+            batch_last_at = NULL,
+            claimed_by = NULL,
+            claimed_until = NULL,
+            failures = 0,
+            last_error = NULL,
+            due_at = b.flush_at
+        WHERE
+            b.conversation_key = p_conversation_key AND NOT b.dead
+            AND b.claim_token = p_claim_token AND b.claimed_by IS NOT NULL;
+        IF NOT FOUND THEN
+            RETURN false;
+        END IF;
     END IF;
 
     UPDATE pgcoord.messages AS m
     SET state = 'done'
     WHERE m.conversation_key = p_conversation_key AND m.state = 'claimed';
-
-    IF v_waiting = 0 THEN
-        DELETE FROM pgcoord.buffers AS b WHERE b.id = v_buffer_id;
-    END IF;
     RETURN true;
 END;
 $$;
@@ -364,16 +374,24 @@ DECLARE
     v_now constant timestamptz := clock_timestamp();
     v_until timestamptz;
 BEGIN
-    IF coalesce(octet_length(p_conversation_key), 0) NOT BETWEEN 1 AND 1024 THEN
-        PERFORM pgcoord.raise_bad_argument(
-            'p_conversation_key', p_conversation_key, 'a text of 1 to 1024 bytes'
-        );
-    END IF;
-    IF p_claim_token IS NULL THEN
-        PERFORM pgcoord.raise_bad_argument('p_claim_token', p_claim_token, 'a bigint');
-    END IF;
-    IF NOT coalesce(p_lease > interval '0', false) THEN
-        PERFORM pgcoord.raise_bad_argument('p_lease', p_lease, 'a positive interval');
+    -- one lean test on the hot path; the checks naming the bad argument run only when
+    -- it fails (each IF's expression is set up again in every transaction)
+    IF (
+        octet_length(p_conversation_key) BETWEEN 1 AND 1024
+        AND p_claim_token IS NOT NULL
+        AND p_lease > interval '0'
+    ) IS NOT TRUE THEN
+        IF coalesce(octet_length(p_conversation_key), 0) NOT BETWEEN 1 AND 1024 THEN
+            PERFORM pgcoord.raise_bad_argument(
+                'p_conversation_key', p_conversation_key, 'a text of 1 to 1024 bytes'
+            );
+        END IF;
+        IF p_claim_token IS NULL THEN
+            PERFORM pgcoord.raise_bad_argument('p_claim_token', p_claim_token, 'a bigint');
+        END IF;
+        IF NOT coalesce(p_lease > interval '0', false) THEN
+            PERFORM pgcoord.raise_bad_argument('p_lease', p_lease, 'a positive interval');
+        END IF;
     END IF;
 
     UPDATE pgcoord.buffers AS b
@@ -412,19 +430,28 @@ DECLARE
     v_now constant timestamptz := clock_timestamp();
     v_buffer_id bigint;
 BEGIN
-    IF coalesce(octet_length(p_conversation_key), 0) NOT BETWEEN 1 AND 1024 THEN
-        PERFORM pgcoord.raise_bad_argument(
-            'p_conversation_key', p_conversation_key, 'a text of 1 to 1024 bytes'
-        );
-    END IF;
-    IF p_claim_token IS NULL THEN
-        PERFORM pgcoord.raise_bad_argument('p_claim_token', p_claim_token, 'a bigint');
-    END IF;
-    IF p_error IS NULL THEN
-        PERFORM pgcoord.raise_bad_argument('p_error', p_error, 'a text');
-    END IF;
-    IF NOT coalesce(p_retry_in >= interval '0', false) THEN
-        PERFORM pgcoord.raise_bad_argument('p_retry_in', p_retry_in, 'a non-negative interval');
+    -- one lean test on the hot path; the checks naming the bad argument run only when
+    -- it fails (each IF's expression is set up again in every transaction)
+    IF (
+        octet_length(p_conversation_key) BETWEEN 1 AND 1024
+        AND p_claim_token IS NOT NULL
+        AND p_error IS NOT NULL
+        AND p_retry_in >= interval '0'
+    ) IS NOT TRUE THEN
+        IF coalesce(octet_length(p_conversation_key), 0) NOT BETWEEN 1 AND 1024 THEN
+            PERFORM pgcoord.raise_bad_argument(
+                'p_conversation_key', p_conversation_key, 'a text of 1 to 1024 bytes'
+            );
+        END IF;
+        IF p_claim_token IS NULL THEN
+            PERFORM pgcoord.raise_bad_argument('p_claim_token', p_claim_token, 'a bigint');
+        END IF;
+        IF p_error IS NULL THEN
+            PERFORM pgcoord.raise_bad_argument('p_error', p_error, 'a text');
+        END IF;
+        IF NOT coalesce(p_retry_in >= interval '0', false) THEN
+            PERFORM pgcoord.raise_bad_argument('p_retry_in', p_retry_in, 'a non-negative interval');
+        END IF;
     END IF;
 
     SELECT b.id INTO v_buffer_id
@@ -524,13 +551,20 @@ AS $$
 DECLARE
     v_now constant timestamptz := clock_timestamp();
 BEGIN
-    IF coalesce(octet_length(p_conversation_key), 0) NOT BETWEEN 1 AND 1024 THEN
-        PERFORM pgcoord.raise_bad_argument(
-            'p_conversation_key', p_conversation_key, 'a text of 1 to 1024 bytes'
-        );
-    END IF;
-    IF p_claim_token IS NULL THEN
-        PERFORM pgcoord.raise_bad_argument('p_claim_token', p_claim_token, 'a bigint');
+    -- one lean test on the hot path; the checks naming the bad argument run only when
+    -- it fails (each IF's expression is set up again in every transaction)
+    IF (
+        octet_length(p_conversation_key) BETWEEN 1 AND 1024
+        AND p_claim_token IS NOT NULL
+    ) IS NOT TRUE THEN
+        IF coalesce(octet_length(p_conversation_key), 0) NOT BETWEEN 1 AND 1024 THEN
+            PERFORM pgcoord.raise_bad_argument(
+                'p_conversation_key', p_conversation_key, 'a text of 1 to 1024 bytes'
+            );
+        END IF;
+        IF p_claim_token IS NULL THEN
+            PERFORM pgcoord.raise_bad_argument('p_claim_token', p_claim_token, 'a bigint');
+        END IF;
     END IF;
 
     UPDATE pgcoord.buffers AS b
@@ -577,17 +611,26 @@ DECLARE
     v_pause float8 := 0.002::float8;
     v_holder text;
 BEGIN
-    IF coalesce(octet_length(p_key), 0) NOT BETWEEN 1 AND 1024 THEN
-        PERFORM pgcoord.raise_bad_argument('p_key', p_key, 'a text of 1 to 1024 bytes');
-    END IF;
-    IF coalesce(octet_length(p_owner), 0) NOT BETWEEN 1 AND 1024 THEN
-        PERFORM pgcoord.raise_bad_argument('p_owner', p_owner, 'a text of 1 to 1024 bytes');
-    END IF;
-    IF NOT coalesce(p_ttl > interval '0', false) THEN
-        PERFORM pgcoord.raise_bad_argument('p_ttl', p_ttl, 'a positive interval');
-    END IF;
-    IF NOT coalesce(p_wait >= interval '0', false) THEN
-        PERFORM pgcoord.raise_bad_argument('p_wait', p_wait, 'a non-negative interval');
+    -- one lean test on the hot path; the checks naming the bad argument run only when
+    -- it fails (each IF's expression is set up again in every transaction)
+    IF (
+        octet_length(p_key) BETWEEN 1 AND 1024
+        AND octet_length(p_owner) BETWEEN 1 AND 1024
+        AND p_ttl > interval '0'
+        AND p_wait >= interval '0'
+    ) IS NOT TRUE THEN
+        IF coalesce(octet_length(p_key), 0) NOT BETWEEN 1 AND 1024 THEN
+            PERFORM pgcoord.raise_bad_argument('p_key', p_key, 'a text of 1 to 1024 bytes');
+        END IF;
+        IF coalesce(octet_length(p_owner), 0) NOT BETWEEN 1 AND 1024 THEN
+            PERFORM pgcoord.raise_bad_argument('p_owner', p_owner, 'a text of 1 to 1024 bytes');
+        END IF;
+        IF NOT coalesce(p_ttl > interval '0', false) THEN
+            PERFORM pgcoord.raise_bad_argument('p_ttl', p_ttl, 'a positive interval');
+        END IF;
+        IF NOT coalesce(p_wait >= interval '0', false) THEN
+            PERFORM pgcoord.raise_bad_argument('p_wait', p_wait, 'a non-negative interval');
+        END IF;
     END IF;
 
     IF p_wait > interval '0' THEN
@@ -692,14 +735,22 @@ DECLARE
     v_now timestamptz := clock_timestamp();
     v_expires timestamptz;
 BEGIN
-    IF coalesce(octet_length(p_key), 0) NOT BETWEEN 1 AND 1024 THEN
-        PERFORM pgcoord.raise_bad_argument('p_key', p_key, 'a text of 1 to 1024 bytes');
-    END IF;
-    IF coalesce(octet_length(p_owner), 0) NOT BETWEEN 1 AND 1024 THEN
-        PERFORM pgcoord.raise_bad_argument('p_owner', p_owner, 'a text of 1 to 1024 bytes');
-    END IF;
-    IF NOT coalesce(p_ttl > interval '0', false) THEN
-        PERFORM pgcoord.raise_bad_argument('p_ttl', p_ttl, 'a positive interval');
+    -- one lean test on the hot path; the checks naming the bad argument run only when
+    -- it fails (each IF's expression is set up again in every transaction)
+    IF (
+        octet_length(p_key) BETWEEN 1 AND 1024
+        AND octet_length(p_owner) BETWEEN 1 AND 1024
+        AND p_ttl > interval '0'
+    ) IS NOT TRUE THEN
+        IF coalesce(octet_length(p_key), 0) NOT BETWEEN 1 AND 1024 THEN
+            PERFORM pgcoord.raise_bad_argument('p_key', p_key, 'a text of 1 to 1024 bytes');
+        END IF;
+        IF coalesce(octet_length(p_owner), 0) NOT BETWEEN 1 AND 1024 THEN
+            PERFORM pgcoord.raise_bad_argument('p_owner', p_owner, 'a text of 1 to 1024 bytes');
+        END IF;
+        IF NOT coalesce(p_ttl > interval '0', false) THEN
+            PERFORM pgcoord.raise_bad_argument('p_ttl', p_ttl, 'a positive interval');
+        END IF;
     END IF;
 
     UPDATE pgcoord.locks AS l
@@ -724,11 +775,18 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF coalesce(octet_length(p_key), 0) NOT BETWEEN 1 AND 1024 THEN
-        PERFORM pgcoord.raise_bad_argument('p_key', p_key, 'a text of 1 to 1024 bytes');
-    END IF;
-    IF p_token IS NULL THEN
-        PERFORM pgcoord.raise_bad_argument('p_token', p_token, 'given');
+    -- one lean test on the hot path; the checks naming the bad argument run only when
+    -- it fails (each IF's expression is set up again in every transaction)
+    IF (
+        octet_length(p_key) BETWEEN 1 AND 1024
+        AND p_token IS NOT NULL
+    ) IS NOT TRUE THEN
+        IF coalesce(octet_length(p_key), 0) NOT BETWEEN 1 AND 1024 THEN
+            PERFORM pgcoord.raise_bad_argument('p_key', p_key, 'a text of 1 to 1024 bytes');
+        END IF;
+        IF p_token IS NULL THEN
+            PERFORM pgcoord.raise_bad_argument('p_token', p_token, 'given');
+        END IF;
     END IF;
 
     RETURN EXISTS (
@@ -753,11 +811,18 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF coalesce(octet_length(p_key), 0) NOT BETWEEN 1 AND 1024 THEN
-        PERFORM pgcoord.raise_bad_argument('p_key', p_key, 'a text of 1 to 1024 bytes');
-    END IF;
-    IF coalesce(octet_length(p_owner), 0) NOT BETWEEN 1 AND 1024 THEN
-        PERFORM pgcoord.raise_bad_argument('p_owner', p_owner, 'a text of 1 to 1024 bytes');
+    -- one lean test on the hot path; the checks naming the bad argument run only when
+    -- it fails (each IF's expression is set up again in every transaction)
+    IF (
+        octet_length(p_key) BETWEEN 1 AND 1024
+        AND octet_length(p_owner) BETWEEN 1 AND 1024
+    ) IS NOT TRUE THEN
+        IF coalesce(octet_length(p_key), 0) NOT BETWEEN 1 AND 1024 THEN
+            PERFORM pgcoord.raise_bad_argument('p_key', p_key, 'a text of 1 to 1024 bytes');
+        END IF;
+        IF coalesce(octet_length(p_owner), 0) NOT BETWEEN 1 AND 1024 THEN
+            PERFORM pgcoord.raise_bad_argument('p_owner', p_owner, 'a text of 1 to 1024 bytes');
+        END IF;
     END IF;
 
     DELETE FROM pgcoord.locks AS l
@@ -802,30 +867,43 @@ DECLARE
     v_body text;
     v_due_at timestamptz;
 BEGIN
-    IF coalesce(octet_length(p_provider), 0) NOT BETWEEN 1 AND 1024 THEN
-        PERFORM pgcoord.raise_bad_argument('p_provider', p_provider, 'a text of 1 to 1024 bytes');
-    END IF;
-    IF coalesce(octet_length(p_provider_message_id), 0) NOT BETWEEN 1 AND 1024 THEN
-        PERFORM pgcoord.raise_bad_argument(
-            'p_provider_message_id', p_provider_message_id, 'a text of 1 to 1024 bytes'
-        );
-    END IF;
-    IF coalesce(octet_length(p_conversation_key), 0) NOT BETWEEN 1 AND 1024 THEN
-        PERFORM pgcoord.raise_bad_argument(
-            'p_conversation_key', p_conversation_key, 'a text of 1 to 1024 bytes'
-        );
-    END IF;
-    IF p_body IS NULL THEN
-        PERFORM pgcoord.raise_bad_argument('p_body', p_body, 'a text');
-    END IF;
-    IF coalesce(jsonb_typeof(p_payload), '') <> 'object' THEN
-        PERFORM pgcoord.raise_bad_argument('p_payload', p_payload, 'a JSON object');
-    END IF;
-    IF NOT coalesce(p_debounce >= interval '0', false) THEN
-        PERFORM pgcoord.raise_bad_argument('p_debounce', p_debounce, 'a non-negative interval');
-    END IF;
-    IF NOT coalesce(p_max_wait >= interval '0', false) THEN
-        PERFORM pgcoord.raise_bad_argument('p_max_wait', p_max_wait, 'a non-negative interval');
+    -- One lean test on the hot path; the checks naming the bad argument run only when it
+    -- fails. (Each IF's expression is set up again in every transaction: the number of
+    -- expression nodes is what costs, not their evaluation.)
+    IF (
+        octet_length(p_provider) BETWEEN 1 AND 1024
+        AND octet_length(p_provider_message_id) BETWEEN 1 AND 1024
+        AND octet_length(p_conversation_key) BETWEEN 1 AND 1024
+        AND p_body IS NOT NULL
+        AND jsonb_typeof(p_payload) = 'object'
+        AND p_debounce >= interval '0'
+        AND p_max_wait >= interval '0'
+    ) IS NOT TRUE THEN
+        IF coalesce(octet_length(p_provider), 0) NOT BETWEEN 1 AND 1024 THEN
+            PERFORM pgcoord.raise_bad_argument('p_provider', p_provider, 'a text of 1 to 1024 bytes');
+        END IF;
+        IF coalesce(octet_length(p_provider_message_id), 0) NOT BETWEEN 1 AND 1024 THEN
+            PERFORM pgcoord.raise_bad_argument(
+                'p_provider_message_id', p_provider_message_id, 'a text of 1 to 1024 bytes'
+            );
+        END IF;
+        IF coalesce(octet_length(p_conversation_key), 0) NOT BETWEEN 1 AND 1024 THEN
+            PERFORM pgcoord.raise_bad_argument(
+                'p_conversation_key', p_conversation_key, 'a text of 1 to 1024 bytes'
+            );
+        END IF;
+        IF p_body IS NULL THEN
+            PERFORM pgcoord.raise_bad_argument('p_body', p_body, 'a text');
+        END IF;
+        IF coalesce(jsonb_typeof(p_payload), '') <> 'object' THEN
+            PERFORM pgcoord.raise_bad_argument('p_payload', p_payload, 'a JSON object');
+        END IF;
+        IF NOT coalesce(p_debounce >= interval '0', false) THEN
+            PERFORM pgcoord.raise_bad_argument('p_debounce', p_debounce, 'a non-negative interval');
+        END IF;
+        IF NOT coalesce(p_max_wait >= interval '0', false) THEN
+            PERFORM pgcoord.raise_bad_argument('p_max_wait', p_max_wait, 'a non-negative interval');
+        END IF;
     END IF;
 
     LOOP

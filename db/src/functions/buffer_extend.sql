@@ -14,16 +14,24 @@ DECLARE
     v_now constant timestamptz := clock_timestamp();
     v_until timestamptz;
 BEGIN
-    IF coalesce(octet_length(p_conversation_key), 0) NOT BETWEEN 1 AND 1024 THEN
-        PERFORM pgcoord.raise_bad_argument(
-            'p_conversation_key', p_conversation_key, 'a text of 1 to 1024 bytes'
-        );
-    END IF;
-    IF p_claim_token IS NULL THEN
-        PERFORM pgcoord.raise_bad_argument('p_claim_token', p_claim_token, 'a bigint');
-    END IF;
-    IF NOT coalesce(p_lease > interval '0', false) THEN
-        PERFORM pgcoord.raise_bad_argument('p_lease', p_lease, 'a positive interval');
+    -- one lean test on the hot path; the checks naming the bad argument run only when
+    -- it fails (each IF's expression is set up again in every transaction)
+    IF (
+        octet_length(p_conversation_key) BETWEEN 1 AND 1024
+        AND p_claim_token IS NOT NULL
+        AND p_lease > interval '0'
+    ) IS NOT TRUE THEN
+        IF coalesce(octet_length(p_conversation_key), 0) NOT BETWEEN 1 AND 1024 THEN
+            PERFORM pgcoord.raise_bad_argument(
+                'p_conversation_key', p_conversation_key, 'a text of 1 to 1024 bytes'
+            );
+        END IF;
+        IF p_claim_token IS NULL THEN
+            PERFORM pgcoord.raise_bad_argument('p_claim_token', p_claim_token, 'a bigint');
+        END IF;
+        IF NOT coalesce(p_lease > interval '0', false) THEN
+            PERFORM pgcoord.raise_bad_argument('p_lease', p_lease, 'a positive interval');
+        END IF;
     END IF;
 
     UPDATE pgcoord.buffers AS b

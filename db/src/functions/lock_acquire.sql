@@ -25,17 +25,26 @@ DECLARE
     v_pause float8 := 0.002::float8;
     v_holder text;
 BEGIN
-    IF coalesce(octet_length(p_key), 0) NOT BETWEEN 1 AND 1024 THEN
-        PERFORM pgcoord.raise_bad_argument('p_key', p_key, 'a text of 1 to 1024 bytes');
-    END IF;
-    IF coalesce(octet_length(p_owner), 0) NOT BETWEEN 1 AND 1024 THEN
-        PERFORM pgcoord.raise_bad_argument('p_owner', p_owner, 'a text of 1 to 1024 bytes');
-    END IF;
-    IF NOT coalesce(p_ttl > interval '0', false) THEN
-        PERFORM pgcoord.raise_bad_argument('p_ttl', p_ttl, 'a positive interval');
-    END IF;
-    IF NOT coalesce(p_wait >= interval '0', false) THEN
-        PERFORM pgcoord.raise_bad_argument('p_wait', p_wait, 'a non-negative interval');
+    -- one lean test on the hot path; the checks naming the bad argument run only when
+    -- it fails (each IF's expression is set up again in every transaction)
+    IF (
+        octet_length(p_key) BETWEEN 1 AND 1024
+        AND octet_length(p_owner) BETWEEN 1 AND 1024
+        AND p_ttl > interval '0'
+        AND p_wait >= interval '0'
+    ) IS NOT TRUE THEN
+        IF coalesce(octet_length(p_key), 0) NOT BETWEEN 1 AND 1024 THEN
+            PERFORM pgcoord.raise_bad_argument('p_key', p_key, 'a text of 1 to 1024 bytes');
+        END IF;
+        IF coalesce(octet_length(p_owner), 0) NOT BETWEEN 1 AND 1024 THEN
+            PERFORM pgcoord.raise_bad_argument('p_owner', p_owner, 'a text of 1 to 1024 bytes');
+        END IF;
+        IF NOT coalesce(p_ttl > interval '0', false) THEN
+            PERFORM pgcoord.raise_bad_argument('p_ttl', p_ttl, 'a positive interval');
+        END IF;
+        IF NOT coalesce(p_wait >= interval '0', false) THEN
+            PERFORM pgcoord.raise_bad_argument('p_wait', p_wait, 'a non-negative interval');
+        END IF;
     END IF;
 
     IF p_wait > interval '0' THEN

@@ -7,11 +7,18 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF coalesce(octet_length(p_key), 0) NOT BETWEEN 1 AND 1024 THEN
-        PERFORM pgcoord.raise_bad_argument('p_key', p_key, 'a text of 1 to 1024 bytes');
-    END IF;
-    IF coalesce(octet_length(p_owner), 0) NOT BETWEEN 1 AND 1024 THEN
-        PERFORM pgcoord.raise_bad_argument('p_owner', p_owner, 'a text of 1 to 1024 bytes');
+    -- one lean test on the hot path; the checks naming the bad argument run only when
+    -- it fails (each IF's expression is set up again in every transaction)
+    IF (
+        octet_length(p_key) BETWEEN 1 AND 1024
+        AND octet_length(p_owner) BETWEEN 1 AND 1024
+    ) IS NOT TRUE THEN
+        IF coalesce(octet_length(p_key), 0) NOT BETWEEN 1 AND 1024 THEN
+            PERFORM pgcoord.raise_bad_argument('p_key', p_key, 'a text of 1 to 1024 bytes');
+        END IF;
+        IF coalesce(octet_length(p_owner), 0) NOT BETWEEN 1 AND 1024 THEN
+            PERFORM pgcoord.raise_bad_argument('p_owner', p_owner, 'a text of 1 to 1024 bytes');
+        END IF;
     END IF;
 
     DELETE FROM pgcoord.locks AS l

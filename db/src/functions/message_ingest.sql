@@ -29,30 +29,43 @@ DECLARE
     v_body text;
     v_due_at timestamptz;
 BEGIN
-    IF coalesce(octet_length(p_provider), 0) NOT BETWEEN 1 AND 1024 THEN
-        PERFORM pgcoord.raise_bad_argument('p_provider', p_provider, 'a text of 1 to 1024 bytes');
-    END IF;
-    IF coalesce(octet_length(p_provider_message_id), 0) NOT BETWEEN 1 AND 1024 THEN
-        PERFORM pgcoord.raise_bad_argument(
-            'p_provider_message_id', p_provider_message_id, 'a text of 1 to 1024 bytes'
-        );
-    END IF;
-    IF coalesce(octet_length(p_conversation_key), 0) NOT BETWEEN 1 AND 1024 THEN
-        PERFORM pgcoord.raise_bad_argument(
-            'p_conversation_key', p_conversation_key, 'a text of 1 to 1024 bytes'
-        );
-    END IF;
-    IF p_body IS NULL THEN
-        PERFORM pgcoord.raise_bad_argument('p_body', p_body, 'a text');
-    END IF;
-    IF coalesce(jsonb_typeof(p_payload), '') <> 'object' THEN
-        PERFORM pgcoord.raise_bad_argument('p_payload', p_payload, 'a JSON object');
-    END IF;
-    IF NOT coalesce(p_debounce >= interval '0', false) THEN
-        PERFORM pgcoord.raise_bad_argument('p_debounce', p_debounce, 'a non-negative interval');
-    END IF;
-    IF NOT coalesce(p_max_wait >= interval '0', false) THEN
-        PERFORM pgcoord.raise_bad_argument('p_max_wait', p_max_wait, 'a non-negative interval');
+    -- One lean test on the hot path; the checks naming the bad argument run only when it
+    -- fails. (Each IF's expression is set up again in every transaction: the number of
+    -- expression nodes is what costs, not their evaluation.)
+    IF (
+        octet_length(p_provider) BETWEEN 1 AND 1024
+        AND octet_length(p_provider_message_id) BETWEEN 1 AND 1024
+        AND octet_length(p_conversation_key) BETWEEN 1 AND 1024
+        AND p_body IS NOT NULL
+        AND jsonb_typeof(p_payload) = 'object'
+        AND p_debounce >= interval '0'
+        AND p_max_wait >= interval '0'
+    ) IS NOT TRUE THEN
+        IF coalesce(octet_length(p_provider), 0) NOT BETWEEN 1 AND 1024 THEN
+            PERFORM pgcoord.raise_bad_argument('p_provider', p_provider, 'a text of 1 to 1024 bytes');
+        END IF;
+        IF coalesce(octet_length(p_provider_message_id), 0) NOT BETWEEN 1 AND 1024 THEN
+            PERFORM pgcoord.raise_bad_argument(
+                'p_provider_message_id', p_provider_message_id, 'a text of 1 to 1024 bytes'
+            );
+        END IF;
+        IF coalesce(octet_length(p_conversation_key), 0) NOT BETWEEN 1 AND 1024 THEN
+            PERFORM pgcoord.raise_bad_argument(
+                'p_conversation_key', p_conversation_key, 'a text of 1 to 1024 bytes'
+            );
+        END IF;
+        IF p_body IS NULL THEN
+            PERFORM pgcoord.raise_bad_argument('p_body', p_body, 'a text');
+        END IF;
+        IF coalesce(jsonb_typeof(p_payload), '') <> 'object' THEN
+            PERFORM pgcoord.raise_bad_argument('p_payload', p_payload, 'a JSON object');
+        END IF;
+        IF NOT coalesce(p_debounce >= interval '0', false) THEN
+            PERFORM pgcoord.raise_bad_argument('p_debounce', p_debounce, 'a non-negative interval');
+        END IF;
+        IF NOT coalesce(p_max_wait >= interval '0', false) THEN
+            PERFORM pgcoord.raise_bad_argument('p_max_wait', p_max_wait, 'a non-negative interval');
+        END IF;
     END IF;
 
     LOOP
