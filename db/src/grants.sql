@@ -19,6 +19,7 @@ GRANT EXECUTE ON FUNCTION pgcoord.buffer_fail(text, bigint, text, interval) TO p
 GRANT EXECUTE ON FUNCTION pgcoord.buffer_extend(text, bigint, interval) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.buffer_release(text, bigint) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.buffer_due_in() TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.message_prune(interval, integer) TO pgcoord_client;
 
 GRANT SELECT ON pgcoord.lock_status TO pgcoord_client;
 GRANT SELECT ON pgcoord.buffer_status TO pgcoord_client;

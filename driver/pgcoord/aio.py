@@ -25,6 +25,7 @@ from .inbox import (
     DEFAULT_DEBOUNCE,
     DEFAULT_LEASE,
     DEFAULT_MAX_WAIT,
+    DEFAULT_PRUNE_LIMIT,
     DEFAULT_RETRY_IN,
 )
 from .lease import LEASE_TTL, Lease, default_owner, heartbeat_interval
@@ -222,6 +223,11 @@ class AsyncClient:
         """See `inbox.buffer_extend`."""
         async with self._pool.connection() as conn:
             return await inbox_aio.buffer_extend(conn, conversation_key, claim_token, lease)
+
+    async def message_prune(self, older_than: timedelta, limit: int = DEFAULT_PRUNE_LIMIT) -> int:
+        """See `inbox.message_prune`."""
+        async with self._pool.connection() as conn:
+            return await inbox_aio.message_prune(conn, older_than, limit)
 
     async def buffer_release(self, conversation_key: str, claim_token: int) -> bool:
         """See `inbox.buffer_release`."""

@@ -24,6 +24,7 @@ from .inbox import (
     DEFAULT_DEBOUNCE,
     DEFAULT_LEASE,
     DEFAULT_MAX_WAIT,
+    DEFAULT_PRUNE_LIMIT,
     DEFAULT_RETRY_IN,
 )
 from .lease import LEASE_TTL, Lease, default_owner, heartbeat_interval
@@ -174,6 +175,11 @@ class Client:
         """See `inbox.buffer_extend`."""
         with self._pool.connection() as conn:
             return inbox.buffer_extend(conn, conversation_key, claim_token, lease)
+
+    def message_prune(self, older_than: timedelta, limit: int = DEFAULT_PRUNE_LIMIT) -> int:
+        """See `inbox.message_prune`."""
+        with self._pool.connection() as conn:
+            return inbox.message_prune(conn, older_than, limit)
 
     def buffer_release(self, conversation_key: str, claim_token: int) -> bool:
         """See `inbox.buffer_release`."""

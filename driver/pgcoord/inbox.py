@@ -26,6 +26,7 @@ DEFAULT_MAX_WAIT = timedelta(seconds=60)
 DEFAULT_CLAIM_LIMIT = 10
 DEFAULT_LEASE = timedelta(seconds=60)
 DEFAULT_RETRY_IN = timedelta(seconds=60)
+DEFAULT_PRUNE_LIMIT = 10_000
 
 
 def ingest_params(
@@ -68,6 +69,17 @@ def message_ingest(
         row = cur.execute(sql.MESSAGE_INGEST, params).fetchone()
     assert row is not None  # the function always returns one row
     return row
+
+
+def message_prune(
+    conn: psycopg.Connection[Any], older_than: timedelta, limit: int = DEFAULT_PRUNE_LIMIT
+) -> int:
+    """Delete up to `limit` answered messages received more than `older_than` ago, oldest
+    first; return how many. Keep messages longer than the provider retries: a retry of
+    a pruned message is stored as a new one."""
+    with translated():
+        row = conn.execute(sql.MESSAGE_PRUNE, {"older_than": older_than, "limit": limit}).fetchone()
+    return int(row[0]) if row else 0
 
 
 def buffer_claim(

@@ -17,6 +17,7 @@ from .inbox import (
     DEFAULT_DEBOUNCE,
     DEFAULT_LEASE,
     DEFAULT_MAX_WAIT,
+    DEFAULT_PRUNE_LIMIT,
     DEFAULT_RETRY_IN,
     ingest_params,
 )
@@ -42,6 +43,16 @@ async def message_ingest(
             row = await (await cur.execute(sql.MESSAGE_INGEST, params)).fetchone()
     assert row is not None  # the function always returns one row
     return row
+
+
+async def message_prune(
+    conn: psycopg.AsyncConnection[Any], older_than: timedelta, limit: int = DEFAULT_PRUNE_LIMIT
+) -> int:
+    """See `inbox.message_prune`."""
+    params = {"older_than": older_than, "limit": limit}
+    with translated():
+        row = await (await conn.execute(sql.MESSAGE_PRUNE, params)).fetchone()
+    return int(row[0]) if row else 0
 
 
 async def buffer_claim(

@@ -54,6 +54,9 @@ BUFFER_RELEASE: LiteralString = (
     "SELECT pgcoord.buffer_release("
     "p_conversation_key => %(conversation_key)s, p_claim_token => %(claim_token)s)"
 )
+MESSAGE_PRUNE: LiteralString = (
+    "SELECT pgcoord.message_prune(p_older_than => %(older_than)s, p_limit => %(limit)s)"
+)
 BUFFER_DUE_IN: LiteralString = "SELECT pgcoord.buffer_due_in()"
 BUFFER_STATUS: LiteralString = (
     "SELECT conversation_key, message_count, first_message_at, last_message_at, flush_at,"

@@ -30,6 +30,8 @@ CALLS = [
     "buffer_extend",
     "buffer_due_in",
     "buffer_status",
+    "buffer_release",
+    "message_prune",
 ]
 NOW = timedelta(0)
 HOUR = timedelta(hours=1)
@@ -148,3 +150,21 @@ def test_client_inbox_errors_are_mapped(client: Client, db_url: str) -> None:
             assert str(caught.value).startswith("p_limit must")
 
     asyncio.run(main())
+
+
+def test_clients_release_and_prune(client: Client, db_url: str) -> None:
+    client.message_ingest("p", "m1", "c", "hello", debounce=NOW)
+    [burst] = client.buffer_claim("w")
+    assert client.buffer_release("c", burst.claim_token) is True
+    assert client.buffer_release("c", burst.claim_token) is False
+    [again] = client.buffer_claim("w")
+    assert again.attempt == 1, "a release is not a failed try"
+    assert client.buffer_complete("c", again.claim_token)
+    assert client.message_prune(HOUR) == 0, "younger than an hour"
+
+    async def main() -> int:
+        async with AsyncClient(db_url) as aclient:
+            return await aclient.message_prune(timedelta(microseconds=1), limit=5)
+
+    assert asyncio.run(main()) == 1
+    assert client.message_prune(timedelta(microseconds=1)) == 0
