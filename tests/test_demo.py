@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -143,6 +144,22 @@ def test_the_script_runs_the_demo_on_database_url(db_url: str) -> None:
     assert "1. An inbox storm: 20 WhatsApp conversations" in done.stdout
     assert f"{STORM_CHECKS} checks, all held" in done.stdout
     assert storm_leftovers(db_url, done.stdout) == ([], [])
+
+
+def test_a_reader_that_goes_away_stops_the_demo_quietly(db_url: str) -> None:
+    """scripts/demo | head: the demo stops at its next line, without a traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pgcoord.demo", "--database-url", db_url, "--only", "locks"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().startswith("pgcoord demo:")
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 1
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
 
 
 # The checks can fail ---------------------------------------------------------------

@@ -877,6 +877,11 @@ def main(argv: list[str] | None = None) -> int:
     except storm.StormError as exc:
         print(f"\npgcoord demo: the storm stopped: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader went away (scripts/demo | head): the servers and workers are already
+        # stopped by the context managers; leave quietly, with no traceback at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     print(f"\n{summary(report.checks, time.perf_counter() - start)}", flush=True)
     return 0 if report.checks and not report.failed else 1
 
