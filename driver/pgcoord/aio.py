@@ -234,6 +234,11 @@ class AsyncClient:
         async with self._pool.connection() as conn:
             return await inbox_aio.buffer_release(conn, conversation_key, claim_token)
 
+    async def buffer_revive(self, conversation_key: str) -> int:
+        """See `inbox.buffer_revive`."""
+        async with self._pool.connection() as conn:
+            return await inbox_aio.buffer_revive(conn, conversation_key)
+
     async def buffer_due_in(self) -> timedelta | None:
         """See `inbox.buffer_due_in`."""
         async with self._pool.connection() as conn:

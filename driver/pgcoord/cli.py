@@ -3,6 +3,7 @@ buffered conversations, run a buffer worker, versions.
 
     pgcoord migrate [--database-url URL] [--to VERSION]
     pgcoord status  [--database-url URL]
+    pgcoord revive  CONVERSATION [--database-url URL]
     pgcoord work    HANDLER [--database-url URL] [--concurrency N] [--lease SECONDS]
                     [--timeout SECONDS] [--retry-in SECONDS] [--grace SECONDS] [--name NAME]
     pgcoord version [--database-url URL]
@@ -114,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     _database_option(status)
     status.set_defaults(run=run_status)
 
+    revive = commands.add_parser(
+        "revive", help="replay a conversation's dead batches: their messages are due again"
+    )
+    revive.add_argument("conversation", metavar="CONVERSATION", help="the conversation key")
+    _database_option(revive)
+    revive.set_defaults(run=run_revive)
+
     work = commands.add_parser(
         "work",
         help="run a buffer worker: call HANDLER once per burst until SIGTERM or SIGINT",
@@ -195,6 +203,22 @@ def run_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_revive(args: argparse.Namespace) -> int:
+    with _connection(args) as conn:
+        try:
+            count = inbox.buffer_revive(conn, args.conversation)
+        except (NotInstalled, psycopg.errors.UndefinedFunction) as exc:
+            raise CommandError(_not_installed(conn)) from exc
+        except PgcoordError as exc:
+            raise CommandError(str(exc)) from exc
+    if count == 0:
+        print(f"no dead batch of {args.conversation!r}: nothing to revive")
+    else:
+        plural = "" if count == 1 else "s"
+        print(f"revived {count} message{plural} of {args.conversation!r}: due now")
+    return 0
+
+
 def run_status(args: argparse.Namespace) -> int:
     with _connection(args) as conn:
         try:
@@ -254,7 +278,8 @@ def _buffers_table(buffers: list[BufferStatus]) -> str:
     if dead:
         table += (
             f"\n{dead} batch{'es' if dead > 1 else ''} parked as DEAD after repeated failures"
-            " (kept for inspection; new messages of those conversations still flow)"
+            " (kept for inspection; new messages of those conversations still flow;"
+            " pgcoord revive CONVERSATION replays them)"
         )
     return table
 

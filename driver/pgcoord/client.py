@@ -186,6 +186,11 @@ class Client:
         with self._pool.connection() as conn:
             return inbox.buffer_release(conn, conversation_key, claim_token)
 
+    def buffer_revive(self, conversation_key: str) -> int:
+        """See `inbox.buffer_revive`."""
+        with self._pool.connection() as conn:
+            return inbox.buffer_revive(conn, conversation_key)
+
     def buffer_due_in(self) -> timedelta | None:
         """See `inbox.buffer_due_in`."""
         with self._pool.connection() as conn:

@@ -144,6 +144,14 @@ def buffer_release(conn: psycopg.Connection[Any], conversation_key: str, claim_t
     return bool(row and row[0])
 
 
+def buffer_revive(conn: psycopg.Connection[Any], conversation_key: str) -> int:
+    """Put the messages of the conversation's dead batches back in its buffer, due at
+    once; return how many."""
+    with translated():
+        row = conn.execute(sql.BUFFER_REVIVE, {"conversation_key": conversation_key}).fetchone()
+    return int(row[0]) if row else 0
+
+
 def buffer_due_in(conn: psycopg.Connection[Any]) -> timedelta | None:
     """How long until a buffer is due (zero: now), or None when nothing is buffered."""
     with translated():

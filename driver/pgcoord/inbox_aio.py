@@ -120,6 +120,14 @@ async def buffer_release(
     return bool(row and row[0])
 
 
+async def buffer_revive(conn: psycopg.AsyncConnection[Any], conversation_key: str) -> int:
+    """See `inbox.buffer_revive`."""
+    with translated():
+        cur = await conn.execute(sql.BUFFER_REVIVE, {"conversation_key": conversation_key})
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
 async def buffer_due_in(conn: psycopg.AsyncConnection[Any]) -> timedelta | None:
     """See `inbox.buffer_due_in`."""
     with translated():

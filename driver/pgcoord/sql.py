@@ -57,6 +57,9 @@ BUFFER_RELEASE: LiteralString = (
 MESSAGE_PRUNE: LiteralString = (
     "SELECT pgcoord.message_prune(p_older_than => %(older_than)s, p_limit => %(limit)s)"
 )
+BUFFER_REVIVE: LiteralString = (
+    "SELECT pgcoord.buffer_revive(p_conversation_key => %(conversation_key)s)"
+)
 BUFFER_DUE_IN: LiteralString = "SELECT pgcoord.buffer_due_in()"
 BUFFER_STATUS: LiteralString = (
     "SELECT conversation_key, message_count, first_message_at, last_message_at, flush_at,"

@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgcoord import cli, releases
+from pgcoord import cli, inbox, releases
 from pgcoord.locks import lock_acquire
 
 PGCOORD = Path(sys.executable).parent / "pgcoord"
@@ -138,7 +138,7 @@ def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
         cli.main(["--help"])
     assert exited.value.code == 0
     out = capsys.readouterr().out
-    for command in ("migrate", "status", "work", "version", "demo"):
+    for command in ("migrate", "status", "revive", "work", "version", "demo"):
         assert f"    {command} " in out
 
 
@@ -169,3 +169,22 @@ def test_console_script(db_url: str) -> None:
     )
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout == "no locks are held\n\nno buffered conversations\n"
+
+
+def test_revive_replays_a_dead_batch(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        inbox.message_ingest(conn, "p", "m1", "c", "hello", debounce=timedelta(0))
+        for _ in range(5):
+            [burst] = inbox.buffer_claim(conn, "w")
+            assert inbox.buffer_fail(conn, "c", burst.claim_token, "boom", timedelta(0))
+        assert [row.dead for row in inbox.buffer_status(conn)] == [True]
+
+        assert cli.main(["revive", "c", "--database-url", db_url]) == 0
+        assert capsys.readouterr().out == "revived 1 message of 'c': due now\n"
+        [row] = inbox.buffer_status(conn)
+        assert (row.dead, row.message_count, row.attempt) == (False, 1, 0)
+
+        assert cli.main(["revive", "c", "--database-url", db_url]) == 0
+        assert capsys.readouterr().out == "no dead batch of 'c': nothing to revive\n"
+        assert cli.main(["revive", "", "--database-url", db_url]) == 1
+        assert "p_conversation_key" in capsys.readouterr().err

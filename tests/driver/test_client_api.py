@@ -33,6 +33,7 @@ INBOX_CALLS = [
     "buffer_fail",
     "buffer_extend",
     "buffer_release",
+    "buffer_revive",
     "message_prune",
     "buffer_due_in",
     "buffer_status",

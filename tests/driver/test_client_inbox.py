@@ -32,6 +32,7 @@ CALLS = [
     "buffer_status",
     "buffer_release",
     "message_prune",
+    "buffer_revive",
 ]
 NOW = timedelta(0)
 HOUR = timedelta(hours=1)

@@ -45,9 +45,9 @@ INBOX_CONTRACT: dict[str, tuple[str, str]] = {
 }
 SECTION_2 = tuple(INBOX_CONTRACT)
 # Not in API.md, granted like the API: how long until a buffer is due (the worker's
-# sleep), giving a claim back without counting a try (a worker that stops), and the
-# retention of answered messages.
-HELPERS = ("buffer_due_in", "buffer_release", "message_prune")
+# sleep), giving a claim back without counting a try (a worker that stops), replaying
+# dead batches, and the retention of answered messages.
+HELPERS = ("buffer_due_in", "buffer_release", "buffer_revive", "message_prune")
 STATUS_COLUMNS = (
     "conversation_key, message_count, first_message_at, last_message_at, flush_at,"
     " claimed_by, claimed_until, attempt, dead, last_error"
