@@ -126,17 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     found = inbox_report.targets(rows, runs, result["round_trips"])
     md, js = inbox_report.write(args.output, result, rows, runs, found)
 
-    print()
-    print(inbox_report.summary_table(rows, "simple"))
-    print()
-    print(report.targets_table(found, "simple"))
-    missed = [t.name for t in found if t.met is False]
-    print()
-    if missed:
-        print("TARGETS MISSED: " + "; ".join(missed))
-    else:
-        print("all measured targets met")
-    print(f"written: {md.relative_to(ROOT) if md.is_relative_to(ROOT) else md}, {js.name}")
+    report.print_outcome(inbox_report.summary_table(rows, "simple"), found, md, js, ROOT)
     return 0
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from .report import Target, profile_table, targets_table
+from .report import Target, format_us, profile_section, setup_lines, targets_table, write_files
 
 INGEST = "ingest"
 CLAIM = "claim"
@@ -244,17 +243,7 @@ def markdown(result: dict[str, Any], rows: list[Row], runs: list[Run], found: li
         cpu_table(runs, "github"),
         "",
     ]
-    if profile:
-        lines += [
-            "## Where the time goes: one client, per statement",
-            "",
-            "pgbench `--report-per-command` at 1 connection, average latency of each "
-            "statement in ms; once as configured and once with `synchronous_commit = off` "
-            "(no wait for the WAL flush, so what is left is the work of the statement).",
-            "",
-            profile_table(profile, "github"),
-            "",
-        ]
+    lines += profile_section(profile)
     lines += [
         "## Every run",
         "",
@@ -262,10 +251,7 @@ def markdown(result: dict[str, Any], rows: list[Row], runs: list[Run], found: li
         "",
         "## Setup",
         "",
-        f"- server: {server['kind']}, PostgreSQL {server['settings'].get('server_version', '?')}",
-        "- settings: "
-        + ", ".join(f"{k} = {v}" for k, v in server["settings"].items() if k != "server_version"),
-        f"- {result['pgbench']}; Python {result['python']}, psycopg {result['psycopg']}",
+        *setup_lines(result),
         f"- machine: {machine['cores']} cores ({machine['cpu']}), shared by pgbench and the server",
         f"- rounds {settings['rounds']}, {settings['seconds']} s per run, warm-up "
         f"{settings['warmup']} s per variant",
@@ -307,8 +293,8 @@ def runs_table(runs: list[Run], fmt: str) -> str:
                 run.ops,
                 f"{run.transactions_per_op:.3f}",
                 _checks(run),
-                _us(run.detail.get("server_cpu_us_per_op")),
-                _us(run.detail.get("client_cpu_us_per_op")),
+                format_us(run.detail.get("server_cpu_us_per_op")),
+                format_us(run.detail.get("client_cpu_us_per_op")),
             ]
             for run in runs
         ],
@@ -335,15 +321,10 @@ def _checks(run: Run) -> str:
     return str(run.detail["empty_claims"])
 
 
-def _us(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}"
-
-
 def write(
     stem: Path, result: dict[str, Any], rows: list[Row], runs: list[Run], found: list[Target]
 ) -> tuple[Path, Path]:
     """Write <stem>.md and <stem>.json and return their paths."""
-    stem.parent.mkdir(parents=True, exist_ok=True)
     document = {
         **result,
         "summary": [
@@ -361,7 +342,4 @@ def write(
         "targets": [asdict(t) for t in found],
         "runs": [{**asdict(run), "transactions_per_op": run.transactions_per_op} for run in runs],
     }
-    md, js = stem.with_suffix(".md"), stem.with_suffix(".json")
-    md.write_text(markdown(result, rows, runs, found))
-    js.write_text(json.dumps(document, indent=2) + "\n")
-    return md, js
+    return write_files(stem, markdown(result, rows, runs, found), document)

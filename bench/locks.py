@@ -43,17 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     result["round_trips_per_pair"] = round_trips
     md, js = report.write(args.output, result, rows, runs, found)
 
-    print()
-    print(report.summary_table(rows, "simple"))
-    print()
-    print(report.targets_table(found, "simple"))
-    missed = [t.name for t in found if t.met is False]
-    print()
-    if missed:
-        print("TARGETS MISSED: " + "; ".join(missed))
-    else:
-        print("all measured targets met")
-    print(f"written: {md.relative_to(ROOT) if md.is_relative_to(ROOT) else md}, {js.name}")
+    report.print_outcome(report.summary_table(rows, "simple"), found, md, js, ROOT)
     return 0
 
 

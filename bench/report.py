@@ -232,17 +232,7 @@ def markdown(result: dict[str, Any], rows: list[Row], runs: list[Run], found: li
         "",
         *python_load(runs),
     ]
-    if profile:
-        lines += [
-            "## Where the time goes: one client, per statement",
-            "",
-            "pgbench `--report-per-command` at 1 connection, average latency of each "
-            "statement in ms; once as configured and once with `synchronous_commit = off` "
-            "(no wait for the WAL flush, so what is left is the work of the statement).",
-            "",
-            profile_table(profile, "github"),
-            "",
-        ]
+    lines += profile_section(profile)
     lines += [
         "## Every run",
         "",
@@ -250,10 +240,7 @@ def markdown(result: dict[str, Any], rows: list[Row], runs: list[Run], found: li
         "",
         "## Setup",
         "",
-        f"- server: {server['kind']}, PostgreSQL {server['settings'].get('server_version', '?')}",
-        "- settings: "
-        + ", ".join(f"{k} = {v}" for k, v in server["settings"].items() if k != "server_version"),
-        f"- {result['pgbench']}; Python {result['python']}, psycopg {result['psycopg']}",
+        *setup_lines(result),
         f"- machine: {machine['cores']} cores ({machine['cpu']}), shared by pgbench or Python "
         "and the server",
         f"- rounds {settings['rounds']}, {settings['seconds']} s per run, driver warm-up "
@@ -323,8 +310,8 @@ def runs_table(runs: list[Run], fmt: str) -> str:
                 f"{run.pairs_per_second:,.0f}",
                 run.pairs,
                 f"{run.transactions_per_pair:.3f}",
-                _us(run.detail.get("server_cpu_us_per_pair")),
-                _us(run.detail.get("client_cpu_us_per_pair")),
+                format_us(run.detail.get("server_cpu_us_per_pair")),
+                format_us(run.detail.get("client_cpu_us_per_pair")),
             ]
             for run in runs
         ],
@@ -344,8 +331,60 @@ def runs_table(runs: list[Run], fmt: str) -> str:
     )
 
 
-def _us(value: float | None) -> str:
+def format_us(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
+
+
+def profile_section(profile: dict[str, Any] | None) -> list[str]:
+    """The Markdown section of the one-client, per-statement profile (none without one)."""
+    if not profile:
+        return []
+    return [
+        "## Where the time goes: one client, per statement",
+        "",
+        "pgbench `--report-per-command` at 1 connection, average latency of each "
+        "statement in ms; once as configured and once with `synchronous_commit = off` "
+        "(no wait for the WAL flush, so what is left is the work of the statement).",
+        "",
+        profile_table(profile, "github"),
+        "",
+    ]
+
+
+def setup_lines(result: dict[str, Any]) -> list[str]:
+    """The server, its settings and the programs, for a results file's Setup section."""
+    server = result["server"]
+    settings = server["settings"]
+    return [
+        f"- server: {server['kind']}, PostgreSQL {settings.get('server_version', '?')}",
+        "- settings: "
+        + ", ".join(f"{k} = {v}" for k, v in settings.items() if k != "server_version"),
+        f"- {result['pgbench']}; Python {result['python']}, psycopg {result['psycopg']}",
+    ]
+
+
+def print_outcome(summary: str, found: list[Target], md: Path, js: Path, root: Path) -> None:
+    """The end of a bench's console output: its summary, the targets, what was written."""
+    print()
+    print(summary)
+    print()
+    print(targets_table(found, "simple"))
+    missed = [t.name for t in found if t.met is False]
+    print()
+    if missed:
+        print("TARGETS MISSED: " + "; ".join(missed))
+    else:
+        print("all measured targets met")
+    print(f"written: {md.relative_to(root) if md.is_relative_to(root) else md}, {js.name}")
+
+
+def write_files(stem: Path, markdown_text: str, document: dict[str, Any]) -> tuple[Path, Path]:
+    """Write <stem>.md and <stem>.json and return their paths."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    md, js = stem.with_suffix(".md"), stem.with_suffix(".json")
+    md.write_text(markdown_text)
+    js.write_text(json.dumps(document, indent=2) + "\n")
+    return md, js
 
 
 def profile_table(profile: dict[str, Any], fmt: str) -> str:
@@ -368,7 +407,6 @@ def write(
     stem: Path, result: dict[str, Any], rows: list[Row], runs: list[Run], found: list[Target]
 ) -> tuple[Path, Path]:
     """Write <stem>.md and <stem>.json and return their paths."""
-    stem.parent.mkdir(parents=True, exist_ok=True)
     document = {
         **result,
         "summary": [
@@ -389,7 +427,4 @@ def write(
             {**asdict(run), "transactions_per_pair": run.transactions_per_pair} for run in runs
         ],
     }
-    md, js = stem.with_suffix(".md"), stem.with_suffix(".json")
-    md.write_text(markdown(result, rows, runs, found))
-    js.write_text(json.dumps(document, indent=2) + "\n")
-    return md, js
+    return write_files(stem, markdown(result, rows, runs, found), document)
