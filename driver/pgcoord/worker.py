@@ -49,7 +49,7 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -64,6 +64,7 @@ from .types import Burst
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Burst], Awaitable[None]]
+T = TypeVar("T")
 AsyncPool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
 
 # message_ingest notifies only for windows due within a second: a worker must look at
@@ -455,41 +456,50 @@ class BufferWorker:
                 return
 
     async def _complete(self, burst: Burst) -> bool:
-        try:
-            async with self._pool.connection() as conn:
-                done = await inbox_aio.buffer_complete(
-                    conn, burst.conversation_key, burst.claim_token
-                )
-        except Exception:
-            # the lease runs out and the burst is delivered again
-            log.warning("completing %r failed", burst.conversation_key, exc_info=True)
-            return False
-        if not done:
+        done = await self._call(
+            "completing",
+            burst,
+            lambda conn: inbox_aio.buffer_complete(conn, burst.conversation_key, burst.claim_token),
+        )
+        if done is False:
             log.warning(
                 "claim of %r (attempt %d) was lost before it completed: it is delivered again",
                 burst.conversation_key,
                 burst.attempt,
             )
-        return done
+        return bool(done)
 
     async def _release(self, burst: Burst) -> None:
         """Give the burst back untouched (the worker is stopping): not a failed try."""
-        try:
-            async with self._pool.connection() as conn:
-                await inbox_aio.buffer_release(conn, burst.conversation_key, burst.claim_token)
-        except Exception:
-            # the lease runs out and the burst is delivered again
-            log.warning("giving back %r failed", burst.conversation_key, exc_info=True)
+        await self._call(
+            "giving back",
+            burst,
+            lambda conn: inbox_aio.buffer_release(conn, burst.conversation_key, burst.claim_token),
+        )
 
     async def _give_back(self, burst: Burst, error: str, retry_in: timedelta) -> None:
+        await self._call(
+            "giving back",
+            burst,
+            lambda conn: inbox_aio.buffer_fail(
+                conn, burst.conversation_key, burst.claim_token, error, retry_in
+            ),
+        )
+
+    async def _call(
+        self,
+        what: str,
+        burst: Burst,
+        call: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]],
+    ) -> T | None:
+        """`call` on a pooled connection; None, logged, when it fails: the claim's lease
+        then runs out and the burst is delivered again."""
         try:
             async with self._pool.connection() as conn:
-                await inbox_aio.buffer_fail(
-                    conn, burst.conversation_key, burst.claim_token, error, retry_in
-                )
+                return await call(conn)
         except Exception:
-            # the lease runs out and the burst is delivered again
-            log.warning("giving back %r failed", burst.conversation_key, exc_info=True)
+            log.warning("%s %r failed", what, burst.conversation_key, exc_info=True)
+            return None
 
     async def _drain(self, grace: float) -> None:
         """Wait up to `grace` for the bursts in flight, then cancel the handlers of the
