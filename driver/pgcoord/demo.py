@@ -92,7 +92,6 @@ FENCED_REPLY: LiteralString = (
 REPLIES_OF: LiteralString = (
     "SELECT written_by FROM {schema}.replies WHERE chat_key = %(key)s ORDER BY id"
 )
-SERVER_CLOCK: LiteralString = "SELECT clock_timestamp()"
 SERVER_VERSION: LiteralString = "SELECT current_setting('server_version')"
 
 
@@ -428,8 +427,7 @@ class Demo:
                 and (first.owner, first.token) == ("webhook-A", a.token),
                 f"webhook-A: {a}; webhook-B was answered {first}",
             )
-            row = conn_b.execute(SERVER_CLOCK).fetchone()
-            remaining = max(a.expires_at - row[0], timedelta(0)) if row else CRASH_TTL
+            remaining = max(a.expires_at - storm.server_clock(conn_b), timedelta(0))
             start = time.perf_counter()
             b = lock_acquire(conn_b, key, "webhook-B", ttl=RACE_TTL, wait=remaining + WAIT_MARGIN)
             waited = time.perf_counter() - start
