@@ -18,8 +18,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgcoord import Lock, demo, embedded, releases, storm
-from pgcoord.storm import Claim, Delivery, Plan, Reply, Stored
+from pgcoord import Lock, embedded, releases
+from pgcoord.demo import main as demo
+from pgcoord.demo import storm
+from pgcoord.demo.storm import Claim, Delivery, Plan, Reply, Stored
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKS = 11  # the lock scenes'

@@ -3,7 +3,7 @@ messages arrives. At the end every message is answered exactly once by the fence
 ledger (the reply and buffer_complete commit in one transaction), none is left
 buffered, no batch is dead, and every reply carries the last claim of its messages.
 
-The workers are real processes (`python -m pgcoord.storm worker`). The kill instants are
+The workers are real processes (`python -m pgcoord.demo.storm worker`). The kill instants are
 drawn from a seeded RNG; the first kill lands on a worker that holds a fresh claim
 (mid-batch; should its reply have committed first, the next kill tries again), the others
 on a random worker, each replaced at once by a new process. Three kills in all, so no
@@ -20,9 +20,9 @@ from typing import Any, LiteralString
 
 import psycopg
 
-from pgcoord import storm
+from pgcoord.demo import storm
+from pgcoord.demo.storm import Claim, Ledger, Plan, WorkerProcess
 from pgcoord.inbox import buffer_complete, buffer_extend
-from pgcoord.storm import Claim, Ledger, Plan, WorkerProcess
 
 SEED = 20240917
 CONVERSATIONS = 60

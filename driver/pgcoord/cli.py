@@ -62,7 +62,7 @@ WORKER_DEFAULTS = {"concurrency": 4, "grace": 30.0}
 # Commands with an argument parser of their own, imported only when run:
 # name -> (module with main(argv) -> int, one-line help).
 PASSTHROUGH: dict[str, tuple[str, str]] = {
-    "demo": ("pgcoord.demo", "run the demo (see pgcoord demo --help)"),
+    "demo": ("pgcoord.demo.main", "run the demo (see pgcoord demo --help)"),
 }
 
 

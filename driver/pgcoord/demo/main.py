@@ -46,14 +46,13 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.sql import SQL, Composed, Identifier
 
+from pgcoord import ClaimLost, Lock, LockStatus, PgcoordError
+from pgcoord.inbox import buffer_complete, buffer_extend
+from pgcoord.locks import lock_acquire, lock_extend, lock_is_current, lock_release, lock_status
+from pgcoord.migrations import migrate
+
 from . import storm
-from .errors import PgcoordError
-from .inbox import buffer_complete, buffer_extend
-from .locks import lock_acquire, lock_extend, lock_is_current, lock_release, lock_status
-from .migrations import migrate
 from .storm import Claim, Ledger, Outcome, Reply, WorkerProcess
-from .types import Lock, LockStatus
-from .worker import ClaimLost
 
 WEBHOOKS = 50
 RACE_TTL = timedelta(seconds=30)
@@ -558,7 +557,7 @@ class InboxScenes:
         start = time.perf_counter()
         storm.wait_ready(conn, ledger, everyone, READY_TIMEOUT)
         report.line(
-            f"{len(everyone)} worker processes (python -m pgcoord.storm worker) ready in "
+            f"{len(everyone)} worker processes (python -m pgcoord.demo.storm worker) ready in "
             f"{time.perf_counter() - start:.1f} s: "
             + ", ".join(f"{w.name} pid {w.pid}" for w in everyone)
         )
@@ -779,7 +778,7 @@ def _server(url: str | None) -> Iterator[tuple[str, str]]:
     start = time.perf_counter()
     with ExitStack() as stack:
         try:
-            from .embedded import embedded_server
+            from pgcoord.embedded import embedded_server
 
             embedded = stack.enter_context(embedded_server())
         except ModuleNotFoundError as exc:
@@ -882,7 +881,3 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"\n{summary(report.checks, time.perf_counter() - start)}", flush=True)
     return 0 if report.checks and not report.failed else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

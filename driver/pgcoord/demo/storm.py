@@ -6,7 +6,7 @@ second connection (a double webhook). Worker processes answer each burst with a 
 reply: the reply row and `buffer_complete` commit in one transaction (`complete_in`), so
 a reply lands only while its claim is current, and a killed worker's reply never lands.
 
-    python -m pgcoord.storm worker --schema S --prefix P --name N [--database-url URL]
+    python -m pgcoord.demo.storm worker --schema S --prefix P --name N [--database-url URL]
 
 runs one worker process (the URL defaults to $DATABASE_URL). `pgcoord demo` and
 tests/test_fault_buffers.py play the storm against such processes, kill some of them with
@@ -49,10 +49,9 @@ from psycopg.rows import class_row
 from psycopg.sql import SQL, Composed, Identifier
 from psycopg_pool import AsyncConnectionPool
 
-from .inbox import buffer_status, message_ingest
-from .locks import CONNECTION_OPTIONS
-from .types import BufferStatus, Burst
-from .worker import BufferWorker, Retry, complete_in
+from pgcoord import BufferStatus, BufferWorker, Burst, Retry, complete_in
+from pgcoord.inbox import buffer_status, message_ingest
+from pgcoord.locks import CONNECTION_OPTIONS
 
 T = TypeVar("T")
 
@@ -642,7 +641,7 @@ def _think(text: str) -> tuple[float, float]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m pgcoord.storm", description="The storm's worker process."
+        prog="python -m pgcoord.demo.storm", description="The storm's worker process."
     )
     commands = parser.add_subparsers(dest="command", required=True)
     work = commands.add_parser(
@@ -682,7 +681,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 class WorkerProcess:
-    """A worker process of the storm (`python -m pgcoord.storm worker`), its output
+    """A worker process of the storm (`python -m pgcoord.demo.storm worker`), its output
     going to `log_dir/<name>.log`. The URL goes through the environment, not argv."""
 
     def __init__(
@@ -704,7 +703,7 @@ class WorkerProcess:
         command = [
             sys.executable,
             "-m",
-            "pgcoord.storm",
+            "pgcoord.demo.storm",
             "worker",
             f"--schema={ledger.name}",
             f"--prefix={plan.prefix}",
