@@ -25,7 +25,7 @@ from pgcoord.demo.ledger import Ledger, buffered, stored
 from pgcoord.demo.plan import Plan, make_plan
 from pgcoord.demo.senders import Storm
 from pgcoord.demo.server import connect
-from pgcoord.demo.waiting import poll
+from pgcoord.demo.waiting import poll, wait_until
 from pgcoord.demo.workers import WorkerProcess, wait_ready
 from pgcoord.inbox import buffer_complete, buffer_extend
 
@@ -125,7 +125,7 @@ def test_sigkilled_workers_lose_no_message_and_answer_none_twice(
                 else:
                     crew.kill(rng.choice(sorted(crew.live(), key=lambda w: w.name)))
             deliveries = sender.join(SPAN + 60)
-            drained = poll(lambda: True if ledger.drained(conn, plan) else None, DRAIN_TIMEOUT)
+            drained = wait_until(lambda: ledger.drained(conn, plan), DRAIN_TIMEOUT)
         finally:
             codes = crew.stop()
         claims = ledger.claims(conn)

@@ -36,7 +36,7 @@ from .plan import Plan, make_plan
 from .senders import Delivery, Storm
 from .server import connect, server_clock
 from .storm_worker import LEASE
-from .waiting import StormError, poll
+from .waiting import StormError, poll, wait_until
 from .workers import COMMAND, WorkerProcess, stop_all, wait_ready
 
 STORM_SEED = 9  # the same storm every run
@@ -104,9 +104,7 @@ class InboxScenes:
         claim, killed_at = self._kill_mid_batch(stage, victim)
         stage.ledger.release(stage.conn, [w.name for w in crew])
         deliveries = self._sent(stage.plan, sender)
-        if not poll(
-            lambda: True if stage.ledger.drained(stage.conn, stage.plan) else None, DRAIN_TIMEOUT
-        ):
+        if not wait_until(lambda: stage.ledger.drained(stage.conn, stage.plan), DRAIN_TIMEOUT):
             self.report.line(f"NOT all answered {DRAIN_TIMEOUT:g} s after the last delivery")
         takeover = self._late(stage, victim.name, claim, killed_at)
         codes = stop_all(crew)

@@ -24,3 +24,8 @@ def poll(check: Callable[[], T | None], timeout: float, interval: float = 0.05) 
         if answer is not None or time.monotonic() >= deadline:
             return answer
         time.sleep(interval)
+
+
+def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    """Ask `check` until it answers True, for up to `timeout`; whether it did."""
+    return poll(lambda: True if check() else None, timeout, interval) is not None

@@ -19,7 +19,7 @@ from . import storm_worker
 from .ledger import Ledger
 from .plan import Plan
 from .storm_worker import LEASE, THINK
-from .waiting import STEP_TIMEOUT, StormError, poll
+from .waiting import STEP_TIMEOUT, StormError, wait_until
 
 STOP_TIMEOUT = 10.0  # seconds a worker has to stop on SIGTERM before SIGKILL
 COMMAND = f"python -m {storm_worker.__name__}"
@@ -114,14 +114,14 @@ def wait_ready(
 ) -> None:
     """Wait until every worker has registered; StormError when one died or time ran out."""
 
-    def check() -> bool | None:
+    def ready() -> bool:
         dead = [w for w in workers if not w.alive()]
         if dead:
             raise StormError(
                 f"worker {dead[0].name} exited with {dead[0].process.returncode} before it "
                 f"was ready:\n{dead[0].log_tail()}"
             )
-        return True if {w.name for w in workers} <= ledger.ready(conn) else None
+        return {w.name for w in workers} <= ledger.ready(conn)
 
-    if poll(check, timeout, interval=0.05) is None:
+    if not wait_until(ready, timeout):
         raise StormError(f"the storm's workers were not ready within {timeout:g} s")
