@@ -49,9 +49,10 @@ from psycopg.rows import class_row
 from psycopg.sql import SQL, Composed, Identifier
 from psycopg_pool import AsyncConnectionPool
 
+from .config import CONNECTION_OPTIONS
 from .inbox import buffer_status, message_ingest
-from .locks import CONNECTION_OPTIONS
-from .types import BufferStatus, Burst
+from .types import Batch as Burst
+from .types import BufferStatus
 from .worker import BufferWorker, Retry, complete_in
 
 T = TypeVar("T")
