@@ -47,14 +47,7 @@ def connect_timeout(conninfo: str) -> int | None:
 def pool(conninfo: str, *, min_size: int = 1, max_size: int = 8, name: str = "pgcoord") -> Pool:
     """A pool of connections with CONNECTION_OPTIONS, opened (an empty conninfo uses the
     libpq environment)."""
-    return ConnectionPool(
-        conninfo,
-        kwargs=dict(CONNECTION_OPTIONS),
-        min_size=min_size,
-        max_size=max_size,
-        open=True,
-        name=name,
-    )
+    return ConnectionPool(conninfo, open=True, **_pool_settings(min_size, max_size, name))
 
 
 def async_pool(
@@ -62,11 +55,13 @@ def async_pool(
 ) -> AsyncPool:
     """An async pool of connections with CONNECTION_OPTIONS, not opened yet: an async pool
     opens in an event loop (`await pool.open()`, or `async with pool`)."""
-    return AsyncConnectionPool(
-        conninfo,
-        kwargs=dict(CONNECTION_OPTIONS),
-        min_size=min_size,
-        max_size=max_size,
-        open=False,
-        name=name,
-    )
+    return AsyncConnectionPool(conninfo, open=False, **_pool_settings(min_size, max_size, name))
+
+
+def _pool_settings(min_size: int, max_size: int, name: str) -> dict[str, Any]:
+    return {
+        "kwargs": dict(CONNECTION_OPTIONS),
+        "min_size": min_size,
+        "max_size": max_size,
+        "name": name,
+    }

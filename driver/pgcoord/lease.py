@@ -107,13 +107,12 @@ def heartbeat_thread(
 
     def beat() -> None:
         while not stop.wait(interval):
+            outcome: datetime | Exception | None
             try:
-                expires_at = extend(lease.key, lease.owner, ttl)
+                outcome = extend(lease.key, lease.owner, ttl)
             except Exception as exc:
-                if _gives_up(lease, exc):
-                    return
-                continue
-            if not lease.extended(expires_at):
+                outcome = exc
+            if not _goes_on(lease, outcome):
                 return
 
     thread = threading.Thread(target=beat, name=f"pgcoord-heartbeat {lease.key}", daemon=True)
@@ -137,13 +136,12 @@ async def heartbeat_task(
     async def beat() -> None:
         while True:
             await asyncio.sleep(interval)
+            outcome: datetime | Exception | None
             try:
-                expires_at = await extend(lease.key, lease.owner, ttl)
+                outcome = await extend(lease.key, lease.owner, ttl)
             except Exception as exc:
-                if _gives_up(lease, exc):
-                    return
-                continue
-            if not lease.extended(expires_at):
+                outcome = exc
+            if not _goes_on(lease, outcome):
                 return
 
     task = asyncio.create_task(beat(), name=f"pgcoord-heartbeat {lease.key}")
@@ -154,11 +152,14 @@ async def heartbeat_task(
         await asyncio.wait([task])
 
 
-def _gives_up(lease: Lease, exc: Exception) -> bool:
-    """Log a failed `lock_extend`; True when the heartbeat stops (the client is closed),
-    False when it tries again at the next beat."""
-    if isinstance(exc, PoolClosed):
+def _goes_on(lease: Lease, outcome: datetime | Exception | None) -> bool:
+    """Report one `lock_extend` (its result, or what it raised) to the lease; True while the
+    heartbeat goes on: a failed call is logged and tried again at the next beat, a closed
+    client or a lost lease stops it."""
+    if isinstance(outcome, PoolClosed):
         log.warning("heartbeat of lock %r stopped: the client is closed", lease.key)
+        return False
+    if isinstance(outcome, Exception):
+        log.warning("heartbeat of lock %r failed, retrying", lease.key, exc_info=outcome)
         return True
-    log.warning("heartbeat of lock %r failed, retrying", lease.key, exc_info=exc)
-    return False
+    return lease.extended(outcome)
