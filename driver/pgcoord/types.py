@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +43,7 @@ class Ingested:
 
 
 @dataclass(frozen=True, slots=True)
-class Burst:
+class Batch:
     """A row of pgcoord.buffer_claim: one conversation's batch of messages, in arrival
     order, held by the claim `claim_token` (a fencing token)."""
 
@@ -68,3 +70,25 @@ class BufferStatus:
     attempt: int
     dead: bool
     last_error: str | None
+
+
+# names kept for one release, each warning when used: old name -> (new name, object)
+DEPRECATED: dict[str, tuple[str, Any]] = {"Burst": ("Batch", Batch)}
+
+
+def deprecated(module: str, name: str) -> Any:
+    """The object a deprecated name of `module` stands for, with a DeprecationWarning
+    (for a module's `__getattr__`); AttributeError for a name that is not one."""
+    if name not in DEPRECATED:
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    new_name, value = DEPRECATED[name]
+    warnings.warn(
+        f"{module}.{name} is deprecated, use {module}.{new_name}",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return value
+
+
+def __getattr__(name: str) -> Any:
+    return deprecated(__name__, name)

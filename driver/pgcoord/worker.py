@@ -54,12 +54,16 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from . import inbox_aio, sql
-from .errors import PgcoordError
-from .inbox import DEFAULT_LEASE, DEFAULT_RETRY_IN
+from . import inbox_async as inbox_aio
+from . import sql
+from .config import BUFFER_LEASE as DEFAULT_LEASE
+from .config import BUFFER_RETRY_IN as DEFAULT_RETRY_IN
+from .config import CONNECTION_OPTIONS
+from .errors import ClaimLost as ClaimLost
+from .errors import HandlerTimeout
+from .errors import Retry as Retry
 from .lease import default_owner
-from .locks import CONNECTION_OPTIONS
-from .types import Burst
+from .types import Batch as Burst
 
 log = logging.getLogger(__name__)
 
@@ -79,36 +83,6 @@ LISTEN_TIMEOUT = 5.0
 # the database parks a batch as dead after this many failed tries (for the log only)
 DEAD_AFTER = 5
 STOPPED = "worker stopped before the handler finished"
-
-
-class ClaimLost(PgcoordError):
-    """The claim of a burst is no longer current: its lease ran out and another claim
-    took the conversation, or it was already completed or given back."""
-
-    def __init__(self, burst: Burst) -> None:
-        super().__init__(
-            f"claim {burst.claim_token} of conversation {burst.conversation_key!r} "
-            "is no longer current"
-        )
-        self.burst = burst
-
-
-class Retry(Exception):
-    """Raised by a handler to give the batch back with its own delay (a timedelta or
-    seconds), for instance the provider's Retry-After on HTTP 429. It counts as a failed
-    try, like any error."""
-
-    def __init__(self, after: timedelta | float, reason: str = "retry requested") -> None:
-        if not isinstance(after, timedelta):
-            after = timedelta(seconds=after)
-        if after < timedelta(0):
-            raise ValueError(f"Retry after must not be negative, got {after}")
-        super().__init__(reason)
-        self.after = after
-
-
-class HandlerTimeout(Exception):
-    """The handler ran past the worker's `timeout`."""
 
 
 @dataclass(eq=False)

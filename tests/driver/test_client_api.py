@@ -20,8 +20,8 @@ from pgcoord import (
     Lock,
     LockStatus,
     NullArgument,
-    aio,
     locks,
+    locks_async,
 )
 
 CALLS = ["lock_acquire", "lock_release", "lock_extend", "lock_is_current", "lock_status"]
@@ -62,7 +62,7 @@ def test_sync_and_async_clients_have_the_same_methods() -> None:
 
 def test_async_calls_mirror_the_sync_calls_and_the_clients_drop_only_the_connection() -> None:
     for name in CALLS:
-        sync_call, async_call = getattr(locks, name), getattr(aio, name)
+        sync_call, async_call = getattr(locks, name), getattr(locks_async, name)
         assert inspect.iscoroutinefunction(async_call), name
         assert parameters(async_call) == parameters(sync_call), name
         sync_hints = inspect.get_annotations(sync_call)
@@ -230,6 +230,6 @@ def test_async_owned_pool_is_closed_and_a_borrowed_one_is_not(db_url: str) -> No
                 assert (await borrower.lock_acquire("k", "me")).acquired
             assert not pool.closed
             async with pool.connection() as conn:
-                assert await aio.lock_release(conn, "k", "me")
+                assert await locks_async.lock_release(conn, "k", "me")
 
     asyncio.run(main())

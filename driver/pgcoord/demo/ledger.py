@@ -21,7 +21,7 @@ import psycopg
 from psycopg.rows import class_row
 from psycopg.sql import SQL, Composed, Identifier
 
-from pgcoord import BufferStatus, Burst, complete_in
+from pgcoord import Batch, BufferStatus, complete_in
 from pgcoord.inbox import buffer_status
 
 from .plan import Plan
@@ -102,8 +102,8 @@ class Claim:
     worker: str
     claimed_at: datetime
 
-    def burst(self) -> Burst:
-        return Burst(
+    def burst(self) -> Batch:
+        return Batch(
             self.conversation_key,
             self.claim_token,
             self.message_ids,
@@ -165,7 +165,7 @@ class Ledger:
         return bool(row and row[0])
 
     async def log_claim(
-        self, conn: psycopg.AsyncConnection[Any], burst: Burst, worker: str
+        self, conn: psycopg.AsyncConnection[Any], burst: Batch, worker: str
     ) -> None:
         params = {
             "claim_token": burst.claim_token,
@@ -180,7 +180,7 @@ class Ledger:
         await conn.execute(self.query(LOG_CLAIM), params)
 
     async def reply_fenced(
-        self, conn: psycopg.AsyncConnection[Any], burst: Burst, worker: str
+        self, conn: psycopg.AsyncConnection[Any], burst: Batch, worker: str
     ) -> None:
         """The fenced side effect: the reply row and the completion commit together, or,
         when the claim is no longer current (ClaimLost), neither."""

@@ -13,9 +13,8 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.sql import SQL, Identifier
 
+from pgcoord.config import CONNECT_TIMEOUT
 from pgcoord.migrations import migrate
-
-CONNECT_TIMEOUT = 10  # seconds
 
 SERVER_VERSION: LiteralString = "SELECT current_setting('server_version')"
 SERVER_CLOCK: LiteralString = "SELECT clock_timestamp()"

@@ -20,16 +20,11 @@ import random
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
 
-import psycopg
-from psycopg_pool import AsyncConnectionPool
-
-from pgcoord import BufferWorker, Burst, Retry
-from pgcoord.locks import CONNECTION_OPTIONS
+from pgcoord import Batch, BufferWorker, Retry
+from pgcoord.config import CONNECT_TIMEOUT, AsyncPool, async_pool
 
 from .ledger import Ledger
-from .server import CONNECT_TIMEOUT
 
 LEASE = timedelta(milliseconds=1500)
 RETRY_IN = timedelta(milliseconds=200)
@@ -39,7 +34,7 @@ THINK = (0.05, 0.15)  # seconds a worker's "model" takes per burst, from..to
 PARENT_POLL = 0.5  # seconds between looks for the parent process
 GATE_POLL = 0.05  # seconds between looks at the gate
 
-Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
+Pool = AsyncPool
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,13 +49,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _work(args: argparse.Namespace) -> int:
-    pool: Pool = AsyncConnectionPool(
-        args.database_url,
-        kwargs=dict(CONNECTION_OPTIONS),
-        min_size=1,
-        max_size=2 * args.concurrency + 1,
-        open=False,
-        name=f"storm {args.name}",
+    pool = async_pool(
+        args.database_url, max_size=2 * args.concurrency + 2, name=f"storm {args.name}"
     )
     ledger = Ledger(args.schema)
     worker = BufferWorker(
@@ -88,13 +78,13 @@ async def _work(args: argparse.Namespace) -> int:
 
 def _answer(
     pool: Pool, ledger: Ledger, args: argparse.Namespace
-) -> Callable[[Burst], Awaitable[None]]:
+) -> Callable[[Batch], Awaitable[None]]:
     """The handler: log the claim, let the "model" think, reply fenced."""
     name: str = args.name
     low, high = args.think
     rng = random.Random(name)
 
-    async def answer(burst: Burst) -> None:
+    async def answer(burst: Batch) -> None:
         if not burst.conversation_key.startswith(args.prefix):
             raise Retry(timedelta(0), "not a conversation of this storm")
         async with pool.connection() as conn:
