@@ -1,5 +1,5 @@
 """Lease pairs through the Python driver: N connections hammering random keys for a fixed
-time, with threads (pgcoord.locks) or with asyncio tasks (pgcoord.aio)."""
+time, with threads (pgcoord.locks) or with asyncio tasks (pgcoord.locks_async)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 from psycopg.pq import Trace
 
-from pgcoord import aio, locks
+from pgcoord import locks, locks_async
 
 KEYS = 1_000_000  # as in bench/pgbench/*.sql
 TTL = timedelta(minutes=2)
@@ -86,7 +86,7 @@ def run_threads(url: str, clients: int, seconds: float, warmup: float) -> Driver
 
 def run_async(url: str, clients: int, seconds: float, warmup: float) -> DriverResult:
     """One task and one autocommit AsyncConnection per client, in one event loop,
-    calling pgcoord.aio."""
+    calling pgcoord.locks_async."""
     return asyncio.run(_run_async(url, clients, seconds, warmup))
 
 
@@ -99,9 +99,9 @@ async def _run_async(url: str, clients: int, seconds: float, warmup: float) -> D
         conn, owner, rng = conns[i], f"o{i + 1}", random.Random()
         while not tally.stop:
             key = f"k{rng.randint(1, KEYS)}"
-            if (await aio.lock_acquire(conn, key, owner, TTL, NO_WAIT)).acquired:
+            if (await locks_async.lock_acquire(conn, key, owner, TTL, NO_WAIT)).acquired:
                 tally.granted[i] += 1
-            await aio.lock_release(conn, key, owner)
+            await locks_async.lock_release(conn, key, owner)
             tally.pairs[i] += 1
 
     try:

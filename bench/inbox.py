@@ -24,7 +24,7 @@ from typing import Any, LiteralString
 
 import psycopg
 
-from pgcoord import inbox, locks
+from pgcoord import config, inbox
 
 from . import driver, inbox_report, pgbench_run, report
 from .database import ScratchDatabase, scratch_database, server
@@ -270,7 +270,7 @@ def one_run(
 
 def round_trips(db: ScratchDatabase, calls: int = 50, warmup: int = 10) -> dict[str, float]:
     """Round trips through the Python driver on one connection with the pools' options
-    (locks.CONNECTION_OPTIONS), counted in libpq's protocol trace after a warm-up: per
+    (config.CONNECTION_OPTIONS), counted in libpq's protocol trace after a warm-up: per
     ingest of a new message, per repeated ingest, and per claim + complete pair."""
     debounce = timedelta(0)  # due at once, for the claims
 
@@ -283,7 +283,7 @@ def round_trips(db: ScratchDatabase, calls: int = 50, warmup: int = 10) -> dict[
             (burst,) = inbox.buffer_claim(conn, "rt-worker", limit=1)
             assert inbox.buffer_complete(conn, burst.conversation_key, burst.claim_token)
 
-    with psycopg.connect(db.url, **locks.CONNECTION_OPTIONS) as conn:
+    with psycopg.connect(db.url, **config.CONNECTION_OPTIONS) as conn:
         conn.execute("TRUNCATE pgcoord.messages, pgcoord.buffers")
         ingest("warmup", warmup)
         new = driver.round_trips(conn, lambda: ingest("new", calls)) / calls

@@ -221,7 +221,7 @@ def markdown(result: dict[str, Any], rows: list[Row], runs: list[Run], found: li
         targets_table(found, "github"),
         "",
         f"Round trips through the driver (`pgcoord.inbox` on one connection with "
-        f"`locks.CONNECTION_OPTIONS`, counted as ReadyForQuery messages in libpq's trace "
+        f"`config.CONNECTION_OPTIONS`, counted as ReadyForQuery messages in libpq's trace "
         f"after a warm-up): {trips['ingest_new']:.2f} per ingest of a new message, "
         f"{trips['ingest_repeat']:.2f} per repeated ingest, "
         f"{trips['claim_complete_pair']:.2f} per claim + complete pair.",

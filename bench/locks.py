@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=["threads", "async", "both"],
         default="both",
         help="how the Python variant runs its connections: threads (pgcoord.locks), async "
-        "(pgcoord.aio) or both, reporting the better (both)",
+        "(pgcoord.locks_async) or both, reporting the better (both)",
     )
     parser.add_argument(
         "--no-profile",

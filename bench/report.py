@@ -168,8 +168,8 @@ def markdown(result: dict[str, Any], rows: list[Row], runs: list[Run], found: li
     profile = result.get("profile") or {}
     drivers = settings["drivers"]
     driver_note = (
-        "threads with `pgcoord.locks` and asyncio tasks with `pgcoord.aio` both ran; (b) is "
-        "the better of the two at each connection count, named in brackets"
+        "threads with `pgcoord.locks` and asyncio tasks with `pgcoord.locks_async` both ran; "
+        "(b) is the better of the two at each connection count, named in brackets"
         if len(drivers) > 1
         else f"{drivers[0]} only"
     )

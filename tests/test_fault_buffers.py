@@ -3,7 +3,7 @@ messages arrives. At the end every message is answered exactly once by the fence
 ledger (the reply and buffer_complete commit in one transaction), none is left
 buffered, no batch is dead, and every reply carries the last claim of its messages.
 
-The workers are real processes (`python -m pgcoord.storm worker`). The kill instants are
+The workers are real processes (`python -m pgcoord.demo.storm_worker`). The kill instants are
 drawn from a seeded RNG; the first kill lands on a worker that holds a fresh claim
 (mid-batch; should its reply have committed first, the next kill tries again), the others
 on a random worker, each replaced at once by a new process. Three kills in all, so no
@@ -20,9 +20,14 @@ from typing import Any, LiteralString
 
 import psycopg
 
-from pgcoord import storm
+from pgcoord.demo.facts import analyse, next_delivery
+from pgcoord.demo.ledger import Ledger, buffered, stored
+from pgcoord.demo.plan import Plan, make_plan
+from pgcoord.demo.senders import Storm
+from pgcoord.demo.server import connect
+from pgcoord.demo.waiting import poll, wait_until
+from pgcoord.demo.workers import WorkerProcess, wait_ready
 from pgcoord.inbox import buffer_complete, buffer_extend
-from pgcoord.storm import Claim, Ledger, Plan, WorkerProcess
 
 SEED = 20240917
 CONVERSATIONS = 60
@@ -92,26 +97,26 @@ def test_sigkilled_workers_lose_no_message_and_answer_none_twice(
 ) -> None:
     rng = random.Random(SEED)
     run = uuid.uuid4().hex[:8]
-    plan = storm.make_plan(run, CONVERSATIONS, seed=SEED, span=SPAN)
+    plan = make_plan(run, CONVERSATIONS, seed=SEED, span=SPAN)
     ledger = Ledger(f"storm_{run}")
     kill_at = sorted(rng.uniform(0.5, SPAN) for _ in range(KILLS))
     targeted: int | None = None  # the token of the claim a kill interrupted
 
-    with storm.connect(db_url) as conn:
+    with connect(db_url) as conn:
         ledger.create(conn)
         crew = Crew(db_url, ledger, plan, tmp_path)
         try:
             for _ in range(WORKERS):
                 crew.spawn()
-            storm.wait_ready(conn, ledger, crew.workers)
-            sender = storm.Storm(db_url, plan, lanes=4)
+            wait_ready(conn, ledger, crew.workers)
+            sender = Storm(db_url, plan, lanes=4)
             sender.start()
-            assert storm.poll(lambda: sender.started or None, DRAIN_TIMEOUT) is not None
+            assert poll(lambda: sender.started or None, DRAIN_TIMEOUT) is not None
             for at in kill_at:
                 # the random instant of this kill
                 time.sleep(max(0.0, sender.started + at - time.perf_counter()))
                 if targeted is None:  # until a kill has landed mid-batch
-                    found = storm.poll(lambda: holder(conn, crew), DRAIN_TIMEOUT, interval=0.01)
+                    found = poll(lambda: holder(conn, crew), DRAIN_TIMEOUT, interval=0.01)
                     assert found is not None, "no worker ever held a claim to kill it in"
                     victim, token = found
                     crew.kill(victim)
@@ -120,15 +125,13 @@ def test_sigkilled_workers_lose_no_message_and_answer_none_twice(
                 else:
                     crew.kill(rng.choice(sorted(crew.live(), key=lambda w: w.name)))
             deliveries = sender.join(SPAN + 60)
-            drained = storm.poll(
-                lambda: True if storm.drained(conn, plan, ledger) else None, DRAIN_TIMEOUT
-            )
+            drained = wait_until(lambda: ledger.drained(conn, plan), DRAIN_TIMEOUT)
         finally:
             codes = crew.stop()
         claims = ledger.claims(conn)
         replies = ledger.replies(conn)
-        outcome = storm.analyse(
-            plan, deliveries, storm.stored(conn, plan), claims, replies, storm.buffered(conn, plan)
+        outcome = analyse(
+            plan, deliveries, stored(conn, plan), claims, replies, buffered(conn, plan)
         )
         logs = "\n".join(f"--- {w.name}\n{w.log_tail()}" for w in crew.workers)
         assert drained, f"not drained within {DRAIN_TIMEOUT} s: {outcome.buffered}\n{logs}"
@@ -173,17 +176,3 @@ def test_sigkilled_workers_lose_no_message_and_answer_none_twice(
         assert {name: code for name, code in codes.items() if name not in killed} == {
             w.name: 0 for w in crew.workers if w.name not in killed
         }, logs
-
-
-def next_delivery(claims: list[Claim], claim: Claim) -> Claim | None:
-    """The first later claim of the same batch."""
-    return next(
-        (
-            c
-            for c in claims
-            if c.claim_token > claim.claim_token
-            and c.conversation_key == claim.conversation_key
-            and c.message_ids == claim.message_ids
-        ),
-        None,
-    )

@@ -2,29 +2,39 @@
 
 from __future__ import annotations
 
-from .aio import AsyncClient
+from typing import Any
+
+from . import types
 from .client import Client
+from .client_async import AsyncClient
 from .errors import (
+    ClaimLost,
     Conflict,
+    HandlerTimeout,
     InvalidArgument,
+    LeaseLost,
     LockNotAcquired,
+    MigrationError,
     NotInstalled,
     NullArgument,
     PgcoordError,
+    RateLimited,
+    Retry,
     ServerError,
 )
-from .lease import Lease, LeaseLost
-from .types import BufferStatus, Burst, Ingested, Lock, LockStatus
-from .worker import BufferWorker, ClaimLost, Retry, complete_in
+from .lease import Lease
+from .types import Batch, BufferStatus, Ingested, Lock, LockStatus
+from .worker import BufferWorker, complete_in
 
 __all__ = [
     "AsyncClient",
+    "Batch",
     "BufferStatus",
     "BufferWorker",
-    "Burst",
     "ClaimLost",
     "Client",
     "Conflict",
+    "HandlerTimeout",
     "Ingested",
     "InvalidArgument",
     "Lease",
@@ -32,10 +42,17 @@ __all__ = [
     "Lock",
     "LockNotAcquired",
     "LockStatus",
+    "MigrationError",
     "NotInstalled",
     "NullArgument",
     "PgcoordError",
+    "RateLimited",
     "Retry",
     "ServerError",
     "complete_in",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Names kept for one release (pgcoord.Burst): they warn, then work."""
+    return types.deprecated(__name__, name)

@@ -10,7 +10,7 @@ buffered conversations, run a buffer worker, versions.
     pgcoord demo ...                      (options of its own: pgcoord demo --help)
 
 --database-url defaults to $DATABASE_URL. Exit status: 0 done (for `work`: stopped by
-SIGTERM or SIGINT, its bursts finished or given back), 1 failed (the reason is printed
+SIGTERM or SIGINT, its batches finished or given back), 1 failed (the reason is printed
 on one line), 2 bad usage.
 """
 
@@ -29,15 +29,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 from tabulate import tabulate
 
-from . import inbox, locks, migrations, releases
+from . import config, inbox, locks, migrations, releases
 from .errors import NotInstalled, PgcoordError
-from .inbox import DEFAULT_LEASE, DEFAULT_RETRY_IN
 from .types import BufferStatus, LockStatus
-
-CONNECT_TIMEOUT = 10  # seconds, unless the URL sets connect_timeout
 
 # the columns of `pgcoord status`: those of the views pgcoord.lock_status and
 # pgcoord.buffer_status
@@ -62,7 +58,7 @@ WORKER_DEFAULTS = {"concurrency": 4, "grace": 30.0}
 # Commands with an argument parser of their own, imported only when run:
 # name -> (module with main(argv) -> int, one-line help).
 PASSTHROUGH: dict[str, tuple[str, str]] = {
-    "demo": ("pgcoord.demo", "run the demo (see pgcoord demo --help)"),
+    "demo": ("pgcoord.demo.main", "run the demo (see pgcoord demo --help)"),
 }
 
 
@@ -124,9 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     work = commands.add_parser(
         "work",
-        help="run a buffer worker: call HANDLER once per burst until SIGTERM or SIGINT",
+        help="run a buffer worker: call HANDLER once per batch until SIGTERM or SIGINT",
         description="Claim due conversations and call HANDLER, an async function taking "
-        "a pgcoord.Burst, once per burst. SIGTERM or SIGINT stops claiming; bursts in "
+        "a pgcoord.Batch, once per batch. SIGTERM or SIGINT stops claiming; batches in "
         "flight get --grace seconds to finish, then are given back.",
     )
     work.add_argument(
@@ -146,28 +142,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--lease",
         metavar="SECONDS",
         type=_positive(float),
-        default=DEFAULT_LEASE.total_seconds(),
+        default=config.BUFFER_LEASE.total_seconds(),
         help="lease of each claim, renewed by a heartbeat (default: %(default)g)",
     )
     work.add_argument(
         "--timeout",
         metavar="SECONDS",
         type=_positive(float),
-        help="a handler running longer is cancelled and its burst given back (default: none)",
+        help="a handler running longer is cancelled and its batch given back (default: none)",
     )
     work.add_argument(
         "--retry-in",
         metavar="SECONDS",
         type=_positive(float, zero=True),
-        default=DEFAULT_RETRY_IN.total_seconds(),
-        help="delay before a failed burst is tried again (default: %(default)g)",
+        default=config.BUFFER_RETRY_IN.total_seconds(),
+        help="delay before a failed batch is tried again (default: %(default)g)",
     )
     work.add_argument(
         "--grace",
         metavar="SECONDS",
         type=_positive(float, zero=True),
         default=WORKER_DEFAULTS["grace"],
-        help="on SIGTERM/SIGINT, time the bursts in flight get to finish (default: %(default)g)",
+        help="on SIGTERM/SIGINT, time the batches in flight get to finish (default: %(default)g)",
     )
     work.add_argument(
         "--name",
@@ -207,7 +203,7 @@ def run_revive(args: argparse.Namespace) -> int:
     with _connection(args) as conn:
         try:
             count = inbox.buffer_revive(conn, args.conversation)
-        except (NotInstalled, psycopg.errors.UndefinedFunction) as exc:
+        except NotInstalled as exc:
             raise CommandError(_not_installed(conn)) from exc
         except PgcoordError as exc:
             raise CommandError(str(exc)) from exc
@@ -223,11 +219,11 @@ def run_status(args: argparse.Namespace) -> int:
     with _connection(args) as conn:
         try:
             held = locks.lock_status(conn)
-        except (NotInstalled, psycopg.errors.UndefinedTable) as exc:
+        except NotInstalled as exc:
             raise CommandError(_not_installed(conn)) from exc
         try:
             buffers = _buffers_table(inbox.buffer_status(conn))
-        except psycopg.errors.UndefinedTable:  # a release before the inbox
+        except NotInstalled:  # a release before the inbox has no view buffer_status
             version = migrations.installed_version(conn)
             buffers = f"no buffers: pgcoord {version} has no inbox (pgcoord migrate installs it)"
     print(_locks_table(held))
@@ -354,13 +350,13 @@ def load_handler(spec: str) -> Callable[..., Any]:
         inspect.iscoroutinefunction(target)
         or inspect.iscoroutinefunction(getattr(target, "__call__", None))  # noqa: B004
     ):
-        raise CommandError(f"{spec} is not an async function (async def handler(burst))")
+        raise CommandError(f"{spec} is not an async function (async def handler(batch))")
     handler: Callable[..., Any] = target
     return handler
 
 
 def _log_to_stderr() -> None:
-    """One line per burst, with the time: INFO and up to stderr (unless the program
+    """One line per batch, with the time: INFO and up to stderr (unless the program
     has configured logging already)."""
     logging.basicConfig(
         stream=sys.stderr,
@@ -419,11 +415,9 @@ def _connection(args: argparse.Namespace) -> Iterator[psycopg.Connection[Any]]:
     """An autocommit connection to the database of --database-url or $DATABASE_URL."""
     url = _database_url(args)
     try:
-        options = conninfo_to_dict(url)
+        timeout = config.connect_timeout(url)
     except psycopg.ProgrammingError as exc:
         raise UsageError(f"invalid database URL: {_one_line(exc)}") from exc
-    # None leaves the URL's own connect_timeout in force
-    timeout = None if "connect_timeout" in options else CONNECT_TIMEOUT
     try:
         conn = psycopg.connect(url, autocommit=True, connect_timeout=timeout)
     except psycopg.Error as exc:

@@ -1,50 +1,69 @@
-"""Client: the lease-lock and inbox calls over a pool of autocommit connections, one
-connection and one round trip per call, and `lock()`, a lease held for a `with` block and
-kept alive by a heartbeat thread. The async twin with the same method names is
-`aio.AsyncClient`.
+# DO NOT CHANGE! Generated from client_async.py by scripts/async-to-sync;
+# change the original instead.
+"""Client: every call of `locks` and `inbox` over a pool of autocommit
+connections, one connection and one round trip per call, and `lock()`, a lease held for
+a block and kept alive by a heartbeat (`lease.heartbeat_thread`).
+
+Each method is its call with the connection taken from the pool (`pooled`): same name,
+arguments, defaults, result and docstring, so a new call costs one line here.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-from collections.abc import Iterator, Mapping
+import functools
+import inspect
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import timedelta
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 import psycopg
-from psycopg_pool import ConnectionPool, PoolClosed
 
-from . import inbox, locks
+from . import campaigns, config, inbox, locks, rates
+from .config import CLIENT_LOCK_TTL, LOCK_WAIT, Pool
 from .errors import LockNotAcquired
-from .inbox import (
-    DEFAULT_CLAIM_LIMIT,
-    DEFAULT_DEBOUNCE,
-    DEFAULT_LEASE,
-    DEFAULT_MAX_WAIT,
-    DEFAULT_PRUNE_LIMIT,
-    DEFAULT_RETRY_IN,
-)
-from .lease import LEASE_TTL, Lease, default_owner, heartbeat_interval
-from .locks import CONNECTION_OPTIONS, DEFAULT_TTL, NO_WAIT
-from .types import BufferStatus, Burst, Ingested, Lock, LockStatus
+from .lease import Lease, default_owner, heartbeat_interval, heartbeat_thread
 
-log = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
 
-Pool = ConnectionPool[psycopg.Connection[Any]]
+
+def pooled(
+    call: Callable[Concatenate[psycopg.Connection[Any], P], R],
+) -> Callable[Concatenate[Client, P], R]:
+    """The method of Client that runs `call` on a connection of the client's pool: the
+    call's signature without its connection, its annotations and its docstring."""
+
+    @functools.wraps(call)
+    def method(self: Client, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with self.pool.connection() as conn:
+            return call(conn, *args, **kwargs)
+
+    signature = inspect.signature(call)
+    connection, *parameters = signature.parameters.values()
+    self_parameter = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    method.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[self_parameter, *parameters]
+    )
+    method.__annotations__ = {
+        name: hint for name, hint in call.__annotations__.items() if name != connection.name
+    }
+    return method
 
 
 class Client:
     """Lease locks and the inbox calls over a connection pool.
 
-    With `conninfo` the client opens its own pool (an empty conninfo uses the libpq
-    environment) and closes it in `close()`. Its connections are autocommit and never
-    prepare statements on the server, so every call is one round trip and works through
-    transaction-mode poolers. With `pool` it borrows the caller's pool and leaves it open;
-    give that pool `kwargs=locks.CONNECTION_OPTIONS` (autocommit, no server-side prepare), or
-    calls also cost the pool's COMMIT and, now and then, a PREPARE.
+    With `conninfo` the client opens its own pool (`config.pool`; an empty conninfo
+    uses the libpq environment) and closes it in `close()`. Its connections are
+    autocommit, so every call commits by itself in one round trip; no call is ever
+    prepared on the server, so they work through transaction-mode poolers. With `pool` it
+    borrows the caller's pool and leaves it open; give that pool
+    `kwargs=config.CONNECTION_OPTIONS`, or calls also cost the pool's COMMIT.
+
+    Use the client as a context manager, or call `open()` before the first call (a sync
+    client's own pool is open from the start; an async pool opens in an event loop).
     """
 
     def __init__(
@@ -56,17 +75,10 @@ class Client:
         max_size: int = 8,
     ) -> None:
         if pool is not None and conninfo is not None:
-            raise TypeError("Client takes conninfo or pool, not both")
+            raise TypeError(f"{type(self).__name__} takes conninfo or pool, not both")
         self._owns_pool = pool is None
         if pool is None:
-            pool = ConnectionPool(
-                conninfo or "",
-                kwargs=dict(CONNECTION_OPTIONS),
-                min_size=min_size,
-                max_size=max_size,
-                open=True,
-                name="pgcoord",
-            )
+            pool = config.pool(conninfo or "", min_size=min_size, max_size=max_size)
         self._pool = pool
 
     @property
@@ -75,7 +87,7 @@ class Client:
         return self._pool
 
     def open(self) -> None:
-        """Open the client's own pool (it opens when created; calling again is harmless)."""
+        """Open the client's own pool (calling again is harmless)."""
         if self._owns_pool:
             self._pool.open()
 
@@ -96,110 +108,40 @@ class Client:
     ) -> None:
         self.close()
 
-    def lock_acquire(
-        self, key: str, owner: str, ttl: timedelta = DEFAULT_TTL, wait: timedelta = NO_WAIT
-    ) -> Lock:
-        """See `locks.lock_acquire`."""
-        with self._pool.connection() as conn:
-            return locks.lock_acquire(conn, key, owner, ttl, wait)
+    lock_acquire = pooled(locks.lock_acquire)
+    lock_release = pooled(locks.lock_release)
+    lock_extend = pooled(locks.lock_extend)
+    lock_is_current = pooled(locks.lock_is_current)
+    lock_status = pooled(locks.lock_status)
 
-    def lock_release(self, key: str, owner: str) -> bool:
-        """See `locks.lock_release`."""
-        with self._pool.connection() as conn:
-            return locks.lock_release(conn, key, owner)
+    message_ingest = pooled(inbox.message_ingest)
+    message_prune = pooled(inbox.message_prune)
+    buffer_claim = pooled(inbox.buffer_claim)
+    buffer_complete = pooled(inbox.buffer_complete)
+    buffer_fail = pooled(inbox.buffer_fail)
+    buffer_extend = pooled(inbox.buffer_extend)
+    buffer_release = pooled(inbox.buffer_release)
+    buffer_revive = pooled(inbox.buffer_revive)
+    buffer_due_in = pooled(inbox.buffer_due_in)
+    buffer_status = pooled(inbox.buffer_status)
 
-    def lock_extend(self, key: str, owner: str, ttl: timedelta = DEFAULT_TTL) -> datetime | None:
-        """See `locks.lock_extend`."""
-        with self._pool.connection() as conn:
-            return locks.lock_extend(conn, key, owner, ttl)
+    campaign_create = pooled(campaigns.campaign_create)
+    campaign_set_status = pooled(campaigns.campaign_set_status)
+    campaign_enqueue = pooled(campaigns.campaign_enqueue)
+    campaign_claim = pooled(campaigns.campaign_claim)
+    campaign_complete = pooled(campaigns.campaign_complete)
+    campaign_complete_many = pooled(campaigns.campaign_complete_many)
+    campaign_fail = pooled(campaigns.campaign_fail)
+    campaign_snooze = pooled(campaigns.campaign_snooze)
+    campaign_extend = pooled(campaigns.campaign_extend)
+    campaign_release = pooled(campaigns.campaign_release)
+    campaign_skip_stale = pooled(campaigns.campaign_skip_stale)
+    campaign_due_in = pooled(campaigns.campaign_due_in)
+    campaign_progress = pooled(campaigns.campaign_progress)
 
-    def lock_is_current(self, key: str, token: int) -> bool:
-        """See `locks.lock_is_current`."""
-        with self._pool.connection() as conn:
-            return locks.lock_is_current(conn, key, token)
-
-    def lock_status(self) -> list[LockStatus]:
-        """See `locks.lock_status`."""
-        with self._pool.connection() as conn:
-            return locks.lock_status(conn)
-
-    def message_ingest(
-        self,
-        provider: str,
-        provider_message_id: str,
-        conversation_key: str,
-        body: str,
-        payload: Mapping[str, Any] | None = None,
-        debounce: timedelta = DEFAULT_DEBOUNCE,
-        max_wait: timedelta = DEFAULT_MAX_WAIT,
-    ) -> Ingested:
-        """See `inbox.message_ingest`."""
-        with self._pool.connection() as conn:
-            return inbox.message_ingest(
-                conn,
-                provider,
-                provider_message_id,
-                conversation_key,
-                body,
-                payload,
-                debounce,
-                max_wait,
-            )
-
-    def buffer_claim(
-        self, worker: str, limit: int = DEFAULT_CLAIM_LIMIT, lease: timedelta = DEFAULT_LEASE
-    ) -> list[Burst]:
-        """See `inbox.buffer_claim`."""
-        with self._pool.connection() as conn:
-            return inbox.buffer_claim(conn, worker, limit, lease)
-
-    def buffer_complete(self, conversation_key: str, claim_token: int) -> bool:
-        """See `inbox.buffer_complete`."""
-        with self._pool.connection() as conn:
-            return inbox.buffer_complete(conn, conversation_key, claim_token)
-
-    def buffer_fail(
-        self,
-        conversation_key: str,
-        claim_token: int,
-        error: str,
-        retry_in: timedelta = DEFAULT_RETRY_IN,
-    ) -> bool:
-        """See `inbox.buffer_fail`."""
-        with self._pool.connection() as conn:
-            return inbox.buffer_fail(conn, conversation_key, claim_token, error, retry_in)
-
-    def buffer_extend(
-        self, conversation_key: str, claim_token: int, lease: timedelta = DEFAULT_LEASE
-    ) -> datetime | None:
-        """See `inbox.buffer_extend`."""
-        with self._pool.connection() as conn:
-            return inbox.buffer_extend(conn, conversation_key, claim_token, lease)
-
-    def message_prune(self, older_than: timedelta, limit: int = DEFAULT_PRUNE_LIMIT) -> int:
-        """See `inbox.message_prune`."""
-        with self._pool.connection() as conn:
-            return inbox.message_prune(conn, older_than, limit)
-
-    def buffer_release(self, conversation_key: str, claim_token: int) -> bool:
-        """See `inbox.buffer_release`."""
-        with self._pool.connection() as conn:
-            return inbox.buffer_release(conn, conversation_key, claim_token)
-
-    def buffer_revive(self, conversation_key: str) -> int:
-        """See `inbox.buffer_revive`."""
-        with self._pool.connection() as conn:
-            return inbox.buffer_revive(conn, conversation_key)
-
-    def buffer_due_in(self) -> timedelta | None:
-        """See `inbox.buffer_due_in`."""
-        with self._pool.connection() as conn:
-            return inbox.buffer_due_in(conn)
-
-    def buffer_status(self) -> list[BufferStatus]:
-        """See `inbox.buffer_status`."""
-        with self._pool.connection() as conn:
-            return inbox.buffer_status(conn)
+    rate_acquire = pooled(rates.rate_acquire)
+    rate_pause = pooled(rates.rate_pause)
+    rate_status = pooled(rates.rate_status)
 
     @contextmanager
     def lock(
@@ -207,46 +149,21 @@ class Client:
         key: str,
         owner: str | None = None,
         *,
-        ttl: timedelta = LEASE_TTL,
-        wait: timedelta = NO_WAIT,
+        ttl: timedelta = CLIENT_LOCK_TTL,
+        wait: timedelta = LOCK_WAIT,
         heartbeat: timedelta | None = None,
     ) -> Iterator[Lease]:
         """Hold the lock of `key` for the block: acquire it (waiting up to `wait`, on the
-        server), extend it every `heartbeat` (default `ttl / 3`) from a thread on a pool
-        connection, and release it on exit. Raises LockNotAcquired, carrying the holder,
-        when the lock is not granted. `lease.lost` tells whether the lease was lost."""
+        server), extend it every `heartbeat` (default `ttl / 3`) on a pool connection, and
+        release it on exit. Raises LockNotAcquired, carrying the holder, when the lock is
+        not granted. `lease.lost` tells whether the lease was lost."""
         interval = heartbeat_interval(ttl, heartbeat)
         grant = self.lock_acquire(key, default_owner() if owner is None else owner, ttl, wait)
         if not grant.acquired:
             raise LockNotAcquired(key, grant)
         lease = Lease(key, grant)
-        stop = threading.Event()
-        beat = threading.Thread(
-            target=self._heartbeat,
-            args=(lease, ttl, interval, stop),
-            name=f"pgcoord-heartbeat {key}",
-            daemon=True,
-        )
         try:
-            beat.start()
-            yield lease
+            with heartbeat_thread(self.lock_extend, lease, ttl, interval):
+                yield lease
         finally:
-            stop.set()
-            if beat.ident is not None:
-                beat.join()
             lease.ended(self.lock_release(key, lease.owner))
-
-    def _heartbeat(
-        self, lease: Lease, ttl: timedelta, interval: float, stop: threading.Event
-    ) -> None:
-        while not stop.wait(interval):
-            try:
-                expires_at = self.lock_extend(lease.key, lease.owner, ttl)
-            except PoolClosed:
-                log.warning("heartbeat of lock %r stopped: the client is closed", lease.key)
-                return
-            except Exception:
-                log.warning("heartbeat of lock %r failed, retrying", lease.key, exc_info=True)
-                continue
-            if not lease.extended(expires_at):
-                return

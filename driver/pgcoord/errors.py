@@ -1,15 +1,18 @@
-"""Exceptions: server errors mapped by SQLSTATE, keeping the server's message and hint."""
+"""Every pgcoord exception: server errors mapped by SQLSTATE (keeping the server's message
+and hint), and those of leases, the worker's claims and handlers, and migrations."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
 if TYPE_CHECKING:
-    from .types import Lock
+    from .types import Batch, Lock
 
 
 class PgcoordError(Exception):
@@ -20,9 +23,10 @@ class PgcoordError(Exception):
 
 
 class ServerError(PgcoordError):
-    """A pgcoord function raised; `sqlstate`, the message and `hint` are the server's."""
+    """A pgcoord function raised; `sqlstate`, the message and `hint` are the server's (None
+    where the driver raised on its own, as a MigrationError may)."""
 
-    def __init__(self, message: str, sqlstate: str | None, hint: str | None = None) -> None:
+    def __init__(self, message: str, sqlstate: str | None = None, hint: str | None = None) -> None:
         super().__init__(message)
         self.sqlstate = sqlstate
         self.hint = hint
@@ -41,7 +45,8 @@ class Conflict(ServerError):
 
 
 class NotInstalled(ServerError):
-    """3F000 / 42883: the pgcoord schema or function is missing: run `pgcoord migrate`."""
+    """3F000 / 42883 / 42P01: the pgcoord schema, a function or a view is missing (pgcoord is
+    not installed, or an older release is): run `pgcoord migrate`."""
 
 
 class LockNotAcquired(PgcoordError):
@@ -56,12 +61,90 @@ class LockNotAcquired(PgcoordError):
         self.holder = holder
 
 
+class LeaseLost(PgcoordError):
+    """The lease ended before the block did: it expired, or another owner took the key."""
+
+    def __init__(self, key: str, owner: str, token: int) -> None:
+        super().__init__(f"lease of {key!r} by {owner!r} (token {token}) was lost")
+        self.key = key
+        self.owner = owner
+        self.token = token
+
+
+class ClaimLost(PgcoordError):
+    """The claim of an item (a conversation's batch, a campaign message) is no longer
+    current: its lease ran out and another claim took it, or it was already completed or
+    given back. `item` is the claimed item (`batch` its name for a buffer's batch)."""
+
+    def __init__(self, item: Any, what: str | None = None) -> None:
+        if what is None:
+            what = f"conversation {item.conversation_key!r}"
+        super().__init__(f"claim {item.claim_token} of {what} is no longer current")
+        self.item = item
+
+    @property
+    def batch(self) -> Batch:
+        """The claimed batch (for a buffer's claim)."""
+        batch: Batch = self.item
+        return batch
+
+    @property
+    def burst(self) -> Batch:
+        """Deprecated name of `batch`, kept for one release."""
+        warnings.warn(
+            "ClaimLost.burst is deprecated, use ClaimLost.batch", DeprecationWarning, stacklevel=2
+        )
+        return self.batch
+
+
+class Retry(Exception):
+    """Raised by a handler to give the batch back with its own delay (a timedelta or
+    seconds), for instance the provider's Retry-After on HTTP 429. It counts as a failed
+    try, like any error."""
+
+    def __init__(self, after: timedelta | float, reason: str = "retry requested") -> None:
+        super().__init__(reason)
+        self.after = _delay(after, "Retry")
+
+
+class RateLimited(Exception):
+    """Raised by a handler when the provider said "too many requests" (HTTP 429) with a
+    Retry-After (a timedelta or seconds): the item is put back for `after` without spending
+    a try where the work allows it (a campaign message is snoozed; a buffer's batch, which
+    has no snooze, is failed with that delay), and the worker's shared rate key is paused
+    for `after`, so every worker of the fleet waits."""
+
+    def __init__(self, after: timedelta | float, reason: str = "rate limited") -> None:
+        super().__init__(reason)
+        self.after = _delay(after, "RateLimited")
+
+
+def _delay(after: timedelta | float, name: str) -> timedelta:
+    """A handler's delay as a timedelta (seconds accepted); never negative."""
+    if not isinstance(after, timedelta):
+        after = timedelta(seconds=after)
+    if after < timedelta(0):
+        raise ValueError(f"{name} after must not be negative, got {after}")
+    return after
+
+
+class HandlerTimeout(Exception):
+    """The handler ran past the worker's `timeout`."""
+
+
+class MigrationError(ServerError):
+    """The schema cannot be brought to the requested version; nothing was changed by the
+    step that failed. `sqlstate` and `hint` are the server's when a release file raised,
+    else None."""
+
+
 _BY_SQLSTATE: dict[str, type[ServerError]] = {
     "22023": InvalidArgument,
     "22004": NullArgument,
     "23505": Conflict,
     "3F000": NotInstalled,
     "42883": NotInstalled,
+    "42P01": NotInstalled,
 }
 
 

@@ -1,30 +1,29 @@
-"""A held lease, shared by the sync and async clients' `lock()` context managers.
+"""A held lease, shared by the sync and async clients' `lock()` context managers, and the
+one part of them that differs: the heartbeat, a thread for Client (`heartbeat_thread`)
+and an asyncio task for AsyncClient (`heartbeat_task`).
 
-The heartbeat (a thread or a task, owned by the client) reports each `lock_extend` to
-the lease; the block reads `expires_at`, `lost` or calls `check()`.
+The heartbeat reports each `lock_extend` to the lease; the block reads `expires_at`,
+`lost` or calls `check()`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import socket
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timedelta
 from uuid import uuid4
 
-from .errors import PgcoordError
+from psycopg_pool import PoolClosed
+
+from .errors import LeaseLost
 from .types import Lock
 
-LEASE_TTL = timedelta(seconds=30)  # the default ttl of `lock()`
-
-
-class LeaseLost(PgcoordError):
-    """The lease ended before the block did: it expired, or another owner took the key."""
-
-    def __init__(self, key: str, owner: str, token: int) -> None:
-        super().__init__(f"lease of {key!r} by {owner!r} (token {token}) was lost")
-        self.key = key
-        self.owner = owner
-        self.token = token
+log = logging.getLogger(__name__)
 
 
 class Lease:
@@ -93,3 +92,74 @@ def heartbeat_interval(ttl: timedelta, heartbeat: timedelta | None) -> float:
     if heartbeat <= timedelta(0):
         raise ValueError(f"heartbeat must be a positive interval, got {heartbeat}")
     return heartbeat.total_seconds()
+
+
+@contextmanager
+def heartbeat_thread(
+    extend: Callable[[str, str, timedelta], datetime | None],
+    lease: Lease,
+    ttl: timedelta,
+    interval: float,
+) -> Iterator[None]:
+    """While the block runs, a thread calls `extend(key, owner, ttl)` (Client.lock_extend)
+    every `interval` seconds and reports it to `lease`, until the lease is lost."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            outcome: datetime | Exception | None
+            try:
+                outcome = extend(lease.key, lease.owner, ttl)
+            except Exception as exc:
+                outcome = exc
+            if not _goes_on(lease, outcome):
+                return
+
+    thread = threading.Thread(target=beat, name=f"pgcoord-heartbeat {lease.key}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+@asynccontextmanager
+async def heartbeat_task(
+    extend: Callable[[str, str, timedelta], Awaitable[datetime | None]],
+    lease: Lease,
+    ttl: timedelta,
+    interval: float,
+) -> AsyncIterator[None]:
+    """`heartbeat_thread` as an asyncio task (AsyncClient.lock_extend), cancelled on exit."""
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            outcome: datetime | Exception | None
+            try:
+                outcome = await extend(lease.key, lease.owner, ttl)
+            except Exception as exc:
+                outcome = exc
+            if not _goes_on(lease, outcome):
+                return
+
+    task = asyncio.create_task(beat(), name=f"pgcoord-heartbeat {lease.key}")
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.wait([task])
+
+
+def _goes_on(lease: Lease, outcome: datetime | Exception | None) -> bool:
+    """Report one `lock_extend` (its result, or what it raised) to the lease; True while the
+    heartbeat goes on: a failed call is logged and tried again at the next beat, a closed
+    client or a lost lease stops it."""
+    if isinstance(outcome, PoolClosed):
+        log.warning("heartbeat of lock %r stopped: the client is closed", lease.key)
+        return False
+    if isinstance(outcome, Exception):
+        log.warning("heartbeat of lock %r failed, retrying", lease.key, exc_info=outcome)
+        return True
+    return lease.extended(outcome)

@@ -23,8 +23,8 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
-from . import releases, sql
-from .errors import PgcoordError
+from . import config, releases, sql
+from .errors import MigrationError, NotInstalled, translated
 
 # the advisory lock key that every release file takes (scripts/sqlbuild.py writes it in)
 INSTALL_LOCK = 7_001_517_330_252_001
@@ -33,22 +33,12 @@ INSTALL = "install.sql"
 UPGRADE = "upgrade.sql"
 
 
-class MigrationError(PgcoordError):
-    """The schema cannot be brought to the requested version; nothing was changed by the
-    step that failed. `sqlstate` and `hint` are the server's when a release file raised."""
-
-    def __init__(self, message: str, sqlstate: str | None = None, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.sqlstate = sqlstate
-        self.hint = hint
-
-
 def installed_version(conn: psycopg.Connection[Any]) -> str | None:
     """The pgcoord version installed in the connection's database, None when there is none."""
     try:
-        row = conn.execute(sql.VERSION).fetchone()
-    except (psycopg.errors.InvalidSchemaName, psycopg.errors.UndefinedFunction):
-        # the schema or pgcoord.version() is missing: nothing is installed
+        with translated():
+            row = conn.execute(sql.VERSION, prepare=False).fetchone()
+    except NotInstalled:  # the schema or pgcoord.version() is missing
         _rollback_failed(conn)
         return None
     return row[0] if row else None
@@ -168,7 +158,10 @@ def _session(
     """An autocommit connection: a new one for a conninfo, else the caller's, switched to
     autocommit for the duration."""
     if isinstance(conninfo_or_connection, str):
-        with psycopg.connect(conninfo_or_connection, autocommit=True) as conn:
+        timeout = config.connect_timeout(conninfo_or_connection)
+        with psycopg.connect(
+            conninfo_or_connection, autocommit=True, connect_timeout=timeout
+        ) as conn:
             yield conn
         return
     conn = conninfo_or_connection

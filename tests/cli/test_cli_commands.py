@@ -149,7 +149,7 @@ def test_demo_gets_the_rest_of_the_command_line(monkeypatch: pytest.MonkeyPatch)
         seen.append(argv)
         return 3
 
-    monkeypatch.setattr("pgcoord.demo.main", fake_main)
+    monkeypatch.setattr("pgcoord.demo.main.main", fake_main)
     assert cli.main(["demo", "--help", "--database-url", "x"]) == 3
     assert seen == [["--help", "--database-url", "x"]]
 

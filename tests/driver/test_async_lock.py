@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgcoord import AsyncClient, Lease, LeaseLost, LockNotAcquired, aio
+from pgcoord import AsyncClient, Lease, LeaseLost, LockNotAcquired, locks_async
 
 FAST = timedelta(milliseconds=50)
 
@@ -113,7 +113,7 @@ def test_the_heartbeat_keeps_a_short_lease_for_a_longer_block(db_url: str) -> No
             end = await server_now(conn) + 3 * ttl
             tries = 0
             while await server_now(conn) < end:
-                intruder = await aio.lock_acquire(conn, "k", "intruder", ttl)
+                intruder = await locks_async.lock_acquire(conn, "k", "intruder", ttl)
                 assert not intruder.acquired
                 assert (intruder.owner, intruder.token) == (lease.owner, lease.token)
                 tries += 1
@@ -130,7 +130,7 @@ def test_a_lease_taken_over_is_marked_lost_and_exit_spares_the_new_holder(db_url
     async def test(client: AsyncClient, conn: psycopg.AsyncConnection[Any]) -> None:
         async with client.lock("k", heartbeat=FAST) as lease:
             await expire(conn, "k")
-            thief = await aio.lock_acquire(conn, "k", "thief")
+            thief = await locks_async.lock_acquire(conn, "k", "thief")
             assert thief.acquired and thief.took_over and thief.token > lease.token
 
             async def lost() -> bool:
@@ -148,7 +148,7 @@ def test_a_lease_taken_over_is_marked_lost_and_exit_spares_the_new_holder(db_url
 
 def test_a_waiting_lock_is_granted_promptly_when_the_holder_releases(db_url: str) -> None:
     async def test(client: AsyncClient, conn: psycopg.AsyncConnection[Any]) -> None:
-        holder = await aio.lock_acquire(conn, "k", "holder", timedelta(minutes=1))
+        holder = await locks_async.lock_acquire(conn, "k", "holder", timedelta(minutes=1))
 
         async def contend() -> tuple[Lease, float]:
             async with client.lock("k", wait=timedelta(seconds=30)) as lease:
@@ -167,7 +167,7 @@ def test_a_waiting_lock_is_granted_promptly_when_the_holder_releases(db_url: str
         await wait_until(waiting, "the contender to wait in lock_acquire")
         assert not contender.done()
         released_at = time.monotonic()
-        assert await aio.lock_release(conn, "k", "holder")
+        assert await locks_async.lock_release(conn, "k", "holder")
         lease, granted_at = await asyncio.wait_for(contender, 10)
         assert granted_at - released_at < 1.0
         assert lease.token > holder.token and lease.released is True

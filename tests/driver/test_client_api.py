@@ -20,8 +20,8 @@ from pgcoord import (
     Lock,
     LockStatus,
     NullArgument,
-    aio,
     locks,
+    locks_async,
 )
 
 CALLS = ["lock_acquire", "lock_release", "lock_extend", "lock_is_current", "lock_status"]
@@ -38,6 +38,25 @@ INBOX_CALLS = [
     "buffer_due_in",
     "buffer_status",
 ]
+# the clients' campaign and rate-limit calls (tests/driver/test_client_campaigns.py)
+CAMPAIGN_CALLS = [
+    "campaign_create",
+    "campaign_set_status",
+    "campaign_enqueue",
+    "campaign_claim",
+    "campaign_complete",
+    "campaign_complete_many",
+    "campaign_fail",
+    "campaign_snooze",
+    "campaign_extend",
+    "campaign_release",
+    "campaign_skip_stale",
+    "campaign_due_in",
+    "campaign_progress",
+    "rate_acquire",
+    "rate_pause",
+    "rate_status",
+]
 
 
 def public(cls: type) -> set[str]:
@@ -52,17 +71,18 @@ def parameters(func: Any, skip: int = 0) -> list[tuple[str, Any, Any]]:
 
 def test_sync_and_async_clients_have_the_same_methods() -> None:
     assert public(Client) == public(AsyncClient)
-    assert set(CALLS) | set(INBOX_CALLS) | {"lock", "open", "close", "pool"} == public(Client)
+    calls = {*CALLS, *INBOX_CALLS, *CAMPAIGN_CALLS}
+    assert calls | {"lock", "open", "close", "pool"} == public(Client)
     for name in public(Client) - {"pool"}:
         assert parameters(getattr(Client, name)) == parameters(getattr(AsyncClient, name)), name
-    for name in [*CALLS, *INBOX_CALLS, "open", "close"]:
+    for name in [*CALLS, *INBOX_CALLS, *CAMPAIGN_CALLS, "open", "close"]:
         assert inspect.iscoroutinefunction(getattr(AsyncClient, name)), name
         assert not inspect.iscoroutinefunction(getattr(Client, name)), name
 
 
 def test_async_calls_mirror_the_sync_calls_and_the_clients_drop_only_the_connection() -> None:
     for name in CALLS:
-        sync_call, async_call = getattr(locks, name), getattr(aio, name)
+        sync_call, async_call = getattr(locks, name), getattr(locks_async, name)
         assert inspect.iscoroutinefunction(async_call), name
         assert parameters(async_call) == parameters(sync_call), name
         sync_hints = inspect.get_annotations(sync_call)
@@ -230,6 +250,6 @@ def test_async_owned_pool_is_closed_and_a_borrowed_one_is_not(db_url: str) -> No
                 assert (await borrower.lock_acquire("k", "me")).acquired
             assert not pool.closed
             async with pool.connection() as conn:
-                assert await aio.lock_release(conn, "k", "me")
+                assert await locks_async.lock_release(conn, "k", "me")
 
     asyncio.run(main())

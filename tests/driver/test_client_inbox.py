@@ -1,4 +1,4 @@
-"""The inbox calls of Client and AsyncClient: the calls of `inbox` / `inbox_aio` over a
+"""The inbox calls of Client and AsyncClient: the calls of `inbox` / `inbox_async` over a
 pooled connection, with the same names, arguments and typed results."""
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ import pytest
 
 from pgcoord import (
     AsyncClient,
+    Batch,
     BufferStatus,
-    Burst,
     Client,
     Conflict,
     Ingested,
     InvalidArgument,
     inbox,
-    inbox_aio,
+    inbox_async,
 )
 
 CALLS = [
@@ -50,7 +50,7 @@ def signature(func: Any, skip: int) -> tuple[list[tuple[str, Any, Any]], dict[st
 def test_client_calls_are_the_inbox_calls_without_the_connection(name: str) -> None:
     assert signature(getattr(Client, name), skip=1) == signature(getattr(inbox, name), skip=1)
     assert signature(getattr(AsyncClient, name), skip=1) == signature(
-        getattr(inbox_aio, name), skip=1
+        getattr(inbox_async, name), skip=1
     )
     assert inspect.iscoroutinefunction(getattr(AsyncClient, name))
     assert not inspect.iscoroutinefunction(getattr(Client, name))
@@ -62,7 +62,7 @@ def check_round(calls: list[Any]) -> None:
     assert type(first) is Ingested and first.duplicate is False
     assert repeat == Ingested(first.message_id, True, first.received_at)
     [burst] = claimed
-    assert type(burst) is Burst
+    assert type(burst) is Batch
     assert (burst.conversation_key, burst.bodies, burst.attempt) == ("c", ["hello"], 1)
     assert burst.message_ids == [first.message_id]
     assert isinstance(extended, datetime) and extended.tzinfo is not None

@@ -15,8 +15,8 @@ import psycopg
 import pytest
 from workerkit import HOUR, Inbox, run, running, settled, wait_until, worker
 
-from pgcoord import inbox_aio
-from pgcoord.types import Burst
+from pgcoord import inbox_async
+from pgcoord.types import Batch
 from pgcoord.worker import BufferWorker, ClaimLost, Retry, complete_in
 
 
@@ -24,9 +24,9 @@ def test_each_burst_is_one_call_with_its_messages_in_order_and_then_done(db_url:
     async def test(inbox: Inbox) -> None:
         sent = [await inbox.ingest("a", body) for body in ("a1", "a2", "a3")]
         sent.append(await inbox.ingest("b", "b1"))
-        calls: list[Burst] = []
+        calls: list[Batch] = []
 
-        async def handler(burst: Burst) -> None:
+        async def handler(burst: Batch) -> None:
             calls.append(burst)
 
         w = worker(handler, db_url)
@@ -51,9 +51,9 @@ def test_a_failing_burst_is_retried_after_retry_in_then_parked_while_new_message
 ) -> None:
     async def test(inbox: Inbox) -> None:
         await inbox.ingest("c", "bad")
-        calls: list[tuple[Burst, datetime]] = []
+        calls: list[tuple[Batch, datetime]] = []
 
-        async def handler(burst: Burst) -> None:
+        async def handler(burst: Batch) -> None:
             calls.append((burst, await inbox.now()))
             if burst.bodies == ["bad"]:
                 if burst.attempt == 2:
@@ -95,7 +95,7 @@ async def _done(inbox: Inbox, body: str) -> bool:
     return (await inbox.states()).get(body) == ["done"]
 
 
-def bodies_of(calls: list[tuple[Burst, datetime]], exclude: list[str]) -> list[list[str]]:
+def bodies_of(calls: list[tuple[Batch, datetime]], exclude: list[str]) -> list[list[str]]:
     return [b.bodies for b, _ in calls if b.bodies != exclude]
 
 
@@ -104,7 +104,7 @@ def test_a_handler_past_its_timeout_is_cancelled_and_given_back(db_url: str) -> 
         await inbox.ingest("t", "slow")
         outcome: list[str] = []
 
-        async def handler(burst: Burst) -> None:
+        async def handler(burst: Batch) -> None:
             try:
                 await asyncio.sleep(30)
             except asyncio.CancelledError:
@@ -136,7 +136,7 @@ def test_retry_gives_back_with_its_own_delay(db_url: str) -> None:
         starts: list[datetime] = []
         seen: list[tuple[int, str | None]] = []
 
-        async def handler(burst: Burst) -> None:
+        async def handler(burst: Batch) -> None:
             starts.append(await inbox.now())
             if burst.attempt == 1:
                 raise Retry(timedelta(seconds=0.3), "provider said 429")
@@ -163,10 +163,10 @@ def test_retry_takes_seconds_and_refuses_a_negative_delay() -> None:
 def test_the_heartbeat_keeps_a_handler_longer_than_the_lease(db_url: str) -> None:
     async def test(inbox: Inbox) -> None:
         await inbox.ingest("h", "long")
-        calls: list[Burst] = []
+        calls: list[Batch] = []
         held: list[bool] = []
 
-        async def handler(burst: Burst) -> None:
+        async def handler(burst: Batch) -> None:
             calls.append(burst)
             await asyncio.sleep(2.0)  # more than three leases of 0.6 s
             row = await inbox.row("h")
@@ -189,7 +189,7 @@ def test_a_lost_claim_cancels_the_handler_and_leaves_the_burst_to_the_new_claim(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     beating = True
-    real_extend = inbox_aio.buffer_extend
+    real_extend = inbox_async.buffer_extend
 
     async def extend(
         conn: psycopg.AsyncConnection[Any], key: str, token: int, lease: timedelta
@@ -198,7 +198,7 @@ def test_a_lost_claim_cancels_the_handler_and_leaves_the_burst_to_the_new_claim(
             return await real_extend(conn, key, token, lease)
         return datetime.now().astimezone()  # a stalled heartbeat: the lease runs out
 
-    monkeypatch.setattr(inbox_aio, "buffer_extend", extend)
+    monkeypatch.setattr(inbox_async, "buffer_extend", extend)
 
     async def test(inbox: Inbox) -> None:
         nonlocal beating
@@ -206,7 +206,7 @@ def test_a_lost_claim_cancels_the_handler_and_leaves_the_burst_to_the_new_claim(
         started = asyncio.Event()
         outcome: list[str] = []
 
-        async def handler(burst: Burst) -> None:
+        async def handler(burst: Batch) -> None:
             started.set()
             try:
                 await asyncio.sleep(30)
@@ -226,7 +226,7 @@ def test_a_lost_claim_cancels_the_handler_and_leaves_the_burst_to_the_new_claim(
                 return row.claimed_until is not None and row.claimed_until < await inbox.now()
 
             await wait_until(lapsed, "the lease to run out")
-            [thief] = await inbox_aio.buffer_claim(inbox.conn, "thief", 10, HOUR)
+            [thief] = await inbox_async.buffer_claim(inbox.conn, "thief", 10, HOUR)
             assert (thief.conversation_key, thief.attempt) == ("k", 2)
             beating = True
             await wait_until(lambda: _true(outcome), "the handler cancelled")
@@ -236,7 +236,7 @@ def test_a_lost_claim_cancels_the_handler_and_leaves_the_burst_to_the_new_claim(
         assert row.last_error == "lease expired (claimed by w1)"
         # the worker neither completed nor gave back: the new claim is intact
         assert (w.processed, w.failed) == (0, 0)
-        assert await inbox_aio.buffer_complete(inbox.conn, "k", thief.claim_token)
+        assert await inbox_async.buffer_complete(inbox.conn, "k", thief.claim_token)
 
     run(test, db_url)
 
@@ -255,7 +255,7 @@ def test_no_more_handlers_nor_claims_than_the_concurrency(db_url: str) -> None:
         claimed: list[int] = []
         calls: list[str] = []
 
-        async def handler(burst: Burst) -> None:
+        async def handler(burst: Batch) -> None:
             nonlocal running_now, most
             running_now += 1
             most = max(most, running_now)
@@ -288,10 +288,10 @@ def test_two_workers_never_run_one_conversation_at_once(db_url: str) -> None:
         together = asyncio.Barrier(len(keys))
         active: dict[str, str] = {}
         overlaps: list[str] = []
-        calls: list[tuple[str, Burst]] = []
+        calls: list[tuple[str, Batch]] = []
 
-        def handler_of(name: str) -> Callable[[Burst], Awaitable[None]]:
-            async def handler(burst: Burst) -> None:
+        def handler_of(name: str) -> Callable[[Batch], Awaitable[None]]:
+            async def handler(burst: Batch) -> None:
                 key = burst.conversation_key
                 if key in active:
                     overlaps.append(f"{key}: {active[key]} and {name}")
@@ -338,7 +338,7 @@ def test_complete_in_commits_the_handlers_writes_with_the_completion(
         await inbox.ingest("x", "hi")
         outcome: list[str] = []
 
-        async def handler(burst: Burst) -> None:
+        async def handler(burst: Batch) -> None:
             async with (
                 await psycopg.AsyncConnection.connect(db_url) as conn,
                 conn.transaction(),
@@ -377,7 +377,7 @@ def test_an_error_after_complete_in_does_not_give_the_completed_burst_back(
         await inbox.ingest("z", "hi")
         sent = asyncio.Event()
 
-        async def handler(burst: Burst) -> None:
+        async def handler(burst: Batch) -> None:
             async with await psycopg.AsyncConnection.connect(db_url) as conn:
                 await complete_in(conn, burst)  # autocommit off: commits on leaving
             sent.set()
@@ -404,31 +404,31 @@ def test_complete_in_with_a_stale_claim_raises_claim_lost_and_the_writes_roll_ba
     async def test(inbox: Inbox) -> None:
         await inbox.conn.execute("CREATE TABLE replies (conversation text, reply text)")
         await inbox.ingest("y", "hi")
-        [stale] = await inbox_aio.buffer_claim(inbox.conn, "slow", 10, timedelta(seconds=0.2))
+        [stale] = await inbox_async.buffer_claim(inbox.conn, "slow", 10, timedelta(seconds=0.2))
 
         async def lapsed() -> bool:
             row = await inbox.row("y")
             return row.claimed_until is not None and row.claimed_until < await inbox.now()
 
         await wait_until(lapsed, "the lease to run out")
-        [current] = await inbox_aio.buffer_claim(inbox.conn, "fast", 10, HOUR)
+        [current] = await inbox_async.buffer_claim(inbox.conn, "fast", 10, HOUR)
         async with await psycopg.AsyncConnection.connect(db_url) as conn:
             with pytest.raises(ClaimLost) as caught:
                 async with conn.transaction():
                     await conn.execute("INSERT INTO replies VALUES ('y', 'twice')")
                     await complete_in(conn, stale)
-        assert caught.value.burst is stale
+        assert caught.value.batch is stale
         assert f"claim {stale.claim_token} of conversation 'y'" in str(caught.value)
         cur = await inbox.conn.execute("SELECT count(*) FROM replies")
         assert await cur.fetchone() == (0,)
         assert (await inbox.row("y")).claimed_by == "fast"
-        assert await inbox_aio.buffer_complete(inbox.conn, "y", current.claim_token)
+        assert await inbox_async.buffer_complete(inbox.conn, "y", current.claim_token)
 
     run(test, db_url)
 
 
 def test_worker_arguments_are_checked() -> None:
-    async def handler(burst: Burst) -> None:
+    async def handler(burst: Batch) -> None:
         pass
 
     with pytest.raises(TypeError):

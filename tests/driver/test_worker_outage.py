@@ -13,7 +13,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from workerkit import Inbox, run, running, wait_until, worker
 
-from pgcoord.types import Burst
+from pgcoord.types import Batch
 
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
@@ -88,9 +88,9 @@ def test_the_worker_survives_a_database_outage(
     async def test(inbox: Inbox) -> None:
         proxy = Proxy(db_url)
         back = asyncio.Event()
-        calls: list[Burst] = []
+        calls: list[Batch] = []
 
-        async def handler(burst: Burst) -> None:
+        async def handler(burst: Batch) -> None:
             calls.append(burst)
             if burst.bodies == ["during"]:
                 await asyncio.wait_for(back.wait(), 30)  # in flight all through the outage
@@ -125,7 +125,7 @@ def test_the_worker_survives_a_database_outage(
         run(test, db_url)
 
 
-async def _delivered(calls: list[Burst], n: int) -> bool:
+async def _delivered(calls: list[Batch], n: int) -> bool:
     return len(calls) >= n
 
 

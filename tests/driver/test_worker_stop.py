@@ -14,8 +14,8 @@ import psycopg
 import pytest
 from workerkit import Inbox, run, running, wait_until, worker
 
-from pgcoord import inbox_aio
-from pgcoord.types import Burst
+from pgcoord import inbox_async
+from pgcoord.types import Batch
 
 SECOND = timedelta(seconds=1)
 
@@ -31,9 +31,9 @@ class Spy:
 @pytest.fixture
 def spy(monkeypatch: pytest.MonkeyPatch) -> Iterator[Spy]:
     found = Spy()
-    claim, due_in = inbox_aio.buffer_claim, inbox_aio.buffer_due_in
+    claim, due_in = inbox_async.buffer_claim, inbox_async.buffer_due_in
 
-    async def counted_claim(conn: psycopg.AsyncConnection[Any], *args: Any) -> list[Burst]:
+    async def counted_claim(conn: psycopg.AsyncConnection[Any], *args: Any) -> list[Batch]:
         found.claims += 1
         return await claim(conn, *args)
 
@@ -43,8 +43,8 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> Iterator[Spy]:
             found.idle.set()  # the worker now sleeps for idle_poll
         return result
 
-    monkeypatch.setattr(inbox_aio, "buffer_claim", counted_claim)
-    monkeypatch.setattr(inbox_aio, "buffer_due_in", watched_due_in)
+    monkeypatch.setattr(inbox_async, "buffer_claim", counted_claim)
+    monkeypatch.setattr(inbox_async, "buffer_due_in", watched_due_in)
     yield found
 
 
@@ -60,7 +60,7 @@ def test_a_notification_wakes_an_idle_worker_at_once(db_url: str, spy: Spy) -> N
     async def test(inbox: Inbox) -> None:
         starts: list[datetime] = []
 
-        async def handler(burst: Burst) -> None:
+        async def handler(burst: Batch) -> None:
             starts.append(await inbox.now())
 
         w = worker(handler, db_url, idle_poll=SECOND)
@@ -80,7 +80,7 @@ def test_a_later_flush_is_found_by_the_timed_sleep_without_polling_hard(
     async def test(inbox: Inbox) -> None:
         starts: list[datetime] = []
 
-        async def handler(burst: Burst) -> None:
+        async def handler(burst: Batch) -> None:
             starts.append(await inbox.now())
 
         idle_poll = timedelta(seconds=0.5)
@@ -110,7 +110,7 @@ def test_stop_lets_the_burst_in_flight_finish_and_claims_nothing_more(db_url: st
         started = asyncio.Event()
         outcome: list[str] = []
 
-        async def handler(burst: Burst) -> None:
+        async def handler(burst: Batch) -> None:
             started.set()
             await asyncio.sleep(0.3)
             outcome.append(f"finished {burst.bodies}")
@@ -137,7 +137,7 @@ async def check_given_back(inbox: Inbox, key: str) -> None:
     row = await inbox.row(key)
     assert (row.claimed_by, row.attempt, row.last_error) == (None, 0, None)
     assert row.flush_at is not None and row.flush_at <= await inbox.now()
-    [again] = await inbox_aio.buffer_claim(inbox.conn, "next", 10, SECOND)
+    [again] = await inbox_async.buffer_claim(inbox.conn, "next", 10, SECOND)
     assert (again.conversation_key, again.attempt) == (key, 1)
 
 
@@ -147,7 +147,7 @@ def test_a_handler_past_the_grace_is_cancelled_and_its_burst_given_back(db_url: 
         started = asyncio.Event()
         outcome: list[str] = []
 
-        async def handler(burst: Burst) -> None:
+        async def handler(burst: Batch) -> None:
             started.set()
             try:
                 await asyncio.sleep(30)
@@ -175,7 +175,7 @@ def test_cancelling_run_gives_the_bursts_in_flight_back_at_once(db_url: str) -> 
         await inbox.ingest("x", "slow")
         started = asyncio.Event()
 
-        async def handler(burst: Burst) -> None:
+        async def handler(burst: Batch) -> None:
             started.set()
             await asyncio.sleep(30)
 

@@ -13,8 +13,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgcoord import inbox_aio
-from pgcoord.types import BufferStatus, Burst, Ingested
+from pgcoord import inbox_async
+from pgcoord.types import Batch, BufferStatus, Ingested
 from pgcoord.worker import BufferWorker, Handler
 
 AsyncConn = psycopg.AsyncConnection[Any]
@@ -38,12 +38,12 @@ class Inbox:
     ) -> Ingested:
         """A new message of conversation `key` (a fresh provider message id each time)."""
         self._sent += 1
-        return await inbox_aio.message_ingest(
+        return await inbox_async.message_ingest(
             self.conn, "test", f"m{self._sent}", key, body, None, debounce, max_wait
         )
 
     async def status(self) -> list[BufferStatus]:
-        return await inbox_aio.buffer_status(self.conn)
+        return await inbox_async.buffer_status(self.conn)
 
     async def row(self, key: str, dead: bool = False) -> BufferStatus:
         """The buffer_status row of `key` (its open row, or its parked one)."""
@@ -120,5 +120,5 @@ async def settled(inbox: Inbox, *, dead: int = 0) -> bool:
     return len(rows) == dead and all(r.dead for r in rows)
 
 
-def bodies(calls: list[Burst], key: str | None = None) -> list[list[str]]:
+def bodies(calls: list[Batch], key: str | None = None) -> list[list[str]]:
     return [b.bodies for b in calls if key is None or b.conversation_key == key]

@@ -14,7 +14,7 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 from sqlkit import Conn, poll, scalar, server_clock
 
-from pgcoord.types import BufferStatus, Burst, Ingested
+from pgcoord.types import Batch, BufferStatus, Ingested
 
 # The section-2 contract, as the server prints it back (pg_get_function_arguments and
 # pg_get_function_result).
@@ -114,8 +114,8 @@ def ingest_many(
     return rows
 
 
-def claim(conn: Conn, worker: str = "w", limit: int = 10, lease: timedelta = LONG) -> list[Burst]:
-    with conn.cursor(row_factory=class_row(Burst)) as cur:
+def claim(conn: Conn, worker: str = "w", limit: int = 10, lease: timedelta = LONG) -> list[Batch]:
+    with conn.cursor(row_factory=class_row(Batch)) as cur:
         cur.execute(
             "SELECT * FROM pgcoord.buffer_claim(p_worker => %s, p_limit => %s, p_lease => %s)",
             (worker, limit, lease),
@@ -123,7 +123,7 @@ def claim(conn: Conn, worker: str = "w", limit: int = 10, lease: timedelta = LON
         return cur.fetchall()
 
 
-def claim_one(conn: Conn, worker: str = "w", lease: timedelta = LONG) -> Burst:
+def claim_one(conn: Conn, worker: str = "w", lease: timedelta = LONG) -> Batch:
     bursts = claim(conn, worker, 10, lease)
     assert len(bursts) == 1, f"expected one due conversation, claimed {bursts}"
     return bursts[0]
@@ -252,7 +252,7 @@ class TimedClaim:
     claim's own clock reading lies between them."""
 
     before: datetime
-    bursts: list[Burst]
+    bursts: list[Batch]
     after: datetime
 
 

@@ -15,7 +15,7 @@ from inboxkit import HELPERS, MAX_FAILED_TRIES, SECTION_2, claim_one, fail, inge
 from psycopg.rows import class_row
 from sqlkit import SECTION_1, Conn, acquire
 
-from pgcoord.types import BufferStatus, Burst, Ingested, Lock, LockStatus
+from pgcoord.types import Batch, BufferStatus, Ingested, Lock, LockStatus
 
 # PostgreSQL result types and the Python types psycopg gives them.
 PYTHON_TYPES = {
@@ -184,7 +184,7 @@ def holds(value: Any, hint: Any) -> bool:
             " p_conversation_key => 'c', p_body => 'b') LIMIT 0",
         ),
         (
-            Burst,
+            Batch,
             lambda conn: result_columns(conn, "buffer_claim"),
             "SELECT * FROM pgcoord.buffer_claim(p_worker => 'w') LIMIT 0",
         ),
@@ -198,7 +198,7 @@ def holds(value: Any, hint: Any) -> bool:
         "Lock=lock_acquire",
         "LockStatus=lock_status",
         "Ingested=message_ingest",
-        "Burst=buffer_claim",
+        "Batch=buffer_claim",
         "BufferStatus=buffer_status",
     ],
 )
@@ -240,7 +240,7 @@ def test_real_rows_fill_the_dataclasses_with_their_types(conn: Conn) -> None:
     ]
     values += statuses
 
-    assert {type(value) for value in values} == {Lock, LockStatus, Ingested, Burst, BufferStatus}
+    assert {type(value) for value in values} == {Lock, LockStatus, Ingested, Batch, BufferStatus}
     for value in values:
         for name, hint in dataclass_columns(type(value)):
             assert holds(getattr(value, name), hint), (type(value).__name__, name, hint)

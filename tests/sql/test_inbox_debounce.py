@@ -18,7 +18,7 @@ from inboxkit import (
 )
 from sqlkit import Conn, connect
 
-from pgcoord.types import Burst, Ingested
+from pgcoord.types import Batch, Ingested
 
 DEBOUNCE = timedelta(milliseconds=200)
 MAX_WAIT = timedelta(milliseconds=500)
@@ -29,7 +29,7 @@ def flush_of(messages: list[Ingested], debounce: timedelta, max_wait: timedelta)
     return min(messages[-1].received_at + debounce, messages[0].received_at + max_wait)
 
 
-def assert_burst_of(burst: Burst, key: str, messages: list[Ingested], bodies: list[str]) -> None:
+def assert_burst_of(burst: Batch, key: str, messages: list[Ingested], bodies: list[str]) -> None:
     assert burst.conversation_key == key
     assert burst.message_ids == [m.message_id for m in messages]
     assert burst.bodies == bodies

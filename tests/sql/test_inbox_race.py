@@ -14,7 +14,7 @@ from datetime import timedelta
 from inboxkit import claim, complete, fail, ingest, ingest_many, statuses
 from sqlkit import Conn, connections, fan_out, scalar
 
-from pgcoord.types import Burst
+from pgcoord.types import Batch
 
 CLAIMERS = 8
 ROUNDS = 12
@@ -39,7 +39,7 @@ def test_8_claimers_share_no_conversation_and_miss_none(db_url: str, conn: Conn)
             ingest_many(conn, later, debounce=timedelta(minutes=5))  # never due here
             not_due |= dict.fromkeys((key for _, key, _ in later), 1)
 
-            def drain(i: int, c: Conn) -> list[Burst]:
+            def drain(i: int, c: Conn) -> list[Batch]:
                 taken = []
                 while bursts := claim(c, f"claimer-{i}", limit=3):
                     assert len(bursts) <= 3
@@ -62,7 +62,7 @@ def test_8_claimers_share_no_conversation_and_miss_none(db_url: str, conn: Conn)
                 ids, bodies = expected[burst.conversation_key]
                 assert (burst.message_ids, burst.bodies, burst.attempt) == (ids, bodies, 1)
 
-            def finish(i: int, c: Conn, per_claimer: list[list[Burst]] = per_claimer) -> list[bool]:
+            def finish(i: int, c: Conn, per_claimer: list[list[Batch]] = per_claimer) -> list[bool]:
                 return [complete(c, b.conversation_key, b.claim_token) for b in per_claimer[i]]
 
             assert all(all(done) for done in fan_out(conns, finish))
@@ -77,10 +77,10 @@ class Ledger:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     live: dict[str, int] = field(default_factory=dict)
-    claims: dict[str, list[tuple[Burst, str]]] = field(default_factory=lambda: defaultdict(list))
+    claims: dict[str, list[tuple[Batch, str]]] = field(default_factory=lambda: defaultdict(list))
     overlaps: list[str] = field(default_factory=list)
 
-    def took(self, burst: Burst) -> None:
+    def took(self, burst: Batch) -> None:
         with self.lock:
             key = burst.conversation_key
             if key in self.live:
@@ -88,7 +88,7 @@ class Ledger:
             self.live[key] = burst.claim_token
             self.claims[key].append((burst, "held"))
 
-    def letting_go(self, burst: Burst, outcome: str) -> None:
+    def letting_go(self, burst: Batch, outcome: str) -> None:
         """Called just before the complete or fail, so that a claim that follows it can
         never be taken for an overlap."""
         with self.lock:

@@ -72,6 +72,9 @@ class BufferWork(Work[Batch]):
     def describe(self, item: Batch) -> str:
         return repr(item.conversation_key)
 
+    def subject(self, item: Batch) -> str:
+        return f"conversation {item.conversation_key!r}"
+
     def summary(self, item: Batch) -> str:
         count = len(item.message_ids)
         return f"{item.conversation_key!r}: {count} message{'' if count == 1 else 's'}"
@@ -82,7 +85,9 @@ class BufferWork(Work[Batch]):
     def attempt(self, item: Batch) -> int:
         return item.attempt
 
-    async def claim(self, conn: AsyncConn, worker: str, limit: int, lease: timedelta) -> list[Batch]:
+    async def claim(
+        self, conn: AsyncConn, worker: str, limit: int, lease: timedelta
+    ) -> list[Batch]:
         return await inbox_async.buffer_claim(conn, worker, limit, lease)
 
     async def due_in(self, conn: AsyncConn) -> timedelta | None:

@@ -57,7 +57,7 @@ class CampaignWork(Work[CampaignMessage]):
 
     def __init__(self, run_id: int | None, skip_stale_every: timedelta | None) -> None:
         self.run_id = run_id
-        self.housekeeping_every = skip_stale_every  # type: ignore[misc]
+        self.housekeeping_every = skip_stale_every
 
     def describe(self, item: CampaignMessage) -> str:
         return f"message {item.message_id} of run {item.run_id}"
@@ -79,14 +79,12 @@ class CampaignWork(Work[CampaignMessage]):
     async def extend(
         self, conn: AsyncConn, item: CampaignMessage, lease: timedelta
     ) -> datetime | None:
-        return await campaigns_async.campaign_extend(
-            conn, item.message_id, item.claim_token, lease
-        )
+        return await campaigns_async.campaign_extend(conn, item.message_id, item.claim_token, lease)
 
     async def complete(
         self, conn: AsyncConn, done: Sequence[tuple[CampaignMessage, Any]]
     ) -> list[bool]:
-        completed = await campaigns_async.campaign_complete_ids(
+        completed = await campaigns_async.campaign_completed(
             conn,
             [item.message_id for item, _ in done],
             [item.claim_token for item, _ in done],
@@ -128,7 +126,7 @@ class CampaignWork(Work[CampaignMessage]):
         if grant.acquired and grant.token is not None:
             skipped = await campaigns_async.campaign_skip_stale(conn)
             if skipped:
-                from .runtime import log  # noqa: PLC0415
+                from .runtime import log
 
                 log.info("skipped %d stale campaign messages", skipped)
 

@@ -39,6 +39,7 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar, Generic, LiteralString, TypeVar
 
 import psycopg
+from psycopg import sql as pgsql
 from psycopg_pool import AsyncConnectionPool
 
 from .. import rates_async
@@ -91,12 +92,18 @@ class Work(ABC, Generic[Item]):
     channel: ClassVar[LiteralString]  # the LISTEN channel notified when items are due
     max_idle_poll: ClassVar[timedelta]  # the longest sleep that still finds due items
     # log lines of a failed try: fields item, attempt, reason, seconds
-    retry_line: ClassVar[str] = "gave back {item} (attempt {attempt}, retry in {seconds:g} s): {reason}"
+    retry_line: ClassVar[str] = (
+        "gave back {item} (attempt {attempt}, retry in {seconds:g} s): {reason}"
+    )
     final_line: ClassVar[str] = "gave up {item} after {attempt} failed tries: {reason}"
 
     @abstractmethod
     def describe(self, item: Item) -> str:
         """The item in a log line."""
+
+    def subject(self, item: Item) -> str:
+        """The item in a sentence ("conversation 'x'", "message 42 of run 3")."""
+        return self.describe(item)
 
     def summary(self, item: Item) -> str:
         """The item in the line logged when it completes."""
@@ -147,8 +154,8 @@ class Work(ABC, Generic[Item]):
     async def release(self, conn: AsyncConn, item: Item) -> bool:
         """Give the item back untouched (the worker is stopping): not a failed try."""
 
-    # housekeeping the runtime runs every `housekeeping_every` (None: never)
-    housekeeping_every: ClassVar[timedelta | None] = None
+    # how often the runtime calls `housekeep` (None: never)
+    housekeeping_every: timedelta | None = None
 
     async def housekeep(self, conn: AsyncConn, worker: str) -> None:
         """Periodic upkeep of the work's tables, if any."""
@@ -190,11 +197,11 @@ async def complete_in(conn: AsyncConn, item: Any) -> None:
     if flight is not None and flight.work.token(flight.item) == _token(item):
         work: Work[Any] = flight.work
     else:
-        from .buffers import BufferWork  # noqa: PLC0415 (a handler-less call: buffers)
+        from .buffers import BufferWork
 
         work = BufferWork()
     if not await work.complete_one(conn, item):
-        raise ClaimLost(item, work.describe(item))
+        raise ClaimLost(item, work.subject(item))
     if flight is not None and flight.work.token(flight.item) == _token(item):
         flight.completed = True
 
@@ -628,9 +635,7 @@ class Runtime(Generic[Item]):
             log.error("%s had no retries left", self.work.describe(flight.item))
 
     async def _release(self, flight: Flight[Item]) -> None:
-        await self._call(
-            "giving back", flight, lambda conn: self.work.release(conn, flight.item)
-        )
+        await self._call("giving back", flight, lambda conn: self.work.release(conn, flight.item))
 
     async def _call(
         self, what: str, flight: Flight[Item], call: Callable[[AsyncConn], Awaitable[T]]
@@ -724,9 +729,7 @@ class Runtime(Generic[Item]):
                     kwargs = dict(await _resolved(self._pool.kwargs) or {})
                 kwargs.update(autocommit=True)
                 async with await psycopg.AsyncConnection.connect(conninfo, **kwargs) as conn:
-                    await conn.execute(psycopg.sql.SQL("LISTEN {}").format(
-                        psycopg.sql.Identifier(channel)
-                    ))
+                    await conn.execute(pgsql.SQL("LISTEN {}").format(pgsql.Identifier(channel)))
                     if listening.is_set():
                         self._wake.set()  # notifications may have been missed meanwhile
                     listening.set()

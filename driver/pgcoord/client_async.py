@@ -1,0 +1,167 @@
+"""AsyncClient: every call of `locks_async` and `inbox_async` over a pool of autocommit
+connections, one connection and one round trip per call, and `lock()`, a lease held for
+a block and kept alive by a heartbeat (`lease.heartbeat_task`).
+
+Each method is its call with the connection taken from the pool (`pooled`): same name,
+arguments, defaults, result and docstring, so a new call costs one line here.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from types import TracebackType
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar
+
+import psycopg
+
+from . import campaigns_async, config, inbox_async, locks_async, rates_async
+from .config import CLIENT_LOCK_TTL, LOCK_WAIT, AsyncPool
+from .errors import LockNotAcquired
+from .lease import Lease, default_owner, heartbeat_interval, heartbeat_task
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def pooled(
+    call: Callable[Concatenate[psycopg.AsyncConnection[Any], P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, R]]:
+    """The method of AsyncClient that runs `call` on a connection of the client's pool: the
+    call's signature without its connection, its annotations and its docstring."""
+
+    @functools.wraps(call)
+    async def method(self: AsyncClient, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        async with self.pool.connection() as conn:
+            return await call(conn, *args, **kwargs)
+
+    signature = inspect.signature(call)
+    connection, *parameters = signature.parameters.values()
+    self_parameter = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    method.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[self_parameter, *parameters]
+    )
+    method.__annotations__ = {
+        name: hint for name, hint in call.__annotations__.items() if name != connection.name
+    }
+    return method
+
+
+class AsyncClient:
+    """Lease locks and the inbox calls over a connection pool.
+
+    With `conninfo` the client opens its own pool (`config.async_pool`; an empty conninfo
+    uses the libpq environment) and closes it in `close()`. Its connections are
+    autocommit, so every call commits by itself in one round trip; no call is ever
+    prepared on the server, so they work through transaction-mode poolers. With `pool` it
+    borrows the caller's pool and leaves it open; give that pool
+    `kwargs=config.CONNECTION_OPTIONS`, or calls also cost the pool's COMMIT.
+
+    Use the client as a context manager, or call `open()` before the first call (a sync
+    client's own pool is open from the start; an async pool opens in an event loop).
+    """
+
+    def __init__(
+        self,
+        conninfo: str | None = None,
+        *,
+        pool: AsyncPool | None = None,
+        min_size: int = 1,
+        max_size: int = 8,
+    ) -> None:
+        if pool is not None and conninfo is not None:
+            raise TypeError(f"{type(self).__name__} takes conninfo or pool, not both")
+        self._owns_pool = pool is None
+        if pool is None:
+            pool = config.async_pool(conninfo or "", min_size=min_size, max_size=max_size)
+        self._pool = pool
+
+    @property
+    def pool(self) -> AsyncPool:
+        """The pool the calls take their connections from."""
+        return self._pool
+
+    async def open(self) -> None:
+        """Open the client's own pool (calling again is harmless)."""
+        if self._owns_pool:
+            await self._pool.open()
+
+    async def close(self) -> None:
+        """Close the client's own pool; a borrowed pool stays open."""
+        if self._owns_pool:
+            await self._pool.close()
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    lock_acquire = pooled(locks_async.lock_acquire)
+    lock_release = pooled(locks_async.lock_release)
+    lock_extend = pooled(locks_async.lock_extend)
+    lock_is_current = pooled(locks_async.lock_is_current)
+    lock_status = pooled(locks_async.lock_status)
+
+    message_ingest = pooled(inbox_async.message_ingest)
+    message_prune = pooled(inbox_async.message_prune)
+    buffer_claim = pooled(inbox_async.buffer_claim)
+    buffer_complete = pooled(inbox_async.buffer_complete)
+    buffer_fail = pooled(inbox_async.buffer_fail)
+    buffer_extend = pooled(inbox_async.buffer_extend)
+    buffer_release = pooled(inbox_async.buffer_release)
+    buffer_revive = pooled(inbox_async.buffer_revive)
+    buffer_due_in = pooled(inbox_async.buffer_due_in)
+    buffer_status = pooled(inbox_async.buffer_status)
+
+    campaign_create = pooled(campaigns_async.campaign_create)
+    campaign_set_status = pooled(campaigns_async.campaign_set_status)
+    campaign_enqueue = pooled(campaigns_async.campaign_enqueue)
+    campaign_claim = pooled(campaigns_async.campaign_claim)
+    campaign_complete = pooled(campaigns_async.campaign_complete)
+    campaign_complete_many = pooled(campaigns_async.campaign_complete_many)
+    campaign_fail = pooled(campaigns_async.campaign_fail)
+    campaign_snooze = pooled(campaigns_async.campaign_snooze)
+    campaign_extend = pooled(campaigns_async.campaign_extend)
+    campaign_release = pooled(campaigns_async.campaign_release)
+    campaign_skip_stale = pooled(campaigns_async.campaign_skip_stale)
+    campaign_due_in = pooled(campaigns_async.campaign_due_in)
+    campaign_progress = pooled(campaigns_async.campaign_progress)
+
+    rate_acquire = pooled(rates_async.rate_acquire)
+    rate_pause = pooled(rates_async.rate_pause)
+    rate_status = pooled(rates_async.rate_status)
+
+    @asynccontextmanager
+    async def lock(
+        self,
+        key: str,
+        owner: str | None = None,
+        *,
+        ttl: timedelta = CLIENT_LOCK_TTL,
+        wait: timedelta = LOCK_WAIT,
+        heartbeat: timedelta | None = None,
+    ) -> AsyncIterator[Lease]:
+        """Hold the lock of `key` for the block: acquire it (waiting up to `wait`, on the
+        server), extend it every `heartbeat` (default `ttl / 3`) on a pool connection, and
+        release it on exit. Raises LockNotAcquired, carrying the holder, when the lock is
+        not granted. `lease.lost` tells whether the lease was lost."""
+        interval = heartbeat_interval(ttl, heartbeat)
+        grant = await self.lock_acquire(key, default_owner() if owner is None else owner, ttl, wait)
+        if not grant.acquired:
+            raise LockNotAcquired(key, grant)
+        lease = Lease(key, grant)
+        try:
+            async with heartbeat_task(self.lock_extend, lease, ttl, interval):
+                yield lease
+        finally:
+            lease.ended(await self.lock_release(key, lease.owner))

@@ -1,0 +1,76 @@
+"""The driver's settings, each defined once: the options of pooled connections, the connect
+timeout, the pool factories, and the defaults of the SQL functions' arguments (each named
+for the function it belongs to; db/src/functions is where they are decided)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+Pool = ConnectionPool[psycopg.Connection[Any]]
+AsyncPool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
+
+# Options of pooled connections: each call commits by itself, and no statement is
+# prepared on the server (one round trip always; safe behind transaction-mode poolers).
+CONNECTION_OPTIONS: dict[str, Any] = {"autocommit": True, "prepare_threshold": None}
+
+# seconds a single connection attempt of the CLI and of migrations may take, unless the
+# conninfo sets its own connect_timeout
+CONNECT_TIMEOUT = 10
+
+# lock_acquire and lock_extend: p_ttl; lock_acquire: p_wait
+LOCK_TTL = timedelta(minutes=2)
+LOCK_WAIT = timedelta(0)
+# the ttl of Client.lock() / AsyncClient.lock(), renewed by their heartbeat
+CLIENT_LOCK_TTL = timedelta(seconds=30)
+# message_ingest: p_debounce, p_max_wait
+INGEST_DEBOUNCE = timedelta(seconds=10)
+INGEST_MAX_WAIT = timedelta(seconds=60)
+# buffer_claim: p_limit; buffer_claim and buffer_extend: p_lease; buffer_fail: p_retry_in
+BUFFER_CLAIM_LIMIT = 10
+BUFFER_LEASE = timedelta(seconds=60)
+BUFFER_RETRY_IN = timedelta(seconds=60)
+# message_prune: p_limit
+PRUNE_LIMIT = 10_000
+# campaign_create: p_max_retries, p_retry_backoff, p_stale_after
+CAMPAIGN_MAX_RETRIES = 3
+CAMPAIGN_RETRY_BACKOFF = (timedelta(minutes=5), timedelta(minutes=15), timedelta(minutes=30))
+CAMPAIGN_STALE_AFTER = timedelta(hours=1)
+# campaign_claim: p_limit; campaign_claim and campaign_extend: p_lease
+CAMPAIGN_CLAIM_LIMIT = 15
+CAMPAIGN_LEASE = timedelta(minutes=5)
+# rate_acquire: p_cost
+RATE_COST = 1
+
+
+def connect_timeout(conninfo: str) -> int | None:
+    """CONNECT_TIMEOUT, or None where `conninfo` sets its own connect_timeout (None keeps
+    it in force). Raises psycopg.ProgrammingError for a conninfo that does not parse."""
+    return None if "connect_timeout" in conninfo_to_dict(conninfo) else CONNECT_TIMEOUT
+
+
+def pool(conninfo: str, *, min_size: int = 1, max_size: int = 8, name: str = "pgcoord") -> Pool:
+    """A pool of connections with CONNECTION_OPTIONS, opened (an empty conninfo uses the
+    libpq environment)."""
+    return ConnectionPool(conninfo, open=True, **_pool_settings(min_size, max_size, name))
+
+
+def async_pool(
+    conninfo: str, *, min_size: int = 1, max_size: int = 8, name: str = "pgcoord"
+) -> AsyncPool:
+    """An async pool of connections with CONNECTION_OPTIONS, not opened yet: an async pool
+    opens in an event loop (`await pool.open()`, or `async with pool`)."""
+    return AsyncConnectionPool(conninfo, open=False, **_pool_settings(min_size, max_size, name))
+
+
+def _pool_settings(min_size: int, max_size: int, name: str) -> dict[str, Any]:
+    return {
+        "kwargs": dict(CONNECTION_OPTIONS),
+        "min_size": min_size,
+        "max_size": max_size,
+        "name": name,
+    }

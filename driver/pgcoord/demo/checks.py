@@ -1,0 +1,302 @@
+"""The invariants the demo checks, one function each: every function judges some facts
+(see `facts`) and returns a `Check`, the claim as the demo prints it and whether it held.
+The scenes print them; a campaign scene or a fault harness can call the same functions
+on facts of its own."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from pgcoord import Lock, LockStatus
+
+from .facts import Outcome, Takeover, Webhook
+from .output import plural
+
+if TYPE_CHECKING:
+    from .workers import WorkerProcess
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One claim the demo makes about what happened, and whether it held; `detail` says
+    what was found instead (printed when it did not hold)."""
+
+    label: str
+    held: bool
+    detail: str = ""
+
+
+def _brief(status: LockStatus) -> str:
+    expired = ", expired" if status.expired else ""
+    return f"{status.key} held by {status.owner}, token {status.token}{expired}"
+
+
+def _briefs(statuses: Sequence[LockStatus]) -> str:
+    return "; ".join(map(_brief, statuses)) or "none"
+
+
+# The lock race ---------------------------------------------------------------------------
+
+
+def race_checks(webhooks: Sequence[Webhook], replies: Sequence[str]) -> list[Check]:
+    """The claims about the burst: one winner, everyone else told that winner, and the
+    winner's fenced reply the only reply."""
+    return [
+        one_winner(webhooks),
+        others_told_the_holder(webhooks),
+        only_the_winners_reply(webhooks, replies),
+    ]
+
+
+def _winner(webhooks: Sequence[Webhook]) -> Webhook | None:
+    winners = [w for w in webhooks if w.lock.acquired]
+    return winners[0] if len(winners) == 1 else None
+
+
+def one_winner(webhooks: Sequence[Webhook]) -> Check:
+    winners = [w for w in webhooks if w.lock.acquired]
+    return Check(
+        f"exactly one of {len(webhooks)} webhooks acquired the lock",
+        len(winners) == 1,
+        f"{len(winners)} acquired: {', '.join(w.name for w in winners[:5]) or 'none'}",
+    )
+
+
+def others_told_the_holder(webhooks: Sequence[Webhook]) -> Check:
+    winner = _winner(webhooks)
+    if winner is None:
+        return Check("the others were told one and the same holder", False, "no single holder")
+    others = [w for w in webhooks if not w.lock.acquired]
+    wrong = [
+        w
+        for w in others
+        if (w.lock.owner, w.lock.token) != (winner.name, winner.lock.token) or w.lock.took_over
+    ]
+    return Check(
+        f"the {len(others)} others were told the holder: {winner.name}, token {winner.lock.token}",
+        not wrong,
+        f"{len(wrong)} were told something else, e.g. {wrong[0].lock}" if wrong else "",
+    )
+
+
+def only_the_winners_reply(webhooks: Sequence[Webhook], replies: Sequence[str]) -> Check:
+    winner = _winner(webhooks)
+    return Check(
+        "the winner's fenced reply was written, and it is the only reply",
+        winner is not None and winner.replied and list(replies) == [winner.name],
+        f"replies written by: {', '.join(replies) or 'nobody'}",
+    )
+
+
+# Releases, leases and fencing ------------------------------------------------------------
+
+
+def non_owner_release_refused(holder: str, refused: bool, still_held: bool) -> Check:
+    return Check(
+        f"a non-owner's release returns false and {holder} still holds the lock",
+        refused and still_held,
+        f"release refused: {refused}, lock still current: {still_held}",
+    )
+
+
+def owner_release_frees(owner: str, released: bool, left: Sequence[LockStatus]) -> Check:
+    """`left`: the key's rows in lock_status after the release."""
+    return Check(
+        f"{owner}'s own release returns true and the key is free",
+        released and not left,
+        f"released: {released}, left: {_briefs(left)}",
+    )
+
+
+def live_lease_refuses(holder: str, held: Lock, asker: str, answer: Lock) -> Check:
+    """`asker` asked while `holder`'s lease (`held`) was live, and was answered `answer`."""
+    return Check(
+        f"{asker}, asking at once, is refused: {holder}'s lease is still live",
+        held.acquired
+        and not answer.acquired
+        and (answer.owner, answer.token) == (holder, held.token),
+        f"{holder}: {held}; {asker} was answered {answer}",
+    )
+
+
+def took_over_with_larger_token(old: Lock, owner: str, new: Lock) -> Check:
+    return Check(
+        f"{owner} took over with a larger fencing token ({new.token} > {old.token})",
+        new.acquired and new.took_over and new.owner == owner and new.token > old.token,
+        f"{owner} was answered {new}",
+    )
+
+
+def stale_holder_refused(
+    holder: str, late_release: bool, late_extend: datetime | None, late_current: bool
+) -> Check:
+    """The stale holder's late release, heartbeat (lock_extend) and is_current."""
+    return Check(
+        f"{holder}'s late release: false; heartbeat: NULL; old token: not current",
+        late_release is False and late_extend is None and late_current is False,
+    )
+
+
+def fenced_write_only_current(
+    stale: tuple[str, Lock], fresh: tuple[str, Lock], rows: tuple[int, int], replies: Sequence[str]
+) -> Check:
+    """A fenced write by the stale holder with its token and one by the fresh holder with
+    its token (`stale`, `fresh`: owner and lock), the `rows` each wrote, and the writers
+    of the key's replies afterwards."""
+    (stale_owner, stale_lock), (fresh_owner, fresh_lock) = stale, fresh
+    return Check(
+        f"fenced write with token {stale_lock.token} changed nothing; "
+        f"with token {fresh_lock.token} it wrote the reply",
+        rows == (0, 1) and list(replies) == [fresh_owner],
+        f"rows written by {stale_owner}: {rows[0]}, by {fresh_owner}: {rows[1]}; "
+        f"replies: {list(replies)}",
+    )
+
+
+def one_live_row_after_expiry(
+    rows: Sequence[LockStatus], old: tuple[str, Lock], new: tuple[str, Lock]
+) -> Check:
+    """`rows`: the key's lock_status rows after `new` took over from `old` (owner and
+    lock each)."""
+    (old_owner, old_lock), (new_owner, new_lock) = old, new
+    granted_after = bool(rows) and rows[0].acquired_at >= old_lock.expires_at
+    return Check(
+        f"one row: {new_owner}'s live lease, granted only after {old_owner}'s ran out",
+        len(rows) == 1
+        and (rows[0].owner, rows[0].token, rows[0].expired) == (new_owner, new_lock.token, False)
+        and granted_after,
+        f"rows: {_briefs(rows)}; {old_owner}'s lease ended at {old_lock.expires_at:%H:%M:%S.%f}",
+    )
+
+
+def cleaned_up(what: str, error: Exception | None) -> Check:
+    return Check(f"clean up {what}", error is None, str(error or ""))
+
+
+# The storm -------------------------------------------------------------------------------
+
+
+def storm_checks(outcome: Outcome, takeover: Takeover) -> list[Check]:
+    """The claims about the storm, in the order the demo prints them: the takeover first,
+    then what the ledger shows."""
+    return [
+        batch_delivered_again(takeover),
+        late_calls_refused(takeover),
+        stored_once(outcome),
+        answered_once(outcome),
+        bursts_in_one_reply(outcome),
+        replies_fenced(outcome),
+        nothing_stuck(outcome),
+    ]
+
+
+def own_scratch_database(error: Exception | None) -> Check:
+    return Check(
+        "the storm gets a scratch database of its own",
+        error is None,
+        f"CREATE DATABASE was refused ({error}); without DATABASE_URL the demo "
+        "runs on an embedded server",
+    )
+
+
+def batch_delivered_again(t: Takeover) -> Check:
+    """The killed worker's batch came again to another worker, one attempt later, with
+    the same messages, and that delivery (or a later one) answered them."""
+    claim, again = t.claim, t.again
+    if claim is None:
+        return Check(f"{t.victim} is SIGKILLed while it holds a batch", False, "it never held one")
+    batch = f"{plural(len(claim.message_ids), 'message')} of {claim.conversation_key}"
+    return Check(
+        f"{t.victim}'s batch ({batch}) came again to "
+        f"{again.worker if again else 'another worker'} as attempt {claim.attempt + 1} "
+        "and was answered there",
+        again is not None
+        and again.worker != claim.worker
+        and again.attempt == claim.attempt + 1
+        and again.message_ids == claim.message_ids
+        and t.reply is not None
+        and t.reply.message_ids == claim.message_ids
+        and t.reply.claim_token >= again.claim_token,
+        f"next delivery: {again and (again.worker, again.attempt, again.message_ids)}; "
+        f"its reply: {t.reply and (t.reply.worker, t.reply.message_ids)}",
+    )
+
+
+def late_calls_refused(t: Takeover) -> Check:
+    """The killed worker's late buffer_complete, buffer_extend and fenced reply were all
+    refused by its token."""
+    claim = t.claim
+    if claim is None:
+        return Check(f"{t.victim}'s late completion is refused by its token", False, "no claim")
+    return Check(
+        f"{t.victim}'s late buffer_complete (token {claim.claim_token}) returned false, "
+        "its heartbeat NULL, and its fenced reply rolled back",
+        t.late_complete is False
+        and t.late_extend is None
+        and t.late_reply_refused
+        and t.stale_replies == 0,
+        f"complete -> {t.late_complete}, extend -> {t.late_extend}, "
+        f"reply refused: {t.late_reply_refused}, replies with the token: {t.stale_replies}",
+    )
+
+
+def stored_once(o: Outcome) -> Check:
+    return Check(
+        f"every message stored once: {o.stored} messages from {o.deliveries} deliveries, "
+        f"all {o.repeats} provider retries answered duplicate = true",
+        not o.misdelivered and o.stored == o.messages,
+        f"{o.stored} rows for {o.messages} provider ids; {len(o.misdelivered)} ids answered "
+        f"wrongly, e.g. {', '.join(o.misdelivered[:3]) or '-'}",
+    )
+
+
+def answered_once(o: Outcome) -> Check:
+    return Check(
+        f"every message answered exactly once by the fenced ledger "
+        f"({o.stored} messages in {o.replies} replies)",
+        not (o.unanswered or o.answered_twice or o.strangers) and o.stored > 0,
+        f"unanswered: {len(o.unanswered)}, in two replies or more: {len(o.answered_twice)}, "
+        f"not of the storm: {len(o.strangers)}",
+    )
+
+
+def bursts_in_one_reply(o: Outcome) -> Check:
+    unjudged = o.bursts - o.judged
+    aside = f"; {unjudged} slowed down in sending, not judged" if unjudged else ""
+    return Check(
+        f"each of the {o.judged} bursts answered by one reply{aside}",
+        not o.split and o.judged > 0,
+        f"{len(o.split)} bursts split over several replies, e.g. burst {o.split[:3]}",
+    )
+
+
+def replies_fenced(o: Outcome) -> Check:
+    return Check(
+        "every reply carries the last claim of its messages; claims without a reply "
+        f"({o.superseded + len(o.unrecovered)}) were all delivered again",
+        not o.not_final and not o.unrecovered,
+        f"replies of stale claims: {list(o.not_final[:5])}; "
+        f"claims never delivered again: {list(o.unrecovered[:5])}",
+    )
+
+
+def nothing_stuck(o: Outcome) -> Check:
+    dead = sum(s.dead for s in o.buffered)
+    return Check(
+        "nothing stuck: buffer_status is empty, no dead batch, every message done",
+        not o.buffered and not o.not_done,
+        f"{len(o.buffered)} buffer_status rows ({dead} dead), {len(o.not_done)} messages not done",
+    )
+
+
+def workers_stopped_cleanly(workers: Sequence[WorkerProcess], codes: Mapping[str, int]) -> Check:
+    """`codes`: each worker's exit status after SIGTERM (WorkerProcess.stop)."""
+    stopped = [w for w in workers if codes[w.name] != 0]
+    return Check(
+        f"the {len(workers)} workers stopped cleanly on SIGTERM",
+        not stopped,
+        "; ".join(f"{w.name} exit {codes[w.name]}: {w.log_tail(5)}" for w in stopped),
+    )

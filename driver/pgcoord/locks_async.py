@@ -1,0 +1,57 @@
+"""Lease locks over the caller's psycopg.AsyncConnection: one statement, one round trip per
+call, never prepared on the server.
+
+The calls run in the connection's current transaction, so a grant and the caller's own
+writes can commit together; on an autocommit connection each call commits by itself.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from . import query_async, sql
+from .config import LOCK_TTL, LOCK_WAIT
+from .types import Lock, LockStatus
+
+
+async def lock_acquire(
+    conn: psycopg.AsyncConnection[Any],
+    key: str,
+    owner: str,
+    ttl: timedelta = LOCK_TTL,
+    wait: timedelta = LOCK_WAIT,
+) -> Lock:
+    """Take or renew the lease of `key` for `ttl`, waiting up to `wait` (on the server) while
+    another owner holds it. `acquired` is False when another owner still holds it, and then
+    the other fields describe that holder; `token` is the grant's fencing token."""
+    params = {"key": key, "owner": owner, "ttl": ttl, "wait": wait}
+    return await query_async.one(conn, Lock, sql.LOCK_ACQUIRE, params)
+
+
+async def lock_release(conn: psycopg.AsyncConnection[Any], key: str, owner: str) -> bool:
+    """True when `owner` held `key` and it is now free."""
+    return bool(await query_async.value(conn, sql.LOCK_RELEASE, {"key": key, "owner": owner}))
+
+
+async def lock_extend(
+    conn: psycopg.AsyncConnection[Any], key: str, owner: str, ttl: timedelta = LOCK_TTL
+) -> datetime | None:
+    """The new expiry, `ttl` from now, or None when `owner` no longer holds a live lease of
+    `key`."""
+    params = {"key": key, "owner": owner, "ttl": ttl}
+    expires_at: datetime | None = await query_async.value(conn, sql.LOCK_EXTEND, params)
+    return expires_at
+
+
+async def lock_is_current(conn: psycopg.AsyncConnection[Any], key: str, token: int) -> bool:
+    """True only while `token` is the live grant of `key`."""
+    params = {"key": key, "token": token}
+    return bool(await query_async.value(conn, sql.LOCK_IS_CURRENT, params))
+
+
+async def lock_status(conn: psycopg.AsyncConnection[Any]) -> list[LockStatus]:
+    """Every held key, live or expired, by key."""
+    return await query_async.rows(conn, LockStatus, sql.LOCK_STATUS)
