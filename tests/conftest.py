@@ -3,8 +3,9 @@ and a fresh clone of it per test; and PgBouncer in transaction mode in front of 
 server, for the tests that run through a pooler.
 
 The server is PGCOORD_TEST_URL or DATABASE_URL when set, else an embedded PostgreSQL
-started for the session. Tests that use the pooler are marked `pooler`: where PgBouncer
-cannot be installed they fail, and `-m "not pooler"` leaves them out on purpose.
+started for the session. The pooler tests (files test_pooler_*, and any test using the
+`pooler` fixture) are marked `pooler`: where PgBouncer cannot be installed they fail,
+and `-m "not pooler"` leaves them out on purpose.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "pooler" in getattr(item, "fixturenames", ()):
+        if item.path.name.startswith("test_pooler") or "pooler" in getattr(
+            item, "fixturenames", ()
+        ):
             item.add_marker(pytest.mark.pooler)
 
 
