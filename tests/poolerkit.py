@@ -24,7 +24,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,23 @@ class Pooler:
     def database_url(self, url: str) -> str:
         """The database of `url` (a direct URL of the test server), through the pooler."""
         return make_conninfo(self.url, dbname=conninfo_to_dict(url)["dbname"])
+
+    def prepared_statements(self, url: str) -> dict[int, list[str]]:
+        """The prepared statements of each server session of the pool of `url`'s
+        database, by backend pid: pool_size transactions held open at once occupy every
+        session the pool may have. Call it when no other client of that database is
+        busy."""
+        found: dict[int, list[str]] = {}
+        with ExitStack() as stack:
+            for _ in range(self.pool_size):
+                conn = stack.enter_context(
+                    psycopg.connect(self.database_url(url), prepare_threshold=None)
+                )
+                (pid,) = conn.execute("SELECT pg_backend_pid()").fetchone() or ()
+                names = conn.execute("SELECT name FROM pg_prepared_statements").fetchall()
+                found[pid] = [name for (name,) in names]
+        assert len(found) == self.pool_size, f"open transactions shared a session: {found}"
+        return found
 
     def pools(self) -> list[dict[str, Any]]:
         """SHOW POOLS of the admin console: per database and user, the clients active and
