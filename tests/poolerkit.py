@@ -86,11 +86,12 @@ class Pooler:
 
 def program() -> str:
     """The pgbouncer executable, or RuntimeError saying how to get one."""
-    found = (
-        os.environ.get(PROGRAM_ENV)
-        or shutil.which("pgbouncer")
-        or next((p for p in ("/usr/sbin/pgbouncer",) if os.access(p, os.X_OK)), None)
-    )
+    named = os.environ.get(PROGRAM_ENV)
+    if named:
+        if not os.access(named, os.X_OK):
+            raise RuntimeError(f"{PROGRAM_ENV}={named} is not an executable")
+        return named
+    found = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
     if not found:
         raise RuntimeError(
             "pgbouncer is not installed: run scripts/pgbouncer-install (scripts/test does), "
