@@ -20,7 +20,7 @@ from poolerkit import POOL_SIZE, Pooler
 from workerkit import HOUR, Inbox, run, running, settled, wait_until, worker
 
 from pgcoord import AsyncClient, Client, inbox, locks
-from pgcoord.types import Burst, Ingested, Lock
+from pgcoord.types import Batch, Ingested, Lock
 
 LANES = 16  # concurrent callers, four times the pool's server connections
 ROUNDS = 12
@@ -53,9 +53,9 @@ async def exercise(call: Call, client: Client | AsyncClient) -> None:
     and completes what is due. Then one claimer drains the rest."""
     stored: list[Ingested] = []
     grants: list[Lock] = []
-    completed: list[Burst] = []
+    completed: list[Batch] = []
 
-    async def finish(bursts: list[Burst]) -> None:
+    async def finish(bursts: list[Batch]) -> None:
         for burst in bursts:
             assert await call(client.buffer_complete, burst.conversation_key, burst.claim_token)
             completed.append(burst)
@@ -119,9 +119,9 @@ def test_the_worker_through_the_pooler_answers_every_burst_without_listen(
         for n in range(3):
             for key in range(20):
                 await messages.ingest(f"c{key}", f"c{key} #{n}", max_wait=HOUR)
-        calls: list[Burst] = []
+        calls: list[Batch] = []
 
-        async def handler(burst: Burst) -> None:
+        async def handler(burst: Batch) -> None:
             calls.append(burst)
 
         w = worker(handler, pooled_db_url, concurrency=8)
