@@ -22,5 +22,11 @@ GRANT EXECUTE ON FUNCTION pgcoord.buffer_revive(text) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.buffer_due_in() TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.message_prune(interval, integer) TO pgcoord_client;
 
+GRANT EXECUTE ON FUNCTION
+pgcoord.rate_acquire(text, double precision, integer, integer) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.rate_pause(text, interval) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.rate_reset(text) TO pgcoord_client;
+
 GRANT SELECT ON pgcoord.lock_status TO pgcoord_client;
 GRANT SELECT ON pgcoord.buffer_status TO pgcoord_client;
+GRANT SELECT ON pgcoord.rate_status TO pgcoord_client;
