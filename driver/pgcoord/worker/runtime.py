@@ -8,10 +8,12 @@ snooze or give back one of them. The runtime owns everything else, once:
   `concurrency + prefetch` claims, so memory stays bounded whatever the backlog; it claims
   up to `batch` items in one call when that many places are free, or as soon as no
   claimed item is waiting for a slot (a handler never idles for the sake of batching);
-- per item: a task that waits for the shared rate budget (optional, one call per claimed
-  batch) and a slot, runs the handler under its timeout, and settles the item by how
-  the handler ended; a heartbeat extends the claim every third of the lease, and cancels
-  the handler when the claim is lost;
+- admission: one loop starts claimed items as slots free up; with a shared rate budget
+  it first spends one token per item for all that can start now, in one call, so the
+  fleet never starts more handlers than the budget allows;
+- per item: a task that waits for its admission, runs the handler under its timeout,
+  and settles the item by how the handler ended; a heartbeat extends the claim every
+  third of the lease, and cancels the handler when the claim is lost;
 - completions are batched: successes queue up while a completion call is in flight, and
   the next call completes all of them (one round trip for many, when the work allows);
 - wake-ups: LISTEN on the work's channel (on the pool's server, a direct connection of
@@ -26,6 +28,7 @@ snooze or give back one of them. The runtime owns everything else, once:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import inspect
 import logging
@@ -167,9 +170,13 @@ class Flight(Generic[Item]):
 
     work: Work[Item]
     item: Item
-    gate: asyncio.Future[None] | None = None  # resolved once the rate budget allows it
+    # resolved by the admission loop: True to start (a slot, and the rate budget), False
+    # when the worker stopped first
+    admitted: asyncio.Future[bool] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
     handler: asyncio.Task[Any] | None = None
-    running: bool = False  # past its gate and its slot
+    running: bool = False  # admitted: its handler holds a slot
     completed: bool = False  # complete_in succeeded inside the handler
     lost: bool = False  # the heartbeat found the claim taken by another
     stopped: bool = False  # cancelled by the worker's stop, past its grace
@@ -178,6 +185,8 @@ class Flight(Generic[Item]):
     def cancel(self) -> None:
         """Cancel the handler because the worker stops (the item is given back)."""
         self.stopped = True
+        if not self.admitted.done():
+            self.admitted.set_result(False)
         if self.handler is not None:
             self.handler.cancel()
 
@@ -292,7 +301,9 @@ class Runtime(Generic[Item]):
             name="pgcoord-worker",
         )
         self._flights: dict[asyncio.Task[None], Flight[Item]] = {}
-        self._slots = asyncio.Semaphore(concurrency)
+        self._queued: collections.deque[Flight[Item]] = collections.deque()  # to admit
+        self._running = 0  # handlers holding a slot
+        self._admit = asyncio.Event()  # something to admit, or a slot freed, or a stop
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._done: list[tuple[Flight[Item], Any, asyncio.Future[bool | None]]] = []
@@ -306,6 +317,7 @@ class Runtime(Generic[Item]):
         thread, use `loop.call_soon_threadsafe(worker.stop)`."""
         self._stopping.set()
         self._wake.set()
+        self._admit.set()
 
     async def run(self, *, handle_signals: bool = False) -> None:
         """Work until `stop()`; then finish or give back the items in flight."""
@@ -314,7 +326,10 @@ class Runtime(Generic[Item]):
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self.stop)
         listening = asyncio.Event()
-        helpers = [asyncio.create_task(self._complete_loop(), name="pgcoord-worker complete")]
+        helpers = [
+            asyncio.create_task(self._complete_loop(), name="pgcoord-worker complete"),
+            asyncio.create_task(self._admit_loop(), name="pgcoord-worker admit"),
+        ]
         if self.listen is False:
             listening.set()
             log.info("worker %s: no LISTEN; polling every %g s at most", self.name, self.idle_poll)
@@ -403,12 +418,14 @@ class Runtime(Generic[Item]):
         sleep (None: until a place frees; 0: an item is due now)."""
         async with self._pool.connection() as conn:
             items = await self.work.claim(conn, self.name, want, self.lease)
-            gate = self._gate(len(items)) if items and self.rate is not None else None
             for item in items:
-                flight = Flight(self.work, item, gate)
+                flight = Flight(self.work, item)
                 task = asyncio.create_task(self._process(flight), name="pgcoord-item")
                 self._flights[task] = flight
+                self._queued.append(flight)
                 task.add_done_callback(self._finished)
+            if items:
+                self._admit.set()
             if len(items) == want:
                 return len(items), None if self._want() == 0 else 0
             due_in = await self.work.due_in(conn)
@@ -416,35 +433,51 @@ class Runtime(Generic[Item]):
             return len(items), self.idle_poll
         return len(items), min(due_in.total_seconds(), self.idle_poll)
 
-    def _gate(self, cost: int) -> asyncio.Future[None]:
-        """A future resolved once the shared rate budget grants `cost` starts."""
-        gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(self._acquire(cost, gate), name="pgcoord-rate")
-        task.add_done_callback(lambda t: None if t.cancelled() else t.exception())
-        return gate
-
-    async def _acquire(self, cost: int, gate: asyncio.Future[None]) -> None:
-        assert self.rate is not None
-        rate = self.rate
+    async def _admit_loop(self) -> None:
+        """Start queued items as slots free up: with a rate budget, first spend one token
+        per item for all that can start now, in one `rate_acquire` call, so the fleet
+        never starts more handlers than the budget allows; without one, at once. At a stop,
+        the items not started are refused (their tasks give them back)."""
         pause = 0.1
-        while not gate.done():
-            try:
-                async with self._pool.connection() as conn:
-                    wait = await rates_async.rate_acquire(
-                        conn, rate.key, rate.per_second, rate.burst, cost
-                    )
-                pause = 0.1
-            except Exception:
-                log.warning("rate_acquire of %r failed; retrying", rate.key, exc_info=True)
-                wait, pause = timedelta(seconds=pause), min(pause * 2, MAX_ERROR_PAUSE)
-            if wait <= timedelta(0):
-                if not gate.done():
-                    gate.set_result(None)
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), wait.total_seconds())
-            if self._stopping.is_set() and not gate.done():
-                gate.set_result(None)  # the waiting items see the stop and give back
+        while True:
+            await self._admit.wait()
+            self._admit.clear()
+            while self._queued and self._queued[0].admitted.done():
+                self._queued.popleft()  # cancelled by a stop meanwhile
+            if self._stopping.is_set():
+                while self._queued:
+                    flight = self._queued.popleft()
+                    if not flight.admitted.done():
+                        flight.admitted.set_result(False)
+                continue
+            count = min(self.concurrency - self._running, len(self._queued))
+            if count <= 0:
+                continue
+            if self.rate is not None:
+                try:
+                    wait = await self._spend(min(count, self.rate.burst))
+                    pause = 0.1
+                except Exception:
+                    log.warning("rate_acquire of %r failed; retrying", self.rate.key, exc_info=True)
+                    wait, pause = timedelta(seconds=pause), min(pause * 2, MAX_ERROR_PAUSE)
+                if wait > timedelta(0):
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), wait.total_seconds())
+                    self._admit.set()
+                    continue
+                count = min(count, self.rate.burst)
+            for _ in range(count):
+                flight = self._queued.popleft()
+                self._running += 1
+                flight.admitted.set_result(True)
+            self._admit.set()  # look again: more may be startable
+
+    async def _spend(self, cost: int) -> timedelta:
+        assert self.rate is not None
+        async with self._pool.connection() as conn:
+            return await rates_async.rate_acquire(
+                conn, self.rate.key, self.rate.per_second, self.rate.burst, cost
+            )
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._flights.pop(task, None)
@@ -458,7 +491,7 @@ class Runtime(Generic[Item]):
         item = flight.item
         beat = asyncio.create_task(self._heartbeat(flight), name="pgcoord-heartbeat")
         try:
-            if not await self._admitted(flight):
+            if not await flight.admitted:
                 self.failed += 1  # the worker stopped before this item started
                 await self._release(flight)
                 return
@@ -476,35 +509,12 @@ class Runtime(Generic[Item]):
                     await self._release(flight)
                     raise
             finally:
-                self._slots.release()
+                self._running -= 1
+                self._admit.set()
         finally:
             beat.cancel()
             await asyncio.gather(beat, return_exceptions=True)
         await self._settle(flight, handler)
-
-    async def _admitted(self, flight: Flight[Item]) -> bool:
-        """Wait for the rate budget, then take a slot; False when the worker stopped
-        before the item could start (no slot is then taken)."""
-        if flight.gate is not None:
-            await flight.gate  # resolved by a grant, or by the stop
-            if self._stopping.is_set():
-                return False
-        if flight.stopped:
-            return False
-        if not self._slots.locked():
-            await self._slots.acquire()  # a free slot: taken at once
-            return True
-        slot = asyncio.ensure_future(self._slots.acquire())
-        stopping = asyncio.ensure_future(self._stopping.wait())
-        await asyncio.wait([slot, stopping], return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if not slot.done():
-            slot.cancel()
-            return False
-        if self._stopping.is_set():
-            self._slots.release()
-            return False
-        return True
 
     async def _run_handler(self, item: Item) -> Any:
         if self.timeout is None:
