@@ -60,8 +60,8 @@ def validate(parts: list[str]) -> list[str]:
     size = sum(map(len, parts))
     if size < MIN_TEXT:
         raise InvalidText(
-            f"the model's answer is too short to send: {size} characters in "
-            f"{len(parts)} parts after trimming, at least {MIN_TEXT} needed"
+            f"the model's answer is too short to send: {size} characters after "
+            f"trimming, at least {MIN_TEXT} needed"
         )
     return parts
 
