@@ -100,7 +100,7 @@ def test_a_429_raises_rate_limited_with_the_providers_delay(endpoint: str) -> No
 
 
 def test_the_gateways_own_limit_raises_rate_limited() -> None:
-    with provider(replace(QUIET, gateway_limit=0)) as fake:
+    with provider(replace(QUIET, gateway_limit=0, retry_after=7)) as fake:
         with pytest.raises(RateLimited) as raised:
             handle(fake.url, message(4))
         ledger = fake.ledger()

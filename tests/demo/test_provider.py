@@ -88,7 +88,7 @@ def test_the_gateway_enforces_its_own_rate_limit() -> None:
                 )
             )
 
-    with FakeProvider(replace(QUIET, gateway_limit=limit)) as provider:
+    with FakeProvider(replace(QUIET, gateway_limit=limit, retry_after=7)) as provider:
         answers = asyncio.run(burst(provider.url))
         ledger = provider.ledger()
     statuses = Counter(a.status_code for a in answers)
@@ -207,5 +207,6 @@ def test_the_ledger_reads_the_same_over_http() -> None:
         served = http.get("/ledger")
     assert served.status_code == 200
     assert Ledger.from_json(served.json()) == ledger
+    assert provider.ledger() == ledger  # after the end too
     assert ledger.accepted and ledger.seconds and ledger.generations
     assert sum(ledger.answers.values()) == 30

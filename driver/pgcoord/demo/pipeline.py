@@ -1,20 +1,22 @@
-"""The seed's campaign sender, rebuilt as a pgcoord campaign handler.
+"""A WhatsApp campaign sender, rebuilt as a pgcoord campaign handler.
 
-The old sender took one message at a time, waited on the model and the WhatsApp gateway
-with no timeout, gave up at once on HTTP 429 and never retried. Here a `CampaignWorker`
-claims, runs handlers side by side, retries and paces the fleet; the handler does one
-message's work and returns how it went:
+The edge function it replaces took one message at a time, waited on the model and the
+WhatsApp gateway with no timeout, gave up at once on HTTP 429, never retried and kept
+no metrics. Here a `CampaignWorker` claims, runs handlers side by side, retries and
+paces the fleet; the handler does one message's work and returns how it went:
 
     async with httpx.AsyncClient() as http:  # one connection pool for the process
         handler = make_handler("http://127.0.0.1:8080", http)
-        await CampaignWorker(handler, database_url, concurrency=8).run()
+        await CampaignWorker(handler, database_url, concurrency=8, timeout=90).run()
 
 For each message the handler asks the model for the text (POST /llm/generate, at most
 30 s, keyed by the message id so that a retry gets the same text back), splits it into
 parts (`parts`), and sends them in order (POST /gateway/messages, at most 10 s each),
 each with the idempotency key "{message_id}:{index}": on a retry, the parts the gateway
 already took are answered with their original acceptance, not sent twice. It returns
-the metrics stored with the message.
+the metrics stored with the message. The worker's own `timeout` should leave room for
+all of that (30 s + 10 s a part), or it cancels a slow message before the handler can
+say which call was slow.
 
 HTTP 429 raises `RateLimited(Retry-After)`: the worker snoozes the message without
 spending a try and pauses the shared rate key, so the whole fleet waits. Anything else
@@ -127,7 +129,7 @@ async def call(
             )
     except TimeoutError:
         raise ProviderError(f"{what}: no answer within {timeout:g} s") from None
-    except httpx.TransportError as exc:
+    except httpx.RequestError as exc:
         raise ProviderError(f"{what}: {type(exc).__name__}: {exc}") from exc
     if response.status_code == 429:
         raise RateLimited(retry_after(response), f"{what} answered 429 Too Many Requests")

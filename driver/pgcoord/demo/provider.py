@@ -20,7 +20,8 @@ GET /ledger  what the gateway accepted and how busy it was (`Ledger`, as JSON)
 A repeated key is answered with the header Idempotent-Replayed: true. Every call waits
 a seeded latency and may then be answered 503 or 429 with Retry-After; `Options.faults`
 scripts the answers to given keys. The gateway serves at most `gateway_limit` requests
-in each second of its clock (counted from its start) and answers the rest 429 at once.
+in each second of its clock (counted from its start) and answers the rest 429 at once,
+with Retry-After: 1. A request without its key or with a bad body is answered 400.
 A call's fate is drawn from the seed, the endpoint, its key and how often that key came
 before, so a seed gives a request the same fate whatever the order of arrival.
 """
@@ -158,14 +159,17 @@ class FakeProvider:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._loop is not None and self._stop is not None:
+        if self._loop is not None and self._stop is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(START_TIMEOUT)
 
     def ledger(self) -> Ledger:
-        """What the provider did so far (taken in its own thread, so it is consistent)."""
-        assert self._loop is not None, "the provider is not running"
-        return asyncio.run_coroutine_threadsafe(self._ledger(), self._loop).result(START_TIMEOUT)
+        """What the provider did so far, taken in its own thread while it runs (so it is
+        consistent); after the `with` block, what it did in all."""
+        if self._loop is not None and self._thread.is_alive():
+            taken = asyncio.run_coroutine_threadsafe(self._ledger(), self._loop)
+            return taken.result(START_TIMEOUT)
+        return self._snapshot()
 
     # the server -------------------------------------------------------------------------
     def _run(self) -> None:
@@ -217,13 +221,25 @@ class FakeProvider:
         return (429 if roll < self.options.errors + self.options.throttled else 200), draw
 
     def _answer(
-        self, endpoint: str, status: int, body: Mapping[str, Any], *, replayed: bool = False
+        self,
+        endpoint: str,
+        status: int,
+        body: Mapping[str, Any],
+        *,
+        replayed: bool = False,
+        retry_after: int | None = None,
     ) -> web.Response:
         self._answers[f"{endpoint} {status}"] += 1
         headers = {"Idempotent-Replayed": "true"} if replayed else {}
-        if status == 429:
-            headers["Retry-After"] = str(self.options.retry_after)
+        if retry_after is not None:
+            headers["Retry-After"] = str(retry_after)
         return web.json_response(body, status=status, headers=headers)
+
+    def _fault(self, endpoint: str, status: int) -> web.Response:
+        """A drawn or scripted failure; a 429 says when to come back."""
+        wait = self.options.retry_after if status == 429 else None
+        body = {"error": HTTPStatus(status).phrase}
+        return self._answer(endpoint, status, body, retry_after=wait)
 
     async def _generate(self, request: web.Request) -> web.Response:
         key = request.headers.get("Idempotency-Key", "")
@@ -232,7 +248,7 @@ class FakeProvider:
             return self._answer("llm", 400, {"error": "prompt: a text is required"})
         status, draw = await self._fate("llm", key)
         if status != 200:
-            return self._answer("llm", status, {"error": HTTPStatus(status).phrase})
+            return self._fault("llm", status)
         if key in self._generations:
             return self._answer("llm", 200, self._generations[key], replayed=True)
         text = self._write(draw)
@@ -266,7 +282,9 @@ class FakeProvider:
         second[0] += 1
         if second[0] > self.options.gateway_limit:
             second[1] += 1
-            return self._answer("gateway", 429, {"error": "over the gateway's rate limit"})
+            # the next second, and with it room, begins within one
+            body = {"error": "over the gateway's rate limit"}
+            return self._answer("gateway", 429, body, retry_after=1)
         key = request.headers.get("Idempotency-Key", "")
         body = await _body(request)
         to, text = body.get("to"), body.get("text")
@@ -280,7 +298,7 @@ class FakeProvider:
             )
         status, _ = await self._fate("gateway", key)
         if status != 200:
-            return self._answer("gateway", status, {"error": HTTPStatus(status).phrase})
+            return self._fault("gateway", status)
         digest = hashlib.sha256(f"{to}\n{text}".encode()).hexdigest()
         taken = self._accepted.get(key)
         if taken is None:
@@ -295,6 +313,9 @@ class FakeProvider:
         return self._answer("gateway", 200, _acceptance(taken), replayed=True)
 
     async def _ledger(self) -> Ledger:
+        return self._snapshot()
+
+    def _snapshot(self) -> Ledger:
         return Ledger(
             self.options.gateway_limit,
             tuple(self._accepted.values()),
@@ -305,7 +326,7 @@ class FakeProvider:
         )
 
     async def _read_ledger(self, request: web.Request) -> web.Response:
-        return web.json_response((await self._ledger()).to_json())
+        return web.json_response(self._snapshot().to_json())
 
 
 def _acceptance(taken: Acceptance) -> dict[str, Any]:
