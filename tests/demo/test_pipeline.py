@@ -80,6 +80,24 @@ def test_a_message_is_generated_split_and_sent_with_its_metrics() -> None:
     assert metrics["send_ms"] >= 20 * metrics["parts"]
 
 
+def test_pace_is_awaited_before_each_request_to_the_gateway() -> None:
+    paced: list[int] = []
+
+    async def main(url: str) -> dict[str, Any]:
+        async with httpx.AsyncClient() as http:
+
+            async def pace() -> None:
+                paced.append(len(fake.ledger().accepted))  # parts taken before this one
+                await asyncio.sleep(0.05)
+
+            return await make_handler(url, http, pace=pace)(message(3))
+
+    with provider(LONG) as fake:
+        metrics = asyncio.run(main(fake.url))
+    assert paced == list(range(metrics["parts"]))
+    assert metrics["send_ms"] >= 50 * metrics["parts"]
+
+
 def test_the_prompt_carries_recipient_and_payload() -> None:
     text = prompt(message(3))
     assert "+49150000003" in text and '"name": "Zoë"' in text and "JSON list" in text

@@ -47,6 +47,7 @@ RETRY_AFTER = 1.0  # seconds to wait after a 429 that says nothing usable
 MAX_RETRY_AFTER = 86400.0  # seconds: a day, the longest pause of a rate key
 
 Handler = Callable[[CampaignMessage], Awaitable[dict[str, Any]]]
+Pace = Callable[[], Awaitable[object]]
 
 
 class ProviderError(Exception):
@@ -60,10 +61,13 @@ def make_handler(
     *,
     generate_timeout: float = GENERATE_TIMEOUT,
     send_timeout: float = SEND_TIMEOUT,
+    pace: Pace | None = None,
 ) -> Handler:
     """The campaign handler calling the model and the gateway at `base_url` through
     `http`, one client (and so one connection pool) shared by every handler of a
-    process."""
+    process. `pace`, when given, is awaited before each request to the gateway: a
+    budget counted in requests (say, waiting on `rate_acquire`) where the worker's
+    counts messages, and a message may have several parts."""
     base = base_url.rstrip("/")
 
     async def send_campaign_message(message: CampaignMessage) -> dict[str, Any]:
@@ -81,6 +85,8 @@ def make_handler(
         parts = validate(split_parts(text))
         replayed = 0
         for index, part in enumerate(parts):
+            if pace is not None:
+                await pace()
             accepted = await call(
                 http,
                 f"{base}/gateway/messages",
@@ -93,7 +99,7 @@ def make_handler(
         return {
             "tokens": tokens,
             "generate_ms": round((generated - start) * 1000),
-            "send_ms": round((time.perf_counter() - generated) * 1000),
+            "send_ms": round((time.perf_counter() - generated) * 1000),  # pace included
             "parts": len(parts),
             "replayed": replayed,  # parts the gateway had taken on an earlier try
         }
