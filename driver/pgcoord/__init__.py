@@ -23,14 +23,28 @@ from .errors import (
     ServerError,
 )
 from .lease import Lease
-from .types import Batch, BufferStatus, Ingested, Lock, LockStatus
-from .worker import BufferWorker, complete_in
+from .types import (
+    Batch,
+    BufferStatus,
+    CampaignFailure,
+    CampaignMessage,
+    CampaignProgress,
+    Ingested,
+    Lock,
+    LockStatus,
+    RateStatus,
+)
+from .worker import BufferWorker, CampaignWorker, RateBudget, complete_in
 
 __all__ = [
     "AsyncClient",
     "Batch",
     "BufferStatus",
     "BufferWorker",
+    "CampaignFailure",
+    "CampaignMessage",
+    "CampaignProgress",
+    "CampaignWorker",
     "ClaimLost",
     "Client",
     "Conflict",
@@ -46,7 +60,9 @@ __all__ = [
     "NotInstalled",
     "NullArgument",
     "PgcoordError",
+    "RateBudget",
     "RateLimited",
+    "RateStatus",
     "Retry",
     "ServerError",
     "complete_in",
