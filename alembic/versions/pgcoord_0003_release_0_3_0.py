@@ -1,5 +1,5 @@
-"""pgcoord 0.3.0: shared rate limits (rate_acquire, rate_pause) and the argument ranges:
-db/releases/0.3.0/.
+"""pgcoord 0.3.0: the campaign send queue (campaign_*), shared rate limits (rate_*) and
+the documented argument ranges: db/releases/0.3.0/.
 
 Revision ID: pgcoord_0003
 Revises: pgcoord_0002
