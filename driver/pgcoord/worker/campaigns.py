@@ -54,6 +54,7 @@ class CampaignWork(Work[CampaignMessage]):
     # scheduled for later, which campaign_due_in already counts
     max_idle_poll = timedelta(seconds=5)
     final_line = "failed {item} for good after {attempt} tries: {reason}"
+    completes_in_batches = True
 
     def __init__(self, run_id: int | None, skip_stale_every: timedelta | None) -> None:
         self.run_id = run_id

@@ -66,6 +66,9 @@ MAX_ERROR_PAUSE = 5.0
 LISTEN_TIMEOUT = 5.0
 # how many queued successes one completion call takes at most
 COMPLETE_BATCH = 100
+# how long a success may wait for others to share its completion call, when the work
+# completes in batches: until a claim's worth has finished, no handler runs, or this
+COMPLETE_LINGER = 0.05
 STOPPED = "worker stopped before the handler finished"
 
 
@@ -131,6 +134,10 @@ class Work(ABC, Generic[Item]):
     @abstractmethod
     async def extend(self, conn: AsyncConn, item: Item, lease: timedelta) -> datetime | None:
         """Extend the claim; None when it is no longer current."""
+
+    # whether `complete` makes one call for many items (then successes wait a moment for
+    # others to share it), or one call each
+    completes_in_batches: ClassVar[bool] = False
 
     @abstractmethod
     async def complete(self, conn: AsyncConn, done: Sequence[tuple[Item, Any]]) -> list[bool]:
@@ -318,6 +325,7 @@ class Runtime(Generic[Item]):
         self._stopping.set()
         self._wake.set()
         self._admit.set()
+        self._done_ready.set()
 
     async def run(self, *, handle_signals: bool = False) -> None:
         """Work until `stop()`; then finish or give back the items in flight."""
@@ -511,6 +519,7 @@ class Runtime(Generic[Item]):
             finally:
                 self._running -= 1
                 self._admit.set()
+                self._done_ready.set()  # a lingering completion may go now
         finally:
             beat.cancel()
             await asyncio.gather(beat, return_exceptions=True)
@@ -679,6 +688,8 @@ class Runtime(Generic[Item]):
         """Complete whatever succeeded since the last call, in one call, until cancelled."""
         while True:
             await self._done_ready.wait()
+            if self.work.completes_in_batches:
+                await self._linger()
             self._done_ready.clear()
             while self._done:
                 batch, self._done = self._done[:COMPLETE_BATCH], self._done[COMPLETE_BATCH:]
@@ -697,6 +708,23 @@ class Runtime(Generic[Item]):
                 for (_, _, done), outcome in zip(batch, outcomes, strict=True):
                     if not done.done():
                         done.set_result(outcome)
+
+    async def _linger(self) -> None:
+        """Let successes gather for one call: until a claim's worth is queued, no handler
+        runs (nothing more is coming), the worker stops, or COMPLETE_LINGER has passed."""
+        deadline = asyncio.get_running_loop().time() + COMPLETE_LINGER
+        while (
+            self._done
+            and len(self._done) < self.batch
+            and self._running > 0
+            and not self._stopping.is_set()
+        ):
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return
+            self._done_ready.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._done_ready.wait(), remaining)
 
     def _fail_pending_completions(self) -> None:
         for _, _, done in self._done:
