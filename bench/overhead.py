@@ -36,7 +36,7 @@ from typing import Any, LiteralString
 import psycopg
 from psycopg.types.json import Jsonb
 
-from pgcoord import inbox, locks, sql
+from pgcoord import config, inbox, locks, sql
 
 from . import driver, overhead_report, report
 from .database import ScratchDatabase, scratch_database, server
@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     url = os.environ.get("DATABASE_URL") or None
     with server(url) as server_url, scratch_database(server_url) as db:
         result = describe(db, args, "DATABASE_URL" if url else "embedded")
-        with psycopg.connect(db.url, **locks.CONNECTION_OPTIONS) as conn:
+        with psycopg.connect(db.url, **config.CONNECTION_OPTIONS) as conn:
             result["placement"] = place(conn, args.placement)
             rounds, pooled = measure(conn, args)
             result["protocol"] = protocol_check(conn)
@@ -391,7 +391,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def describe(db: ScratchDatabase, args: argparse.Namespace, kind: str) -> dict[str, Any]:
     return {
         **report.environment(db, "overhead", args.command, kind),
-        "connection_options": dict(locks.CONNECTION_OPTIONS),
+        "connection_options": dict(config.CONNECTION_OPTIONS),
         "settings": {
             "calls": args.calls,
             "rounds": args.rounds,
