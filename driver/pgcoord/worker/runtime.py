@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import inspect
 import logging
 import signal
@@ -43,7 +44,7 @@ from typing import Any, ClassVar, Generic, LiteralString, TypeVar
 
 import psycopg
 from psycopg import sql as pgsql
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .. import rates_async
 from ..config import async_pool
@@ -70,6 +71,8 @@ COMPLETE_BATCH = 100
 # completes in batches: until a claim's worth has finished, no handler runs, or this
 COMPLETE_LINGER = 0.05
 STOPPED = "worker stopped before the handler finished"
+# the faults of the database or the network: logged as one line each, not a traceback
+FAULTS = (psycopg.OperationalError, PoolTimeout, OSError, TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -226,6 +229,16 @@ def _token(item: Any) -> int | None:
     return getattr(item, "claim_token", None)
 
 
+class UncommittedCompletion(Exception):
+    """The handler returned, but the completion it made with complete_in rolled back."""
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as one line: its class and its first line of text."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
 async def _resolved(value: Any) -> Any:
     """A pool's conninfo or kwargs: the value, or what its (async) callable returns."""
     if callable(value):
@@ -295,6 +308,9 @@ class Runtime(Generic[Item]):
         self.batch = batch
         self.capacity = concurrency + prefetch
         self.lease = lease
+        # the longest one database call may take: a server that stops answering (frozen,
+        # partitioned) is noticed well within the lease, and a stop is not held up by it
+        self.call_timeout = min(max(lease.total_seconds() / 2, 1.0), 10.0)
         self.timeout = timeout
         self.idle_poll = idle_poll.total_seconds()
         self.grace = grace.total_seconds()
@@ -308,6 +324,8 @@ class Runtime(Generic[Item]):
             name="pgcoord-worker",
         )
         self._flights: dict[asyncio.Task[None], Flight[Item]] = {}
+        self._sweep: asyncio.Task[None] | None = None
+        self._abandoned: set[asyncio.Task[Any]] = set()  # calls past call_timeout
         self._queued: collections.deque[Flight[Item]] = collections.deque()  # to admit
         self._running = 0  # handlers holding a slot
         self._admit = asyncio.Event()  # something to admit, or a slot freed, or a stop
@@ -366,7 +384,7 @@ class Runtime(Generic[Item]):
             await self._drain(0)
             raise
         finally:
-            for task in helpers:
+            for task in [*helpers, *([self._sweep] if self._sweep else []), *self._abandoned]:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
             self._fail_pending_completions()
@@ -383,6 +401,45 @@ class Runtime(Generic[Item]):
             self.failed,
         )
 
+    # -- the database -----------------------------------------------------------------
+
+    async def _db(self, call: Callable[[AsyncConn], Awaitable[T]]) -> T:
+        """`call` on a pooled connection, bounded by `call_timeout`: a database that stops
+        answering raises TimeoutError then, at once. The stuck call is cancelled and left
+        to end in the background (psycopg then tries to cancel its query on the server,
+        which takes seconds when nothing answers), so the worker goes on meanwhile."""
+
+        async def pooled() -> T:
+            async with self._pool.connection(timeout=self.call_timeout) as conn:
+                return await call(conn)
+
+        task = asyncio.create_task(pooled(), name="pgcoord-call")
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self.call_timeout)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if not done:
+            task.cancel()
+            self._abandoned.add(task)
+            task.add_done_callback(self._abandoned.discard)
+            raise TimeoutError
+        return task.result()
+
+    def _fault(self, exc: BaseException, message: str, *args: Any) -> None:
+        """Log a failed call: one line for a fault of the database or the network (and
+        sweep the pool's dead connections at once, not one call at a time), the
+        traceback for anything else."""
+        if isinstance(exc, FAULTS):
+            cause = _one_line(exc)
+            if isinstance(exc, TimeoutError) and not str(exc):
+                cause = f"the database did not answer within {self.call_timeout:g} s"
+            log.warning(message + ": %s", *args, cause)
+            if self._sweep is None or self._sweep.done():
+                self._sweep = asyncio.create_task(self._pool.check(), name="pgcoord-sweep")
+        else:
+            log.warning(message, *args, exc_info=exc)
+
     # -- claiming ---------------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
@@ -396,10 +453,8 @@ class Runtime(Generic[Item]):
                 try:
                     claimed, pause = await self._claim(want)
                     error_pause = 0.1
-                except (psycopg.Error, OSError):
-                    log.warning(
-                        "claiming failed; trying again in %.1f s", error_pause, exc_info=True
-                    )
+                except (psycopg.Error, *FAULTS) as exc:
+                    self._fault(exc, "claiming failed; trying again in %.1f s", error_pause)
                     pause, error_pause = error_pause, min(error_pause * 2, MAX_ERROR_PAUSE)
                 else:
                     if claimed or pause != 0:
@@ -424,19 +479,18 @@ class Runtime(Generic[Item]):
     async def _claim(self, want: int) -> tuple[int, float | None]:
         """Claim up to `want` items and start them; return how many, and how long to
         sleep (None: until a place frees; 0: an item is due now)."""
-        async with self._pool.connection() as conn:
-            items = await self.work.claim(conn, self.name, want, self.lease)
-            for item in items:
-                flight = Flight(self.work, item)
-                task = asyncio.create_task(self._process(flight), name="pgcoord-item")
-                self._flights[task] = flight
-                self._queued.append(flight)
-                task.add_done_callback(self._finished)
-            if items:
-                self._admit.set()
-            if len(items) == want:
-                return len(items), None if self._want() == 0 else 0
-            due_in = await self.work.due_in(conn)
+        items = await self._db(lambda conn: self.work.claim(conn, self.name, want, self.lease))
+        for item in items:
+            flight = Flight(self.work, item)
+            task = asyncio.create_task(self._process(flight), name="pgcoord-item")
+            self._flights[task] = flight
+            self._queued.append(flight)
+            task.add_done_callback(self._finished)
+        if items:
+            self._admit.set()
+        if len(items) == want:
+            return len(items), None if self._want() == 0 else 0
+        due_in = await self._db(self.work.due_in)
         if due_in is None:
             return len(items), self.idle_poll
         return len(items), min(due_in.total_seconds(), self.idle_poll)
@@ -465,8 +519,8 @@ class Runtime(Generic[Item]):
                 try:
                     wait = await self._spend(min(count, self.rate.burst))
                     pause = 0.1
-                except Exception:
-                    log.warning("rate_acquire of %r failed; retrying", self.rate.key, exc_info=True)
+                except Exception as exc:
+                    self._fault(exc, "rate_acquire of %r failed; retrying", self.rate.key)
                     wait, pause = timedelta(seconds=pause), min(pause * 2, MAX_ERROR_PAUSE)
                 if wait > timedelta(0):
                     with contextlib.suppress(TimeoutError):
@@ -482,10 +536,10 @@ class Runtime(Generic[Item]):
 
     async def _spend(self, cost: int) -> timedelta:
         assert self.rate is not None
-        async with self._pool.connection() as conn:
-            return await rates_async.rate_acquire(
-                conn, self.rate.key, self.rate.per_second, self.rate.burst, cost
-            )
+        rate = self.rate
+        return await self._db(
+            lambda conn: rates_async.rate_acquire(conn, rate.key, rate.per_second, rate.burst, cost)
+        )
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._flights.pop(task, None)
@@ -543,15 +597,12 @@ class Runtime(Generic[Item]):
         while True:
             await asyncio.sleep(pause)
             try:
-                async with self._pool.connection() as conn:
-                    until = await self.work.extend(conn, flight.item, self.lease)
-            except Exception:
+                until = await self._db(lambda conn: self.work.extend(conn, flight.item, self.lease))
+            except Exception as exc:
                 # try again sooner: two missed beats and the lease may run out
                 pause = interval / 3
-                log.warning(
-                    "heartbeat of %s failed, retrying",
-                    self.work.describe(flight.item),
-                    exc_info=True,
+                self._fault(
+                    exc, "heartbeat of %s failed, retrying", self.work.describe(flight.item)
                 )
                 continue
             pause = interval
@@ -570,6 +621,13 @@ class Runtime(Generic[Item]):
         seconds = time.monotonic() - flight.claimed
         cancelled = handler.cancelled()
         error = None if cancelled else handler.exception()
+        if flight.completed and not await self._committed(flight):
+            # complete_in ran, but its transaction rolled back: the claim is still ours
+            flight.completed = False
+            if not cancelled and error is None:
+                error = UncommittedCompletion(
+                    "the handler returned, but the transaction of its complete_in did not commit"
+                )
         if not cancelled and error is None:
             if flight.completed or await self._complete(flight, handler.result()):
                 self.processed += 1
@@ -603,6 +661,18 @@ class Runtime(Generic[Item]):
         else:
             self.failed += 1
             await self._give_back(flight, error)
+
+    async def _committed(self, flight: Flight[Item]) -> bool:
+        """Whether the handler's complete_in committed: then the claim is gone, and an
+        extend finds nothing. When it rolled back (the handler's transaction failed) the
+        claim is still current: the extend keeps it for the give-back. Unknown (the call
+        failed): taken as committed, and the lease decides."""
+        until = await self._call(
+            "checking the completion of",
+            flight,
+            lambda conn: self.work.extend(conn, flight.item, self.lease),
+        )
+        return until is None
 
     async def _give_back(self, flight: Flight[Item], error: BaseException | None) -> None:
         item = flight.item
@@ -638,8 +708,8 @@ class Runtime(Generic[Item]):
         back for Retry-After without spending a try (where the work allows)."""
         if self.rate is not None:
             with contextlib.suppress(Exception):
-                async with self._pool.connection() as conn:
-                    await rates_async.rate_pause(conn, self.rate.key, error.after)
+                key = self.rate.key
+                await self._db(lambda conn: rates_async.rate_pause(conn, key, error.after))
         outcome = await self._call(
             "snoozing", flight, lambda conn: self.work.snooze(conn, flight.item, error.after)
         )
@@ -662,10 +732,9 @@ class Runtime(Generic[Item]):
         """`call` on a pooled connection; None, logged, when it fails: the claim's lease
         then runs out and the item is delivered again."""
         try:
-            async with self._pool.connection() as conn:
-                return await call(conn)
-        except Exception:
-            log.warning("%s %s failed", what, self.work.describe(flight.item), exc_info=True)
+            return await self._db(call)
+        except Exception as exc:
+            self._fault(exc, "%s %s failed", what, self.work.describe(flight.item))
             return None
 
     # -- batched completions ----------------------------------------------------------
@@ -695,15 +764,14 @@ class Runtime(Generic[Item]):
                 batch, self._done = self._done[:COMPLETE_BATCH], self._done[COMPLETE_BATCH:]
                 outcomes: Sequence[bool | None]
                 try:
-                    async with self._pool.connection() as conn:
-                        outcomes = await self.work.complete(
-                            conn, [(flight.item, result) for flight, result, _ in batch]
+                    outcomes = await self._db(
+                        functools.partial(
+                            self.work.complete, done=[(f.item, result) for f, result, _ in batch]
                         )
-                except Exception:
-                    for flight, _, _ in batch:
-                        log.warning(
-                            "completing %s failed", self.work.describe(flight.item), exc_info=True
-                        )
+                    )
+                except Exception as exc:
+                    items = ", ".join(self.work.describe(flight.item) for flight, _, _ in batch)
+                    self._fault(exc, "completing %s failed", items)
                     outcomes = [None] * len(batch)
                 for (_, _, done), outcome in zip(batch, outcomes, strict=True):
                     if not done.done():
@@ -774,8 +842,8 @@ class Runtime(Generic[Item]):
                     pause = 0.5
                     async for _ in conn.notifies():
                         self._wake.set()
-            except Exception:
-                log.warning("listening on %s failed; retrying", channel, exc_info=True)
+            except Exception as exc:
+                self._fault(exc, "listening on %s failed; retrying", channel)
             listening.set()
             await asyncio.sleep(pause)
             pause = min(pause * 2, MAX_ERROR_PAUSE)
@@ -785,8 +853,7 @@ class Runtime(Generic[Item]):
         assert every is not None
         while True:
             try:
-                async with self._pool.connection() as conn:
-                    await self.work.housekeep(conn, self.name)
-            except Exception:
-                log.warning("housekeeping failed; trying again later", exc_info=True)
+                await self._db(lambda conn: self.work.housekeep(conn, self.name))
+            except Exception as exc:
+                self._fault(exc, "housekeeping failed; trying again later")
             await asyncio.sleep(every.total_seconds())
