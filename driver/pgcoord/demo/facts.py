@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -70,6 +70,7 @@ class Outcome:
     latencies: tuple[float, ...] = field(default=())  # seconds: last message -> reply
     drain: float | None = None  # seconds from the last new message to the last reply
     by_worker: dict[str, int] = field(default_factory=dict)  # replies per worker
+    lost_answers: int = 0  # ids of which a delivery's answer was lost (and made again)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,10 +92,13 @@ def analyse(
     claims: Sequence[Claim],
     replies: Sequence[Reply],
     status: Sequence[BufferStatus],
+    lost_answers: Collection[str] = (),
 ) -> Outcome:
     """The facts about a storm from what it sent (`deliveries`), what pgcoord stored
     (`rows`), what the workers claimed and replied (the ledger) and what is still
-    buffered (`status`)."""
+    buffered (`status`). `lost_answers`: the ids of which a delivery got no answer (its
+    connection failed) and was made again: stored then or not, so the deliveries that
+    were answered may all say duplicate = true."""
     by_id = _by_provider_id(deliveries)
     replies_of = _replies_of(replies)
     ids = {r.message_id for r in rows}
@@ -107,7 +111,7 @@ def analyse(
         repeats=len(deliveries) - len(by_id),
         doubles=len({d.provider_message_id for d in deliveries if d.kind == "double"}),
         stored=len(rows),
-        misdelivered=_misdelivered(by_id, rows),
+        misdelivered=_misdelivered(by_id, rows, lost_answers),
         replies=len(replies),
         unanswered=tuple(sorted(ids - set(replies_of))),
         answered_twice=tuple(sorted(mid for mid, rs in replies_of.items() if len(rs) > 1)),
@@ -124,6 +128,7 @@ def analyse(
         latencies=_latencies(rows, replies),
         drain=_drain(rows, replies),
         by_worker=_by_worker(replies),
+        lost_answers=len(set(lost_answers)),
     )
 
 
@@ -137,15 +142,18 @@ def _by_provider_id(deliveries: Sequence[Delivery]) -> dict[str, list[Delivery]]
     return by_id
 
 
-def _misdelivered(by_id: dict[str, list[Delivery]], rows: Sequence[Stored]) -> tuple[str, ...]:
+def _misdelivered(
+    by_id: dict[str, list[Delivery]], rows: Sequence[Stored], lost_answers: Collection[str]
+) -> tuple[str, ...]:
     """Provider ids not stored as exactly one row, answered duplicate = false exactly once
-    and named by every repeat; and rows of ids that were never sent."""
+    (at most once when an answer was lost) and named by every repeat; and rows of ids
+    that were never sent."""
     row_of = {r.provider_message_id: r for r in rows}
     wrong = [
         pid
         for pid, ds in sorted(by_id.items())
         if (row := row_of.get(pid)) is None
-        or sum(not d.duplicate for d in ds) != 1
+        or sum(not d.duplicate for d in ds) not in ((0, 1) if pid in lost_answers else (1,))
         or {d.message_id for d in ds} != {row.message_id}
     ]
     return (*wrong, *sorted(set(row_of) - set(by_id)))

@@ -1,5 +1,7 @@
 """The storm's senders: the provider's webhooks delivering a plan's messages on its
-schedule through `message_ingest`, retries included, and what each delivery was answered."""
+schedule through `message_ingest`, retries included, and what each delivery was answered.
+With `redeliver_for`, a delivery whose connection fails is made again on a new
+connection, as a provider retries a webhook that got no answer."""
 
 from __future__ import annotations
 
@@ -12,10 +14,11 @@ from typing import Any
 
 import psycopg
 
+from pgcoord import Ingested
 from pgcoord.inbox import message_ingest
 
 from .plan import Message, Plan, PlannedBurst
-from .server import connect
+from .server import Link
 from .waiting import STEP_TIMEOUT, SceneError
 
 
@@ -36,9 +39,9 @@ class Delivery:
 class _Twin:
     """A second connection that delivers a message at the same instant as its lane."""
 
-    def __init__(self, storm: Storm, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, storm: Storm, link: Link) -> None:
         self.storm = storm
-        self.conn = conn
+        self.link = link
         self.jobs: queue.SimpleQueue[tuple[PlannedBurst, Message] | None] = queue.SimpleQueue()
         self.barrier = threading.Barrier(2, timeout=STEP_TIMEOUT)
         self.thread = threading.Thread(target=self._run, daemon=True, name="storm twin")
@@ -47,7 +50,7 @@ class _Twin:
         try:
             while (job := self.jobs.get()) is not None:
                 self.barrier.wait()
-                self.storm.deliver(self.conn, job[0], job[1], "double")
+                self.storm.deliver(self.link, job[0], job[1], "double")
         except BaseException as exc:
             self.storm.errors.append(exc)
             self.barrier.abort()
@@ -61,14 +64,22 @@ class _Twin:
 class Storm:
     """Sends a plan's messages on its schedule in the background: `lanes` threads with a
     connection each (one conversation always on the same lane, its bursts in order), and
-    a twin connection per lane for the double deliveries."""
+    a twin connection per lane for the double deliveries.
 
-    def __init__(self, url: str, plan: Plan, lanes: int = 6) -> None:
+    `redeliver_for`: for how many seconds a delivery whose connection failed (the server
+    restarted, the connection was terminated) is made again on a new connection, with a
+    growing pause; its id goes to `lost_answers`, as it may have been stored without an
+    answer. 0: the first failure stops the storm. `stop()` ends the lanes early."""
+
+    def __init__(self, url: str, plan: Plan, lanes: int = 6, redeliver_for: float = 0.0) -> None:
         self.url = url
         self.plan = plan
         self.lanes = max(1, min(lanes, plan.conversations))
+        self.redeliver_for = redeliver_for
         self.deliveries: list[Delivery] = []
+        self.lost_answers: set[str] = set()  # ids of deliveries whose answer was lost
         self.errors: list[BaseException] = []
+        self._stopping = threading.Event()
         self.started = 0.0  # perf_counter when the first lane began
         self.finished = 0.0
         self._barrier = threading.Barrier(self.lanes, action=self._go, timeout=STEP_TIMEOUT)
@@ -90,6 +101,10 @@ class Storm:
         for thread in self._threads:
             thread.start()
 
+    def stop(self) -> None:
+        """End the lanes at their next delivery (or pause); join() then returns."""
+        self._stopping.set()
+
     def join(self, timeout: float) -> list[Delivery]:
         """Wait for every lane; the deliveries, or the first error of a lane."""
         deadline = time.monotonic() + timeout
@@ -103,18 +118,19 @@ class Storm:
         self.finished = time.perf_counter()
         return list(self.deliveries)
 
-    def deliver(
-        self, conn: psycopg.Connection[Any], burst: PlannedBurst, message: Message, kind: str
-    ) -> None:
-        got = message_ingest(
-            conn,
-            self.plan.provider,
-            message.provider_message_id,
-            burst.conversation_key,
-            message.body,
-            debounce=self.plan.debounce,
-            max_wait=self.plan.max_wait,
-        )
+    def deliver(self, link: Link, burst: PlannedBurst, message: Message, kind: str) -> None:
+        def ingest(conn: psycopg.Connection[Any]) -> Ingested:
+            return message_ingest(
+                conn,
+                self.plan.provider,
+                message.provider_message_id,
+                burst.conversation_key,
+                message.body,
+                debounce=self.plan.debounce,
+                max_wait=self.plan.max_wait,
+            )
+
+        got = link.call(ingest, lambda _: self.lost_answers.add(message.provider_message_id))
         self.deliveries.append(
             Delivery(
                 message.provider_message_id,
@@ -129,35 +145,48 @@ class Storm:
 
     def _lane(self, bursts: list[PlannedBurst]) -> None:
         try:
-            with connect(self.url) as conn, connect(self.url) as twin_conn:
-                twin = _Twin(self, twin_conn)
+            link, twin_link = self._link(), None
+            try:
+                twin_link = self._link()
+                twin = _Twin(self, twin_link)
                 twin.thread.start()
                 try:
                     self._barrier.wait()
-                    self._send(conn, twin, bursts)
+                    self._send(link, twin, bursts)
                 finally:
                     twin.jobs.put(None)
                     twin.thread.join(STEP_TIMEOUT)
+            finally:
+                link.close()
+                if twin_link is not None:
+                    twin_link.close()
         except BaseException as exc:
             self.errors.append(exc)
             self._barrier.abort()
 
-    def _send(self, conn: psycopg.Connection[Any], twin: _Twin, bursts: list[PlannedBurst]) -> None:
+    def _link(self) -> Link:
+        return Link(self.url, self.redeliver_for, self._stopping)
+
+    def _send(self, link: Link, twin: _Twin, bursts: list[PlannedBurst]) -> None:
         for at, burst, late in _schedule(bursts):
             if late is not None:
-                self._sleep_until(at)
-                self.deliver(conn, burst, late, "late")
+                if not self._sleep_until(at):
+                    return
+                self.deliver(link, burst, late, "late")
                 continue
             for message in burst.messages:
-                self._sleep_until(at + message.offset)
+                if not self._sleep_until(at + message.offset):
+                    return
                 if message.retry == "double":
                     twin.deliver_with(burst, message)
-                self.deliver(conn, burst, message, "burst")
+                self.deliver(link, burst, message, "burst")
 
-    def _sleep_until(self, at: float) -> None:
+    def _sleep_until(self, at: float) -> bool:
+        """Wait for the instant `at`; False when the storm was stopped first."""
         pause = self.started + at - time.perf_counter()
         if pause > 0:
-            time.sleep(pause)
+            return not self._stopping.wait(pause)
+        return not self._stopping.is_set()
 
 
 def _schedule(

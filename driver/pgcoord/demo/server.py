@@ -1,13 +1,16 @@
 """Where the demo runs: the given server or a throwaway embedded one, pgcoord installed
-there when missing, connections, the server's clock, and scratch databases."""
+there when missing, connections (and links that connect again when theirs fails), the
+server's clock, and scratch databases."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from datetime import datetime
-from typing import Any, LiteralString
+from typing import Any, LiteralString, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -21,6 +24,11 @@ SERVER_CLOCK: LiteralString = "SELECT clock_timestamp()"
 CREATE_DATABASE: LiteralString = "CREATE DATABASE {name}"
 DROP_DATABASE: LiteralString = "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
 
+RECONNECT_PAUSE = 0.05  # seconds before a failed call is made again, doubling ...
+MAX_RECONNECT_PAUSE = 1.0  # ... up to this
+
+T = TypeVar("T")
+
 
 class CannotRun(Exception):
     """The demo could not start (no server); the message says what to do."""
@@ -32,6 +40,49 @@ def connect(url: str) -> psycopg.Connection[Any]:
     return psycopg.connect(
         url, autocommit=True, prepare_threshold=None, connect_timeout=CONNECT_TIMEOUT
     )
+
+
+class Link:
+    """A connection to `url` (see `connect`) that is opened again when it fails: `call`
+    runs a function on it and, when the connection fails (the server restarted, the
+    connection was terminated), makes the call again on a new connection after a pause
+    that grows, for up to `patience` seconds; then, or once `stopping` is set, the
+    failure is raised."""
+
+    def __init__(
+        self, url: str, patience: float = 0.0, stopping: threading.Event | None = None
+    ) -> None:
+        self.url = url
+        self.patience = patience
+        self.stopping = stopping or threading.Event()
+        self.conn = connect(url)
+
+    def call(
+        self,
+        call: Callable[[psycopg.Connection[Any]], T],
+        failed: Callable[[psycopg.OperationalError], object] | None = None,
+    ) -> T:
+        """`call(conn)`, made again after each connection failure (`failed` is told of
+        each, for instance to note that a write's answer was lost)."""
+        deadline = time.monotonic() + self.patience
+        pause = RECONNECT_PAUSE
+        while True:
+            try:
+                return call(self.conn)
+            except psycopg.OperationalError as exc:
+                if time.monotonic() >= deadline or self.stopping.is_set():
+                    raise
+                if failed is not None:
+                    failed(exc)
+            self.stopping.wait(pause)
+            pause = min(pause * 2, MAX_RECONNECT_PAUSE)
+            self.close()
+            with contextlib.suppress(psycopg.OperationalError):
+                self.conn = connect(self.url)
+
+    def close(self) -> None:
+        with contextlib.suppress(psycopg.Error):
+            self.conn.close()
 
 
 def server_clock(conn: psycopg.Connection[Any]) -> datetime:
@@ -65,18 +116,22 @@ def install(conn: psycopg.Connection[Any]) -> str:
 
 
 @contextmanager
-def server(url: str | None) -> Iterator[tuple[str, str]]:
+def server(
+    url: str | None, embedded: Callable[[], AbstractContextManager[str]] | None = None
+) -> Iterator[tuple[str, str]]:
     """The URL to use and how to describe it: the given one, or an embedded server
-    (CannotRun when it cannot start)."""
+    (CannotRun when it cannot start), by default `pgcoord.embedded.embedded_server()`."""
     if url:
         yield url, describe(url)
         return
     start = time.perf_counter()
     with ExitStack() as stack:
         try:
-            from pgcoord.embedded import embedded_server
+            if embedded is None:
+                from pgcoord.embedded import embedded_server
 
-            embedded = stack.enter_context(embedded_server())
+                embedded = embedded_server
+            running = stack.enter_context(embedded())
         except ModuleNotFoundError as exc:
             raise CannotRun(
                 f"no DATABASE_URL given and the embedded server is not installed "
@@ -85,7 +140,7 @@ def server(url: str | None) -> Iterator[tuple[str, str]]:
         except Exception as exc:
             raise CannotRun(f"could not start the embedded PostgreSQL: {exc}") from exc
         where = f"embedded and temporary (started in {time.perf_counter() - start:.1f} s)"
-        yield embedded, where
+        yield running, where
 
 
 @contextmanager
