@@ -15,8 +15,9 @@ from __future__ import annotations
 import random
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, LiteralString
+from typing import Any
 
 import psycopg
 
@@ -38,16 +39,9 @@ CONCURRENCY = 3
 THINK = (0.15, 0.4)  # seconds per burst: long enough for a kill to land mid-batch
 DRAIN_TIMEOUT = 30.0
 
-# Workers holding a claim they logged in the last 50 ms and have not answered: a kill
-# now lands mid-batch (the model thinks for at least 150 ms after the log).
-HOLDING: LiteralString = (
-    "SELECT c.worker, c.claim_token FROM {schema}.claims AS c"
-    " JOIN pgcoord.buffer_status AS s"
-    " ON s.conversation_key = c.conversation_key AND s.claimed_by = c.worker"
-    " WHERE c.claimed_at > clock_timestamp() - interval '50 milliseconds'"
-    " AND NOT EXISTS (SELECT 1 FROM {schema}.replies AS r WHERE r.claim_token = c.claim_token)"
-    " ORDER BY c.claim_token"
-)
+# A claim logged in the last 50 ms and not answered: a kill now lands mid-batch (the
+# model thinks for at least 150 ms after the log).
+FRESH = timedelta(milliseconds=50)
 
 
 class Crew:
@@ -86,9 +80,9 @@ class Crew:
 def holder(conn: psycopg.Connection[Any], crew: Crew) -> tuple[WorkerProcess, int] | None:
     """A live worker that holds a fresh, unanswered claim, and the claim's token."""
     by_name = {w.name: w for w in crew.live()}
-    for name, token in conn.execute(crew.ledger.query(HOLDING)):
-        if name in by_name:
-            return by_name[name], token
+    for claim in crew.ledger.holding(conn, FRESH):
+        if claim.worker in by_name:
+            return by_name[claim.worker], claim.claim_token
     return None
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, LiteralString
 
 import psycopg
@@ -94,6 +94,17 @@ REPLY: LiteralString = (
 CLAIMS: LiteralString = (
     "SELECT claim_token, conversation_key, message_ids, bodies, first_message_at,"
     " last_message_at, attempt, worker, claimed_at FROM {schema}.claims ORDER BY claim_token"
+)
+# claims logged within %(fresh)s, still held by their worker and not answered: a kill or
+# a stop of that worker now lands mid-batch (while its model thinks)
+HOLDING: LiteralString = (
+    "SELECT c.claim_token, c.conversation_key, c.message_ids, c.bodies, c.first_message_at,"
+    " c.last_message_at, c.attempt, c.worker, c.claimed_at FROM {schema}.claims AS c"
+    " JOIN pgcoord.buffer_status AS s"
+    " ON s.conversation_key = c.conversation_key AND s.claimed_by = c.worker"
+    " WHERE c.claimed_at > clock_timestamp() - %(fresh)s"
+    " AND NOT EXISTS (SELECT FROM {schema}.replies AS r WHERE r.claim_token = c.claim_token)"
+    " ORDER BY c.claim_token"
 )
 LOG_TRY: LiteralString = (
     "INSERT INTO {schema}.tries (claim_token, message_id, attempt, worker)"
@@ -255,6 +266,11 @@ class Ledger(Roster):
     def claims(self, conn: psycopg.Connection[Any]) -> list[Claim]:
         with conn.cursor(row_factory=class_row(Claim)) as cur:
             return cur.execute(self.query(CLAIMS)).fetchall()
+
+    def holding(self, conn: psycopg.Connection[Any], fresh: timedelta) -> list[Claim]:
+        """The claims logged within `fresh` that their worker still holds unanswered."""
+        with conn.cursor(row_factory=class_row(Claim)) as cur:
+            return cur.execute(self.query(HOLDING), {"fresh": fresh}).fetchall()
 
     def replies(self, conn: psycopg.Connection[Any]) -> list[Reply]:
         with conn.cursor(row_factory=class_row(Reply)) as cur:

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -45,6 +46,8 @@ class WorkerProcess:
                 stderr=subprocess.STDOUT,
             )
         self.killed = False
+        self.suspended = False
+        self.terminated = False  # SIGTERM sent
 
     @property
     def pid(self) -> int:
@@ -60,11 +63,32 @@ class WorkerProcess:
             self.killed = True
         self.process.wait(STEP_TIMEOUT)
 
+    def suspend(self) -> None:
+        """SIGSTOP: the process stands still, its connections open, its leases running
+        out, until `resume()`."""
+        if self.alive():
+            os.kill(self.pid, signal.SIGSTOP)
+            self.suspended = True
+
+    def resume(self) -> None:
+        """SIGCONT: a suspended process goes on where it stood."""
+        if self.suspended and self.alive():
+            os.kill(self.pid, signal.SIGCONT)
+        self.suspended = False
+
+    def terminate(self) -> None:
+        """SIGTERM (resumed first when suspended): the worker finishes its work in
+        flight and exits."""
+        if self.alive() and not self.terminated:
+            self.resume()
+            self.process.send_signal(signal.SIGTERM)
+            self.terminated = True
+
     def stop(self, timeout: float = STOP_TIMEOUT) -> int:
         """SIGTERM (the worker finishes its work in flight), SIGKILL after `timeout`;
         the exit status (negative: the signal that ended it)."""
         if self.alive():
-            self.process.send_signal(signal.SIGTERM)
+            self.terminate()
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -105,9 +129,13 @@ def storm_process(
     return WorkerProcess(url, name, log_dir, storm_worker.__name__, args)
 
 
-def stop_all(workers: Sequence[WorkerProcess]) -> dict[str, int]:
-    """Stop every worker (see WorkerProcess.stop); their exit statuses by name."""
-    return {worker.name: worker.stop() for worker in workers}
+def stop_all(workers: Sequence[WorkerProcess], timeout: float = STOP_TIMEOUT) -> dict[str, int]:
+    """Stop every worker (see WorkerProcess.stop), all at once: SIGTERM to each, then
+    SIGKILL to those still running after `timeout`; their exit statuses by name."""
+    for worker in workers:
+        worker.terminate()
+    deadline = time.monotonic() + timeout
+    return {w.name: w.stop(max(0.0, deadline - time.monotonic())) for w in workers}
 
 
 def wait_ready(
