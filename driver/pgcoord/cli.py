@@ -59,6 +59,7 @@ WORKER_DEFAULTS = {"concurrency": 4, "grace": 30.0}
 # name -> (module with main(argv) -> int, one-line help).
 PASSTHROUGH: dict[str, tuple[str, str]] = {
     "demo": ("pgcoord.demo.main", "run the demo (see pgcoord demo --help)"),
+    "torture": ("pgcoord.demo.torture", "run the fault torture (see pgcoord torture --help)"),
 }
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from pgcoord import Lock, LockStatus
 
-from .facts import Outcome, QueuedMessage, Takeover, Webhook
+from .facts import Fault, LockOutcome, Outcome, QueuedMessage, Takeover, Webhook, Zombie
 from .output import plural
 from .parts import message_of, part_key
 
@@ -247,9 +247,14 @@ def late_calls_refused(t: Takeover) -> Check:
 
 
 def stored_once(o: Outcome) -> Check:
+    lost = (
+        f" ({o.lost_answers} delivered again after a fault cut their answer)"
+        if o.lost_answers
+        else ""
+    )
     return Check(
         f"every message stored once: {o.stored} messages from {o.deliveries} deliveries, "
-        f"all {o.repeats} provider retries answered duplicate = true",
+        f"all {o.repeats} provider retries answered duplicate = true{lost}",
         not o.misdelivered and o.stored == o.messages,
         f"{o.stored} rows for {o.messages} provider ids; {len(o.misdelivered)} ids answered "
         f"wrongly, e.g. {', '.join(o.misdelivered[:3]) or '-'}",
@@ -405,4 +410,80 @@ def within_gateway_limit(ledger: Ledger) -> Check:
         f"{over[0].requests} requests, {over[0].over_limit} answered 429"
         if over
         else "",
+    )
+
+
+# The torture -----------------------------------------------------------------------------
+
+
+def faults_injected(faults: Sequence[Fault], kinds: Sequence[str]) -> Check:
+    """Every kind of fault of the run (`kinds`) struck at least once."""
+    counts = Counter(f.kind for f in faults)
+    missing = [kind for kind in kinds if not counts[kind]]
+    return Check(
+        "every fault injected: " + ", ".join(f"{kind} {counts[kind]}x" for kind in kinds),
+        not missing,
+        f"never injected: {', '.join(missing)}",
+    )
+
+
+def work_flowed_again(faults: Sequence[Fault], bound: float) -> Check:
+    """After every fault, work flowed again within `bound` seconds."""
+    stuck = [f for f in faults if f.recovery is None]
+    slowest = max((f.recovery for f in faults if f.recovery is not None), default=0.0)
+    return Check(
+        f"work flowed again after every fault, within {bound:g} s (the slowest "
+        f"recovery took {slowest:.2f} s)",
+        bool(faults) and not stuck,
+        "; ".join(
+            f"{f.kind} at {f.at:.1f} s: "
+            + ", ".join(name for name, after in f.flows.items() if after is None)
+            for f in stuck
+        )
+        or "no fault",
+    )
+
+
+def zombie_writes_refused(zombies: Sequence[Zombie]) -> Check:
+    """Every zombie (stopped past its lease, taken over, resumed) had its late writes
+    refused: a contender's fenced write refused by the fence, a worker's reply never
+    landed with its old claim token."""
+    taken = [z for z in zombies if z.taken_over]
+    wrong = [
+        z for z in taken if z.landed or any(z.late_tries) or (z.kind == "lock" and not z.late_tries)
+    ]
+    kinds = Counter(z.kind for z in taken)
+    return Check(
+        f"every zombie's late write refused ({plural(kinds['lock'], 'lock holder')} and "
+        f"{plural(kinds['buffer'], 'buffer worker')} stopped past their lease, taken over, "
+        "resumed)",
+        bool(taken) and not wrong,
+        "; ".join(
+            f"{z.name} ({z.kind}, tokens {list(z.tokens)}): late writes let through "
+            f"{list(z.late_tries)}, landed {z.landed}"
+            for z in wrong
+        )
+        or f"no zombie was taken over ({len(zombies)} stopped)",
+    )
+
+
+def lock_writes_fenced(o: LockOutcome) -> Check:
+    """Per key, the fence let writes through in grant order only, each grant's from its
+    holder alone, and each took effect exactly once."""
+    return Check(
+        f"fenced lock writes: {o.tries - o.refused} let through in grant order, each by its "
+        f"grant's holder and written once; {o.refused} late ones refused",
+        o.tries > o.refused and not (o.out_of_order or o.shared or o.unfenced),
+        f"older grants written after newer ones: {list(o.out_of_order[:3])}; grants "
+        f"written by two holders: {list(o.shared[:3])}; effects not one to one with the "
+        f"writes let through: {list(o.unfenced[:3])}",
+    )
+
+
+def no_lease_left(o: LockOutcome) -> Check:
+    """Once the contenders stopped, no lease of theirs is left live."""
+    return Check(
+        "no lease left live once the contenders stopped",
+        not o.live,
+        "; ".join(f"{h.key} held by {h.owner}, token {h.token}" for h in o.live),
     )

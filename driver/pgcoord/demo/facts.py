@@ -1,12 +1,13 @@
 """What happened, as facts the checks judge: what each webhook of the lock race got,
 what became of the killed worker's batch, what the storm's deliveries, stored
-messages, claims and replies show (`analyse`), and what a campaign's queue holds after
-its run."""
+messages, claims and replies show (`analyse`), what a campaign's queue holds after
+its run, and, for the torture, the faults it injected, its zombies and what the lock
+contenders' fenced writes show (`analyse_locks`)."""
 
 from __future__ import annotations
 
 import itertools
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,6 +18,7 @@ from pgcoord import BufferStatus, Lock
 from .ledger import Claim, Reply, Stored
 from .plan import Plan
 from .senders import Delivery
+from .torture_lockers import Hold, LockTry, LockWrite
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,3 +314,122 @@ def reply_of(replies: Sequence[Reply], claim: Claim) -> Reply | None:
         ),
         None,
     )
+
+
+# the torture ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """A fault the torture injected, and how long until work flowed again after it."""
+
+    kind: str  # "kill", "stop", "terminate" or "restart"
+    at: float  # seconds after the load began
+    what: str  # what it did and what came of it, for the report
+    recovery: float | None  # seconds until work flowed again; None: not within the bound
+    # per flow of work (or per batch or key a stopped process held): seconds until it
+    # went on after the fault, None when it did not within the bound
+    flows: Mapping[str, float | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Zombie:
+    """A process stopped (SIGSTOP) while it held grants or claims, resumed (SIGCONT)
+    only after another holder had them, and what became of its late writes."""
+
+    name: str
+    kind: str  # "lock" (a contender) or "buffer" (a worker)
+    tokens: tuple[int, ...]  # the grants or claims it held when it was stopped
+    taken_over: bool  # every one of them had a new holder before it was resumed
+    late_tries: tuple[bool, ...]  # a contender's late writes: what the fence answered each
+    landed: int  # its writes with those tokens that took effect after it was stopped
+
+
+@dataclass(frozen=True, slots=True)
+class LockOutcome:
+    """What the lock contenders' fenced writes show."""
+
+    tries: int  # fenced writes made
+    refused: int  # ... that the fence refused
+    writes: int  # rows of the fenced effect
+    out_of_order: tuple[str, ...]  # a grant's write let through after a newer grant's
+    shared: tuple[str, ...]  # grants whose writes came from two owners
+    unfenced: tuple[str, ...]  # effects and writes let through that do not match
+    live: tuple[Hold, ...]  # leases left live after the contenders stopped
+
+
+def analyse_locks(
+    tries: Sequence[LockTry], writes: Sequence[LockWrite], live: Sequence[Hold]
+) -> LockOutcome:
+    """The facts about the contenders' fenced writes: `tries` and `writes` in the
+    order they were made (server clock), and the leases `live` once they stopped."""
+    admitted = [t for t in tries if t.current]
+    return LockOutcome(
+        tries=len(tries),
+        refused=len(tries) - len(admitted),
+        writes=len(writes),
+        out_of_order=_out_of_order(admitted),
+        shared=_shared(admitted, writes),
+        unfenced=_unfenced(admitted, writes),
+        live=tuple(live),
+    )
+
+
+def _out_of_order(admitted: Sequence[LockTry]) -> tuple[str, ...]:
+    """Writes let through with a grant older than one already let through for the key:
+    two grants of a key overlapped."""
+    newest: dict[str, LockTry] = {}
+    found = []
+    for t in admitted:
+        last = newest.get(t.key)
+        if last is not None and t.token < last.token:
+            found.append(f"{t.key}: token {t.token} ({t.owner}) after {last.token} ({last.owner})")
+        if last is None or t.token > last.token:
+            newest[t.key] = t
+    return tuple(found)
+
+
+def _shared(admitted: Sequence[LockTry], writes: Sequence[LockWrite]) -> tuple[str, ...]:
+    owners: defaultdict[tuple[str, int], set[str]] = defaultdict(set)
+    for t in admitted:
+        owners[t.key, t.token].add(t.owner)
+    for w in writes:
+        owners[w.key, w.token].add(w.owner)
+    return tuple(
+        f"{key}: token {token} by {', '.join(sorted(names))}"
+        for (key, token), names in sorted(owners.items())
+        if len(names) > 1
+    )
+
+
+def _unfenced(admitted: Sequence[LockTry], writes: Sequence[LockWrite]) -> tuple[str, ...]:
+    """(key, token, owner) of the effects that are not one to one with the writes the
+    fence let through."""
+    let_through = Counter((t.key, t.token, t.owner) for t in admitted)
+    effects = Counter((w.key, w.token, w.owner) for w in writes)
+    return tuple(
+        f"{key}: token {token} by {owner}: {let_through[key, token, owner]} let through, "
+        f"{effects[key, token, owner]} written"
+        for key, token, owner in sorted(set(let_through) | set(effects))
+        if let_through[key, token, owner] != effects[key, token, owner]
+    )
+
+
+def lock_zombie(
+    name: str, held: Hold, taken_over: bool, tries: Sequence[LockTry], writes: Sequence[LockWrite]
+) -> Zombie:
+    """The contender `name` stopped while it held `held` (before it wrote with it)."""
+    grant = (held.key, held.token)
+    late = tuple(t.current for t in tries if (t.key, t.token) == grant and t.owner == name)
+    landed = sum((w.key, w.token) == grant for w in writes)
+    return Zombie(name, "lock", (held.token,), taken_over, late, landed)
+
+
+def buffer_zombie(
+    name: str, held: Sequence[Claim], taken_over: bool, replies: Sequence[Reply], since: datetime
+) -> Zombie:
+    """The worker `name` stopped at `since` (server clock) while it held the claims
+    `held`, unanswered."""
+    tokens = {c.claim_token for c in held}
+    landed = sum(r.claim_token in tokens and r.replied_at > since for r in replies)
+    return Zombie(name, "buffer", tuple(sorted(tokens)), taken_over, (), landed)

@@ -101,6 +101,11 @@ class Storm:
         for thread in self._threads:
             thread.start()
 
+    @property
+    def running(self) -> bool:
+        """Whether a lane is still sending."""
+        return any(thread.is_alive() for thread in self._threads)
+
     def stop(self) -> None:
         """End the lanes at their next delivery (or pause); join() then returns."""
         self._stopping.set()

@@ -1,0 +1,440 @@
+"""`pgcoord torture` (`python -m pgcoord.demo.torture`): every primitive at once, as
+separate processes, against a server that is made to fail; then the checks.
+
+For `--seconds` (default 50), webhooks arrive (`senders`, with the provider's repeated
+and concurrent deliveries of the same message ids, delivered again when a fault cuts
+their answer), buffer workers answer the bursts with fenced replies (`storm_worker`),
+and lock contenders take a few keys with a short lease and write their fencing token
+fenced by `lock_is_current` (`torture_lockers`). Meanwhile the faults strike on a seeded
+schedule (`torture_faults`): SIGKILL of a worker mid-batch, SIGSTOP of a lock holder and
+of a worker past their leases then SIGCONT (zombies), pg_terminate_backend of every
+client connection, and a crash and restart of the server; after each, the time until
+work flowed again is measured. Then the webhooks stop, the work drains, and the ledger
+and the database are checked: no duplicate effect, nothing lost, nothing stuck, every
+zombie's late write refused. Exit status 0 when every check held, 1 when one did not (or
+the run broke), 2 on bad usage.
+
+The server is --database-url, else DATABASE_URL, else an embedded PostgreSQL of the
+torture's own, the only one it crashes and restarts. Everything runs in a scratch
+database (`pgcoord_torture_<run>`) dropped at the end. The same --seed plays the same
+webhooks, the same faults in the same order, and the same choices of the processes;
+how the processes interleave is up to the machine.
+
+Campaign workers with the fake provider join once the campaign scene's worker program
+exists (see `torture_crew`).
+"""
+
+from __future__ import annotations
+
+import _thread
+import argparse
+import json
+import os
+import random
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+
+from pgcoord import PgcoordError
+
+from . import checks, storm_worker, torture_lockers
+from .facts import Fault, Outcome, Zombie, analyse, analyse_locks, buffer_zombie, lock_zombie
+from .ledger import buffered, stored
+from .output import Report, plural, silence_stdout, spread, summary
+from .plan import Plan, make_plan
+from .scratch import open_scratch
+from .senders import Delivery, Storm
+from .server import CannotRun, Link, connect, describe, server, server_version
+from .torture_crew import Crew
+from .torture_faults import KINDS, RECOVERY_TIMEOUT, Injector, schedule
+from .torture_lockers import LockLedger
+from .torture_server import RestartableServer
+from .waiting import SceneError, poll, wait_until
+
+SECONDS = 50.0
+MIN_SECONDS = 10.0
+CONVERSATIONS = 3  # per second of load
+LANES = 4  # sending connections, each with a twin for the double deliveries
+PROCESSES = {"buffer": 3, "locker": 3}
+KEYS = torture_lockers.KEYS
+REDELIVER_FOR = 30.0  # seconds a webhook is delivered again while its connection fails
+DRAIN_TIMEOUT = 30.0  # seconds for the last bursts after the webhooks (leases included)
+DEADLINE = 150.0  # seconds the whole run may take beyond --seconds, then it is cut short
+SCHEMA = "torture"
+ROLES = {
+    "buffer": f"buffer workers (python -m {storm_worker.__name__})",
+    "locker": f"lock contenders on {KEYS} keys (python -m {torture_lockers.__name__})",
+}
+
+
+class Deadline(Exception):
+    """The run took longer than its hard deadline and was cut short."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.seconds < MIN_SECONDS:
+        parser.error(f"--seconds must be at least {MIN_SECONDS:g}")
+    url = args.database_url or os.environ.get("DATABASE_URL") or None
+    if args.through_pooler and not url:
+        parser.error("--through-pooler needs --database-url: the server behind the pooler")
+    seed = args.seed if args.seed is not None else random.randrange(1, 1_000_000)
+    report = Report(sys.stdout, ascii_only=args.ascii)
+    print(
+        f"pgcoord torture: seed {seed}, {args.seconds:g} s of webhooks, lock contention and "
+        f"faults (again: pgcoord torture --seed {seed} --seconds {args.seconds:g})",
+        flush=True,
+    )
+    embedded = RestartableServer()
+    start = time.perf_counter()
+    result: dict[str, Any] = {"seed": seed, "seconds": args.seconds}
+    try:
+        with _bounded(args.seconds + DEADLINE), server(url, embedded.running) as (target, where):
+            start = time.perf_counter()
+            restart = None if url or args.no_restart else embedded.restart
+            torture = Torture(target, where, report, seed, args.seconds, restart, args)
+            torture.run()
+            result.update(torture.summary())
+        code = 0 if report.checks and not report.failed else 1
+    except BrokenPipeError:
+        silence_stdout()
+        return 1
+    except CannotRun as exc:
+        print(f"pgcoord torture: {exc}", file=sys.stderr)
+        return 2
+    except (Deadline, SceneError, psycopg.Error, PgcoordError) as exc:
+        print(f"\npgcoord torture: the run broke: {exc}", file=sys.stderr)
+        result["error"] = str(exc)
+        code = 1
+    except KeyboardInterrupt:
+        print("\npgcoord torture: interrupted; everything is stopped", file=sys.stderr)
+        return 130
+    seconds = time.perf_counter() - start
+    result.update(ok=code == 0, took=round(seconds, 1), checks=[asdict(c) for c in report.checks])
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(f"\n{summary(report.checks, seconds)}", flush=True)
+    return code
+
+
+class Torture:
+    """One run on the server of `url` (see the module documentation); its checks land in
+    `report`. `restart`: crashes and starts the server again (None: it is not done)."""
+
+    def __init__(
+        self,
+        url: str,
+        where: str,
+        report: Report,
+        seed: int,
+        seconds: float,
+        restart: Callable[[], float] | None,
+        args: argparse.Namespace,
+    ) -> None:
+        self.url = url
+        self.where = where
+        self.report = report
+        self.seed = seed
+        self.seconds = seconds
+        self.restart = restart
+        self.args = args
+        self.run_id = uuid.uuid4().hex[:8]
+        self.kinds = [k for k in KINDS if k != "restart" or restart is not None]
+        self.faults: list[Fault] = []
+
+    def run(self) -> None:
+        with connect(self.url) as admin:
+            self.report.line(
+                f"server: PostgreSQL {server_version(admin)}, {self.where}; "
+                + ("it is crashed and restarted" if self.restart else self._why_no_restart())
+            )
+        with ExitStack() as stack:
+            ledger = LockLedger(SCHEMA)
+            name = f"pgcoord_torture_{self.run_id}"
+            scratch = open_scratch(stack, self.url, name, ledger, self.report, "the torture")
+            if scratch is None:
+                return
+            clients = self._clients(scratch.url, name)
+            link = Link(scratch.url, patience=RECOVERY_TIMEOUT)
+            stack.callback(link.close)
+            plan = make_plan(
+                self.run_id, int(CONVERSATIONS * self.seconds), seed=self.seed, span=self.seconds
+            )
+            crew = Crew(clients, ledger, plan, scratch.logs, self.seed, f"lock:{self.run_id}:")
+            stack.callback(crew.stop)
+            self._start(link, crew)
+            storm = Storm(clients, plan, lanes=LANES, redeliver_for=REDELIVER_FOR)
+            stack.callback(storm.stop)
+            self._describe_storm(plan, storm)
+            injector = Injector(link, ledger, crew, plan, storm, self.seed, self.restart)
+            deliveries = self._strike(storm, injector)
+            drained = link.call(
+                lambda conn: wait_until(lambda: ledger.drained(conn, plan), DRAIN_TIMEOUT)
+            )
+            if not drained:
+                self.report.line(f"NOT all answered {DRAIN_TIMEOUT:g} s after the last webhook")
+            codes = crew.stop()
+            self._judge(link, ledger, plan, storm, deliveries, crew, injector, codes)
+
+    # the run --------------------------------------------------------------------------
+
+    def _why_no_restart(self) -> str:
+        if self.args.no_restart:
+            return "not restarted (--no-restart)"
+        return "a server given by URL is not restarted: no restart fault"
+
+    def _clients(self, direct: str, name: str) -> str:
+        """Where the processes and webhooks connect: the scratch database, through the
+        pooler when there is one (the torture itself always connects directly)."""
+        pooler = self.args.through_pooler
+        if not pooler:
+            return direct
+        pooled = make_conninfo(pooler, dbname=name)
+        try:
+            with connect(pooled) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.OperationalError as exc:
+            raise CannotRun(f"the pooler does not reach the scratch database: {exc}") from exc
+        self.report.line(
+            f"the processes and webhooks connect through the pooler at {describe(pooled)}"
+        )
+        return pooled
+
+    def _start(self, link: Link, crew: Crew) -> None:
+        start = time.perf_counter()
+        for role, count in PROCESSES.items():
+            for _ in range(count):
+                crew.spawn(role)
+        link.call(crew.wait_ready)
+        self.report.line(
+            f"{len(crew.processes)} processes ready in {time.perf_counter() - start:.1f} s: "
+            + ", ".join(f"{count} {ROLES[role]}" for role, count in PROCESSES.items())
+        )
+        self.report.line(
+            "campaign workers: not yet (they join when the campaign scene's worker program exists)"
+        )
+
+    def _describe_storm(self, plan: Plan, storm: Storm) -> None:
+        self.report.line(
+            f"webhooks: {plan.conversations} conversations over {self.seconds:g} s, "
+            f"{plan.messages} messages in {len(plan.bursts)} bursts, "
+            f"{plan.retries('late') + plan.retries('double')} provider retries "
+            f"({plan.retries('double')} at the same instant), {storm.lanes} sending "
+            "connections, each delivery made again while a fault cuts its answer"
+        )
+
+    def _strike(self, storm: Storm, injector: Injector) -> list[Delivery]:
+        """Send the webhooks and inject the faults on their schedule; the deliveries."""
+        due = schedule(self.seed, self.seconds, self.kinds)
+        self.report.heading(
+            f"1. {plural(len(due), 'fault')} in a seeded order; after each, the time until "
+            "work flowed again"
+        )
+        storm.start()
+        if poll(lambda: storm.started or None, RECOVERY_TIMEOUT) is None:
+            raise SceneError("the webhooks did not start")
+        for at, kind in due:
+            pause = storm.started + at - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            fault = injector.inject(kind)
+            self.faults.append(fault)
+            self.report.line(_fault_line(fault))
+        return storm.join(self.seconds + REDELIVER_FOR + RECOVERY_TIMEOUT)
+
+    # the end --------------------------------------------------------------------------
+
+    def _judge(
+        self,
+        link: Link,
+        ledger: LockLedger,
+        plan: Plan,
+        storm: Storm,
+        deliveries: list[Delivery],
+        crew: Crew,
+        injector: Injector,
+        codes: dict[str, int],
+    ) -> None:
+        claims = link.call(ledger.claims)
+        replies = link.call(ledger.replies)
+        outcome = analyse(
+            plan,
+            deliveries,
+            link.call(lambda conn: stored(conn, plan)),
+            claims,
+            replies,
+            link.call(lambda conn: buffered(conn, plan)),
+            storm.lost_answers,
+        )
+        tries = link.call(ledger.tries)
+        writes = link.call(ledger.writes)
+        locks = analyse_locks(tries, writes, link.call(lambda conn: ledger.live(conn, crew.keys)))
+        zombies = [
+            lock_zombie(z.process.name, z.grant, z.taken_over, tries, writes)
+            if z.grant is not None
+            else buffer_zombie(z.process.name, z.claims, z.taken_over, replies, z.at)
+            for z in injector.zombies
+        ]
+        self.report.heading("2. What the ledger shows")
+        self._show(outcome, locks.tries, locks.refused, zombies)
+        self.report.heading("3. Checks")
+        survivors = crew.survivors
+        for check in [
+            checks.faults_injected(self.faults, self.kinds),
+            checks.work_flowed_again(self.faults, RECOVERY_TIMEOUT),
+            checks.stored_once(outcome),
+            checks.answered_once(outcome),
+            checks.replies_fenced(outcome),
+            checks.nothing_stuck(outcome),
+            checks.lock_writes_fenced(locks),
+            checks.zombie_writes_refused(zombies),
+            checks.no_lease_left(locks),
+            checks.workers_stopped_cleanly(survivors, codes),
+        ]:
+            self.report.add(check)
+
+    def _show(self, o: Outcome, tries: int, refused: int, zombies: list[Zombie]) -> None:
+        lost = f", {o.lost_answers} delivered again after a fault cut their answer"
+        self.report.line(
+            f"webhooks: {o.stored} messages stored from {o.deliveries} deliveries"
+            + (lost if o.lost_answers else "")
+        )
+        per_worker = ", ".join(f"{w} {n}" for w, n in o.by_worker.items())
+        self.report.line(f"replies: {o.replies} for {o.bursts} bursts ({per_worker or 'none'})")
+        self.report.line(f"from a burst's last message to its reply: {spread(o.latencies)}")
+        self.report.line(f"fenced lock writes: {tries - refused} let through, {refused} refused")
+        for z in zombies:
+            late = (
+                f"its late writes: {['let through' if t else 'refused' for t in z.late_tries]}"
+                if z.kind == "lock"
+                else f"late replies landed: {z.landed}"
+            )
+            taken = "taken over" if z.taken_over else "NOT taken over"
+            self.report.line(f"zombie {z.name} (tokens {list(z.tokens)}): {taken}, {late}")
+        by_kind: dict[str, list[float]] = {}
+        for f in self.faults:
+            if f.recovery is not None:
+                by_kind.setdefault(f.kind, []).append(f.recovery)
+        if by_kind:
+            self.report.line(
+                "recovery: "
+                + "; ".join(
+                    f"{kind} {', '.join(f'{s:.2f}' for s in seconds)} s"
+                    for kind, seconds in by_kind.items()
+                )
+            )
+
+    def summary(self) -> dict[str, Any]:
+        """The run for --json: its faults and what came of them."""
+        return {
+            "run": self.run_id,
+            "kinds": self.kinds,
+            "faults": [asdict(f) for f in self.faults],
+            "injected": dict(Counter(f.kind for f in self.faults)),
+        }
+
+
+def _fault_line(fault: Fault) -> str:
+    flows = ", ".join(
+        f"{name} {'-' if after is None else f'{after:.2f} s'}"
+        for name, after in fault.flows.items()
+    )
+    recovered = (
+        "NOT recovered" if fault.recovery is None else f"recovered in {fault.recovery:.2f} s"
+    )
+    return f"{fault.at:5.1f} s  {fault.kind}: {fault.what}; {recovered} ({flows})"
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} s"
+
+
+@contextmanager
+def _bounded(seconds: float) -> Iterator[None]:
+    """Cut the run short (Deadline) after `seconds`, and turn SIGTERM into an interrupt,
+    so that everything is stopped and removed on the way out."""
+    fired = threading.Event()
+
+    def expire() -> None:
+        fired.set()
+        _thread.interrupt_main()
+
+    def terminated(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    previous = signal.signal(signal.SIGTERM, terminated)
+    timer.start()
+    try:
+        yield
+    except KeyboardInterrupt:
+        if fired.is_set():
+            raise Deadline(f"the hard deadline of {seconds:g} s passed") from None
+        raise
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pgcoord torture",
+        description="Run webhooks, buffer workers and lock contenders as separate processes "
+        "against a server while killing, stopping and cutting them off and crashing the "
+        "server; then check that no effect happened twice, nothing was lost or stuck, and "
+        "every zombie's late write was refused. Exits 0 when every check held, 1 when one "
+        "did not, 2 on bad usage.",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="of the webhooks, the faults and the processes' choices (default: a random "
+        "one, printed first)",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=SECONDS,
+        help=f"how long the webhooks arrive and the faults strike (default {SECONDS:g}; "
+        "start-up and drain come on top, the run is cut short "
+        f"{DEADLINE:g} s after it)",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="server to use (default: $DATABASE_URL, else an embedded PostgreSQL of the "
+        "torture's own, which it also crashes and restarts); the role must be able to "
+        "create databases and terminate connections",
+    )
+    parser.add_argument(
+        "--no-restart", action="store_true", help="do not crash and restart the server"
+    )
+    parser.add_argument(
+        "--through-pooler",
+        metavar="URL",
+        default=None,
+        help="connect the processes and webhooks through this transaction-mode pooler in "
+        "front of --database-url's server (it must serve any database of that server)",
+    )
+    parser.add_argument("--json", metavar="FILE", default=None, help="also write the report here")
+    parser.add_argument("--ascii", action="store_true", help="print ok/FAIL instead of ✓/✗")
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())
