@@ -138,7 +138,7 @@ def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
         cli.main(["--help"])
     assert exited.value.code == 0
     out = capsys.readouterr().out
-    for command in ("migrate", "status", "revive", "work", "version", "demo"):
+    for command in ("migrate", "status", "revive", "work", "version", "demo", "torture"):
         assert f"    {command} " in out
 
 
