@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import class_row
 
 from pgcoord.types import Lock, LockStatus
@@ -212,3 +213,45 @@ def snapshot(conn: Conn) -> tuple[list[tuple[Any, ...]], tuple[Any, ...] | None]
     ).fetchall()
     sequence = conn.execute("SELECT last_value, is_called FROM pgcoord.lock_token").fetchone()
     return rows, sequence
+
+
+def call_named(conn: Conn, function: str, arguments: dict[str, Any], types: dict[str, str]) -> None:
+    """SELECT * FROM pgcoord.function(name => value::type, ...) for the given arguments."""
+    query = sql.SQL("SELECT * FROM pgcoord.{}({})").format(
+        sql.Identifier(function),
+        sql.SQL(", ").join(
+            sql.SQL("{} => {}::{}").format(
+                sql.Identifier(name), sql.Placeholder(name), sql.SQL(types[name])
+            )
+            for name in arguments
+        ),
+    )
+    conn.execute(query, arguments)
+
+
+def bad_call_problem(
+    call: Callable[[], Any], bad: str, sqlstate: str, state: Callable[[], Any]
+) -> str | None:
+    """What is wrong with how `call` answers a bad argument `bad`: it must raise `sqlstate`
+    with a message naming `bad`, and leave `state()` as it was. None when all is right."""
+    before = state()
+    try:
+        call()
+    except psycopg.Error as exc:
+        message = exc.diag.message_primary or ""
+        if exc.sqlstate != sqlstate:
+            return f"SQLSTATE {exc.sqlstate} ({message!r}), expected {sqlstate}"
+        if bad not in message:
+            return f"the message {message!r} does not name {bad}"
+    else:
+        return "no error"
+    if state() != before:
+        return "changed the tables or a sequence"
+    return None
+
+
+def one_row(conn: Conn, statement: Any, *params: Any) -> tuple[Any, ...]:
+    """The single row a statement yields."""
+    row = conn.execute(statement, params).fetchone()
+    assert row is not None
+    return tuple(row)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-import psycopg
 import pytest
 from inboxkit import (
     MAX_FAILED_TRIES,
@@ -20,8 +19,7 @@ from inboxkit import (
     statuses,
     until_lease_ran_out,
 )
-from psycopg import sql
-from sqlkit import Conn
+from sqlkit import Conn, bad_call_problem, call_named
 
 NULL, INVALID = "22004", "22023"
 TYPES = {
@@ -88,16 +86,7 @@ ZERO = timedelta(0)
 
 
 def call(conn: Conn, function: str, arguments: dict[str, Any]) -> None:
-    query = sql.SQL("SELECT * FROM pgcoord.{}({})").format(
-        sql.Identifier(function),
-        sql.SQL(", ").join(
-            sql.SQL("{} => {}::{}").format(
-                sql.Identifier(name), sql.Placeholder(name), sql.SQL(TYPES[name])
-            )
-            for name in arguments
-        ),
-    )
-    conn.execute(query, arguments)
+    call_named(conn, function, arguments, TYPES)
 
 
 def setup(conn: Conn) -> dict[str, int]:
@@ -146,20 +135,9 @@ def bases(function: str, tokens: dict[str, int]) -> list[dict[str, Any]]:
 def problem_with(
     conn: Conn, function: str, arguments: dict[str, Any], bad: str, sqlstate: str
 ) -> str | None:
-    before = snapshot(conn)
-    try:
-        call(conn, function, arguments)
-    except psycopg.Error as exc:
-        message = exc.diag.message_primary or ""
-        if exc.sqlstate != sqlstate:
-            return f"SQLSTATE {exc.sqlstate} ({message!r}), expected {sqlstate}"
-        if bad not in message:
-            return f"the message {message!r} does not name {bad}"
-    else:
-        return "no error"
-    if snapshot(conn) != before:
-        return "changed the tables or a sequence"
-    return None
+    return bad_call_problem(
+        lambda: call(conn, function, arguments), bad, sqlstate, lambda: snapshot(conn)
+    )
 
 
 @pytest.mark.parametrize(

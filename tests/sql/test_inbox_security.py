@@ -11,8 +11,8 @@ import pytest
 import test_lock_security
 from inboxkit import HELPERS, SECTION_2
 from psycopg import sql
-from sqlkit import Conn, scalar
-from test_lock_security import connect_as
+from sqlkit import Conn, one_row, scalar
+from test_lock_security import assert_refused, connect_as
 
 login_role = test_lock_security.login_role  # the fixture: a fresh LOGIN role, dropped after
 
@@ -48,11 +48,7 @@ def test_public_may_not_execute_the_inbox_functions(conn: Conn) -> None:
 
 
 def test_a_role_without_the_grant_is_refused(db_url: str, conn: Conn, login_role: str) -> None:
-    conn.execute(sql.SQL("GRANT USAGE ON SCHEMA pgcoord TO {}").format(sql.Identifier(login_role)))
-    with connect_as(db_url, login_role) as outsider:
-        for statement in STATEMENTS:
-            with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                outsider.execute(statement)
+    assert_refused(db_url, conn, login_role, STATEMENTS)
     assert scalar(conn, "SELECT count(*) FROM pgcoord.messages") == 0
 
 
@@ -63,9 +59,7 @@ def test_a_member_of_pgcoord_client_runs_the_inbox_but_not_the_tables(
     with connect_as(db_url, login_role) as client:
 
         def one(statement: Any, *params: Any) -> tuple[Any, ...]:
-            row = client.execute(statement, params).fetchone()
-            assert row is not None
-            return tuple(row)
+            return one_row(client, statement, *params)
 
         message_id, duplicate, _ = one(STATEMENTS[0])
         assert duplicate is False

@@ -9,8 +9,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
-from sqlkit import Conn, acquire, snapshot, until_expired
+from sqlkit import Conn, acquire, bad_call_problem, call_named, snapshot, until_expired
 
 NULL, INVALID = "22004", "22023"
 TYPES = {
@@ -59,36 +58,16 @@ CASES_BY_ARGUMENT = {
 
 
 def call(conn: Conn, function: str, arguments: dict[str, Any]) -> None:
-    query = sql.SQL("SELECT * FROM pgcoord.{}({})").format(
-        sql.Identifier(function),
-        sql.SQL(", ").join(
-            sql.SQL("{} => {}::{}").format(
-                sql.Identifier(name), sql.Placeholder(name), sql.SQL(TYPES[name])
-            )
-            for name in arguments
-        ),
-    )
-    conn.execute(query, arguments)
+    call_named(conn, function, arguments, TYPES)
 
 
 def problem_with(
     conn: Conn, function: str, arguments: dict[str, Any], bad: str, sqlstate: str
 ) -> str | None:
     """What is wrong with how `function` answers these arguments, `bad` being the bad one."""
-    before = snapshot(conn)
-    try:
-        call(conn, function, arguments)
-    except psycopg.Error as exc:
-        message = exc.diag.message_primary or ""
-        if exc.sqlstate != sqlstate:
-            return f"SQLSTATE {exc.sqlstate} ({message!r}), expected {sqlstate}"
-        if bad not in message:
-            return f"the message {message!r} does not name {bad}"
-    else:
-        return "no error"
-    if snapshot(conn) != before:
-        return "changed the table or the token sequence"
-    return None
+    return bad_call_problem(
+        lambda: call(conn, function, arguments), bad, sqlstate, lambda: snapshot(conn)
+    )
 
 
 @pytest.mark.parametrize("function", list(VALID))
