@@ -38,7 +38,7 @@ from typing import Any
 from .. import campaigns_async, locks_async
 from ..config import CAMPAIGN_CLAIM_LIMIT, CAMPAIGN_LEASE
 from ..types import CampaignMessage
-from .runtime import AsyncConn, AsyncPool, Failure, RateBudget, Runtime, Work
+from .runtime import AsyncConn, AsyncPool, Failure, RateBudget, Runtime, Work, log
 
 Handler = Callable[[CampaignMessage], Awaitable[Mapping[str, Any] | None]]
 

@@ -213,20 +213,17 @@ async def complete_in(conn: AsyncConn, item: Any) -> None:
     Inside a worker's handler, the worker then neither completes the claim again nor
     takes the end of its heartbeat for a lost claim. Outside a handler, pass a `Batch`."""
     flight = current.get()
-    if flight is not None and flight.work.token(flight.item) == _token(item):
+    own = flight is not None and flight.item == item  # the running handler's own item
+    if flight is not None and own:
         work: Work[Any] = flight.work
     else:
-        from .buffers import BufferWork
+        from .buffers import BufferWork  # here: buffers imports this module
 
         work = BufferWork()
     if not await work.complete_one(conn, item):
         raise ClaimLost(item, work.subject(item))
-    if flight is not None and flight.work.token(flight.item) == _token(item):
+    if flight is not None and own:
         flight.completed = True
-
-
-def _token(item: Any) -> int | None:
-    return getattr(item, "claim_token", None)
 
 
 class UncommittedCompletion(Exception):
