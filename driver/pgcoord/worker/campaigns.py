@@ -124,11 +124,9 @@ class CampaignWork(Work[CampaignMessage]):
         every = self.housekeeping_every
         assert every is not None
         grant = await locks_async.lock_acquire(conn, SKIP_STALE_LOCK, worker, every)
-        if grant.acquired and grant.token is not None:
+        if grant.acquired:
             skipped = await campaigns_async.campaign_skip_stale(conn)
             if skipped:
-                from .runtime import log
-
                 log.info("skipped %d stale campaign messages", skipped)
 
 
