@@ -25,6 +25,10 @@ from .lease import Lease
 from .types import Batch, BufferStatus, Ingested, Lock, LockStatus
 from .worker import BufferWorker, complete_in
 
+# The package's version, written here only (pyproject.toml reads it). A release of the
+# package is also the newest schema release it ships, db/releases/<__version__>/.
+__version__ = "0.3.0"
+
 __all__ = [
     "AsyncClient",
     "Batch",
