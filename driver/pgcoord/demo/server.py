@@ -10,10 +10,10 @@ from datetime import datetime
 from typing import Any, LiteralString
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 from psycopg.sql import SQL, Identifier
 
-from pgcoord.config import CONNECT_TIMEOUT
+from pgcoord.config import CONNECT_TIMEOUT, describe
 from pgcoord.migrations import migrate
 
 SERVER_VERSION: LiteralString = "SELECT current_setting('server_version')"
@@ -40,14 +40,6 @@ def server_version(conn: psycopg.Connection[Any]) -> str:
     """The server's version number, e.g. "15.8"."""
     row = conn.execute(SERVER_VERSION).fetchone()
     return str(row[0]).split()[0] if row else "?"
-
-
-def describe(url: str) -> str:
-    """host:port/database of a URL, without the password."""
-    params = conninfo_to_dict(url)
-    host = str(params.get("host") or "localhost")
-    port = str(params.get("port") or 5432)
-    return f"{host}:{port}/{params.get('dbname') or params.get('user') or ''}"
 
 
 def install(conn: psycopg.Connection[Any]) -> str:
