@@ -39,21 +39,25 @@ def add_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def given(args: argparse.Namespace) -> bool:
-    """Whether the command line or the environment names a database."""
-    return args.database_url is not None or bool(os.environ.get(VARIABLE))
-
-
 def url(args: argparse.Namespace) -> str:
     """The database URL of the command, checked: UsageError when none is given or it
     does not parse."""
-    value: str | None = args.database_url
-    source = OPTION
-    if value is None:
-        value, source = os.environ.get(VARIABLE) or None, VARIABLE
+    value = given_url(args)
     if value is None:
         raise UsageError(f"no database given: pass {OPTION} URL or set {VARIABLE}")
-    check(value, source)
+    return value
+
+
+def given_url(args: argparse.Namespace) -> str | None:
+    """--database-url, else $DATABASE_URL (set but empty counts as unset), checked
+    (UsageError naming where it came from); None when neither is given."""
+    value: str | None = args.database_url
+    if value is not None:
+        check(value, OPTION)
+        return value
+    value = os.environ.get(VARIABLE) or None
+    if value is not None:
+        check(value, VARIABLE)
     return value
 
 
@@ -70,7 +74,9 @@ def check(value: str, source: str) -> None:
     try:
         params = conninfo_to_dict(value)
     except psycopg.ProgrammingError as exc:
-        cause = one_line(exc).replace(f'"{value}"', "it")
+        # libpq quotes the whole value, password and all
+        cause = one_line(exc).replace(f': "{value}"', "")
+        cause = cause.replace(f'"{value}"', shown(redacted(value)))
         raise UsageError(f"invalid database URL: {redacted(cause)} ({source})") from None
     port = str(params.get("port") or "")
     if port and not all(part.isdigit() for part in port.split(",")):
@@ -84,10 +90,21 @@ def redacted(text: str) -> str:
 
 def cannot_connect(exc: psycopg.Error, conninfo: str) -> str:
     """Why a connection failed, on one line, with where it was tried (no password)."""
-    cause = "; ".join(
-        _ATTEMPT.sub("", line).strip() for line in str(exc).splitlines() if line.strip()
-    )
-    return f"cannot connect to the database: {config.describe(conninfo)}: {cause}"
+    return f"cannot connect to the database: {config.describe(conninfo)}: {connection_cause(exc)}"
+
+
+def connection_cause(exc: psycopg.Error) -> str:
+    """libpq's reason for a failed connection on one line, without its framing of each
+    attempt: 'database "x" does not exist', 'Connection refused; is the server...'."""
+    parts = [_ATTEMPT.sub("", line).strip() for line in str(exc).splitlines() if line.strip()]
+    if not parts:
+        return type(exc).__name__
+    return "; ".join([parts[0], *(_lower_first(part) for part in parts[1:])])
+
+
+def _lower_first(text: str) -> str:
+    """ "Is the server running..." after a semicolon: "is the server running..."."""
+    return text[:1].lower() + text[1:] if text[1:2].islower() else text
 
 
 @contextmanager

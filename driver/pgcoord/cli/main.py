@@ -71,9 +71,7 @@ def guarded(prefix: str, body: Callable[[], int]) -> int:
     the command stops quietly with status 1. Parser errors exit by themselves (one
     line, status 2)."""
     try:
-        status = body()
-        sys.stdout.flush()  # a closed pipe shows here rather than at exit
-        return status
+        return _flushed(body)
     except BrokenPipeError:
         _silence_stdout()
         return FAILED
@@ -86,6 +84,23 @@ def guarded(prefix: str, body: Callable[[], int]) -> int:
     except (CommandError, PgcoordError, psycopg.Error) as exc:
         _say(prefix, one_line(exc))
         return FAILED
+
+
+def _flushed(body: Callable[[], int]) -> int:
+    """Run `body`, then flush stdout, so that a closed pipe shows here rather than at
+    exit; --help exits through the parser, its text flushed the same way."""
+    try:
+        status = body()
+    except SystemExit:
+        _flush_stdout()
+        raise
+    _flush_stdout()
+    return status
+
+
+def _flush_stdout() -> None:
+    if sys.stdout is not None:  # None: started with stdout closed
+        sys.stdout.flush()
 
 
 def _dispatch(argv: list[str]) -> int:

@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from .errors import USAGE, shown
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 MINUTE = 60
 HOUR = 60 * MINUTE
@@ -28,7 +32,12 @@ SHORTEST = 0.001  # seconds: the shortest duration an option accepts where zero 
 
 class Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line, `PROG: error: MESSAGE`, with exit
-    status 2 (argparse prints its usage first; `PROG --help` shows it)."""
+    status 2 (argparse would print the usage above it; `PROG --help` shows that)."""
+
+    def print_help(self, file: SupportsWrite[str] | None = None) -> None:
+        """As argparse's, but a reader that went away is not ignored: BrokenPipeError
+        reaches the command's guard, which stops quietly (exit status 1)."""
+        (file or sys.stdout).write(self.format_help())
 
     def error(self, message: str) -> NoReturn:
         line = message.replace("\r", "\\r").replace("\n", "\\n")

@@ -20,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"driver:    {__version__}")
     else:  # a checkout between releases: the next version is not frozen yet
         print(f"driver:    {__version__} (not frozen yet: pgcoord migrate installs {newest})")
-    if not database.given(args):
+    if database.given_url(args) is None:
         print(f"installed: unknown (give {database.OPTION} or set {database.VARIABLE})")
         return 0
     with database.connect(args) as conn:

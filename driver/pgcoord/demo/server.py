@@ -13,6 +13,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 from psycopg.sql import SQL, Identifier
 
+from pgcoord.cli.errors import UsageError
 from pgcoord.config import CONNECT_TIMEOUT, describe
 from pgcoord.migrations import migrate
 
@@ -23,7 +24,7 @@ DROP_DATABASE: LiteralString = "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
 
 
 class CannotRun(Exception):
-    """The demo could not start (no server); the message says what to do."""
+    """The demo could not start its embedded server; the message says why."""
 
 
 def connect(url: str) -> psycopg.Connection[Any]:
@@ -55,7 +56,7 @@ def install(conn: psycopg.Connection[Any]) -> str:
 @contextmanager
 def server(url: str | None) -> Iterator[tuple[str, str]]:
     """The URL to use and how to describe it: the given one, or an embedded server
-    (CannotRun when it cannot start)."""
+    (UsageError when it is not installed, CannotRun when it cannot start)."""
     if url:
         yield url, describe(url)
         return
@@ -66,7 +67,7 @@ def server(url: str | None) -> Iterator[tuple[str, str]]:
 
             embedded = stack.enter_context(embedded_server())
         except ModuleNotFoundError as exc:
-            raise CannotRun(
+            raise UsageError(
                 f"no DATABASE_URL given and the embedded server is not installed "
                 f"({exc.name}): pip install 'pgcoord[embedded]', or set DATABASE_URL"
             ) from exc
