@@ -394,3 +394,27 @@ def test_python_m_pgcoord_cli_is_the_command() -> None:
     done = run([sys.executable, "-m", "pgcoord.cli", "version"])
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("driver:    ")
+
+
+@pytest.mark.parametrize(
+    ("url", "status", "said"),
+    [
+        (
+            "postgres://u:secret@[bad",
+            2,
+            "pgcoord demo: invalid database URL: end of string reached when looking for "
+            'matching "]" in IPv6 host address in URI (--database-url)\n',
+        ),
+        (
+            "postgresql://u:secret@127.0.0.1:1/postgres?connect_timeout=5",
+            1,
+            "pgcoord demo: connection to 127.0.0.1:1/postgres failed: Connection refused; "
+            "is the server running on that host and accepting TCP/IP connections?\n",
+        ),
+    ],
+)
+def test_the_demo_says_what_is_wrong_with_its_database_url_on_one_line(
+    url: str, status: int, said: str
+) -> None:
+    done = run([sys.executable, "-m", "pgcoord.demo", "--database-url", url])
+    assert (done.returncode, done.stderr) == (status, said)
