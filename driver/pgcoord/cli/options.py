@@ -13,16 +13,18 @@ command taking another SQL argument adds its range here, next to these.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from .errors import USAGE, shown
 
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
+
+N = TypeVar("N", int, float)
 
 MINUTE = 60
 HOUR = 60 * MINUTE
@@ -52,11 +54,8 @@ class Seconds:
     most: float
 
     def __call__(self, text: str) -> timedelta:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not self.least <= value <= self.most:  # NaN is in no range
+        value = _within(float, text, self.least, self.most)
+        if value is None:
             raise argparse.ArgumentTypeError(
                 f"must be a number of seconds from {_number(self.least)} to "
                 f"{_number(self.most)} ({_duration(self.most)}), got {shown(text)}"
@@ -72,11 +71,8 @@ class Integer:
     most: int
 
     def __call__(self, text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or not self.least <= value <= self.most:
+        value = _within(int, text, self.least, self.most)
+        if value is None:
             raise argparse.ArgumentTypeError(
                 f"must be a whole number from {self.least} to {self.most}, got {shown(text)}"
             )
@@ -117,6 +113,15 @@ WORKER_GRACE = Seconds(0, DAY)
 def seconds(value: timedelta) -> str:
     """A duration as the options take it, for the defaults in --help: 60, 0.5."""
     return _number(value.total_seconds())
+
+
+def _within(kind: Callable[[str], N], text: str, least: N, most: N) -> N | None:
+    """`text` read as `kind` when it is from `least` to `most` (NaN never is), else None."""
+    try:
+        value = kind(text)
+    except ValueError:
+        return None
+    return value if least <= value <= most else None
 
 
 def _number(value: float) -> str:

@@ -11,7 +11,8 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from datetime import timedelta
+from typing import Any, NamedTuple
 
 from .. import migrations, releases
 from ..errors import PgcoordError
@@ -24,6 +25,50 @@ INBOX_SINCE = "0.2.0"  # the first release with the inbox (buffer_status, buffer
 DEFAULTS = {name: p.default for name, p in inspect.signature(BufferWorker).parameters.items()}
 
 
+class WorkerOption(NamedTuple):
+    """An option that is the BufferWorker argument of the same name (--retry-in is
+    retry_in), with that argument's default."""
+
+    option: str
+    metavar: str
+    type: Callable[[str], Any]
+    help: str
+    unset: str = ""  # how a default of None reads in --help
+
+    @property
+    def argument(self) -> str:
+        return self.option.removeprefix("--").replace("-", "_")
+
+
+WORKER_OPTIONS = (
+    WorkerOption(
+        "--concurrency", "N", options.CLAIM_LIMIT, "handlers running at once, and claims held"
+    ),
+    WorkerOption(
+        "--lease", "SECONDS", options.LEASE, "lease of each claim, renewed by a heartbeat"
+    ),
+    WorkerOption(
+        "--timeout",
+        "SECONDS",
+        options.WORKER_TIMEOUT,
+        "a handler running longer is cancelled and its batch given back",
+        unset="none",
+    ),
+    WorkerOption(
+        "--retry-in", "SECONDS", options.RETRY_IN, "delay before a failed batch is tried again"
+    ),
+    WorkerOption(
+        "--grace",
+        "SECONDS",
+        options.WORKER_GRACE,
+        "on SIGTERM/SIGINT, time the batches in flight get to finish",
+    ),
+    WorkerOption(
+        "--name", "NAME", options.NAME, "the worker's name in the claims", unset="host:pid:random"
+    ),
+)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "handler",
@@ -31,51 +76,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="package.module:function (importable from the current directory too)",
     )
     database.add_option(parser)
-    parser.add_argument(
-        "--concurrency",
-        metavar="N",
-        type=options.CLAIM_LIMIT,
-        default=DEFAULTS["concurrency"],
-        help="handlers running at once, and claims held (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--lease",
-        metavar="SECONDS",
-        type=options.LEASE,
-        default=DEFAULTS["lease"],
-        help="lease of each claim, renewed by a heartbeat "
-        f"(default: {options.seconds(DEFAULTS['lease'])})",
-    )
-    parser.add_argument(
-        "--timeout",
-        metavar="SECONDS",
-        type=options.WORKER_TIMEOUT,
-        default=DEFAULTS["timeout"],
-        help="a handler running longer is cancelled and its batch given back (default: none)",
-    )
-    parser.add_argument(
-        "--retry-in",
-        metavar="SECONDS",
-        type=options.RETRY_IN,
-        default=DEFAULTS["retry_in"],
-        help="delay before a failed batch is tried again "
-        f"(default: {options.seconds(DEFAULTS['retry_in'])})",
-    )
-    parser.add_argument(
-        "--grace",
-        metavar="SECONDS",
-        type=options.WORKER_GRACE,
-        default=DEFAULTS["grace"],
-        help="on SIGTERM/SIGINT, time the batches in flight get to finish "
-        f"(default: {options.seconds(DEFAULTS['grace'])})",
-    )
-    parser.add_argument(
-        "--name",
-        metavar="NAME",
-        type=options.NAME,
-        default=DEFAULTS["name"],
-        help="the worker's name in the claims (default: host:pid:random)",
-    )
+    for worker_option in WORKER_OPTIONS:
+        default = DEFAULTS[worker_option.argument]
+        parser.add_argument(
+            worker_option.option,
+            metavar=worker_option.metavar,
+            type=worker_option.type,
+            default=default,
+            help=f"{worker_option.help} (default: {_default_text(default, worker_option.unset)})",
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,21 +99,19 @@ def run(args: argparse.Namespace) -> int:
                 f"pgcoord {installed} in {database.where(conn)} has no inbox: run pgcoord migrate"
             )
     _log_to_stderr()
+    settings = {option.argument: getattr(args, option.argument) for option in WORKER_OPTIONS}
     try:
-        worker = BufferWorker(
-            handler,
-            url,
-            name=args.name,
-            concurrency=args.concurrency,
-            lease=args.lease,
-            timeout=args.timeout,
-            retry_in=args.retry_in,
-            grace=args.grace,
-        )
+        worker = BufferWorker(handler, url, **settings)
         asyncio.run(worker.run(handle_signals=True))
     except (ValueError, PgcoordError) as exc:
         raise CommandError(str(exc)) from exc
     return 0
+
+
+def _default_text(default: object, unset: str) -> str:
+    if default is None:
+        return unset
+    return options.seconds(default) if isinstance(default, timedelta) else str(default)
 
 
 def load_handler(spec: str) -> Callable[..., Any]:
