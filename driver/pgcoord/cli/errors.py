@@ -3,8 +3,7 @@ and a runtime error (exit status 1); and how values and messages are put on that
 
 from __future__ import annotations
 
-# exit statuses, the same for every command
-DONE = 0
+# exit statuses, the same for every command (0 when it went well)
 FAILED = 1  # a runtime error, or the reader of the output went away
 USAGE = 2  # bad usage: an option, an argument, the database URL
 INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)

@@ -1,6 +1,6 @@
 """The `pgcoord` command line: the parser made of every command in COMMANDS, the
 dispatch, and `guarded`, the one place where a failure becomes one line on stderr and
-an exit status (errors.DONE, FAILED, USAGE, INTERRUPTED)."""
+an exit status (errors.FAILED, USAGE, INTERRUPTED; 0 when the command went well)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,8 @@ def commands() -> list[Command | Passthrough]:
     found = []
     for name in COMMANDS:
         command = importlib.import_module(f"{__package__}.{name}").COMMAND
-        assert isinstance(command, Command | Passthrough), name
+        if not isinstance(command, Command | Passthrough):
+            raise TypeError(f"pgcoord.cli.{name}.COMMAND is not a Command or a Passthrough")
         found.append(command)
     return found
 
@@ -121,6 +122,8 @@ def _say(prefix: str, message: str) -> None:
 def _silence_stdout() -> None:
     """Send whatever is still printed, at exit too, nowhere: no second error while
     Python flushes stdout on the way out."""
+    if sys.stdout is None:
+        return
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, sys.stdout.fileno())

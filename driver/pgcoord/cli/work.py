@@ -127,13 +127,13 @@ def load_handler(spec: str) -> Callable[..., Any]:
         target: Any = importlib.import_module(module_name)
     except Exception as exc:
         raise CommandError(
-            f"cannot import {module_name!r}: {type(exc).__name__}: {one_line(exc)}"
+            f"cannot import {shown(module_name)}: {type(exc).__name__}: {one_line(exc)}"
         ) from exc
     for name in attribute.split("."):
         try:
             target = getattr(target, name)
         except AttributeError as exc:
-            raise CommandError(f"{module_name!r} has no {attribute!r}") from exc
+            raise CommandError(f"{shown(module_name)} has no {shown(attribute)}") from exc
     if not (
         inspect.iscoroutinefunction(target)
         or inspect.iscoroutinefunction(getattr(target, "__call__", None))  # noqa: B004
