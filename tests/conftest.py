@@ -1,8 +1,11 @@
 """Shared fixtures: one server per session, a template database with pgcoord installed,
-and a fresh clone of it per test.
+and a fresh clone of it per test; and PgBouncer in transaction mode in front of that
+server, for the tests that run through a pooler.
 
 The server is PGCOORD_TEST_URL or DATABASE_URL when set, else an embedded PostgreSQL
-started for the session.
+started for the session. The pooler tests (files test_pooler_*, and any test using the
+`pooler` fixture) are marked `pooler`: where PgBouncer cannot be installed they fail,
+and `-m "not pooler"` leaves them out on purpose.
 """
 
 from __future__ import annotations
@@ -14,11 +17,24 @@ from typing import Any
 
 import psycopg
 import pytest
+from poolerkit import Pooler, pgbouncer
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pytest_postgresql.janitor import DatabaseJanitor
 
 from pgcoord import releases
 from pgcoord.embedded import embedded_server
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "pooler: runs through PgBouncer in transaction mode")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name.startswith("test_pooler") or "pooler" in getattr(
+            item, "fixturenames", ()
+        ):
+            item.add_marker(pytest.mark.pooler)
 
 
 def janitor(server_url: str, dbname: str, template: str | None = None) -> DatabaseJanitor:
@@ -84,3 +100,23 @@ def conn(db_url: str) -> Iterator[psycopg.Connection[Any]]:
     """An autocommit connection to the test's database."""
     with psycopg.connect(db_url, autocommit=True) as connection:
         yield connection
+
+
+@pytest.fixture(scope="session")
+def pooler(server_url: str) -> Iterator[Pooler]:
+    """PgBouncer in transaction mode in front of the session's server (see poolerkit).
+    Fails, never skips, when PgBouncer cannot start."""
+    with pgbouncer(server_url) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def pooler_url(pooler: Pooler) -> str:
+    """The server's own database through the pooler."""
+    return pooler.url
+
+
+@pytest.fixture
+def pooled_db_url(pooler: Pooler, db_url: str) -> str:
+    """The test's database (`db_url`) through the pooler."""
+    return pooler.database_url(db_url)

@@ -18,12 +18,23 @@ from .errors import (
     NotInstalled,
     NullArgument,
     PgcoordError,
+    RateLimited,
     Retry,
     ServerError,
 )
 from .lease import Lease
-from .types import Batch, BufferStatus, Ingested, Lock, LockStatus
-from .worker import BufferWorker, complete_in
+from .types import (
+    Batch,
+    BufferStatus,
+    CampaignFailure,
+    CampaignMessage,
+    CampaignProgress,
+    Ingested,
+    Lock,
+    LockStatus,
+    RateStatus,
+)
+from .worker import BufferWorker, CampaignWorker, RateBudget, complete_in
 
 # The package's version, written here only (pyproject.toml reads it). A release of the
 # package is also the newest schema release it ships, db/releases/<__version__>/.
@@ -34,6 +45,10 @@ __all__ = [
     "Batch",
     "BufferStatus",
     "BufferWorker",
+    "CampaignFailure",
+    "CampaignMessage",
+    "CampaignProgress",
+    "CampaignWorker",
     "ClaimLost",
     "Client",
     "Conflict",
@@ -49,6 +64,9 @@ __all__ = [
     "NotInstalled",
     "NullArgument",
     "PgcoordError",
+    "RateBudget",
+    "RateLimited",
+    "RateStatus",
     "Retry",
     "ServerError",
     "complete_in",

@@ -20,7 +20,7 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 import psycopg
 
-from . import config, inbox, locks
+from . import campaigns, config, inbox, locks, rates
 from .config import CLIENT_LOCK_TTL, LOCK_WAIT, Pool
 from .errors import LockNotAcquired
 from .lease import Lease, default_owner, heartbeat_interval, heartbeat_thread
@@ -124,6 +124,24 @@ class Client:
     buffer_revive = pooled(inbox.buffer_revive)
     buffer_due_in = pooled(inbox.buffer_due_in)
     buffer_status = pooled(inbox.buffer_status)
+
+    campaign_create = pooled(campaigns.campaign_create)
+    campaign_set_status = pooled(campaigns.campaign_set_status)
+    campaign_enqueue = pooled(campaigns.campaign_enqueue)
+    campaign_claim = pooled(campaigns.campaign_claim)
+    campaign_complete = pooled(campaigns.campaign_complete)
+    campaign_complete_many = pooled(campaigns.campaign_complete_many)
+    campaign_fail = pooled(campaigns.campaign_fail)
+    campaign_snooze = pooled(campaigns.campaign_snooze)
+    campaign_extend = pooled(campaigns.campaign_extend)
+    campaign_release = pooled(campaigns.campaign_release)
+    campaign_skip_stale = pooled(campaigns.campaign_skip_stale)
+    campaign_due_in = pooled(campaigns.campaign_due_in)
+    campaign_progress = pooled(campaigns.campaign_progress)
+
+    rate_acquire = pooled(rates.rate_acquire)
+    rate_pause = pooled(rates.rate_pause)
+    rate_status = pooled(rates.rate_status)
 
     @contextmanager
     def lock(

@@ -18,7 +18,7 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 import psycopg
 
-from . import config, inbox_async, locks_async
+from . import campaigns_async, config, inbox_async, locks_async, rates_async
 from .config import CLIENT_LOCK_TTL, LOCK_WAIT, AsyncPool
 from .errors import LockNotAcquired
 from .lease import Lease, default_owner, heartbeat_interval, heartbeat_task
@@ -122,6 +122,24 @@ class AsyncClient:
     buffer_revive = pooled(inbox_async.buffer_revive)
     buffer_due_in = pooled(inbox_async.buffer_due_in)
     buffer_status = pooled(inbox_async.buffer_status)
+
+    campaign_create = pooled(campaigns_async.campaign_create)
+    campaign_set_status = pooled(campaigns_async.campaign_set_status)
+    campaign_enqueue = pooled(campaigns_async.campaign_enqueue)
+    campaign_claim = pooled(campaigns_async.campaign_claim)
+    campaign_complete = pooled(campaigns_async.campaign_complete)
+    campaign_complete_many = pooled(campaigns_async.campaign_complete_many)
+    campaign_fail = pooled(campaigns_async.campaign_fail)
+    campaign_snooze = pooled(campaigns_async.campaign_snooze)
+    campaign_extend = pooled(campaigns_async.campaign_extend)
+    campaign_release = pooled(campaigns_async.campaign_release)
+    campaign_skip_stale = pooled(campaigns_async.campaign_skip_stale)
+    campaign_due_in = pooled(campaigns_async.campaign_due_in)
+    campaign_progress = pooled(campaigns_async.campaign_progress)
+
+    rate_acquire = pooled(rates_async.rate_acquire)
+    rate_pause = pooled(rates_async.rate_pause)
+    rate_status = pooled(rates_async.rate_status)
 
     @asynccontextmanager
     async def lock(

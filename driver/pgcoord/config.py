@@ -37,6 +37,15 @@ BUFFER_LEASE = timedelta(seconds=60)
 BUFFER_RETRY_IN = timedelta(seconds=60)
 # message_prune: p_limit
 PRUNE_LIMIT = 10_000
+# campaign_create: p_max_retries, p_retry_backoff, p_stale_after
+CAMPAIGN_MAX_RETRIES = 3
+CAMPAIGN_RETRY_BACKOFF = (timedelta(minutes=5), timedelta(minutes=15), timedelta(minutes=30))
+CAMPAIGN_STALE_AFTER = timedelta(hours=1)
+# campaign_claim: p_limit; campaign_claim and campaign_extend: p_lease
+CAMPAIGN_CLAIM_LIMIT = 15
+CAMPAIGN_LEASE = timedelta(minutes=5)
+# rate_acquire: p_cost
+RATE_COST = 1
 
 
 def connect_timeout(conninfo: str) -> int | None:

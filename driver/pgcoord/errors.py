@@ -7,7 +7,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -72,15 +72,21 @@ class LeaseLost(PgcoordError):
 
 
 class ClaimLost(PgcoordError):
-    """The claim of a batch is no longer current: its lease ran out and another claim
-    took the conversation, or it was already completed or given back."""
+    """The claim of an item (a conversation's batch, a campaign message) is no longer
+    current: its lease ran out and another claim took it, or it was already completed or
+    given back. `item` is the claimed item (`batch` its name for a buffer's batch)."""
 
-    def __init__(self, batch: Batch) -> None:
-        super().__init__(
-            f"claim {batch.claim_token} of conversation {batch.conversation_key!r} "
-            "is no longer current"
-        )
-        self.batch = batch
+    def __init__(self, item: Any, what: str | None = None) -> None:
+        if what is None:
+            what = f"conversation {item.conversation_key!r}"
+        super().__init__(f"claim {item.claim_token} of {what} is no longer current")
+        self.item = item
+
+    @property
+    def batch(self) -> Batch:
+        """The claimed batch (for a buffer's claim)."""
+        batch: Batch = self.item
+        return batch
 
     @property
     def burst(self) -> Batch:
@@ -97,12 +103,29 @@ class Retry(Exception):
     try, like any error."""
 
     def __init__(self, after: timedelta | float, reason: str = "retry requested") -> None:
-        if not isinstance(after, timedelta):
-            after = timedelta(seconds=after)
-        if after < timedelta(0):
-            raise ValueError(f"Retry after must not be negative, got {after}")
         super().__init__(reason)
-        self.after = after
+        self.after = _delay(after, "Retry")
+
+
+class RateLimited(Exception):
+    """Raised by a handler when the provider said "too many requests" (HTTP 429) with a
+    Retry-After (a timedelta or seconds): the item is put back for `after` without spending
+    a try where the work allows it (a campaign message is snoozed; a buffer's batch, which
+    has no snooze, is failed with that delay), and the worker's shared rate key is paused
+    for `after`, so every worker of the fleet waits."""
+
+    def __init__(self, after: timedelta | float, reason: str = "rate limited") -> None:
+        super().__init__(reason)
+        self.after = _delay(after, "RateLimited")
+
+
+def _delay(after: timedelta | float, name: str) -> timedelta:
+    """A handler's delay as a timedelta (seconds accepted); never negative."""
+    if not isinstance(after, timedelta):
+        after = timedelta(seconds=after)
+    if after < timedelta(0):
+        raise ValueError(f"{name} after must not be negative, got {after}")
+    return after
 
 
 class HandlerTimeout(Exception):

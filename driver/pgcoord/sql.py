@@ -69,3 +69,68 @@ BUFFER_STATUS: LiteralString = (
 # the channel message_ingest notifies when it opens a window due within a second
 BUFFER_CHANNEL: LiteralString = "pgcoord_buffers"
 LISTEN_BUFFERS: LiteralString = "LISTEN pgcoord_buffers"
+
+CAMPAIGN_CREATE: LiteralString = (
+    "SELECT pgcoord.campaign_create(p_name => %(name)s, p_max_retries => %(max_retries)s,"
+    " p_retry_backoff => %(retry_backoff)s, p_stale_after => %(stale_after)s)"
+)
+CAMPAIGN_SET_STATUS: LiteralString = (
+    "SELECT pgcoord.campaign_set_status(p_run_id => %(run_id)s, p_status => %(status)s)"
+)
+CAMPAIGN_ENQUEUE: LiteralString = (
+    "SELECT pgcoord.campaign_enqueue(p_run_id => %(run_id)s, p_items => %(items)s)"
+)
+CAMPAIGN_CLAIM: LiteralString = (
+    "SELECT * FROM pgcoord.campaign_claim(p_worker => %(worker)s, p_limit => %(limit)s,"
+    " p_lease => %(lease)s, p_run_id => %(run_id)s)"
+)
+CAMPAIGN_COMPLETE: LiteralString = (
+    "SELECT pgcoord.campaign_complete(p_message_id => %(message_id)s,"
+    " p_claim_token => %(claim_token)s, p_metrics => %(metrics)s)"
+)
+CAMPAIGN_COMPLETE_MANY: LiteralString = (
+    "SELECT pgcoord.campaign_complete_many(p_message_ids => %(message_ids)s,"
+    " p_claim_tokens => %(claim_tokens)s, p_metrics => %(metrics)s)"
+)
+CAMPAIGN_COMPLETED: LiteralString = (
+    "SELECT pgcoord.campaign_completed(p_message_ids => %(message_ids)s,"
+    " p_claim_tokens => %(claim_tokens)s, p_metrics => %(metrics)s)"
+)
+CAMPAIGN_FAIL: LiteralString = (
+    "SELECT * FROM pgcoord.campaign_fail(p_message_id => %(message_id)s,"
+    " p_claim_token => %(claim_token)s, p_error => %(error)s, p_retry_after => %(retry_after)s)"
+)
+CAMPAIGN_SNOOZE: LiteralString = (
+    "SELECT pgcoord.campaign_snooze(p_message_id => %(message_id)s,"
+    " p_claim_token => %(claim_token)s, p_delay => %(delay)s)"
+)
+CAMPAIGN_EXTEND: LiteralString = (
+    "SELECT pgcoord.campaign_extend(p_message_id => %(message_id)s,"
+    " p_claim_token => %(claim_token)s, p_lease => %(lease)s)"
+)
+CAMPAIGN_RELEASE: LiteralString = (
+    "SELECT pgcoord.campaign_release(p_message_id => %(message_id)s,"
+    " p_claim_token => %(claim_token)s)"
+)
+CAMPAIGN_SKIP_STALE: LiteralString = (
+    "SELECT pgcoord.campaign_skip_stale(p_older_than => %(older_than)s)"
+)
+CAMPAIGN_DUE_IN: LiteralString = "SELECT pgcoord.campaign_due_in(p_run_id => %(run_id)s)"
+CAMPAIGN_PROGRESS: LiteralString = (
+    "SELECT run_id, name, status, pending, processing, sent, failed, skipped, total"
+    " FROM pgcoord.campaign_progress ORDER BY run_id"
+)
+CAMPAIGN_RUN_PROGRESS: LiteralString = (
+    "SELECT run_id, name, status, pending, processing, sent, failed, skipped, total"
+    " FROM pgcoord.campaign_progress WHERE run_id = %(run_id)s"
+)
+
+RATE_ACQUIRE: LiteralString = (
+    "SELECT pgcoord.rate_acquire(p_key => %(key)s, p_per_second => %(per_second)s,"
+    " p_burst => %(burst)s, p_cost => %(cost)s)"
+)
+RATE_PAUSE: LiteralString = "SELECT pgcoord.rate_pause(p_key => %(key)s, p_for => %(pause)s)"
+RATE_STATUS: LiteralString = (
+    "SELECT key, tokens, per_second, burst, paused_until, updated_at"
+    " FROM pgcoord.rate_status ORDER BY key"
+)

@@ -72,6 +72,58 @@ class BufferStatus:
     last_error: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class CampaignMessage:
+    """A row of pgcoord.campaign_claim: one message to send, held by the claim
+    `claim_token` (a fencing token); `attempt` is 1 + its failed tries so far."""
+
+    message_id: int
+    run_id: int
+    recipient: str
+    payload: dict[str, Any]
+    attempt: int
+    claim_token: int
+    scheduled_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignFailure:
+    """A row of pgcoord.campaign_fail: 'pending' again at `next_attempt_at`, or 'failed'
+    for good (`next_attempt_at` None)."""
+
+    status: str
+    next_attempt_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignProgress:
+    """A row of the view pgcoord.campaign_progress."""
+
+    run_id: int
+    name: str
+    status: str
+    pending: int
+    processing: int
+    sent: int
+    failed: int
+    skipped: int
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class RateStatus:
+    """A row of the view pgcoord.rate_status: the tokens in the key's bucket now (None
+    while no grant was made: a full bucket), its rate and burst as of the last grant, the
+    pause in force."""
+
+    key: str
+    tokens: float | None
+    per_second: float | None
+    burst: int | None
+    paused_until: datetime | None
+    updated_at: datetime
+
+
 # names kept for one release, each warning when used: old name -> (new name, object)
 DEPRECATED: dict[str, tuple[str, Any]] = {"Burst": ("Batch", Batch)}
 

@@ -38,6 +38,25 @@ INBOX_CALLS = [
     "buffer_due_in",
     "buffer_status",
 ]
+# the clients' campaign and rate-limit calls (tests/driver/test_client_campaigns.py)
+CAMPAIGN_CALLS = [
+    "campaign_create",
+    "campaign_set_status",
+    "campaign_enqueue",
+    "campaign_claim",
+    "campaign_complete",
+    "campaign_complete_many",
+    "campaign_fail",
+    "campaign_snooze",
+    "campaign_extend",
+    "campaign_release",
+    "campaign_skip_stale",
+    "campaign_due_in",
+    "campaign_progress",
+    "rate_acquire",
+    "rate_pause",
+    "rate_status",
+]
 
 
 def public(cls: type) -> set[str]:
@@ -52,10 +71,11 @@ def parameters(func: Any, skip: int = 0) -> list[tuple[str, Any, Any]]:
 
 def test_sync_and_async_clients_have_the_same_methods() -> None:
     assert public(Client) == public(AsyncClient)
-    assert set(CALLS) | set(INBOX_CALLS) | {"lock", "open", "close", "pool"} == public(Client)
+    calls = {*CALLS, *INBOX_CALLS, *CAMPAIGN_CALLS}
+    assert calls | {"lock", "open", "close", "pool"} == public(Client)
     for name in public(Client) - {"pool"}:
         assert parameters(getattr(Client, name)) == parameters(getattr(AsyncClient, name)), name
-    for name in [*CALLS, *INBOX_CALLS, "open", "close"]:
+    for name in [*CALLS, *INBOX_CALLS, *CAMPAIGN_CALLS, "open", "close"]:
         assert inspect.iscoroutinefunction(getattr(AsyncClient, name)), name
         assert not inspect.iscoroutinefunction(getattr(Client, name)), name
 

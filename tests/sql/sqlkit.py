@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import class_row
 
 from pgcoord.types import Lock, LockStatus
@@ -35,6 +36,34 @@ CONTRACT: dict[str, tuple[str, str]] = {
     "lock_is_current": ("p_key text, p_token bigint", "boolean"),
 }
 SECTION_1 = tuple(CONTRACT)
+
+# The SQL type of every argument name of the API, for calls in named notation with
+# values of any Python type (a text such as 'infinity' is cast to the argument's type).
+ARGUMENT_TYPES = {
+    "p_key": "text",
+    "p_owner": "text",
+    "p_ttl": "interval",
+    "p_wait": "interval",
+    "p_token": "bigint",
+    "p_provider": "text",
+    "p_provider_message_id": "text",
+    "p_conversation_key": "text",
+    "p_body": "text",
+    "p_payload": "jsonb",
+    "p_debounce": "interval",
+    "p_max_wait": "interval",
+    "p_worker": "text",
+    "p_limit": "integer",
+    "p_lease": "interval",
+    "p_claim_token": "bigint",
+    "p_error": "text",
+    "p_retry_in": "interval",
+    "p_older_than": "interval",
+    "p_per_second": "double precision",
+    "p_burst": "integer",
+    "p_cost": "integer",
+    "p_for": "interval",
+}
 
 LONG = timedelta(seconds=30)
 STATEMENT_TIMEOUT = "30s"  # a hanging call fails its test instead of stalling the run
@@ -212,3 +241,73 @@ def snapshot(conn: Conn) -> tuple[list[tuple[Any, ...]], tuple[Any, ...] | None]
     ).fetchall()
     sequence = conn.execute("SELECT last_value, is_called FROM pgcoord.lock_token").fetchone()
     return rows, sequence
+
+
+def call(conn: Conn, function: str, arguments: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """SELECT * FROM pgcoord.<function>(name => value::type, ...)."""
+    query = sql.SQL("SELECT * FROM pgcoord.{}({})").format(
+        sql.Identifier(function),
+        sql.SQL(", ").join(
+            sql.SQL("{} => {}::{}").format(
+                sql.Identifier(name), sql.Placeholder(name), sql.SQL(ARGUMENT_TYPES[name])
+            )
+            for name in arguments
+        ),
+    )
+    return conn.execute(query, arguments).fetchall()
+
+
+def refusal_problem(
+    conn: Conn,
+    function: str,
+    arguments: dict[str, Any],
+    bad: str,
+    sqlstate: str,
+    state: Callable[[Conn], object],
+) -> str | None:
+    """What is wrong with how `function` refuses these arguments, `bad` being the bad one:
+    it must raise `sqlstate` with a message naming `bad`, and leave `state` as it was.
+    None when all is well."""
+    before = state(conn)
+    try:
+        call(conn, function, arguments)
+    except psycopg.Error as exc:
+        message = exc.diag.message_primary or ""
+        if exc.sqlstate != sqlstate:
+            return f"SQLSTATE {exc.sqlstate} ({message!r}), expected {sqlstate}"
+        if bad not in message:
+            return f"the message {message!r} does not name {bad}"
+    else:
+        return "no error"
+    if state(conn) != before:
+        return "changed what the function stores"
+    return None
+
+
+def assert_all_refused(
+    conn: Conn,
+    function: str,
+    cases: Iterable[tuple[str, dict[str, Any], str, str]],
+    state: Callable[[Conn], object],
+    at_least: int = 1,
+) -> None:
+    """Call `function` with the arguments of each case (what it is, the arguments, the bad
+    argument, the SQLSTATE it must raise) and report every case refused wrongly at once."""
+    problems, checked = [], 0
+    for what, arguments, bad, sqlstate in cases:
+        problem = refusal_problem(conn, function, arguments, bad, sqlstate, state)
+        checked += 1
+        if problem:
+            problems.append(f"{what}: {problem}")
+    assert checked >= at_least, f"{function}: only {checked} cases"
+    assert problems == [], f"{function}: " + "; ".join(problems)
+
+
+def execute_privileges(conn: Conn) -> dict[str, tuple[bool, bool]]:
+    """Function name -> (PUBLIC may execute it, pgcoord_client may execute it)."""
+    rows = conn.execute(
+        "SELECT p.proname::text, has_function_privilege('public', p.oid, 'EXECUTE'),"
+        " has_function_privilege('pgcoord_client', p.oid, 'EXECUTE')"
+        " FROM pg_proc AS p WHERE p.pronamespace = 'pgcoord'::regnamespace"
+    ).fetchall()
+    return {name: (public, client) for name, public, client in rows}

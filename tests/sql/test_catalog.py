@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from inboxkit import HELPERS, MAX_FAILED_TRIES, SECTION_2, claim_one, fail, ingest
 from psycopg.rows import class_row
+from ratekit import RATE_HELPERS, SECTION_4
 from sqlkit import SECTION_1, Conn, acquire
 
 from pgcoord.types import Batch, BufferStatus, Ingested, Lock, LockStatus
@@ -49,7 +50,7 @@ def functions(conn: Conn) -> list[dict[str, Any]]:
     names = ["signature", "name", "config", "comment", "arg_names", "arg_modes", "nargs"]
     names += ["security_definer", "volatility", "definition"]
     found = [dict(zip(names, row, strict=True)) for row in rows]
-    assert {f["name"] for f in found} >= {*SECTION_1, *SECTION_2, *HELPERS}
+    assert {f["name"] for f in found} >= {*SECTION_1, *SECTION_2, *SECTION_4, *HELPERS}
     return found
 
 
@@ -100,7 +101,7 @@ def test_no_function_or_view_reads_a_stale_clock(conn: Conn) -> None:
 def test_the_api_functions_run_as_definer_and_are_volatile(conn: Conn) -> None:
     checked = set()
     for function in functions(conn):
-        if function["name"] in {*SECTION_1, *SECTION_2}:
+        if function["name"] in {*SECTION_1, *SECTION_2, *SECTION_4, *RATE_HELPERS}:
             assert function["security_definer"], function["signature"]
             # the clock moves: a STABLE lock_is_current could be folded once per statement
             assert function["volatility"] == "v", function["signature"]
@@ -110,7 +111,7 @@ def test_the_api_functions_run_as_definer_and_are_volatile(conn: Conn) -> None:
             assert function["security_definer"], function["signature"]
             assert function["volatility"] in {"s", "v"}, function["signature"]
             checked.add(function["name"])
-    assert checked == {*SECTION_1, *SECTION_2, *HELPERS}
+    assert checked == {*SECTION_1, *SECTION_2, *SECTION_4, *HELPERS, *RATE_HELPERS}
 
 
 def result_columns(conn: Conn, function: str) -> list[tuple[str, str]]:

@@ -11,7 +11,7 @@ import pytest
 import test_lock_security
 from inboxkit import HELPERS, SECTION_2
 from psycopg import sql
-from sqlkit import Conn, scalar
+from sqlkit import Conn, execute_privileges, scalar
 from test_lock_security import connect_as
 
 login_role = test_lock_security.login_role  # the fixture: a fresh LOGIN role, dropped after
@@ -29,12 +29,7 @@ STATEMENTS = (
 
 
 def test_public_may_not_execute_the_inbox_functions(conn: Conn) -> None:
-    rows = conn.execute(
-        "SELECT p.proname::text, has_function_privilege('public', p.oid, 'EXECUTE'),"
-        " has_function_privilege('pgcoord_client', p.oid, 'EXECUTE')"
-        " FROM pg_proc AS p WHERE p.pronamespace = 'pgcoord'::regnamespace"
-    ).fetchall()
-    privileges = {name: (public, client) for name, public, client in rows}
+    privileges = execute_privileges(conn)
     for function in (*SECTION_2, *HELPERS):
         assert privileges[function] == (False, True), function
     assert privileges["buffer_fail_try"] == (False, False), "internal"

@@ -4,22 +4,15 @@ message naming the argument, and nothing changed."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
-from sqlkit import Conn, acquire, snapshot, until_expired
+from sqlkit import Conn, acquire, assert_all_refused, call, snapshot, until_expired
 
 NULL, INVALID = "22004", "22023"
-TYPES = {
-    "p_key": "text",
-    "p_owner": "text",
-    "p_ttl": "interval",
-    "p_wait": "interval",
-    "p_token": "bigint",
-}
 
 # Each function's valid arguments besides p_key; the bad one replaces its namesake.
 VALID: dict[str, dict[str, Any]] = {
@@ -58,39 +51,6 @@ CASES_BY_ARGUMENT = {
 }
 
 
-def call(conn: Conn, function: str, arguments: dict[str, Any]) -> None:
-    query = sql.SQL("SELECT * FROM pgcoord.{}({})").format(
-        sql.Identifier(function),
-        sql.SQL(", ").join(
-            sql.SQL("{} => {}::{}").format(
-                sql.Identifier(name), sql.Placeholder(name), sql.SQL(TYPES[name])
-            )
-            for name in arguments
-        ),
-    )
-    conn.execute(query, arguments)
-
-
-def problem_with(
-    conn: Conn, function: str, arguments: dict[str, Any], bad: str, sqlstate: str
-) -> str | None:
-    """What is wrong with how `function` answers these arguments, `bad` being the bad one."""
-    before = snapshot(conn)
-    try:
-        call(conn, function, arguments)
-    except psycopg.Error as exc:
-        message = exc.diag.message_primary or ""
-        if exc.sqlstate != sqlstate:
-            return f"SQLSTATE {exc.sqlstate} ({message!r}), expected {sqlstate}"
-        if bad not in message:
-            return f"the message {message!r} does not name {bad}"
-    else:
-        return "no error"
-    if snapshot(conn) != before:
-        return "changed the table or the token sequence"
-    return None
-
-
 @pytest.mark.parametrize("function", list(VALID))
 def test_bad_arguments_raise_naming_them_and_change_nothing(conn: Conn, function: str) -> None:
     held = acquire(conn, "held", "holder")
@@ -99,21 +59,25 @@ def test_bad_arguments_raise_naming_them_and_change_nothing(conn: Conn, function
     until_expired(conn, "expired")
     until_expired(conn, "other-expired")
 
-    problems, checked = [], 0
-    for argument in ["p_key", *VALID[function]]:
-        for value, sqlstate, label in CASES_BY_ARGUMENT[argument]:
-            # against each kind of key, so a call acting before its checks would show
-            keys = [value] if argument == "p_key" else ["held", "expired", "other-expired", "free"]
-            for key in keys:
-                arguments = {"p_key": key, **VALID[function], argument: value}
-                if function == "lock_is_current" and argument != "p_token":
-                    arguments["p_token"] = held.token
-                problem = problem_with(conn, function, arguments, argument, sqlstate)
-                checked += 1
-                if problem:
-                    problems.append(f"{argument} {label} on key {str(key)[:20]!r}: {problem}")
-    assert checked >= 5
-    assert problems == [], f"{function}: " + "; ".join(problems)
+    def cases() -> Iterator[tuple[str, dict[str, Any], str, str]]:
+        for argument in ["p_key", *VALID[function]]:
+            for value, sqlstate, label in CASES_BY_ARGUMENT[argument]:
+                # against each kind of key, so a call acting before its checks would show
+                keys = (
+                    [value] if argument == "p_key" else ["held", "expired", "other-expired", "free"]
+                )
+                for key in keys:
+                    arguments = {"p_key": key, **VALID[function], argument: value}
+                    if function == "lock_is_current" and argument != "p_token":
+                        arguments["p_token"] = held.token
+                    yield (
+                        f"{argument} {label} on key {str(key)[:20]!r}",
+                        arguments,
+                        argument,
+                        sqlstate,
+                    )
+
+    assert_all_refused(conn, function, cases(), snapshot, at_least=5)
 
 
 def test_the_check_comes_before_any_waiting(conn: Conn) -> None:

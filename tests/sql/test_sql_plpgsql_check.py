@@ -8,7 +8,7 @@ from psycopg import sql
 from sqlkit import Conn, scalar
 
 # The types the callers pass to a polymorphic (anyelement) argument.
-ANYELEMENT_TYPES = ("text", "interval", "bigint")
+ANYELEMENT_TYPES = ("text", "interval", "bigint", "integer", "double precision", "jsonb")
 
 
 def test_plpgsql_check_finds_nothing(conn: Conn) -> None:

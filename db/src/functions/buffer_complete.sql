@@ -61,5 +61,6 @@ $$;
 
 COMMENT ON FUNCTION pgcoord.buffer_complete(text, bigint) IS
 'Mark the messages of the claim p_claim_token done; later messages stay buffered. False, '
-'changing nothing, when the claim is no longer current. Errors: 22004 NULL argument, '
-'22023 empty or over-long conversation key.';
+'changing nothing, when the claim is no longer current. Ranges: p_conversation_key 1 to '
+'1024 bytes; p_claim_token any bigint. Errors: 22004 NULL argument, 22023 empty or '
+'over-long conversation key.';

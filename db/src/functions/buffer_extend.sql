@@ -19,7 +19,7 @@ BEGIN
     IF (
         octet_length(p_conversation_key) BETWEEN 1 AND 1024
         AND p_claim_token IS NOT NULL
-        AND p_lease > interval '0'
+        AND p_lease > interval '0' AND p_lease <= interval '1 day'
     ) IS NOT TRUE THEN
         IF coalesce(octet_length(p_conversation_key), 0) NOT BETWEEN 1 AND 1024 THEN
             PERFORM pgcoord.raise_bad_argument(
@@ -29,8 +29,10 @@ BEGIN
         IF p_claim_token IS NULL THEN
             PERFORM pgcoord.raise_bad_argument('p_claim_token', p_claim_token, 'a bigint');
         END IF;
-        IF NOT coalesce(p_lease > interval '0', false) THEN
-            PERFORM pgcoord.raise_bad_argument('p_lease', p_lease, 'a positive interval');
+        IF NOT coalesce(p_lease > interval '0' AND p_lease <= interval '1 day', false) THEN
+            PERFORM pgcoord.raise_bad_argument(
+                'p_lease', p_lease, 'an interval above 0 and at most 1 day'
+            );
         END IF;
     END IF;
 
@@ -47,5 +49,6 @@ $$;
 
 COMMENT ON FUNCTION pgcoord.buffer_extend(text, bigint, interval) IS
 'New lease end of claim p_claim_token; NULL when the claim is no longer current. '
-'Errors: 22004 NULL argument, 22023 empty or over-long conversation key, non-positive '
-'p_lease.';
+'Ranges: p_conversation_key 1 to 1024 bytes; p_lease above 0 and at most 1 day. Errors: '
+'22004 NULL argument, 22023 an argument out of its range (an infinite interval '
+'included).';

@@ -42,5 +42,6 @@ $$;
 
 COMMENT ON FUNCTION pgcoord.buffer_release(text, bigint) IS
 'Give the batch of claim p_claim_token back without counting a failed try; claimable '
-'again at once. False, changing nothing, when the claim is no longer current. Errors: '
-'22004 NULL argument, 22023 empty or over-long conversation key.';
+'again at once. False, changing nothing, when the claim is no longer current. Ranges: '
+'p_conversation_key 1 to 1024 bytes; p_claim_token any bigint. Errors: 22004 NULL '
+'argument, 22023 empty or over-long conversation key.';

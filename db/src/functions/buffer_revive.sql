@@ -63,5 +63,5 @@ $$;
 
 COMMENT ON FUNCTION pgcoord.buffer_revive(text) IS
 'Put the messages of the conversation''s dead batches back in its buffer, due at once; '
-'returns how many. Errors: 22004 NULL argument, 22023 empty or over-long conversation '
-'key.';
+'returns how many. Ranges: p_conversation_key 1 to 1024 bytes. Errors: 22004 NULL '
+'argument, 22023 empty or over-long conversation key.';

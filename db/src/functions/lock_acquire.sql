@@ -30,8 +30,8 @@ BEGIN
     IF (
         octet_length(p_key) BETWEEN 1 AND 1024
         AND octet_length(p_owner) BETWEEN 1 AND 1024
-        AND p_ttl > interval '0'
-        AND p_wait >= interval '0'
+        AND p_ttl > interval '0' AND p_ttl <= interval '1 day'
+        AND p_wait >= interval '0' AND p_wait <= interval '1 hour'
     ) IS NOT TRUE THEN
         IF coalesce(octet_length(p_key), 0) NOT BETWEEN 1 AND 1024 THEN
             PERFORM pgcoord.raise_bad_argument('p_key', p_key, 'a text of 1 to 1024 bytes');
@@ -39,11 +39,13 @@ BEGIN
         IF coalesce(octet_length(p_owner), 0) NOT BETWEEN 1 AND 1024 THEN
             PERFORM pgcoord.raise_bad_argument('p_owner', p_owner, 'a text of 1 to 1024 bytes');
         END IF;
-        IF NOT coalesce(p_ttl > interval '0', false) THEN
-            PERFORM pgcoord.raise_bad_argument('p_ttl', p_ttl, 'a positive interval');
+        IF NOT coalesce(p_ttl > interval '0' AND p_ttl <= interval '1 day', false) THEN
+            PERFORM pgcoord.raise_bad_argument(
+                'p_ttl', p_ttl, 'an interval above 0 and at most 1 day'
+            );
         END IF;
-        IF NOT coalesce(p_wait >= interval '0', false) THEN
-            PERFORM pgcoord.raise_bad_argument('p_wait', p_wait, 'a non-negative interval');
+        IF NOT coalesce(p_wait >= interval '0' AND p_wait <= interval '1 hour', false) THEN
+            PERFORM pgcoord.raise_bad_argument('p_wait', p_wait, 'an interval from 0 to 1 hour');
         END IF;
     END IF;
 
@@ -131,5 +133,6 @@ $$;
 
 COMMENT ON FUNCTION pgcoord.lock_acquire(text, text, interval, interval) IS
 'Take or renew the lease of p_key for p_owner; always one row. Non-blocking unless '
-'p_wait > 0. Errors: 22004 NULL argument, 22023 empty or over-long key/owner, non-positive p_ttl, '
-'negative p_wait.';
+'p_wait > 0. Ranges: p_key, p_owner 1 to 1024 bytes; p_ttl above 0 and at most 1 day; '
+'p_wait 0 to 1 hour. Errors: 22004 NULL argument, 22023 an argument out of its range '
+'(an infinite interval included).';

@@ -31,4 +31,5 @@ $$;
 
 COMMENT ON FUNCTION pgcoord.lock_is_current(text, bigint) IS
 'True only while p_token is the live grant of p_key; usable in the caller''s own WHERE. '
-'Errors: 22004 NULL argument, 22023 empty or over-long key.';
+'Ranges: p_key 1 to 1024 bytes; p_token any bigint. Errors: 22004 NULL argument, 22023 '
+'empty or over-long key.';

@@ -29,4 +29,5 @@ $$;
 
 COMMENT ON FUNCTION pgcoord.lock_release(text, text) IS
 'True when p_owner held p_key and it is now free; false otherwise, changing nothing. '
-'Errors: 22004 NULL argument, 22023 empty or over-long key/owner.';
+'Ranges: p_key, p_owner 1 to 1024 bytes. Errors: 22004 NULL argument, 22023 empty or '
+'over-long key/owner.';

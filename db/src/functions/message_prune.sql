@@ -23,11 +23,21 @@ DECLARE
     v_at timestamptz;
     v_count integer;
 BEGIN
-    IF NOT coalesce(p_older_than > interval '0', false) THEN
-        PERFORM pgcoord.raise_bad_argument('p_older_than', p_older_than, 'a positive interval');
-    END IF;
-    IF NOT coalesce(p_limit >= 1, false) THEN
-        PERFORM pgcoord.raise_bad_argument('p_limit', p_limit, 'at least 1');
+    -- one lean test; the checks naming the bad argument run only when it fails
+    IF (
+        p_older_than > interval '0' AND p_older_than <= interval '100 years'
+        AND p_limit BETWEEN 1 AND 1000000
+    ) IS NOT TRUE THEN
+        IF NOT coalesce(
+            p_older_than > interval '0' AND p_older_than <= interval '100 years', false
+        ) THEN
+            PERFORM pgcoord.raise_bad_argument(
+                'p_older_than', p_older_than, 'an interval above 0 and at most 100 years'
+            );
+        END IF;
+        IF NOT coalesce(p_limit BETWEEN 1 AND 1000000, false) THEN
+            PERFORM pgcoord.raise_bad_argument('p_limit', p_limit, 'from 1 to 1000000');
+        END IF;
     END IF;
     v_cutoff := clock_timestamp() - p_older_than;
 
@@ -66,5 +76,6 @@ $$;
 
 COMMENT ON FUNCTION pgcoord.message_prune(interval, integer) IS
 'Delete up to p_limit done messages received more than p_older_than ago, oldest first; '
-'returns how many. Errors: 22004 NULL argument, 22023 non-positive p_older_than, '
-'p_limit < 1.';
+'returns how many. Ranges: p_older_than above 0 and at most 100 years; p_limit 1 to '
+'1000000. Errors: 22004 NULL argument, 22023 an argument out of its range (an infinite '
+'interval included).';

@@ -259,7 +259,9 @@ def _outcome(stage: Stage, deliveries: list[Delivery]) -> Outcome:
 async def _late_reply(url: str, ledger: Ledger, claim: Claim) -> bool:
     """The dead worker's reply, run late through the same code as the workers' replies:
     True when the claim was refused (ClaimLost) and the reply rolled back."""
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+    async with await psycopg.AsyncConnection.connect(
+        url, autocommit=True, prepare_threshold=None
+    ) as conn:
         try:
             await ledger.reply_fenced(conn, claim.burst(), claim.worker)
         except ClaimLost:

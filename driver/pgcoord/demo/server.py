@@ -28,7 +28,11 @@ class CannotRun(Exception):
 
 
 def connect(url: str) -> psycopg.Connection[Any]:
-    return psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+    """An autocommit connection that never prepares a statement, so the demo runs through
+    a transaction-mode pooler too."""
+    return psycopg.connect(
+        url, autocommit=True, prepare_threshold=None, connect_timeout=CONNECT_TIMEOUT
+    )
 
 
 def server_clock(conn: psycopg.Connection[Any]) -> datetime:

@@ -1,0 +1,234 @@
+"""The campaign send queue over the caller's psycopg.AsyncConnection: one statement, one
+round trip per call, never prepared on the server.
+
+A sender creates a run (`campaign_create`) with its retry policy and enqueues its
+recipients in one call (`campaign_enqueue`: all or nothing); workers claim due messages
+in batches (`campaign_claim`) and finish each with `campaign_complete` (or many at once
+with `campaign_complete_many`), `campaign_fail` (retried after the run's backoff, failed
+for good after its last retry) or `campaign_snooze` (back later without spending a try:
+the provider's rate limit is not the message's fault). `worker.CampaignWorker` runs that
+loop.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from . import query_async, sql
+from .config import (
+    CAMPAIGN_CLAIM_LIMIT,
+    CAMPAIGN_LEASE,
+    CAMPAIGN_MAX_RETRIES,
+    CAMPAIGN_RETRY_BACKOFF,
+    CAMPAIGN_STALE_AFTER,
+)
+from .types import CampaignFailure, CampaignMessage, CampaignProgress
+
+
+async def campaign_create(
+    conn: psycopg.AsyncConnection[Any],
+    name: str,
+    max_retries: int = CAMPAIGN_MAX_RETRIES,
+    retry_backoff: Sequence[timedelta] = CAMPAIGN_RETRY_BACKOFF,
+    stale_after: timedelta = CAMPAIGN_STALE_AFTER,
+) -> int:
+    """Create a run in status 'running' and return its id. A failed message is retried up
+    to `max_retries` times, the n-th retry `retry_backoff[n - 1]` after its failure (the
+    last element repeats); pending messages older than `stale_after` are skipped by
+    `campaign_skip_stale`."""
+    params = {
+        "name": name,
+        "max_retries": max_retries,
+        "retry_backoff": list(retry_backoff),
+        "stale_after": stale_after,
+    }
+    run_id: int = await query_async.value(conn, sql.CAMPAIGN_CREATE, params)
+    return run_id
+
+
+async def campaign_set_status(conn: psycopg.AsyncConnection[Any], run_id: int, status: str) -> str:
+    """Move the run to `status` ('running', 'paused', 'cancelled' or 'finished') and return
+    its previous status. Paused and cancelled runs' messages are not claimed; cancelled and
+    finished are final."""
+    params = {"run_id": run_id, "status": status}
+    previous: str = await query_async.value(conn, sql.CAMPAIGN_SET_STATUS, params)
+    return previous
+
+
+async def campaign_enqueue(
+    conn: psycopg.AsyncConnection[Any], run_id: int, items: Iterable[Mapping[str, Any]]
+) -> int:
+    """Enqueue the messages of `items` into the run, all or nothing, and return how many.
+    Each item is a mapping with "recipient" (text), and optionally "payload" (a JSON
+    object, default {}) and "scheduled_at" (a datetime or ISO text; default: now, on the
+    server's clock)."""
+    payload = Jsonb([dict(item) for item in items], dumps=_dumps)
+    count: int = await query_async.value(
+        conn, sql.CAMPAIGN_ENQUEUE, {"run_id": run_id, "items": payload}
+    )
+    return count
+
+
+async def campaign_claim(
+    conn: psycopg.AsyncConnection[Any],
+    worker: str,
+    limit: int = CAMPAIGN_CLAIM_LIMIT,
+    lease: timedelta = CAMPAIGN_LEASE,
+    run_id: int | None = None,
+) -> list[CampaignMessage]:
+    """Up to `limit` due messages of running runs (of `run_id` only, when given), oldest
+    `scheduled_at` first, each held by this claim until `lease` runs out."""
+    params = {"worker": worker, "limit": limit, "lease": lease, "run_id": run_id}
+    return await query_async.rows(conn, CampaignMessage, sql.CAMPAIGN_CLAIM, params)
+
+
+async def campaign_complete(
+    conn: psycopg.AsyncConnection[Any],
+    message_id: int,
+    claim_token: int,
+    metrics: Mapping[str, Any] | None = None,
+) -> bool:
+    """Mark the message 'sent' with its `metrics` (tokens used, timings...); False, and
+    nothing changed, when the claim is no longer current."""
+    params = {
+        "message_id": message_id,
+        "claim_token": claim_token,
+        "metrics": Jsonb(dict(metrics or {}), dumps=_dumps),
+    }
+    return bool(await query_async.value(conn, sql.CAMPAIGN_COMPLETE, params))
+
+
+async def campaign_complete_many(
+    conn: psycopg.AsyncConnection[Any],
+    message_ids: Sequence[int],
+    claim_tokens: Sequence[int],
+    metrics: Sequence[Mapping[str, Any]] | None = None,
+) -> int:
+    """`campaign_complete` for many messages in one statement (element i of each sequence
+    belongs together); return how many were current and are now 'sent'."""
+    params = _many(message_ids, claim_tokens, metrics)
+    return int(await query_async.value(conn, sql.CAMPAIGN_COMPLETE_MANY, params))
+
+
+async def campaign_completed(
+    conn: psycopg.AsyncConnection[Any],
+    message_ids: Sequence[int],
+    claim_tokens: Sequence[int],
+    metrics: Sequence[Mapping[str, Any]] | None = None,
+) -> set[int]:
+    """`campaign_complete_many` that answers which messages it completed (the others'
+    claims were no longer current)."""
+    params = _many(message_ids, claim_tokens, metrics)
+    completed: list[int] | None = await query_async.value(conn, sql.CAMPAIGN_COMPLETED, params)
+    return set(completed or ())
+
+
+async def campaign_fail(
+    conn: psycopg.AsyncConnection[Any],
+    message_id: int,
+    claim_token: int,
+    error: str,
+    retry_after: timedelta | None = None,
+) -> CampaignFailure | None:
+    """Count a failed try and keep `error`: 'pending' again after the run's backoff (or
+    `retry_after`, when that is later), or 'failed' for good after the run's last retry.
+    None, and nothing changed, when the claim is no longer current."""
+    params = {
+        "message_id": message_id,
+        "claim_token": claim_token,
+        "error": error,
+        "retry_after": retry_after,
+    }
+    found = await query_async.rows(conn, CampaignFailure, sql.CAMPAIGN_FAIL, params)
+    return found[0] if found else None
+
+
+async def campaign_snooze(
+    conn: psycopg.AsyncConnection[Any], message_id: int, claim_token: int, delay: timedelta
+) -> bool:
+    """Put the message back, due after `delay`, without spending a try; False when the
+    claim is no longer current."""
+    params = {"message_id": message_id, "claim_token": claim_token, "delay": delay}
+    return bool(await query_async.value(conn, sql.CAMPAIGN_SNOOZE, params))
+
+
+async def campaign_extend(
+    conn: psycopg.AsyncConnection[Any],
+    message_id: int,
+    claim_token: int,
+    lease: timedelta = CAMPAIGN_LEASE,
+) -> datetime | None:
+    """The claim's new lease end, `lease` from now, or None when the claim is no longer
+    current."""
+    params = {"message_id": message_id, "claim_token": claim_token, "lease": lease}
+    until: datetime | None = await query_async.value(conn, sql.CAMPAIGN_EXTEND, params)
+    return until
+
+
+async def campaign_release(
+    conn: psycopg.AsyncConnection[Any], message_id: int, claim_token: int
+) -> bool:
+    """Give the message back untouched, claimable again at once and no try spent (a
+    stopping worker); False when the claim is no longer current."""
+    params = {"message_id": message_id, "claim_token": claim_token}
+    return bool(await query_async.value(conn, sql.CAMPAIGN_RELEASE, params))
+
+
+async def campaign_skip_stale(
+    conn: psycopg.AsyncConnection[Any], older_than: timedelta | None = None
+) -> int:
+    """Mark 'skipped' the pending messages of running runs scheduled more than
+    `older_than` ago (by default each run's `stale_after`); return how many."""
+    params = {"older_than": older_than}
+    return int(await query_async.value(conn, sql.CAMPAIGN_SKIP_STALE, params) or 0)
+
+
+async def campaign_due_in(
+    conn: psycopg.AsyncConnection[Any], run_id: int | None = None
+) -> timedelta | None:
+    """How long until a message of a running run (of `run_id`, when given) is due or an
+    orphaned claim runs out (zero: now); None when there is none."""
+    due_in: timedelta | None = await query_async.value(
+        conn, sql.CAMPAIGN_DUE_IN, {"run_id": run_id}
+    )
+    return due_in
+
+
+async def campaign_progress(
+    conn: psycopg.AsyncConnection[Any], run_id: int | None = None
+) -> list[CampaignProgress]:
+    """Every run's counts by status (of `run_id` only, when given), oldest run first."""
+    if run_id is None:
+        return await query_async.rows(conn, CampaignProgress, sql.CAMPAIGN_PROGRESS)
+    params = {"run_id": run_id}
+    return await query_async.rows(conn, CampaignProgress, sql.CAMPAIGN_RUN_PROGRESS, params)
+
+
+def _many(
+    message_ids: Sequence[int],
+    claim_tokens: Sequence[int],
+    metrics: Sequence[Mapping[str, Any]] | None,
+) -> dict[str, Any]:
+    return {
+        "message_ids": list(message_ids),
+        "claim_tokens": list(claim_tokens),
+        "metrics": None if metrics is None else [Jsonb(dict(m), dumps=_dumps) for m in metrics],
+    }
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=_json_default, separators=(",", ":"))

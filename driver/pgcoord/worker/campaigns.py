@@ -1,0 +1,190 @@
+"""The campaign worker: claims due campaign messages in batches and calls a handler once
+per message.
+
+    async def send(message: CampaignMessage) -> dict[str, Any]:
+        text = await llm.generate(message.payload)              # under the worker's timeout
+        await gateway.send(message.recipient, text)
+        return {"tokens": 812, "generate_ms": 640}               # stored as the metrics
+
+    await CampaignWorker(send, "postgresql://...", concurrency=8,
+                         rate=RateBudget("whatsapp", per_second=20, burst=20)).run()
+
+The worker claims up to `batch` messages in one call (holding at most
+`concurrency + batch` claims, so memory stays bounded whatever the backlog), runs up to
+`concurrency` handlers at once, and completes successes in batches (one
+`campaign_complete_many` round trip for all that finished meanwhile; a stale token is
+never completed). A handler that raises, or runs past `timeout` (default 30 s, then it
+is cancelled), fails its try: the message comes back after the run's backoff (or after
+`Retry.after`), and is failed for good with its error kept after the run's last retry.
+A handler that raises `RateLimited(after)` (the provider answered 429 with Retry-After)
+snoozes its message without spending a try and pauses the shared rate key, so every
+worker of the fleet waits.
+
+With `rate`, every worker given the same key shares one token bucket: the worker
+acquires for each claimed batch in one `rate_acquire` call before its handlers start, and
+the fleet never exceeds it. Every `skip_stale_every` one worker of the fleet (whoever
+takes the lease lock `pgcoord:campaign_skip_stale`) marks too-old pending messages
+skipped. Waking, stopping and outages work as for `BufferWorker`: LISTEN
+pgcoord_campaigns (notified at most once per enqueue), a timed sleep until the next due
+message otherwise, SIGTERM/SIGINT give the rest back without spending a try.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from .. import campaigns_async, locks_async
+from ..config import CAMPAIGN_CLAIM_LIMIT, CAMPAIGN_LEASE
+from ..types import CampaignMessage
+from .runtime import AsyncConn, AsyncPool, Failure, RateBudget, Runtime, Work
+
+Handler = Callable[[CampaignMessage], Awaitable[Mapping[str, Any] | None]]
+
+SKIP_STALE_LOCK = "pgcoord:campaign_skip_stale"
+
+
+class CampaignWork(Work[CampaignMessage]):
+    """Campaign messages (pgcoord.campaign_*)."""
+
+    noun = "message"
+    channel = "pgcoord_campaigns"
+    # enqueue notifies when something is due now; a longer sleep only delays messages
+    # scheduled for later, which campaign_due_in already counts
+    max_idle_poll = timedelta(seconds=5)
+    final_line = "failed {item} for good after {attempt} tries: {reason}"
+    completes_in_batches = True
+
+    def __init__(self, run_id: int | None, skip_stale_every: timedelta | None) -> None:
+        self.run_id = run_id
+        self.housekeeping_every = skip_stale_every
+
+    def describe(self, item: CampaignMessage) -> str:
+        return f"message {item.message_id} of run {item.run_id}"
+
+    def token(self, item: CampaignMessage) -> int:
+        return item.claim_token
+
+    def attempt(self, item: CampaignMessage) -> int:
+        return item.attempt
+
+    async def claim(
+        self, conn: AsyncConn, worker: str, limit: int, lease: timedelta
+    ) -> list[CampaignMessage]:
+        return await campaigns_async.campaign_claim(conn, worker, limit, lease, self.run_id)
+
+    async def due_in(self, conn: AsyncConn) -> timedelta | None:
+        return await campaigns_async.campaign_due_in(conn, self.run_id)
+
+    async def extend(
+        self, conn: AsyncConn, item: CampaignMessage, lease: timedelta
+    ) -> datetime | None:
+        return await campaigns_async.campaign_extend(conn, item.message_id, item.claim_token, lease)
+
+    async def complete(
+        self, conn: AsyncConn, done: Sequence[tuple[CampaignMessage, Any]]
+    ) -> list[bool]:
+        completed = await campaigns_async.campaign_completed(
+            conn,
+            [item.message_id for item, _ in done],
+            [item.claim_token for item, _ in done],
+            [dict(metrics or {}) for _, metrics in done],
+        )
+        return [item.message_id in completed for item, _ in done]
+
+    async def complete_one(self, conn: AsyncConn, item: CampaignMessage) -> bool:
+        return await campaigns_async.campaign_complete(conn, item.message_id, item.claim_token)
+
+    async def fail(
+        self, conn: AsyncConn, item: CampaignMessage, error: str, retry_after: timedelta | None
+    ) -> Failure | None:
+        outcome = await campaigns_async.campaign_fail(
+            conn, item.message_id, item.claim_token, error, retry_after
+        )
+        if outcome is None:
+            return None
+        if outcome.next_attempt_at is None:
+            return Failure(final=True)
+        now = await _server_now(conn)
+        return Failure(final=False, retry_in=max(outcome.next_attempt_at - now, timedelta(0)))
+
+    async def snooze(
+        self, conn: AsyncConn, item: CampaignMessage, delay: timedelta
+    ) -> bool | Failure | None:
+        return await campaigns_async.campaign_snooze(conn, item.message_id, item.claim_token, delay)
+
+    async def release(self, conn: AsyncConn, item: CampaignMessage) -> bool:
+        return await campaigns_async.campaign_release(conn, item.message_id, item.claim_token)
+
+    async def housekeep(self, conn: AsyncConn, worker: str) -> None:
+        """Skip stale messages, by one worker of the fleet at a time: the lease lock is
+        held for the whole period and never released, so the fleet runs it once a
+        period whatever its size."""
+        every = self.housekeeping_every
+        assert every is not None
+        grant = await locks_async.lock_acquire(conn, SKIP_STALE_LOCK, worker, every)
+        if grant.acquired and grant.token is not None:
+            skipped = await campaigns_async.campaign_skip_stale(conn)
+            if skipped:
+                from .runtime import log
+
+                log.info("skipped %d stale campaign messages", skipped)
+
+
+async def _server_now(conn: AsyncConn) -> datetime:
+    cur = await conn.execute("SELECT clock_timestamp()", prepare=False)
+    row = await cur.fetchone()
+    assert row is not None
+    now: datetime = row[0]
+    return now
+
+
+class CampaignWorker(Runtime[CampaignMessage]):
+    """Claims due campaign messages in batches and runs `handler` on each; see the module
+    documentation.
+
+    `run_id` limits the worker to one run. `batch` is the claim size (default 15, capped
+    by the rate budget's burst); `concurrency` the handlers at once (default 8);
+    `timeout` each handler's limit (default 30 s); `lease` the claims' lease (default 5
+    minutes), kept alive by a heartbeat; `skip_stale_every` how often the fleet marks
+    stale messages skipped (None: never; `pgcoord maintain` does it on demand). The other
+    options are `BufferWorker`'s.
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        conninfo: str | None = None,
+        *,
+        pool: AsyncPool | None = None,
+        name: str | None = None,
+        run_id: int | None = None,
+        concurrency: int = 8,
+        batch: int = CAMPAIGN_CLAIM_LIMIT,
+        lease: timedelta = CAMPAIGN_LEASE,
+        timeout: timedelta | None = timedelta(seconds=30),
+        idle_poll: timedelta = CampaignWork.max_idle_poll,
+        grace: timedelta = timedelta(seconds=30),
+        listen: bool | str = True,
+        rate: RateBudget | None = None,
+        skip_stale_every: timedelta | None = timedelta(minutes=1),
+    ) -> None:
+        if skip_stale_every is not None and skip_stale_every <= timedelta(0):
+            raise ValueError(f"skip_stale_every must be positive, got {skip_stale_every}")
+        super().__init__(
+            CampaignWork(run_id, skip_stale_every),
+            handler,
+            conninfo,
+            pool=pool,
+            name=name,
+            concurrency=concurrency,
+            batch=batch,
+            prefetch=batch,
+            lease=lease,
+            timeout=timeout,
+            idle_poll=idle_poll,
+            grace=grace,
+            listen=listen,
+            rate=rate,
+        )
