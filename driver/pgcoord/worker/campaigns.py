@@ -82,6 +82,11 @@ class CampaignWork(Work[CampaignMessage]):
     ) -> datetime | None:
         return await campaigns_async.campaign_extend(conn, item.message_id, item.claim_token, lease)
 
+    def outcome(self, item: CampaignMessage, result: Any, seconds: float) -> dict[str, Any]:
+        """The metrics stored with the sent message: the handler's, and its duration as
+        `handler_ms` (what `pgcoord campaigns` reports as p50/p95)."""
+        return {"handler_ms": round(seconds * 1000, 3), **dict(result or {})}
+
     async def complete(
         self, conn: AsyncConn, done: Sequence[tuple[CampaignMessage, Any]]
     ) -> list[bool]:
@@ -89,7 +94,7 @@ class CampaignWork(Work[CampaignMessage]):
             conn,
             [item.message_id for item, _ in done],
             [item.claim_token for item, _ in done],
-            [dict(metrics or {}) for _, metrics in done],
+            [metrics for _, metrics in done],
         )
         return [item.message_id in completed for item, _ in done]
 

@@ -147,6 +147,11 @@ class Work(ABC, Generic[Item]):
         """Complete the items with their handlers' results; per item, whether its claim
         was current."""
 
+    def outcome(self, item: Item, result: Any, seconds: float) -> Any:
+        """What `complete` gets for an item whose handler returned `result` after
+        `seconds`: by default the result itself."""
+        return result
+
     @abstractmethod
     async def complete_one(self, conn: AsyncConn, item: Item) -> bool:
         """Complete one item on the caller's connection (for `complete_in`)."""
@@ -191,6 +196,8 @@ class Flight(Generic[Item]):
     lost: bool = False  # the heartbeat found the claim taken by another
     stopped: bool = False  # cancelled by the worker's stop, past its grace
     claimed: float = field(default_factory=time.monotonic)
+    started: float = 0.0  # when its handler started (time.monotonic)
+    ended: float = 0.0  # when its handler ended
 
     def cancel(self) -> None:
         """Cancel the handler because the worker stops (the item is given back)."""
@@ -556,6 +563,7 @@ class Runtime(Generic[Item]):
                 return
             try:
                 flight.running = True
+                flight.started = time.monotonic()
                 current.set(flight)  # this task's context, copied into the handler's
                 handler = asyncio.create_task(self._run_handler(item), name="pgcoord-handler")
                 flight.handler = handler
@@ -568,6 +576,7 @@ class Runtime(Generic[Item]):
                     await self._release(flight)
                     raise
             finally:
+                flight.ended = time.monotonic()
                 self._running -= 1
                 self._admit.set()
                 self._done_ready.set()  # a lingering completion may go now
@@ -626,7 +635,8 @@ class Runtime(Generic[Item]):
                     "the handler returned, but the transaction of its complete_in did not commit"
                 )
         if not cancelled and error is None:
-            if flight.completed or await self._complete(flight, handler.result()):
+            result = self.work.outcome(item, handler.result(), flight.ended - flight.started)
+            if flight.completed or await self._complete(flight, result):
                 self.processed += 1
                 log.info(
                     "completed %s, attempt %d, %.3f s", self.work.summary(item), attempt, seconds
