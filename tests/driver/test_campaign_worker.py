@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from campaignkit import Queue, run, worker
+from queuekit import Queue, run, worker
 from workerkit import running, wait_until
 
 from pgcoord import RateLimited, campaigns_async, rates_async
