@@ -91,12 +91,22 @@ def test_a_run_through_the_pooler_holds_every_check_and_leaves_nothing_behind(
     assert processes_of(database) == []
 
 
-def test_bad_usage_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
-    for args in (["--seconds", "3"], ["--through-pooler", "postgresql://x"], ["--seed", "x"]):
+def test_bad_usage_exits_2_with_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    for args in (["--seconds", "3"], ["--seed", "x"], ["--seconds", "inf"]):
         with pytest.raises(SystemExit) as exited:
             main(args)
         assert exited.value.code == 2
-    assert "--through-pooler needs --database-url" in capsys.readouterr().err
+        assert capsys.readouterr().err.startswith("pgcoord torture: error: argument --se")
+    assert main(["--through-pooler", "postgresql://127.0.0.1:1/x"]) == 2
+    assert capsys.readouterr().err == (
+        "pgcoord torture: --through-pooler needs --database-url (or DATABASE_URL): the "
+        "server behind the pooler\n"
+    )
+    assert main(["--database-url", "postgresql:///x", "--through-pooler", "http://x"]) == 2
+    assert "--through-pooler must start with postgresql://" in capsys.readouterr().err
 
 
 def test_the_schedule_follows_the_seed_with_every_kind_in_each_round() -> None:

@@ -5,21 +5,22 @@
 -- insert when it is sent, fails for good or is skipped). What claims and completions
 -- change is campaign_queue, which holds only open work, in groups: one row holds up to
 -- 15 messages of one run that share their state (scheduled at the same instant, pending
--- or held by one claim, the same number of failed tries). A claim of 15 messages
--- therefore changes one or two rows instead of 15, and a complete_many of them deletes
--- one: at a batch of 15 the queue leaves about 0.15 dead tuples per message where a
--- row-per-message queue leaves two (a claim's UPDATE and a completion's UPDATE or
--- DELETE). Dead tuples are what a long transaction keeps from vacuum, and what every
--- claim walks over in the due index until vacuum may remove them. A group splits when a
--- claim needs fewer than it holds (the rest stays pending in the row, a HOT update: only
--- message_ids changes, nothing indexed) and when one message leaves a claim (a fail,
--- snooze or release moves it to a group of its own). A sent message leaves the queue,
--- so the queue and its indexes stay the size of the backlog however many messages were
--- sent, and the claim reads a few pages per message however old the run is. Progress is
--- counted without reading the sent messages: total and skipped are counters kept on the
--- run by enqueue and skip_stale (never by claim or complete, so no row is hot),
--- pending and processing are summed over the run's queue rows, failed is counted on a
--- partial index, and sent is what remains.
+-- or held by one claim, the same number of failed tries). A claim of 15 (the default,
+-- or any multiple) rewrites whole rows and inserts none, and a complete_many of them
+-- deletes those rows: two dead tuples per 15 messages (0.13 per message) where a
+-- row-per-message queue leaves two per message (a claim's UPDATE and a completion's
+-- UPDATE or DELETE). Dead tuples are what a long transaction keeps from vacuum, and what
+-- every claim walks over in the due index until vacuum may remove them. A group splits
+-- when a claim needs fewer than it holds (the claimed part becomes a row of its own; the
+-- rest stays pending in place, a HOT update: only message_ids changes, nothing indexed)
+-- and when one message leaves a claim (a fail, snooze or release moves it to a group of
+-- its own). A sent message leaves the queue, so the queue and its indexes stay the size
+-- of the backlog however many messages were sent, and the claim reads a few pages per
+-- message however old the run is. A claim, a complete_many, a fail are each one
+-- transaction of a few statements; no claim or completion writes a shared row. Progress
+-- is counted without reading the sent messages: total and skipped are counters kept on
+-- the run by enqueue and skip_stale, pending and processing are summed over the run's
+-- queue rows, failed is counted on a partial index, and sent is what remains.
 --
 -- Claim tokens come from one sequence, one per group and claim, so a newer claim of a
 -- message always has a larger token. A group's token is its key: complete, fail, snooze,

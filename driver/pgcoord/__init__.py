@@ -36,6 +36,10 @@ from .types import (
 )
 from .worker import BufferWorker, CampaignWorker, RateBudget, complete_in
 
+# The package's version, written here only (pyproject.toml reads it). A release of the
+# package is also the newest schema release it ships, db/releases/<__version__>/.
+__version__ = "0.3.0"
+
 __all__ = [
     "AsyncClient",
     "Batch",

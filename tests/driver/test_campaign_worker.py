@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from campaignkit import Queue, run, worker
+from queuekit import Queue, run, worker
 from workerkit import running, wait_until
 
 from pgcoord import RateLimited, campaigns_async, rates_async
@@ -63,6 +63,7 @@ def test_every_message_is_sent_once_with_its_metrics_in_batched_round_trips(
         for state in states.values():
             assert state.metrics is not None
             assert state.metrics["i"] == int(state.metrics["recipient"][1:])
+            assert state.metrics["handler_ms"] >= 5  # the worker adds the handler's time
         assert (w.processed, w.failed) == (90, 0)
         # batches: far fewer claims and completions than messages
         assert calls["claimed"] == 90

@@ -33,7 +33,10 @@ BEGIN
         OR array_lower(p_retry_backoff, 1) <> 1
         OR NOT coalesce(
             (
-                SELECT bool_and(b.delay >= interval '0' AND b.delay <= interval '30 days')
+                SELECT
+                    bool_and(
+                        coalesce(b.delay >= interval '0' AND b.delay <= interval '30 days', false)
+                    )
                 FROM unnest(p_retry_backoff) AS b (delay)
             ),
             false

@@ -12,7 +12,7 @@ locks and inbox at work on a real PostgreSQL server, every step checked.
     ledger        what the worker processes record, and how it is read back
     facts         what happened, from the ledger and the deliveries (analyse)
     checks        one function per invariant, each returning a Check
-    output        printing, ascii mode, the summary, a quiet exit
+    output        printing, ascii mode, the summary
     waiting       polling, and the error of a wait that failed
     pipeline      the campaign handler: generate, split, send each part once (needs the
                   `demo` extra: httpx)

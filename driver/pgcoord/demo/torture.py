@@ -29,7 +29,6 @@ from __future__ import annotations
 import _thread
 import argparse
 import json
-import os
 import random
 import signal
 import sys
@@ -40,6 +39,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -48,23 +48,29 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from pgcoord import PgcoordError
+from pgcoord.cli import database, options
+from pgcoord.cli.errors import CommandError, UsageError, one_line
+from pgcoord.cli.main import guarded
+from pgcoord.cli.options import Parser
+from pgcoord.config import describe
 
 from . import checks, storm_worker, torture_lockers
 from .facts import Fault, Outcome, Zombie, analyse, analyse_locks, buffer_zombie, lock_zombie
 from .ledger import buffered, stored
-from .output import Report, plural, silence_stdout, spread, summary
+from .output import Report, plural, spread, summary
 from .plan import Plan, make_plan
 from .scratch import open_scratch
 from .senders import Delivery, Storm
-from .server import CannotRun, Link, connect, describe, server, server_version
+from .server import CannotRun, Link, connect, server, server_version
 from .torture_crew import Crew
 from .torture_faults import KINDS, RECOVERY_TIMEOUT, Injector, schedule
 from .torture_lockers import LockLedger
 from .torture_server import RestartableServer
 from .waiting import SceneError, poll, wait_until
 
-SECONDS = 50.0
-MIN_SECONDS = 10.0
+SECONDS = timedelta(seconds=50)
+SECONDS_RANGE = options.Seconds(10, options.HOUR)
+SEED_RANGE = options.Integer(0, 2**31 - 1)
 CONVERSATIONS = 3  # per second of load
 LANES = 4  # sending connections, each with a twin for the double deliveries
 PROCESSES = {"buffer": 3, "locker": 3}
@@ -84,50 +90,57 @@ class Deadline(Exception):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if args.seconds < MIN_SECONDS:
-        parser.error(f"--seconds must be at least {MIN_SECONDS:g}")
-    url = args.database_url or os.environ.get("DATABASE_URL") or None
-    if args.through_pooler and not url:
-        parser.error("--through-pooler needs --database-url: the server behind the pooler")
+    """Run the torture; the exit status is that of every pgcoord command, 1 also when a
+    check failed."""
+    return guarded("pgcoord torture: ", lambda: _play(build_parser().parse_args(argv)))
+
+
+def _play(args: argparse.Namespace) -> int:
+    url = database.given_url(args)
+    if args.through_pooler is not None:
+        database.check(args.through_pooler, "--through-pooler")
+        if url is None:
+            raise UsageError(
+                "--through-pooler needs --database-url (or DATABASE_URL): the server "
+                "behind the pooler"
+            )
+    seconds = args.seconds.total_seconds()
     seed = args.seed if args.seed is not None else random.randrange(1, 1_000_000)
     report = Report(sys.stdout, ascii_only=args.ascii)
     print(
-        f"pgcoord torture: seed {seed}, {args.seconds:g} s of webhooks, lock contention and "
-        f"faults (again: pgcoord torture --seed {seed} --seconds {args.seconds:g})",
+        f"pgcoord torture: seed {seed}, {seconds:g} s of webhooks, lock contention and "
+        f"faults (again: pgcoord torture --seed {seed} --seconds {seconds:g})",
         flush=True,
     )
     embedded = RestartableServer()
     start = time.perf_counter()
-    result: dict[str, Any] = {"seed": seed, "seconds": args.seconds}
+    result: dict[str, Any] = {"seed": seed, "seconds": seconds}
     try:
-        with _bounded(args.seconds + DEADLINE), server(url, embedded.running) as (target, where):
+        with _bounded(seconds + DEADLINE), server(url, embedded.running) as (target, where):
             start = time.perf_counter()
             restart = None if url or args.no_restart else embedded.restart
-            torture = Torture(target, where, report, seed, args.seconds, restart, args)
-            torture.run()
-            result.update(torture.summary())
-        code = 0 if report.checks and not report.failed else 1
-    except BrokenPipeError:
-        silence_stdout()
-        return 1
-    except CannotRun as exc:
-        print(f"pgcoord torture: {exc}", file=sys.stderr)
-        return 2
-    except (Deadline, SceneError, psycopg.Error, PgcoordError) as exc:
-        print(f"\npgcoord torture: the run broke: {exc}", file=sys.stderr)
-        result["error"] = str(exc)
-        code = 1
-    except KeyboardInterrupt:
-        print("\npgcoord torture: interrupted; everything is stopped", file=sys.stderr)
-        return 130
-    seconds = time.perf_counter() - start
-    result.update(ok=code == 0, took=round(seconds, 1), checks=[asdict(c) for c in report.checks])
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
-    print(f"\n{summary(report.checks, seconds)}", flush=True)
-    return code
+            torture = Torture(target, where, report, seed, seconds, restart, args)
+            try:
+                torture.run()
+            finally:
+                result.update(torture.summary())
+    except (CannotRun, Deadline, SceneError, psycopg.Error, PgcoordError) as exc:
+        result.update(ok=False, error=one_line(exc))
+        _write(args.json, result, report)
+        raise CommandError(f"the run broke: {one_line(exc)}") from exc
+    took = time.perf_counter() - start
+    ok = bool(report.checks) and not report.failed
+    result.update(ok=ok, took=round(took, 1))
+    _write(args.json, result, report)
+    print(f"\n{summary(report.checks, took)}", flush=True)
+    return 0 if ok else 1
+
+
+def _write(path: str | None, result: dict[str, Any], report: Report) -> None:
+    """The report as JSON, for --json."""
+    if path:
+        result["checks"] = [asdict(c) for c in report.checks]
+        Path(path).write_text(json.dumps(result, indent=2, default=str) + "\n")
 
 
 class Torture:
@@ -390,8 +403,8 @@ def _bounded(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
         prog="pgcoord torture",
         description="Run webhooks, buffer workers and lock contenders as separate processes "
         "against a server while killing, stopping and cutting them off and crashing the "
@@ -401,21 +414,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--seed",
-        type=int,
+        type=SEED_RANGE,
         default=None,
         help="of the webhooks, the faults and the processes' choices (default: a random "
         "one, printed first)",
     )
     parser.add_argument(
         "--seconds",
-        type=float,
+        type=SECONDS_RANGE,
         default=SECONDS,
-        help=f"how long the webhooks arrive and the faults strike (default {SECONDS:g}; "
-        "start-up and drain come on top, the run is cut short "
-        f"{DEADLINE:g} s after it)",
+        help=f"how long the webhooks arrive and the faults strike (default "
+        f"{options.seconds(SECONDS)}; start-up and drain come on top, and the run is cut "
+        f"short {DEADLINE:g} s after it)",
     )
     parser.add_argument(
         "--database-url",
+        metavar="URL",
         default=None,
         help="server to use (default: $DATABASE_URL, else an embedded PostgreSQL of the "
         "torture's own, which it also crashes and restarts); the role must be able to "

@@ -147,6 +147,11 @@ class Work(ABC, Generic[Item]):
         """Complete the items with their handlers' results; per item, whether its claim
         was current."""
 
+    def outcome(self, item: Item, result: Any, seconds: float) -> Any:
+        """What `complete` gets for an item whose handler returned `result` after
+        `seconds`: by default the result itself."""
+        return result
+
     @abstractmethod
     async def complete_one(self, conn: AsyncConn, item: Item) -> bool:
         """Complete one item on the caller's connection (for `complete_in`)."""
@@ -191,6 +196,8 @@ class Flight(Generic[Item]):
     lost: bool = False  # the heartbeat found the claim taken by another
     stopped: bool = False  # cancelled by the worker's stop, past its grace
     claimed: float = field(default_factory=time.monotonic)
+    started: float = 0.0  # when its handler started (time.monotonic)
+    ended: float = 0.0  # when its handler ended
 
     def cancel(self) -> None:
         """Cancel the handler because the worker stops (the item is given back)."""
@@ -213,20 +220,17 @@ async def complete_in(conn: AsyncConn, item: Any) -> None:
     Inside a worker's handler, the worker then neither completes the claim again nor
     takes the end of its heartbeat for a lost claim. Outside a handler, pass a `Batch`."""
     flight = current.get()
-    if flight is not None and flight.work.token(flight.item) == _token(item):
+    own = flight is not None and flight.item == item  # the running handler's own item
+    if flight is not None and own:
         work: Work[Any] = flight.work
     else:
-        from .buffers import BufferWork
+        from .buffers import BufferWork  # here: buffers imports this module
 
         work = BufferWork()
     if not await work.complete_one(conn, item):
         raise ClaimLost(item, work.subject(item))
-    if flight is not None and flight.work.token(flight.item) == _token(item):
+    if flight is not None and own:
         flight.completed = True
-
-
-def _token(item: Any) -> int | None:
-    return getattr(item, "claim_token", None)
 
 
 class UncommittedCompletion(Exception):
@@ -559,6 +563,7 @@ class Runtime(Generic[Item]):
                 return
             try:
                 flight.running = True
+                flight.started = time.monotonic()
                 current.set(flight)  # this task's context, copied into the handler's
                 handler = asyncio.create_task(self._run_handler(item), name="pgcoord-handler")
                 flight.handler = handler
@@ -571,6 +576,7 @@ class Runtime(Generic[Item]):
                     await self._release(flight)
                     raise
             finally:
+                flight.ended = time.monotonic()
                 self._running -= 1
                 self._admit.set()
                 self._done_ready.set()  # a lingering completion may go now
@@ -629,7 +635,8 @@ class Runtime(Generic[Item]):
                     "the handler returned, but the transaction of its complete_in did not commit"
                 )
         if not cancelled and error is None:
-            if flight.completed or await self._complete(flight, handler.result()):
+            result = self.work.outcome(item, handler.result(), flight.ended - flight.started)
+            if flight.completed or await self._complete(flight, result):
                 self.processed += 1
                 log.info(
                     "completed %s, attempt %d, %.3f s", self.work.summary(item), attempt, seconds
