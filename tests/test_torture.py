@@ -7,6 +7,7 @@ follows the seed."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +20,7 @@ from test_demo import calm_storm
 
 from pgcoord.demo import checks
 from pgcoord.demo.facts import Fault, Zombie, analyse, analyse_locks, lock_zombie
-from pgcoord.demo.torture import main
+from pgcoord.demo.torture import Deadline, _bounded, main
 from pgcoord.demo.torture_faults import FIRST, KINDS, LAST, ROUND, schedule
 from pgcoord.demo.torture_lockers import Hold, LockLedger, LockTry, LockWrite
 from pgcoord.locks import lock_acquire
@@ -107,6 +108,13 @@ def test_bad_usage_exits_2_with_one_line(
     )
     assert main(["--database-url", "postgresql:///x", "--through-pooler", "http://x"]) == 2
     assert "--through-pooler must start with postgresql://" in capsys.readouterr().err
+
+
+def test_a_run_past_its_hard_deadline_is_cut_short() -> None:
+    with pytest.raises(Deadline, match="the hard deadline of 0.2 s passed"), _bounded(0.2):
+        time.sleep(10)
+    with _bounded(10):  # within it, nothing happens
+        pass
 
 
 def test_the_schedule_follows_the_seed_with_every_kind_in_each_round() -> None:

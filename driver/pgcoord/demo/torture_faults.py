@@ -11,7 +11,8 @@ each is injected, and how long until work flows again after it (`Injector`).
     restart    crash the server (pg_ctl stop -m immediate) and start it again (the
                torture's own embedded server only).
 
-After a terminate or a restart, work has flowed again once each flow has moved on:
+After a terminate or a restart, work has flowed again once each flow has moved on
+(after a restart, counting only what happened once the server answered again):
 
     webhooks   a new message stored (while the webhooks still arrive)
     replies    a batch answered (while the webhooks still arrive)
@@ -168,10 +169,9 @@ class Injector:
 
     def terminate(self, at: float) -> Fault:
         expected = self._flows()
-        since = self.now()
         row = self.link.call(lambda conn: conn.execute(TERMINATE).fetchone())
         count = int(row[0]) if row else 0
-        flows = self.recover(since, expected)
+        flows = self.recover(self.now(), expected)
         what = f"pg_terminate_backend of every client connection ({count})"
         return self._fault("terminate", at, what, flows)
 
@@ -179,9 +179,11 @@ class Injector:
         if self.restart_server is None:
             raise RuntimeError("this server cannot be restarted")
         expected = self._flows()
-        since = self.now()
         down = self.restart_server()
-        flows = self.recover(since, expected)
+        # timed from the moment it answers again (the work it did before the crash is
+        # not work after it), then from the crash
+        after_down = self.recover(self.now(), expected)
+        flows = {name: None if t is None else down + t for name, t in after_down.items()}
         what = f"crash (pg_ctl stop -m immediate) and start again, down {down:.2f} s"
         return self._fault("restart", at, what, flows)
 
@@ -305,6 +307,7 @@ class Injector:
         return self.read(server_clock)
 
     def _fault(self, kind: str, at: float, what: str, flows: dict[str, float | None]) -> Fault:
+        """The fault, recovered when every flow moved on: after the slowest."""
         done = [after for after in flows.values() if after is not None]
         recovered = bool(flows) and len(done) == len(flows)
         return Fault(kind, at, what, max(done) if recovered else None, flows)
