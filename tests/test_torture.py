@@ -111,7 +111,7 @@ def test_bad_usage_exits_2_with_one_line(
 
 
 def test_a_run_past_its_hard_deadline_is_cut_short() -> None:
-    with pytest.raises(Deadline, match="the hard deadline of 0.2 s passed"), _bounded(0.2):
+    with pytest.raises(Deadline, match=r"the hard deadline of 0\.2 s passed"), _bounded(0.2):
         time.sleep(10)
     with _bounded(10):  # within it, nothing happens
         pass
