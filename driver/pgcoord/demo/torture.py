@@ -26,7 +26,6 @@ exists (see `torture_crew`).
 
 from __future__ import annotations
 
-import _thread
 import argparse
 import json
 import random
@@ -79,6 +78,7 @@ REDELIVER_FOR = 30.0  # seconds a webhook is delivered again while its connectio
 DRAIN_TIMEOUT = 30.0  # seconds for the last bursts after the webhooks (leases included)
 DEADLINE = 150.0  # seconds the whole run may take beyond --seconds, then it is cut short
 SCHEMA = "torture"
+CUT_SHORT = (signal.SIGTERM, signal.SIGUSR1)  # signals that stop the run, cleaning up
 ROLES = {
     "buffer": f"buffer workers (python -m {storm_worker.__name__})",
     "locker": f"lock contenders on {KEYS} keys (python -m {torture_lockers.__name__})",
@@ -378,19 +378,22 @@ def _seconds(value: float | None) -> str:
 @contextmanager
 def _bounded(seconds: float) -> Iterator[None]:
     """Cut the run short (Deadline) after `seconds`, and turn SIGTERM into an interrupt,
-    so that everything is stopped and removed on the way out."""
+    so that everything is stopped and removed on the way out. The deadline is a signal
+    to the main thread (SIGUSR1), which also ends a sleep or a wait it is in."""
     fired = threading.Event()
+    main_thread = threading.main_thread().ident
+    assert main_thread is not None
 
     def expire() -> None:
         fired.set()
-        _thread.interrupt_main()
+        signal.pthread_kill(main_thread, signal.SIGUSR1)
 
-    def terminated(signum: int, frame: FrameType | None) -> None:
+    def interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     timer = threading.Timer(seconds, expire)
     timer.daemon = True
-    previous = signal.signal(signal.SIGTERM, terminated)
+    previous = {signum: signal.signal(signum, interrupt) for signum in CUT_SHORT}
     timer.start()
     try:
         yield
@@ -400,7 +403,8 @@ def _bounded(seconds: float) -> Iterator[None]:
         raise
     finally:
         timer.cancel()
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def build_parser() -> argparse.ArgumentParser:
