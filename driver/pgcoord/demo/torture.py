@@ -62,7 +62,7 @@ from .scratch import open_scratch
 from .senders import Delivery, Storm
 from .server import CannotRun, Link, connect, server, server_version
 from .torture_crew import Crew
-from .torture_faults import KINDS, RECOVERY_TIMEOUT, Injector, schedule
+from .torture_faults import KINDS, RECOVERY_TIMEOUT, Injector, Stage, Suspended, schedule
 from .torture_lockers import LockLedger
 from .torture_server import RestartableServer
 from .waiting import SceneError, poll, wait_until
@@ -192,7 +192,8 @@ class Torture:
             storm = Storm(clients, plan, lanes=LANES, redeliver_for=REDELIVER_FOR)
             stack.callback(storm.stop)
             self._describe_storm(plan, storm)
-            injector = Injector(link, ledger, crew, plan, storm, self.seed, self.restart)
+            stage = Stage(link, ledger, plan, storm, crew)
+            injector = Injector(stage, self.seed, self.restart)
             deliveries = self._strike(storm, injector)
             drained = link.call(
                 lambda conn: wait_until(lambda: ledger.drained(conn, plan), DRAIN_TIMEOUT)
@@ -200,7 +201,7 @@ class Torture:
             if not drained:
                 self.report.line(f"NOT all answered {DRAIN_TIMEOUT:g} s after the last webhook")
             codes = crew.stop()
-            self._judge(link, ledger, plan, storm, deliveries, crew, injector, codes)
+            self._judge(stage, deliveries, injector.zombies, codes)
 
     # the run --------------------------------------------------------------------------
 
@@ -272,15 +273,13 @@ class Torture:
 
     def _judge(
         self,
-        link: Link,
-        ledger: LockLedger,
-        plan: Plan,
-        storm: Storm,
+        stage: Stage,
         deliveries: list[Delivery],
-        crew: Crew,
-        injector: Injector,
+        suspended: list[Suspended],
         codes: dict[str, int],
     ) -> None:
+        """Read the ledger and the database, show what they hold, and check it."""
+        link, ledger, plan, crew = stage.link, stage.ledger, stage.plan, stage.crew
         claims = link.call(ledger.claims)
         replies = link.call(ledger.replies)
         outcome = analyse(
@@ -290,7 +289,7 @@ class Torture:
             claims,
             replies,
             link.call(lambda conn: buffered(conn, plan)),
-            storm.lost_answers,
+            stage.storm.lost_answers,
         )
         tries = link.call(ledger.tries)
         writes = link.call(ledger.writes)
@@ -299,7 +298,7 @@ class Torture:
             lock_zombie(z.process.name, z.grant, z.taken_over, tries, writes)
             if z.grant is not None
             else buffer_zombie(z.process.name, z.claims, z.taken_over, replies, z.at)
-            for z in injector.zombies
+            for z in suspended
         ]
         self.report.heading("2. What the ledger shows")
         self._show(outcome, locks.tries, locks.refused, zombies)

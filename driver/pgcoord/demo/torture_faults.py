@@ -97,34 +97,36 @@ class Suspended:
     taken_over: bool = False
 
 
-class Injector:
-    """Injects the faults of one run. `link` reaches the scratch database directly (not
-    through a pooler); `restart` crashes and starts the server again (None: it cannot)."""
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """Where a run plays: a `link` to its scratch database (direct, never through a
+    pooler), its ledger, the webhooks' plan and their senders, and its processes."""
 
-    def __init__(
-        self,
-        link: Link,
-        ledger: LockLedger,
-        crew: Crew,
-        plan: Plan,
-        storm: Storm,
-        seed: int,
-        restart: Callable[[], float] | None,
-    ) -> None:
-        self.link = link
-        self.ledger = ledger
-        self.crew = crew
-        self.plan = plan
-        self.storm = storm
+    link: Link
+    ledger: LockLedger
+    plan: Plan
+    storm: Storm
+    crew: Crew
+
+
+class Injector:
+    """Injects the faults of one run on its `stage`; `restart` crashes and starts the
+    server again (None: it cannot). `zombies`: the processes it stopped."""
+
+    def __init__(self, stage: Stage, seed: int, restart: Callable[[], float] | None) -> None:
+        self.link = stage.link
+        self.ledger = stage.ledger
+        self.crew = stage.crew
+        self.plan = stage.plan
+        self.storm = stage.storm
         self.rng = random.Random(f"targets/{seed}")
         self.restart_server = restart
-        self.faults: list[Fault] = []
         self.zombies: list[Suspended] = []
 
     def inject(self, kind: str) -> Fault:
+        """Inject a fault of `kind` (KINDS) now; what it did and how work came back."""
         at = time.perf_counter() - self.storm.started
         fault: Fault = getattr(self, kind)(at)
-        self.faults.append(fault)
         return fault
 
     # the faults -----------------------------------------------------------------------
