@@ -20,5 +20,14 @@ locks and inbox at work on a real PostgreSQL server, every step checked.
     provider      a fake model and gateway on 127.0.0.1: slow, failing, rate limited,
                   seeded, with a ledger of what it took (needs aiohttp)
 
+The torture (`pgcoord torture`, `python -m pgcoord.demo.torture`) runs the same pieces
+at once under faults:
+
+    torture          the command line and the run: start, strike, drain, judge
+    torture_faults   the seeded schedule, the faults, the recovery after each
+    torture_crew     its processes by role: buffer workers, lock contenders
+    torture_lockers  the lock contender process and its fenced writes
+    torture_server   an embedded server it may crash and start again
+
 The library never imports this package (tests/test_layering.py).
 """
