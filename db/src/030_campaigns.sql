@@ -61,7 +61,9 @@ CREATE TABLE IF NOT EXISTS pgcoord.campaign_messages (
 
 -- Open work: groups of up to 15 messages of one run in one state. claimed_by is NULL
 -- while the group is pending; due_at is then when it may be claimed, else when its
--- lease ends. tries counts the failed tries of its messages (fails and lost leases).
+-- lease ends. tries counts the failed tries of its messages (fails and lost leases),
+-- snoozes their snoozes (a snooze moves its message to a group of its own, so the
+-- count is per message; nothing but a snooze changes it).
 -- fillfactor 85: an enqueue fills pages to 85%, leaving room for the new versions that
 -- the first claims on a page write (a claim of a whole group rewrites its row; a split
 -- updates the rest in place, HOT); once those are completed, pruning frees their space
@@ -77,6 +79,7 @@ CREATE TABLE IF NOT EXISTS pgcoord.campaign_queue (
     scheduled_at timestamptz NOT NULL,
     claimed_by text,
     tries integer NOT NULL DEFAULT 0,
+    snoozes integer NOT NULL DEFAULT 0,
     last_error text,
     message_ids bigint[] NOT NULL
 ) WITH (
@@ -92,7 +95,8 @@ CREATE TABLE IF NOT EXISTS pgcoord.campaign_queue (
 CREATE INDEX IF NOT EXISTS campaign_queue_due
 ON pgcoord.campaign_queue (run_id, due_at);
 
--- How each message ended: one insert, never updated. attempts counts its tries;
+-- How each message ended: one insert, never updated. attempts counts its tries
+-- (for a sent message the last one, that worked, included), snoozes its snoozes;
 -- error is the last failure (for a sent message, of a try before the one that worked).
 -- Insert-only: the default autovacuum (triggered by inserts) keeps its visibility map
 -- set for the index-only count of failures.
@@ -102,6 +106,7 @@ CREATE TABLE IF NOT EXISTS pgcoord.campaign_outcomes (
     status text NOT NULL CHECK (status IN ('sent', 'failed', 'skipped')),
     finished_at timestamptz NOT NULL,
     attempts integer NOT NULL,
+    snoozes integer NOT NULL DEFAULT 0,
     metrics jsonb,
     error text
 ) WITH (fillfactor = 100);

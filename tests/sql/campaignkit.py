@@ -123,6 +123,7 @@ class MessageStatus:
     recipient: str
     status: str
     attempt: int
+    snoozes: int
     scheduled_at: datetime
     next_attempt_at: datetime | None
     claimed_by: str | None
