@@ -9,7 +9,9 @@ per message.
     await CampaignWorker(send, "postgresql://...", concurrency=8,
                          rate=RateBudget("whatsapp", per_second=20, burst=20)).run()
 
-The worker claims up to `batch` messages in one call (holding at most
+Each sent message's metrics are the handler's, with `handler_ms`, the handler's time
+as the worker measured it (pgcoord.campaign_stats reports its median and 95th
+percentile). The worker claims up to `batch` messages in one call (holding at most
 `concurrency + batch` claims, so memory stays bounded whatever the backlog), runs up to
 `concurrency` handlers at once, and completes successes in batches (one
 `campaign_complete_many` round trip for all that finished meanwhile; a stale token is
@@ -31,7 +33,9 @@ message otherwise, SIGTERM/SIGINT give the rest back without spending a try.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -43,6 +47,27 @@ from .runtime import AsyncConn, AsyncPool, Failure, RateBudget, Runtime, Work, l
 Handler = Callable[[CampaignMessage], Awaitable[Mapping[str, Any] | None]]
 
 SKIP_STALE_LOCK = "pgcoord:campaign_skip_stale"
+HANDLER_MS = "handler_ms"  # the metrics key of the handler's time
+
+
+@dataclass(frozen=True, slots=True)
+class Timed:
+    """What a handler returned, and how long it took."""
+
+    metrics: Mapping[str, Any] | None
+    ms: float
+
+
+def timed(handler: Handler) -> Callable[[CampaignMessage], Awaitable[Timed]]:
+    """`handler`, returning its metrics with its time (on success only: a failed try
+    stores no metrics)."""
+
+    async def run(message: CampaignMessage) -> Timed:
+        started = time.perf_counter()
+        metrics = await handler(message)
+        return Timed(metrics, (time.perf_counter() - started) * 1000)
+
+    return run
 
 
 class CampaignWork(Work[CampaignMessage]):
@@ -83,13 +108,14 @@ class CampaignWork(Work[CampaignMessage]):
         return await campaigns_async.campaign_extend(conn, item.message_id, item.claim_token, lease)
 
     async def complete(
-        self, conn: AsyncConn, done: Sequence[tuple[CampaignMessage, Any]]
+        self, conn: AsyncConn, done: Sequence[tuple[CampaignMessage, Timed]]
     ) -> list[bool]:
+        """The handlers' metrics with their times (the measured `handler_ms` wins)."""
         completed = await campaigns_async.campaign_completed(
             conn,
             [item.message_id for item, _ in done],
             [item.claim_token for item, _ in done],
-            [dict(metrics or {}) for _, metrics in done],
+            [{**(t.metrics or {}), HANDLER_MS: round(t.ms, 3)} for _, t in done],
         )
         return [item.message_id in completed for item, _ in done]
 
@@ -172,7 +198,7 @@ class CampaignWorker(Runtime[CampaignMessage]):
             raise ValueError(f"skip_stale_every must be positive, got {skip_stale_every}")
         super().__init__(
             CampaignWork(run_id, skip_stale_every),
-            handler,
+            timed(handler),
             conninfo,
             pool=pool,
             name=name,
