@@ -258,9 +258,10 @@ ON pgcoord.campaign_outcomes (run_id) INCLUDE (status, attempts, snoozes)
 WHERE attempts > (status = 'sent')::integer OR snoozes > 0;
 
 -- campaign_stats: a run's sent messages by finish time, read backwards for the last
--- minute's count and the last 1000's handler times, however long the run. The one index
--- every sent message adds an entry to (at its run's end of the index: a few microseconds
--- of the completion's time, measured in the design note of campaign_stats)
+-- minute's count and the last 1000's handler times, however long the run (without it,
+-- both read every outcome of the run). Every sent message adds an entry, at its run's
+-- end of the index: a server-side loop of claim + complete_many of 15 took 0.30 ms with
+-- and without it (8 alternating rounds of 2,000 on PostgreSQL 15: within the noise).
 CREATE INDEX IF NOT EXISTS campaign_outcomes_sent
 ON pgcoord.campaign_outcomes (run_id, finished_at)
 WHERE status = 'sent';
