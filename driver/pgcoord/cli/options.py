@@ -71,13 +71,8 @@ class Seconds:
     most: float
 
     def __call__(self, text: str) -> timedelta:
-        value = _within(float, text, self.least, self.most)
-        if value is None:
-            raise argparse.ArgumentTypeError(
-                f"must be a number of seconds from {_number(self.least)} to "
-                f"{_number(self.most)} ({_duration(self.most)}), got {shown(text)}"
-            )
-        return timedelta(seconds=value)
+        unit = f"number of seconds from {{}} to {{}} ({_duration(self.most)})"
+        return timedelta(seconds=_checked(float, text, self.least, self.most, unit))
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,12 +83,7 @@ class Integer:
     most: int
 
     def __call__(self, text: str) -> int:
-        value = _within(int, text, self.least, self.most)
-        if value is None:
-            raise argparse.ArgumentTypeError(
-                f"must be a whole number from {self.least} to {self.most}, got {shown(text)}"
-            )
-        return value
+        return _checked(int, text, self.least, self.most, "whole number from {} to {}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,13 +94,7 @@ class PerSecond:
     most: float
 
     def __call__(self, text: str) -> float:
-        value = _within(float, text, self.least, self.most)
-        if value is None:
-            raise argparse.ArgumentTypeError(
-                f"must be a number per second from {_number(self.least)} to "
-                f"{_number(self.most)}, got {shown(text)}"
-            )
-        return value
+        return _checked(float, text, self.least, self.most, "number per second from {} to {}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +144,16 @@ WATCH_INTERVAL = Seconds(0.1, HOUR)
 def seconds(value: timedelta) -> str:
     """A duration as the options take it, for the defaults in --help: 60, 0.5."""
     return _number(value.total_seconds())
+
+
+def _checked(kind: Callable[[str], N], text: str, least: N, most: N, what: str) -> N:
+    """`text` read as `kind`, from `least` to `most`; else ArgumentTypeError saying it
+    must be "a " + `what` with the bounds in its two {}."""
+    value = _within(kind, text, least, most)
+    if value is None:
+        bounds = what.format(_number(least), _number(most))
+        raise argparse.ArgumentTypeError(f"must be a {bounds}, got {shown(text)}")
+    return value
 
 
 def _within(kind: Callable[[str], N], text: str, least: N, most: N) -> N | None:
