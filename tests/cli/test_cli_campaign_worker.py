@@ -6,10 +6,7 @@ connection, or status 1 naming what the database lacks."""
 from __future__ import annotations
 
 import inspect
-import os
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 from datetime import timedelta
@@ -18,6 +15,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from clikit import pgcoord, started
 from test_cli_failures import parsers
 
 from pgcoord import campaigns, cli, rates, releases
@@ -26,7 +24,6 @@ from pgcoord.cli.errors import UsageError
 from pgcoord.cli.main import build_parser
 from pgcoord.worker import CampaignWorker, RateBudget
 
-PGCOORD = Path(sys.executable).parent / "pgcoord"
 UNREACHABLE = "postgresql://postgres@127.0.0.1:1/postgres?connect_timeout=5"
 Conn = psycopg.Connection[Any]
 
@@ -71,28 +68,20 @@ def test_work_campaign_sends_a_run_with_the_handler_until_sigterm(
     other = campaigns.campaign_create(conn, "other")
     enqueue(conn, run_id, 20)
     enqueue(conn, other, 3)
-    command = [str(PGCOORD), "work", "--campaign", f"{senders}:send", "--database-url", db_url]
+    command = pgcoord("work", "--campaign", f"{senders}:send", "--database-url", db_url)
     command += ["--run-id", str(run_id), "--name", "cli-campaign", "--concurrency", "4"]
     command += ["--batch", "5", "--rate-key", "cli", "--rate", "1000", "--burst", "10"]
     command += ["--listen", db_url, "--skip-stale-every", "0", "--grace", "5", "--timeout", "9"]
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    proc = subprocess.Popen(
-        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
+    with started(command, cwd=tmp_path) as (proc, output):
         deadline = time.monotonic() + 60
         while campaigns.campaign_progress(conn, run_id)[0].sent < 20:
-            assert proc.poll() is None, proc.communicate()
+            assert proc.poll() is None, "the worker stopped"
             assert time.monotonic() < deadline, "the run was not sent"
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err
-    assert out == ""
+        assert proc.wait(timeout=30) == 0
+        assert output.rest(deadline) == []
+        err = output.err()
     assert "Traceback" not in err
     assert "worker cli-campaign stopped: messages completed 20, given back 0" in err
     [sent] = campaigns.campaign_progress(conn, run_id)

@@ -5,21 +5,18 @@ the runs with real counts, retries, snoozes and handler times), `pgcoord maintai
 from __future__ import annotations
 
 import asyncio
-import os
-import queue
 import signal
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from clikit import pgcoord, started
 from test_cli_worker import cells, when
 
 from pgcoord import CampaignMessage, CampaignWorker, campaigns, cli, rates, releases
@@ -29,7 +26,6 @@ from pgcoord.cli.errors import INTERRUPTED
 from pgcoord.cli.tables import duration, percent
 from pgcoord.types import CampaignStats
 
-PGCOORD = Path(sys.executable).parent / "pgcoord"
 Conn = psycopg.Connection[Any]
 NO_BACKOFF = [timedelta(0)]
 OLD = "0.2.0"  # the release before the campaign queue
@@ -69,14 +65,6 @@ def error_line(capsys: pytest.CaptureFixture[str]) -> str:
     assert captured.err.count("\n") == 1, captured.err
     assert "Traceback" not in captured.err
     return captured.err
-
-
-def pgcoord(*words: str) -> list[str]:
-    return [str(PGCOORD), *words]
-
-
-def environment() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
 
 
 # pgcoord status -------------------------------------------------------------------------
@@ -311,45 +299,6 @@ def worker_thread(handler: Any, db_url: str, **options: Any) -> Iterator[None]:
         assert not thread.is_alive(), "the worker did not stop"
 
 
-class Output:
-    """The lines a process writes on stdout, read by a thread as they come."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, args=(proc.stdout,), daemon=True).start()
-
-    def _read(self, stream: Any) -> None:
-        for line in stream:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def next(self, deadline: float) -> str | None:
-        """The next line (None at the end), or queue.Empty after the deadline."""
-        return self.lines.get(timeout=max(deadline - time.monotonic(), 0.001))
-
-    def rest(self, deadline: float) -> list[str]:
-        found = []
-        while (line := self.next(deadline)) is not None:
-            found.append(line)
-        return found
-
-
-@contextmanager
-def started(command: list[str]) -> Iterator[tuple[subprocess.Popen[str], Output]]:
-    """The command running, its stdout read as it comes; killed if still running after."""
-    proc = subprocess.Popen(
-        command, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        yield proc, Output(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        assert proc.stderr is not None
-        proc.stderr.close()
-
-
 def test_watch_follows_a_run_worked_by_a_campaign_worker_until_it_is_done(
     conn: Conn, db_url: str
 ) -> None:
@@ -378,7 +327,7 @@ def test_watch_follows_a_run_worked_by_a_campaign_worker_until_it_is_done(
             gate.set()
             seen += output.rest(deadline)
             assert proc.wait(timeout=60) == 0
-            assert proc.stderr is not None and proc.stderr.read() == ""
+            assert output.err() == ""
     finally:
         gate.set()
     *drawn, summary = seen
@@ -397,7 +346,7 @@ def test_ctrl_c_stops_watch_quietly(conn: Conn, db_url: str) -> None:
         first = output.next(time.monotonic() + 60)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == INTERRUPTED
-        assert proc.stderr is not None and proc.stderr.read() == ""
+        assert output.err() == ""
     assert first is not None and first.startswith(f"run {run_id} running [")
 
 
