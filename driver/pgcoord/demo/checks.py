@@ -196,9 +196,9 @@ def storm_checks(outcome: Outcome, takeover: Takeover) -> list[Check]:
     ]
 
 
-def own_scratch_database(error: Exception | None) -> Check:
+def own_scratch_database(scene: str, error: Exception | None) -> Check:
     return Check(
-        "the storm gets a scratch database of its own",
+        f"{scene} gets a scratch database of its own",
         error is None,
         f"CREATE DATABASE was refused ({error}); without DATABASE_URL the demo "
         "runs on an embedded server",

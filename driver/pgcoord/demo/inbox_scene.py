@@ -14,7 +14,6 @@ application's conversations, nor another application's workers the demo's."""
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -26,18 +25,18 @@ import psycopg
 
 from pgcoord import ClaimLost
 from pgcoord.inbox import buffer_complete, buffer_extend
-from pgcoord.migrations import migrate
 
-from . import checks, server
+from . import checks
 from .facts import Outcome, Takeover, analyse, next_delivery, reply_of
 from .ledger import Claim, Ledger, buffered, stored
 from .output import Report, plural, spread
 from .plan import Plan, make_plan
+from .scratch import open_scratch
 from .senders import Delivery, Storm
-from .server import connect, server_clock
+from .server import server_clock
 from .storm_worker import LEASE
-from .waiting import StormError, poll, wait_until
-from .workers import COMMAND, WorkerProcess, stop_all, wait_ready
+from .waiting import SceneError, poll, wait_until
+from .workers import COMMAND, WorkerProcess, stop_all, storm_process, wait_ready
 
 STORM_SEED = 9  # the same storm every run
 STORM_LANES = 6  # sending connections, each with a twin for the double deliveries
@@ -79,22 +78,14 @@ class InboxScenes:
             f"{workers} worker processes, one more killed mid-batch"
         )
         name = f"pgcoord_demo_{self.run}"
+        ledger = Ledger(name)
         with ExitStack() as stack:
-            try:
-                scratch = stack.enter_context(server.scratch_database(self.url, name))
-            except psycopg.errors.InsufficientPrivilege as exc:
-                self.report.add(checks.own_scratch_database(exc))
+            scratch = open_scratch(stack, self.url, name, ledger, self.report, "the storm")
+            if scratch is None:
                 return
-            conn = stack.enter_context(connect(scratch))
-            _, version = migrate(conn)
-            ledger = Ledger(name)
-            ledger.create(conn)
-            self.report.line(
-                f"in a scratch database {name!r} with pgcoord {version}, dropped at the end"
-            )
-            logs = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pgcoord-")))
             plan = make_plan(self.run, conversations, seed=STORM_SEED)
-            self._storm(Stage(scratch, conn, ledger, plan, logs), stack, workers)
+            stage = Stage(scratch.url, scratch.conn, ledger, plan, scratch.logs)
+            self._storm(stage, stack, workers)
 
     def _storm(self, stage: Stage, stack: ExitStack, workers: int) -> None:
         crew, victim = self._start_workers(stage, stack, workers)
@@ -123,7 +114,7 @@ class InboxScenes:
         """`workers` gated worker processes and a victim that claims alone and never
         answers in time; wait until all are ready. Every one is stopped on exit."""
         crew = [
-            WorkerProcess(
+            storm_process(
                 stage.url,
                 stage.ledger,
                 stage.plan,
@@ -134,7 +125,7 @@ class InboxScenes:
             )
             for i in range(1, workers + 1)
         ]
-        victim = WorkerProcess(
+        victim = storm_process(
             stage.url,
             stage.ledger,
             stage.plan,
@@ -168,7 +159,7 @@ class InboxScenes:
 
         def victims_claim() -> Claim | None:
             if not victim.alive():
-                raise StormError(f"{victim.name} exited early:\n{victim.log_tail()}")
+                raise SceneError(f"{victim.name} exited early:\n{victim.log_tail()}")
             return next(
                 (c for c in stage.ledger.claims(stage.conn) if c.worker == victim.name), None
             )

@@ -34,7 +34,7 @@ from .inbox_scene import InboxScenes, connections_needed
 from .locks_scene import play_locks
 from .output import Report, silence_stdout, summary
 from .server import CannotRun, connect, install, server, server_version
-from .waiting import StormError
+from .waiting import SceneError
 
 WEBHOOKS = 50
 CONVERSATIONS = 120
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         # stopped by the context managers
         silence_stdout()
         return 1
-    except (CannotRun, psycopg.Error, PgcoordError, StormError) as exc:
+    except (CannotRun, psycopg.Error, PgcoordError, SceneError) as exc:
         print(_stopped(exc, where, args), file=sys.stderr)
         return 2
     print(f"\n{summary(report.checks, time.perf_counter() - start)}", flush=True)
@@ -107,8 +107,8 @@ def _stopped(exc: Exception, where: str, args: argparse.Namespace) -> str:
     """What to say on stderr when the demo could not run to its end."""
     if isinstance(exc, CannotRun):
         return f"pgcoord demo: {exc}"
-    if isinstance(exc, StormError):
-        return f"\npgcoord demo: the storm stopped: {exc}"
+    if isinstance(exc, SceneError):
+        return f"\npgcoord demo: the scene stopped: {exc}"
     if isinstance(exc, psycopg.OperationalError):
         said = f"\npgcoord demo: connection to {where} failed: {exc}".rstrip()
         if exc.sqlstate == "53300":  # too many connections
