@@ -187,6 +187,7 @@ class Flight(Generic[Item]):
     completed: bool = False  # complete_in succeeded inside the handler
     lost: bool = False  # the heartbeat found the claim taken by another
     stopped: bool = False  # cancelled by the worker's stop, past its grace
+    beating: bool = True  # the heartbeat goes on: until the handler has ended
     claimed: float = field(default_factory=time.monotonic)
 
     def cancel(self) -> None:
@@ -521,6 +522,10 @@ class Runtime(Generic[Item]):
                 self._admit.set()
                 self._done_ready.set()  # a lingering completion may go now
         finally:
+            # the flag ends the heartbeat even when its cancel is swallowed (a pool's wait
+            # for a connection does that on Python 3.11: asyncio.wait_for returns the
+            # connection that arrives together with the cancel)
+            flight.beating = False
             beat.cancel()
             await asyncio.gather(beat, return_exceptions=True)
         await self._settle(flight, handler)
@@ -540,7 +545,7 @@ class Runtime(Generic[Item]):
     async def _heartbeat(self, flight: Flight[Item]) -> None:
         interval = self.lease.total_seconds() / 3
         pause = interval
-        while True:
+        while flight.beating:
             await asyncio.sleep(pause)
             try:
                 async with self._pool.connection() as conn:
