@@ -11,7 +11,7 @@ import logging
 import os
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from pgcoord.config import CONNECT_TIMEOUT, AsyncPool
 from pgcoord.worker import Runtime
@@ -20,6 +20,17 @@ from .ledger import Roster
 
 PARENT_POLL = 0.5  # seconds between looks for the parent process
 GATE_POLL = 0.05  # seconds between looks at the gate
+GRACE = timedelta(seconds=5)  # for the work in flight at SIGTERM
+
+
+class WorkerOptions(TypedDict):
+    """The worker's options that come from the common ones (`options`)."""
+
+    pool: AsyncPool
+    name: str
+    concurrency: int
+    lease: timedelta
+    grace: timedelta
 
 
 def parser(prog: str, description: str, lease: timedelta) -> argparse.ArgumentParser:
@@ -34,6 +45,17 @@ def parser(prog: str, description: str, lease: timedelta) -> argparse.ArgumentPa
         "--gated", action="store_true", help="after starting, wait until released in the ledger"
     )
     return parser
+
+
+def options(args: argparse.Namespace, pool: AsyncPool) -> WorkerOptions:
+    """The worker's options from the common ones, on `pool`."""
+    return WorkerOptions(
+        pool=pool,
+        name=args.name,
+        concurrency=args.concurrency,
+        lease=timedelta(milliseconds=args.lease_ms),
+        grace=GRACE,
+    )
 
 
 def main(
