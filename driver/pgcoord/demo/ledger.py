@@ -67,11 +67,12 @@ STORM_TABLES: LiteralString = (
 )
 TRY_TABLES: LiteralString = (
     " CREATE TABLE {schema}.tries ("
-    " claim_token bigint PRIMARY KEY,"
     " message_id bigint NOT NULL,"
+    " claim_token bigint NOT NULL,"  # one claim may hold several messages
     " attempt integer NOT NULL,"
     " worker text NOT NULL,"
-    " started_at timestamptz NOT NULL DEFAULT clock_timestamp())"
+    " started_at timestamptz NOT NULL DEFAULT clock_timestamp(),"
+    " PRIMARY KEY (message_id, claim_token))"
 )
 DROP_LEDGER: LiteralString = "DROP SCHEMA IF EXISTS {schema} CASCADE"
 REGISTER: LiteralString = "INSERT INTO {schema}.workers (name, pid) VALUES (%(name)s, %(pid)s)"
@@ -96,12 +97,12 @@ CLAIMS: LiteralString = (
     " last_message_at, attempt, worker, claimed_at FROM {schema}.claims ORDER BY claim_token"
 )
 LOG_TRY: LiteralString = (
-    "INSERT INTO {schema}.tries (claim_token, message_id, attempt, worker)"
-    " VALUES (%(claim_token)s, %(message_id)s, %(attempt)s, %(worker)s)"
+    "INSERT INTO {schema}.tries (message_id, claim_token, attempt, worker)"
+    " VALUES (%(message_id)s, %(claim_token)s, %(attempt)s, %(worker)s)"
 )
 TRIES: LiteralString = (
-    "SELECT claim_token, message_id, attempt, worker, started_at FROM {schema}.tries"
-    " ORDER BY claim_token"
+    "SELECT message_id, claim_token, attempt, worker, started_at FROM {schema}.tries"
+    " ORDER BY claim_token, message_id"
 )
 REPLIES: LiteralString = (
     "SELECT claim_token, conversation_key, message_ids, attempt, worker, replied_at"
@@ -158,8 +159,8 @@ class Reply:
 class Try:
     """A try of a campaign message as a worker's handler started it (the tries log)."""
 
-    claim_token: int
     message_id: int
+    claim_token: int
     attempt: int
     worker: str
     started_at: datetime
@@ -279,8 +280,8 @@ class TryLog(Roster):
         self, conn: psycopg.AsyncConnection[Any], message: CampaignMessage, worker: str
     ) -> None:
         params = {
-            "claim_token": message.claim_token,
             "message_id": message.message_id,
+            "claim_token": message.claim_token,
             "attempt": message.attempt,
             "worker": worker,
         }
