@@ -20,7 +20,7 @@ import pytest
 
 import pgcoord.demo
 from pgcoord import BufferStatus, Lock, embedded, releases
-from pgcoord.demo import locks_scene, server
+from pgcoord.demo import campaign_scene, locks_scene, server
 from pgcoord.demo.checks import Check, race_checks, storm_checks
 from pgcoord.demo.facts import Takeover, Webhook, analyse
 from pgcoord.demo.ledger import Claim, Ledger, Reply, Stored
@@ -570,6 +570,27 @@ def test_demo_reports_failure_when_a_message_is_answered_twice(
     assert "ok nothing stuck" in out
     assert "checks FAILED" in out
     assert scratch_leftovers(db_url, out) == ([], [])
+
+
+def test_demo_reports_failure_when_the_budget_exceeds_the_gateway_limit(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A gateway that serves 20 requests a second, under a budget of 180: the gateway
+    answers the rest 429 and the check says so; the messages are snoozed, not lost."""
+    monkeypatch.setattr(campaign_scene, "GATEWAY_LIMIT", 20)
+    monkeypatch.setattr(
+        campaign_scene, "PROVIDER", replace(campaign_scene.PROVIDER, gateway_limit=20)
+    )
+    args = ["--database-url", db_url, "--only", "campaign", "--messages", "30", "--ascii"]
+    assert main(args) == 1
+
+    out = capsys.readouterr().out
+    assert "FAIL at most 20 gateway requests in every second" in out
+    assert re.search(r"answered 429\)", out)  # the detail: a second over the limit
+    assert "ok none lost or stuck: the 30 messages enqueued are all there" in out
+    assert "ok each of the " in out and "parts accepted once by the gateway" in out
+    assert "1 of 8 checks FAILED" in out
+    assert scratch_leftovers(db_url, out, "_campaign") == ([], [])
 
 
 def test_demo_says_when_the_storm_may_not_create_its_database(

@@ -318,7 +318,8 @@ class CampaignScene(Scene):
         )
         self.report.line(
             f"model: {ledger.generations:,} texts, {ledger.tokens:,} tokens; "
-            f"{answers.get('llm 503', 0)} calls answered 503, {answers.get('llm 429', 0)} 429 "
+            f"{plural(answers.get('llm 503', 0), 'call')} answered 503, "
+            f"{answers.get('llm 429', 0)} 429 "
             "(a 429 snoozes the message without spending a try)"
         )
         self.report.line(
