@@ -44,7 +44,6 @@ from .server import server_clock
 from .waiting import SceneError, poll
 from .workers import WorkerProcess, stop_all
 
-MESSAGES = 2400
 SEED = 11  # the same campaign and the same provider every run
 MAX_RETRIES = 3
 BACKOFF = (timedelta(seconds=1), timedelta(seconds=2))  # the last repeats

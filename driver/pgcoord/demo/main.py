@@ -45,7 +45,7 @@ from .waiting import SceneError
 WEBHOOKS = 50
 CONVERSATIONS = 120
 STORM_WORKERS = 3
-MESSAGES = 2400
+MESSAGES = 2000
 PARTS = ("locks", "inbox", "campaign")
 TITLES = {
     "locks": "lease locks for webhook bursts",
