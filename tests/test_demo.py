@@ -28,6 +28,7 @@ from pgcoord.demo.main import main
 from pgcoord.demo.output import summary
 from pgcoord.demo.plan import Plan, make_plan
 from pgcoord.demo.senders import Delivery
+from pgcoord.demo.workers import storm_process, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKS = 11  # the lock scenes'
@@ -246,6 +247,26 @@ def test_demo_says_what_the_campaign_needs_without_the_demo_extra(
     err = capsys.readouterr().err
     assert "the campaign scene needs the demo extra (httpx): pip install 'pgcoord[demo]'" in err
     assert "Traceback" not in err
+
+
+def test_a_worker_process_stopped_while_gated_exits_cleanly(db_url: str, tmp_path: Path) -> None:
+    """SIGTERM before the demo releases a gated worker (a scene that ended early) stops
+    it as cleanly as one at work: exit status 0."""
+    ledger = Ledger("gate_test")
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        ledger.create(conn)
+        try:
+            worker = storm_process(
+                db_url, ledger, make_plan("gate", 1, seed=1), "worker-1", tmp_path, gated=True
+            )
+            try:
+                wait_ready(conn, ledger, [worker])
+            finally:
+                code = worker.stop()
+            assert code == 0, worker.log_tail()
+            assert ledger.ready(conn) == {"worker-1"}
+        finally:
+            ledger.drop(conn)
 
 
 # The checks can fail ---------------------------------------------------------------
