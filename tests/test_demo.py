@@ -134,7 +134,8 @@ def test_the_campaign_scene_sends_each_message_once_within_the_gateway_limit(
     assert "rate_acquire('whatsapp-gateway', 180/s, burst 10), one budget for the fleet" in out
     assert "run 1: 200 messages enqueued in one call in " in out
     assert re.search(
-        r"worker-4 holds \d+ messages? \(claimed_by worker-4 in campaign_message_status\), "
+        r"worker-4 works alone, and hangs once it has sent a message, before it records the "
+        r"send; it holds \d+ messages? \(claimed_by worker-4 in campaign_message_status\), "
         r"\d+ of them in its handlers, \d+ parts? already taken by the gateway, and is "
         r"SIGKILLed mid-batch",
         out,

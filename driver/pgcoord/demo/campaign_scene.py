@@ -142,6 +142,7 @@ class CampaignScene(Scene):
         crew, victim = self._start_workers(run, stack, workers)
         enqueued, started = self._enqueue(run, messages)
         kill = self._kill_mid_batch(run, victim)
+        run.log.release(run.conn, [w.name for w in crew])
         self._settle(run, messages, started)
         tries = run.log.tries(run.conn)
         self._delivered_again(victim.name, kill, tries)
@@ -161,8 +162,9 @@ class CampaignScene(Scene):
     def _start_workers(
         self, run: Run, stack: ExitStack, workers: int
     ) -> tuple[list[WorkerProcess], WorkerProcess]:
-        """`workers` worker processes and one more to be killed; wait until all are
-        ready. Every one is stopped on exit."""
+        """`workers` gated worker processes and one more, to be killed, that starts
+        alone, so it surely holds messages, and hangs once it has sent one, so it never
+        completes them; wait until all are ready. Every one is stopped on exit."""
         args = [
             f"--schema={run.log.name}",
             f"--run-id={run.run_id}",
@@ -171,13 +173,13 @@ class CampaignScene(Scene):
             f"--per-second={BUDGET_RATE:g}",
             f"--burst={BUDGET_BURST}",
         ]
-        everyone = [
-            WorkerProcess(
-                run.scratch.url, f"worker-{i}", run.scratch.logs, campaign_worker.__name__, args
-            )
-            for i in range(1, workers + 2)
+        program, url, logs = campaign_worker.__name__, run.scratch.url, run.scratch.logs
+        crew = [
+            WorkerProcess(url, f"worker-{i}", logs, program, [*args, "--gated"])
+            for i in range(1, workers + 1)
         ]
-        self.muster(stack, run.conn, run.log, everyone, COMMAND)
+        victim = WorkerProcess(url, f"worker-{workers + 1}", logs, program, [*args, "--hang"])
+        self.muster(stack, run.conn, run.log, [*crew, victim], COMMAND)
         self.report.line(
             f"each a CampaignWorker: {CONCURRENCY} messages at once, lease "
             f"{LEASE.total_seconds():g} s, timeout {TIMEOUT.total_seconds():g} s (model "
@@ -185,7 +187,7 @@ class CampaignScene(Scene):
             f"rate_acquire({BUDGET_KEY!r}, {BUDGET_RATE:g}/s, burst {BUDGET_BURST}), one budget "
             "for the fleet"
         )
-        return everyone[:-1], everyone[-1]
+        return crew, victim
 
     def _enqueue(self, run: Run, messages: int) -> tuple[int, datetime]:
         """Enqueue the campaign in one call; how many, and when (server clock)."""
@@ -202,14 +204,15 @@ class CampaignScene(Scene):
         seconds = (server_clock(run.conn) - started).total_seconds()
         backoff = ", ".join(f"{b.total_seconds():g} s" for b in BACKOFF)
         self.report.line(
-            f"run {run.run_id}: {enqueued:,} messages enqueued in one call in {seconds:.2f} s; "
+            f"run {run.run_id}: {plural(enqueued, 'message')} enqueued in one call in "
+            f"{seconds:.2f} s; "
             f"up to {MAX_RETRIES} retries each, after {backoff} (the last repeats)"
         )
         return enqueued, started
 
     def _kill_mid_batch(self, run: Run, victim: WorkerProcess) -> Kill:
-        """Wait until the victim holds messages, one of them with a part the gateway
-        already took, and SIGKILL it then."""
+        """Wait until the victim, alone at work, holds messages, one of them with a part
+        the gateway already took (it never completes one), and SIGKILL it then."""
 
         def caught() -> dict[int, int] | None:
             if not victim.alive():
@@ -229,9 +232,11 @@ class CampaignScene(Scene):
         taken = _taken(run.provider.ledger())
         parts = sum(taken.get(m, 0) for m in held)
         self.report.line(
-            f"{victim.name} holds {plural(len(held), 'message')} (claimed_by {victim.name} in "
-            f"campaign_message_status), {len(sending)} of them in its handlers, "
-            f"{plural(parts, 'part')} already taken by the gateway, and is SIGKILLed mid-batch"
+            f"{victim.name} works alone, and hangs once it has sent a message, before it "
+            f"records the send; it holds {plural(len(held), 'message')} (claimed_by "
+            f"{victim.name} in campaign_message_status), {len(sending)} of them in its "
+            f"handlers, {plural(parts, 'part')} already taken by the gateway, and is "
+            "SIGKILLed mid-batch"
         )
         return Kill(held, sending, at)
 
@@ -313,7 +318,7 @@ class CampaignScene(Scene):
         self.report.line(
             f"gateway: {requests:,} requests, {len(ledger.accepted):,} parts taken, "
             f"{answers.get('gateway 503', 0)} answered 503, {answers.get('gateway 429', 0)} "
-            f"429; {replayed} parts sent again answered with their first acceptance"
+            f"429; {plural(replayed, 'part')} sent again answered with the first acceptance"
         )
         self.report.line(
             f"model: {ledger.generations:,} texts, {ledger.tokens:,} tokens; "
@@ -333,7 +338,7 @@ class CampaignScene(Scene):
         seconds = (max(sent) - started).total_seconds()
         per_minute = len(sent) / seconds * 60
         self.report.line(
-            f"throughput: {len(sent):,} messages sent in {seconds:.1f} s: "
+            f"throughput: {plural(len(sent), 'message')} sent in {seconds:.1f} s: "
             f"{per_minute:,.0f} messages/min, {per_minute / SEED_RATE:,.0f}x the old "
             f"sender's {SEED_RATE}/min"
         )

@@ -4,7 +4,7 @@ request paced by the fleet's shared budget (`Pacer`), every try logged in the le
 before the pipeline runs.
 
     python -m pgcoord.demo.campaign_worker --schema S --name N --run-id R --provider URL
-        --budget KEY --per-second 150 --burst 10 [--database-url URL]
+        --budget KEY --per-second RATE --burst N [--gated] [--hang] [--database-url URL]
 
 The URL defaults to $DATABASE_URL. The process stops on SIGTERM or SIGINT (finishing its
 messages in flight, giving back the rest), and by itself when the process that started
@@ -71,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _work(args: argparse.Namespace) -> int:
-    # the runtime's claims, completions, heartbeats and settles, the logs and the pacer
+    # the runtime's claims, completions, heartbeats and settles, the logs and the pacer:
+    # fewer than the runtime's 2 * concurrency + 2, as every one of them is short and
+    # a wait for a connection only delays it
     pool = async_pool(
         args.database_url, max_size=args.concurrency + 4, name=f"campaign {args.name}"
     )
@@ -86,7 +88,7 @@ async def _work(args: argparse.Namespace) -> int:
             pace=Pacer(pool, budget),
         )
         worker = CampaignWorker(
-            _logged(pipeline, pool, log, args.name),
+            _logged(pipeline, pool, log, args),
             **process.options(args, pool),
             run_id=args.run_id,
             timeout=TIMEOUT,
@@ -96,13 +98,19 @@ async def _work(args: argparse.Namespace) -> int:
         return await process.serve(worker, pool, log, args)
 
 
-def _logged(pipeline: Handler, pool: AsyncPool, log: TryLog, name: str) -> Handler:
-    """The pipeline, each try logged first; the metrics name the worker that sent it."""
+def _logged(pipeline: Handler, pool: AsyncPool, log: TryLog, args: argparse.Namespace) -> Handler:
+    """The pipeline, each try logged first; the metrics name the worker that sent it.
+    With --hang, the handler never returns once the message is sent (the process hangs
+    before its sends are recorded, until it is killed)."""
+    name: str = args.name
 
     async def send(message: CampaignMessage) -> dict[str, Any]:
         async with pool.connection() as conn:
             await log.log_try(conn, message, name)
-        return {**await pipeline(message), "worker": name}
+        metrics = await pipeline(message)
+        if args.hang:
+            await asyncio.Event().wait()
+        return {**metrics, "worker": name}
 
     return send
 
@@ -122,6 +130,9 @@ def _parser() -> argparse.ArgumentParser:
         "--per-second", type=float, required=True, help="gateway requests a second, fleet-wide"
     )
     parser.add_argument("--burst", type=int, required=True, help="of the gateway budget")
+    parser.add_argument(
+        "--hang", action="store_true", help="never complete a message once it is sent"
+    )
     return parser
 
 

@@ -65,7 +65,7 @@ def silence_stdout() -> None:
 
 
 def plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+    return f"{n} {word}" if n == 1 else f"{n:,} {word}s"
 
 
 def ms(seconds: float) -> str:
