@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, LiteralString
+from typing import Any, LiteralString, TypeVar
 
 import psycopg
 from psycopg.rows import class_row
@@ -35,6 +35,8 @@ from pgcoord import Batch, BufferStatus, CampaignMessage, complete_in
 from pgcoord.inbox import buffer_status
 
 from .plan import Plan
+
+T = TypeVar("T")
 
 ROSTER: LiteralString = (
     "CREATE SCHEMA {schema};"
@@ -191,6 +193,11 @@ class Roster:
     def query(self, text: LiteralString) -> Composed:
         return SQL(text).format(schema=self.schema)
 
+    def rows(self, conn: psycopg.Connection[Any], row: type[T], text: LiteralString) -> list[T]:
+        """The rows of the query `text` on the schema, as `row`s."""
+        with conn.cursor(row_factory=class_row(row)) as cur:
+            return cur.execute(self.query(text)).fetchall()
+
     def create(self, conn: psycopg.Connection[Any]) -> None:
         conn.execute(self.query(ROSTER + self.tables))
 
@@ -254,12 +261,10 @@ class Ledger(Roster):
 
     # read by the demo -----------------------------------------------------------------
     def claims(self, conn: psycopg.Connection[Any]) -> list[Claim]:
-        with conn.cursor(row_factory=class_row(Claim)) as cur:
-            return cur.execute(self.query(CLAIMS)).fetchall()
+        return self.rows(conn, Claim, CLAIMS)
 
     def replies(self, conn: psycopg.Connection[Any]) -> list[Reply]:
-        with conn.cursor(row_factory=class_row(Reply)) as cur:
-            return cur.execute(self.query(REPLIES)).fetchall()
+        return self.rows(conn, Reply, REPLIES)
 
     def answered(self, conn: psycopg.Connection[Any]) -> int:
         """How many message ids the replies hold, repeats counted."""
@@ -288,8 +293,7 @@ class TryLog(Roster):
         await conn.execute(self.query(LOG_TRY), params)
 
     def tries(self, conn: psycopg.Connection[Any]) -> list[Try]:
-        with conn.cursor(row_factory=class_row(Try)) as cur:
-            return cur.execute(self.query(TRIES)).fetchall()
+        return self.rows(conn, Try, TRIES)
 
 
 def stored(conn: psycopg.Connection[Any], plan: Plan) -> list[Stored]:
