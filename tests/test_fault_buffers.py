@@ -26,7 +26,7 @@ from pgcoord.demo.plan import Plan, make_plan
 from pgcoord.demo.senders import Storm
 from pgcoord.demo.server import connect
 from pgcoord.demo.waiting import poll, wait_until
-from pgcoord.demo.workers import WorkerProcess, wait_ready
+from pgcoord.demo.workers import WorkerProcess, storm_process, wait_ready
 from pgcoord.inbox import buffer_complete, buffer_extend
 
 SEED = 20240917
@@ -59,7 +59,7 @@ class Crew:
         self.killed: list[WorkerProcess] = []
 
     def spawn(self) -> WorkerProcess:
-        worker = WorkerProcess(
+        worker = storm_process(
             self.url,
             self.ledger,
             self.plan,

@@ -14,8 +14,6 @@ application's conversations, nor another application's workers the demo's."""
 from __future__ import annotations
 
 import asyncio
-import tempfile
-import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,24 +24,23 @@ import psycopg
 
 from pgcoord import ClaimLost
 from pgcoord.inbox import buffer_complete, buffer_extend
-from pgcoord.migrations import migrate
 
-from . import checks, server
+from . import checks
 from .facts import Outcome, Takeover, analyse, next_delivery, reply_of
 from .ledger import Claim, Ledger, buffered, stored
-from .output import Report, plural, spread
+from .output import plural, spread
 from .plan import Plan, make_plan
+from .scratch import READY_TIMEOUT, Scene, open_scratch
 from .senders import Delivery, Storm
-from .server import connect, server_clock
+from .server import server_clock
 from .storm_worker import LEASE
-from .waiting import StormError, poll, wait_until
-from .workers import COMMAND, WorkerProcess, stop_all, wait_ready
+from .waiting import SceneError, poll, wait_until
+from .workers import COMMAND, WorkerProcess, stop_all, storm_process
 
 STORM_SEED = 9  # the same storm every run
 STORM_LANES = 6  # sending connections, each with a twin for the double deliveries
 WORKER_CONCURRENCY = 4
 VICTIM_THINK = 60.0  # seconds: the killed worker's model never answers in time
-READY_TIMEOUT = 60.0  # seconds for the worker processes to start
 DRAIN_TIMEOUT = 30.0  # seconds for the last bursts after the storm (leases included)
 
 
@@ -64,14 +61,8 @@ def connections_needed(workers: int) -> int:
     return 2 * STORM_LANES + workers * (2 * WORKER_CONCURRENCY + 2) + 6
 
 
-class InboxScenes:
+class InboxScenes(Scene):
     """The inbox scenes: the storm in a scratch database next to the given one."""
-
-    def __init__(self, url: str, run: str, report: Report, number: int) -> None:
-        self.url = url
-        self.run = run
-        self.report = report
-        self.number = number  # of the first heading
 
     def play(self, conversations: int, workers: int) -> None:
         self.report.heading(
@@ -79,22 +70,14 @@ class InboxScenes:
             f"{workers} worker processes, one more killed mid-batch"
         )
         name = f"pgcoord_demo_{self.run}"
+        ledger = Ledger(name)
         with ExitStack() as stack:
-            try:
-                scratch = stack.enter_context(server.scratch_database(self.url, name))
-            except psycopg.errors.InsufficientPrivilege as exc:
-                self.report.add(checks.own_scratch_database(exc))
+            scratch = open_scratch(stack, self.url, name, ledger, self.report, "the storm")
+            if scratch is None:
                 return
-            conn = stack.enter_context(connect(scratch))
-            _, version = migrate(conn)
-            ledger = Ledger(name)
-            ledger.create(conn)
-            self.report.line(
-                f"in a scratch database {name!r} with pgcoord {version}, dropped at the end"
-            )
-            logs = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pgcoord-")))
             plan = make_plan(self.run, conversations, seed=STORM_SEED)
-            self._storm(Stage(scratch, conn, ledger, plan, logs), stack, workers)
+            stage = Stage(scratch.url, scratch.conn, ledger, plan, scratch.logs)
+            self._storm(stage, stack, workers)
 
     def _storm(self, stage: Stage, stack: ExitStack, workers: int) -> None:
         crew, victim = self._start_workers(stage, stack, workers)
@@ -123,7 +106,7 @@ class InboxScenes:
         """`workers` gated worker processes and a victim that claims alone and never
         answers in time; wait until all are ready. Every one is stopped on exit."""
         crew = [
-            WorkerProcess(
+            storm_process(
                 stage.url,
                 stage.ledger,
                 stage.plan,
@@ -134,7 +117,7 @@ class InboxScenes:
             )
             for i in range(1, workers + 1)
         ]
-        victim = WorkerProcess(
+        victim = storm_process(
             stage.url,
             stage.ledger,
             stage.plan,
@@ -143,15 +126,7 @@ class InboxScenes:
             concurrency=1,
             think=(VICTIM_THINK, VICTIM_THINK),
         )
-        everyone = [*crew, victim]
-        stack.callback(stop_all, everyone)
-        start = time.perf_counter()
-        wait_ready(stage.conn, stage.ledger, everyone, READY_TIMEOUT)
-        self.report.line(
-            f"{len(everyone)} worker processes ({COMMAND}) ready in "
-            f"{time.perf_counter() - start:.1f} s: "
-            + ", ".join(f"{w.name} pid {w.pid}" for w in everyone)
-        )
+        self.muster(stack, stage.conn, stage.ledger, [*crew, victim], COMMAND)
         plan = stage.plan
         self.report.line(
             f"debounce {plan.debounce.total_seconds() * 1000:.0f} ms, max wait "
@@ -168,7 +143,7 @@ class InboxScenes:
 
         def victims_claim() -> Claim | None:
             if not victim.alive():
-                raise StormError(f"{victim.name} exited early:\n{victim.log_tail()}")
+                raise SceneError(f"{victim.name} exited early:\n{victim.log_tail()}")
             return next(
                 (c for c in stage.ledger.claims(stage.conn) if c.worker == victim.name), None
             )

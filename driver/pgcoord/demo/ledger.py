@@ -1,13 +1,23 @@
-"""The ledger: what the storm's worker processes record, in a schema of the storm's own,
-and how the demo reads it back.
+"""The ledgers: what the demo's worker processes record, each scene in a schema of its
+own, and how the demo reads it back.
+
+Every scene's schema holds its roster (`Roster`):
 
   workers  one row per worker process, written once its pool is open (ready)
+
+The storm's (`Ledger`) adds:
+
   claims   every burst a handler started, as claimed, logged before the "model" runs
   replies  the fenced side effect, one row per answered burst; no unique constraint,
            so a double answer would show instead of failing
 
 A reply row commits in one transaction with `buffer_complete` (`complete_in`), so it
 lands only while its claim is current, and a killed worker's reply never lands.
+
+The campaign's (`TryLog`) adds:
+
+  tries    every try of a campaign message a handler started: its claim token, attempt
+           and worker, logged before the pipeline runs
 """
 
 from __future__ import annotations
@@ -15,24 +25,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, LiteralString
+from typing import Any, LiteralString, TypeVar
 
 import psycopg
 from psycopg.rows import class_row
 from psycopg.sql import SQL, Composed, Identifier
 
-from pgcoord import Batch, BufferStatus, complete_in
+from pgcoord import Batch, BufferStatus, CampaignMessage, complete_in
 from pgcoord.inbox import buffer_status
 
 from .plan import Plan
 
-LEDGER: LiteralString = (
+T = TypeVar("T")
+
+ROSTER: LiteralString = (
     "CREATE SCHEMA {schema};"
     " CREATE TABLE {schema}.workers ("
     " name text PRIMARY KEY,"
     " pid integer NOT NULL,"
     " released boolean NOT NULL DEFAULT false,"
     " ready_at timestamptz NOT NULL DEFAULT clock_timestamp());"
+)
+STORM_TABLES: LiteralString = (
     " CREATE TABLE {schema}.claims ("
     " claim_token bigint PRIMARY KEY,"
     " conversation_key text NOT NULL,"
@@ -52,6 +66,15 @@ LEDGER: LiteralString = (
     " worker text NOT NULL,"
     " body text NOT NULL,"
     " replied_at timestamptz NOT NULL DEFAULT clock_timestamp())"
+)
+TRY_TABLES: LiteralString = (
+    " CREATE TABLE {schema}.tries ("
+    " message_id bigint NOT NULL,"
+    " claim_token bigint NOT NULL,"  # one claim may hold several messages
+    " attempt integer NOT NULL,"
+    " worker text NOT NULL,"
+    " started_at timestamptz NOT NULL DEFAULT clock_timestamp(),"
+    " PRIMARY KEY (message_id, claim_token))"
 )
 DROP_LEDGER: LiteralString = "DROP SCHEMA IF EXISTS {schema} CASCADE"
 REGISTER: LiteralString = "INSERT INTO {schema}.workers (name, pid) VALUES (%(name)s, %(pid)s)"
@@ -74,6 +97,14 @@ REPLY: LiteralString = (
 CLAIMS: LiteralString = (
     "SELECT claim_token, conversation_key, message_ids, bodies, first_message_at,"
     " last_message_at, attempt, worker, claimed_at FROM {schema}.claims ORDER BY claim_token"
+)
+LOG_TRY: LiteralString = (
+    "INSERT INTO {schema}.tries (message_id, claim_token, attempt, worker)"
+    " VALUES (%(message_id)s, %(claim_token)s, %(attempt)s, %(worker)s)"
+)
+TRIES: LiteralString = (
+    "SELECT message_id, claim_token, attempt, worker, started_at FROM {schema}.tries"
+    " ORDER BY claim_token, message_id"
 )
 REPLIES: LiteralString = (
     "SELECT claim_token, conversation_key, message_ids, attempt, worker, replied_at"
@@ -127,6 +158,17 @@ class Reply:
 
 
 @dataclass(frozen=True, slots=True)
+class Try:
+    """A try of a campaign message as a worker's handler started it (the tries log)."""
+
+    message_id: int
+    claim_token: int
+    attempt: int
+    worker: str
+    started_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Stored:
     """A message of the storm as pgcoord.messages holds it."""
 
@@ -137,9 +179,12 @@ class Stored:
     received_at: datetime
 
 
-class Ledger:
-    """The storm's schema: workers, claims log and the fenced replies. The worker
-    processes write it (the async methods), the demo reads it (the sync ones)."""
+class Roster:
+    """A scene's schema and its roster of worker processes; the scene's own tables
+    (`tables`) come with it. The worker processes write it (the async methods), the demo
+    reads it (the sync ones)."""
+
+    tables: LiteralString = ""
 
     def __init__(self, schema: str) -> None:
         self.name = schema
@@ -148,13 +193,17 @@ class Ledger:
     def query(self, text: LiteralString) -> Composed:
         return SQL(text).format(schema=self.schema)
 
+    def rows(self, conn: psycopg.Connection[Any], row: type[T], text: LiteralString) -> list[T]:
+        """The rows of the query `text` on the schema, as `row`s."""
+        with conn.cursor(row_factory=class_row(row)) as cur:
+            return cur.execute(self.query(text)).fetchall()
+
     def create(self, conn: psycopg.Connection[Any]) -> None:
-        conn.execute(self.query(LEDGER))
+        conn.execute(self.query(ROSTER + self.tables))
 
     def drop(self, conn: psycopg.Connection[Any]) -> None:
         conn.execute(self.query(DROP_LEDGER))
 
-    # written by the worker processes --------------------------------------------------
     async def register(self, conn: psycopg.AsyncConnection[Any], name: str, pid: int) -> None:
         """The worker `name` is ready."""
         await conn.execute(self.query(REGISTER), {"name": name, "pid": pid})
@@ -164,6 +213,20 @@ class Ledger:
         row = await (await conn.execute(self.query(RELEASED), {"name": name})).fetchone()
         return bool(row and row[0])
 
+    def ready(self, conn: psycopg.Connection[Any]) -> set[str]:
+        return {row[0] for row in conn.execute(self.query(READY))}
+
+    def release(self, conn: psycopg.Connection[Any], names: Sequence[str]) -> None:
+        """Let the gated workers `names` start claiming."""
+        conn.execute(self.query(RELEASE), {"names": list(names)})
+
+
+class Ledger(Roster):
+    """The storm's schema: its roster, the claims log and the fenced replies."""
+
+    tables = STORM_TABLES
+
+    # written by the worker processes --------------------------------------------------
     async def log_claim(
         self, conn: psycopg.AsyncConnection[Any], burst: Batch, worker: str
     ) -> None:
@@ -197,20 +260,11 @@ class Ledger:
             await complete_in(conn, burst)
 
     # read by the demo -----------------------------------------------------------------
-    def ready(self, conn: psycopg.Connection[Any]) -> set[str]:
-        return {row[0] for row in conn.execute(self.query(READY))}
-
-    def release(self, conn: psycopg.Connection[Any], names: Sequence[str]) -> None:
-        """Let the gated workers `names` start claiming."""
-        conn.execute(self.query(RELEASE), {"names": list(names)})
-
     def claims(self, conn: psycopg.Connection[Any]) -> list[Claim]:
-        with conn.cursor(row_factory=class_row(Claim)) as cur:
-            return cur.execute(self.query(CLAIMS)).fetchall()
+        return self.rows(conn, Claim, CLAIMS)
 
     def replies(self, conn: psycopg.Connection[Any]) -> list[Reply]:
-        with conn.cursor(row_factory=class_row(Reply)) as cur:
-            return cur.execute(self.query(REPLIES)).fetchall()
+        return self.rows(conn, Reply, REPLIES)
 
     def answered(self, conn: psycopg.Connection[Any]) -> int:
         """How many message ids the replies hold, repeats counted."""
@@ -220,6 +274,26 @@ class Ledger:
     def drained(self, conn: psycopg.Connection[Any], plan: Plan) -> bool:
         """Nothing of the storm buffered and the replies hold as many ids as it sent."""
         return not buffered(conn, plan) and self.answered(conn) >= plan.messages
+
+
+class TryLog(Roster):
+    """The campaign's schema: its roster and the tries its handlers started."""
+
+    tables = TRY_TABLES
+
+    async def log_try(
+        self, conn: psycopg.AsyncConnection[Any], message: CampaignMessage, worker: str
+    ) -> None:
+        params = {
+            "message_id": message.message_id,
+            "claim_token": message.claim_token,
+            "attempt": message.attempt,
+            "worker": worker,
+        }
+        await conn.execute(self.query(LOG_TRY), params)
+
+    def tries(self, conn: psycopg.Connection[Any]) -> list[Try]:
+        return self.rows(conn, Try, TRIES)
 
 
 def stored(conn: psycopg.Connection[Any], plan: Plan) -> list[Stored]:

@@ -16,7 +16,7 @@ from pgcoord.inbox import message_ingest
 
 from .plan import Message, Plan, PlannedBurst
 from .server import connect
-from .waiting import STEP_TIMEOUT, StormError
+from .waiting import STEP_TIMEOUT, SceneError
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +96,7 @@ class Storm:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         if any(thread.is_alive() for thread in self._threads):
-            raise StormError(f"the storm's senders did not finish within {timeout:g} s")
+            raise SceneError(f"the storm's senders did not finish within {timeout:g} s")
         if self.errors:
             real = [e for e in self.errors if not isinstance(e, threading.BrokenBarrierError)]
             raise (real or self.errors)[0]

@@ -14,38 +14,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
-import os
 import random
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from pgcoord import Batch, BufferWorker, Retry
-from pgcoord.config import CONNECT_TIMEOUT, AsyncPool, async_pool
+from pgcoord.config import AsyncPool, async_pool
 
+from . import process
 from .ledger import Ledger
 
 LEASE = timedelta(milliseconds=1500)
 RETRY_IN = timedelta(milliseconds=200)
 IDLE_POLL = timedelta(milliseconds=250)
-GRACE = timedelta(seconds=5)
 THINK = (0.05, 0.15)  # seconds a worker's "model" takes per burst, from..to
-PARENT_POLL = 0.5  # seconds between looks for the parent process
-GATE_POLL = 0.05  # seconds between looks at the gate
 
 Pool = AsyncPool
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if not args.database_url:
-        _parser().error("no --database-url and no DATABASE_URL")
-    logging.basicConfig(
-        level=logging.WARNING,
-        format=f"%(asctime)s {args.name} %(levelname)s %(name)s: %(message)s",
-    )
-    return asyncio.run(_work(args))
+    return process.main(_parser(), argv, _work)
 
 
 async def _work(args: argparse.Namespace) -> int:
@@ -55,25 +44,11 @@ async def _work(args: argparse.Namespace) -> int:
     ledger = Ledger(args.schema)
     worker = BufferWorker(
         _answer(pool, ledger, args),
-        pool=pool,
-        name=args.name,
-        concurrency=args.concurrency,
-        lease=timedelta(milliseconds=args.lease_ms),
+        **process.options(args, pool),
         retry_in=RETRY_IN,
         idle_poll=IDLE_POLL,
-        grace=GRACE,
     )
-    parent = os.getppid()
-    await pool.open(wait=True, timeout=CONNECT_TIMEOUT)
-    watcher = asyncio.create_task(_watch_parent(parent, worker))
-    try:
-        if await _register(pool, ledger, args, parent):
-            await worker.run(handle_signals=True)
-    finally:
-        watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
-        await pool.close()
-    return 0
+    return await process.serve(worker, pool, ledger, args)
 
 
 def _answer(
@@ -96,25 +71,6 @@ def _answer(
     return answer
 
 
-async def _register(pool: Pool, ledger: Ledger, args: argparse.Namespace, parent: int) -> bool:
-    """Say ready in the ledger; a gated worker then waits to be released. False when the
-    parent went away meanwhile."""
-    async with pool.connection() as conn:
-        await ledger.register(conn, args.name, os.getpid())
-        while args.gated and not await ledger.is_released(conn, args.name):
-            if os.getppid() != parent:
-                return False
-            await asyncio.sleep(GATE_POLL)
-    return True
-
-
-async def _watch_parent(parent: int, worker: BufferWorker) -> None:
-    """Stop the worker when the process that started this one is gone."""
-    while os.getppid() == parent:
-        await asyncio.sleep(PARENT_POLL)
-    worker.stop()
-
-
 def _think(text: str) -> tuple[float, float]:
     low, _, high = text.partition("-")
     seconds = (float(low) / 1000, float(high or low) / 1000)
@@ -124,26 +80,19 @@ def _think(text: str) -> tuple[float, float]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m pgcoord.demo.storm_worker",
-        description="Claim the storm's due bursts and answer each with a fenced reply "
+    parser = process.parser(
+        "pgcoord.demo.storm_worker",
+        "Claim the storm's due bursts and answer each with a fenced reply "
         "(the reply and buffer_complete in one transaction) until SIGTERM or SIGINT.",
+        LEASE,
     )
-    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
-    parser.add_argument("--schema", required=True, help="the ledger's schema")
     parser.add_argument("--prefix", required=True, help="of the storm's conversation keys")
-    parser.add_argument("--name", required=True, help="the worker's name in the claims")
-    parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--lease-ms", type=int, default=int(LEASE.total_seconds() * 1000))
     parser.add_argument(
         "--think-ms",
         dest="think",
         type=_think,
         default=THINK,
         help="how long the model takes per burst: MS or MIN-MAX (default 50-150)",
-    )
-    parser.add_argument(
-        "--gated", action="store_true", help="after starting, wait until released in the ledger"
     )
     return parser
 

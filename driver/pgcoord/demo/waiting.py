@@ -12,8 +12,8 @@ T = TypeVar("T")
 STEP_TIMEOUT = 30.0  # seconds any single wait of a sender or a worker process may take
 
 
-class StormError(Exception):
-    """The storm could not be played: a worker process died early, or time ran out."""
+class SceneError(Exception):
+    """A scene could not be played: a worker process died early, or time ran out."""
 
 
 def poll(check: Callable[[], T | None], timeout: float, interval: float = 0.05) -> T | None:
