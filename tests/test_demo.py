@@ -18,8 +18,9 @@ from typing import Any
 import psycopg
 import pytest
 
+import pgcoord.demo
 from pgcoord import BufferStatus, Lock, embedded, releases
-from pgcoord.demo import locks_scene, server
+from pgcoord.demo import campaign_scene, locks_scene, server
 from pgcoord.demo.checks import Check, race_checks, storm_checks
 from pgcoord.demo.facts import Takeover, Webhook, analyse
 from pgcoord.demo.ledger import Claim, Ledger, Reply, Stored
@@ -27,10 +28,13 @@ from pgcoord.demo.main import main
 from pgcoord.demo.output import summary
 from pgcoord.demo.plan import Plan, make_plan
 from pgcoord.demo.senders import Delivery
+from pgcoord.demo.workers import storm_process, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKS = 11  # the lock scenes'
 STORM_CHECKS = 8
+CAMPAIGN_CHECKS = 8
+SMALL_CAMPAIGN = ["--messages", "200"]  # the tests' campaign: a few seconds
 
 
 def leftovers(url: str) -> tuple[list[str], int]:
@@ -47,10 +51,10 @@ def leftovers(url: str) -> tuple[list[str], int]:
     return schemas, row[0]
 
 
-def storm_leftovers(url: str, out: str) -> tuple[list[str], list[str]]:
-    """The storm's scratch database, if it is still there, and its worker processes
-    still running."""
-    found = re.search(r"in a scratch database '(pgcoord_demo_[0-9a-f]{8})'", out)
+def scratch_leftovers(url: str, out: str, scene: str = "") -> tuple[list[str], list[str]]:
+    """The scratch database of the scene (the storm's, or with `scene` "_campaign" the
+    campaign's), if it is still there, and its worker processes still running."""
+    found = re.search(rf"in a scratch database '(pgcoord_demo_[0-9a-f]{{8}}{scene})'", out)
     assert found, out
     name = found.group(1)
     with psycopg.connect(url, autocommit=True) as conn:
@@ -72,10 +76,13 @@ def storm_leftovers(url: str, out: str) -> tuple[list[str], list[str]]:
 def test_demo_runs_green_and_leaves_nothing_behind(
     db_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["--database-url", db_url, "--ascii"]) == 0
+    assert main(["--database-url", db_url, "--ascii", *SMALL_CAMPAIGN]) == 0
 
     out = capsys.readouterr().out
-    assert "pgcoord demo: lease locks for webhook bursts, an inbox for message storms" in out
+    assert (
+        "pgcoord demo: lease locks for webhook bursts, an inbox for message storms, "
+        "a campaign send queue with a shared rate limit"
+    ) in out
     assert f"pgcoord {releases.latest()} is installed here" in out
     assert "ok exactly one of 50 webhooks acquired the lock" in out
     assert "ok the 49 others were told the holder: webhook-" in out
@@ -100,10 +107,69 @@ def test_demo_runs_green_and_leaves_nothing_behind(
     assert "ok nothing stuck: buffer_status is empty, no dead batch, every message done" in out
     assert "ok the 3 workers stopped cleanly on SIGTERM" in out
     assert "from a burst's last message to its reply: median " in out
-    assert f"{CHECKS + STORM_CHECKS} checks, all held" in out
+    # the campaign (test_the_campaign_scene_... looks at it closely)
+    assert "7. A campaign: 200 WhatsApp messages through a slow, failing, rate-limited" in out
+    assert "8. What the queue and the gateway show" in out
+    assert f"{CHECKS + STORM_CHECKS + CAMPAIGN_CHECKS} checks, all held" in out
     assert "FAIL" not in out
     assert leftovers(db_url) == ([], 0)
-    assert storm_leftovers(db_url, out) == ([], [])
+    assert scratch_leftovers(db_url, out) == ([], [])
+    assert scratch_leftovers(db_url, out, "_campaign") == ([], [])
+
+
+def test_the_campaign_scene_sends_each_message_once_within_the_gateway_limit(
+    db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--database-url", db_url, "--only", "campaign", "--ascii", *SMALL_CAMPAIGN]
+    assert main(args) == 0
+
+    out = capsys.readouterr().out
+    assert "pgcoord demo: a campaign send queue with a shared rate limit" in out
+    assert (
+        "1. A campaign: 200 WhatsApp messages through a slow, failing, rate-limited provider, "
+        "3 worker processes, one more killed mid-batch"
+    ) in out
+    assert re.search(r"fake provider on http://127\.0\.0\.1:\d+: model and gateway answer", out)
+    assert "4 worker processes (python -m pgcoord.demo.campaign_worker) ready in" in out
+    assert "rate_acquire('whatsapp-gateway', 180/s, burst 10), one budget for the fleet" in out
+    assert "run 1: 200 messages enqueued in one call in " in out
+    assert re.search(
+        r"worker-4 works alone, and hangs once it has sent a message, before it records the "
+        r"send; it holds \d+ messages? \(claimed_by worker-4 in campaign_message_status\), "
+        r"\d+ of them in its handlers, \d+ parts? already taken by the gateway, and is "
+        r"SIGKILLed mid-batch",
+        out,
+    )
+    assert re.search(
+        r"the run settled [\d.]+ s after the enqueue \(campaign_progress: \d+ sent, \d+ "
+        r"failed, none pending or processing\)",
+        out,
+    )
+    assert re.search(r"worker-[123](, worker-[123])* got them as attempt 2, the first", out)
+    assert re.search(
+        r"worker-4 comes back with its \d+ claim tokens?: campaign_complete -> False "
+        r"\(\d+\), campaign_extend -> None \(\d+\)",
+        out,
+    )
+    assert re.search(r"tries started: \d+ as attempt 1, \d+ as attempt 2", out)
+    assert re.search(r"sent per worker: worker-1 \d+, worker-2 \d+, worker-3 \d+", out)
+    assert re.search(r"gateway: [\d,]+ requests, [\d,]+ parts taken, \d+ answered 503", out)
+    assert "ok none lost or stuck: the 200 messages enqueued are all there" in out
+    assert re.search(r"ok every message sent \(\d+\) or failed after its 4 tries with its", out)
+    assert "ok the gateway took all the parts of every sent message and no others" in out
+    assert re.search(r"ok each of the [\d,]+ parts accepted once by the gateway", out)
+    assert "ok at most 300 gateway requests in every second (the busiest had " in out
+    assert re.search(r"ok worker-4's \d+ messages? came again to worker-.* as attempt 2", out)
+    assert "ok worker-4's late campaign_complete with its stale tokens returned false" in out
+    assert "ok the 3 workers stopped cleanly on SIGTERM" in out
+    assert re.search(
+        r"throughput: [\d,]+ messages sent in [\d.]+ s: [\d,]+ messages/min, [\d,]+x the "
+        r"old sender's 5/min",
+        out,
+    )
+    assert f"{CAMPAIGN_CHECKS} checks, all held" in out
+    assert "FAIL" not in out
+    assert scratch_leftovers(db_url, out, "_campaign") == ([], [])
 
 
 def test_demo_installs_pgcoord_where_missing(
@@ -150,7 +216,7 @@ def test_the_script_runs_the_demo_on_database_url(db_url: str) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1. An inbox storm: 20 WhatsApp conversations" in done.stdout
     assert f"{STORM_CHECKS} checks, all held" in done.stdout
-    assert storm_leftovers(db_url, done.stdout) == ([], [])
+    assert scratch_leftovers(db_url, done.stdout) == ([], [])
 
 
 def test_a_reader_that_goes_away_stops_the_demo_quietly(db_url: str) -> None:
@@ -167,6 +233,43 @@ def test_a_reader_that_goes_away_stops_the_demo_quietly(db_url: str) -> None:
     err = proc.stderr.read()
     assert proc.wait(timeout=60) == 1
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def test_demo_says_what_the_campaign_needs_without_the_demo_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("campaign_scene", "campaign_worker", "pipeline", "provider"):
+        monkeypatch.delitem(sys.modules, f"pgcoord.demo.{name}", raising=False)
+        monkeypatch.delattr(pgcoord.demo, name, raising=False)
+    monkeypatch.setitem(sys.modules, "httpx", None)  # not installed
+    url = "postgresql://postgres@127.0.0.1:1/postgres"  # never reached
+    assert (
+        main(["--database-url", url, "--only", "campaign"]) == 1
+    )  # a runtime error, on one line, as in every command
+
+    err = capsys.readouterr().err
+    assert "the campaign scene needs the demo extra (httpx): pip install 'pgcoord[demo]'" in err
+    assert "Traceback" not in err
+
+
+def test_a_worker_process_stopped_while_gated_exits_cleanly(db_url: str, tmp_path: Path) -> None:
+    """SIGTERM before the demo releases a gated worker (a scene that ended early) stops
+    it as cleanly as one at work: exit status 0."""
+    ledger = Ledger("gate_test")
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        ledger.create(conn)
+        try:
+            worker = storm_process(
+                db_url, ledger, make_plan("gate", 1, seed=1), "worker-1", tmp_path, gated=True
+            )
+            try:
+                wait_ready(conn, ledger, [worker])
+            finally:
+                code = worker.stop()
+            assert code == 0, worker.log_tail()
+            assert ledger.ready(conn) == {"worker-1"}
+        finally:
+            ledger.drop(conn)
 
 
 # The checks can fail ---------------------------------------------------------------
@@ -490,7 +593,28 @@ def test_demo_reports_failure_when_a_message_is_answered_twice(
     assert "in two replies or more: " in out
     assert "ok nothing stuck" in out
     assert "checks FAILED" in out
-    assert storm_leftovers(db_url, out) == ([], [])
+    assert scratch_leftovers(db_url, out) == ([], [])
+
+
+def test_demo_reports_failure_when_the_budget_exceeds_the_gateway_limit(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A gateway that serves 20 requests a second, under a budget of 180: the gateway
+    answers the rest 429 and the check says so; the messages are snoozed, not lost."""
+    monkeypatch.setattr(campaign_scene, "GATEWAY_LIMIT", 20)
+    monkeypatch.setattr(
+        campaign_scene, "PROVIDER", replace(campaign_scene.PROVIDER, gateway_limit=20)
+    )
+    args = ["--database-url", db_url, "--only", "campaign", "--messages", "30", "--ascii"]
+    assert main(args) == 1
+
+    out = capsys.readouterr().out
+    assert "FAIL at most 20 gateway requests in every second" in out
+    assert re.search(r"answered 429\)", out)  # the detail: a second over the limit
+    assert "ok none lost or stuck: the 30 messages enqueued are all there" in out
+    assert "ok each of the " in out and "parts accepted once by the gateway" in out
+    assert "1 of 8 checks FAILED" in out
+    assert scratch_leftovers(db_url, out, "_campaign") == ([], [])
 
 
 def test_demo_says_when_the_storm_may_not_create_its_database(

@@ -1,12 +1,13 @@
 """The campaign's invariants (pgcoord.demo.checks): each holds on a run that keeps it
 and fails on facts that break it; all hold after messages sent through the fake
-provider with failures, 429s and retries."""
+provider with failures, 429s and retries. The killed worker's messages (facts.handover):
+delivered again one attempt later to another worker, its late calls refused."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -15,13 +16,16 @@ import pytest
 from pgcoord import CampaignMessage, RateLimited
 from pgcoord.demo.checks import (
     campaign_checks,
+    late_completions_refused,
+    messages_delivered_again,
     none_lost_or_stuck,
     parts_accepted_once,
     sent_or_failed,
     sent_parts_accepted,
     within_gateway_limit,
 )
-from pgcoord.demo.facts import QueuedMessage
+from pgcoord.demo.facts import Handover, LateCall, QueuedMessage, handover
+from pgcoord.demo.ledger import Try
 from pgcoord.demo.pipeline import make_handler
 from pgcoord.demo.provider import Acceptance, FakeProvider, Ledger, Options, Second
 
@@ -150,3 +154,101 @@ def test_every_check_holds_after_sending_through_the_fake_provider() -> None:
     assert any(a.replays for a in facts.accepted)  # and retries that re-sent parts
     checks = campaign_checks(queued, len(messages), MAX_RETRIES, facts)
     assert [c.label for c in checks if not c.held] == []
+
+
+# The killed worker's messages -----------------------------------------------------------
+
+VICTIM = "worker-4"
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def tried(message_id: int, token: int, attempt: int, worker: str) -> Try:
+    return Try(message_id, token, attempt, worker, T0 + timedelta(seconds=token))
+
+
+def sent_by(message_id: int, attempt: int, worker: str) -> QueuedMessage:
+    return QueuedMessage(message_id, "+1", "sent", attempt, None, {"parts": 1, "worker": worker})
+
+
+def calm_handover() -> Handover:
+    """worker-4 held messages 1 and 2 (attempt 1) and 3 (attempt 2) when it was killed,
+    sending 1 and 3 with tokens 10 and 11. Message 1 came back to worker-1 as attempt 2
+    and was sent; 2 to worker-2, snoozed once (429: the same attempt), then sent; 3 to
+    worker-1 as attempt 3, failed, and failed for good at attempt 4."""
+    tries = [
+        tried(1, 10, 1, VICTIM),
+        tried(3, 11, 2, VICTIM),
+        tried(5, 12, 1, "worker-1"),  # a message the victim never held
+        tried(1, 20, 2, "worker-1"),
+        tried(2, 21, 2, "worker-2"),
+        tried(3, 21, 3, "worker-1"),
+        tried(2, 22, 2, "worker-3"),  # after a snooze: the same attempt again
+        tried(3, 23, 4, "worker-2"),
+    ]
+    late = [LateCall(1, 10, False, None), LateCall(3, 11, False, None)]
+    queued = [
+        sent_by(1, 2, "worker-1"),
+        sent_by(2, 2, "worker-3"),
+        failed(3, attempt=4),
+        sent_by(5, 1, "worker-1"),
+    ]
+    return handover(VICTIM, {1: 1, 2: 1, 3: 2}, tries, late, queued)
+
+
+def test_handover_finds_the_next_attempt_of_each_held_message() -> None:
+    h = calm_handover()
+    assert {m: (t.attempt, t.worker, t.claim_token) for m, t in h.again.items()} == {
+        1: (2, "worker-1", 20),
+        2: (2, "worker-2", 21),  # the first try of attempt 2, not the one after the snooze
+        3: (3, "worker-1", 21),
+    }
+    assert set(h.after) == {1, 2, 3}
+
+
+def test_messages_delivered_again() -> None:
+    h = calm_handover()
+    check = messages_delivered_again(h, MAX_RETRIES)
+    assert check.held, check.detail
+    assert "worker-4's 3 messages came again to worker-1, worker-2 as attempt 2/3" in check.label
+    # one never came back
+    lost = replace(h, again={m: t for m, t in h.again.items() if m != 2})
+    assert "(2, 1, None, 'sent')" in messages_delivered_again(lost, MAX_RETRIES).detail
+    # one came back to the dead worker itself (its name reused)
+    again = dict(h.again)
+    again[1] = replace(again[1], worker=VICTIM)
+    assert not messages_delivered_again(replace(h, again=again), MAX_RETRIES).held
+    # one ended sent by the dead worker, or still processing
+    after = dict(h.after)
+    after[1] = sent_by(1, 2, VICTIM)
+    assert not messages_delivered_again(replace(h, after=after), MAX_RETRIES).held
+    after[1] = QueuedMessage(1, "+1", "processing", 2, None, None)
+    assert not messages_delivered_again(replace(h, after=after), MAX_RETRIES).held
+    # it held none
+    assert not messages_delivered_again(replace(h, held={}), MAX_RETRIES).held
+
+
+def test_a_held_message_on_its_last_try_fails_with_lease_expired() -> None:
+    h = calm_handover()
+    last = MAX_RETRIES + 1
+    expired = QueuedMessage(4, "+1", "failed", last, "lease expired", None)
+    ended = replace(h, held={**h.held, 4: last}, after={**h.after, 4: expired})
+    assert messages_delivered_again(ended, MAX_RETRIES).held
+    other = replace(expired, error="boom")
+    assert not messages_delivered_again(
+        replace(ended, after={**h.after, 4: other}), MAX_RETRIES
+    ).held
+
+
+def test_late_completions_refused() -> None:
+    h = calm_handover()
+    check = late_completions_refused(h)
+    assert check.held, check.detail
+    assert "returned false (2 messages), campaign_extend NULL" in check.label
+    taken = replace(h, late=(LateCall(1, 10, True, None), h.late[1]))
+    assert "(1, True, None)" in late_completions_refused(taken).detail
+    extended = replace(h, late=(LateCall(1, 10, False, T0), h.late[1]))
+    assert not late_completions_refused(extended).held
+    # the message's metrics name the dead worker: its completion landed after all
+    after = {**h.after, 1: sent_by(1, 2, VICTIM)}
+    assert "changed: [1]" in late_completions_refused(replace(h, after=after)).detail
+    assert not late_completions_refused(replace(h, late=())).held

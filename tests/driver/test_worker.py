@@ -245,6 +245,47 @@ async def _true(items: list[str]) -> bool:
     return bool(items)
 
 
+def test_a_heartbeat_whose_cancel_is_swallowed_still_ends_with_its_handler(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Waiting for a pooled connection can swallow a cancellation: on Python 3.11,
+    psycopg_pool waits with asyncio.wait_for, which returns the connection that arrives
+    together with the cancel. A heartbeat cancelled right then must not go on beating
+    (extending the claim for ever, the burst never completed, the worker never
+    stopping): it ends with its handler all the same."""
+    waiting = asyncio.Event()
+    swallowed: list[bool] = []
+    real_extend = inbox_async.buffer_extend
+
+    async def extend(
+        conn: psycopg.AsyncConnection[Any], key: str, token: int, lease: timedelta
+    ) -> datetime | None:
+        if not swallowed:  # the first beat waits "for a connection" until cancelled
+            waiting.set()
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                swallowed.append(True)  # ... and gets it together with the cancel
+        return await real_extend(conn, key, token, lease)
+
+    monkeypatch.setattr(inbox_async, "buffer_extend", extend)
+
+    async def test(inbox: Inbox) -> None:
+        await inbox.ingest("s", "beaten")
+
+        async def handler(burst: Batch) -> None:
+            await waiting.wait()  # return while the heartbeat waits in extend
+
+        w = worker(handler, db_url, concurrency=1)
+        async with running(w):
+            await wait_until(lambda: settled(inbox), "the burst completed", timeout=10)
+        assert swallowed == [True]
+        assert (w.processed, w.failed) == (1, 0)
+        assert await inbox.states() == {"beaten": ["done"]}
+
+    run(test, db_url)
+
+
 def test_no_more_handlers_nor_claims_than_the_concurrency(db_url: str) -> None:
     async def test(inbox: Inbox) -> None:
         keys = [f"c{i}" for i in range(8)]

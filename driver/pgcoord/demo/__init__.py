@@ -1,14 +1,20 @@
 """The demo (`pgcoord demo`, `python -m pgcoord.demo`, `scripts/demo`): pgcoord's lease
-locks and inbox at work on a real PostgreSQL server, every step checked.
+locks, inbox and campaign send queue at work on a real PostgreSQL server, every step
+checked.
 
     main          the command line and the run: which scenes, on which server
     server        the given server or an embedded one, pgcoord installed, scratch databases
     locks_scene   scenes 1-4: the webhook race, release, takeover, lock_status
     inbox_scene   the storm: senders, worker processes, one SIGKILLed mid-batch
+    campaign_scene  the campaign: the fake provider, worker processes sending through it
+                  under one rate budget, one SIGKILLed mid-batch, the throughput
     plan          the storm's seeded plan: bursts, provider retries
     senders       the provider's webhooks delivering the plan through message_ingest
-    storm_worker  the worker process (python -m pgcoord.demo.storm_worker)
+    storm_worker  the storm's worker process (python -m pgcoord.demo.storm_worker)
+    campaign_worker  the campaign's (python -m pgcoord.demo.campaign_worker)
+    process       what both do around their worker: options, ready, parent watch
     workers       those processes as the demo sees them: start, ready, kill, stop
+    scratch       a scene's scratch database, its ledger schema, its workers' logs
     ledger        what the worker processes record, and how it is read back
     facts         what happened, from the ledger and the deliveries (analyse)
     checks        one function per invariant, each returning a Check

@@ -13,7 +13,16 @@ from typing import TYPE_CHECKING
 
 from pgcoord import Lock, LockStatus
 
-from .facts import Fault, LockOutcome, Outcome, QueuedMessage, Takeover, Webhook, Zombie
+from .facts import (
+    Fault,
+    Handover,
+    LockOutcome,
+    Outcome,
+    QueuedMessage,
+    Takeover,
+    Webhook,
+    Zombie,
+)
 from .output import plural
 from .parts import message_of, part_key
 
@@ -331,7 +340,7 @@ def campaign_checks(
 def none_lost_or_stuck(messages: Sequence[QueuedMessage], enqueued: int) -> Check:
     stuck = [m for m in messages if m.status in ("pending", "processing")]
     return Check(
-        f"none lost or stuck: the {enqueued} messages enqueued are all there, none "
+        f"none lost or stuck: the {enqueued:,} messages enqueued are all there, none "
         "pending or processing",
         len({m.message_id for m in messages}) == len(messages) == enqueued and not stuck,
         f"{len(messages)} messages for {enqueued} enqueued; stuck: "
@@ -347,8 +356,8 @@ def sent_or_failed(messages: Sequence[QueuedMessage], max_retries: int) -> Check
     early = [m for m in failed if m.attempt != tries or not m.error]
     other = [m for m in messages if m.status not in ("sent", "failed")]
     return Check(
-        f"every message sent ({sent}) or failed after its {tries} tries with its error "
-        f"kept ({len(failed)})",
+        f"every message sent ({sent:,}) or failed after its {tries} tries with its error "
+        f"kept ({len(failed):,})",
         bool(messages) and not early and not other,
         f"failed at another try or without an error: "
         f"{[(m.message_id, m.attempt, m.error) for m in early[:3]]}; neither sent nor "
@@ -374,7 +383,7 @@ def sent_parts_accepted(messages: Sequence[QueuedMessage], ledger: Ledger) -> Ch
     strangers = sorted(key for others in keys.values() for key in others)
     return Check(
         f"the gateway took all the parts of every sent message and no others "
-        f"({len(ledger.accepted)} parts, {unsent} of them of messages that failed)",
+        f"({len(ledger.accepted):,} parts, {unsent} of them of messages that failed)",
         not wrong and not strangers and bool(ledger.accepted),
         f"messages whose parts differ (id, status, parts, taken): {wrong[:3]}; "
         f"parts of no message: {strangers[:5]}",
@@ -391,7 +400,7 @@ def parts_accepted_once(ledger: Ledger) -> Check:
     again = [a.key for a in ledger.accepted if texts[a.digest] > 1]
     replays = sum(a.replays for a in ledger.accepted)
     return Check(
-        f"each of the {len(ledger.accepted)} parts accepted once by the gateway; "
+        f"each of the {len(ledger.accepted):,} parts accepted once by the gateway; "
         f"{plural(replays, 'part')} sent again answered with the first acceptance",
         not twice and not again and bool(ledger.accepted),
         f"keys taken twice: {twice[:5]}; keys given the same text as another: {again[:5]}",
@@ -410,6 +419,61 @@ def within_gateway_limit(ledger: Ledger) -> Check:
         f"{over[0].requests} requests, {over[0].over_limit} answered 429"
         if over
         else "",
+    )
+
+
+def messages_delivered_again(h: Handover, max_retries: int) -> Check:
+    """Each message the killed worker held came again to another worker, one attempt
+    later, and ended sent by that worker or failed after its tries; one whose lost lease
+    was its last try failed with 'lease expired'."""
+    if not h.held:
+        return Check(f"{h.victim} is SIGKILLed while it holds messages", False, "it held none")
+    wrong = []
+    for message_id, attempt in sorted(h.held.items()):
+        again, final = h.again.get(message_id), h.after.get(message_id)
+        sender = (final.metrics or {}).get("worker") if final else None
+        if attempt > max_retries:
+            ok = final is not None and (final.status, final.error) == ("failed", "lease expired")
+        else:
+            ok = (
+                again is not None
+                and again.worker != h.victim
+                and final is not None
+                and (final.status == "failed" or (final.status == "sent" and sender != h.victim))
+            )
+        if not ok:
+            wrong.append((message_id, attempt, again and again.worker, final and final.status))
+    workers = ", ".join(sorted({t.worker for t in h.again.values()})) or "other workers"
+    attempts = "/".join(str(a) for a in sorted({a + 1 for a in h.held.values()}))
+    return Check(
+        f"{h.victim}'s {plural(len(h.held), 'message')} came again to {workers} as attempt "
+        f"{attempts}, each then sent there or failed after its tries",
+        not wrong,
+        f"(message, attempt held, next try by, status): {wrong[:5]}",
+    )
+
+
+def late_completions_refused(h: Handover) -> Check:
+    """The killed worker's late campaign_complete and campaign_extend with its stale
+    tokens were refused, and left the messages as the other workers had left them."""
+    if not h.late:
+        return Check(
+            f"{h.victim}'s late campaign_complete is refused by its token", False, "no token"
+        )
+    accepted = [c for c in h.late if c.completed or c.extended is not None]
+    touched = [
+        m
+        for c in h.late
+        if (m := h.after.get(c.message_id)) is not None
+        and (m.metrics or {}).get("worker") == h.victim
+    ]
+    return Check(
+        f"{h.victim}'s late campaign_complete with its stale tokens returned false "
+        f"({plural(len(h.late), 'message')}), campaign_extend NULL; the messages stayed as "
+        "the other workers left them",
+        not accepted and not touched,
+        f"taken: {[(c.message_id, c.completed, c.extended) for c in accepted[:3]]}; "
+        f"changed: {[m.message_id for m in touched[:3]]}",
     )
 
 

@@ -1,8 +1,9 @@
 """What happened, as facts the checks judge: what each webhook of the lock race got,
 what became of the killed worker's batch, what the storm's deliveries, stored
 messages, claims and replies show (`analyse`), what a campaign's queue holds after
-its run, and, for the torture, the faults it injected, its zombies and what the lock
-contenders' fenced writes show (`analyse_locks`)."""
+its run and what became of the messages its killed worker held (`handover`), and, for
+the torture, the faults it injected, its zombies and what the lock contenders' fenced
+writes show (`analyse_locks`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any
 
 from pgcoord import BufferStatus, Lock
 
-from .ledger import Claim, Reply, Stored
+from .ledger import Claim, Reply, Stored, Try
 from .plan import Plan
 from .senders import Delivery
 from .torture_lockers import Hold, LockTry, LockWrite
@@ -85,6 +86,29 @@ class QueuedMessage:
     attempt: int  # of its last claim: 1 + the tries it had failed before
     error: str | None  # what its last failed try said
     metrics: Mapping[str, Any] | None  # what the handler returned when it was sent
+    finished_at: datetime | None = None  # when it was sent or failed for good
+
+
+@dataclass(frozen=True, slots=True)
+class LateCall:
+    """The killed campaign worker's late calls on a message it was sending, with the
+    claim token it held."""
+
+    message_id: int
+    claim_token: int
+    completed: bool  # what campaign_complete returned
+    extended: datetime | None  # what campaign_extend returned
+
+
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """The campaign messages the killed worker held, and what became of them."""
+
+    victim: str
+    held: Mapping[int, int]  # message id -> the attempt of the claim it held when killed
+    again: Mapping[int, Try]  # message id -> the next try of that message, if any
+    late: tuple[LateCall, ...]  # its late calls, on the messages it was sending
+    after: Mapping[int, QueuedMessage]  # the held messages after the run
 
 
 def analyse(
@@ -314,6 +338,31 @@ def reply_of(replies: Sequence[Reply], claim: Claim) -> Reply | None:
         ),
         None,
     )
+
+
+# the killed campaign worker's messages ------------------------------------------------
+
+
+def handover(
+    victim: str,
+    held: Mapping[int, int],
+    tries: Sequence[Try],
+    late: Sequence[LateCall],
+    queued: Sequence[QueuedMessage],
+) -> Handover:
+    """What became of the messages `victim` held (`held`: message id -> attempt), from
+    the tries log and the queue after the run."""
+    after = {m.message_id: m for m in queued if m.message_id in held}
+    return Handover(victim, dict(held), next_tries(held, tries), tuple(late), after)
+
+
+def next_tries(held: Mapping[int, int], tries: Sequence[Try]) -> dict[int, Try]:
+    """For each message of `held` (id -> attempt), its first try one attempt later."""
+    again: dict[int, Try] = {}
+    for t in tries:  # in claim order
+        if held.get(t.message_id, -1) + 1 == t.attempt and t.message_id not in again:
+            again[t.message_id] = t
+    return again
 
 
 # the torture ---------------------------------------------------------------------------

@@ -14,7 +14,6 @@ application's conversations, nor another application's workers the demo's."""
 from __future__ import annotations
 
 import asyncio
-import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,20 +28,19 @@ from pgcoord.inbox import buffer_complete, buffer_extend
 from . import checks
 from .facts import Outcome, Takeover, analyse, next_delivery, reply_of
 from .ledger import Claim, Ledger, buffered, stored
-from .output import Report, plural, spread
+from .output import plural, spread
 from .plan import Plan, make_plan
-from .scratch import open_scratch
+from .scratch import READY_TIMEOUT, Scene, open_scratch
 from .senders import Delivery, Storm
 from .server import server_clock
 from .storm_worker import LEASE
 from .waiting import SceneError, poll, wait_until
-from .workers import COMMAND, WorkerProcess, stop_all, storm_process, wait_ready
+from .workers import COMMAND, WorkerProcess, stop_all, storm_process
 
 STORM_SEED = 9  # the same storm every run
 STORM_LANES = 6  # sending connections, each with a twin for the double deliveries
 WORKER_CONCURRENCY = 4
 VICTIM_THINK = 60.0  # seconds: the killed worker's model never answers in time
-READY_TIMEOUT = 60.0  # seconds for the worker processes to start
 DRAIN_TIMEOUT = 30.0  # seconds for the last bursts after the storm (leases included)
 
 
@@ -63,14 +61,8 @@ def connections_needed(workers: int) -> int:
     return 2 * STORM_LANES + workers * (2 * WORKER_CONCURRENCY + 2) + 6
 
 
-class InboxScenes:
+class InboxScenes(Scene):
     """The inbox scenes: the storm in a scratch database next to the given one."""
-
-    def __init__(self, url: str, run: str, report: Report, number: int) -> None:
-        self.url = url
-        self.run = run
-        self.report = report
-        self.number = number  # of the first heading
 
     def play(self, conversations: int, workers: int) -> None:
         self.report.heading(
@@ -134,15 +126,7 @@ class InboxScenes:
             concurrency=1,
             think=(VICTIM_THINK, VICTIM_THINK),
         )
-        everyone = [*crew, victim]
-        stack.callback(stop_all, everyone)
-        start = time.perf_counter()
-        wait_ready(stage.conn, stage.ledger, everyone, READY_TIMEOUT)
-        self.report.line(
-            f"{len(everyone)} worker processes ({COMMAND}) ready in "
-            f"{time.perf_counter() - start:.1f} s: "
-            + ", ".join(f"{w.name} pid {w.pid}" for w in everyone)
-        )
+        self.muster(stack, stage.conn, stage.ledger, [*crew, victim], COMMAND)
         plan = stage.plan
         self.report.line(
             f"debounce {plan.debounce.total_seconds() * 1000:.0f} ms, max wait "

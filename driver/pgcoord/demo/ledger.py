@@ -22,10 +22,10 @@ The campaign's (`TryLog`) adds:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, LiteralString
+from typing import Any, LiteralString, TypeVar
 
 import psycopg
 from psycopg.rows import class_row
@@ -35,6 +35,8 @@ from pgcoord import Batch, BufferStatus, CampaignMessage, complete_in
 from pgcoord.inbox import buffer_status
 
 from .plan import Plan
+
+T = TypeVar("T")
 
 ROSTER: LiteralString = (
     "CREATE SCHEMA {schema};"
@@ -67,11 +69,12 @@ STORM_TABLES: LiteralString = (
 )
 TRY_TABLES: LiteralString = (
     " CREATE TABLE {schema}.tries ("
-    " claim_token bigint PRIMARY KEY,"
     " message_id bigint NOT NULL,"
+    " claim_token bigint NOT NULL,"  # one claim may hold several messages
     " attempt integer NOT NULL,"
     " worker text NOT NULL,"
-    " started_at timestamptz NOT NULL DEFAULT clock_timestamp())"
+    " started_at timestamptz NOT NULL DEFAULT clock_timestamp(),"
+    " PRIMARY KEY (message_id, claim_token))"
 )
 DROP_LEDGER: LiteralString = "DROP SCHEMA IF EXISTS {schema} CASCADE"
 REGISTER: LiteralString = "INSERT INTO {schema}.workers (name, pid) VALUES (%(name)s, %(pid)s)"
@@ -107,12 +110,12 @@ HOLDING: LiteralString = (
     " ORDER BY c.claim_token"
 )
 LOG_TRY: LiteralString = (
-    "INSERT INTO {schema}.tries (claim_token, message_id, attempt, worker)"
-    " VALUES (%(claim_token)s, %(message_id)s, %(attempt)s, %(worker)s)"
+    "INSERT INTO {schema}.tries (message_id, claim_token, attempt, worker)"
+    " VALUES (%(message_id)s, %(claim_token)s, %(attempt)s, %(worker)s)"
 )
 TRIES: LiteralString = (
-    "SELECT claim_token, message_id, attempt, worker, started_at FROM {schema}.tries"
-    " ORDER BY claim_token"
+    "SELECT message_id, claim_token, attempt, worker, started_at FROM {schema}.tries"
+    " ORDER BY claim_token, message_id"
 )
 REPLIES: LiteralString = (
     "SELECT claim_token, conversation_key, message_ids, attempt, worker, replied_at"
@@ -169,8 +172,8 @@ class Reply:
 class Try:
     """A try of a campaign message as a worker's handler started it (the tries log)."""
 
-    claim_token: int
     message_id: int
+    claim_token: int
     attempt: int
     worker: str
     started_at: datetime
@@ -200,6 +203,17 @@ class Roster:
 
     def query(self, text: LiteralString) -> Composed:
         return SQL(text).format(schema=self.schema)
+
+    def rows(
+        self,
+        conn: psycopg.Connection[Any],
+        row: type[T],
+        text: LiteralString,
+        params: Mapping[str, Any] | None = None,
+    ) -> list[T]:
+        """The rows of the query `text` on the schema, as `row`s."""
+        with conn.cursor(row_factory=class_row(row)) as cur:
+            return cur.execute(self.query(text), params).fetchall()
 
     def create(self, conn: psycopg.Connection[Any]) -> None:
         conn.execute(self.query(ROSTER + self.tables))
@@ -264,17 +278,14 @@ class Ledger(Roster):
 
     # read by the demo -----------------------------------------------------------------
     def claims(self, conn: psycopg.Connection[Any]) -> list[Claim]:
-        with conn.cursor(row_factory=class_row(Claim)) as cur:
-            return cur.execute(self.query(CLAIMS)).fetchall()
+        return self.rows(conn, Claim, CLAIMS)
 
     def holding(self, conn: psycopg.Connection[Any], fresh: timedelta) -> list[Claim]:
         """The claims logged within `fresh` that their worker still holds unanswered."""
-        with conn.cursor(row_factory=class_row(Claim)) as cur:
-            return cur.execute(self.query(HOLDING), {"fresh": fresh}).fetchall()
+        return self.rows(conn, Claim, HOLDING, {"fresh": fresh})
 
     def replies(self, conn: psycopg.Connection[Any]) -> list[Reply]:
-        with conn.cursor(row_factory=class_row(Reply)) as cur:
-            return cur.execute(self.query(REPLIES)).fetchall()
+        return self.rows(conn, Reply, REPLIES)
 
     def answered(self, conn: psycopg.Connection[Any]) -> int:
         """How many message ids the replies hold, repeats counted."""
@@ -295,16 +306,15 @@ class TryLog(Roster):
         self, conn: psycopg.AsyncConnection[Any], message: CampaignMessage, worker: str
     ) -> None:
         params = {
-            "claim_token": message.claim_token,
             "message_id": message.message_id,
+            "claim_token": message.claim_token,
             "attempt": message.attempt,
             "worker": worker,
         }
         await conn.execute(self.query(LOG_TRY), params)
 
     def tries(self, conn: psycopg.Connection[Any]) -> list[Try]:
-        with conn.cursor(row_factory=class_row(Try)) as cur:
-            return cur.execute(self.query(TRIES)).fetchall()
+        return self.rows(conn, Try, TRIES)
 
 
 def stored(conn: psycopg.Connection[Any], plan: Plan) -> list[Stored]:

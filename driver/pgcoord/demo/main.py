@@ -9,12 +9,18 @@ Inbox (`inbox_scene`): a WhatsApp-like storm answered by worker processes, one o
 SIGKILLed mid-batch; every message stored once and answered exactly once, every burst by
 one reply, nothing stuck.
 
+Campaign (`campaign_scene`): a few thousand WhatsApp messages sent by worker processes
+through a local fake provider that is slow, fails some calls, answers 429 and enforces
+a rate limit, one worker SIGKILLed mid-batch; every message sent once or failed after
+its retries with its error kept, none lost or stuck, the gateway's limit never exceeded,
+and the throughput beside the old sender's.
+
 Every step is checked (`checks`); the exit status is 0 only when every check held.
 
 The server is --database-url, else DATABASE_URL, else a throwaway embedded PostgreSQL.
 On a given server pgcoord is installed when missing; the lock scenes use keys and a
-schema of their own run, the storm a scratch database of its own, and all are removed at
-the end.
+schema of their own run, the storm and the campaign each a scratch database of its own,
+and all are removed at the end.
 """
 
 from __future__ import annotations
@@ -42,12 +48,18 @@ from .waiting import SceneError
 WEBHOOKS = 50
 CONVERSATIONS = 120
 STORM_WORKERS = 3
+MESSAGES = 2000
 # each webhook and each worker process holds connections of its own
 WEBHOOKS_RANGE = Integer(2, 1000)
 CONVERSATIONS_RANGE = Integer(1, 100_000)
 WORKERS_RANGE = Integer(1, 64)
-PARTS = ("locks", "inbox")
-TITLES = {"locks": "lease locks for webhook bursts", "inbox": "an inbox for message storms"}
+MESSAGES_RANGE = Integer(1, 1_000_000)
+PARTS = ("locks", "inbox", "campaign")
+TITLES = {
+    "locks": "lease locks for webhook bursts",
+    "inbox": "an inbox for message storms",
+    "campaign": "a campaign send queue with a shared rate limit",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,6 +76,8 @@ def _play(args: argparse.Namespace) -> int:
     where = "the server"
     start = time.perf_counter()
     try:
+        if "campaign" in parts:
+            _campaign_needs()
         with server(url) as (server_url, where):
             start = time.perf_counter()
             run(
@@ -73,6 +87,7 @@ def _play(args: argparse.Namespace) -> int:
                 args.webhooks,
                 parts=parts,
                 conversations=args.conversations,
+                messages=args.messages,
                 workers=args.workers,
             )
     except (CannotRun, psycopg.Error, PgcoordError, SceneError) as exc:
@@ -89,6 +104,7 @@ def run(
     *,
     parts: Sequence[str] = PARTS,
     conversations: int = CONVERSATIONS,
+    messages: int = MESSAGES,
     workers: int = STORM_WORKERS,
 ) -> None:
     """Install when needed, play every scene of `parts`, clean up. The checks land in
@@ -99,9 +115,25 @@ def run(
         if "locks" in parts:
             report.line(install(admin))
             play_locks(url, admin, report, run_id, webhooks)
+    number = 5 if "locks" in parts else 1
     if "inbox" in parts:
-        number = 5 if "locks" in parts else 1
         InboxScenes(url, run_id, report, number).play(conversations, workers)
+        number += 2
+    if "campaign" in parts:
+        from .campaign_scene import CampaignScene  # needs the demo extra (httpx, aiohttp)
+
+        CampaignScene(url, run_id, report, number).play(messages, workers)
+
+
+def _campaign_needs() -> None:
+    """CannotRun when the campaign scene's packages (the demo extra) are missing."""
+    try:
+        from . import campaign_scene  # noqa: F401
+    except ModuleNotFoundError as exc:
+        raise CannotRun(
+            f"the campaign scene needs the demo extra ({exc.name}): pip install "
+            "'pgcoord[demo]', or play the other scenes with --only"
+        ) from exc
 
 
 def _stopped(exc: Exception, where: str, args: argparse.Namespace) -> str:
@@ -126,8 +158,8 @@ def _stopped(exc: Exception, where: str, args: argparse.Namespace) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="pgcoord demo",
-        description="Show pgcoord's lease locks and inbox at work on a real PostgreSQL "
-        "server and check every step. Exits 0 only when every check held.",
+        description="Show pgcoord's lease locks, inbox and campaign send queue at work on a "
+        "real PostgreSQL server and check every step. Exits 0 only when every check held.",
     )
     parser.add_argument(
         "--database-url",
@@ -151,11 +183,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=WORKERS_RANGE,
         default=STORM_WORKERS,
-        help=f"worker processes answering the storm, besides the one that is killed "
-        f"(default {STORM_WORKERS})",
+        help=f"worker processes of the storm and of the campaign, besides the one that "
+        f"is killed (default {STORM_WORKERS})",
     )
     parser.add_argument(
-        "--only", choices=PARTS, default=None, help="play only the lock scenes or the inbox storm"
+        "--messages",
+        type=MESSAGES_RANGE,
+        default=MESSAGES,
+        help=f"messages in the campaign (default {MESSAGES:,})",
+    )
+    parser.add_argument(
+        "--only",
+        choices=PARTS,
+        default=None,
+        help="play only the lock scenes, the inbox storm or the campaign",
     )
     parser.add_argument("--ascii", action="store_true", help="print ok/FAIL instead of ✓/✗")
     return parser

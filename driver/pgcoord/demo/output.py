@@ -58,7 +58,7 @@ def summary(checks: Sequence[Check], seconds: float) -> str:
 
 
 def plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+    return f"{n} {word}" if n == 1 else f"{n:,} {word}s"
 
 
 def ms(seconds: float) -> str:

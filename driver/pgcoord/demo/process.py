@@ -9,9 +9,10 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from pgcoord.config import CONNECT_TIMEOUT, AsyncPool
 from pgcoord.worker import Runtime
@@ -20,6 +21,18 @@ from .ledger import Roster
 
 PARENT_POLL = 0.5  # seconds between looks for the parent process
 GATE_POLL = 0.05  # seconds between looks at the gate
+GRACE = timedelta(seconds=5)  # for the work in flight at SIGTERM
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class WorkerOptions(TypedDict):
+    """The worker's options that come from the common ones (`options`)."""
+
+    pool: AsyncPool
+    name: str
+    concurrency: int
+    lease: timedelta
+    grace: timedelta
 
 
 def parser(prog: str, description: str, lease: timedelta) -> argparse.ArgumentParser:
@@ -34,6 +47,17 @@ def parser(prog: str, description: str, lease: timedelta) -> argparse.ArgumentPa
         "--gated", action="store_true", help="after starting, wait until released in the ledger"
     )
     return parser
+
+
+def options(args: argparse.Namespace, pool: AsyncPool) -> WorkerOptions:
+    """The worker's options from the common ones, on `pool`."""
+    return WorkerOptions(
+        pool=pool,
+        name=args.name,
+        concurrency=args.concurrency,
+        lease=timedelta(milliseconds=args.lease_ms),
+        grace=GRACE,
+    )
 
 
 def main(
@@ -57,34 +81,47 @@ async def serve(
 ) -> int:
     """Open `pool`, say ready in `roster`, wait to be released when gated, and run
     `worker` until SIGTERM or SIGINT, or until the parent process is gone; then close
-    the pool."""
-    parent = os.getppid()
-    await pool.open(wait=True, timeout=CONNECT_TIMEOUT)
-    watcher = asyncio.create_task(_watch_parent(parent, worker))
+    the pool. A stop before the worker runs (say, while gated) ends the process as
+    cleanly."""
+    stopped = asyncio.Event()
+
+    def stop() -> None:
+        stopped.set()
+        worker.stop()
+
+    loop = asyncio.get_running_loop()
+    for signum in SIGNALS:
+        loop.add_signal_handler(signum, stop)
+    watcher = asyncio.create_task(_watch_parent(os.getppid(), stop))
     try:
-        if await _register(pool, roster, args, parent):
+        await pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+        if await _register(pool, roster, args, stopped):
             await worker.run(handle_signals=True)
     finally:
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
         await pool.close()
+        for signum in SIGNALS:
+            loop.remove_signal_handler(signum)
     return 0
 
 
-async def _register(pool: AsyncPool, roster: Roster, args: argparse.Namespace, parent: int) -> bool:
-    """Say ready in the roster; a gated worker then waits to be released. False when the
-    parent went away meanwhile."""
+async def _register(
+    pool: AsyncPool, roster: Roster, args: argparse.Namespace, stopped: asyncio.Event
+) -> bool:
+    """Say ready in the roster; a gated worker then waits to be released. False when it
+    was stopped meanwhile."""
     async with pool.connection() as conn:
         await roster.register(conn, args.name, os.getpid())
-        while args.gated and not await roster.is_released(conn, args.name):
-            if os.getppid() != parent:
-                return False
+        while args.gated and not stopped.is_set():
+            if await roster.is_released(conn, args.name):
+                break
             await asyncio.sleep(GATE_POLL)
-    return True
+    return not stopped.is_set()
 
 
-async def _watch_parent(parent: int, worker: Runtime[Any]) -> None:
-    """Stop the worker when the process that started this one is gone."""
+async def _watch_parent(parent: int, stop: Callable[[], None]) -> None:
+    """Stop when the process that started this one is gone."""
     while os.getppid() == parent:
         await asyncio.sleep(PARENT_POLL)
-    worker.stop()
+    stop()

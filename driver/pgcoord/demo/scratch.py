@@ -1,4 +1,4 @@
-"""Where a scene with worker processes plays: a scratch database of its own
+"""Where a scene with worker processes (`Scene`) plays: a scratch database of its own
 (`pgcoord_demo_<run>...`, created next to the given one and dropped at the end), with
 pgcoord installed and the scene's ledger schema, and a folder for the workers' logs. No
 worker of the demo ever touches another application's data, nor another application's
@@ -7,6 +7,8 @@ workers the demo's."""
 from __future__ import annotations
 
 import tempfile
+import time
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,39 @@ from pgcoord.migrations import migrate
 from . import checks, server
 from .ledger import Roster
 from .output import Report
+from .workers import WorkerProcess, stop_all, wait_ready
+
+READY_TIMEOUT = 60.0  # seconds for the worker processes to start
+
+
+class Scene:
+    """A scene whose worker processes play in a scratch database next to the one of
+    `url`; `number` is that of its first heading."""
+
+    def __init__(self, url: str, run: str, report: Report, number: int) -> None:
+        self.url = url
+        self.run = run
+        self.report = report
+        self.number = number
+
+    def muster(
+        self,
+        stack: ExitStack,
+        conn: psycopg.Connection[Any],
+        roster: Roster,
+        workers: Sequence[WorkerProcess],
+        command: str,
+    ) -> None:
+        """Stop `workers` when `stack` closes; wait until all are ready in `roster`
+        (SceneError when one died or they took too long), and say so."""
+        stack.callback(stop_all, workers)
+        start = time.perf_counter()
+        wait_ready(conn, roster, workers, READY_TIMEOUT)
+        self.report.line(
+            f"{len(workers)} worker processes ({command}) ready in "
+            f"{time.perf_counter() - start:.1f} s: "
+            + ", ".join(f"{w.name} pid {w.pid}" for w in workers)
+        )
 
 
 @dataclass(frozen=True, slots=True)

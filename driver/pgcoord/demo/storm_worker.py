@@ -28,7 +28,6 @@ from .ledger import Ledger
 LEASE = timedelta(milliseconds=1500)
 RETRY_IN = timedelta(milliseconds=200)
 IDLE_POLL = timedelta(milliseconds=250)
-GRACE = timedelta(seconds=5)
 THINK = (0.05, 0.15)  # seconds a worker's "model" takes per burst, from..to
 
 Pool = AsyncPool
@@ -45,13 +44,9 @@ async def _work(args: argparse.Namespace) -> int:
     ledger = Ledger(args.schema)
     worker = BufferWorker(
         _answer(pool, ledger, args),
-        pool=pool,
-        name=args.name,
-        concurrency=args.concurrency,
-        lease=timedelta(milliseconds=args.lease_ms),
+        **process.options(args, pool),
         retry_in=RETRY_IN,
         idle_poll=IDLE_POLL,
-        grace=GRACE,
     )
     return await process.serve(worker, pool, ledger, args)
 

@@ -37,7 +37,6 @@ from types import FrameType
 from typing import Any, LiteralString
 
 import psycopg
-from psycopg.rows import class_row
 
 from pgcoord.locks import lock_acquire, lock_release
 
@@ -148,26 +147,20 @@ class LockLedger(Ledger):
         return bool(row and row[0])
 
     def tries(self, conn: psycopg.Connection[Any]) -> list[LockTry]:
-        with conn.cursor(row_factory=class_row(LockTry)) as cur:
-            return cur.execute(self.query(TRIES)).fetchall()
+        return self.rows(conn, LockTry, TRIES)
 
     def writes(self, conn: psycopg.Connection[Any]) -> list[LockWrite]:
-        with conn.cursor(row_factory=class_row(LockWrite)) as cur:
-            return cur.execute(self.query(WRITES)).fetchall()
+        return self.rows(conn, LockWrite, WRITES)
 
     def fresh_holds(
         self, conn: psycopg.Connection[Any], prefix: str, fresh: timedelta
     ) -> list[Hold]:
         """Grants of the keys under `prefix` made within `fresh` and not written with."""
-        params = {"prefix": prefix, "fresh": fresh}
-        with conn.cursor(row_factory=class_row(Hold)) as cur:
-            return cur.execute(self.query(FRESH_HOLDS), params).fetchall()
+        return self.rows(conn, Hold, FRESH_HOLDS, {"prefix": prefix, "fresh": fresh})
 
-    @staticmethod
-    def live(conn: psycopg.Connection[Any], prefix: str) -> list[Hold]:
+    def live(self, conn: psycopg.Connection[Any], prefix: str) -> list[Hold]:
         """The live grants of the keys under `prefix`."""
-        with conn.cursor(row_factory=class_row(Hold)) as cur:
-            return cur.execute(LIVE, {"prefix": prefix}).fetchall()
+        return self.rows(conn, Hold, LIVE, {"prefix": prefix})
 
 
 # the contender process ---------------------------------------------------------------

@@ -195,6 +195,7 @@ class Flight(Generic[Item]):
     completed: bool = False  # complete_in succeeded inside the handler
     lost: bool = False  # the heartbeat found the claim taken by another
     stopped: bool = False  # cancelled by the worker's stop, past its grace
+    beating: bool = True  # the heartbeat goes on: until the handler has ended
     claimed: float = field(default_factory=time.monotonic)
     started: float = 0.0  # when its handler started (time.monotonic)
     ended: float = 0.0  # when its handler ended
@@ -581,6 +582,10 @@ class Runtime(Generic[Item]):
                 self._admit.set()
                 self._done_ready.set()  # a lingering completion may go now
         finally:
+            # the flag ends the heartbeat even when its cancel is swallowed (a pool's wait
+            # for a connection does that on Python 3.11: asyncio.wait_for returns the
+            # connection that arrives together with the cancel)
+            flight.beating = False
             beat.cancel()
             await asyncio.gather(beat, return_exceptions=True)
         await self._settle(flight, handler)
@@ -600,7 +605,7 @@ class Runtime(Generic[Item]):
     async def _heartbeat(self, flight: Flight[Item]) -> None:
         interval = self.lease.total_seconds() / 3
         pause = interval
-        while True:
+        while flight.beating:
             await asyncio.sleep(pause)
             try:
                 until = await self._db(lambda conn: self.work.extend(conn, flight.item, self.lease))

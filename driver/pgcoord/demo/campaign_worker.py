@@ -1,0 +1,141 @@
+"""The campaign's worker process: a CampaignWorker running the campaign pipeline
+(`pipeline`) against the fake provider, one httpx client for the process, every gateway
+request paced by the fleet's shared budget (`Pacer`), every try logged in the ledger
+before the pipeline runs.
+
+    python -m pgcoord.demo.campaign_worker --schema S --name N --run-id R --provider URL
+        --budget KEY --per-second RATE --burst N [--gated] [--hang] [--database-url URL]
+
+The URL defaults to $DATABASE_URL. The process stops on SIGTERM or SIGINT (finishing its
+messages in flight, giving back the rest), and by itself when the process that started
+it is gone. `campaign_scene` starts, kills and stops such processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from datetime import timedelta
+from typing import Any
+
+import httpx
+
+from pgcoord import CampaignMessage, CampaignWorker, rates_async
+from pgcoord.config import AsyncPool, async_pool
+from pgcoord.worker import RateBudget
+
+from . import process
+from .ledger import TryLog
+from .pipeline import Handler, make_handler
+
+LEASE = timedelta(seconds=4)
+IDLE_POLL = timedelta(seconds=1)
+CONCURRENCY = 12
+# the pipeline's limits: the model's answer, and the gateway's per part (the fake answers
+# within a few hundred milliseconds) ...
+GENERATE_TIMEOUT = 5.0
+SEND_TIMEOUT = 2.0
+# ... and the worker's for a whole message: room for the model and a dozen parts, with
+# the waits for the gateway's budget
+TIMEOUT = timedelta(seconds=40)
+
+
+class Pacer:
+    """Every gateway request of this process waits here for a token of the fleet's
+    shared budget (`rate_acquire` with cost 1 on `budget.key`, which every worker process
+    asks with the same rate and burst). One request of the process asks at a time, so a
+    busy process asks the bucket about once per grant, not once per waiting request."""
+
+    def __init__(self, pool: AsyncPool, budget: RateBudget) -> None:
+        self.pool = pool
+        self.budget = budget
+        self._turn = asyncio.Lock()
+
+    async def __call__(self) -> None:
+        budget = self.budget
+        async with self._turn:
+            while True:
+                async with self.pool.connection() as conn:
+                    wait = await rates_async.rate_acquire(
+                        conn, budget.key, budget.per_second, budget.burst
+                    )
+                if wait <= timedelta(0):
+                    return
+                await asyncio.sleep(wait.total_seconds())
+
+
+def main(argv: list[str] | None = None) -> int:
+    return process.main(_parser(), argv, _work)
+
+
+async def _work(args: argparse.Namespace) -> int:
+    # the runtime's claims, completions, heartbeats and settles, the logs and the pacer:
+    # fewer than the runtime's 2 * concurrency + 2, as every one of them is short and
+    # a wait for a connection only delays it
+    pool = async_pool(
+        args.database_url, max_size=args.concurrency + 4, name=f"campaign {args.name}"
+    )
+    log = TryLog(args.schema)
+    budget = RateBudget(args.budget, args.per_second, args.burst)
+    async with httpx.AsyncClient() as http:
+        pipeline = make_handler(
+            args.provider,
+            http,
+            generate_timeout=GENERATE_TIMEOUT,
+            send_timeout=SEND_TIMEOUT,
+            pace=Pacer(pool, budget),
+        )
+        worker = CampaignWorker(
+            _logged(pipeline, pool, log, args),
+            **process.options(args, pool),
+            run_id=args.run_id,
+            timeout=TIMEOUT,
+            idle_poll=IDLE_POLL,
+            skip_stale_every=None,
+        )
+        return await process.serve(worker, pool, log, args)
+
+
+def _logged(pipeline: Handler, pool: AsyncPool, log: TryLog, args: argparse.Namespace) -> Handler:
+    """The pipeline, each try logged first; the metrics name the worker that sent it.
+    With --hang, the handler never returns once the message is sent (the process hangs
+    before its sends are recorded, until it is killed)."""
+    name: str = args.name
+
+    async def send(message: CampaignMessage) -> dict[str, Any]:
+        async with pool.connection() as conn:
+            await log.log_try(conn, message, name)
+        metrics = await pipeline(message)
+        if args.hang:
+            await asyncio.Event().wait()
+        return {**metrics, "worker": name}
+
+    return send
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = process.parser(
+        "pgcoord.demo.campaign_worker",
+        "Send the campaign run's due messages through the fake provider's model and "
+        "gateway until SIGTERM or SIGINT.",
+        LEASE,
+    )
+    parser.set_defaults(concurrency=CONCURRENCY)
+    parser.add_argument("--run-id", type=int, required=True, help="the campaign run")
+    parser.add_argument("--provider", required=True, help="the fake provider's base URL")
+    parser.add_argument("--budget", required=True, help="the gateway budget's rate key")
+    parser.add_argument(
+        "--per-second", type=float, required=True, help="gateway requests a second, fleet-wide"
+    )
+    parser.add_argument("--burst", type=int, required=True, help="of the gateway budget")
+    parser.add_argument(
+        "--hang", action="store_true", help="never complete a message once it is sent"
+    )
+    return parser
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())
