@@ -7,6 +7,7 @@ follows the seed."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -19,14 +20,27 @@ from poolerkit import Pooler
 from test_demo import calm_storm
 
 from pgcoord.demo import checks
-from pgcoord.demo.facts import Fault, Zombie, analyse, analyse_locks, lock_zombie
+from pgcoord.demo.facts import (
+    Fault,
+    QueuedMessage,
+    Zombie,
+    analyse,
+    analyse_locks,
+    campaign_zombie,
+    lock_zombie,
+)
+from pgcoord.demo.ledger import Try
 from pgcoord.demo.torture import Deadline, _bounded, main
 from pgcoord.demo.torture_faults import FIRST, KINDS, LAST, ROUND, schedule
 from pgcoord.demo.torture_lockers import Hold, LockLedger, LockTry, LockWrite
 from pgcoord.locks import lock_acquire
 
 SEED = 20261202
-PROGRAMS = (b"pgcoord.demo.storm_worker", b"pgcoord.demo.torture_lockers")
+PROGRAMS = (
+    b"pgcoord.demo.storm_worker",
+    b"pgcoord.demo.torture_lockers",
+    b"pgcoord.demo.campaign_worker",
+)
 
 
 def torture(tmp_path: Path, *args: str) -> tuple[int, dict[str, Any]]:
@@ -68,7 +82,13 @@ def test_a_short_run_on_its_own_server_injects_every_fault_and_holds_every_check
     assert "it is crashed and restarted" in out
     assert "restart: crash (pg_ctl stop -m immediate) and start again" in out
     # both zombies were taken over, and their late writes refused
-    assert "ok every zombie's late write refused (1 lock holder and 1 buffer worker" in out
+    assert (
+        "ok every zombie's late write refused (1 lock holder, 1 buffer worker, 1 campaign "
+        "worker stopped past their lease" in out
+    )
+    # the campaign workers sent and the killed one's messages came again to another
+    assert "ok none lost or stuck: the 60 messages enqueued are all there" in out
+    assert re.search(r"ok campaign-\d's \d+ messages? came again to campaign-\d", out), out
     assert "its late writes: ['refused']" in out
     assert processes_of(f"pgcoord_torture_{report['run']}") == []
 
@@ -146,7 +166,7 @@ def test_the_fenced_write_refuses_a_stale_token_and_a_landed_one_is_caught(
     assert a.acquired and b.acquired and b.took_over and b.token > a.token
     assert ledger.write(conn, key, a.token, "locker-a") is False  # the zombie's late write
     assert ledger.write(conn, key, b.token, "locker-b") is True
-    tries, writes = ledger.tries(conn), ledger.writes(conn)
+    tries, writes = ledger.lock_tries(conn), ledger.lock_writes(conn)
     assert [(t.token, t.current) for t in tries] == [(a.token, False), (b.token, True)]
     assert [(w.token, w.owner) for w in writes] == [(b.token, "locker-b")]
     live = ledger.live(conn, "lock:test:")
@@ -166,7 +186,7 @@ def test_the_fenced_write_refuses_a_stale_token_and_a_landed_one_is_caught(
         "INSERT INTO torture_test.lock_writes (key, token, owner) VALUES (%s, %s, 'locker-a')",
         [key, a.token],
     )
-    tries, writes = ledger.tries(conn), ledger.writes(conn)
+    tries, writes = ledger.lock_tries(conn), ledger.lock_writes(conn)
     forged = analyse_locks(tries, writes, [])
     check = checks.lock_writes_fenced(forged)
     assert not check.held and f"token {a.token} (locker-a) after {b.token}" in check.detail
@@ -247,11 +267,14 @@ def test_lock_checks_fail_with_no_write_let_through_or_a_lease_left() -> None:
 
 REFUSED = Zombie("locker-1", "lock", (5,), True, (False,), 0)
 QUIET = Zombie("buffer-2", "buffer", (7, 8), True, (), 0)
+SILENT = Zombie("campaign-1", "campaign", (9,), True, (), 0)
 
 
 def test_the_zombie_check_holds_when_every_late_write_was_refused() -> None:
-    check = checks.zombie_writes_refused([REFUSED, QUIET])
-    assert check.held and "1 lock holder and 1 buffer worker" in check.label
+    check = checks.zombie_writes_refused([REFUSED, QUIET, SILENT])
+    assert check.held and "1 lock holder, 1 buffer worker, 1 campaign worker" in check.label
+    check = checks.zombie_writes_refused([REFUSED])
+    assert check.held and "1 lock holder, 0 buffer workers stopped" in check.label
 
 
 @pytest.mark.parametrize(
@@ -260,6 +283,7 @@ def test_the_zombie_check_holds_when_every_late_write_was_refused() -> None:
         [replace(REFUSED, late_tries=(False, True), landed=1), QUIET],  # let through
         [replace(REFUSED, late_tries=()), QUIET],  # no late write seen at all
         [REFUSED, replace(QUIET, landed=1)],  # a worker's reply with its old token
+        [REFUSED, QUIET, replace(SILENT, landed=1)],  # a completion with its old token
         [replace(REFUSED, taken_over=False), replace(QUIET, taken_over=False)],  # no zombie
         [],
     ],
@@ -268,6 +292,34 @@ def test_the_zombie_check_fails_when_a_late_write_landed_or_there_was_no_zombie(
     zombies: list[Zombie],
 ) -> None:
     assert not checks.zombie_writes_refused(zombies).held
+
+
+def test_a_campaign_zombie_landed_only_what_it_sent_with_the_claim_it_was_stopped_in() -> None:
+    def try_(message_id: int, token: int, attempt: int, worker: str) -> Try:
+        return Try(message_id, token, attempt, worker, T0)
+
+    def sent(message_id: int, attempt: int, worker: str) -> QueuedMessage:
+        return QueuedMessage(message_id, "+1", "sent", attempt, None, {"worker": worker})
+
+    held = {1: 1, 2: 1}  # both claimed by campaign-1 in claim 10 when it was stopped
+    tries = [try_(1, 10, 1, "campaign-1"), try_(2, 10, 1, "campaign-1")]
+    tries += [try_(1, 11, 2, "campaign-2"), try_(2, 11, 2, "campaign-2")]
+    fair = campaign_zombie(
+        "campaign-1", held, True, tries, [sent(1, 2, "campaign-2"), sent(2, 2, "campaign-2")]
+    )
+    assert (fair.kind, fair.tokens, fair.landed) == ("campaign", (10,), 0)
+    # campaign-1's completion with claim 10 landed after campaign-2 had the message
+    stale = campaign_zombie(
+        "campaign-1", held, True, tries, [sent(1, 2, "campaign-2"), sent(2, 2, "campaign-1")]
+    )
+    assert stale.landed == 1
+    assert not checks.zombie_writes_refused([stale]).held
+    # campaign-1 got message 2 again later (a third try, its own claim 12) and sent it
+    again = [*tries, try_(2, 12, 3, "campaign-1")]
+    legit = campaign_zombie(
+        "campaign-1", held, True, again, [sent(1, 2, "campaign-2"), sent(2, 3, "campaign-1")]
+    )
+    assert legit.landed == 0
 
 
 def fault(kind: str, recovery: float | None) -> Fault:

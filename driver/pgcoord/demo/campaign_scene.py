@@ -148,7 +148,7 @@ class CampaignScene(Scene):
         self._delivered_again(victim.name, kill, tries)
         late = self._late(run, victim.name, kill)
         codes = stop_all(crew)
-        queued = _queued(run.conn, run.run_id)
+        queued = queued_messages(run.conn, run.run_id)
         ledger = run.provider.ledger()
         self._show(tries, queued, ledger, started)
         for check in checks.campaign_checks(queued, enqueued, MAX_RETRIES, ledger):
@@ -165,14 +165,7 @@ class CampaignScene(Scene):
         """`workers` gated worker processes and one more, to be killed, that starts
         alone, so it surely holds messages, and hangs once it has sent one, so it never
         completes them; wait until all are ready. Every one is stopped on exit."""
-        args = [
-            f"--schema={run.log.name}",
-            f"--run-id={run.run_id}",
-            f"--provider={run.provider.url}",
-            f"--budget={BUDGET_KEY}",
-            f"--per-second={BUDGET_RATE:g}",
-            f"--burst={BUDGET_BURST}",
-        ]
+        args = worker_args(run.log.name, run.run_id, run.provider.url)
         program, url, logs = campaign_worker.__name__, run.scratch.url, run.scratch.logs
         crew = [
             WorkerProcess(url, f"worker-{i}", logs, program, [*args, "--gated"])
@@ -191,16 +184,8 @@ class CampaignScene(Scene):
 
     def _enqueue(self, run: Run, messages: int) -> tuple[int, datetime]:
         """Enqueue the campaign in one call; how many, and when (server clock)."""
-        rng = random.Random(SEED)
-        items = [
-            {
-                "recipient": f"+4915{i:08d}",
-                "payload": {"name": rng.choice(NAMES), "offer": rng.choice(OFFERS)},
-            }
-            for i in range(1, messages + 1)
-        ]
         started = server_clock(run.conn)
-        enqueued = campaign_enqueue(run.conn, run.run_id, items)
+        enqueued = campaign_enqueue(run.conn, run.run_id, campaign_items(messages, SEED))
         seconds = (server_clock(run.conn) - started).total_seconds()
         backoff = ", ".join(f"{b.total_seconds():g} s" for b in BACKOFF)
         self.report.line(
@@ -217,13 +202,13 @@ class CampaignScene(Scene):
         def caught() -> dict[int, int] | None:
             if not victim.alive():
                 raise SceneError(f"{victim.name} exited early:\n{victim.log_tail()}")
-            held = _held(run, victim.name)
+            held = held_by(run.conn, run.run_id, victim.name)
             return held if held.keys() & _taken(run.provider.ledger()).keys() else None
 
         poll(caught, KILL_TIMEOUT)
         victim.kill()
         at = server_clock(run.conn)
-        held = _held(run, victim.name)  # as the dead worker left them
+        held = held_by(run.conn, run.run_id, victim.name)  # as the dead worker left them
         sending = {
             t.message_id: t.claim_token
             for t in run.log.tries(run.conn)
@@ -344,6 +329,35 @@ class CampaignScene(Scene):
         )
 
 
+def worker_args(schema: str, run_id: int, provider: str) -> list[str]:
+    """The options of a worker process of the run `run_id` (besides its name), with its
+    tries log in `schema` and the fake provider at `provider`, under the fleet's budget."""
+    return [
+        f"--schema={schema}",
+        f"--run-id={run_id}",
+        f"--provider={provider}",
+        f"--budget={BUDGET_KEY}",
+        f"--per-second={BUDGET_RATE:g}",
+        f"--burst={BUDGET_BURST}",
+    ]
+
+
+def campaign_items(
+    messages: int, seed: int, first: datetime | None = None, every: timedelta | None = None
+) -> list[dict[str, Any]]:
+    """`messages` campaign messages to enqueue, their payloads drawn from `seed`; with
+    `first` and `every`, scheduled at first, first + every, ... (else due at once)."""
+    rng = random.Random(seed)
+    return [
+        {
+            "recipient": f"+4915{i:08d}",
+            "payload": {"name": rng.choice(NAMES), "offer": rng.choice(OFFERS)},
+            **({} if first is None or every is None else {"scheduled_at": first + (i - 1) * every}),
+        }
+        for i in range(1, messages + 1)
+    ]
+
+
 def _settle_timeout(messages: int) -> float:
     """Seconds the run may take: far more than it needs at the budget's rate."""
     return 60.0 + messages / 20
@@ -355,9 +369,9 @@ def _settled(run: Run) -> CampaignProgress | None:
     return progress if progress.pending == progress.processing == 0 else None
 
 
-def _held(run: Run, worker: str) -> dict[int, int]:
-    """The messages `worker` holds: id -> the attempt of its claim."""
-    rows = run.conn.execute(HELD, {"run_id": run.run_id, "worker": worker})
+def held_by(conn: psycopg.Connection[Any], run_id: int, worker: str) -> dict[int, int]:
+    """The messages of the run `worker` holds: id -> the attempt of its claim."""
+    rows = conn.execute(HELD, {"run_id": run_id, "worker": worker})
     return {message_id: attempt for message_id, attempt in rows}
 
 
@@ -366,7 +380,8 @@ def _taken(ledger: Ledger) -> Counter[int]:
     return Counter(m for a in ledger.accepted if (m := message_of(a.key)) is not None)
 
 
-def _queued(conn: psycopg.Connection[Any], run_id: int) -> list[QueuedMessage]:
+def queued_messages(conn: psycopg.Connection[Any], run_id: int) -> list[QueuedMessage]:
+    """The run's messages as the queue holds them."""
     with conn.cursor(row_factory=class_row(QueuedMessage)) as cur:
         return cur.execute(QUEUED, {"run_id": run_id}).fetchall()
 

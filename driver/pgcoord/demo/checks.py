@@ -508,19 +508,26 @@ def work_flowed_again(faults: Sequence[Fault], bound: float) -> Check:
     )
 
 
+ZOMBIES = {"lock": "lock holder", "buffer": "buffer worker", "campaign": "campaign worker"}
+
+
 def zombie_writes_refused(zombies: Sequence[Zombie]) -> Check:
     """Every zombie (stopped past its lease, taken over, resumed) had its late writes
-    refused: a contender's fenced write refused by the fence, a worker's reply never
-    landed with its old claim token."""
+    refused: a contender's fenced write refused by the fence, a buffer worker's reply or
+    a campaign worker's completion never landed with its old claim token."""
     taken = [z for z in zombies if z.taken_over]
     wrong = [
         z for z in taken if z.landed or any(z.late_tries) or (z.kind == "lock" and not z.late_tries)
     ]
     kinds = Counter(z.kind for z in taken)
+    stopped = [
+        plural(kinds[kind], noun)
+        for kind, noun in ZOMBIES.items()
+        if kinds[kind] or kind in ("lock", "buffer")
+    ]
     return Check(
-        f"every zombie's late write refused ({plural(kinds['lock'], 'lock holder')} and "
-        f"{plural(kinds['buffer'], 'buffer worker')} stopped past their lease, taken over, "
-        "resumed)",
+        f"every zombie's late write refused ({', '.join(stopped)} stopped past their lease, "
+        "taken over, resumed)",
         bool(taken) and not wrong,
         "; ".join(
             f"{z.name} ({z.kind}, tokens {list(z.tokens)}): late writes let through "

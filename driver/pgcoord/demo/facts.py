@@ -387,7 +387,7 @@ class Zombie:
     only after another holder had them, and what became of its late writes."""
 
     name: str
-    kind: str  # "lock" (a contender) or "buffer" (a worker)
+    kind: str  # "lock" (a contender), "buffer" or "campaign" (a worker)
     tokens: tuple[int, ...]  # the grants or claims it held when it was stopped
     taken_over: bool  # every one of them had a new holder before it was resumed
     late_tries: tuple[bool, ...]  # a contender's late writes: what the fence answered each
@@ -482,3 +482,31 @@ def buffer_zombie(
     tokens = {c.claim_token for c in held}
     landed = sum(r.claim_token in tokens and r.replied_at > since for r in replies)
     return Zombie(name, "buffer", tuple(sorted(tokens)), taken_over, (), landed)
+
+
+def campaign_zombie(
+    name: str,
+    held: Mapping[int, int],
+    taken_over: bool,
+    tries: Sequence[Try],
+    queued: Sequence[QueuedMessage],
+) -> Zombie:
+    """The campaign worker `name` stopped while it held the messages `held` (id -> the
+    attempt of its claim). A message counts as landed when `name` sent it in the end
+    without a later try of its own: with the claim it held when it was stopped."""
+    tokens = {
+        t.claim_token for t in tries if t.worker == name and held.get(t.message_id) == t.attempt
+    }
+    retried = {
+        t.message_id
+        for t in tries
+        if t.worker == name and t.attempt > held.get(t.message_id, t.attempt)
+    }
+    landed = sum(
+        m.message_id in held
+        and m.message_id not in retried
+        and m.status == "sent"
+        and (m.metrics or {}).get("worker") == name
+        for m in queued
+    )
+    return Zombie(name, "campaign", tuple(sorted(tokens)), taken_over, (), landed)

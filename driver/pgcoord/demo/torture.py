@@ -4,24 +4,23 @@ separate processes, against a server that is made to fail; then the checks.
 For `--seconds` (default 50), webhooks arrive (`senders`, with the provider's repeated
 and concurrent deliveries of the same message ids, delivered again when a fault cuts
 their answer), buffer workers answer the bursts with fenced replies (`storm_worker`),
-and lock contenders take a few keys with a short lease and write their fencing token
-fenced by `lock_is_current` (`torture_lockers`). Meanwhile the faults strike on a seeded
-schedule (`torture_faults`): SIGKILL of a worker mid-batch, SIGSTOP of a lock holder and
-of a worker past their leases then SIGCONT (zombies), pg_terminate_backend of every
-client connection, and a crash and restart of the server; after each, the time until
-work flowed again is measured. Then the webhooks stop, the work drains, and the ledger
-and the database are checked: no duplicate effect, nothing lost, nothing stuck, every
-zombie's late write refused. Exit status 0 when every check held, 1 when one did not (or
-the run broke), 2 on bad usage.
+lock contenders take a few keys with a short lease and write their fencing token fenced
+by `lock_is_current` (`torture_lockers`), and campaign workers send a campaign whose
+messages fall due all along through a fake model and WhatsApp gateway
+(`torture_campaign`). Meanwhile the faults strike on a seeded schedule
+(`torture_faults`): SIGKILL of workers mid-batch, SIGSTOP of a lock holder and of
+workers past their leases then SIGCONT (zombies), pg_terminate_backend of every client
+connection, and a crash and restart of the server; after each, the time until work
+flowed again is measured. Then the webhooks stop, the work drains, and the ledgers, the
+database and the gateway are checked: no duplicate effect, nothing lost, nothing stuck,
+every zombie's late write refused. Exit status 0 when every check held, 1 when one did
+not (or the run broke), 2 on bad usage.
 
 The server is --database-url, else DATABASE_URL, else an embedded PostgreSQL of the
 torture's own, the only one it crashes and restarts. Everything runs in a scratch
 database (`pgcoord_torture_<run>`) dropped at the end. The same --seed plays the same
 webhooks, the same faults in the same order, and the same choices of the processes;
 how the processes interleave is up to the machine.
-
-Campaign workers with the fake provider join once the campaign scene's worker program
-exists (see `torture_crew`).
 """
 
 from __future__ import annotations
@@ -39,6 +38,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -53,17 +53,32 @@ from pgcoord.cli.main import guarded
 from pgcoord.cli.options import Parser
 from pgcoord.config import describe
 
-from . import checks, storm_worker, torture_lockers
-from .facts import Fault, Outcome, Zombie, analyse, analyse_locks, buffer_zombie, lock_zombie
-from .ledger import buffered, stored
+from . import campaign_worker, checks, storm_worker, torture_lockers
+from .campaign_scene import MAX_RETRIES
+from .facts import (
+    Fault,
+    LockOutcome,
+    Outcome,
+    QueuedMessage,
+    Zombie,
+    analyse,
+    analyse_locks,
+    buffer_zombie,
+    campaign_zombie,
+    handover,
+    lock_zombie,
+)
+from .ledger import Reply, Try, buffered, stored
 from .output import Report, plural, spread, summary
 from .plan import Plan, make_plan
+from .provider import Ledger as ProviderLedger
 from .scratch import open_scratch
 from .senders import Delivery, Storm
 from .server import CannotRun, Link, connect, server, server_version
-from .torture_crew import Crew
+from .torture_campaign import PER_SECOND, Campaign
+from .torture_crew import Crew, TortureLedger
 from .torture_faults import KINDS, RECOVERY_TIMEOUT, Injector, Stage, Suspended, schedule
-from .torture_lockers import LockLedger
+from .torture_lockers import LockTry, LockWrite
 from .torture_server import RestartableServer
 from .waiting import SceneError, poll, wait_until
 
@@ -72,7 +87,7 @@ SECONDS_RANGE = options.Seconds(10, options.HOUR)
 SEED_RANGE = options.Integer(0, 2**31 - 1)
 CONVERSATIONS = 3  # per second of load
 LANES = 4  # sending connections, each with a twin for the double deliveries
-PROCESSES = {"buffer": 3, "locker": 3}
+PROCESSES = {"buffer": 3, "locker": 3, "campaign": 2}
 KEYS = torture_lockers.KEYS
 REDELIVER_FOR = 30.0  # seconds a webhook is delivered again while its connection fails
 DRAIN_TIMEOUT = 30.0  # seconds for the last bursts after the webhooks (leases included)
@@ -82,6 +97,7 @@ CUT_SHORT = (signal.SIGTERM, signal.SIGUSR1)  # signals that stop the run, clean
 ROLES = {
     "buffer": f"buffer workers (python -m {storm_worker.__name__})",
     "locker": f"lock contenders on {KEYS} keys (python -m {torture_lockers.__name__})",
+    "campaign": f"campaign workers (python -m {campaign_worker.__name__})",
 }
 
 
@@ -175,7 +191,7 @@ class Torture:
                 + ("it is crashed and restarted" if self.restart else self._why_no_restart())
             )
         with ExitStack() as stack:
-            ledger = LockLedger(SCHEMA)
+            ledger = TortureLedger(SCHEMA)
             name = f"pgcoord_torture_{self.run_id}"
             scratch = open_scratch(stack, self.url, name, ledger, self.report, "the torture")
             if scratch is None:
@@ -186,22 +202,34 @@ class Torture:
             plan = make_plan(
                 self.run_id, int(CONVERSATIONS * self.seconds), seed=self.seed, span=self.seconds
             )
-            crew = Crew(clients, ledger, plan, scratch.logs, self.seed, f"lock:{self.run_id}:")
+            keys = f"lock:{self.run_id}:"
+            campaign = self._campaign(stack, scratch.conn, name)
+            crew = Crew.of(
+                clients,
+                ledger,
+                scratch.logs,
+                plan=plan,
+                keys=keys,
+                seed=self.seed,
+                campaign=campaign,
+            )
             stack.callback(crew.stop)
             self._start(link, crew)
             storm = Storm(clients, plan, lanes=LANES, redeliver_for=REDELIVER_FOR)
             stack.callback(storm.stop)
             self._describe_storm(plan, storm)
-            stage = Stage(link, ledger, plan, storm, crew)
+            stage = Stage(link, ledger, plan, storm, keys, campaign, crew)
             injector = Injector(stage, self.seed, self.restart)
-            deliveries = self._strike(storm, injector)
+            deliveries = self._strike(stage, injector)
             drained = link.call(
-                lambda conn: wait_until(lambda: ledger.drained(conn, plan), DRAIN_TIMEOUT)
+                lambda conn: wait_until(
+                    lambda: ledger.drained(conn, plan) and campaign.settled(conn), DRAIN_TIMEOUT
+                )
             )
             if not drained:
-                self.report.line(f"NOT all answered {DRAIN_TIMEOUT:g} s after the last webhook")
+                self.report.line(f"NOT all done {DRAIN_TIMEOUT:g} s after the last webhook")
             codes = crew.stop()
-            self._judge(stage, deliveries, injector.zombies, codes)
+            self._judge(stage, deliveries, injector, codes)
 
     # the run --------------------------------------------------------------------------
 
@@ -237,9 +265,21 @@ class Torture:
             f"{len(crew.processes)} processes ready in {time.perf_counter() - start:.1f} s: "
             + ", ".join(f"{count} {ROLES[role]}" for role, count in PROCESSES.items())
         )
+
+    def _campaign(self, stack: ExitStack, conn: psycopg.Connection[Any], name: str) -> Campaign:
+        """The fake provider and the campaign run (its messages are enqueued when the
+        load begins)."""
+        try:
+            campaign = Campaign.create(stack, conn, name, self.seed)
+        except RuntimeError as exc:  # the provider did not start
+            raise SceneError(str(exc)) from exc
+        options = campaign.provider.options
         self.report.line(
-            "campaign workers: not yet (they join when the campaign scene's worker program exists)"
+            f"campaign: run {campaign.run_id}, {PER_SECOND} messages falling due a second, "
+            f"through a fake provider on {campaign.provider.url} ({options.errors:.0%} of "
+            f"calls 503, {options.throttled:.0%} 429), up to {MAX_RETRIES} retries each"
         )
+        return campaign
 
     def _describe_storm(self, plan: Plan, storm: Storm) -> None:
         self.report.line(
@@ -250,13 +290,16 @@ class Torture:
             "connections, each delivery made again while a fault cuts its answer"
         )
 
-    def _strike(self, storm: Storm, injector: Injector) -> list[Delivery]:
-        """Send the webhooks and inject the faults on their schedule; the deliveries."""
+    def _strike(self, stage: Stage, injector: Injector) -> list[Delivery]:
+        """Send the webhooks and the campaign and inject the faults on their schedule; the
+        deliveries."""
         due = schedule(self.seed, self.seconds, self.kinds)
         self.report.heading(
             f"1. {plural(len(due), 'fault')} in a seeded order; after each, the time until "
             "work flowed again"
         )
+        storm = stage.storm
+        stage.link.call(lambda conn: stage.campaign.enqueue(conn, self.seconds, self.seed))
         storm.start()
         if poll(lambda: storm.started or None, RECOVERY_TIMEOUT) is None:
             raise SceneError("the webhooks did not start")
@@ -272,38 +315,34 @@ class Torture:
     # the end --------------------------------------------------------------------------
 
     def _judge(
-        self,
-        stage: Stage,
-        deliveries: list[Delivery],
-        suspended: list[Suspended],
-        codes: dict[str, int],
+        self, stage: Stage, deliveries: list[Delivery], injector: Injector, codes: dict[str, int]
     ) -> None:
-        """Read the ledger and the database, show what they hold, and check it."""
-        link, ledger, plan, crew = stage.link, stage.ledger, stage.plan, stage.crew
-        claims = link.call(ledger.claims)
+        """Read the ledger, the database and the provider, show what they hold, and check
+        it."""
+        link, ledger, plan, campaign = stage.link, stage.ledger, stage.plan, stage.campaign
         replies = link.call(ledger.replies)
         outcome = analyse(
             plan,
             deliveries,
             link.call(lambda conn: stored(conn, plan)),
-            claims,
+            link.call(ledger.claims),
             replies,
             link.call(lambda conn: buffered(conn, plan)),
             stage.storm.lost_answers,
         )
+        lock_tries = link.call(ledger.lock_tries)
+        writes = link.call(ledger.lock_writes)
+        locks = analyse_locks(
+            lock_tries, writes, link.call(partial(ledger.live, prefix=stage.keys))
+        )
         tries = link.call(ledger.tries)
-        writes = link.call(ledger.writes)
-        locks = analyse_locks(tries, writes, link.call(lambda conn: ledger.live(conn, crew.keys)))
-        zombies = [
-            lock_zombie(z.process.name, z.grant, z.taken_over, tries, writes)
-            if z.grant is not None
-            else buffer_zombie(z.process.name, z.claims, z.taken_over, replies, z.at)
-            for z in suspended
-        ]
-        self.report.heading("2. What the ledger shows")
-        self._show(outcome, locks.tries, locks.refused, zombies)
+        queued = link.call(campaign.queued)
+        gateway = campaign.provider.ledger()
+        zombies = [_zombie(z, lock_tries, writes, replies, tries, queued) for z in injector.zombies]
+        handovers = [handover(name, held, tries, (), queued) for name, held in injector.handovers]
+        self.report.heading("2. What the ledger, the queue and the gateway show")
+        self._show(outcome, locks, queued, gateway, zombies)
         self.report.heading("3. Checks")
-        survivors = crew.survivors
         for check in [
             checks.faults_injected(self.faults, self.kinds),
             checks.work_flowed_again(self.faults, RECOVERY_TIMEOUT),
@@ -312,13 +351,22 @@ class Torture:
             checks.replies_fenced(outcome),
             checks.nothing_stuck(outcome),
             checks.lock_writes_fenced(locks),
-            checks.zombie_writes_refused(zombies),
             checks.no_lease_left(locks),
-            checks.workers_stopped_cleanly(survivors, codes),
+            *checks.campaign_checks(queued, campaign.enqueued, MAX_RETRIES, gateway),
+            *(checks.messages_delivered_again(h, MAX_RETRIES) for h in handovers),
+            checks.zombie_writes_refused(zombies),
+            checks.workers_stopped_cleanly(stage.crew.survivors, codes),
         ]:
             self.report.add(check)
 
-    def _show(self, o: Outcome, tries: int, refused: int, zombies: list[Zombie]) -> None:
+    def _show(
+        self,
+        o: Outcome,
+        locks: LockOutcome,
+        queued: list[QueuedMessage],
+        gateway: ProviderLedger,
+        zombies: list[Zombie],
+    ) -> None:
         lost = f", {o.lost_answers} delivered again after a fault cut their answer"
         self.report.line(
             f"webhooks: {o.stored} messages stored from {o.deliveries} deliveries"
@@ -327,12 +375,26 @@ class Torture:
         per_worker = ", ".join(f"{w} {n}" for w, n in o.by_worker.items())
         self.report.line(f"replies: {o.replies} for {o.bursts} bursts ({per_worker or 'none'})")
         self.report.line(f"from a burst's last message to its reply: {spread(o.latencies)}")
-        self.report.line(f"fenced lock writes: {tries - refused} let through, {refused} refused")
+        self.report.line(
+            f"fenced lock writes: {locks.tries - locks.refused} let through, "
+            f"{locks.refused} refused"
+        )
+        statuses = Counter(m.status for m in queued)
+        senders = Counter(
+            str((m.metrics or {}).get("worker")) for m in queued if m.status == "sent"
+        )
+        self.report.line(
+            f"campaign: {statuses['sent']} sent ("
+            + ", ".join(f"{w} {n}" for w, n in sorted(senders.items()))
+            + f"), {statuses['failed']} failed after their tries; the gateway took "
+            f"{len(gateway.accepted)} parts and answered "
+            f"{sum(a.replays for a in gateway.accepted)} sent again with the first acceptance"
+        )
         for z in zombies:
             late = (
                 f"its late writes: {['let through' if t else 'refused' for t in z.late_tries]}"
                 if z.kind == "lock"
-                else f"late replies landed: {z.landed}"
+                else f"late {'replies' if z.kind == 'buffer' else 'completions'} landed: {z.landed}"
             )
             taken = "taken over" if z.taken_over else "NOT taken over"
             self.report.line(f"zombie {z.name} (tokens {list(z.tokens)}): {taken}, {late}")
@@ -357,6 +419,22 @@ class Torture:
             "faults": [asdict(f) for f in self.faults],
             "injected": dict(Counter(f.kind for f in self.faults)),
         }
+
+
+def _zombie(
+    z: Suspended,
+    lock_tries: list[LockTry],
+    writes: list[LockWrite],
+    replies: list[Reply],
+    tries: list[Try],
+    queued: list[QueuedMessage],
+) -> Zombie:
+    """What became of a stopped process's late writes, by its kind."""
+    if z.grant is not None:
+        return lock_zombie(z.process.name, z.grant, z.taken_over, lock_tries, writes)
+    if z.claims:
+        return buffer_zombie(z.process.name, z.claims, z.taken_over, replies, z.at)
+    return campaign_zombie(z.process.name, z.messages, z.taken_over, tries, queued)
 
 
 def _fault_line(fault: Fault) -> str:

@@ -1,12 +1,14 @@
 """The torture's faults: when they strike (`schedule`, drawn from the run's seed), how
 each is injected, and how long until work flows again after it (`Injector`).
 
-    kill       SIGKILL a buffer worker, mid-batch when one holds a fresh claim; a new
-               worker replaces it. Recovered when its batch is answered by another.
-    stop       SIGSTOP a lock contender that just got a grant and a buffer worker that
-               just claimed a batch, keep them stopped until another holder has taken
-               over their grant and batches (so past their leases), then SIGCONT: two
-               zombies, whose late writes must be refused.
+    kill       SIGKILL a buffer worker, mid-batch when one holds a fresh claim, and a
+               campaign worker, holding messages when one does; new workers replace
+               them. Recovered when the batch is answered by another worker and the
+               messages are tried again by another.
+    stop       SIGSTOP a lock contender that just got a grant, a buffer worker that just
+               claimed a batch and a campaign worker holding messages, keep them stopped
+               until others have taken over their grant, batches and messages (so past
+               their leases), then SIGCONT: zombies, whose late writes must be refused.
     terminate  pg_terminate_backend of every client connection of the scratch database.
     restart    crash the server (pg_ctl stop -m immediate) and start it again (the
                torture's own embedded server only).
@@ -17,6 +19,7 @@ After a terminate or a restart, work has flowed again once each flow has moved o
     webhooks   a new message stored (while the webhooks still arrive)
     replies    a batch answered (while the webhooks still arrive)
     locks      a fenced write let through
+    campaign   a campaign message sent (while its messages still fall due)
 
 All times are the server's clock (`clock_timestamp()`), every wait is bounded.
 """
@@ -25,8 +28,8 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, LiteralString, TypeVar
@@ -40,8 +43,10 @@ from .plan import Plan
 from .senders import Storm
 from .server import Link, server_clock
 from .storm_worker import LEASE
-from .torture_crew import Crew
-from .torture_lockers import TTL, Hold, LockLedger
+from .torture_campaign import LEASE as CAMPAIGN_LEASE
+from .torture_campaign import Campaign
+from .torture_crew import Crew, TortureLedger
+from .torture_lockers import TTL, Hold
 from .waiting import poll
 from .workers import WorkerProcess
 
@@ -69,6 +74,8 @@ FLOWS: dict[str, LiteralString] = {
     " WHERE provider = %(provider)s AND received_at > %(since)s",
     "replies": "SELECT min(replied_at) FROM {schema}.replies WHERE replied_at > %(since)s",
     "locks": "SELECT min(tried_at) FROM {schema}.lock_tries WHERE current AND tried_at > %(since)s",
+    "campaign": "SELECT min(finished_at) FROM pgcoord.campaign_outcomes"
+    " WHERE run_id = %(run_id)s AND status = 'sent' AND finished_at > %(since)s",
 }
 
 
@@ -87,25 +94,30 @@ def schedule(seed: int, seconds: float, kinds: Sequence[str]) -> list[tuple[floa
 
 @dataclass(frozen=True, slots=True)
 class Suspended:
-    """A zombie in the making: a process stopped while it held grants or claims."""
+    """A zombie in the making: a process stopped while it held grants, claims or
+    messages."""
 
     process: WorkerProcess
-    kind: str  # "lock" or "buffer"
+    kind: str  # "lock", "buffer" or "campaign"
     at: datetime  # server clock, at the stop
-    grant: Hold | None  # a contender's grant
-    claims: tuple[Claim, ...]  # a worker's unanswered claims
+    grant: Hold | None = None  # a contender's grant
+    claims: tuple[Claim, ...] = ()  # a buffer worker's unanswered claims
+    messages: Mapping[int, int] = field(default_factory=dict)  # a campaign worker's: id -> attempt
     taken_over: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Stage:
     """Where a run plays: a `link` to its scratch database (direct, never through a
-    pooler), its ledger, the webhooks' plan and their senders, and its processes."""
+    pooler), its ledger, the webhooks' plan and their senders, the contenders' keys
+    (their prefix), the campaign and the processes."""
 
     link: Link
-    ledger: LockLedger
+    ledger: TortureLedger
     plan: Plan
     storm: Storm
+    keys: str
+    campaign: Campaign
     crew: Crew
 
 
@@ -114,14 +126,17 @@ class Injector:
     server again (None: it cannot). `zombies`: the processes it stopped."""
 
     def __init__(self, stage: Stage, seed: int, restart: Callable[[], float] | None) -> None:
+        self.stage = stage
         self.link = stage.link
         self.ledger = stage.ledger
         self.crew = stage.crew
-        self.plan = stage.plan
         self.storm = stage.storm
+        self.campaign = stage.campaign
         self.rng = random.Random(f"targets/{seed}")
         self.restart_server = restart
         self.zombies: list[Suspended] = []
+        # the campaign workers it killed, and the messages each held: id -> attempt
+        self.handovers: list[tuple[str, dict[int, int]]] = []
 
     def inject(self, kind: str) -> Fault:
         """Inject a fault of `kind` (KINDS) now; what it did and how work came back."""
@@ -132,41 +147,56 @@ class Injector:
     # the faults -----------------------------------------------------------------------
 
     def kill(self, at: float) -> Fault:
-        claim = poll(lambda: self._fresh_claim(), FIND_TIMEOUT, POLL)
-        named = self.crew.named(claim.worker) if claim is not None else None
-        victim = named or self.rng.choice(self.crew.live("buffer"))
-        victim.kill()
+        claim = poll(self._fresh_claim, FIND_TIMEOUT, POLL)
+        buffer = (self.crew.named(claim.worker) if claim else None) or self._any("buffer")
+        holder = poll(self._campaign_holder, FIND_TIMEOUT, POLL)
+        sender = holder[0] if holder else self._any("campaign")
+        for victim in (buffer, sender):
+            victim.kill()
         since = self.now()
-        replacement = self.crew.spawn("buffer")
+        held = self.read(partial(self.campaign.held, worker=sender.name))  # as it left them
+        replacements = [self.crew.spawn("buffer"), self.crew.spawn("campaign")]
+        flows: dict[str, float | None] = {}
         replies = self.read(self.ledger.replies)
         if claim is None or any(r.claim_token == claim.claim_token for r in replies):
             # between two batches, or just after its reply: the next reply will do
-            flows = self.recover(since, ["replies"])
-            what = f"SIGKILL {victim.name} (between batches)"
+            flows |= self.recover(since, ["replies"])
+            what = f"{buffer.name} (between batches)"
         else:
-            after = self._answered_elsewhere([claim], since)
-            flows = {"its batch answered by another worker": after}
+            flows["its batch answered by another worker"] = self._answered_elsewhere([claim], since)
             what = (
-                f"SIGKILL {victim.name} mid-batch ({plural(len(claim.message_ids), 'message')}, "
+                f"{buffer.name} mid-batch ({plural(len(claim.message_ids), 'message')}, "
                 f"claim token {claim.claim_token}, attempt {claim.attempt})"
             )
-        self.link.call(lambda conn: self.crew.wait_ready(conn, [replacement]))
-        return self._fault("kill", at, f"{what}; {replacement.name} replaces it", flows)
+        if held:
+            self.handovers.append((sender.name, held))
+            flows["its messages tried again by another"] = self._tried_again(sender, held, since)
+            what += f" and {sender.name} holding {plural(len(held), 'message')}"
+        else:
+            flows |= self.recover(since, ["campaign"] if self._campaign_active() else [])
+            what += f" and {sender.name} (holding no message)"
+        self.link.call(lambda conn: self.crew.wait_ready(conn, replacements))
+        names = " and ".join(p.name for p in replacements)
+        return self._fault("kill", at, f"SIGKILL {what}; {names} replace them", flows)
 
     def stop(self, at: float) -> Fault:
-        zombies = [z for z in (self._suspend_holder(), self._suspend_worker()) if z is not None]
+        stopped = (self._suspend_holder(), self._suspend_worker(), self._suspend_sender())
+        zombies = [z for z in stopped if z is not None]
         flows: dict[str, float | None] = {}
         for zombie in zombies:
             if zombie.grant is not None:
                 after = self._taken_over(zombie.grant, zombie.at)
                 flows[f"{zombie.grant.key} granted to another"] = after
-            else:
+            elif zombie.claims:
                 after = self._answered_elsewhere(zombie.claims, zombie.at)
                 flows["its batches answered by another worker"] = after
+            else:
+                after = self._tried_again(zombie.process, zombie.messages, zombie.at)
+                flows["its messages tried again by another"] = after
             self.zombies.append(replace(zombie, taken_over=after is not None))
         for zombie in zombies:
             zombie.process.resume()
-        what = "SIGSTOP " + (" and ".join(map(_held, zombies)) or "nobody (no holder found)")
+        what = "SIGSTOP " + (", ".join(map(_held, zombies)) or "nobody (no holder found)")
         return self._fault("stop", at, f"{what}; SIGCONT once taken over", flows)
 
     def terminate(self, at: float) -> Fault:
@@ -210,10 +240,18 @@ class Injector:
 
     def _flows(self) -> list[str]:
         """The flows that must move on after a fault that strikes now."""
-        return ["webhooks", "replies", "locks"] if self.storm.running else ["locks"]
+        webhooks = ["webhooks", "replies"] if self.storm.running else []
+        return [*webhooks, "locks", *(["campaign"] if self._campaign_active() else [])]
+
+    def _campaign_active(self) -> bool:
+        return self.campaign.active(self.now())
 
     def _moved(self, conn: psycopg.Connection[Any], name: str, since: datetime) -> datetime | None:
-        params = {"since": since, "provider": self.plan.provider}
+        params = {
+            "since": since,
+            "provider": self.stage.plan.provider,
+            "run_id": self.campaign.run_id,
+        }
         row = conn.execute(self.ledger.query(FLOWS[name]), params).fetchone()
         return row[0] if row else None
 
@@ -236,11 +274,43 @@ class Injector:
             return None
         return (max(r.replied_at for r in replies) - since).total_seconds()
 
+    def _tried_again(
+        self, worker: WorkerProcess, held: Mapping[int, int], since: datetime
+    ) -> float | None:
+        """Seconds from `since` until every message of `held` (id -> attempt) was tried
+        again by another worker, or failed for good (its lost lease was its last try);
+        None when one was not within TAKEOVER_TIMEOUT."""
+
+        def again() -> list[datetime] | None:
+            tries = self.read(self.ledger.tries)
+            final = {
+                m.message_id: m.finished_at
+                for m in self.read(self.campaign.queued)
+                if m.message_id in held and m.status == "failed"
+            }
+            found = []
+            for message_id, attempt in held.items():
+                started = [
+                    t.started_at
+                    for t in tries
+                    if t.message_id == message_id
+                    and t.attempt > attempt
+                    and t.worker != worker.name
+                ]
+                when = min(started, default=None) or final.get(message_id)
+                if when is None:
+                    return None
+                found.append(when)
+            return found
+
+        times = poll(again, CAMPAIGN_LEASE.total_seconds() + TAKEOVER_TIMEOUT, POLL)
+        return None if times is None else (max(times, default=since) - since).total_seconds()
+
     def _taken_over(self, grant: Hold, since: datetime) -> float | None:
         """Seconds from `since` until a newer grant of the key wrote through the fence."""
 
         def newer() -> datetime | None:
-            tries = self.read(self.ledger.tries)
+            tries = self.read(self.ledger.lock_tries)
             return next(
                 (
                     t.tried_at
@@ -269,15 +339,15 @@ class Injector:
                 return None
             process.suspend()
             since = self.now()
-            tries = self.read(self.ledger.tries)
+            tries = self.read(self.ledger.lock_tries)
             if not any((t.key, t.token) == (hold.key, hold.token) for t in tries):
-                return Suspended(process, "lock", since, hold, ())
+                return Suspended(process, "lock", since, grant=hold)
             process.resume()  # it wrote just before the stop: try another
         return None
 
     def _fresh_grant(self) -> Hold | None:
         live = {p.name for p in self.crew.live("locker")}
-        holds = self.read(lambda conn: self.ledger.fresh_holds(conn, self.crew.keys, FRESH_GRANT))
+        holds = self.read(lambda conn: self.ledger.fresh_holds(conn, self.stage.keys, FRESH_GRANT))
         return next((h for h in holds if h.owner in live), None)
 
     def _suspend_worker(self) -> Suspended | None:
@@ -296,9 +366,35 @@ class Injector:
                 if c.worker == process.name
             )
             if held:
-                return Suspended(process, "buffer", since, None, held)
+                return Suspended(process, "buffer", since, claims=held)
             process.resume()  # it answered just before the stop: try another
         return None
+
+    def _campaign_holder(self) -> tuple[WorkerProcess, dict[int, int]] | None:
+        """A live campaign worker holding messages, and those it holds."""
+        for process in self.crew.live("campaign"):
+            held = self.read(partial(self.campaign.held, worker=process.name))
+            if held:
+                return process, held
+        return None
+
+    def _suspend_sender(self) -> Suspended | None:
+        """Stop a campaign worker that holds messages."""
+        for _ in range(FIND_TRIES):
+            found = poll(self._campaign_holder, FIND_TIMEOUT, POLL)
+            if found is None:
+                return None
+            process = found[0]
+            process.suspend()
+            since = self.now()
+            held = self.read(partial(self.campaign.held, worker=process.name))
+            if held:
+                return Suspended(process, "campaign", since, messages=held)
+            process.resume()  # it settled them just before the stop: try another
+        return None
+
+    def _any(self, role: str) -> WorkerProcess:
+        return self.rng.choice(self.crew.live(role))
 
     # the database ---------------------------------------------------------------------
 
@@ -318,5 +414,9 @@ class Injector:
 def _held(zombie: Suspended) -> str:
     if zombie.grant is not None:
         return f"{zombie.process.name} holding {zombie.grant.key} (token {zombie.grant.token})"
-    tokens = ", ".join(str(c.claim_token) for c in zombie.claims)
-    return f"{zombie.process.name} holding {len(zombie.claims)} batch(es) (claim tokens {tokens})"
+    if zombie.claims:
+        tokens = ", ".join(str(c.claim_token) for c in zombie.claims)
+        return (
+            f"{zombie.process.name} holding {len(zombie.claims)} batch(es) (claim tokens {tokens})"
+        )
+    return f"{zombie.process.name} holding {plural(len(zombie.messages), 'campaign message')}"

@@ -146,10 +146,10 @@ class LockLedger(Ledger):
         row = conn.execute(self.query(FENCED_WRITE), params).fetchone()
         return bool(row and row[0])
 
-    def tries(self, conn: psycopg.Connection[Any]) -> list[LockTry]:
+    def lock_tries(self, conn: psycopg.Connection[Any]) -> list[LockTry]:
         return self.rows(conn, LockTry, TRIES)
 
-    def writes(self, conn: psycopg.Connection[Any]) -> list[LockWrite]:
+    def lock_writes(self, conn: psycopg.Connection[Any]) -> list[LockWrite]:
         return self.rows(conn, LockWrite, WRITES)
 
     def fresh_holds(
