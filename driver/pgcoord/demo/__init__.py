@@ -31,8 +31,10 @@ at once under faults:
 
     torture          the command line and the run: start, strike, drain, judge
     torture_faults   the seeded schedule, the faults, the recovery after each
-    torture_crew     its processes by role: buffer workers, lock contenders
+    torture_crew     its processes by role (buffer workers, lock contenders, campaign
+                     workers) and the ledger they write
     torture_lockers  the lock contender process and its fenced writes
+    torture_campaign its campaign: messages falling due all along, the fake provider
     torture_server   an embedded server it may crash and start again
 
 The library never imports this package (tests/test_layering.py).
