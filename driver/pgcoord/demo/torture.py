@@ -124,8 +124,8 @@ def _play(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else random.randrange(1, 1_000_000)
     report = Report(sys.stdout, ascii_only=args.ascii)
     print(
-        f"pgcoord torture: seed {seed}, {seconds:g} s of webhooks, lock contention and "
-        f"faults (again: pgcoord torture --seed {seed} --seconds {seconds:g})",
+        f"pgcoord torture: seed {seed}, {seconds:g} s of webhooks, lock contention, a "
+        f"campaign and faults (again: pgcoord torture --seed {seed} --seconds {seconds:g})",
         flush=True,
     )
     embedded = RestartableServer()
@@ -487,11 +487,11 @@ def _bounded(seconds: float) -> Iterator[None]:
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="pgcoord torture",
-        description="Run webhooks, buffer workers and lock contenders as separate processes "
-        "against a server while killing, stopping and cutting them off and crashing the "
-        "server; then check that no effect happened twice, nothing was lost or stuck, and "
-        "every zombie's late write was refused. Exits 0 when every check held, 1 when one "
-        "did not, 2 on bad usage.",
+        description="Run webhooks, buffer workers, lock contenders and campaign workers as "
+        "separate processes against a server while killing, stopping and cutting them off "
+        "and crashing the server; then check that no effect happened twice, nothing was "
+        "lost or stuck, and every zombie's late write was refused. Exits 0 when every check "
+        "held, 1 when one did not, 2 on bad usage.",
     )
     parser.add_argument(
         "--seed",
