@@ -21,6 +21,7 @@ GRANT EXECUTE ON FUNCTION pgcoord.buffer_release(text, bigint) TO pgcoord_client
 GRANT EXECUTE ON FUNCTION pgcoord.buffer_revive(text) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.buffer_due_in() TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.message_prune(interval, integer) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.message_payloads(bigint[]) TO pgcoord_client;
 
 GRANT EXECUTE ON FUNCTION
 pgcoord.rate_acquire(text, double precision, integer, integer) TO pgcoord_client;

@@ -23,12 +23,13 @@ from .errors import (
     ServerError,
 )
 from .lease import Lease
-from .types import Batch, BufferStatus, Ingested, Lock, LockStatus
+from .types import Batch, BatchWithPayloads, BufferStatus, Ingested, Lock, LockStatus
 from .worker import BufferWorker, complete_in
 
 __all__ = [
     "AsyncClient",
     "Batch",
+    "BatchWithPayloads",
     "BufferStatus",
     "BufferWorker",
     "ClaimLost",

@@ -116,7 +116,9 @@ class Client:
 
     message_ingest = pooled(inbox.message_ingest)
     message_prune = pooled(inbox.message_prune)
+    message_payloads = pooled(inbox.message_payloads)
     buffer_claim = pooled(inbox.buffer_claim)
+    buffer_claim_with_payloads = pooled(inbox.buffer_claim_with_payloads)
     buffer_complete = pooled(inbox.buffer_complete)
     buffer_fail = pooled(inbox.buffer_fail)
     buffer_extend = pooled(inbox.buffer_extend)

@@ -114,7 +114,9 @@ class AsyncClient:
 
     message_ingest = pooled(inbox_async.message_ingest)
     message_prune = pooled(inbox_async.message_prune)
+    message_payloads = pooled(inbox_async.message_payloads)
     buffer_claim = pooled(inbox_async.buffer_claim)
+    buffer_claim_with_payloads = pooled(inbox_async.buffer_claim_with_payloads)
     buffer_complete = pooled(inbox_async.buffer_complete)
     buffer_fail = pooled(inbox_async.buffer_fail)
     buffer_extend = pooled(inbox_async.buffer_extend)

@@ -16,7 +16,7 @@ from psycopg.rows import class_row
 from ratekit import RATE_HELPERS, SECTION_4
 from sqlkit import SECTION_1, Conn, acquire
 
-from pgcoord.types import Batch, BufferStatus, Ingested, Lock, LockStatus
+from pgcoord.types import Batch, BufferStatus, Ingested, Lock, LockStatus, MessagePayload
 
 # PostgreSQL result types and the Python types psycopg gives them.
 PYTHON_TYPES = {
@@ -28,6 +28,7 @@ PYTHON_TYPES = {
     "timestamp with time zone": datetime,
     "bigint[]": list[int],
     "text[]": list[str],
+    "jsonb": dict[str, Any],
 }
 
 # Stale clocks: the start of the transaction or of the statement.
@@ -194,6 +195,11 @@ def holds(value: Any, hint: Any) -> bool:
             lambda conn: view_columns(conn, "pgcoord.buffer_status"),
             "SELECT * FROM pgcoord.buffer_status LIMIT 0",
         ),
+        (
+            MessagePayload,
+            lambda conn: result_columns(conn, "message_payloads"),
+            "SELECT * FROM pgcoord.message_payloads(p_message_ids => '{}') LIMIT 0",
+        ),
     ],
     ids=[
         "Lock=lock_acquire",
@@ -201,6 +207,7 @@ def holds(value: Any, hint: Any) -> bool:
         "Ingested=message_ingest",
         "Batch=buffer_claim",
         "BufferStatus=buffer_status",
+        "MessagePayload=message_payloads",
     ],
 )
 def test_dataclasses_match_the_result_columns(

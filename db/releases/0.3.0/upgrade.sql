@@ -1091,6 +1091,38 @@ COMMENT ON FUNCTION pgcoord.message_ingest(text, text, text, text, jsonb, interv
 'NULL argument, 22023 an argument out of its range (an infinite interval included); '
 '23505 a repeated provider message id with a different conversation key or body.';
 
+-- db/src/functions/message_payloads.sql
+-- The stored payloads (what the provider sent besides the body: the sender's name, a
+-- media URL...) of the messages p_message_ids, one row per id that has a stored message,
+-- in the order of the ids given. A worker that wants them asks once per claim, for the
+-- messages of all its batches. Not in the contract.
+CREATE OR REPLACE FUNCTION pgcoord.message_payloads(p_message_ids bigint[])
+RETURNS TABLE (message_id bigint, payload jsonb)
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF (cardinality(p_message_ids) <= 10000) IS NOT TRUE THEN
+        PERFORM pgcoord.raise_bad_argument(
+            'p_message_ids', p_message_ids, 'an array of at most 10000 message ids'
+        );
+    END IF;
+    RETURN QUERY
+    SELECT m.id, m.payload
+    FROM unnest(p_message_ids) WITH ORDINALITY AS given (id, position)
+    INNER JOIN pgcoord.messages AS m ON given.id = m.id
+    ORDER BY given.position;
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.message_payloads(bigint[]) IS
+'The payloads of the messages p_message_ids that are stored, in the order given (an id '
+'given twice answers twice; an unknown or NULL id answers nothing). Ranges: '
+'p_message_ids at most 10000 elements. Errors: 22004 NULL argument, 22023 more than '
+'10000 ids.';
+
 -- db/src/functions/message_prune.sql
 -- Retention: delete up to p_limit answered ('done') messages received more than
 -- p_older_than ago, oldest first, and return how many. Run it from a scheduled job until
@@ -1543,6 +1575,7 @@ GRANT EXECUTE ON FUNCTION pgcoord.buffer_release(text, bigint) TO pgcoord_client
 GRANT EXECUTE ON FUNCTION pgcoord.buffer_revive(text) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.buffer_due_in() TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.message_prune(interval, integer) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.message_payloads(bigint[]) TO pgcoord_client;
 
 GRANT EXECUTE ON FUNCTION
 pgcoord.rate_acquire(text, double precision, integer, integer) TO pgcoord_client;
