@@ -22,6 +22,12 @@ LOCK_STATUS: LiteralString = (
 # raises 3F000 / 42883 where pgcoord is not installed (callers treat that as "none")
 VERSION: LiteralString = "SELECT pgcoord.version()"
 
+# who was refused (PermissionDenied), and whether it already has pgcoord_client's privileges
+CURRENT_ROLE: LiteralString = (
+    "SELECT current_user::text, coalesce((SELECT pg_has_role(r.oid, 'USAGE')"
+    " FROM pg_catalog.pg_roles AS r WHERE r.rolname = 'pgcoord_client'), false)"
+)
+
 # held by `pgcoord migrate` from reading the version until its last release file commits
 INSTALL_LOCK: LiteralString = "SELECT pg_advisory_lock(%(key)s)"
 INSTALL_UNLOCK: LiteralString = "SELECT pg_advisory_unlock(%(key)s)"
