@@ -35,6 +35,8 @@ INBOX_CALLS = [
     "buffer_release",
     "buffer_revive",
     "message_prune",
+    "message_payloads",
+    "buffer_claim_with_payloads",
     "buffer_due_in",
     "buffer_status",
 ]
