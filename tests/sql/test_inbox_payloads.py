@@ -44,7 +44,7 @@ def test_unknown_null_and_repeated_ids(conn: Conn) -> None:
 
 def test_ten_thousand_ids_are_accepted(conn: Conn) -> None:
     known = ingest(conn, "m1", "c", payload={"n": 1}).message_id
-    assert payloads(conn, [known] + list(range(-9999, 0))) == [(known, {"n": 1})]
+    assert payloads(conn, [known, *range(-9999, 0)]) == [(known, {"n": 1})]
 
 
 def test_null_and_too_many_ids_are_refused_naming_the_argument(conn: Conn) -> None:
