@@ -186,11 +186,11 @@ class Client:
     ) -> Iterator[Lease]:
         """Hold the lock of `key` for the block: acquire it (waiting up to `wait`, on the
         server), extend it every `heartbeat` (default `ttl / 3`) on a connection of the
-        lease pool, and release it on exit (on a connection of the client's pool; of the
-        lease pool while callers hold all of those, or when it has a `heartbeat_conninfo`
-        of its own). Raises LockNotAcquired, carrying the
-        holder, when the lock is not granted. `lease.lost` turns true as soon as the lease
-        may have run out (see `Lease`), whether or not a heartbeat got through."""
+        lease pool, and release it on exit: on a connection of the client's pool, or of
+        the lease pool when it has a `heartbeat_conninfo` or while callers hold every
+        connection of the client's pool. Raises LockNotAcquired, carrying the holder,
+        when the lock is not granted. `lease.lost` turns true as soon as the lease may
+        have run out (see `Lease`), whether or not a heartbeat got through."""
         interval = heartbeat_interval(ttl, heartbeat)
         leases = self._lease_pool()
 
@@ -207,7 +207,7 @@ class Client:
             with heartbeat_thread(extend, lease, ttl, interval):
                 yield lease
         finally:
-            direct = self._heartbeat_conninfo is None and has_room(self._pool)
-            pool = self._pool if direct else leases
+            shared = self._heartbeat_conninfo is None and has_room(self._pool)
+            pool = self._pool if shared else leases
             with pool.connection() as conn:
                 lease.ended(locks.lock_release(conn, key, lease.owner))

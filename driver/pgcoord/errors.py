@@ -1,5 +1,8 @@
 """Every pgcoord exception: server errors mapped by SQLSTATE (keeping the server's message
-and hint), and those of leases, the worker's claims and handlers, and migrations."""
+and hint), and those of leases, the worker's claims and handlers, and migrations. A call
+given a Python value of the wrong type raises TypeError naming the argument instead
+(`arguments`), and a role refused by the server is told the GRANT it needs
+(`PermissionDenied`)."""
 
 from __future__ import annotations
 
