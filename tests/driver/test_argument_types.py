@@ -48,6 +48,7 @@ WRONG: dict[str, tuple[dict[str, Any], str, Any]] = {
     "message_prune": ({"older_than": 14}, "older_than", 14),
     "message_payloads": ({"message_ids": [2.5]}, "message_ids", [2.5]),
     "buffer_claim": ({"worker": "w", "limit": 2.5}, "limit", 2.5),
+    "buffer_claim_with_payloads": ({"worker": 5}, "worker", 5),
     "buffer_complete": ({"conversation_key": "c", "claim_token": "x"}, "claim_token", "x"),
     "buffer_fail": (
         {"conversation_key": "c", "claim_token": 1, "error": "e", "retry_in": 60},
