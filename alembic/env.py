@@ -10,7 +10,8 @@ schema (normally public): outside schema pgcoord, so a database installed with a
 has exactly the pgcoord schema of one installed with `pgcoord migrate` or `psql -f`, and
 under a name of its own, so it never meets the application's own alembic_version.
 
-Each revision applies one frozen release through the raw psycopg connection. The whole
+Each revision applies one frozen release through the raw psycopg connection, with the
+step an application's own Alembic project calls too (pgcoord.alembic.upgrade). The whole
 run holds the install lock (a session advisory lock, the key every release file takes),
 so concurrent `alembic upgrade`, `pgcoord migrate` and `psql -f` runs take turns.
 """

@@ -8,8 +8,9 @@ Create Date: ${create_date}
 
 from __future__ import annotations
 
-from alembic import op, util
-from pgcoord.migrations import apply_release
+from alembic import op
+
+import pgcoord.alembic
 
 revision = ${repr(up_revision)}
 down_revision = ${repr(down_revision)}
@@ -20,11 +21,8 @@ RELEASE = ${repr(message)}
 
 
 def upgrade() -> None:
-    # The release file is one transaction of its own (BEGIN ... COMMIT): run it as-is on
-    # the raw psycopg connection, outside alembic's transaction.
-    with op.get_context().autocommit_block():
-        apply_release(op.get_bind().connection.driver_connection, RELEASE)
+    pgcoord.alembic.upgrade(op, to=RELEASE)
 
 
 def downgrade() -> None:
-    raise util.CommandError(f"pgcoord {RELEASE} cannot be downgraded")
+    pgcoord.alembic.downgrade(op)

@@ -159,6 +159,12 @@ def round_trips_per_pair(url: str, pairs: int = 50, warmup: int = 10) -> float:
 def round_trips(conn: psycopg.Connection[Any], work: Callable[[], object]) -> int:
     """The round trips `work` makes on `conn`: the server's ReadyForQuery messages (one
     per round trip) in libpq's protocol trace of the connection."""
+    return sum(1 for line in protocol_trace(conn, work) if "\tReadyForQuery\t" in line)
+
+
+def protocol_trace(conn: psycopg.Connection[Any], work: Callable[[], object]) -> list[str]:
+    """The lines of libpq's protocol trace of `conn` while `work` runs, without
+    timestamps: one per message, F (sent) or B (received), its length, type and fields."""
     with tempfile.TemporaryFile("w+") as trace:
         conn.pgconn.trace(trace.fileno())
         conn.pgconn.set_trace_flags(Trace.SUPPRESS_TIMESTAMPS | Trace.REGRESS_MODE)
@@ -167,4 +173,4 @@ def round_trips(conn: psycopg.Connection[Any], work: Callable[[], object]) -> in
         finally:
             conn.pgconn.untrace()  # flushes the trace
         trace.seek(0)
-        return sum(1 for line in trace if "\tReadyForQuery\t" in line)
+        return trace.read().splitlines()

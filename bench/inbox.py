@@ -15,10 +15,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import shlex
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, LiteralString
 
@@ -29,7 +28,6 @@ from pgcoord import config, inbox
 from . import driver, inbox_report, pgbench_run, report
 from .database import ScratchDatabase, scratch_database, server
 from .inbox_report import CLAIM, INGEST, Run
-from .locks import cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "bench" / "results" / "inbox"
@@ -316,14 +314,8 @@ def profile(db: ScratchDatabase, args: argparse.Namespace) -> dict[str, Any]:
 
 def describe(db: ScratchDatabase, args: argparse.Namespace, kind: str) -> dict[str, Any]:
     return {
-        "bench": "inbox",
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": args.command,
-        "server": {"kind": kind, "settings": db.settings()},
+        **report.environment(db, "inbox", args.command, kind),
         "pgbench": pgbench_run.pgbench_version(),
-        "python": platform.python_version(),
-        "psycopg": f"{psycopg.__version__} ({psycopg.pq.__impl__})",
-        "machine": {"cores": os.cpu_count(), "cpu": cpu_model()},
         "settings": {
             "seconds": args.seconds,
             "rounds": args.rounds,

@@ -13,14 +13,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import psycopg
 
 from . import driver, pgbench_run, report
 from .database import ScratchDatabase, scratch_database, server
@@ -160,14 +156,8 @@ def profile(db: ScratchDatabase, seconds: int) -> dict[str, Any]:
 
 def describe(db: ScratchDatabase, args: argparse.Namespace, kind: str) -> dict[str, Any]:
     return {
-        "bench": "locks",
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": args.command,
-        "server": {"kind": kind, "settings": db.settings()},
+        **report.environment(db, "locks", args.command, kind),
         "pgbench": pgbench_run.pgbench_version(),
-        "python": platform.python_version(),
-        "psycopg": f"{psycopg.__version__} ({psycopg.pq.__impl__})",
-        "machine": {"cores": os.cpu_count(), "cpu": cpu_model()},
         "settings": {
             "seconds": args.seconds,
             "rounds": args.rounds,
@@ -177,16 +167,6 @@ def describe(db: ScratchDatabase, args: argparse.Namespace, kind: str) -> dict[s
             "keys": driver.KEYS,
         },
     }
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

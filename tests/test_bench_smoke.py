@@ -124,3 +124,82 @@ def test_inbox_bench_writes_figures_ratios_and_round_trips(server_url: str, tmp_
     assert re.search(r"\|\s+plain SQL \(c\)\s+\|\s+functions \(a\)\s+\|\s+a/c\s+\|", markdown)
     assert f"{ingest['ratio']:.2f}" in markdown and f"{claim['ratio']:.2f}" in markdown
     assert "ingest calls/s" in done.stdout and "a/c" in done.stdout
+
+
+def test_overhead_bench_writes_cpu_per_call_ratios_and_profile(
+    server_url: str, tmp_path: Path
+) -> None:
+    stem = tmp_path / "overhead"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.overhead",
+            "--calls=20",
+            "--rounds=2",
+            "--warmup-calls=5",
+            f"--output={stem}",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": server_url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+
+    result = json.loads(stem.with_suffix(".json").read_text())
+    calls = ["lock_acquire", "lock_release", "message_ingest"]
+    assert [row["call"] for row in result["summary"]] == calls
+    for row in result["summary"]:
+        for figure in ("driver_cpu_us", "bare_cpu_us", "driver_wall_us", "bare_wall_us"):
+            assert math.isfinite(row[figure]) and row[figure] > 0, (figure, row)
+        assert row["ratio"] == row["driver_cpu_us"] / row["bare_cpu_us"]
+        assert row["lowest_round_ratio"] <= row["highest_round_ratio"]
+
+    # both rounds ran every call, the sides taking turns at going first, and each side
+    # did the same work on the server: 20 leases taken, all of them freed, 20 messages
+    assert [(r["round"], r["call"], r["first"]) for r in result["rounds"]] == [
+        (round_no, call, first)
+        for round_no, first in ((1, "bare"), (2, "driver"))
+        for call in calls
+    ]
+    for r in result["rounds"]:
+        assert r["calls"] == 20 and r["same_work"], r
+        for side in ("driver", "bare"):
+            assert r["server_work"][side] == {
+                "held_after_acquire": 20,
+                "held_after_release": 0,
+                "stored": 20,
+            }, r
+    assert result["placement"].startswith(("split:", "free:")), result["placement"]
+
+    # the driver sends exactly what bare psycopg sends, the statement of pgcoord.sql
+    for call in calls:
+        check = result["protocol"][call]
+        assert check["same_messages"] and check["round_trips"] == {"driver": 1, "bare": 1}
+        (parse,) = [line for line in check["driver_sent"] if "\tParse\t" in line]
+        assert f"pgcoord.{call}(" in parse
+
+    targets = {target["name"]: target for target in result["targets"]}
+    for row in result["summary"]:
+        ratio = targets[f"{row['call']}: driver / bare, client CPU per call"]
+        assert ratio["met"] is (row["ratio"] <= 1.15)
+    assert targets["messages sent per call, driver and bare (libpq trace, key masked)"]["met"]
+    assert targets["round trips per call, each side (libpq trace)"]["met"]
+    assert targets["same server work, each side and round"]["met"]
+
+    # the profile names the driver's call functions, which only the driver's side calls
+    for call, module in zip(calls, ("locks", "locks", "inbox"), strict=True):
+        entries = {entry[0]: entry for entry in result["profile"][call]}
+        (own,) = [name for name in entries if name.endswith(f"({call})")]
+        assert own.startswith(f"pgcoord/{module}.py:")
+        _, driver_calls, _, bare_calls, _ = entries[own]
+        assert (driver_calls, bare_calls) == (1.0, 0.0)
+
+    markdown = stem.with_suffix(".md").read_text()
+    assert re.search(r"\|\s+call\s+\|\s+driver CPU µs\s+\|\s+bare CPU µs\s+\|", markdown)
+    for row in result["summary"]:
+        assert f"{row['ratio']:.2f}" in markdown
+    assert "## Where the driver's extra CPU goes" in markdown
+    assert "driver/bare" in done.stdout

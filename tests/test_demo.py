@@ -251,7 +251,7 @@ def test_demo_reports_failure_when_two_webhooks_win(
 
 def test_demo_says_clearly_when_it_cannot_connect(capsys: pytest.CaptureFixture[str]) -> None:
     url = "postgresql://postgres@127.0.0.1:1/postgres?connect_timeout=2"
-    assert main(["--database-url", url]) == 2
+    assert main(["--database-url", url]) == 1  # a runtime error, as in every pgcoord command
 
     err = capsys.readouterr().err
     assert "pgcoord demo: connection to 127.0.0.1:1/postgres failed" in err

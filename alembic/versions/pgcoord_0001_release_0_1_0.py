@@ -7,9 +7,9 @@ Create Date: 2025-11-22
 
 from __future__ import annotations
 
-from alembic import op, util
+from alembic import op
 
-from pgcoord.migrations import apply_release
+import pgcoord.alembic
 
 revision = "pgcoord_0001"
 down_revision = None
@@ -20,13 +20,8 @@ RELEASE = "0.1.0"
 
 
 def upgrade() -> None:
-    # The release file is one transaction of its own (BEGIN ... COMMIT): run it as-is on
-    # the raw psycopg connection, outside alembic's transaction.
-    with op.get_context().autocommit_block():
-        apply_release(op.get_bind().connection.driver_connection, RELEASE)
+    pgcoord.alembic.upgrade(op, to=RELEASE)
 
 
 def downgrade() -> None:
-    raise util.CommandError(
-        f"pgcoord {RELEASE} cannot be downgraded; to remove pgcoord: DROP SCHEMA pgcoord CASCADE"
-    )
+    pgcoord.alembic.downgrade(op)

@@ -63,3 +63,24 @@ GRANT EXECUTE ON FUNCTION pgcoord.rate_reset(text) TO pgcoord_client;
 GRANT SELECT ON pgcoord.lock_status TO pgcoord_client;
 GRANT SELECT ON pgcoord.buffer_status TO pgcoord_client;
 GRANT SELECT ON pgcoord.rate_status TO pgcoord_client;
+
+GRANT EXECUTE ON FUNCTION
+pgcoord.campaign_create(text, integer, interval[], interval) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.campaign_set_status(bigint, text) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.campaign_enqueue(bigint, jsonb) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION
+pgcoord.campaign_claim(text, integer, interval, bigint) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.campaign_complete(bigint, bigint, jsonb) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION
+pgcoord.campaign_complete_many(bigint[], bigint[], jsonb[]) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION
+pgcoord.campaign_completed(bigint[], bigint[], jsonb[]) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.campaign_fail(bigint, bigint, text, interval) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.campaign_snooze(bigint, bigint, interval) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.campaign_skip_stale(interval) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.campaign_extend(bigint, bigint, interval) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.campaign_release(bigint, bigint) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.campaign_due_in(bigint) TO pgcoord_client;
+
+GRANT SELECT ON pgcoord.campaign_progress TO pgcoord_client;
+GRANT SELECT ON pgcoord.campaign_message_status TO pgcoord_client;

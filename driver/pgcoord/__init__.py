@@ -24,8 +24,23 @@ from .errors import (
     ServerError,
 )
 from .lease import Lease
-from .types import Batch, BatchWithPayloads, BufferStatus, Ingested, Lock, LockStatus
-from .worker import BufferWorker, complete_in
+from .types import (
+    Batch,
+    BatchWithPayloads,
+    BufferStatus,
+    CampaignFailure,
+    CampaignMessage,
+    CampaignProgress,
+    Ingested,
+    Lock,
+    LockStatus,
+    RateStatus,
+)
+from .worker import BufferWorker, CampaignWorker, RateBudget, complete_in
+
+# The package's version, written here only (pyproject.toml reads it). A release of the
+# package is also the newest schema release it ships, db/releases/<__version__>/.
+__version__ = "0.3.0"
 
 __all__ = [
     "AsyncClient",
@@ -33,6 +48,10 @@ __all__ = [
     "BatchWithPayloads",
     "BufferStatus",
     "BufferWorker",
+    "CampaignFailure",
+    "CampaignMessage",
+    "CampaignProgress",
+    "CampaignWorker",
     "ClaimLost",
     "Client",
     "Conflict",
@@ -49,7 +68,9 @@ __all__ = [
     "NullArgument",
     "PermissionDenied",
     "PgcoordError",
+    "RateBudget",
     "RateLimited",
+    "RateStatus",
     "Retry",
     "ServerError",
     "complete_in",

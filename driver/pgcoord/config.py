@@ -1,6 +1,7 @@
 """The driver's settings, each defined once: the options of pooled connections, the connect
-timeout, the pool factories, and the defaults of the SQL functions' arguments (each named
-for the function it belongs to; db/src/functions is where they are decided)."""
+timeout, how a server is named in messages, the pool factories, and the defaults of the
+SQL functions' arguments (each named for the function it belongs to; db/src/functions is
+where they are decided)."""
 
 from __future__ import annotations
 
@@ -58,6 +59,14 @@ def connect_timeout(conninfo: str) -> int | None:
     """CONNECT_TIMEOUT, or None where `conninfo` sets its own connect_timeout (None keeps
     it in force). Raises psycopg.ProgrammingError for a conninfo that does not parse."""
     return None if "connect_timeout" in conninfo_to_dict(conninfo) else CONNECT_TIMEOUT
+
+
+def describe(conninfo: str) -> str:
+    """host:port/database of a conninfo or URL, for messages: never its password."""
+    params = conninfo_to_dict(conninfo)
+    host = str(params.get("host") or "localhost")
+    port = str(params.get("port") or 5432)
+    return f"{host}:{port}/{params.get('dbname') or params.get('user') or ''}"
 
 
 def pool(conninfo: str, *, min_size: int = 1, max_size: int = 8, name: str = "pgcoord") -> Pool:

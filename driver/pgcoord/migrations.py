@@ -32,6 +32,14 @@ INSTALL_LOCK = 7_001_517_330_252_001
 INSTALL = "install.sql"
 UPGRADE = "upgrade.sql"
 
+# What a release file needs, said when the server refused it for want of a privilege
+INSUFFICIENT_PRIVILEGE = "42501"
+PRIVILEGES = (
+    "installing pgcoord needs CREATE on the database, and CREATEROLE unless the role "
+    "pgcoord_client exists: an administrator may create it first (CREATE ROLE "
+    "pgcoord_client NOLOGIN); upgrading needs the role that owns schema pgcoord"
+)
+
 
 def installed_version(conn: psycopg.Connection[Any]) -> str | None:
     """The pgcoord version installed in the connection's database, None when there is none."""
@@ -134,10 +142,11 @@ def run_release_file(conn: psycopg.Connection[Any], version: str, name: str) -> 
             raise
         _rollback_failed(conn)
         diag = exc.diag
+        hint = diag.message_hint
+        if exc.sqlstate == INSUFFICIENT_PRIVILEGE and hint is None:
+            hint = PRIVILEGES
         raise MigrationError(
-            f"{version}/{name} failed: {diag.message_primary or exc}",
-            exc.sqlstate,
-            diag.message_hint,
+            f"{version}/{name} failed: {diag.message_primary or exc}", exc.sqlstate, hint
         ) from exc
 
 

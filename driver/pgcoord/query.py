@@ -5,10 +5,14 @@ prepared on the server, whatever the connection's prepare_threshold (prepared st
 break behind transaction-mode poolers), the server's errors mapped by `errors.translate`,
 and rows read as dataclasses or plain values whatever row factory the connection has.
 
+This is every call's hot path, kept lean on purpose (the benchmark compares its client
+CPU with bare psycopg sending the same statement): rows are read as tuples and a result
+dataclass is built from its columns by position (tests/sql/test_catalog.py checks that
+each dataclass lists the function's result columns in order).
+
 Only a failed call does more: a role refused with 42501 is read back from the server
 (`current_user`, on a connection that can still answer) so that `PermissionDenied` names
-the GRANT it needs.
-"""
+the GRANT it needs."""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from typing import Any, LiteralString, TypeVar
 
 import psycopg
 from psycopg import pq
-from psycopg.rows import class_row, tuple_row
+from psycopg.rows import tuple_row
 
 from . import sql
 from .errors import PermissionDenied, translate
@@ -31,33 +35,28 @@ def one(
     conn: psycopg.Connection[Any], cls: type[T], query: LiteralString, params: Params = None
 ) -> T:
     """The single row of a function that always returns one, as a `cls`."""
-    with conn.cursor(row_factory=class_row(cls)) as cur:
-        execute(cur, query, params)
-        row = cur.fetchone()
+    row = (_execute(conn, query, params)).fetchone()
     assert row is not None, query  # the function always returns one row
-    return row
+    return cls(*row)
 
 
 def rows(
     conn: psycopg.Connection[Any], cls: type[T], query: LiteralString, params: Params = None
 ) -> list[T]:
     """Every row, as a `cls` each."""
-    with conn.cursor(row_factory=class_row(cls)) as cur:
-        execute(cur, query, params)
-        return cur.fetchall()
+    return [cls(*row) for row in (_execute(conn, query, params)).fetchall()]
 
 
 def value(conn: psycopg.Connection[Any], query: LiteralString, params: Params = None) -> Any:
     """The first column of the first row (None when there is no row)."""
-    with conn.cursor(row_factory=tuple_row) as cur:
-        execute(cur, query, params)
-        row = cur.fetchone()
+    row = (_execute(conn, query, params)).fetchone()
     return None if row is None else row[0]
 
 
-def execute(cur: psycopg.Cursor[Any], query: LiteralString, params: Params) -> None:
-    """Execute without preparing; a server error is raised as its pgcoord exception (the
-    original chained), or as it is when it is not one of pgcoord's."""
+def _execute(
+    conn: psycopg.Connection[Any], query: LiteralString, params: Params
+) -> psycopg.Cursor[tuple[Any, ...]]:
+    cur = conn.cursor(row_factory=tuple_row)
     try:
         cur.execute(query, params, prepare=False)
     except psycopg.Error as exc:
@@ -65,8 +64,9 @@ def execute(cur: psycopg.Cursor[Any], query: LiteralString, params: Params) -> N
         if mapped is None:
             raise
         if isinstance(mapped, PermissionDenied):
-            mapped = advised(cur.connection, mapped)
+            mapped = advised(conn, mapped)
         raise mapped from exc
+    return cur
 
 
 def advised(conn: psycopg.Connection[Any], denied: PermissionDenied) -> PermissionDenied:

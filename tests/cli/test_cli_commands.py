@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from pgcoord import cli, inbox, releases
+from pgcoord.cli.status import LOCK_COLUMNS
 from pgcoord.locks import lock_acquire
 
 PGCOORD = Path(sys.executable).parent / "pgcoord"
@@ -44,7 +45,7 @@ def test_status_shows_the_held_locks(
     locks_part, buffers_part = out.rstrip("\n").split("\n\n")
     assert buffers_part == "no buffered conversations"
     header, rule, *rows = locks_part.splitlines()
-    assert header.split() == list(cli.LOCK_COLUMNS)
+    assert header.split() == list(LOCK_COLUMNS)
     assert set(rule.replace(" ", "")) == {"-"}
     # each timestamp prints as date and time: two cells
     cells = [row.split() for row in rows]

@@ -18,6 +18,8 @@ import psycopg
 import pytest
 
 from pgcoord import cli, inbox, releases
+from pgcoord.cli.status import BUFFER_COLUMNS, LAST_ERROR_WIDTH
+from pgcoord.cli.work import load_handler
 from pgcoord.worker import STOPPED
 
 PGCOORD = Path(sys.executable).parent / "pgcoord"
@@ -64,7 +66,7 @@ def test_status_shows_the_buffers_and_marks_dead_batches(
     locks_part, buffers_part = capsys.readouterr().out.rstrip("\n").split("\n\n")
     assert locks_part == "no locks are held"
     header, rule, *rows, footer = buffers_part.splitlines()
-    assert cells(rule, header) == list(cli.BUFFER_COLUMNS)
+    assert cells(rule, header) == list(BUFFER_COLUMNS)
     shown = {row[0]: row for row in (cells(rule, line) for line in rows)}
     assert len(rows) == len(shown) == 3
     assert shown["chat:3"][1:2] + shown["chat:3"][4:] == [
@@ -74,7 +76,7 @@ def test_status_shows_the_buffers_and_marks_dead_batches(
         "",
         "5",
         "DEAD",
-        "boom second line " + "y" * (cli.LAST_ERROR_WIDTH - 20) + "...",
+        "boom second line " + "y" * (LAST_ERROR_WIDTH - 20) + "...",
     ]
     assert shown["chat:1"][1:] == [
         "2",
@@ -175,8 +177,8 @@ def test_work_refuses_what_is_not_an_async_handler(
 def test_load_handler_finds_functions_and_async_callables_in_the_current_directory(
     handlers: str,
 ) -> None:
-    assert cli.load_handler(f"{handlers}:reply").__name__ == "reply"
-    assert type(cli.load_handler(f"{handlers}:replier")).__name__ == "Replier"
+    assert load_handler(f"{handlers}:reply").__name__ == "reply"
+    assert type(load_handler(f"{handlers}:replier")).__name__ == "Replier"
 
 
 def test_work_needs_the_inbox(

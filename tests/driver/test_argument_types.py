@@ -68,7 +68,7 @@ WRONG: dict[str, tuple[dict[str, Any], str, Any]] = {
         "claim_tokens",
         [1.5],
     ),
-    "campaign_completed": ({"message_ids": ["1"], "claim_tokens": [1]}, "message_ids", ["1"]),
+    "campaign_completed": ({"message_ids": [1.5], "claim_tokens": [1]}, "message_ids", [1.5]),
     "campaign_fail": ({"message_id": 1, "claim_token": 1, "error": 5}, "error", 5),
     "campaign_snooze": ({"message_id": 1, "claim_token": 1, "delay": 5}, "delay", 5),
     "campaign_extend": ({"message_id": 1, "claim_token": 1, "lease": 300}, "lease", 300),

@@ -29,6 +29,8 @@ class Proxy:
         self.port = int(params.get("port") or 5432)
         self.down = False
         self.refused = 0
+        self.flowing = asyncio.Event()  # cleared: connections stay open, nothing passes
+        self.flowing.set()
         self._links: set[asyncio.StreamWriter] = set()
         self._pipes: set[asyncio.Task[None]] = set()
 
@@ -52,6 +54,7 @@ class Proxy:
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with suppress(ConnectionError, OSError):
             while data := await reader.read(65536):
+                await self.flowing.wait()
                 writer.write(data)
                 await writer.drain()
         writer.close()
@@ -65,6 +68,13 @@ class Proxy:
 
     def restore(self) -> None:
         self.down = False
+
+    def freeze(self) -> None:
+        """A frozen server or a partition: connections stay open, no byte gets through."""
+        self.flowing.clear()
+
+    def thaw(self) -> None:
+        self.flowing.set()
 
     @asynccontextmanager
     async def serving(self, url: str) -> AsyncIterator[str]:
@@ -118,8 +128,12 @@ def test_the_worker_survives_a_database_outage(
         assert await inbox.states() == {"during": ["done"], "while down": ["done"]}
         assert (w.processed, w.failed) == (2, 0)
         # the outage did reach the worker: its LISTEN connection broke
-        failures = {r.getMessage() for r in caplog.records if r.name == "pgcoord.worker"}
-        assert "listening on pgcoord_buffers failed; retrying" in failures
+        records = [r for r in caplog.records if r.name == "pgcoord.worker"]
+        failures = {r.getMessage() for r in records}
+        listening = "listening on pgcoord_buffers failed; retrying: "
+        assert any(message.startswith(listening) for message in failures), failures
+        # each fault is one line: its cause, not a traceback
+        assert [r.getMessage() for r in records if r.exc_info] == []
 
     with caplog.at_level(logging.WARNING, logger="pgcoord.worker"):
         run(test, db_url)
@@ -131,3 +145,44 @@ async def _delivered(calls: list[Batch], n: int) -> bool:
 
 async def _settled_done(inbox: Inbox) -> bool:
     return await inbox.status() == []
+
+
+def test_a_frozen_database_is_noticed_within_the_lease_and_a_stop_is_not_held_up(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def test(inbox: Inbox) -> None:
+        proxy = Proxy(db_url)
+        calls: list[Batch] = []
+
+        async def handler(batch: Batch) -> None:
+            calls.append(batch)
+
+        lease = timedelta(seconds=3)
+        async with proxy.serving(db_url) as url:
+            w = worker(handler, url, lease=lease, grace=timedelta(seconds=1))
+            task = asyncio.create_task(w.run())
+            await inbox.ingest("f", "before")
+            await wait_until(lambda: _delivered(calls, 1), "the first batch")
+            loop = asyncio.get_running_loop()
+            frozen_at = loop.time()
+            proxy.freeze()
+
+            def noticed() -> bool:
+                return any("did not answer" in r.getMessage() for r in caplog.records)
+
+            async def said_so() -> bool:
+                return noticed()
+
+            await wait_until(said_so, "the worker to say the database does not answer", 10)
+            assert loop.time() - frozen_at < lease.total_seconds()
+            stopping_at = loop.time()
+            w.stop()
+            await asyncio.wait_for(task, 15)
+            # the stop waited at most for one call in flight, the grace and the pool's close
+            assert loop.time() - stopping_at < w.call_timeout + 1 + 5
+            proxy.thaw()
+        records = [r for r in caplog.records if r.name == "pgcoord.worker"]
+        assert [r.getMessage() for r in records if r.exc_info] == []
+
+    with caplog.at_level(logging.WARNING, logger="pgcoord.worker"):
+        run(test, db_url)

@@ -244,18 +244,48 @@ def snapshot(conn: Conn) -> tuple[list[tuple[Any, ...]], tuple[Any, ...] | None]
     return rows, sequence
 
 
-def call(conn: Conn, function: str, arguments: dict[str, Any]) -> list[tuple[Any, ...]]:
-    """SELECT * FROM pgcoord.<function>(name => value::type, ...)."""
+def call(
+    conn: Conn, function: str, arguments: dict[str, Any], types: dict[str, str] | None = None
+) -> list[tuple[Any, ...]]:
+    """SELECT * FROM pgcoord.<function>(name => value::type, ...), each argument cast to its
+    type in `types` (by default ARGUMENT_TYPES)."""
+    types = ARGUMENT_TYPES if types is None else types
     query = sql.SQL("SELECT * FROM pgcoord.{}({})").format(
         sql.Identifier(function),
         sql.SQL(", ").join(
             sql.SQL("{} => {}::{}").format(
-                sql.Identifier(name), sql.Placeholder(name), sql.SQL(ARGUMENT_TYPES[name])
+                sql.Identifier(name), sql.Placeholder(name), sql.SQL(types[name])
             )
             for name in arguments
         ),
     )
     return conn.execute(query, arguments).fetchall()
+
+
+def call_named(conn: Conn, function: str, arguments: dict[str, Any], types: dict[str, str]) -> None:
+    """`call` with the given argument types, for its effect."""
+    call(conn, function, arguments, types)
+
+
+def bad_call_problem(
+    call: Callable[[], Any], bad: str, sqlstate: str, state: Callable[[], Any]
+) -> str | None:
+    """What is wrong with how `call` answers a bad argument `bad`: it must raise `sqlstate`
+    with a message naming `bad`, and leave `state()` as it was. None when all is right."""
+    before = state()
+    try:
+        call()
+    except psycopg.Error as exc:
+        message = exc.diag.message_primary or ""
+        if exc.sqlstate != sqlstate:
+            return f"raised {exc.sqlstate} ({message}), not {sqlstate}"
+        if bad not in message:
+            return f"the message {message!r} does not name {bad}"
+    else:
+        return "no error"
+    if state() != before:
+        return "changed what the function stores"
+    return None
 
 
 def refusal_problem(
@@ -266,23 +296,10 @@ def refusal_problem(
     sqlstate: str,
     state: Callable[[Conn], object],
 ) -> str | None:
-    """What is wrong with how `function` refuses these arguments, `bad` being the bad one:
-    it must raise `sqlstate` with a message naming `bad`, and leave `state` as it was.
-    None when all is well."""
-    before = state(conn)
-    try:
-        call(conn, function, arguments)
-    except psycopg.Error as exc:
-        message = exc.diag.message_primary or ""
-        if exc.sqlstate != sqlstate:
-            return f"SQLSTATE {exc.sqlstate} ({message!r}), expected {sqlstate}"
-        if bad not in message:
-            return f"the message {message!r} does not name {bad}"
-    else:
-        return "no error"
-    if state(conn) != before:
-        return "changed what the function stores"
-    return None
+    """`bad_call_problem` of `function` called with `arguments` (see `call`)."""
+    return bad_call_problem(
+        lambda: call(conn, function, arguments), bad, sqlstate, lambda: state(conn)
+    )
 
 
 def assert_all_refused(
@@ -312,3 +329,10 @@ def execute_privileges(conn: Conn) -> dict[str, tuple[bool, bool]]:
         " FROM pg_proc AS p WHERE p.pronamespace = 'pgcoord'::regnamespace"
     ).fetchall()
     return {name: (public, client) for name, public, client in rows}
+
+
+def one_row(conn: Conn, statement: Any, *params: Any) -> tuple[Any, ...]:
+    """The single row a statement yields."""
+    row = conn.execute(statement, params).fetchone()
+    assert row is not None
+    return tuple(row)

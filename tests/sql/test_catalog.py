@@ -10,13 +10,25 @@ import typing
 from datetime import datetime
 from typing import Any
 
+import campaignkit
 import pytest
 from inboxkit import HELPERS, MAX_FAILED_TRIES, SECTION_2, claim_one, fail, ingest
 from psycopg.rows import class_row
 from ratekit import RATE_HELPERS, SECTION_4
 from sqlkit import SECTION_1, Conn, acquire
 
-from pgcoord.types import Batch, BufferStatus, Ingested, Lock, LockStatus, MessagePayload
+from pgcoord.types import (
+    Batch,
+    BufferStatus,
+    CampaignFailure,
+    CampaignMessage,
+    CampaignProgress,
+    Ingested,
+    Lock,
+    LockStatus,
+    MessagePayload,
+    RateStatus,
+)
 
 # PostgreSQL result types and the Python types psycopg gives them.
 PYTHON_TYPES = {
@@ -30,6 +42,9 @@ PYTHON_TYPES = {
     "text[]": list[str],
     "jsonb": dict[str, Any],
 }
+
+# The API of API.md, sections 1 to 4.
+API = (*SECTION_1, *SECTION_2, *campaignkit.SECTION_3, *SECTION_4)
 
 # Stale clocks: the start of the transaction or of the statement.
 STALE_CLOCK = re.compile(
@@ -51,7 +66,7 @@ def functions(conn: Conn) -> list[dict[str, Any]]:
     names = ["signature", "name", "config", "comment", "arg_names", "arg_modes", "nargs"]
     names += ["security_definer", "volatility", "definition"]
     found = [dict(zip(names, row, strict=True)) for row in rows]
-    assert {f["name"] for f in found} >= {*SECTION_1, *SECTION_2, *SECTION_4, *HELPERS}
+    assert {f["name"] for f in found} >= {*API, *HELPERS, *campaignkit.HELPERS, *RATE_HELPERS}
     return found
 
 
@@ -102,17 +117,17 @@ def test_no_function_or_view_reads_a_stale_clock(conn: Conn) -> None:
 def test_the_api_functions_run_as_definer_and_are_volatile(conn: Conn) -> None:
     checked = set()
     for function in functions(conn):
-        if function["name"] in {*SECTION_1, *SECTION_2, *SECTION_4, *RATE_HELPERS}:
+        if function["name"] in {*API, *RATE_HELPERS}:
             assert function["security_definer"], function["signature"]
             # the clock moves: a STABLE lock_is_current could be folded once per statement
             assert function["volatility"] == "v", function["signature"]
             checked.add(function["name"])
-        elif function["name"] in HELPERS:
+        elif function["name"] in {*HELPERS, *campaignkit.HELPERS}:
             # buffer_due_in only reads: STABLE will do, never IMMUTABLE (the clock moves)
             assert function["security_definer"], function["signature"]
             assert function["volatility"] in {"s", "v"}, function["signature"]
             checked.add(function["name"])
-    assert checked == {*SECTION_1, *SECTION_2, *SECTION_4, *HELPERS, *RATE_HELPERS}
+    assert checked == {*API, *HELPERS, *campaignkit.HELPERS, *RATE_HELPERS}
 
 
 def result_columns(conn: Conn, function: str) -> list[tuple[str, str]]:
@@ -163,6 +178,8 @@ def holds(value: Any, hint: Any) -> bool:
     if typing.get_origin(hint) is list:
         [item] = typing.get_args(hint)
         return isinstance(value, list) and all(holds(v, item) for v in value)
+    if typing.get_origin(hint) is dict:
+        return isinstance(value, dict)
     return isinstance(value, hint)
 
 
@@ -196,6 +213,32 @@ def holds(value: Any, hint: Any) -> bool:
             "SELECT * FROM pgcoord.buffer_status LIMIT 0",
         ),
         (
+            CampaignMessage,
+            lambda conn: result_columns(conn, "campaign_claim"),
+            "SELECT * FROM pgcoord.campaign_claim(p_worker => 'w') LIMIT 0",
+        ),
+        (
+            CampaignFailure,
+            lambda conn: result_columns(conn, "campaign_fail"),
+            "SELECT * FROM pgcoord.campaign_fail(p_message_id => 1, p_claim_token => 1,"
+            " p_error => 'e') LIMIT 0",
+        ),
+        (
+            CampaignProgress,
+            lambda conn: view_columns(conn, "pgcoord.campaign_progress"),
+            "SELECT * FROM pgcoord.campaign_progress LIMIT 0",
+        ),
+        (
+            campaignkit.MessageStatus,
+            lambda conn: view_columns(conn, "pgcoord.campaign_message_status"),
+            "SELECT * FROM pgcoord.campaign_message_status LIMIT 0",
+        ),
+        (
+            RateStatus,
+            lambda conn: view_columns(conn, "pgcoord.rate_status"),
+            "SELECT * FROM pgcoord.rate_status LIMIT 0",
+        ),
+        (
             MessagePayload,
             lambda conn: result_columns(conn, "message_payloads"),
             "SELECT * FROM pgcoord.message_payloads(p_message_ids => '{}') LIMIT 0",
@@ -207,6 +250,11 @@ def holds(value: Any, hint: Any) -> bool:
         "Ingested=message_ingest",
         "Batch=buffer_claim",
         "BufferStatus=buffer_status",
+        "CampaignMessage=campaign_claim",
+        "CampaignFailure=campaign_fail",
+        "CampaignProgress=campaign_progress",
+        "MessageStatus=campaign_message_status",
+        "RateStatus=rate_status",
         "MessagePayload=message_payloads",
     ],
 )

@@ -39,22 +39,37 @@ def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from nodes(child)
 
 
-def buffers_scans(conn: Conn, plan_cache_mode: str) -> list[tuple[str, str | None]]:
-    """How the candidate query, planned custom or generic, reads pgcoord.buffers."""
+def scans_of(
+    conn: Conn, plan_cache_mode: str, statement: str, types: str, values: str, relation: str
+) -> list[tuple[str, str | None]]:
+    """How `statement` (parameters of `types`, executed with the SQL `values`), planned
+    custom or generic, reads the table `relation`: (node type, index) per scan."""
     with conn.transaction():
         conn.execute(f"SET LOCAL plan_cache_mode = {plan_cache_mode}")
-        conn.execute(f"PREPARE candidates (timestamptz, integer) AS {CANDIDATES}")
+        conn.execute(f"PREPARE candidates ({types}) AS {statement}")
         try:
             [[explained]] = conn.execute(
-                "EXPLAIN (FORMAT JSON) EXECUTE candidates (clock_timestamp(), 10)"
+                f"EXPLAIN (FORMAT JSON) EXECUTE candidates ({values})"
             ).fetchall()
         finally:
             conn.execute("DEALLOCATE candidates")
     return [
         (node["Node Type"], node.get("Index Name"))
         for node in nodes(explained[0]["Plan"])
-        if node.get("Relation Name") == "buffers"
+        if node.get("Relation Name") == relation
     ]
+
+
+def buffers_scans(conn: Conn, plan_cache_mode: str) -> list[tuple[str, str | None]]:
+    """How the candidate query, planned custom or generic, reads pgcoord.buffers."""
+    return scans_of(
+        conn,
+        plan_cache_mode,
+        CANDIDATES,
+        "timestamptz, integer",
+        "clock_timestamp(), 10",
+        "buffers",
+    )
 
 
 def test_the_claim_reads_the_buffers_due_index_and_scans_no_table(conn: Conn) -> None:

@@ -23,7 +23,7 @@ from inboxkit import (
     until_lease_ran_out,
 )
 from sqlkit import Conn, connect
-from test_lock_session_state import leftovers
+from test_lock_session_state import scenario_leftovers
 
 TOKENS: dict[str, int] = {}  # the current claims of the scenario's setup
 
@@ -96,10 +96,7 @@ def setup(conn: Conn) -> None:
 
 @pytest.mark.parametrize("function", list(SCENARIOS))
 def test_calls_leave_no_session_state(db_url: str, conn: Conn, function: str) -> None:
-    problems = []
-    for scenario, call in SCENARIOS[function].items():
-        setup(conn)
-        problems += [f"{scenario}: {found}" for found in leftovers(conn, db_url, call)]
+    problems = scenario_leftovers(conn, db_url, SCENARIOS[function], lambda: setup(conn))
     assert problems == [], f"{function} left session state behind"
 
 

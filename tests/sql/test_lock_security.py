@@ -4,7 +4,7 @@ pgcoord_client, and even then never touches the tables behind them."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import psycopg
@@ -32,6 +32,15 @@ def login_role(db_url: str, conn: Conn) -> Iterator[str]:
 
 def connect_as(db_url: str, role: str) -> Conn:
     return connect(make_conninfo(db_url, user=role))
+
+
+def assert_refused(db_url: str, conn: Conn, role: str, statements: Iterable[str]) -> None:
+    """`role`, with USAGE on the schema but no grant, is refused every statement."""
+    conn.execute(sql.SQL("GRANT USAGE ON SCHEMA pgcoord TO {}").format(sql.Identifier(role)))
+    with connect_as(db_url, role) as outsider:
+        for statement in statements:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                outsider.execute(statement)
 
 
 def test_public_has_no_privilege_on_anything_in_pgcoord(conn: Conn) -> None:

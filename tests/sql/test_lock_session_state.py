@@ -131,18 +131,30 @@ def leftovers(conn: Conn, db_url: str, call: Callable[[Conn], Any]) -> list[str]
     return found
 
 
+def scenario_leftovers(
+    conn: Conn, db_url: str, scenarios: dict[str, Callable[[Conn], Any]], setup: Callable[[], Any]
+) -> list[str]:
+    """What each scenario's call left behind, each after `setup` on `conn`."""
+    problems = []
+    for scenario, call in scenarios.items():
+        setup()
+        problems += [f"{scenario}: {found}" for found in leftovers(conn, db_url, call)]
+    return problems
+
+
 @pytest.mark.parametrize("function", list(SCENARIOS))
 def test_calls_leave_no_session_state(db_url: str, conn: Conn, function: str) -> None:
     conn.execute("CREATE TABLE public.fenced (writer text)")
     conn.execute("INSERT INTO public.fenced VALUES ('nobody')")
-    problems = []
-    for scenario, call in SCENARIOS[function].items():
+
+    def setup() -> None:
         conn.execute("DELETE FROM pgcoord.locks")
         acquire(conn, "held", "holder")
         acquire(conn, "short", "gone", ttl=timedelta(milliseconds=150))
         acquire(conn, "expired", "gone", ttl=timedelta(milliseconds=1))
         until_expired(conn, "expired")
-        problems += [f"{scenario}: {found}" for found in leftovers(conn, db_url, call)]
+
+    problems = scenario_leftovers(conn, db_url, SCENARIOS[function], setup)
     assert problems == [], f"{function} left session state behind"
 
 

@@ -141,6 +141,122 @@ WHERE NOT dead;
 
 CREATE SEQUENCE IF NOT EXISTS pgcoord.claim_token AS bigint;
 
+-- db/src/030_campaigns.sql
+-- Campaign send queue: runs, their messages, the queue of open work, and outcomes.
+--
+-- Design. A message is written once and never updated: its recipient and payload sit in
+-- campaign_messages (insert-only, fillfactor 100), its end in campaign_outcomes (one
+-- insert when it is sent, fails for good or is skipped). What claims and completions
+-- change is campaign_queue, which holds only open work, in groups: one row holds up to
+-- 15 messages of one run that share their state (scheduled at the same instant, pending
+-- or held by one claim, the same number of failed tries). A claim of 15 (the default,
+-- or any multiple) rewrites whole rows and inserts none, and a complete_many of them
+-- deletes those rows: two dead tuples per 15 messages (0.13 per message) where a
+-- row-per-message queue leaves two per message (a claim's UPDATE and a completion's
+-- UPDATE or DELETE). Dead tuples are what a long transaction keeps from vacuum, and what
+-- every claim walks over in the due index until vacuum may remove them. A group splits
+-- when a claim needs fewer than it holds (the claimed part becomes a row of its own; the
+-- rest stays pending in place, a HOT update: only message_ids changes, nothing indexed)
+-- and when one message leaves a claim (a fail, snooze or release moves it to a group of
+-- its own). A sent message leaves the queue, so the queue and its indexes stay the size
+-- of the backlog however many messages were sent, and the claim reads a few pages per
+-- message however old the run is. A claim, a complete_many, a fail are each one
+-- transaction of a few statements; no claim or completion writes a shared row. Progress
+-- is counted without reading the sent messages: total and skipped are counters kept on
+-- the run by enqueue and skip_stale, pending and processing are summed over the run's
+-- queue rows, failed is counted on a partial index, and sent is what remains.
+--
+-- Claim tokens come from one sequence, one per group and claim, so a newer claim of a
+-- message always has a larger token. A group's token is its key: complete, fail, snooze,
+-- extend and release find the claim by token and check the message is in it. Messages
+-- returned by one claim with the same claim_token share one lease (extending one
+-- extends them all). A group is due at due_at: its scheduled (or retry) time while
+-- pending, its lease's end while held (an orphan is a held group whose lease has run out).
+
+-- One row per run. The counters change only with an enqueue (total) or a skip_stale
+-- (skipped), under the run's row lock, so a claim or a completion never writes here.
+CREATE TABLE IF NOT EXISTS pgcoord.campaign_runs (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name text NOT NULL,
+    status text NOT NULL DEFAULT 'running'
+    CHECK (status IN ('running', 'paused', 'cancelled', 'finished')),
+    max_retries integer NOT NULL,
+    retry_backoff interval[] NOT NULL,
+    stale_after interval NOT NULL,
+    created_at timestamptz NOT NULL,
+    status_changed_at timestamptz NOT NULL,
+    total bigint NOT NULL DEFAULT 0,  -- messages enqueued
+    skipped bigint NOT NULL DEFAULT 0  -- messages skipped as stale
+) WITH (fillfactor = 80);
+
+-- the claim's way to the running runs (few, however many runs are kept)
+CREATE INDEX IF NOT EXISTS campaign_runs_running
+ON pgcoord.campaign_runs (id)
+WHERE status = 'running';
+
+-- The messages as enqueued: written once, read by the claims, never updated.
+CREATE TABLE IF NOT EXISTS pgcoord.campaign_messages (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    run_id bigint NOT NULL,
+    recipient text NOT NULL,
+    payload jsonb NOT NULL,
+    scheduled_at timestamptz NOT NULL
+) WITH (fillfactor = 100);
+
+-- Open work: groups of up to 15 messages of one run in one state. claimed_by is NULL
+-- while the group is pending; due_at is then when it may be claimed, else when its
+-- lease ends. tries counts the failed tries of its messages (fails and lost leases).
+-- fillfactor 85: an enqueue fills pages to 85%, leaving room for the new versions that
+-- the first claims on a page write (a claim of a whole group rewrites its row; a split
+-- updates the rest in place, HOT); once those are completed, pruning frees their space
+-- for the next claims on the page, without waiting for vacuum. Less (50) would double
+-- the pages every enqueue takes until vacuum lets inserts reuse freed space (the free
+-- space map is filled by vacuum only). Autovacuum runs at a fixed number of dead
+-- tuples, whatever the table's size, and without cost delay: the table is small and
+-- churns, and each pass returns the space of completed groups to the free space map.
+CREATE TABLE IF NOT EXISTS pgcoord.campaign_queue (
+    token bigint PRIMARY KEY,
+    run_id bigint NOT NULL,
+    due_at timestamptz NOT NULL,
+    scheduled_at timestamptz NOT NULL,
+    claimed_by text,
+    tries integer NOT NULL DEFAULT 0,
+    last_error text,
+    message_ids bigint[] NOT NULL
+) WITH (
+    fillfactor = 85,
+    autovacuum_vacuum_scale_factor = 0,
+    autovacuum_vacuum_threshold = 1000,
+    autovacuum_vacuum_cost_delay = 0,
+    autovacuum_analyze_scale_factor = 0,
+    autovacuum_analyze_threshold = 5000
+);
+
+-- the claim's index: a run's groups, the one due first first
+CREATE INDEX IF NOT EXISTS campaign_queue_due
+ON pgcoord.campaign_queue (run_id, due_at);
+
+-- How each message ended: one insert, never updated. attempts counts its tries;
+-- error is the last failure (for a sent message, of a try before the one that worked).
+-- Insert-only: the default autovacuum (triggered by inserts) keeps its visibility map
+-- set for the index-only count of failures.
+CREATE TABLE IF NOT EXISTS pgcoord.campaign_outcomes (
+    message_id bigint PRIMARY KEY,
+    run_id bigint NOT NULL,
+    status text NOT NULL CHECK (status IN ('sent', 'failed', 'skipped')),
+    finished_at timestamptz NOT NULL,
+    attempts integer NOT NULL,
+    metrics jsonb,
+    error text
+) WITH (fillfactor = 100);
+
+-- campaign_progress counts a run's failures here (rare); sent is derived, never counted
+CREATE INDEX IF NOT EXISTS campaign_outcomes_failed
+ON pgcoord.campaign_outcomes (run_id)
+WHERE status = 'failed';
+
+CREATE SEQUENCE IF NOT EXISTS pgcoord.campaign_token AS bigint;
+
 -- db/src/040_rates.sql
 -- Shared rate limits: one token bucket per key, shared by every caller of the key.
 --
@@ -694,6 +810,1174 @@ COMMENT ON FUNCTION pgcoord.buffer_revive(text) IS
 'Put the messages of the conversation''s dead batches back in its buffer, due at once; '
 'returns how many. Ranges: p_conversation_key 1 to 1024 bytes. Errors: 22004 NULL '
 'argument, 22023 empty or over-long conversation key.';
+
+-- db/src/functions/campaign_claim.sql
+-- Claim up to p_limit messages that are due, of running runs (of p_run_id only when
+-- given): pending messages whose scheduled (or retry) time has come, and orphans, held
+-- messages whose claim's lease ran out (their worker died). Oldest first, by the time
+-- each became due: its scheduled_at, its retry time after a fail or snooze, its lease's
+-- end for an orphan. Groups are taken one at a time, the oldest due group of any
+-- running run that no other claimer holds (FOR UPDATE SKIP LOCKED): claimers never wait
+-- on each other nor share a message. With several running runs, each step locks the
+-- oldest due group of each and takes the oldest of these; the others stay locked by the
+-- claim until it commits (a few rows, skipped meanwhile by other claimers).
+-- A lost lease counts as a failed try: attempt = 1 + failed tries. When it was the
+-- message's last allowed try (tries > the run's max_retries), the message is not sent
+-- again: it ends 'failed' with the error 'lease expired', and is not returned.
+-- Rows come in claim order; messages that share a claim_token share one lease.
+CREATE OR REPLACE FUNCTION pgcoord.campaign_claim(
+    p_worker text,
+    p_limit integer DEFAULT 15,
+    p_lease interval DEFAULT interval '5 minutes',
+    p_run_id bigint DEFAULT NULL
+)
+RETURNS TABLE (
+    message_id bigint,
+    run_id bigint,
+    recipient text,
+    payload jsonb,
+    attempt integer,
+    claim_token bigint,
+    scheduled_at timestamptz
+)
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+-- the same few statements every call: plan them once per session
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    v_now constant timestamptz := clock_timestamp();
+    v_left integer := p_limit;
+    v_group record;
+    v_size integer;
+    v_take integer;
+    v_tries integer;
+    v_token bigint;
+    v_ids bigint[] := '{}'::bigint[];
+    v_tokens bigint[] := '{}'::bigint[];
+    v_attempts integer[] := '{}'::integer[];
+BEGIN
+    -- one lean test on the hot path; the checks naming the bad argument run only when
+    -- it fails (each IF's expression is set up again in every transaction)
+    IF (
+        octet_length(p_worker) BETWEEN 1 AND 1024
+        AND p_limit BETWEEN 1 AND 10000
+        AND p_lease > interval '0' AND p_lease <= interval '1 day'
+    ) IS NOT TRUE THEN
+        IF coalesce(octet_length(p_worker), 0) NOT BETWEEN 1 AND 1024 THEN
+            PERFORM pgcoord.raise_bad_argument('p_worker', p_worker, 'a text of 1 to 1024 bytes');
+        END IF;
+        IF p_limit IS NULL OR p_limit NOT BETWEEN 1 AND 10000 THEN
+            PERFORM pgcoord.raise_bad_argument('p_limit', p_limit, 'from 1 to 10000');
+        END IF;
+        PERFORM pgcoord.raise_bad_argument(
+            'p_lease', p_lease, 'an interval of more than 0 and at most 1 day'
+        );
+    END IF;
+
+    LOOP
+        IF p_run_id IS NULL THEN
+            SELECT g.token, g.run_id, g.claimed_by, g.tries, g.message_ids, r.max_retries
+            INTO v_group
+            FROM pgcoord.campaign_runs AS r
+            CROSS JOIN LATERAL (
+                SELECT q.token, q.run_id, q.due_at, q.claimed_by, q.tries, q.message_ids
+                FROM pgcoord.campaign_queue AS q
+                WHERE q.run_id = r.id AND q.due_at <= v_now
+                ORDER BY q.due_at
+                LIMIT 1
+                FOR UPDATE SKIP LOCKED
+            ) AS g
+            WHERE r.status = 'running'
+            ORDER BY g.due_at
+            LIMIT 1;
+        ELSE
+            SELECT g.token, g.run_id, g.claimed_by, g.tries, g.message_ids, r.max_retries
+            INTO v_group
+            FROM pgcoord.campaign_runs AS r
+            CROSS JOIN LATERAL (
+                SELECT q.token, q.run_id, q.claimed_by, q.tries, q.message_ids
+                FROM pgcoord.campaign_queue AS q
+                WHERE q.run_id = r.id AND q.due_at <= v_now
+                ORDER BY q.due_at
+                LIMIT 1
+                FOR UPDATE SKIP LOCKED
+            ) AS g
+            WHERE r.id = p_run_id AND r.status = 'running';
+        END IF;
+        EXIT WHEN NOT FOUND;
+
+        -- an orphan: its lost lease is a failed try
+        v_tries := v_group.tries + (v_group.claimed_by IS NOT NULL)::integer;
+        IF v_tries > v_group.max_retries THEN
+            -- that was its last allowed try: failed for good, not sent again
+            WITH gone AS (
+                DELETE FROM pgcoord.campaign_queue AS q
+                WHERE q.token = v_group.token
+                RETURNING q.run_id, q.message_ids
+            )
+
+            INSERT INTO pgcoord.campaign_outcomes (
+                message_id, run_id, status, finished_at, attempts, error
+            )
+            SELECT m.id, gone.run_id, 'failed', v_now, v_tries, 'lease expired'
+            FROM gone CROSS JOIN LATERAL unnest(gone.message_ids) AS m (id);
+            CONTINUE;
+        END IF;
+
+        v_token := nextval('pgcoord.campaign_token');
+        v_size := cardinality(v_group.message_ids);
+        v_take := least(v_size, v_left);
+        IF v_take = v_size THEN
+            -- the whole group
+            UPDATE pgcoord.campaign_queue AS q
+            SET token = v_token,
+                due_at = v_now + p_lease,
+                claimed_by = p_worker,
+                tries = v_tries,
+                last_error = CASE
+                    WHEN v_group.claimed_by IS NULL THEN q.last_error ELSE 'lease expired'
+                END
+            WHERE q.token = v_group.token;
+        ELSE
+            -- the first v_take messages; the rest stay in the row as they were (a HOT
+            -- update: no indexed column changes)
+            WITH rest AS (
+                UPDATE pgcoord.campaign_queue AS q
+                SET message_ids = q.message_ids[v_take + 1:]
+                WHERE q.token = v_group.token
+                RETURNING q.run_id, q.scheduled_at, q.last_error
+            )
+
+            INSERT INTO pgcoord.campaign_queue (
+                token, run_id, due_at, scheduled_at, claimed_by, tries, last_error, message_ids
+            )
+            SELECT
+                v_token, rest.run_id, v_now + p_lease, rest.scheduled_at, p_worker, v_tries,
+                CASE WHEN v_group.claimed_by IS NULL THEN rest.last_error ELSE 'lease expired' END,
+                v_group.message_ids[:v_take]
+            FROM rest;
+        END IF;
+
+        v_ids := v_ids || v_group.message_ids[:v_take];
+        v_tokens := v_tokens || array_fill(v_token, ARRAY[v_take]);
+        v_attempts := v_attempts || array_fill(v_tries + 1, ARRAY[v_take]);
+        v_left := v_left - v_take;
+        EXIT WHEN v_left = 0;
+    END LOOP;
+
+    IF cardinality(v_ids) = 0 THEN
+        IF p_run_id IS NOT NULL AND NOT EXISTS (
+            SELECT FROM pgcoord.campaign_runs AS r WHERE r.id = p_run_id
+        ) THEN
+            PERFORM pgcoord.raise_bad_argument('p_run_id', p_run_id, 'the id of a campaign run');
+        END IF;
+        RETURN;
+    END IF;
+
+    RETURN QUERY
+    SELECT m.id, m.run_id, m.recipient, m.payload, c.attempt, c.token, m.scheduled_at
+    FROM unnest(v_ids, v_tokens, v_attempts) WITH ORDINALITY AS c (id, token, attempt, n)
+    INNER JOIN pgcoord.campaign_messages AS m ON c.id = m.id
+    ORDER BY c.n;
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.campaign_claim(text, integer, interval, bigint) IS
+'Claim up to p_limit due messages of running runs (of p_run_id when given), oldest due '
+'first, never waiting on other claimers; orphans (lease run out) count a failed try, and '
+'one whose last try that was ends failed with error ''lease expired''. Ranges: p_worker 1 '
+'to 1024 bytes, p_limit 1 to 10000, p_lease more than 0 and at most 1 day. Errors: 22004 '
+'NULL argument, 22023 a value out of its range or an unknown p_run_id.';
+
+-- db/src/functions/campaign_complete.sql
+-- Mark a claimed message sent, with its metrics. The claim is current while no other
+-- claim has replaced it, even after its lease ran out; a stale token changes nothing.
+-- The message leaves its group (the group goes with its last message) and its outcome
+-- is written once.
+CREATE OR REPLACE FUNCTION pgcoord.campaign_complete(
+    p_message_id bigint,
+    p_claim_token bigint,
+    p_metrics jsonb DEFAULT '{}'
+)
+RETURNS boolean
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- one lean test on the hot path; the checks naming the bad argument run only when
+    -- it fails (each IF's expression is set up again in every transaction)
+    IF (
+        p_message_id IS NOT NULL
+        AND p_claim_token IS NOT NULL
+        AND jsonb_typeof(p_metrics) = 'object'
+    ) IS NOT TRUE THEN
+        IF p_message_id IS NULL THEN
+            PERFORM pgcoord.raise_bad_argument('p_message_id', p_message_id, 'a message id');
+        END IF;
+        IF p_claim_token IS NULL THEN
+            PERFORM pgcoord.raise_bad_argument('p_claim_token', p_claim_token, 'a bigint');
+        END IF;
+        PERFORM pgcoord.raise_bad_argument('p_metrics', p_metrics, 'a JSON object');
+    END IF;
+
+    WITH held AS (
+        SELECT q.token, q.run_id, q.tries, q.last_error, cardinality(q.message_ids) AS size
+        FROM pgcoord.campaign_queue AS q
+        WHERE
+            q.token = p_claim_token AND q.claimed_by IS NOT NULL
+            AND p_message_id = any(q.message_ids)
+        FOR UPDATE
+    ),
+
+    emptied AS (
+        DELETE FROM pgcoord.campaign_queue AS q
+        USING held
+        WHERE q.token = held.token AND held.size = 1
+    ),
+
+    shrunk AS (
+        UPDATE pgcoord.campaign_queue AS q
+        SET message_ids = array_remove(q.message_ids, p_message_id)
+        FROM held
+        WHERE q.token = held.token AND held.size > 1
+    )
+
+    INSERT INTO pgcoord.campaign_outcomes (
+        message_id, run_id, status, finished_at, attempts, metrics, error
+    )
+    SELECT p_message_id, held.run_id, 'sent', clock_timestamp(), held.tries + 1, p_metrics,
+        held.last_error
+    FROM held;
+    RETURN FOUND;
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.campaign_complete(bigint, bigint, jsonb) IS
+'Mark message p_message_id of claim p_claim_token sent, storing p_metrics (a JSON '
+'object); false, changing nothing, when the claim is no longer current. Errors: 22004 '
+'NULL argument, 22023 p_metrics not a JSON object.';
+
+-- db/src/functions/campaign_complete_many.sql
+-- campaign_complete for many messages in one statement (a worker batching its
+-- completions): element i of each array belongs together; p_metrics NULL stores {} for
+-- each. Returns how many were current and are now sent; stale pairs are skipped, a
+-- message given twice counts once. The groups are locked in token order, so two calls
+-- over the same claims cannot deadlock; each group is changed once (deleted when all its
+-- messages are done).
+CREATE OR REPLACE FUNCTION pgcoord.campaign_complete_many(
+    p_message_ids bigint[],
+    p_claim_tokens bigint[],
+    p_metrics jsonb[] DEFAULT NULL
+)
+RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- the statement and its argument checks live once, in campaign_completed
+    RETURN cardinality(pgcoord.campaign_completed(p_message_ids, p_claim_tokens, p_metrics));
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.campaign_complete_many(bigint[], bigint[], jsonb[]) IS
+'Mark sent each message p_message_ids[i] of claim p_claim_tokens[i], storing '
+'p_metrics[i] ({} when p_metrics is NULL); returns how many were current (stale ones '
+'are skipped). Errors: 22004 NULL array, 22023 arrays of unequal length, NULL elements, '
+'more than one dimension, or a metrics element that is not a JSON object.';
+
+-- db/src/functions/campaign_completed.sql
+-- campaign_complete for many messages in one statement, answering which ones it marked
+-- sent (beyond the contract: a worker batching its completions logs each message;
+-- campaign_complete_many counts them). Element i of each array belongs together;
+-- p_metrics NULL stores {} for each; stale pairs are skipped, a message given twice
+-- counts once. The groups are locked in token order, so two calls over the same claims
+-- cannot deadlock; each group is changed once (deleted when all its messages are done).
+CREATE OR REPLACE FUNCTION pgcoord.campaign_completed(
+    p_message_ids bigint[],
+    p_claim_tokens bigint[],
+    p_metrics jsonb[] DEFAULT NULL
+)
+RETURNS bigint[]
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+-- its statement filters on arrays: a custom plan would be made afresh every call
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    v_now constant timestamptz := clock_timestamp();
+    v_ids bigint[];
+BEGIN
+    -- one lean test on the hot path; the checks naming the bad argument run only when
+    -- it fails (each IF's expression is set up again in every transaction)
+    IF (
+        coalesce(array_ndims(p_message_ids), 1) = 1
+        AND coalesce(array_ndims(p_claim_tokens), 1) = 1
+        AND coalesce(array_ndims(p_metrics), 1) = 1
+        AND cardinality(p_message_ids) = cardinality(p_claim_tokens)
+        AND cardinality(p_message_ids) = coalesce(cardinality(p_metrics), cardinality(p_message_ids))
+        AND array_position(p_message_ids, NULL) IS NULL
+        AND array_position(p_claim_tokens, NULL) IS NULL
+        AND (
+            p_metrics IS NULL
+            OR (
+                SELECT bool_and(coalesce(jsonb_typeof(e.metrics) = 'object', false))
+                FROM unnest(p_metrics) AS e (metrics)
+            )
+            OR cardinality(p_metrics) = 0
+        )
+    ) IS NOT TRUE THEN
+        IF p_message_ids IS NULL THEN
+            PERFORM pgcoord.raise_bad_argument('p_message_ids', p_message_ids, 'an array');
+        END IF;
+        IF p_claim_tokens IS NULL THEN
+            PERFORM pgcoord.raise_bad_argument('p_claim_tokens', p_claim_tokens, 'an array');
+        END IF;
+        IF array_ndims(p_message_ids) > 1 OR array_position(p_message_ids, NULL) IS NOT NULL THEN
+            PERFORM pgcoord.raise_bad_argument(
+                'p_message_ids', p_message_ids, 'a one-dimensional array without NULLs'
+            );
+        END IF;
+        IF array_ndims(p_claim_tokens) > 1 OR array_position(p_claim_tokens, NULL) IS NOT NULL THEN
+            PERFORM pgcoord.raise_bad_argument(
+                'p_claim_tokens', p_claim_tokens, 'a one-dimensional array without NULLs'
+            );
+        END IF;
+        IF cardinality(p_claim_tokens) <> cardinality(p_message_ids) THEN
+            RAISE EXCEPTION 'p_claim_tokens must have as many elements as p_message_ids, '
+                'got % and %', cardinality(p_claim_tokens), cardinality(p_message_ids)
+                USING ERRCODE = '22023';
+        END IF;
+        IF cardinality(p_metrics) <> cardinality(p_message_ids) THEN
+            RAISE EXCEPTION 'p_metrics must have as many elements as p_message_ids (or be '
+                'NULL), got % and %', cardinality(p_metrics), cardinality(p_message_ids)
+                USING ERRCODE = '22023';
+        END IF;
+        PERFORM pgcoord.raise_bad_argument(
+            'p_metrics', p_metrics, 'NULL or a one-dimensional array of JSON objects'
+        );
+    END IF;
+
+    WITH given AS (
+        SELECT g.id, g.token, coalesce(g.metrics, '{}'::jsonb) AS metrics
+        FROM unnest(
+            p_message_ids,
+            p_claim_tokens,
+            coalesce(p_metrics, array_fill(NULL::jsonb, ARRAY[cardinality(p_message_ids)]))
+        ) AS g (id, token, metrics)
+    ),
+
+    held AS (
+        SELECT q.token, q.run_id, q.tries, q.last_error, q.message_ids
+        FROM pgcoord.campaign_queue AS q
+        WHERE q.token = any(p_claim_tokens) AND q.claimed_by IS NOT NULL
+        ORDER BY q.token
+        FOR UPDATE
+    ),
+
+    done AS (
+        SELECT DISTINCT ON (given.id)
+            given.id, given.metrics, held.token, held.run_id, held.tries, held.last_error
+        FROM given
+        INNER JOIN held ON given.token = held.token AND given.id = any(held.message_ids)
+        ORDER BY given.id
+    ),
+
+    per_group AS (
+        SELECT done.token, array_agg(done.id) AS ids
+        FROM done
+        GROUP BY done.token
+    ),
+
+    emptied AS (
+        DELETE FROM pgcoord.campaign_queue AS q
+        USING per_group AS p, held AS h
+        WHERE
+            q.token = p.token AND h.token = p.token
+            AND cardinality(p.ids) = cardinality(h.message_ids)
+    ),
+
+    shrunk AS (
+        UPDATE pgcoord.campaign_queue AS q
+        SET message_ids = array(
+            SELECT m.id FROM unnest(q.message_ids) WITH ORDINALITY AS m (id, n)
+            WHERE m.id <> all(p.ids)
+            ORDER BY m.n
+        )
+        FROM per_group AS p, held AS h
+        WHERE
+            q.token = p.token AND h.token = p.token
+            AND cardinality(p.ids) < cardinality(h.message_ids)
+    ),
+
+    sent AS (
+        INSERT INTO pgcoord.campaign_outcomes (
+            message_id, run_id, status, finished_at, attempts, metrics, error
+        )
+        SELECT done.id, done.run_id, 'sent', v_now, done.tries + 1, done.metrics,
+            done.last_error
+        FROM done
+        RETURNING message_id
+    )
+
+    SELECT coalesce(array_agg(sent.message_id), '{}') INTO v_ids FROM sent;
+    RETURN v_ids;
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.campaign_completed(bigint[], bigint[], jsonb[]) IS
+'campaign_complete_many that returns the ids of the messages it marked sent (the '
+'others'' claims were no longer current), for a worker that logs each message. '
+'Errors: 22004 NULL array, 22023 arrays of unequal length, NULL elements, more than one '
+'dimension, or a metrics element that is not a JSON object.';
+
+-- db/src/functions/campaign_create.sql
+-- Start a campaign run, in status 'running'. Its retry policy is fixed for its life: a
+-- message is tried at most p_max_retries + 1 times; after its n-th failed try it waits
+-- p_retry_backoff[n] (the last element repeats); campaign_skip_stale skips by default
+-- the pending messages scheduled more than p_stale_after ago.
+CREATE OR REPLACE FUNCTION pgcoord.campaign_create(
+    p_name text,
+    p_max_retries integer DEFAULT 3,
+    p_retry_backoff interval[] DEFAULT '{5 minutes,15 minutes,30 minutes}',
+    p_stale_after interval DEFAULT interval '1 hour'
+)
+RETURNS bigint
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_now constant timestamptz := clock_timestamp();
+    v_run_id bigint;
+BEGIN
+    IF coalesce(octet_length(p_name), 0) NOT BETWEEN 1 AND 1024 THEN
+        PERFORM pgcoord.raise_bad_argument('p_name', p_name, 'a text of 1 to 1024 bytes');
+    END IF;
+    IF p_max_retries IS NULL OR p_max_retries NOT BETWEEN 0 AND 100 THEN
+        PERFORM pgcoord.raise_bad_argument('p_max_retries', p_max_retries, 'from 0 to 100');
+    END IF;
+    IF p_retry_backoff IS NULL THEN
+        PERFORM pgcoord.raise_bad_argument('p_retry_backoff', p_retry_backoff, 'given');
+    END IF;
+    IF
+        array_ndims(p_retry_backoff) IS DISTINCT FROM 1
+        OR cardinality(p_retry_backoff) > 100
+        OR array_lower(p_retry_backoff, 1) <> 1
+        OR NOT coalesce(
+            (
+                SELECT
+                    bool_and(
+                        coalesce(b.delay >= interval '0' AND b.delay <= interval '30 days', false)
+                    )
+                FROM unnest(p_retry_backoff) AS b (delay)
+            ),
+            false
+        )
+    THEN
+        PERFORM pgcoord.raise_bad_argument(
+            'p_retry_backoff', p_retry_backoff,
+            'a list of 1 to 100 intervals, each from 0 to 30 days'
+        );
+    END IF;
+    IF NOT coalesce(p_stale_after > interval '0' AND p_stale_after <= interval '100 years', false) THEN
+        PERFORM pgcoord.raise_bad_argument(
+            'p_stale_after', p_stale_after, 'an interval of more than 0 and at most 100 years'
+        );
+    END IF;
+
+    INSERT INTO pgcoord.campaign_runs AS r (
+        name, max_retries, retry_backoff, stale_after, created_at, status_changed_at
+    )
+    VALUES (p_name, p_max_retries, p_retry_backoff, p_stale_after, v_now, v_now)
+    RETURNING r.id INTO v_run_id;
+    RETURN v_run_id;
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.campaign_create(text, integer, interval[], interval) IS
+'Start a campaign run in status running; returns its id. Ranges: p_name 1 to 1024 bytes, '
+'p_max_retries 0 to 100, p_retry_backoff 1 to 100 intervals of 0 to 30 days each (the '
+'last repeats), p_stale_after more than 0 and at most 100 years. Errors: 22004 NULL '
+'argument, 22023 a value out of its range.';
+
+-- db/src/functions/campaign_due_in.sql
+-- How long until campaign_claim may find work in a running run (in p_run_id when
+-- given): zero when a message is due now, the time until the next scheduled or retry
+-- time or the end of a lease (an orphan is claimable then), NULL when no running run
+-- has a message pending or held. An idle worker sleeps this long, woken early by
+-- pgcoord_campaigns.
+CREATE OR REPLACE FUNCTION pgcoord.campaign_due_in(p_run_id bigint DEFAULT NULL)
+RETURNS interval
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_next timestamptz;
+BEGIN
+    IF p_run_id IS NULL THEN
+        SELECT min(n.due_at) INTO v_next
+        FROM pgcoord.campaign_runs AS r
+        CROSS JOIN LATERAL (
+            SELECT q.due_at
+            FROM pgcoord.campaign_queue AS q
+            WHERE q.run_id = r.id
+            ORDER BY q.due_at
+            LIMIT 1
+        ) AS n
+        WHERE r.status = 'running';
+    ELSE
+        IF NOT EXISTS (SELECT FROM pgcoord.campaign_runs AS r WHERE r.id = p_run_id) THEN
+            PERFORM pgcoord.raise_bad_argument('p_run_id', p_run_id, 'the id of a campaign run');
+        END IF;
+        SELECT min(q.due_at) INTO v_next
+        FROM pgcoord.campaign_queue AS q
+        INNER JOIN pgcoord.campaign_runs AS r ON q.run_id = r.id
+        WHERE r.id = p_run_id AND r.status = 'running';
+    END IF;
+    -- greatest() ignores NULL: nothing to wait for must stay NULL, not zero
+    IF v_next IS NULL THEN
+        RETURN NULL;
+    END IF;
+    RETURN greatest(v_next - clock_timestamp(), interval '0');
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.campaign_due_in(bigint) IS
+'Time until a message of a running run (of p_run_id when given) is due or a lease ends '
+'(zero when one is due now, NULL when none is pending or held). Errors: 22023 unknown '
+'p_run_id.';
+
+-- db/src/functions/campaign_enqueue.sql
+-- Add messages to a run: p_items is a JSON array of {"recipient": text, "payload":
+-- object (default {}), "scheduled_at": timestamptz as a JSON string (default the server
+-- clock at the call)}. All or nothing: the first malformed item (counted from 0) raises,
+-- naming its index and field, before anything is stored. A field that is present must
+-- have its type (a JSON null is no payload), and an unknown field is refused (a typo in
+-- "scheduled_at" must not send at once). A paused run takes messages (they wait for it);
+-- a cancelled or finished one refuses them. Messages scheduled at the same instant are
+-- stored in groups of up to 15 (see 030_campaigns.sql); enqueue order is claim order
+-- among them. When the run is running and something enqueued is due within a second,
+-- the workers are told once (NOTIFY pgcoord_campaigns, payload the run id).
+CREATE OR REPLACE FUNCTION pgcoord.campaign_enqueue(p_run_id bigint, p_items jsonb)
+RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_now constant timestamptz := clock_timestamp();
+    v_count integer;
+    v_index bigint;
+    v_field text;
+    v_item jsonb;
+    v_status text;
+    v_first timestamptz;
+BEGIN
+    IF p_run_id IS NULL THEN
+        PERFORM pgcoord.raise_bad_argument('p_run_id', p_run_id, 'a run id');
+    END IF;
+    IF coalesce(jsonb_typeof(p_items), '') <> 'array' THEN
+        PERFORM pgcoord.raise_bad_argument('p_items', p_items, 'a JSON array of items');
+    END IF;
+
+    -- the first item of the wrong shape, without casting anything
+    SELECT s.n, s.field, s.item INTO v_index, v_field, v_item
+    FROM (
+        SELECT
+            t.n - 1 AS n,
+            t.item,
+            CASE
+                WHEN jsonb_typeof(t.item) <> 'object' THEN ''
+                WHEN t.item - '{recipient,payload,scheduled_at}'::text[] <> '{}'::jsonb
+                    THEN 'unknown'
+                WHEN
+                    coalesce(jsonb_typeof(t.item -> 'recipient'), '') <> 'string'
+                    OR octet_length(t.item ->> 'recipient') NOT BETWEEN 1 AND 1024
+                    THEN 'recipient'
+                WHEN jsonb_typeof(t.item -> 'payload') <> 'object' THEN 'payload'
+                WHEN jsonb_typeof(t.item -> 'scheduled_at') <> 'string' THEN 'scheduled_at'
+            END AS field
+        FROM jsonb_array_elements(p_items) WITH ORDINALITY AS t (item, n)
+    ) AS s
+    WHERE s.field IS NOT NULL
+    ORDER BY s.n
+    LIMIT 1;
+    IF NOT FOUND THEN
+        -- every scheduled_at is a string: the first that is no timestamp a client can
+        -- read (years 1 to 9999)
+        BEGIN
+            SELECT t.n - 1, t.item INTO v_index, v_item
+            FROM jsonb_array_elements(p_items) WITH ORDINALITY AS t (item, n)
+            WHERE
+                t.item ? 'scheduled_at'
+                AND NOT (
+                    (t.item ->> 'scheduled_at')::timestamptz
+                    >= timestamptz '0001-01-01 00:00:00+00'
+                    AND (t.item ->> 'scheduled_at')::timestamptz
+                    < timestamptz '10000-01-01 00:00:00+00'
+                )
+            ORDER BY t.n
+            LIMIT 1;
+        EXCEPTION
+            WHEN data_exception THEN
+                -- a text that is no timestamp at all: find it one item at a time
+                v_index := NULL;
+                FOR v_index, v_item IN
+                    SELECT t.n - 1, t.item
+                    FROM jsonb_array_elements(p_items) WITH ORDINALITY AS t (item, n)
+                    WHERE t.item ? 'scheduled_at'
+                    ORDER BY t.n
+                LOOP
+                    BEGIN
+                        PERFORM (v_item ->> 'scheduled_at')::timestamptz;
+                    EXCEPTION
+                        WHEN data_exception THEN EXIT;
+                    END;
+                END LOOP;
+        END;
+        IF v_item IS NOT NULL THEN
+            v_field := 'scheduled_at';
+        END IF;
+    END IF;
+    IF v_field IS NOT NULL THEN
+        RAISE EXCEPTION '%', CASE v_field
+            WHEN '' THEN format('p_items[%s] must be a JSON object, got %s',
+                v_index, left(v_item::text, 80))
+            WHEN 'unknown' THEN format(
+                'p_items[%s] has an unknown field %s (the fields are recipient, payload, '
+                'scheduled_at)', v_index, left((
+                    SELECT string_agg(k.key, ', ')
+                    FROM jsonb_object_keys(v_item - '{recipient,payload,scheduled_at}'::text[]) AS k (key)
+                ), 80))
+            WHEN 'recipient' THEN format(
+                'p_items[%s].recipient must be a JSON string of 1 to 1024 bytes, got %s',
+                v_index, left(coalesce((v_item -> 'recipient')::text, 'nothing'), 80))
+            WHEN 'payload' THEN format(
+                'p_items[%s].payload must be a JSON object, got %s',
+                v_index, left((v_item -> 'payload')::text, 80))
+            ELSE format(
+                'p_items[%s].scheduled_at must be a timestamp with time zone in the years 1 '
+                'to 9999, as a JSON string, got %s',
+                v_index, left((v_item -> 'scheduled_at')::text, 80))
+        END
+            USING ERRCODE = '22023';
+    END IF;
+
+    -- the run's row lock orders this call with a concurrent change of its status
+    SELECT r.status INTO v_status
+    FROM pgcoord.campaign_runs AS r
+    WHERE r.id = p_run_id
+    FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        PERFORM pgcoord.raise_bad_argument('p_run_id', p_run_id, 'the id of a campaign run');
+    END IF;
+    IF v_status IN ('cancelled', 'finished') THEN
+        RAISE EXCEPTION 'p_run_id: run % is %; it takes no more messages', p_run_id, v_status
+            USING ERRCODE = '22023';
+    END IF;
+    v_count := jsonb_array_length(p_items);
+    IF v_count = 0 THEN
+        RETURN 0;
+    END IF;
+
+    -- messages in item order (the ids grow with it); then groups of up to 15 messages
+    -- scheduled at the same instant
+    WITH stored AS (
+        INSERT INTO pgcoord.campaign_messages AS m (run_id, recipient, payload, scheduled_at)
+        SELECT
+            p_run_id,
+            t.item ->> 'recipient',
+            coalesce(t.item -> 'payload', '{}'::jsonb),
+            coalesce((t.item ->> 'scheduled_at')::timestamptz, v_now)
+        FROM jsonb_array_elements(p_items) AS t (item)
+        RETURNING m.id, m.scheduled_at
+    ),
+
+    grouped AS (
+        SELECT
+            s.scheduled_at,
+            array_agg(s.id ORDER BY s.id) AS ids
+        FROM (
+            SELECT
+                stored.id,
+                stored.scheduled_at,
+                (row_number() OVER (PARTITION BY stored.scheduled_at ORDER BY stored.id) - 1)
+                / 15 AS part
+            FROM stored
+        ) AS s
+        GROUP BY s.scheduled_at, s.part
+    ),
+
+    queued AS (
+        INSERT INTO pgcoord.campaign_queue AS q (token, run_id, due_at, scheduled_at, message_ids)
+        SELECT nextval('pgcoord.campaign_token'), p_run_id, g.scheduled_at, g.scheduled_at, g.ids
+        FROM grouped AS g
+        ORDER BY g.scheduled_at, g.ids[1]
+        RETURNING q.due_at
+    )
+
+    SELECT min(queued.due_at) INTO v_first FROM queued;
+
+    UPDATE pgcoord.campaign_runs AS r
+    SET total = r.total + v_count
+    WHERE r.id = p_run_id;
+
+    IF v_status = 'running' AND v_first < v_now + interval '1 second' THEN
+        PERFORM pg_notify('pgcoord_campaigns', p_run_id::text);
+    END IF;
+    RETURN v_count;
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.campaign_enqueue(bigint, jsonb) IS
+'Enqueue the items of the JSON array p_items ({"recipient": 1 to 1024 bytes, "payload": '
+'object, default {}, "scheduled_at": timestamptz string in the years 1 to 9999, default '
+'now}) into run p_run_id, all or nothing; returns how many. Errors: 22004 NULL argument, '
+'22023 p_items not an array, a malformed item (named by its index from 0 and its '
+'field), unknown run, or a cancelled or finished run.';
+
+-- db/src/functions/campaign_extend.sql
+-- Heartbeat: push the lease of a current claim to now + p_lease. The messages that the
+-- claim returned with the same claim_token share this lease: extending one extends them
+-- all (one call per token is enough). A late call (lease run out, not yet reclaimed)
+-- succeeds; NULL, changing nothing, when the claim is no longer current.
+CREATE OR REPLACE FUNCTION pgcoord.campaign_extend(
+    p_message_id bigint,
+    p_claim_token bigint,
+    p_lease interval DEFAULT interval '5 minutes'
+)
+RETURNS timestamptz
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_until timestamptz;
+BEGIN
+    -- one lean test on the hot path; the checks naming the bad argument run only when
+    -- it fails (each IF's expression is set up again in every transaction)
+    IF (
+        p_message_id IS NOT NULL
+        AND p_claim_token IS NOT NULL
+        AND p_lease > interval '0' AND p_lease <= interval '1 day'
+    ) IS NOT TRUE THEN
+        IF p_message_id IS NULL THEN
+            PERFORM pgcoord.raise_bad_argument('p_message_id', p_message_id, 'a message id');
+        END IF;
+        IF p_claim_token IS NULL THEN
+            PERFORM pgcoord.raise_bad_argument('p_claim_token', p_claim_token, 'a bigint');
+        END IF;
+        PERFORM pgcoord.raise_bad_argument(
+            'p_lease', p_lease, 'an interval of more than 0 and at most 1 day'
+        );
+    END IF;
+
+    UPDATE pgcoord.campaign_queue AS q
+    SET due_at = clock_timestamp() + p_lease
+    WHERE
+        q.token = p_claim_token AND q.claimed_by IS NOT NULL
+        AND p_message_id = any(q.message_ids)
+    RETURNING q.due_at INTO v_until;
+    RETURN v_until;
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.campaign_extend(bigint, bigint, interval) IS
+'New lease end (now + p_lease) of message p_message_id''s claim p_claim_token, shared by '
+'the messages claimed with that token; NULL, changing nothing, when the claim is no '
+'longer current. Ranges: p_lease more than 0 and at most 1 day. Errors: 22004 NULL '
+'argument, 22023 p_lease out of range.';
+
+-- db/src/functions/campaign_fail.sql
+-- A failed try of a claimed message (a late one too: lease run out, not yet reclaimed;
+-- the lost lease and this fail are one try). With retries left it is pending again at
+-- now + p_retry_backoff[retry number] of its run (the last element repeating), or at
+-- now + p_retry_after when that is later (the provider's Retry-After); after try
+-- p_max_retries + 1 it is failed for good, next_attempt_at NULL. The error text is kept
+-- with the message (campaign_message_status.last_error). No row for a stale token.
+CREATE OR REPLACE FUNCTION pgcoord.campaign_fail(
+    p_message_id bigint,
+    p_claim_token bigint,
+    p_error text,
+    p_retry_after interval DEFAULT NULL
+)
+RETURNS TABLE (status text, next_attempt_at timestamptz)
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- one lean test on the hot path; the checks naming the bad argument run only when
+    -- it fails (each IF's expression is set up again in every transaction)
+    IF (
+        p_message_id IS NOT NULL
+        AND p_claim_token IS NOT NULL
+        AND p_error IS NOT NULL
+        AND (
+            p_retry_after IS NULL
+            OR p_retry_after >= interval '0' AND p_retry_after <= interval '30 days'
+        )
+    ) IS NOT TRUE THEN
+        IF p_message_id IS NULL THEN
+            PERFORM pgcoord.raise_bad_argument('p_message_id', p_message_id, 'a message id');
+        END IF;
+        IF p_claim_token IS NULL THEN
+            PERFORM pgcoord.raise_bad_argument('p_claim_token', p_claim_token, 'a bigint');
+        END IF;
+        IF p_error IS NULL THEN
+            PERFORM pgcoord.raise_bad_argument('p_error', p_error, 'a text');
+        END IF;
+        PERFORM pgcoord.raise_bad_argument(
+            'p_retry_after', p_retry_after, 'NULL or an interval from 0 to 30 days'
+        );
+    END IF;
+
+    RETURN QUERY
+    SELECT g.status, g.next_attempt_at
+    FROM pgcoord.campaign_give_back(
+        p_message_id, p_claim_token, clock_timestamp(), p_retry_after, p_error
+    ) AS g;
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.campaign_fail(bigint, bigint, text, interval) IS
+'A failed try of message p_message_id of claim p_claim_token: pending again at its run''s '
+'backoff (or p_retry_after when later), or failed for good after try max_retries + 1; '
+'returns the status and next_attempt_at, no row for a stale token. Ranges: p_retry_after '
+'NULL or 0 to 30 days. Errors: 22004 NULL argument, 22023 p_retry_after out of range.';
+
+-- db/src/functions/campaign_give_back.sql
+-- Internal. Take message p_message_id out of claim p_claim_token (when that claim is
+-- current) and put it back. p_error NULL: a snooze or release, pending again at
+-- p_now + p_delay with its tries as they were. p_error given: a failed try (it counts
+-- once, also after the lease ran out); with retries left the message is pending at
+-- p_now + the run's backoff for this retry (its last element repeating), or at
+-- p_now + p_delay when that is later; without, it ends failed with p_error. The message
+-- gets a group of its own (a lone message's group is reused) and a new token, so the
+-- claim's token is stale for it. No row when the claim is not current.
+CREATE OR REPLACE FUNCTION pgcoord.campaign_give_back(
+    p_message_id bigint,
+    p_claim_token bigint,
+    p_now timestamptz,
+    p_delay interval,
+    p_error text
+)
+RETURNS TABLE (status text, next_attempt_at timestamptz)
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_group record;
+    v_tries integer;
+    v_error text;
+    v_due timestamptz;
+BEGIN
+    SELECT
+        q.run_id, q.tries, q.last_error, q.scheduled_at,
+        cardinality(q.message_ids) AS size, r.max_retries, r.retry_backoff
+    INTO v_group
+    FROM pgcoord.campaign_queue AS q
+    INNER JOIN pgcoord.campaign_runs AS r ON q.run_id = r.id
+    WHERE
+        q.token = p_claim_token AND q.claimed_by IS NOT NULL
+        AND p_message_id = any(q.message_ids)
+    FOR UPDATE OF q;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+
+    IF p_error IS NULL THEN
+        v_tries := v_group.tries;
+        v_error := v_group.last_error;
+        v_due := p_now + p_delay;
+    ELSE
+        v_tries := v_group.tries + 1;
+        v_error := p_error;
+        IF v_tries <= v_group.max_retries THEN
+            v_due := p_now + greatest(
+                v_group.retry_backoff[least(v_tries, cardinality(v_group.retry_backoff))],
+                coalesce(p_delay, interval '0')
+            );
+        END IF;
+    END IF;
+
+    IF v_group.size = 1 AND v_due IS NOT NULL THEN
+        UPDATE pgcoord.campaign_queue AS q
+        SET token = nextval('pgcoord.campaign_token'),
+            due_at = v_due,
+            claimed_by = NULL,
+            tries = v_tries,
+            last_error = v_error
+        WHERE q.token = p_claim_token;
+    ELSIF v_group.size = 1 THEN
+        DELETE FROM pgcoord.campaign_queue AS q WHERE q.token = p_claim_token;
+    ELSE
+        UPDATE pgcoord.campaign_queue AS q
+        SET message_ids = array_remove(q.message_ids, p_message_id)
+        WHERE q.token = p_claim_token;
+        IF v_due IS NOT NULL THEN
+            INSERT INTO pgcoord.campaign_queue (
+                token, run_id, due_at, scheduled_at, tries, last_error, message_ids
+            )
+            VALUES (
+                nextval('pgcoord.campaign_token'), v_group.run_id, v_due, v_group.scheduled_at,
+                v_tries, v_error, ARRAY[p_message_id]
+            );
+        END IF;
+    END IF;
+
+    IF v_due IS NULL THEN
+        INSERT INTO pgcoord.campaign_outcomes (
+            message_id, run_id, status, finished_at, attempts, error
+        )
+        VALUES (p_message_id, v_group.run_id, 'failed', p_now, v_tries, p_error);
+        RETURN QUERY SELECT 'failed'::text, NULL::timestamptz;
+    ELSE
+        RETURN QUERY SELECT 'pending'::text, v_due;
+    END IF;
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.campaign_give_back(bigint, bigint, timestamptz, interval, text) IS
+'Internal. Put message p_message_id of the current claim p_claim_token back: pending at '
+'p_now + p_delay (p_error NULL, no try spent), or after a failed try p_error pending at '
+'its backoff (or p_delay when later) or failed for good; no row when the claim is not '
+'current. Errors: none.';
+
+-- db/src/functions/campaign_release.sql
+-- Give a claimed message back untouched, for a worker that stops before its handler
+-- finished: pending, due at once, and the try is not counted, so restarts and deploys
+-- never push a message towards failing. False, changing nothing, for a stale token.
+CREATE OR REPLACE FUNCTION pgcoord.campaign_release(p_message_id bigint, p_claim_token bigint)
+RETURNS boolean
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_message_id IS NULL THEN
+        PERFORM pgcoord.raise_bad_argument('p_message_id', p_message_id, 'a message id');
+    END IF;
+    IF p_claim_token IS NULL THEN
+        PERFORM pgcoord.raise_bad_argument('p_claim_token', p_claim_token, 'a bigint');
+    END IF;
+
+    RETURN EXISTS (
+        SELECT
+        FROM pgcoord.campaign_give_back(
+            p_message_id, p_claim_token, clock_timestamp(), interval '0', NULL
+        )
+    );
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.campaign_release(bigint, bigint) IS
+'Give message p_message_id of claim p_claim_token back without spending a try, due at '
+'once; false, changing nothing, for a stale token. Errors: 22004 NULL argument.';
+
+-- db/src/functions/campaign_set_status.sql
+-- Change a run's status; returns the previous one. running <-> paused; running or
+-- paused -> cancelled or finished; cancelled and finished are final. Setting the status
+-- a run already has changes nothing and returns it (so a retried call is harmless).
+-- Paused, cancelled and finished runs' messages are not claimed; their pending messages
+-- stay as they are, for the record, and held ones may still be completed. Resuming a
+-- run with messages due within a second tells the workers (NOTIFY pgcoord_campaigns,
+-- payload the run id).
+CREATE OR REPLACE FUNCTION pgcoord.campaign_set_status(p_run_id bigint, p_status text)
+RETURNS text
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_now constant timestamptz := clock_timestamp();
+    v_previous text;
+BEGIN
+    IF p_run_id IS NULL THEN
+        PERFORM pgcoord.raise_bad_argument('p_run_id', p_run_id, 'a run id');
+    END IF;
+    IF p_status IS NULL OR p_status NOT IN ('running', 'paused', 'cancelled', 'finished') THEN
+        PERFORM pgcoord.raise_bad_argument(
+            'p_status', p_status, 'one of running, paused, cancelled, finished'
+        );
+    END IF;
+
+    SELECT r.status INTO v_previous
+    FROM pgcoord.campaign_runs AS r
+    WHERE r.id = p_run_id
+    FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        PERFORM pgcoord.raise_bad_argument('p_run_id', p_run_id, 'the id of a campaign run');
+    END IF;
+    IF v_previous = p_status THEN
+        RETURN v_previous;
+    END IF;
+    IF v_previous IN ('cancelled', 'finished') THEN
+        RAISE EXCEPTION 'p_status: run % is %, which is final; it cannot become %',
+            p_run_id, v_previous, p_status
+            USING ERRCODE = '22023';
+    END IF;
+
+    UPDATE pgcoord.campaign_runs AS r
+    SET status = p_status, status_changed_at = v_now
+    WHERE r.id = p_run_id;
+
+    IF p_status = 'running' AND EXISTS (
+        SELECT
+        FROM pgcoord.campaign_queue AS q
+        WHERE q.run_id = p_run_id AND q.due_at < v_now + interval '1 second'
+    ) THEN
+        PERFORM pg_notify('pgcoord_campaigns', p_run_id::text);
+    END IF;
+    RETURN v_previous;
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.campaign_set_status(bigint, text) IS
+'Set the status of run p_run_id (running, paused, cancelled, finished); returns the '
+'previous status. running <-> paused, running or paused -> cancelled or finished; the '
+'same status again is a no-op. Errors: 22004 NULL argument, 22023 unknown run, unknown '
+'status, or a change from cancelled or finished.';
+
+-- db/src/functions/campaign_skip_stale.sql
+-- Mark 'skipped' the pending messages of running runs scheduled (as enqueued) more than
+-- p_older_than ago, by default each run's stale_after; returns how many. Held messages
+-- are left to their claim, and a message waiting for a retry whose scheduled_at is that
+-- old is skipped too. Runs are visited in id order and their skipped counters updated
+-- in that order, so concurrent calls cannot deadlock; groups a claim holds at that
+-- moment are passed over (SKIP LOCKED).
+CREATE OR REPLACE FUNCTION pgcoord.campaign_skip_stale(p_older_than interval DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_now constant timestamptz := clock_timestamp();
+    v_run record;
+    v_skipped integer;
+    v_total integer := 0;
+BEGIN
+    IF NOT coalesce(
+        p_older_than IS NULL
+        OR p_older_than >= interval '0' AND p_older_than <= interval '100 years',
+        false
+    ) THEN
+        PERFORM pgcoord.raise_bad_argument(
+            'p_older_than', p_older_than, 'NULL or an interval from 0 to 100 years'
+        );
+    END IF;
+
+    FOR v_run IN
+        SELECT r.id, v_now - coalesce(p_older_than, r.stale_after) AS cutoff
+        FROM pgcoord.campaign_runs AS r
+        WHERE r.status = 'running'
+        ORDER BY r.id
+    LOOP
+        WITH stale AS (
+            SELECT q.token
+            FROM pgcoord.campaign_queue AS q
+            WHERE
+                q.run_id = v_run.id AND q.claimed_by IS NULL
+                AND q.scheduled_at < v_run.cutoff
+            FOR UPDATE SKIP LOCKED
+        ),
+
+        gone AS (
+            DELETE FROM pgcoord.campaign_queue AS q
+            USING stale
+            WHERE q.token = stale.token
+            RETURNING q.run_id, q.tries, q.last_error, q.message_ids
+        ),
+
+        skipped AS (
+            INSERT INTO pgcoord.campaign_outcomes (
+                message_id, run_id, status, finished_at, attempts, error
+            )
+            SELECT m.id, gone.run_id, 'skipped', v_now, gone.tries, gone.last_error
+            FROM gone CROSS JOIN LATERAL unnest(gone.message_ids) AS m (id)
+            RETURNING 1
+        )
+
+        SELECT count(*)::integer INTO v_skipped FROM skipped;
+        IF v_skipped > 0 THEN
+            UPDATE pgcoord.campaign_runs AS r
+            SET skipped = r.skipped + v_skipped
+            WHERE r.id = v_run.id;
+            v_total := v_total + v_skipped;
+        END IF;
+    END LOOP;
+    RETURN v_total;
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.campaign_skip_stale(interval) IS
+'Mark skipped the pending messages of running runs scheduled more than p_older_than ago '
+'(NULL: each run''s stale_after); returns how many. Ranges: p_older_than NULL or 0 to 100 '
+'years. Errors: 22023 p_older_than out of range.';
+
+-- db/src/functions/campaign_snooze.sql
+-- Put a claimed message back, pending at now + p_delay, without spending a try (the
+-- provider said 429 / Retry-After: not the message's fault). A late snooze (lease run
+-- out, not yet reclaimed) succeeds too. False, changing nothing, for a stale token.
+CREATE OR REPLACE FUNCTION pgcoord.campaign_snooze(
+    p_message_id bigint, p_claim_token bigint, p_delay interval
+)
+RETURNS boolean
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- one lean test on the hot path; the checks naming the bad argument run only when
+    -- it fails (each IF's expression is set up again in every transaction)
+    IF (
+        p_message_id IS NOT NULL
+        AND p_claim_token IS NOT NULL
+        AND p_delay >= interval '0' AND p_delay <= interval '30 days'
+    ) IS NOT TRUE THEN
+        IF p_message_id IS NULL THEN
+            PERFORM pgcoord.raise_bad_argument('p_message_id', p_message_id, 'a message id');
+        END IF;
+        IF p_claim_token IS NULL THEN
+            PERFORM pgcoord.raise_bad_argument('p_claim_token', p_claim_token, 'a bigint');
+        END IF;
+        PERFORM pgcoord.raise_bad_argument('p_delay', p_delay, 'an interval from 0 to 30 days');
+    END IF;
+
+    RETURN EXISTS (
+        SELECT
+        FROM pgcoord.campaign_give_back(
+            p_message_id, p_claim_token, clock_timestamp(), p_delay, NULL
+        )
+    );
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.campaign_snooze(bigint, bigint, interval) IS
+'Put message p_message_id of claim p_claim_token back, pending at now + p_delay, without '
+'spending a try; false, changing nothing, for a stale token. Ranges: p_delay 0 to 30 '
+'days. Errors: 22004 NULL argument, 22023 p_delay out of range.';
 
 -- db/src/functions/lock_acquire.sql
 -- Take or renew the lease of a key. A free or expired key is granted with a new token;
@@ -1520,6 +2804,85 @@ COMMENT ON VIEW pgcoord.buffer_status IS
 'first_message_at, last_message_at, flush_at, claimed_by, claimed_until, attempt, dead, '
 'last_error.';
 
+-- db/src/views/campaign_message_status.sql
+-- One row per campaign message, for operators: where it is and what happened to it.
+-- status: pending, processing (held by claimed_by until claimed_until; an orphan once
+-- that has passed), sent, failed, skipped. attempt counts its tries so far, the running
+-- one included. last_error is the error of its last failed try ('lease expired' for a
+-- lost lease), kept after it is sent. It reads the open groups whole: filter by run_id.
+CREATE OR REPLACE VIEW pgcoord.campaign_message_status AS
+WITH g AS (
+    SELECT
+        q.run_id,
+        q.due_at,
+        q.claimed_by,
+        q.tries,
+        q.last_error,
+        unnest(q.message_ids) AS message_id
+    FROM pgcoord.campaign_queue AS q
+)
+
+SELECT  -- noqa: ST06
+    m.id AS message_id,
+    m.run_id,
+    m.recipient,
+    coalesce(o.status, CASE WHEN g.claimed_by IS NULL THEN 'pending' ELSE 'processing' END)
+        AS status,
+    coalesce(o.attempts, g.tries + (g.claimed_by IS NOT NULL)::integer) AS attempt,
+    m.scheduled_at,
+    CASE WHEN g.claimed_by IS NULL THEN g.due_at END AS next_attempt_at,
+    g.claimed_by,
+    CASE WHEN g.claimed_by IS NOT NULL THEN g.due_at END AS claimed_until,
+    coalesce(o.error, g.last_error) AS last_error,
+    o.finished_at,
+    o.metrics
+FROM pgcoord.campaign_messages AS m
+LEFT JOIN pgcoord.campaign_outcomes AS o ON m.id = o.message_id
+LEFT JOIN g ON m.id = g.message_id AND m.run_id = g.run_id;
+
+COMMENT ON VIEW pgcoord.campaign_message_status IS
+'Campaign messages: message_id, run_id, recipient, status, attempt, scheduled_at, '
+'next_attempt_at, claimed_by, claimed_until, last_error, finished_at, metrics.';
+
+-- db/src/views/campaign_progress.sql
+-- One row per campaign run, counted without reading its sent messages: pending and
+-- processing (held, an orphan included until it is claimed again) are summed over the
+-- run's open groups, failed is counted on a partial index of the outcomes, total and
+-- skipped are the run's counters, and sent is the rest. Cheap for a run of a million
+-- messages: it reads the backlog's groups and the failures only.
+-- The columns are in the contract's order.
+CREATE OR REPLACE VIEW pgcoord.campaign_progress AS
+SELECT  -- noqa: ST06
+    r.id AS run_id,
+    r.name,
+    r.status,
+    o.pending,
+    o.processing,
+    r.total - o.pending - o.processing - f.failed - r.skipped AS sent,
+    f.failed,
+    r.skipped,
+    r.total
+FROM pgcoord.campaign_runs AS r
+CROSS JOIN
+    LATERAL (
+        SELECT
+            coalesce(sum(cardinality(q.message_ids)) FILTER (WHERE q.claimed_by IS NULL), 0)
+                AS pending,
+            coalesce(sum(cardinality(q.message_ids)) FILTER (WHERE q.claimed_by IS NOT NULL), 0)
+                AS processing
+        FROM pgcoord.campaign_queue AS q
+        WHERE q.run_id = r.id
+    ) AS o
+CROSS JOIN LATERAL (
+    SELECT count(*) AS failed
+    FROM pgcoord.campaign_outcomes AS x
+    WHERE x.run_id = r.id AND x.status = 'failed'
+) AS f;
+
+COMMENT ON VIEW pgcoord.campaign_progress IS
+'Campaign runs and their messages by state: run_id, name, status, pending, processing, '
+'sent, failed, skipped, total.';
+
 -- db/src/views/lock_status.sql
 -- One row per held key; expired leases stay listed until taken over or released.
 CREATE OR REPLACE VIEW pgcoord.lock_status AS
@@ -1626,6 +2989,27 @@ GRANT EXECUTE ON FUNCTION pgcoord.rate_reset(text) TO pgcoord_client;
 GRANT SELECT ON pgcoord.lock_status TO pgcoord_client;
 GRANT SELECT ON pgcoord.buffer_status TO pgcoord_client;
 GRANT SELECT ON pgcoord.rate_status TO pgcoord_client;
+
+GRANT EXECUTE ON FUNCTION
+pgcoord.campaign_create(text, integer, interval[], interval) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.campaign_set_status(bigint, text) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.campaign_enqueue(bigint, jsonb) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION
+pgcoord.campaign_claim(text, integer, interval, bigint) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.campaign_complete(bigint, bigint, jsonb) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION
+pgcoord.campaign_complete_many(bigint[], bigint[], jsonb[]) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION
+pgcoord.campaign_completed(bigint[], bigint[], jsonb[]) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.campaign_fail(bigint, bigint, text, interval) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.campaign_snooze(bigint, bigint, interval) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.campaign_skip_stale(interval) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.campaign_extend(bigint, bigint, interval) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.campaign_release(bigint, bigint) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.campaign_due_in(bigint) TO pgcoord_client;
+
+GRANT SELECT ON pgcoord.campaign_progress TO pgcoord_client;
+GRANT SELECT ON pgcoord.campaign_message_status TO pgcoord_client;
 
 INSERT INTO pgcoord.schema_version (version) VALUES ('0.3.0')
 ON CONFLICT (version) DO NOTHING;

@@ -12,8 +12,13 @@ locks and inbox at work on a real PostgreSQL server, every step checked.
     ledger        what the worker processes record, and how it is read back
     facts         what happened, from the ledger and the deliveries (analyse)
     checks        one function per invariant, each returning a Check
-    output        printing, ascii mode, the summary, a quiet exit
+    output        printing, ascii mode, the summary
     waiting       polling, and the error of a wait that failed
+    pipeline      the campaign handler: generate, split, send each part once (needs the
+                  `demo` extra: httpx)
+    parts         from a model's answer to WhatsApp parts, and the parts' keys
+    provider      a fake model and gateway on 127.0.0.1: slow, failing, rate limited,
+                  seeded, with a ledger of what it took (needs aiohttp)
 
 The library never imports this package (tests/test_layering.py).
 """

@@ -5,6 +5,7 @@ on facts of its own."""
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,10 +13,12 @@ from typing import TYPE_CHECKING
 
 from pgcoord import Lock, LockStatus
 
-from .facts import Outcome, Takeover, Webhook
+from .facts import Outcome, QueuedMessage, Takeover, Webhook
 from .output import plural
+from .parts import message_of, part_key
 
 if TYPE_CHECKING:
+    from .provider import Ledger
     from .workers import WorkerProcess
 
 
@@ -299,4 +302,107 @@ def workers_stopped_cleanly(workers: Sequence[WorkerProcess], codes: Mapping[str
         f"the {len(workers)} workers stopped cleanly on SIGTERM",
         not stopped,
         "; ".join(f"{w.name} exit {codes[w.name]}: {w.log_tail(5)}" for w in stopped),
+    )
+
+
+# The campaign ----------------------------------------------------------------------------
+
+
+def campaign_checks(
+    messages: Sequence[QueuedMessage], enqueued: int, max_retries: int, ledger: Ledger
+) -> list[Check]:
+    """The claims about a campaign sent through the fake provider: `messages` as the
+    queue holds them after the run, `enqueued` how many were enqueued, `max_retries`
+    the run's, `ledger` what the provider did."""
+    return [
+        none_lost_or_stuck(messages, enqueued),
+        sent_or_failed(messages, max_retries),
+        sent_parts_accepted(messages, ledger),
+        parts_accepted_once(ledger),
+        within_gateway_limit(ledger),
+    ]
+
+
+def none_lost_or_stuck(messages: Sequence[QueuedMessage], enqueued: int) -> Check:
+    stuck = [m for m in messages if m.status in ("pending", "processing")]
+    return Check(
+        f"none lost or stuck: the {enqueued} messages enqueued are all there, none "
+        "pending or processing",
+        len({m.message_id for m in messages}) == len(messages) == enqueued and not stuck,
+        f"{len(messages)} messages for {enqueued} enqueued; stuck: "
+        f"{[(m.message_id, m.status) for m in stuck[:5]]}",
+    )
+
+
+def sent_or_failed(messages: Sequence[QueuedMessage], max_retries: int) -> Check:
+    """Each message was sent, or failed for good after all its tries, its error kept."""
+    tries = max_retries + 1
+    sent = sum(m.status == "sent" for m in messages)
+    failed = [m for m in messages if m.status == "failed"]
+    early = [m for m in failed if m.attempt != tries or not m.error]
+    other = [m for m in messages if m.status not in ("sent", "failed")]
+    return Check(
+        f"every message sent ({sent}) or failed after its {tries} tries with its error "
+        f"kept ({len(failed)})",
+        bool(messages) and not early and not other,
+        f"failed at another try or without an error: "
+        f"{[(m.message_id, m.attempt, m.error) for m in early[:3]]}; neither sent nor "
+        f"failed: {[(m.message_id, m.status) for m in other[:5]]}",
+    )
+
+
+def sent_parts_accepted(messages: Sequence[QueuedMessage], ledger: Ledger) -> Check:
+    """The gateway took every part of each sent message (as many as its metrics say),
+    of any other message at most the parts before the one that failed, and nothing
+    else."""
+    keys: defaultdict[int | None, set[str]] = defaultdict(set)
+    for acceptance in ledger.accepted:
+        keys[message_of(acceptance.key)].add(acceptance.key)
+    wrong = []
+    unsent = 0  # parts taken of messages not sent in the end
+    for m in messages:
+        taken = keys.pop(m.message_id, set())
+        parts = (m.metrics or {}).get("parts") if m.status == "sent" else len(taken)
+        unsent += 0 if m.status == "sent" else len(taken)
+        if not isinstance(parts, int) or taken != {part_key(m.message_id, i) for i in range(parts)}:
+            wrong.append((m.message_id, m.status, parts, sorted(taken)))
+    strangers = sorted(key for others in keys.values() for key in others)
+    return Check(
+        f"the gateway took all the parts of every sent message and no others "
+        f"({len(ledger.accepted)} parts, {unsent} of them of messages that failed)",
+        not wrong and not strangers and bool(ledger.accepted),
+        f"messages whose parts differ (id, status, parts, taken): {wrong[:3]}; "
+        f"parts of no message: {strangers[:5]}",
+    )
+
+
+def parts_accepted_once(ledger: Ledger) -> Check:
+    """No key taken twice, and no recipient given the same text under two keys (a part
+    sent again under a new key). A campaign writes one message per recipient, and the
+    fake model never repeats a part within a message."""
+    keys = Counter(a.key for a in ledger.accepted)
+    texts = Counter(a.digest for a in ledger.accepted)
+    twice = [key for key, n in keys.items() if n > 1]
+    again = [a.key for a in ledger.accepted if texts[a.digest] > 1]
+    replays = sum(a.replays for a in ledger.accepted)
+    return Check(
+        f"each of the {len(ledger.accepted)} parts accepted once by the gateway; "
+        f"{plural(replays, 'part')} sent again answered with the first acceptance",
+        not twice and not again and bool(ledger.accepted),
+        f"keys taken twice: {twice[:5]}; keys given the same text as another: {again[:5]}",
+    )
+
+
+def within_gateway_limit(ledger: Ledger) -> Check:
+    """The gateway never had more requests in one second of its clock than its limit."""
+    over = [s for s in ledger.seconds if s.requests > ledger.gateway_limit]
+    busiest = max((s.requests for s in ledger.seconds), default=0)
+    return Check(
+        f"at most {ledger.gateway_limit} gateway requests in every second "
+        f"(the busiest had {busiest})",
+        not over,
+        f"{plural(len(over), 'second')} over the limit, e.g. second {over[0].second}: "
+        f"{over[0].requests} requests, {over[0].over_limit} answered 429"
+        if over
+        else "",
     )

@@ -1,14 +1,16 @@
 """What happened, as facts the checks judge: what each webhook of the lock race got,
-what became of the killed worker's batch, and what the storm's deliveries, stored
-messages, claims and replies show (`analyse`)."""
+what became of the killed worker's batch, what the storm's deliveries, stored
+messages, claims and replies show (`analyse`), and what a campaign's queue holds after
+its run."""
 
 from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from pgcoord import BufferStatus, Lock
 
@@ -68,6 +70,18 @@ class Outcome:
     latencies: tuple[float, ...] = field(default=())  # seconds: last message -> reply
     drain: float | None = None  # seconds from the last new message to the last reply
     by_worker: dict[str, int] = field(default_factory=dict)  # replies per worker
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedMessage:
+    """A campaign message as the queue holds it after the run."""
+
+    message_id: int
+    recipient: str
+    status: str  # pending, processing, sent, failed or skipped
+    attempt: int  # of its last claim: 1 + the tries it had failed before
+    error: str | None  # what its last failed try said
+    metrics: Mapping[str, Any] | None  # what the handler returned when it was sent
 
 
 def analyse(

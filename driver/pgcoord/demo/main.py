@@ -20,7 +20,6 @@ the end.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import uuid
@@ -29,30 +28,38 @@ from collections.abc import Sequence
 import psycopg
 
 from pgcoord import PgcoordError
+from pgcoord.cli import database
+from pgcoord.cli.errors import CommandError
+from pgcoord.cli.main import guarded
+from pgcoord.cli.options import Integer, Parser
 
 from .inbox_scene import InboxScenes, connections_needed
 from .locks_scene import play_locks
-from .output import Report, silence_stdout, summary
+from .output import Report, summary
 from .server import CannotRun, connect, install, server, server_version
 from .waiting import StormError
 
 WEBHOOKS = 50
 CONVERSATIONS = 120
 STORM_WORKERS = 3
+# each webhook and each worker process holds connections of its own
+WEBHOOKS_RANGE = Integer(2, 1000)
+CONVERSATIONS_RANGE = Integer(1, 100_000)
+WORKERS_RANGE = Integer(1, 64)
 PARTS = ("locks", "inbox")
 TITLES = {"locks": "lease locks for webhook bursts", "inbox": "an inbox for message storms"}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if args.webhooks < 2:
-        parser.error("--webhooks must be at least 2")
-    if args.conversations < 1 or args.workers < 1:
-        parser.error("--conversations and --workers must be at least 1")
+    """Run the demo; the exit status is that of every pgcoord command, 1 also when a
+    check failed."""
+    return guarded("pgcoord demo: ", lambda: _play(build_parser().parse_args(argv)))
+
+
+def _play(args: argparse.Namespace) -> int:
     parts = PARTS if args.only is None else (args.only,)
     report = Report(sys.stdout, ascii_only=args.ascii)
-    url = args.database_url or os.environ.get("DATABASE_URL") or None
+    url = database.given_url(args)
     print(f"pgcoord demo: {', '.join(TITLES[p] for p in parts)}", flush=True)
     where = "the server"
     start = time.perf_counter()
@@ -68,14 +75,8 @@ def main(argv: list[str] | None = None) -> int:
                 conversations=args.conversations,
                 workers=args.workers,
             )
-    except BrokenPipeError:
-        # the reader went away (scripts/demo | head): the servers and workers are already
-        # stopped by the context managers
-        silence_stdout()
-        return 1
     except (CannotRun, psycopg.Error, PgcoordError, StormError) as exc:
-        print(_stopped(exc, where, args), file=sys.stderr)
-        return 2
+        raise CommandError(_stopped(exc, where, args)) from exc
     print(f"\n{summary(report.checks, time.perf_counter() - start)}", flush=True)
     return 0 if report.checks and not report.failed else 1
 
@@ -104,26 +105,26 @@ def run(
 
 
 def _stopped(exc: Exception, where: str, args: argparse.Namespace) -> str:
-    """What to say on stderr when the demo could not run to its end."""
+    """What to say, on one line, when the demo could not run to its end."""
     if isinstance(exc, CannotRun):
-        return f"pgcoord demo: {exc}"
+        return str(exc)
     if isinstance(exc, StormError):
-        return f"\npgcoord demo: the storm stopped: {exc}"
+        return f"the storm stopped: {exc}"
     if isinstance(exc, psycopg.OperationalError):
-        said = f"\npgcoord demo: connection to {where} failed: {exc}".rstrip()
+        said = f"connection to {where} failed: {database.connection_cause(exc)}"
         if exc.sqlstate == "53300":  # too many connections
             said += (
-                f"\nthe lock scenes open {args.webhooks + 3} connections at once, the storm "
-                f"up to {connections_needed(args.workers)}; try fewer with --webhooks or "
+                f"; the lock scenes open {args.webhooks + 3} connections at once, the storm "
+                f"up to {connections_needed(args.workers)}: try fewer with --webhooks or "
                 "--workers"
             )
         return said
     state = getattr(exc, "sqlstate", None)
-    return f"\npgcoord demo: stopped by an error ({state or '-'}): {exc}"
+    return f"stopped by an error ({state or '-'}): {exc}"
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
         prog="pgcoord demo",
         description="Show pgcoord's lease locks and inbox at work on a real PostgreSQL "
         "server and check every step. Exits 0 only when every check held.",
@@ -136,19 +137,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--webhooks",
-        type=int,
+        type=WEBHOOKS_RANGE,
         default=WEBHOOKS,
         help=f"concurrent webhooks in the burst, each with its own connection (default {WEBHOOKS})",
     )
     parser.add_argument(
         "--conversations",
-        type=int,
+        type=CONVERSATIONS_RANGE,
         default=CONVERSATIONS,
         help=f"conversations in the inbox storm (default {CONVERSATIONS})",
     )
     parser.add_argument(
         "--workers",
-        type=int,
+        type=WORKERS_RANGE,
         default=STORM_WORKERS,
         help=f"worker processes answering the storm, besides the one that is killed "
         f"(default {STORM_WORKERS})",

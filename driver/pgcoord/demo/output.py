@@ -1,12 +1,11 @@
 """How the demo speaks: the story and the checks as they happen (✓/✗, or ok/FAIL in
-ascii mode or when the terminal cannot print them), the summary, a few number formats,
-and a quiet exit when the reader goes away (scripts/demo | head)."""
+ascii mode or when the terminal cannot print them), the summary, a few number formats.
+A reader that goes away (scripts/demo | head) stops the demo quietly, as it does every
+pgcoord command (pgcoord.cli.main.guarded)."""
 
 from __future__ import annotations
 
-import os
 import statistics
-import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, TextIO
 
@@ -56,12 +55,6 @@ def summary(checks: Sequence[Check], seconds: float) -> str:
         return f"{len(checks)} checks, all held ({seconds:.1f} s)"
     names = "".join(f"\n   - {c.label}" for c in failed)
     return f"{len(failed)} of {len(checks)} checks FAILED ({seconds:.1f} s):{names}"
-
-
-def silence_stdout() -> None:
-    """The reader went away: send whatever is still printed (at exit too) nowhere, so
-    the demo leaves quietly, with no traceback."""
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def plural(n: int, word: str) -> str:

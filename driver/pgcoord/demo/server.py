@@ -10,10 +10,11 @@ from datetime import datetime
 from typing import Any, LiteralString
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 from psycopg.sql import SQL, Identifier
 
-from pgcoord.config import CONNECT_TIMEOUT
+from pgcoord.cli.errors import UsageError
+from pgcoord.config import CONNECT_TIMEOUT, describe
 from pgcoord.migrations import migrate
 
 SERVER_VERSION: LiteralString = "SELECT current_setting('server_version')"
@@ -23,7 +24,7 @@ DROP_DATABASE: LiteralString = "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
 
 
 class CannotRun(Exception):
-    """The demo could not start (no server); the message says what to do."""
+    """The demo could not start its embedded server; the message says why."""
 
 
 def connect(url: str) -> psycopg.Connection[Any]:
@@ -46,14 +47,6 @@ def server_version(conn: psycopg.Connection[Any]) -> str:
     return str(row[0]).split()[0] if row else "?"
 
 
-def describe(url: str) -> str:
-    """host:port/database of a URL, without the password."""
-    params = conninfo_to_dict(url)
-    host = str(params.get("host") or "localhost")
-    port = str(params.get("port") or 5432)
-    return f"{host}:{port}/{params.get('dbname') or params.get('user') or ''}"
-
-
 def install(conn: psycopg.Connection[Any]) -> str:
     """Install (or upgrade to) the newest release when needed; say what was found."""
     before, after = migrate(conn)
@@ -67,7 +60,7 @@ def install(conn: psycopg.Connection[Any]) -> str:
 @contextmanager
 def server(url: str | None) -> Iterator[tuple[str, str]]:
     """The URL to use and how to describe it: the given one, or an embedded server
-    (CannotRun when it cannot start)."""
+    (UsageError when it is not installed, CannotRun when it cannot start)."""
     if url:
         yield url, describe(url)
         return
@@ -78,7 +71,7 @@ def server(url: str | None) -> Iterator[tuple[str, str]]:
 
             embedded = stack.enter_context(embedded_server())
         except ModuleNotFoundError as exc:
-            raise CannotRun(
+            raise UsageError(
                 f"no DATABASE_URL given and the embedded server is not installed "
                 f"({exc.name}): pip install 'pgcoord[embedded]', or set DATABASE_URL"
             ) from exc

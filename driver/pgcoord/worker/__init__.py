@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from ..errors import ClaimLost, HandlerTimeout, RateLimited, Retry
 from .buffers import BufferWork, BufferWorker, Handler, PayloadHandler
+from .campaigns import CampaignWork, CampaignWorker
 from .runtime import STOPPED, Failure, RateBudget, Runtime, Work, complete_in
 
 __all__ = [
     "STOPPED",
     "BufferWork",
     "BufferWorker",
+    "CampaignWork",
+    "CampaignWorker",
     "ClaimLost",
     "Failure",
     "Handler",

@@ -38,7 +38,7 @@ from typing import Any
 from .. import campaigns_async, locks_async
 from ..config import CAMPAIGN_CLAIM_LIMIT, CAMPAIGN_LEASE
 from ..types import CampaignMessage
-from .runtime import AsyncConn, AsyncPool, Failure, RateBudget, Runtime, Work
+from .runtime import AsyncConn, AsyncPool, Failure, RateBudget, Runtime, Work, log
 
 Handler = Callable[[CampaignMessage], Awaitable[Mapping[str, Any] | None]]
 
@@ -54,6 +54,7 @@ class CampaignWork(Work[CampaignMessage]):
     # scheduled for later, which campaign_due_in already counts
     max_idle_poll = timedelta(seconds=5)
     final_line = "failed {item} for good after {attempt} tries: {reason}"
+    completes_in_batches = True
 
     def __init__(self, run_id: int | None, skip_stale_every: timedelta | None) -> None:
         self.run_id = run_id
@@ -81,6 +82,11 @@ class CampaignWork(Work[CampaignMessage]):
     ) -> datetime | None:
         return await campaigns_async.campaign_extend(conn, item.message_id, item.claim_token, lease)
 
+    def outcome(self, item: CampaignMessage, result: Any, seconds: float) -> dict[str, Any]:
+        """The metrics stored with the sent message: the handler's, and its duration as
+        `handler_ms` (what `pgcoord campaigns` reports as p50/p95)."""
+        return {"handler_ms": round(seconds * 1000, 3), **dict(result or {})}
+
     async def complete(
         self, conn: AsyncConn, done: Sequence[tuple[CampaignMessage, Any]]
     ) -> list[bool]:
@@ -88,7 +94,7 @@ class CampaignWork(Work[CampaignMessage]):
             conn,
             [item.message_id for item, _ in done],
             [item.claim_token for item, _ in done],
-            [dict(metrics or {}) for _, metrics in done],
+            [metrics for _, metrics in done],
         )
         return [item.message_id in completed for item, _ in done]
 
@@ -123,11 +129,9 @@ class CampaignWork(Work[CampaignMessage]):
         every = self.housekeeping_every
         assert every is not None
         grant = await locks_async.lock_acquire(conn, SKIP_STALE_LOCK, worker, every)
-        if grant.acquired and grant.token is not None:
+        if grant.acquired:
             skipped = await campaigns_async.campaign_skip_stale(conn)
             if skipped:
-                from .runtime import log
-
                 log.info("skipped %d stale campaign messages", skipped)
 
 

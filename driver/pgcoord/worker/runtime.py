@@ -8,10 +8,12 @@ snooze or give back one of them. The runtime owns everything else, once:
   `concurrency + prefetch` claims, so memory stays bounded whatever the backlog; it claims
   up to `batch` items in one call when that many places are free, or as soon as no
   claimed item is waiting for a slot (a handler never idles for the sake of batching);
-- per item: a task that waits for the shared rate budget (optional, one call per claimed
-  batch) and a slot, runs the handler under its timeout, and settles the item by how
-  the handler ended; a heartbeat extends the claim every third of the lease, and cancels
-  the handler when the claim is lost;
+- admission: one loop starts claimed items as slots free up; with a shared rate budget
+  it first spends one token per item for all that can start now, in one call, so the
+  fleet never starts more handlers than the budget allows;
+- per item: a task that waits for its admission, runs the handler under its timeout,
+  and settles the item by how the handler ended; a heartbeat extends the claim every
+  third of the lease, and cancels the handler when the claim is lost;
 - completions are batched: successes queue up while a completion call is in flight, and
   the next call completes all of them (one round trip for many, when the work allows);
 - wake-ups: LISTEN on the work's channel (on the pool's server, a direct connection of
@@ -26,7 +28,9 @@ snooze or give back one of them. The runtime owns everything else, once:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import functools
 import inspect
 import logging
 import signal
@@ -40,7 +44,7 @@ from typing import Any, ClassVar, Generic, LiteralString, TypeVar
 
 import psycopg
 from psycopg import sql as pgsql
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .. import rates_async
 from ..config import async_pool
@@ -63,7 +67,12 @@ MAX_ERROR_PAUSE = 5.0
 LISTEN_TIMEOUT = 5.0
 # how many queued successes one completion call takes at most
 COMPLETE_BATCH = 100
+# how long a success may wait for others to share its completion call, when the work
+# completes in batches: until a claim's worth has finished, no handler runs, or this
+COMPLETE_LINGER = 0.05
 STOPPED = "worker stopped before the handler finished"
+# the faults of the database or the network: logged as one line each, not a traceback
+FAULTS = (psycopg.OperationalError, PoolTimeout, OSError, TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -129,10 +138,19 @@ class Work(ABC, Generic[Item]):
     async def extend(self, conn: AsyncConn, item: Item, lease: timedelta) -> datetime | None:
         """Extend the claim; None when it is no longer current."""
 
+    # whether `complete` makes one call for many items (then successes wait a moment for
+    # others to share it), or one call each
+    completes_in_batches: ClassVar[bool] = False
+
     @abstractmethod
     async def complete(self, conn: AsyncConn, done: Sequence[tuple[Item, Any]]) -> list[bool]:
         """Complete the items with their handlers' results; per item, whether its claim
         was current."""
+
+    def outcome(self, item: Item, result: Any, seconds: float) -> Any:
+        """What `complete` gets for an item whose handler returned `result` after
+        `seconds`: by default the result itself."""
+        return result
 
     @abstractmethod
     async def complete_one(self, conn: AsyncConn, item: Item) -> bool:
@@ -167,17 +185,25 @@ class Flight(Generic[Item]):
 
     work: Work[Item]
     item: Item
-    gate: asyncio.Future[None] | None = None  # resolved once the rate budget allows it
+    # resolved by the admission loop: True to start (a slot, and the rate budget), False
+    # when the worker stopped first
+    admitted: asyncio.Future[bool] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
     handler: asyncio.Task[Any] | None = None
-    running: bool = False  # past its gate and its slot
+    running: bool = False  # admitted: its handler holds a slot
     completed: bool = False  # complete_in succeeded inside the handler
     lost: bool = False  # the heartbeat found the claim taken by another
     stopped: bool = False  # cancelled by the worker's stop, past its grace
     claimed: float = field(default_factory=time.monotonic)
+    started: float = 0.0  # when its handler started (time.monotonic)
+    ended: float = 0.0  # when its handler ended
 
     def cancel(self) -> None:
         """Cancel the handler because the worker stops (the item is given back)."""
         self.stopped = True
+        if not self.admitted.done():
+            self.admitted.set_result(False)
         if self.handler is not None:
             self.handler.cancel()
 
@@ -194,20 +220,27 @@ async def complete_in(conn: AsyncConn, item: Any) -> None:
     Inside a worker's handler, the worker then neither completes the claim again nor
     takes the end of its heartbeat for a lost claim. Outside a handler, pass a `Batch`."""
     flight = current.get()
-    if flight is not None and flight.work.token(flight.item) == _token(item):
+    own = flight is not None and flight.item == item  # the running handler's own item
+    if flight is not None and own:
         work: Work[Any] = flight.work
     else:
-        from .buffers import BufferWork
+        from .buffers import BufferWork  # here: buffers imports this module
 
         work = BufferWork()
     if not await work.complete_one(conn, item):
         raise ClaimLost(item, work.subject(item))
-    if flight is not None and flight.work.token(flight.item) == _token(item):
+    if flight is not None and own:
         flight.completed = True
 
 
-def _token(item: Any) -> int | None:
-    return getattr(item, "claim_token", None)
+class UncommittedCompletion(Exception):
+    """The handler returned, but the completion it made with complete_in rolled back."""
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as one line: its class and its first line of text."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 async def _resolved(value: Any) -> Any:
@@ -279,6 +312,9 @@ class Runtime(Generic[Item]):
         self.batch = batch
         self.capacity = concurrency + prefetch
         self.lease = lease
+        # the longest one database call may take: a server that stops answering (frozen,
+        # partitioned) is noticed well within the lease, and a stop is not held up by it
+        self.call_timeout = min(max(lease.total_seconds() / 2, 1.0), 10.0)
         self.timeout = timeout
         self.idle_poll = idle_poll.total_seconds()
         self.grace = grace.total_seconds()
@@ -292,7 +328,11 @@ class Runtime(Generic[Item]):
             name="pgcoord-worker",
         )
         self._flights: dict[asyncio.Task[None], Flight[Item]] = {}
-        self._slots = asyncio.Semaphore(concurrency)
+        self._sweep: asyncio.Task[None] | None = None
+        self._abandoned: set[asyncio.Task[Any]] = set()  # calls past call_timeout
+        self._queued: collections.deque[Flight[Item]] = collections.deque()  # to admit
+        self._running = 0  # handlers holding a slot
+        self._admit = asyncio.Event()  # something to admit, or a slot freed, or a stop
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._done: list[tuple[Flight[Item], Any, asyncio.Future[bool | None]]] = []
@@ -306,6 +346,8 @@ class Runtime(Generic[Item]):
         thread, use `loop.call_soon_threadsafe(worker.stop)`."""
         self._stopping.set()
         self._wake.set()
+        self._admit.set()
+        self._done_ready.set()
 
     async def run(self, *, handle_signals: bool = False) -> None:
         """Work until `stop()`; then finish or give back the items in flight."""
@@ -314,7 +356,10 @@ class Runtime(Generic[Item]):
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self.stop)
         listening = asyncio.Event()
-        helpers = [asyncio.create_task(self._complete_loop(), name="pgcoord-worker complete")]
+        helpers = [
+            asyncio.create_task(self._complete_loop(), name="pgcoord-worker complete"),
+            asyncio.create_task(self._admit_loop(), name="pgcoord-worker admit"),
+        ]
         if self.listen is False:
             listening.set()
             log.info("worker %s: no LISTEN; polling every %g s at most", self.name, self.idle_poll)
@@ -343,7 +388,7 @@ class Runtime(Generic[Item]):
             await self._drain(0)
             raise
         finally:
-            for task in helpers:
+            for task in [*helpers, *([self._sweep] if self._sweep else []), *self._abandoned]:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
             self._fail_pending_completions()
@@ -360,6 +405,45 @@ class Runtime(Generic[Item]):
             self.failed,
         )
 
+    # -- the database -----------------------------------------------------------------
+
+    async def _db(self, call: Callable[[AsyncConn], Awaitable[T]]) -> T:
+        """`call` on a pooled connection, bounded by `call_timeout`: a database that stops
+        answering raises TimeoutError then, at once. The stuck call is cancelled and left
+        to end in the background (psycopg then tries to cancel its query on the server,
+        which takes seconds when nothing answers), so the worker goes on meanwhile."""
+
+        async def pooled() -> T:
+            async with self._pool.connection(timeout=self.call_timeout) as conn:
+                return await call(conn)
+
+        task = asyncio.create_task(pooled(), name="pgcoord-call")
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self.call_timeout)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if not done:
+            task.cancel()
+            self._abandoned.add(task)
+            task.add_done_callback(self._abandoned.discard)
+            raise TimeoutError
+        return task.result()
+
+    def _fault(self, exc: BaseException, message: str, *args: Any) -> None:
+        """Log a failed call: one line for a fault of the database or the network (and
+        sweep the pool's dead connections at once, not one call at a time), the
+        traceback for anything else."""
+        if isinstance(exc, FAULTS):
+            cause = _one_line(exc)
+            if isinstance(exc, TimeoutError) and not str(exc):
+                cause = f"the database did not answer within {self.call_timeout:g} s"
+            log.warning(message + ": %s", *args, cause)
+            if self._sweep is None or self._sweep.done():
+                self._sweep = asyncio.create_task(self._pool.check(), name="pgcoord-sweep")
+        else:
+            log.warning(message, *args, exc_info=exc)
+
     # -- claiming ---------------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
@@ -373,10 +457,8 @@ class Runtime(Generic[Item]):
                 try:
                     claimed, pause = await self._claim(want)
                     error_pause = 0.1
-                except (psycopg.Error, OSError):
-                    log.warning(
-                        "claiming failed; trying again in %.1f s", error_pause, exc_info=True
-                    )
+                except (psycopg.Error, *FAULTS) as exc:
+                    self._fault(exc, "claiming failed; trying again in %.1f s", error_pause)
                     pause, error_pause = error_pause, min(error_pause * 2, MAX_ERROR_PAUSE)
                 else:
                     if claimed or pause != 0:
@@ -401,50 +483,67 @@ class Runtime(Generic[Item]):
     async def _claim(self, want: int) -> tuple[int, float | None]:
         """Claim up to `want` items and start them; return how many, and how long to
         sleep (None: until a place frees; 0: an item is due now)."""
-        async with self._pool.connection() as conn:
-            items = await self.work.claim(conn, self.name, want, self.lease)
-            gate = self._gate(len(items)) if items and self.rate is not None else None
-            for item in items:
-                flight = Flight(self.work, item, gate)
-                task = asyncio.create_task(self._process(flight), name="pgcoord-item")
-                self._flights[task] = flight
-                task.add_done_callback(self._finished)
-            if len(items) == want:
-                return len(items), None if self._want() == 0 else 0
-            due_in = await self.work.due_in(conn)
+        items = await self._db(lambda conn: self.work.claim(conn, self.name, want, self.lease))
+        for item in items:
+            flight = Flight(self.work, item)
+            task = asyncio.create_task(self._process(flight), name="pgcoord-item")
+            self._flights[task] = flight
+            self._queued.append(flight)
+            task.add_done_callback(self._finished)
+        if items:
+            self._admit.set()
+        if len(items) == want:
+            return len(items), None if self._want() == 0 else 0
+        due_in = await self._db(self.work.due_in)
         if due_in is None:
             return len(items), self.idle_poll
         return len(items), min(due_in.total_seconds(), self.idle_poll)
 
-    def _gate(self, cost: int) -> asyncio.Future[None]:
-        """A future resolved once the shared rate budget grants `cost` starts."""
-        gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(self._acquire(cost, gate), name="pgcoord-rate")
-        task.add_done_callback(lambda t: None if t.cancelled() else t.exception())
-        return gate
+    async def _admit_loop(self) -> None:
+        """Start queued items as slots free up: with a rate budget, first spend one token
+        per item for all that can start now, in one `rate_acquire` call, so the fleet
+        never starts more handlers than the budget allows; without one, at once. At a stop,
+        the items not started are refused (their tasks give them back)."""
+        pause = 0.1
+        while True:
+            await self._admit.wait()
+            self._admit.clear()
+            while self._queued and self._queued[0].admitted.done():
+                self._queued.popleft()  # cancelled by a stop meanwhile
+            if self._stopping.is_set():
+                while self._queued:
+                    flight = self._queued.popleft()
+                    if not flight.admitted.done():
+                        flight.admitted.set_result(False)
+                continue
+            count = min(self.concurrency - self._running, len(self._queued))
+            if count <= 0:
+                continue
+            if self.rate is not None:
+                try:
+                    wait = await self._spend(min(count, self.rate.burst))
+                    pause = 0.1
+                except Exception as exc:
+                    self._fault(exc, "rate_acquire of %r failed; retrying", self.rate.key)
+                    wait, pause = timedelta(seconds=pause), min(pause * 2, MAX_ERROR_PAUSE)
+                if wait > timedelta(0):
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), wait.total_seconds())
+                    self._admit.set()
+                    continue
+                count = min(count, self.rate.burst)
+            for _ in range(count):
+                flight = self._queued.popleft()
+                self._running += 1
+                flight.admitted.set_result(True)
+            self._admit.set()  # look again: more may be startable
 
-    async def _acquire(self, cost: int, gate: asyncio.Future[None]) -> None:
+    async def _spend(self, cost: int) -> timedelta:
         assert self.rate is not None
         rate = self.rate
-        pause = 0.1
-        while not gate.done():
-            try:
-                async with self._pool.connection() as conn:
-                    wait = await rates_async.rate_acquire(
-                        conn, rate.key, rate.per_second, rate.burst, cost
-                    )
-                pause = 0.1
-            except Exception:
-                log.warning("rate_acquire of %r failed; retrying", rate.key, exc_info=True)
-                wait, pause = timedelta(seconds=pause), min(pause * 2, MAX_ERROR_PAUSE)
-            if wait <= timedelta(0):
-                if not gate.done():
-                    gate.set_result(None)
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), wait.total_seconds())
-            if self._stopping.is_set() and not gate.done():
-                gate.set_result(None)  # the waiting items see the stop and give back
+        return await self._db(
+            lambda conn: rates_async.rate_acquire(conn, rate.key, rate.per_second, rate.burst, cost)
+        )
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._flights.pop(task, None)
@@ -458,12 +557,13 @@ class Runtime(Generic[Item]):
         item = flight.item
         beat = asyncio.create_task(self._heartbeat(flight), name="pgcoord-heartbeat")
         try:
-            if not await self._admitted(flight):
+            if not await flight.admitted:
                 self.failed += 1  # the worker stopped before this item started
                 await self._release(flight)
                 return
             try:
                 flight.running = True
+                flight.started = time.monotonic()
                 current.set(flight)  # this task's context, copied into the handler's
                 handler = asyncio.create_task(self._run_handler(item), name="pgcoord-handler")
                 flight.handler = handler
@@ -476,35 +576,14 @@ class Runtime(Generic[Item]):
                     await self._release(flight)
                     raise
             finally:
-                self._slots.release()
+                flight.ended = time.monotonic()
+                self._running -= 1
+                self._admit.set()
+                self._done_ready.set()  # a lingering completion may go now
         finally:
             beat.cancel()
             await asyncio.gather(beat, return_exceptions=True)
         await self._settle(flight, handler)
-
-    async def _admitted(self, flight: Flight[Item]) -> bool:
-        """Wait for the rate budget, then take a slot; False when the worker stopped
-        before the item could start (no slot is then taken)."""
-        if flight.gate is not None:
-            await flight.gate  # resolved by a grant, or by the stop
-            if self._stopping.is_set():
-                return False
-        if flight.stopped:
-            return False
-        if not self._slots.locked():
-            await self._slots.acquire()  # a free slot: taken at once
-            return True
-        slot = asyncio.ensure_future(self._slots.acquire())
-        stopping = asyncio.ensure_future(self._stopping.wait())
-        await asyncio.wait([slot, stopping], return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if not slot.done():
-            slot.cancel()
-            return False
-        if self._stopping.is_set():
-            self._slots.release()
-            return False
-        return True
 
     async def _run_handler(self, item: Item) -> Any:
         if self.timeout is None:
@@ -524,15 +603,12 @@ class Runtime(Generic[Item]):
         while True:
             await asyncio.sleep(pause)
             try:
-                async with self._pool.connection() as conn:
-                    until = await self.work.extend(conn, flight.item, self.lease)
-            except Exception:
+                until = await self._db(lambda conn: self.work.extend(conn, flight.item, self.lease))
+            except Exception as exc:
                 # try again sooner: two missed beats and the lease may run out
                 pause = interval / 3
-                log.warning(
-                    "heartbeat of %s failed, retrying",
-                    self.work.describe(flight.item),
-                    exc_info=True,
+                self._fault(
+                    exc, "heartbeat of %s failed, retrying", self.work.describe(flight.item)
                 )
                 continue
             pause = interval
@@ -551,8 +627,16 @@ class Runtime(Generic[Item]):
         seconds = time.monotonic() - flight.claimed
         cancelled = handler.cancelled()
         error = None if cancelled else handler.exception()
+        if flight.completed and not await self._committed(flight):
+            # complete_in ran, but its transaction rolled back: the claim is still ours
+            flight.completed = False
+            if not cancelled and error is None:
+                error = UncommittedCompletion(
+                    "the handler returned, but the transaction of its complete_in did not commit"
+                )
         if not cancelled and error is None:
-            if flight.completed or await self._complete(flight, handler.result()):
+            result = self.work.outcome(item, handler.result(), flight.ended - flight.started)
+            if flight.completed or await self._complete(flight, result):
                 self.processed += 1
                 log.info(
                     "completed %s, attempt %d, %.3f s", self.work.summary(item), attempt, seconds
@@ -584,6 +668,18 @@ class Runtime(Generic[Item]):
         else:
             self.failed += 1
             await self._give_back(flight, error)
+
+    async def _committed(self, flight: Flight[Item]) -> bool:
+        """Whether the handler's complete_in committed: then the claim is gone, and an
+        extend finds nothing. When it rolled back (the handler's transaction failed) the
+        claim is still current: the extend keeps it for the give-back. Unknown (the call
+        failed): taken as committed, and the lease decides."""
+        until = await self._call(
+            "checking the completion of",
+            flight,
+            lambda conn: self.work.extend(conn, flight.item, self.lease),
+        )
+        return until is None
 
     async def _give_back(self, flight: Flight[Item], error: BaseException | None) -> None:
         item = flight.item
@@ -619,8 +715,8 @@ class Runtime(Generic[Item]):
         back for Retry-After without spending a try (where the work allows)."""
         if self.rate is not None:
             with contextlib.suppress(Exception):
-                async with self._pool.connection() as conn:
-                    await rates_async.rate_pause(conn, self.rate.key, error.after)
+                key = self.rate.key
+                await self._db(lambda conn: rates_async.rate_pause(conn, key, error.after))
         outcome = await self._call(
             "snoozing", flight, lambda conn: self.work.snooze(conn, flight.item, error.after)
         )
@@ -643,10 +739,9 @@ class Runtime(Generic[Item]):
         """`call` on a pooled connection; None, logged, when it fails: the claim's lease
         then runs out and the item is delivered again."""
         try:
-            async with self._pool.connection() as conn:
-                return await call(conn)
-        except Exception:
-            log.warning("%s %s failed", what, self.work.describe(flight.item), exc_info=True)
+            return await self._db(call)
+        except Exception as exc:
+            self._fault(exc, "%s %s failed", what, self.work.describe(flight.item))
             return None
 
     # -- batched completions ----------------------------------------------------------
@@ -669,24 +764,42 @@ class Runtime(Generic[Item]):
         """Complete whatever succeeded since the last call, in one call, until cancelled."""
         while True:
             await self._done_ready.wait()
+            if self.work.completes_in_batches:
+                await self._linger()
             self._done_ready.clear()
             while self._done:
                 batch, self._done = self._done[:COMPLETE_BATCH], self._done[COMPLETE_BATCH:]
                 outcomes: Sequence[bool | None]
                 try:
-                    async with self._pool.connection() as conn:
-                        outcomes = await self.work.complete(
-                            conn, [(flight.item, result) for flight, result, _ in batch]
+                    outcomes = await self._db(
+                        functools.partial(
+                            self.work.complete, done=[(f.item, result) for f, result, _ in batch]
                         )
-                except Exception:
-                    for flight, _, _ in batch:
-                        log.warning(
-                            "completing %s failed", self.work.describe(flight.item), exc_info=True
-                        )
+                    )
+                except Exception as exc:
+                    items = ", ".join(self.work.describe(flight.item) for flight, _, _ in batch)
+                    self._fault(exc, "completing %s failed", items)
                     outcomes = [None] * len(batch)
                 for (_, _, done), outcome in zip(batch, outcomes, strict=True):
                     if not done.done():
                         done.set_result(outcome)
+
+    async def _linger(self) -> None:
+        """Let successes gather for one call: until a claim's worth is queued, no handler
+        runs (nothing more is coming), the worker stops, or COMPLETE_LINGER has passed."""
+        deadline = asyncio.get_running_loop().time() + COMPLETE_LINGER
+        while (
+            self._done
+            and len(self._done) < self.batch
+            and self._running > 0
+            and not self._stopping.is_set()
+        ):
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return
+            self._done_ready.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._done_ready.wait(), remaining)
 
     def _fail_pending_completions(self) -> None:
         for _, _, done in self._done:
@@ -736,8 +849,8 @@ class Runtime(Generic[Item]):
                     pause = 0.5
                     async for _ in conn.notifies():
                         self._wake.set()
-            except Exception:
-                log.warning("listening on %s failed; retrying", channel, exc_info=True)
+            except Exception as exc:
+                self._fault(exc, "listening on %s failed; retrying", channel)
             listening.set()
             await asyncio.sleep(pause)
             pause = min(pause * 2, MAX_ERROR_PAUSE)
@@ -747,8 +860,7 @@ class Runtime(Generic[Item]):
         assert every is not None
         while True:
             try:
-                async with self._pool.connection() as conn:
-                    await self.work.housekeep(conn, self.name)
-            except Exception:
-                log.warning("housekeeping failed; trying again later", exc_info=True)
+                await self._db(lambda conn: self.work.housekeep(conn, self.name))
+            except Exception as exc:
+                self._fault(exc, "housekeeping failed; trying again later")
             await asyncio.sleep(every.total_seconds())

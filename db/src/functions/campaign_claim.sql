@@ -1,0 +1,179 @@
+-- Claim up to p_limit messages that are due, of running runs (of p_run_id only when
+-- given): pending messages whose scheduled (or retry) time has come, and orphans, held
+-- messages whose claim's lease ran out (their worker died). Oldest first, by the time
+-- each became due: its scheduled_at, its retry time after a fail or snooze, its lease's
+-- end for an orphan. Groups are taken one at a time, the oldest due group of any
+-- running run that no other claimer holds (FOR UPDATE SKIP LOCKED): claimers never wait
+-- on each other nor share a message. With several running runs, each step locks the
+-- oldest due group of each and takes the oldest of these; the others stay locked by the
+-- claim until it commits (a few rows, skipped meanwhile by other claimers).
+-- A lost lease counts as a failed try: attempt = 1 + failed tries. When it was the
+-- message's last allowed try (tries > the run's max_retries), the message is not sent
+-- again: it ends 'failed' with the error 'lease expired', and is not returned.
+-- Rows come in claim order; messages that share a claim_token share one lease.
+CREATE OR REPLACE FUNCTION pgcoord.campaign_claim(
+    p_worker text,
+    p_limit integer DEFAULT 15,
+    p_lease interval DEFAULT interval '5 minutes',
+    p_run_id bigint DEFAULT NULL
+)
+RETURNS TABLE (
+    message_id bigint,
+    run_id bigint,
+    recipient text,
+    payload jsonb,
+    attempt integer,
+    claim_token bigint,
+    scheduled_at timestamptz
+)
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+-- the same few statements every call: plan them once per session
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    v_now constant timestamptz := clock_timestamp();
+    v_left integer := p_limit;
+    v_group record;
+    v_size integer;
+    v_take integer;
+    v_tries integer;
+    v_token bigint;
+    v_ids bigint[] := '{}'::bigint[];
+    v_tokens bigint[] := '{}'::bigint[];
+    v_attempts integer[] := '{}'::integer[];
+BEGIN
+    -- one lean test on the hot path; the checks naming the bad argument run only when
+    -- it fails (each IF's expression is set up again in every transaction)
+    IF (
+        octet_length(p_worker) BETWEEN 1 AND 1024
+        AND p_limit BETWEEN 1 AND 10000
+        AND p_lease > interval '0' AND p_lease <= interval '1 day'
+    ) IS NOT TRUE THEN
+        IF coalesce(octet_length(p_worker), 0) NOT BETWEEN 1 AND 1024 THEN
+            PERFORM pgcoord.raise_bad_argument('p_worker', p_worker, 'a text of 1 to 1024 bytes');
+        END IF;
+        IF p_limit IS NULL OR p_limit NOT BETWEEN 1 AND 10000 THEN
+            PERFORM pgcoord.raise_bad_argument('p_limit', p_limit, 'from 1 to 10000');
+        END IF;
+        PERFORM pgcoord.raise_bad_argument(
+            'p_lease', p_lease, 'an interval of more than 0 and at most 1 day'
+        );
+    END IF;
+
+    LOOP
+        IF p_run_id IS NULL THEN
+            SELECT g.token, g.run_id, g.claimed_by, g.tries, g.message_ids, r.max_retries
+            INTO v_group
+            FROM pgcoord.campaign_runs AS r
+            CROSS JOIN LATERAL (
+                SELECT q.token, q.run_id, q.due_at, q.claimed_by, q.tries, q.message_ids
+                FROM pgcoord.campaign_queue AS q
+                WHERE q.run_id = r.id AND q.due_at <= v_now
+                ORDER BY q.due_at
+                LIMIT 1
+                FOR UPDATE SKIP LOCKED
+            ) AS g
+            WHERE r.status = 'running'
+            ORDER BY g.due_at
+            LIMIT 1;
+        ELSE
+            SELECT g.token, g.run_id, g.claimed_by, g.tries, g.message_ids, r.max_retries
+            INTO v_group
+            FROM pgcoord.campaign_runs AS r
+            CROSS JOIN LATERAL (
+                SELECT q.token, q.run_id, q.claimed_by, q.tries, q.message_ids
+                FROM pgcoord.campaign_queue AS q
+                WHERE q.run_id = r.id AND q.due_at <= v_now
+                ORDER BY q.due_at
+                LIMIT 1
+                FOR UPDATE SKIP LOCKED
+            ) AS g
+            WHERE r.id = p_run_id AND r.status = 'running';
+        END IF;
+        EXIT WHEN NOT FOUND;
+
+        -- an orphan: its lost lease is a failed try
+        v_tries := v_group.tries + (v_group.claimed_by IS NOT NULL)::integer;
+        IF v_tries > v_group.max_retries THEN
+            -- that was its last allowed try: failed for good, not sent again
+            WITH gone AS (
+                DELETE FROM pgcoord.campaign_queue AS q
+                WHERE q.token = v_group.token
+                RETURNING q.run_id, q.message_ids
+            )
+
+            INSERT INTO pgcoord.campaign_outcomes (
+                message_id, run_id, status, finished_at, attempts, error
+            )
+            SELECT m.id, gone.run_id, 'failed', v_now, v_tries, 'lease expired'
+            FROM gone CROSS JOIN LATERAL unnest(gone.message_ids) AS m (id);
+            CONTINUE;
+        END IF;
+
+        v_token := nextval('pgcoord.campaign_token');
+        v_size := cardinality(v_group.message_ids);
+        v_take := least(v_size, v_left);
+        IF v_take = v_size THEN
+            -- the whole group
+            UPDATE pgcoord.campaign_queue AS q
+            SET token = v_token,
+                due_at = v_now + p_lease,
+                claimed_by = p_worker,
+                tries = v_tries,
+                last_error = CASE
+                    WHEN v_group.claimed_by IS NULL THEN q.last_error ELSE 'lease expired'
+                END
+            WHERE q.token = v_group.token;
+        ELSE
+            -- the first v_take messages; the rest stay in the row as they were (a HOT
+            -- update: no indexed column changes)
+            WITH rest AS (
+                UPDATE pgcoord.campaign_queue AS q
+                SET message_ids = q.message_ids[v_take + 1:]
+                WHERE q.token = v_group.token
+                RETURNING q.run_id, q.scheduled_at, q.last_error
+            )
+
+            INSERT INTO pgcoord.campaign_queue (
+                token, run_id, due_at, scheduled_at, claimed_by, tries, last_error, message_ids
+            )
+            SELECT
+                v_token, rest.run_id, v_now + p_lease, rest.scheduled_at, p_worker, v_tries,
+                CASE WHEN v_group.claimed_by IS NULL THEN rest.last_error ELSE 'lease expired' END,
+                v_group.message_ids[:v_take]
+            FROM rest;
+        END IF;
+
+        v_ids := v_ids || v_group.message_ids[:v_take];
+        v_tokens := v_tokens || array_fill(v_token, ARRAY[v_take]);
+        v_attempts := v_attempts || array_fill(v_tries + 1, ARRAY[v_take]);
+        v_left := v_left - v_take;
+        EXIT WHEN v_left = 0;
+    END LOOP;
+
+    IF cardinality(v_ids) = 0 THEN
+        IF p_run_id IS NOT NULL AND NOT EXISTS (
+            SELECT FROM pgcoord.campaign_runs AS r WHERE r.id = p_run_id
+        ) THEN
+            PERFORM pgcoord.raise_bad_argument('p_run_id', p_run_id, 'the id of a campaign run');
+        END IF;
+        RETURN;
+    END IF;
+
+    RETURN QUERY
+    SELECT m.id, m.run_id, m.recipient, m.payload, c.attempt, c.token, m.scheduled_at
+    FROM unnest(v_ids, v_tokens, v_attempts) WITH ORDINALITY AS c (id, token, attempt, n)
+    INNER JOIN pgcoord.campaign_messages AS m ON c.id = m.id
+    ORDER BY c.n;
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.campaign_claim(text, integer, interval, bigint) IS
+'Claim up to p_limit due messages of running runs (of p_run_id when given), oldest due '
+'first, never waiting on other claimers; orphans (lease run out) count a failed try, and '
+'one whose last try that was ends failed with error ''lease expired''. Ranges: p_worker 1 '
+'to 1024 bytes, p_limit 1 to 10000, p_lease more than 0 and at most 1 day. Errors: 22004 '
+'NULL argument, 22023 a value out of its range or an unknown p_run_id.';

@@ -1,0 +1,188 @@
+-- Add messages to a run: p_items is a JSON array of {"recipient": text, "payload":
+-- object (default {}), "scheduled_at": timestamptz as a JSON string (default the server
+-- clock at the call)}. All or nothing: the first malformed item (counted from 0) raises,
+-- naming its index and field, before anything is stored. A field that is present must
+-- have its type (a JSON null is no payload), and an unknown field is refused (a typo in
+-- "scheduled_at" must not send at once). A paused run takes messages (they wait for it);
+-- a cancelled or finished one refuses them. Messages scheduled at the same instant are
+-- stored in groups of up to 15 (see 030_campaigns.sql); enqueue order is claim order
+-- among them. When the run is running and something enqueued is due within a second,
+-- the workers are told once (NOTIFY pgcoord_campaigns, payload the run id).
+CREATE OR REPLACE FUNCTION pgcoord.campaign_enqueue(p_run_id bigint, p_items jsonb)
+RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_now constant timestamptz := clock_timestamp();
+    v_count integer;
+    v_index bigint;
+    v_field text;
+    v_item jsonb;
+    v_status text;
+    v_first timestamptz;
+BEGIN
+    IF p_run_id IS NULL THEN
+        PERFORM pgcoord.raise_bad_argument('p_run_id', p_run_id, 'a run id');
+    END IF;
+    IF coalesce(jsonb_typeof(p_items), '') <> 'array' THEN
+        PERFORM pgcoord.raise_bad_argument('p_items', p_items, 'a JSON array of items');
+    END IF;
+
+    -- the first item of the wrong shape, without casting anything
+    SELECT s.n, s.field, s.item INTO v_index, v_field, v_item
+    FROM (
+        SELECT
+            t.n - 1 AS n,
+            t.item,
+            CASE
+                WHEN jsonb_typeof(t.item) <> 'object' THEN ''
+                WHEN t.item - '{recipient,payload,scheduled_at}'::text[] <> '{}'::jsonb
+                    THEN 'unknown'
+                WHEN
+                    coalesce(jsonb_typeof(t.item -> 'recipient'), '') <> 'string'
+                    OR octet_length(t.item ->> 'recipient') NOT BETWEEN 1 AND 1024
+                    THEN 'recipient'
+                WHEN jsonb_typeof(t.item -> 'payload') <> 'object' THEN 'payload'
+                WHEN jsonb_typeof(t.item -> 'scheduled_at') <> 'string' THEN 'scheduled_at'
+            END AS field
+        FROM jsonb_array_elements(p_items) WITH ORDINALITY AS t (item, n)
+    ) AS s
+    WHERE s.field IS NOT NULL
+    ORDER BY s.n
+    LIMIT 1;
+    IF NOT FOUND THEN
+        -- every scheduled_at is a string: the first that is no timestamp a client can
+        -- read (years 1 to 9999)
+        BEGIN
+            SELECT t.n - 1, t.item INTO v_index, v_item
+            FROM jsonb_array_elements(p_items) WITH ORDINALITY AS t (item, n)
+            WHERE
+                t.item ? 'scheduled_at'
+                AND NOT (
+                    (t.item ->> 'scheduled_at')::timestamptz
+                    >= timestamptz '0001-01-01 00:00:00+00'
+                    AND (t.item ->> 'scheduled_at')::timestamptz
+                    < timestamptz '10000-01-01 00:00:00+00'
+                )
+            ORDER BY t.n
+            LIMIT 1;
+        EXCEPTION
+            WHEN data_exception THEN
+                -- a text that is no timestamp at all: find it one item at a time
+                v_index := NULL;
+                FOR v_index, v_item IN
+                    SELECT t.n - 1, t.item
+                    FROM jsonb_array_elements(p_items) WITH ORDINALITY AS t (item, n)
+                    WHERE t.item ? 'scheduled_at'
+                    ORDER BY t.n
+                LOOP
+                    BEGIN
+                        PERFORM (v_item ->> 'scheduled_at')::timestamptz;
+                    EXCEPTION
+                        WHEN data_exception THEN EXIT;
+                    END;
+                END LOOP;
+        END;
+        IF v_item IS NOT NULL THEN
+            v_field := 'scheduled_at';
+        END IF;
+    END IF;
+    IF v_field IS NOT NULL THEN
+        RAISE EXCEPTION '%', CASE v_field
+            WHEN '' THEN format('p_items[%s] must be a JSON object, got %s',
+                v_index, left(v_item::text, 80))
+            WHEN 'unknown' THEN format(
+                'p_items[%s] has an unknown field %s (the fields are recipient, payload, '
+                'scheduled_at)', v_index, left((
+                    SELECT string_agg(k.key, ', ')
+                    FROM jsonb_object_keys(v_item - '{recipient,payload,scheduled_at}'::text[]) AS k (key)
+                ), 80))
+            WHEN 'recipient' THEN format(
+                'p_items[%s].recipient must be a JSON string of 1 to 1024 bytes, got %s',
+                v_index, left(coalesce((v_item -> 'recipient')::text, 'nothing'), 80))
+            WHEN 'payload' THEN format(
+                'p_items[%s].payload must be a JSON object, got %s',
+                v_index, left((v_item -> 'payload')::text, 80))
+            ELSE format(
+                'p_items[%s].scheduled_at must be a timestamp with time zone in the years 1 '
+                'to 9999, as a JSON string, got %s',
+                v_index, left((v_item -> 'scheduled_at')::text, 80))
+        END
+            USING ERRCODE = '22023';
+    END IF;
+
+    -- the run's row lock orders this call with a concurrent change of its status
+    SELECT r.status INTO v_status
+    FROM pgcoord.campaign_runs AS r
+    WHERE r.id = p_run_id
+    FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        PERFORM pgcoord.raise_bad_argument('p_run_id', p_run_id, 'the id of a campaign run');
+    END IF;
+    IF v_status IN ('cancelled', 'finished') THEN
+        RAISE EXCEPTION 'p_run_id: run % is %; it takes no more messages', p_run_id, v_status
+            USING ERRCODE = '22023';
+    END IF;
+    v_count := jsonb_array_length(p_items);
+    IF v_count = 0 THEN
+        RETURN 0;
+    END IF;
+
+    -- messages in item order (the ids grow with it); then groups of up to 15 messages
+    -- scheduled at the same instant
+    WITH stored AS (
+        INSERT INTO pgcoord.campaign_messages AS m (run_id, recipient, payload, scheduled_at)
+        SELECT
+            p_run_id,
+            t.item ->> 'recipient',
+            coalesce(t.item -> 'payload', '{}'::jsonb),
+            coalesce((t.item ->> 'scheduled_at')::timestamptz, v_now)
+        FROM jsonb_array_elements(p_items) AS t (item)
+        RETURNING m.id, m.scheduled_at
+    ),
+
+    grouped AS (
+        SELECT
+            s.scheduled_at,
+            array_agg(s.id ORDER BY s.id) AS ids
+        FROM (
+            SELECT
+                stored.id,
+                stored.scheduled_at,
+                (row_number() OVER (PARTITION BY stored.scheduled_at ORDER BY stored.id) - 1)
+                / 15 AS part
+            FROM stored
+        ) AS s
+        GROUP BY s.scheduled_at, s.part
+    ),
+
+    queued AS (
+        INSERT INTO pgcoord.campaign_queue AS q (token, run_id, due_at, scheduled_at, message_ids)
+        SELECT nextval('pgcoord.campaign_token'), p_run_id, g.scheduled_at, g.scheduled_at, g.ids
+        FROM grouped AS g
+        ORDER BY g.scheduled_at, g.ids[1]
+        RETURNING q.due_at
+    )
+
+    SELECT min(queued.due_at) INTO v_first FROM queued;
+
+    UPDATE pgcoord.campaign_runs AS r
+    SET total = r.total + v_count
+    WHERE r.id = p_run_id;
+
+    IF v_status = 'running' AND v_first < v_now + interval '1 second' THEN
+        PERFORM pg_notify('pgcoord_campaigns', p_run_id::text);
+    END IF;
+    RETURN v_count;
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.campaign_enqueue(bigint, jsonb) IS
+'Enqueue the items of the JSON array p_items ({"recipient": 1 to 1024 bytes, "payload": '
+'object, default {}, "scheduled_at": timestamptz string in the years 1 to 9999, default '
+'now}) into run p_run_id, all or nothing; returns how many. Errors: 22004 NULL argument, '
+'22023 p_items not an array, a malformed item (named by its index from 0 and its '
+'field), unknown run, or a cancelled or finished run.';

@@ -1,0 +1,42 @@
+"""The `pgcoord` command (console script `pgcoord`, or `python -m pgcoord.cli`).
+
+    pgcoord migrate [--database-url URL] [--to VERSION]
+    pgcoord status  [--database-url URL]
+    pgcoord revive  CONVERSATION [--database-url URL]
+    pgcoord work    HANDLER [--database-url URL] [--concurrency N] [--lease SECONDS]
+                    [--timeout SECONDS] [--retry-in SECONDS] [--grace SECONDS] [--name NAME]
+    pgcoord version [--database-url URL]
+    pgcoord demo ...                      (options of its own: pgcoord demo --help)
+
+--database-url defaults to $DATABASE_URL. Exit status, the same for every command:
+0 done (for `work`: stopped by SIGTERM or SIGINT, its batches finished or given back);
+1 failed, the reason printed on one line, or the reader of the output went away
+(`pgcoord status | head -1` stops quietly); 2 bad usage, on one line naming the option,
+the argument or the database URL; 130 interrupted by Ctrl-C. No input shows a traceback.
+
+The package, one idea per module:
+
+    main      the parser, the dispatch, and the one place failures become exit statuses
+    command   what a command module declares: Command or Passthrough
+    options   the one-line parser and the checked option types, with the SQL's ranges
+    database  --database-url / DATABASE_URL, and a connection failing on one line
+    errors    UsageError (2), CommandError (1), the exit statuses, values in messages
+    migrate, status, revive, work, version, demo: one module per command
+
+A new command is one module and one line: write `cli/<name>.py` defining
+`COMMAND = Command(name, help, add_arguments, run)`, where `add_arguments(parser)` declares
+its options (numbers and durations through the types of `options`, whose range is the
+SQL argument's; the database through `database.add_option`) and `run(args)` returns the
+exit status, connecting through `database.connect(args)` and raising UsageError or
+CommandError to stop with one line. Then add its name to COMMANDS in `main.py`, in the
+order of `pgcoord --help`. A command group adds subparsers of its own in add_arguments
+and sets `run` on each (`parser.set_defaults(run=...)`). A command with a parser of its
+own is `COMMAND = Passthrough(name, help, "its.module")`, whose main(argv) is called with
+the rest of the command line.
+"""
+
+from __future__ import annotations
+
+from .main import main
+
+__all__ = ["main"]

@@ -1,0 +1,138 @@
+"""From a model's answer to WhatsApp parts (pgcoord.demo.parts): fences, malformed JSON,
+over-long parts cut at word boundaries, unicode counted in characters, validation."""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+
+import pytest
+
+from pgcoord.demo.parts import (
+    MIN_TEXT,
+    PART_LIMIT,
+    InvalidText,
+    fit,
+    message_of,
+    part_key,
+    split_parts,
+    validate,
+)
+
+
+@pytest.mark.parametrize(
+    ("answer", "parts"),
+    [
+        ('["Hello Ana!", "Your order ships today."]', ["Hello Ana!", "Your order ships today."]),
+        ('  [" padded ", "", "   ", "kept"]\n', ["padded", "kept"]),
+        ('```json\n["fenced", "answer"]\n```', ["fenced", "answer"]),
+        ('```JSON\n["upper case"]```', ["upper case"]),
+        ('```\n["bare fence"]\n```', ["bare fence"]),
+        ('Here you go:\n```json\n["after prose"]\n```\nEnjoy!', ["after prose"]),
+        ('```json\n["never closed", "fence"]', ["never closed", "fence"]),
+        ('"a JSON string"', ["a JSON string"]),
+        ('["multi\\nline part"]', ["multi\nline part"]),
+    ],
+)
+def test_parts_from_a_json_list(answer: str, parts: list[str]) -> None:
+    assert split_parts(answer) == parts
+
+
+@pytest.mark.parametrize(
+    ("answer", "part"),
+    [
+        ("Hello Ana, your order ships today.", "Hello Ana, your order ships today."),
+        ('["Hello Ana", "your order ships",]', '["Hello Ana", "your order ships",]'),
+        ('["truncated', '["truncated'),
+        ('{"parts": ["an object"]}', '{"parts": ["an object"]}'),
+        ('["a list", 42, null]', '["a list", 42, null]'),
+        ("```json\nnot JSON inside the fence\n```", "not JSON inside the fence"),
+        ("  \n plain text, trimmed \n", "plain text, trimmed"),
+    ],
+)
+def test_anything_but_a_list_of_strings_is_one_part(answer: str, part: str) -> None:
+    assert split_parts(answer) == [part]
+
+
+def test_a_pathological_answer_falls_back_too() -> None:
+    deep = "[" * 100_000  # json.loads gives up with a RecursionError
+    assert split_parts(deep) == ["[" * PART_LIMIT] * 100
+
+
+def test_empty_answers_have_no_parts() -> None:
+    assert split_parts("") == []
+    assert split_parts("[]") == []
+    assert split_parts('["", " ", "\\n"]') == []
+    assert split_parts("```json\n```") == []
+
+
+def test_a_long_part_is_cut_at_word_boundaries() -> None:
+    words = [f"word{i:04d}" for i in range(400)]  # 9 characters each, 3,599 with spaces
+    parts = split_parts(json.dumps(["short one", " ".join(words), "last"]))
+    assert parts[0] == "short one" and parts[-1] == "last"
+    middle = parts[1:-1]
+    assert len(middle) == 4
+    assert all(len(p) <= PART_LIMIT for p in middle)
+    assert all(len(p) > PART_LIMIT - 10 for p in middle[:-1])  # each filled to the last word
+    assert " ".join(middle).split(" ") == words  # no word cut, none lost, none repeated
+
+
+def test_cuts_fall_on_any_whitespace_and_drop_it() -> None:
+    text = "a" * 995 + "\n\n" + "b" * 10 + "\t" + "c" * 5
+    assert fit(text) == ["a" * 995, "b" * 10 + "\t" + "c" * 5]
+    exact = "x" * PART_LIMIT + " y"  # the space right after the limit is a boundary
+    assert fit(exact) == ["x" * PART_LIMIT, "y"]
+
+
+def test_a_part_of_exactly_the_limit_stays_whole() -> None:
+    text = "é" * PART_LIMIT
+    assert split_parts(json.dumps([text])) == [text]
+    assert len(text.encode()) == 2 * PART_LIMIT  # characters are counted, not bytes
+
+
+def test_a_word_longer_than_the_limit_is_cut_hard() -> None:
+    japanese = "今週末はセール中です" * 250  # 2,500 characters, no spaces
+    parts = split_parts(json.dumps([japanese], ensure_ascii=False))
+    assert [len(p) for p in parts] == [1000, 1000, 500]
+    assert "".join(parts) == japanese
+
+
+def test_a_hard_cut_keeps_marks_and_joined_emoji_whole() -> None:
+    combining = "x" * 999 + "e\u0301" + "y" * 10  # e + combining acute at 999..1000
+    parts = fit(combining)
+    assert parts == ["x" * 999, "e\u0301" + "y" * 10]
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"  # one emoji of five code points
+    text = "z" * 998 + family + "z" * 10  # the cut at 1000 falls inside it
+    parts = fit(text)
+    assert parts == ["z" * 998, family + "z" * 10]
+    thumbs = "\U0001f44d\U0001f3fd"  # thumbs up, medium skin tone
+    parts = fit("w" * 999 + thumbs)
+    assert parts == ["w" * 999, thumbs]
+    assert all(not unicodedata.category(p[0]).startswith("M") for p in parts)
+
+
+def test_unicode_parts_come_through_unchanged() -> None:
+    parts = ["Olá Ana! 🎉", "Größere Auswahl", "今週末はセール中です。", "שלום 👋🏽"]
+    assert split_parts(json.dumps(parts, ensure_ascii=False)) == parts
+    assert split_parts(json.dumps(parts)) == parts  # \\u escapes
+
+
+def test_validate_wants_ten_characters() -> None:
+    assert validate(["0123456789"]) == ["0123456789"]
+    assert validate(["01234", "56789"]) == ["01234", "56789"]
+    assert validate(["🎉" * MIN_TEXT]) == ["🎉" * MIN_TEXT]
+    with pytest.raises(InvalidText, match=r"too short to send: 9 characters after trimming"):
+        validate(["012345678"])
+    with pytest.raises(
+        InvalidText, match=rf"0 characters after trimming, at least {MIN_TEXT} needed"
+    ):
+        validate(split_parts('["  ", ""]'))
+    with pytest.raises(InvalidText, match="too short"):
+        validate(split_parts("  ok  \n"))
+
+
+def test_part_keys_name_their_message() -> None:
+    assert part_key(17, 0) == "17:0"
+    assert message_of(part_key(17, 3)) == 17
+    for foreign in ("17", "17:", ":0", "a:0", "17:0:1", "17:x", "\u0661\u0667:\u0660", ""):
+        assert message_of(foreign) is None

@@ -1,0 +1,282 @@
+"""CampaignWorker: batched claims and completions, per-message timeouts and retries with
+the run's backoff, snoozes on 429, the shared rate budget, stale messages, stopping."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from queuekit import Queue, run, worker
+from workerkit import running, wait_until
+
+from pgcoord import RateLimited, campaigns_async, rates_async
+from pgcoord.types import CampaignMessage
+from pgcoord.worker import RateBudget
+
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """How often the worker made each campaign call (and with how many items)."""
+    counted: Counter[str] = Counter()
+    claim, completed = campaigns_async.campaign_claim, campaigns_async.campaign_completed
+
+    async def counted_claim(conn: psycopg.AsyncConnection[Any], *args: Any) -> Any:
+        found = await claim(conn, *args)
+        counted["claim"] += 1
+        counted["claimed"] += len(found)
+        return found
+
+    async def counted_completed(conn: psycopg.AsyncConnection[Any], *args: Any) -> Any:
+        counted["complete"] += 1
+        return await completed(conn, *args)
+
+    monkeypatch.setattr(campaigns_async, "campaign_claim", counted_claim)
+    monkeypatch.setattr(campaigns_async, "campaign_completed", counted_completed)
+    return counted
+
+
+def test_every_message_is_sent_once_with_its_metrics_in_batched_round_trips(
+    db_url: str, calls: Counter[str]
+) -> None:
+    async def test(queue: Queue) -> None:
+        run_id = await queue.run()
+        await queue.enqueue(run_id, 90)
+        handled: list[int] = []
+
+        async def send(message: CampaignMessage) -> dict[str, Any]:
+            handled.append(message.message_id)
+            await asyncio.sleep(0.01)
+            return {"recipient": message.recipient, "i": message.payload["i"]}
+
+        w = worker(send, db_url, concurrency=4, batch=15)
+        async with running(w):
+            await wait_until(lambda: queue.done(run_id, sent=90), "every message sent")
+        assert sorted(handled) == sorted(set(handled)) and len(handled) == 90
+        states = await queue.states(run_id)
+        assert {s.status for s in states.values()} == {"sent"}
+        assert all(s.attempt == 1 for s in states.values())
+        for state in states.values():
+            assert state.metrics is not None
+            assert state.metrics["i"] == int(state.metrics["recipient"][1:])
+            assert state.metrics["handler_ms"] >= 5  # the worker adds the handler's time
+        assert (w.processed, w.failed) == (90, 0)
+        # batches: far fewer claims and completions than messages
+        assert calls["claimed"] == 90
+        assert calls["claim"] <= 90 / 4, calls
+        assert calls["complete"] <= 90 / 2, calls
+
+    run(test, db_url)
+
+
+def test_a_handler_past_its_timeout_is_cancelled_and_retried_after_the_backoff(
+    db_url: str,
+) -> None:
+    async def test(queue: Queue) -> None:
+        run_id = await queue.run(max_retries=2, backoff=[timedelta(milliseconds=300)])
+        await queue.enqueue(run_id, 1)
+        tries: list[tuple[int, datetime]] = []
+        cancelled = asyncio.Event()
+
+        async def send(message: CampaignMessage) -> None:
+            tries.append((message.attempt, await queue.now()))
+            if message.attempt == 1:
+                try:
+                    await asyncio.sleep(30)
+                except asyncio.CancelledError:
+                    cancelled.set()
+                    raise
+
+        w = worker(send, db_url, timeout=timedelta(seconds=0.3))
+        async with running(w):
+            await wait_until(lambda: queue.done(run_id, sent=1), "the retry sent")
+        assert cancelled.is_set()
+        assert [attempt for attempt, _ in tries] == [1, 2]
+        # the retry came after the timeout and the run's backoff, on the server's clock
+        assert tries[1][1] - tries[0][1] >= timedelta(milliseconds=600)
+        [state] = (await queue.states(run_id)).values()
+        assert (state.status, state.attempt) == ("sent", 2)
+        assert (w.processed, w.failed) == (1, 1)
+
+    run(test, db_url)
+
+
+def test_a_message_failing_every_try_is_failed_for_good_with_its_error(db_url: str) -> None:
+    async def test(queue: Queue) -> None:
+        run_id = await queue.run(max_retries=2)
+        await queue.enqueue(run_id, 1)
+        attempts: list[int] = []
+
+        async def send(message: CampaignMessage) -> None:
+            attempts.append(message.attempt)
+            raise ValueError(f"gateway refused try {message.attempt}")
+
+        w = worker(send, db_url)
+        async with running(w):
+            await wait_until(lambda: queue.done(run_id, sent=0, failed=1), "the message failed")
+        assert attempts == [1, 2, 3]  # max_retries 2: three tries in all
+        [state] = (await queue.states(run_id)).values()
+        assert state.status == "failed"
+        assert state.last_error == "ValueError: gateway refused try 3"
+        assert (w.processed, w.failed) == (0, 3)
+
+    run(test, db_url)
+
+
+def test_rate_limited_snoozes_without_a_try_and_pauses_the_whole_fleet(db_url: str) -> None:
+    async def test(queue: Queue) -> None:
+        run_id = await queue.run(max_retries=0)  # a spent try would fail it for good
+        await queue.enqueue(run_id, 6)
+        starts: list[tuple[str, int, datetime]] = []
+        told = asyncio.Event()
+        budget = RateBudget("gateway", per_second=1000, burst=50)
+
+        async def send(message: CampaignMessage) -> None:
+            starts.append((message.recipient, message.attempt, await queue.now()))
+            if not told.is_set():
+                told.set()
+                raise RateLimited(1.0, "429 Too Many Requests")
+
+        async def paused_until() -> datetime | None:
+            found = await rates_async.rate_status(queue.conn)
+            return found[0].paused_until if found else None
+
+        fleet = [
+            worker(send, db_url, name=f"w{i}", concurrency=1, batch=1, rate=budget)
+            for i in range(2)
+        ]
+        pause_end: list[datetime] = []
+        async with running(*fleet):
+
+            async def paused() -> bool:
+                end = await paused_until()
+                if end is not None:
+                    pause_end.append(end)
+                return end is not None
+
+            await wait_until(paused, "the rate key paused")
+            await wait_until(lambda: queue.done(run_id, sent=6), "every message sent", 20)
+        # no handler of either worker started while the key was paused (1 s up to its end)
+        end = pause_end[0]
+        during = [at for _, _, at in starts if end - timedelta(seconds=0.95) < at < end]
+        assert during == [], (end, starts)
+        assert max(at for _, _, at in starts) >= end  # the rest went after it
+        # the snoozed message came back as the same try
+        snoozed = starts[0][0]
+        assert [a for r, a, _ in starts if r == snoozed] == [1, 1]
+        assert {s.status for s in (await queue.states(run_id)).values()} == {"sent"}
+
+    run(test, db_url)
+
+
+def test_the_fleet_never_starts_more_handlers_than_the_shared_budget(db_url: str) -> None:
+    async def test(queue: Queue) -> None:
+        run_id = await queue.run()
+        await queue.enqueue(run_id, 40)
+        starts: list[float] = []  # this process's clock: no shared connection in the way
+        budget = RateBudget("provider", per_second=20, burst=4)
+
+        async def send(message: CampaignMessage) -> None:
+            starts.append(time.monotonic())
+
+        fleet = [
+            worker(send, db_url, name=f"w{i}", concurrency=4, batch=8, rate=budget)
+            for i in range(3)
+        ]
+        async with running(*fleet):
+            await wait_until(lambda: queue.done(run_id, sent=40), "every message sent", 30)
+        starts.sort()
+        # in any window, at most burst + rate x its length (plus the clock reads' slack)
+        for i, first in enumerate(starts):
+            for j in range(i, len(starts)):
+                window = starts[j] - first + 0.02
+                assert j - i + 1 <= 4 + 20 * window, (i, j, starts)
+        # and the budget was used: 40 starts took about (40 - 4) / 20 s, not much more
+        assert starts[-1] - starts[0] < 6
+
+    run(test, db_url)
+
+
+def test_stop_gives_back_what_has_not_started_without_spending_a_try(db_url: str) -> None:
+    async def test(queue: Queue) -> None:
+        run_id = await queue.run(max_retries=0)
+        await queue.enqueue(run_id, 10)
+        started = asyncio.Event()
+        release = asyncio.Event()
+
+        async def send(message: CampaignMessage) -> None:
+            started.set()
+            await release.wait()
+
+        w = worker(send, db_url, concurrency=2, batch=5, grace=timedelta(seconds=0.2))
+        async with running(w):
+            await asyncio.wait_for(started.wait(), 10)
+        # stopped: two handlers were cancelled past the grace, the rest never started
+        p = await queue.progress(run_id)
+        assert (p.pending, p.processing, p.failed, p.sent) == (10, 0, 0, 0)
+        states = await queue.states(run_id)
+        assert all(s.attempt in (0, 1) for s in states.values())
+        # nothing was spent: a new worker sends all ten at their first try
+        release.set()
+        w2 = worker(send, db_url, name="w2")
+        async with running(w2):
+            await wait_until(lambda: queue.done(run_id, sent=10), "every message sent")
+
+    run(test, db_url)
+
+
+def test_the_worker_holds_no_more_claims_than_concurrency_plus_batch(db_url: str) -> None:
+    async def test(queue: Queue) -> None:
+        run_id = await queue.run()
+        await queue.enqueue(run_id, 200)
+        most = 0
+        w = worker(lambda m: asyncio.sleep(0.005), db_url, concurrency=3, batch=5)
+
+        async def watch() -> None:
+            nonlocal most
+            while True:
+                p = await queue.progress(run_id)
+                most = max(most, p.processing)
+                await asyncio.sleep(0.01)
+
+        watcher = asyncio.create_task(watch())
+        async with running(w):
+            await wait_until(lambda: queue.done(run_id, sent=200), "every message sent", 30)
+        watcher.cancel()
+        assert 0 < most <= 3 + 5
+
+    run(test, db_url)
+
+
+def test_stale_messages_are_skipped_by_one_worker_of_the_fleet(db_url: str) -> None:
+    async def test(queue: Queue) -> None:
+        run_id = await campaigns_async.campaign_create(
+            queue.conn, "stale", stale_after=timedelta(seconds=1)
+        )
+        past = (await queue.now()) - timedelta(hours=1)
+        items = [{"recipient": f"old{i}", "scheduled_at": past} for i in range(5)]
+        await campaigns_async.campaign_enqueue(queue.conn, run_id, items)
+        other = await queue.run("other")  # what these workers claim: nothing is in it
+        sent: list[int] = []
+
+        async def send(message: CampaignMessage) -> None:
+            sent.append(message.message_id)
+
+        every = timedelta(seconds=0.2)
+        fleet = [
+            worker(send, db_url, name=f"w{i}", run_id=other, skip_stale_every=every)
+            for i in range(2)
+        ]
+        async with running(*fleet):
+
+            async def skipped() -> bool:
+                return (await queue.progress(run_id)).skipped == 5
+
+            await wait_until(skipped, "the stale messages skipped")
+        assert sent == []  # these workers claim only the other run: upkeep skipped them
+
+    run(test, db_url)

@@ -1,0 +1,121 @@
+"""The claim's hot path stays on its index however large the campaign: with a run of
+1,000,000 messages of which 99% are sent, the claim reads the run's due groups through
+campaign_queue_due and a few buffers per message it claims, never a table scan of the
+messages or outcomes; campaign_progress counts that run from its backlog alone."""
+
+from __future__ import annotations
+
+import pytest
+from campaignkit import claim, counts, create
+from sqlkit import Conn, scalar
+from test_inbox_plan import nodes, scans_of
+
+MESSAGES, SENT = 1_000_000, 990_000
+BUFFERS_PER_MESSAGE = 10
+
+# campaign_claim's candidate query for one run (db/src/functions/campaign_claim.sql),
+# with its variables as parameters: p_run_id and v_now
+CANDIDATES = (
+    "SELECT g.token FROM pgcoord.campaign_runs AS r CROSS JOIN LATERAL ("
+    " SELECT q.token, q.run_id, q.claimed_by, q.tries, q.message_ids"
+    " FROM pgcoord.campaign_queue AS q WHERE q.run_id = r.id AND q.due_at <= $2"
+    " ORDER BY q.due_at LIMIT 1 FOR UPDATE SKIP LOCKED) AS g"
+    " WHERE r.id = $1 AND r.status = 'running'"
+)
+
+
+@pytest.fixture
+def big_run(conn: Conn) -> int:
+    """A run of a million messages, 99% sent: built in a few statements, as the queue
+    leaves it (the sent ones have an outcome and no queue row)."""
+    run_id = create(conn, "big")
+    conn.execute(
+        "INSERT INTO pgcoord.campaign_messages (run_id, recipient, payload, scheduled_at)"
+        " SELECT %s, '+1555' || i, '{\"text\": \"hello\"}', clock_timestamp() - interval '1 hour'"
+        " FROM generate_series(1, %s) AS i",
+        (run_id, MESSAGES),
+    )
+    conn.execute(
+        "INSERT INTO pgcoord.campaign_outcomes"
+        " (message_id, run_id, status, finished_at, attempts, metrics)"
+        " SELECT m.id, m.run_id, 'sent', clock_timestamp(), 1, '{}'"
+        " FROM pgcoord.campaign_messages AS m ORDER BY m.id LIMIT %s",
+        (SENT,),
+    )
+    conn.execute(
+        "INSERT INTO pgcoord.campaign_queue (token, run_id, due_at, scheduled_at, message_ids)"
+        " SELECT nextval('pgcoord.campaign_token'), %(run)s, min(p.scheduled_at),"
+        " min(p.scheduled_at), array_agg(p.id ORDER BY p.id)"
+        " FROM (SELECT m.id, m.scheduled_at, (row_number() OVER (ORDER BY m.id) - 1) / 15 AS g"
+        "       FROM pgcoord.campaign_messages AS m ORDER BY m.id OFFSET %(sent)s) AS p"
+        " GROUP BY p.g",
+        {"run": run_id, "sent": SENT},
+    )
+    conn.execute("UPDATE pgcoord.campaign_runs SET total = %s WHERE id = %s", (MESSAGES, run_id))
+    for table in ("campaign_runs", "campaign_messages", "campaign_queue", "campaign_outcomes"):
+        conn.execute(f"ANALYZE pgcoord.{table}")
+    assert counts(conn, run_id) == (MESSAGES - SENT, 0, SENT, 0, 0, MESSAGES)
+    return run_id
+
+
+def queue_scans(conn: Conn, plan_cache_mode: str, run_id: int) -> list[tuple[str, str | None]]:
+    """How the candidate query, planned custom or generic, reads pgcoord.campaign_queue."""
+    values = f"{int(run_id)}, clock_timestamp()"
+    return scans_of(
+        conn, plan_cache_mode, CANDIDATES, "bigint, timestamptz", values, "campaign_queue"
+    )
+
+
+def seq_scans(conn: Conn) -> dict[str, int]:
+    return dict(
+        conn.execute(
+            "SELECT relname::text, seq_scan FROM pg_stat_xact_user_tables"
+            " WHERE schemaname = 'pgcoord'"
+        ).fetchall()
+    )
+
+
+def test_the_claim_and_the_progress_of_a_million_messages_read_the_backlog_only(
+    conn: Conn, big_run: int
+) -> None:
+    for mode in ("force_custom_plan", "force_generic_plan"):
+        assert queue_scans(conn, mode, big_run) == [("Index Scan", "campaign_queue_due")], mode
+
+    assert len(claim(conn, limit=15)) == 15  # plans made and cached for this session
+    for run_id in (None, big_run):
+        with conn.transaction():
+            # the session's counts not yet sent to the server's statistics, before and after
+            before = seq_scans(conn)
+            [[explained]] = conn.execute(
+                "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT * FROM pgcoord.campaign_claim("
+                "p_worker => 'w', p_limit => 15, p_run_id => %s)",
+                (run_id,),
+            ).fetchall()
+            scans = {table: n - before[table] for table, n in seq_scans(conn).items()}
+        plan = explained[0]["Plan"]
+        assert plan["Actual Rows"] == 15
+        read = plan["Shared Hit Blocks"] + plan["Shared Read Blocks"]
+        assert read <= 15 * BUFFERS_PER_MESSAGE, f"{read} buffers for 15 messages"
+        for table in ("campaign_messages", "campaign_queue", "campaign_outcomes"):
+            assert scans[table] == 0, (table, scans)
+
+    # and campaign_progress counts the run from its backlog, not from the sent messages
+    [[explained]] = conn.execute(
+        "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)"
+        " SELECT * FROM pgcoord.campaign_progress WHERE run_id = %s",
+        (big_run,),
+    ).fetchall()
+    plan = explained[0]["Plan"]
+    relations = {node.get("Relation Name") for node in nodes(plan)}
+    assert "campaign_messages" not in relations
+    outcome_scans = [
+        n["Node Type"] for n in nodes(plan) if n.get("Relation Name") == "campaign_outcomes"
+    ]
+    assert outcome_scans and "Seq Scan" not in outcome_scans, outcome_scans
+    pages = scalar(
+        conn,
+        "SELECT pg_relation_size('pgcoord.campaign_outcomes')"
+        " / current_setting('block_size')::integer",
+    )
+    read = plan["Shared Hit Blocks"] + plan["Shared Read Blocks"]
+    assert read < 200 < pages // 10, f"{read} buffers, the outcomes have {pages} pages"
