@@ -71,8 +71,8 @@ def _hints(call: Callable[..., Any]) -> dict[str, Any]:
 
 
 def fits(value: Any, hint: Any) -> bool:
-    """Whether `value` is of the annotated type (the elements of a list or tuple too; a
-    bool is no int, an int is a float)."""
+    """Whether `value` is of the annotated type (the elements of a list, tuple or text
+    too; a bool is no int, an int is a float)."""
     if hint is Any:
         return True
     if hint is None or hint is type(None):
@@ -89,7 +89,8 @@ def fits(value: Any, hint: Any) -> bool:
     if not isinstance(value, origin):
         return False
     args = typing.get_args(hint)
-    if args and isinstance(value, list | tuple) and not issubclass(origin, Mapping):
+    # a text is a sequence too: of texts, which is what its elements are checked against
+    if args and isinstance(value, list | tuple | str) and not issubclass(origin, Mapping):
         return all(fits(element, args[0]) for element in value)
     return True
 
