@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from types import ModuleType
 from typing import Any
@@ -29,6 +30,7 @@ from pgcoord import (
     rates,
     rates_async,
 )
+from pgcoord.arguments import describe, fits
 
 SECOND = timedelta(seconds=1)
 
@@ -172,3 +174,14 @@ def test_right_types_and_a_missing_function_are_not_installed(empty_db_url: str)
         with pytest.raises(TypeError, match=r"^buffer_claim: limit must be an int"):
             inbox.buffer_claim(conn, "w", 2.5, SECOND)  # type: ignore[arg-type]
         assert locks.lock_acquire(conn, "k", "o", SECOND).acquired
+
+
+def test_what_fits_an_annotation() -> None:
+    assert fits(1, float) and not fits(True, int) and not fits(1.5, int)
+    assert fits([1, 2], Sequence[int]) and not fits("12", Sequence[int])
+    assert not fits([timedelta(0), 5], Sequence[timedelta])
+    assert fits([{}], Iterable[Mapping[str, Any]]) and not fits("ab", Iterable[Mapping[str, Any]])
+    assert fits(None, Mapping[str, Any] | None) and not fits([], Mapping[str, Any] | None)
+    assert describe(Sequence[timedelta]) == "a Sequence of timedelta"
+    assert describe(Mapping[str, Any] | None) == "a Mapping or None"
+    assert describe(int) == "an int"
