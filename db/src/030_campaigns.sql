@@ -61,7 +61,9 @@ CREATE TABLE IF NOT EXISTS pgcoord.campaign_messages (
 
 -- Open work: groups of up to 15 messages of one run in one state. claimed_by is NULL
 -- while the group is pending; due_at is then when it may be claimed, else when its
--- lease ends. tries counts the failed tries of its messages (fails and lost leases).
+-- lease ends. tries counts the failed tries of its messages (fails and lost leases),
+-- snoozes their snoozes (a snooze moves its message to a group of its own, so the
+-- count is per message; nothing but a snooze changes it).
 -- fillfactor 85: an enqueue fills pages to 85%, leaving room for the new versions that
 -- the first claims on a page write (a claim of a whole group rewrites its row; a split
 -- updates the rest in place, HOT); once those are completed, pruning frees their space
@@ -77,6 +79,7 @@ CREATE TABLE IF NOT EXISTS pgcoord.campaign_queue (
     scheduled_at timestamptz NOT NULL,
     claimed_by text,
     tries integer NOT NULL DEFAULT 0,
+    snoozes integer NOT NULL DEFAULT 0,
     last_error text,
     message_ids bigint[] NOT NULL
 ) WITH (
@@ -92,7 +95,8 @@ CREATE TABLE IF NOT EXISTS pgcoord.campaign_queue (
 CREATE INDEX IF NOT EXISTS campaign_queue_due
 ON pgcoord.campaign_queue (run_id, due_at);
 
--- How each message ended: one insert, never updated. attempts counts its tries;
+-- How each message ended: one insert, never updated. attempts counts its tries
+-- (for a sent message the last one, that worked, included), snoozes its snoozes;
 -- error is the last failure (for a sent message, of a try before the one that worked).
 -- Insert-only: the default autovacuum (triggered by inserts) keeps its visibility map
 -- set for the index-only count of failures.
@@ -102,6 +106,7 @@ CREATE TABLE IF NOT EXISTS pgcoord.campaign_outcomes (
     status text NOT NULL CHECK (status IN ('sent', 'failed', 'skipped')),
     finished_at timestamptz NOT NULL,
     attempts integer NOT NULL,
+    snoozes integer NOT NULL DEFAULT 0,
     metrics jsonb,
     error text
 ) WITH (fillfactor = 100);
@@ -110,5 +115,20 @@ CREATE TABLE IF NOT EXISTS pgcoord.campaign_outcomes (
 CREATE INDEX IF NOT EXISTS campaign_outcomes_failed
 ON pgcoord.campaign_outcomes (run_id)
 WHERE status = 'failed';
+
+-- campaign_stats: the outcomes of messages that had a failed try or a snooze (rare),
+-- where it sums a run's retries and snoozes without reading its other outcomes
+CREATE INDEX IF NOT EXISTS campaign_outcomes_eventful
+ON pgcoord.campaign_outcomes (run_id) INCLUDE (status, attempts, snoozes)
+WHERE attempts > (status = 'sent')::integer OR snoozes > 0;
+
+-- campaign_stats: a run's sent messages by finish time, read backwards for the last
+-- minute's count and the last 1000's handler times, however long the run (without it,
+-- both read every outcome of the run). Every sent message adds an entry, at its run's
+-- end of the index: a server-side loop of claim + complete_many of 15 took 0.30 ms with
+-- and without it (8 alternating rounds of 2,000 on PostgreSQL 15: within the noise).
+CREATE INDEX IF NOT EXISTS campaign_outcomes_sent
+ON pgcoord.campaign_outcomes (run_id, finished_at)
+WHERE status = 'sent';
 
 CREATE SEQUENCE IF NOT EXISTS pgcoord.campaign_token AS bigint;

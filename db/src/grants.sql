@@ -81,6 +81,7 @@ GRANT EXECUTE ON FUNCTION pgcoord.campaign_skip_stale(interval) TO pgcoord_clien
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_extend(bigint, bigint, interval) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_release(bigint, bigint) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_due_in(bigint) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.campaign_stats(bigint) TO pgcoord_client;
 
 GRANT SELECT ON pgcoord.campaign_progress TO pgcoord_client;
 GRANT SELECT ON pgcoord.campaign_message_status TO pgcoord_client;

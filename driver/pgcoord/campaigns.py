@@ -30,7 +30,7 @@ from .config import (
     CAMPAIGN_RETRY_BACKOFF,
     CAMPAIGN_STALE_AFTER,
 )
-from .types import CampaignFailure, CampaignMessage, CampaignProgress
+from .types import CampaignFailure, CampaignMessage, CampaignProgress, CampaignStats
 
 
 def campaign_create(
@@ -200,6 +200,12 @@ def campaign_progress(
         return query.rows(conn, CampaignProgress, sql.CAMPAIGN_PROGRESS)
     params = {"run_id": run_id}
     return query.rows(conn, CampaignProgress, sql.CAMPAIGN_RUN_PROGRESS, params)
+
+
+def campaign_stats(conn: psycopg.Connection[Any], run_id: int | None = None) -> list[CampaignStats]:
+    """Every run's recent throughput, retries, snoozes and handler times (of `run_id`
+    only, when given; InvalidArgument for an unknown run), oldest run first."""
+    return query.rows(conn, CampaignStats, sql.CAMPAIGN_STATS, {"run_id": run_id})
 
 
 def _many(

@@ -28,7 +28,7 @@ from .config import (
     CAMPAIGN_RETRY_BACKOFF,
     CAMPAIGN_STALE_AFTER,
 )
-from .types import CampaignFailure, CampaignMessage, CampaignProgress
+from .types import CampaignFailure, CampaignMessage, CampaignProgress, CampaignStats
 
 
 async def campaign_create(
@@ -208,6 +208,14 @@ async def campaign_progress(
         return await query_async.rows(conn, CampaignProgress, sql.CAMPAIGN_PROGRESS)
     params = {"run_id": run_id}
     return await query_async.rows(conn, CampaignProgress, sql.CAMPAIGN_RUN_PROGRESS, params)
+
+
+async def campaign_stats(
+    conn: psycopg.AsyncConnection[Any], run_id: int | None = None
+) -> list[CampaignStats]:
+    """Every run's recent throughput, retries, snoozes and handler times (of `run_id`
+    only, when given; InvalidArgument for an unknown run), oldest run first."""
+    return await query_async.rows(conn, CampaignStats, sql.CAMPAIGN_STATS, {"run_id": run_id})
 
 
 def _many(

@@ -169,6 +169,7 @@ class Client:
     campaign_skip_stale = pooled(campaigns.campaign_skip_stale)
     campaign_due_in = pooled(campaigns.campaign_due_in)
     campaign_progress = pooled(campaigns.campaign_progress)
+    campaign_stats = pooled(campaigns.campaign_stats)
 
     rate_acquire = pooled(rates.rate_acquire)
     rate_pause = pooled(rates.rate_pause)

@@ -167,6 +167,7 @@ class AsyncClient:
     campaign_skip_stale = pooled(campaigns_async.campaign_skip_stale)
     campaign_due_in = pooled(campaigns_async.campaign_due_in)
     campaign_progress = pooled(campaigns_async.campaign_progress)
+    campaign_stats = pooled(campaigns_async.campaign_stats)
 
     rate_acquire = pooled(rates_async.rate_acquire)
     rate_pause = pooled(rates_async.rate_pause)

@@ -145,6 +145,10 @@ CAMPAIGN_RUN_PROGRESS: LiteralString = (
     "SELECT run_id, name, status, pending, processing, sent, failed, skipped, total"
     " FROM pgcoord.campaign_progress WHERE run_id = %(run_id)s"
 )
+CAMPAIGN_STATS: LiteralString = (
+    "SELECT run_id, sent_last_minute, retries, snoozes, handler_p50_ms, handler_p95_ms"
+    " FROM pgcoord.campaign_stats(p_run_id => %(run_id)s)"
+)
 
 RATE_ACQUIRE: LiteralString = (
     "SELECT pgcoord.rate_acquire(p_key => %(key)s, p_per_second => %(per_second)s,"

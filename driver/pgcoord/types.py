@@ -127,6 +127,20 @@ class CampaignProgress:
 
 
 @dataclass(frozen=True, slots=True)
+class CampaignStats:
+    """A row of pgcoord.campaign_stats: the messages sent in the last minute, the failed
+    tries (`retries`) and snoozes so far, and the median and 95th percentile of the
+    handler's time over the last 1000 sent (None when none stored `handler_ms`)."""
+
+    run_id: int
+    sent_last_minute: int
+    retries: int
+    snoozes: int
+    handler_p50_ms: float | None
+    handler_p95_ms: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class RateStatus:
     """A row of the view pgcoord.rate_status: the tokens in the key's bucket now (None
     while no grant was made: a full bucket), its rate and burst as of the last grant, the

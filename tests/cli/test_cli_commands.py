@@ -13,11 +13,15 @@ import psycopg
 import pytest
 
 from pgcoord import cli, inbox, releases
+from pgcoord.cli.main import COMMANDS
 from pgcoord.cli.status import LOCK_COLUMNS
 from pgcoord.locks import lock_acquire
 
 PGCOORD = Path(sys.executable).parent / "pgcoord"
 UNREACHABLE = "postgresql://postgres@127.0.0.1:1/postgres?connect_timeout=5"
+EMPTY_STATUS = (
+    "no locks are held\n\nno buffered conversations\n\nno campaign runs\n\nno rate keys\n"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -42,8 +46,8 @@ def test_status_shows_the_held_locks(
     assert cli.main(["status", "--database-url", db_url]) == 0
 
     out = capsys.readouterr().out
-    locks_part, buffers_part = out.rstrip("\n").split("\n\n")
-    assert buffers_part == "no buffered conversations"
+    locks_part, *rest = out.rstrip("\n").split("\n\n")
+    assert rest == ["no buffered conversations", "no campaign runs", "no rate keys"]
     header, rule, *rows = locks_part.splitlines()
     assert header.split() == list(LOCK_COLUMNS)
     assert set(rule.replace(" ", "")) == {"-"}
@@ -58,7 +62,7 @@ def test_status_shows_the_held_locks(
 
 def test_status_without_locks(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["status", "--database-url", db_url]) == 0
-    assert capsys.readouterr().out == "no locks are held\n\nno buffered conversations\n"
+    assert capsys.readouterr().out == EMPTY_STATUS
 
 
 def test_database_url_comes_from_the_environment(
@@ -139,7 +143,7 @@ def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
         cli.main(["--help"])
     assert exited.value.code == 0
     out = capsys.readouterr().out
-    for command in ("migrate", "status", "revive", "work", "version", "demo"):
+    for command in COMMANDS:
         assert f"    {command} " in out
 
 
@@ -169,7 +173,7 @@ def test_console_script(db_url: str) -> None:
         [str(PGCOORD), "status"], env=env, capture_output=True, text=True, timeout=60
     )
     assert shown.returncode == 0, shown.stderr
-    assert shown.stdout == "no locks are held\n\nno buffered conversations\n"
+    assert shown.stdout == EMPTY_STATUS
 
 
 def test_revive_replays_a_dead_batch(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -27,7 +27,8 @@ from pgcoord.cli.main import build_parser
 from pgcoord.demo.main import build_parser as build_demo_parser
 
 PGCOORD = Path(sys.executable).parent / "pgcoord"
-CHECKED = (options.Seconds, options.Integer, options.Text)
+CHECKED = (options.Seconds, options.Integer, options.PerSecond, options.Text)
+Checked = options.Seconds | options.Integer | options.PerSecond | options.Text
 
 
 @pytest.fixture(autouse=True)
@@ -69,25 +70,44 @@ def parsers() -> Iterator[tuple[list[str], argparse.ArgumentParser]]:
     yield ["demo"], build_demo_parser()
 
 
-def checked_options() -> list[
-    tuple[list[str], str, options.Seconds | options.Integer | options.Text]
-]:
-    """(argv up to the option, the option, its type) for every option with a checked
-    type; the argv has a placeholder for each positional argument."""
-    found = []
+def placeholder(action: argparse.Action) -> str:
+    """A value the positional argument takes."""
+    if isinstance(action.type, options.Seconds | options.Integer | options.PerSecond):
+        return str(action.type.least)
+    return "x"
+
+
+def checked_options() -> list[tuple[list[str], str, Checked]]:
+    """(the command line before the value, the option or positional argument, its type)
+    for every one with a checked type. An option's value comes last, as OPTION=VALUE,
+    after a placeholder for each positional argument; a positional argument's value
+    comes after `--` (so that one starting with '-' is no option), in its place."""
+    found: list[tuple[list[str], str, Checked]] = []
     for words, parser in parsers():
         positionals = [
-            "x"
+            action
             for action in parser._actions
             if not action.option_strings and not isinstance(action, argparse._SubParsersAction)
         ]
         for action in parser._actions:
-            if isinstance(action.type, CHECKED):
-                found.append(([*words, *positionals], action.option_strings[-1], action.type))
+            if not isinstance(action.type, CHECKED):
+                continue
+            if action.option_strings:
+                argv = [*words, *map(placeholder, positionals)]
+                found.append((argv, action.option_strings[-1], action.type))
+            else:
+                assert action is positionals[-1], "a checked positional argument comes last"
+                argv = [*words, *map(placeholder, positionals[:-1]), "--"]
+                found.append((argv, str(action.metavar), action.type))
     return found
 
 
-def bad_values(kind: options.Seconds | options.Integer | options.Text) -> list[str]:
+def given(argv: list[str], option: str, value: str) -> list[str]:
+    """The command line of checked_options() with `value` for the option or argument."""
+    return [*argv, f"{option}={value}" if option.startswith("-") else value]
+
+
+def bad_values(kind: Checked) -> list[str]:
     if isinstance(kind, options.Text):
         return ["", "x" * (kind.most + 1), "é" * (kind.most // 2 + 1)]
     common = ["", " ", "abc", "nan", "NaN", "inf", "-inf", "Infinity", "1e400", "0x10", "1,5"]
@@ -118,6 +138,16 @@ def test_the_walk_finds_the_options_of_every_command() -> None:
         ("demo", "--webhooks"),
         ("demo", "--conversations"),
         ("demo", "--workers"),
+        ("work", "--run-id"),
+        ("work", "--batch"),
+        ("work", "--skip-stale-every"),
+        ("work", "--rate-key"),
+        ("work", "--rate"),
+        ("work", "--burst"),
+        ("campaigns", "--run"),
+        ("watch", "RUN_ID"),
+        ("watch", "--interval"),
+        ("maintain", "--older-than"),
     } <= found
 
 
@@ -126,7 +156,7 @@ def test_a_bad_value_of_any_option_is_one_line_naming_it(
     argv: list[str], option: str, value: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exited:
-        cli.main([*argv, f"{option}={value}"])
+        cli.main(given(argv, option, value))
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert_one_line(err)
@@ -213,7 +243,8 @@ def test_the_ranges_of_work_are_the_sql_arguments_ranges() -> None:
         (
             [str(PGCOORD), "nothing"],
             "pgcoord: error: argument COMMAND: invalid choice: 'nothing' (choose from "
-            "'migrate', 'status', 'revive', 'work', 'version', 'demo')\n",
+            "'migrate', 'status', 'campaigns', 'watch', 'revive', 'work', 'maintain', "
+            "'version', 'demo')\n",
         ),
     ],
 )

@@ -63,7 +63,10 @@ def test_status_shows_the_buffers_and_marks_dead_batches(
 
     assert cli.main(["status", "--database-url", db_url]) == 0
 
-    locks_part, buffers_part = capsys.readouterr().out.rstrip("\n").split("\n\n")
+    locks_part, buffers_part, runs_part, rates_part = (
+        capsys.readouterr().out.rstrip("\n").split("\n\n")
+    )
+    assert (runs_part, rates_part) == ("no campaign runs", "no rate keys")
     assert locks_part == "no locks are held"
     header, rule, *rows, footer = buffers_part.splitlines()
     assert cells(rule, header) == list(BUFFER_COLUMNS)
@@ -111,7 +114,9 @@ def test_status_on_a_release_before_the_inbox(
     assert cli.main(["status", "--database-url", empty_db_url]) == 0
     assert capsys.readouterr().out == (
         "no locks are held\n\n"
-        "no buffers: pgcoord 0.1.0 has no inbox (pgcoord migrate installs it)\n"
+        "no buffers: pgcoord 0.1.0 has no inbox (pgcoord migrate installs it)\n\n"
+        "no campaign runs or rate keys: pgcoord 0.1.0 has no campaign queue"
+        " (pgcoord migrate installs it)\n"
     )
 
 

@@ -63,12 +63,36 @@ def test_every_message_is_sent_once_with_its_metrics_in_batched_round_trips(
         for state in states.values():
             assert state.metrics is not None
             assert state.metrics["i"] == int(state.metrics["recipient"][1:])
-            assert state.metrics["handler_ms"] >= 5  # the worker adds the handler's time
+            assert state.metrics["handler_ms"] >= 5  # measured by the worker: it slept 10 ms
         assert (w.processed, w.failed) == (90, 0)
         # batches: far fewer claims and completions than messages
         assert calls["claimed"] == 90
         assert calls["claim"] <= 90 / 4, calls
         assert calls["complete"] <= 90 / 2, calls
+
+    run(test, db_url)
+
+
+def test_the_handler_time_is_measured_and_reported_by_campaign_stats(db_url: str) -> None:
+    """The worker stores the time it measured as handler_ms (over the handler's own
+    value, and for a handler that returns None), and campaign_stats reads it."""
+
+    async def test(queue: Queue) -> None:
+        run_id = await queue.run()
+        await queue.enqueue(run_id, 4)
+
+        async def send(message: CampaignMessage) -> dict[str, Any] | None:
+            await asyncio.sleep(0.05)
+            return {"handler_ms": -1} if message.payload["i"] % 2 else None
+
+        async with running(worker(send, db_url, concurrency=4)):
+            await wait_until(lambda: queue.done(run_id, sent=4), "every message sent")
+        states = await queue.states(run_id)
+        assert all(s.metrics is not None and s.metrics["handler_ms"] >= 50 for s in states.values())
+        [stats] = await campaigns_async.campaign_stats(queue.conn, run_id)
+        assert stats.sent_last_minute == 4
+        assert stats.handler_p50_ms is not None and stats.handler_p95_ms is not None
+        assert 50 <= stats.handler_p50_ms <= stats.handler_p95_ms
 
     run(test, db_url)
 

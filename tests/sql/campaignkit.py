@@ -13,6 +13,8 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 from sqlkit import Conn, poll, scalar
 
+from pgcoord.types import CampaignStats
+
 T = TypeVar("T")
 
 # The section-3 contract, as the server prints it back (pg_get_function_arguments and
@@ -54,7 +56,8 @@ CAMPAIGN_CONTRACT: dict[str, tuple[str, str]] = {
 SECTION_3 = tuple(CAMPAIGN_CONTRACT)
 # Not in API.md, granted like the API, for the worker: a heartbeat, giving a claim back
 # without spending a try (a worker that stops), how long an idle worker may sleep, and
-# a batched completion answering which messages it marked sent.
+# a batched completion answering which messages it marked sent; for operators, a run's
+# throughput, retries, snoozes and handler times.
 CAMPAIGN_HELPERS: dict[str, tuple[str, str]] = {
     "campaign_extend": (
         "p_message_id bigint, p_claim_token bigint, p_lease interval DEFAULT '00:05:00'::interval",
@@ -65,6 +68,11 @@ CAMPAIGN_HELPERS: dict[str, tuple[str, str]] = {
     "campaign_completed": (
         "p_message_ids bigint[], p_claim_tokens bigint[], p_metrics jsonb[] DEFAULT NULL::jsonb[]",
         "bigint[]",
+    ),
+    "campaign_stats": (
+        "p_run_id bigint DEFAULT NULL::bigint",
+        "TABLE(run_id bigint, sent_last_minute bigint, retries bigint, snoozes bigint,"
+        " handler_p50_ms double precision, handler_p95_ms double precision)",
     ),
 }
 HELPERS = tuple(CAMPAIGN_HELPERS)
@@ -123,6 +131,7 @@ class MessageStatus:
     recipient: str
     status: str
     attempt: int
+    snoozes: int
     scheduled_at: datetime
     next_attempt_at: datetime | None
     claimed_by: str | None
@@ -335,6 +344,19 @@ def progress(conn: Conn, run_id: int) -> Progress:
         rows = cur.fetchall()
     assert len(rows) == 1, f"{len(rows)} campaign_progress rows for run {run_id}"
     return rows[0]
+
+
+def stats(conn: Conn, run_id: int | None = None) -> list[CampaignStats]:
+    """campaign_stats of one run, or of every run."""
+    with conn.cursor(row_factory=class_row(CampaignStats)) as cur:
+        cur.execute("SELECT * FROM pgcoord.campaign_stats(p_run_id => %s::bigint)", (run_id,))
+        return cur.fetchall()
+
+
+def stats_of(conn: Conn, run_id: int) -> CampaignStats:
+    [row] = stats(conn, run_id)
+    assert row.run_id == run_id
+    return row
 
 
 def counts(conn: Conn, run_id: int) -> tuple[int, int, int, int, int, int]:

@@ -177,6 +177,7 @@ def bases(function: str, state: dict[str, Any]) -> list[dict[str, Any]]:
         "campaign_release": each,
         "campaign_skip_stale": [{"p_older_than": timedelta(0)}],
         "campaign_due_in": [{"p_run_id": run_id}],
+        "campaign_stats": [{"p_run_id": run_id}],
     }[function]
 
 
@@ -188,7 +189,11 @@ def problem_with(
     )
 
 
-NULL_RUN = {"campaign_claim", "campaign_due_in"}  # where p_run_id NULL means every run
+NULL_RUN = {
+    "campaign_claim",
+    "campaign_due_in",
+    "campaign_stats",
+}  # where p_run_id NULL means every run
 FUNCTIONS = [
     "campaign_create",
     "campaign_set_status",
@@ -201,6 +206,7 @@ FUNCTIONS = [
     "campaign_release",
     "campaign_skip_stale",
     "campaign_due_in",
+    "campaign_stats",
 ]
 
 

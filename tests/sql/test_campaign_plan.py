@@ -1,12 +1,14 @@
 """The claim's hot path stays on its index however large the campaign: with a run of
 1,000,000 messages of which 99% are sent, the claim reads the run's due groups through
 campaign_queue_due and a few buffers per message it claims, never a table scan of the
-messages or outcomes; campaign_progress counts that run from its backlog alone."""
+messages or outcomes; campaign_progress counts that run from its backlog alone, and
+campaign_stats from its backlog, its eventful outcomes and its recent sends (the sent
+index read backwards), whatever the run's length."""
 
 from __future__ import annotations
 
 import pytest
-from campaignkit import claim, counts, create
+from campaignkit import claim, counts, create, stats_of
 from sqlkit import Conn, scalar
 from test_inbox_plan import nodes, scans_of
 
@@ -27,7 +29,8 @@ CANDIDATES = (
 @pytest.fixture
 def big_run(conn: Conn) -> int:
     """A run of a million messages, 99% sent: built in a few statements, as the queue
-    leaves it (the sent ones have an outcome and no queue row)."""
+    leaves it (the sent ones have an outcome and no queue row), sent one every 10 ms until
+    now (the last minute's are the last 6,000), each with the handler's time."""
     run_id = create(conn, "big")
     conn.execute(
         "INSERT INTO pgcoord.campaign_messages (run_id, recipient, payload, scheduled_at)"
@@ -38,9 +41,11 @@ def big_run(conn: Conn) -> int:
     conn.execute(
         "INSERT INTO pgcoord.campaign_outcomes"
         " (message_id, run_id, status, finished_at, attempts, metrics)"
-        " SELECT m.id, m.run_id, 'sent', clock_timestamp(), 1, '{}'"
-        " FROM pgcoord.campaign_messages AS m ORDER BY m.id LIMIT %s",
-        (SENT,),
+        " SELECT s.id, s.run_id, 'sent', clock_timestamp() - (%(sent)s - s.n) * interval '10 ms',"
+        " 1, jsonb_build_object('handler_ms', s.n %% 100)"
+        " FROM (SELECT m.id, m.run_id, row_number() OVER (ORDER BY m.id) AS n"
+        "       FROM pgcoord.campaign_messages AS m ORDER BY m.id LIMIT %(sent)s) AS s",
+        {"sent": SENT},
     )
     conn.execute(
         "INSERT INTO pgcoord.campaign_queue (token, run_id, due_at, scheduled_at, message_ids)"
@@ -75,7 +80,7 @@ def seq_scans(conn: Conn) -> dict[str, int]:
     )
 
 
-def test_the_claim_and_the_progress_of_a_million_messages_read_the_backlog_only(
+def test_the_claim_the_progress_and_the_stats_of_a_million_messages_read_little(
     conn: Conn, big_run: int
 ) -> None:
     for mode in ("force_custom_plan", "force_generic_plan"):
@@ -119,3 +124,37 @@ def test_the_claim_and_the_progress_of_a_million_messages_read_the_backlog_only(
     )
     read = plan["Shared Hit Blocks"] + plan["Shared Read Blocks"]
     assert read < 200 < pages // 10, f"{read} buffers, the outcomes have {pages} pages"
+    assert_the_stats_read_the_recent_sends_only(conn, big_run, pages)
+
+
+def index_scans(conn: Conn, *indexes: str) -> list[int]:
+    """How often this transaction has scanned each index so far."""
+    return [
+        int(scalar(conn, "SELECT pg_stat_get_xact_numscans(%s::regclass)", f"pgcoord.{index}"))
+        for index in indexes
+    ]
+
+
+def assert_the_stats_read_the_recent_sends_only(conn: Conn, run_id: int, pages: int) -> None:
+    indexes = ("campaign_outcomes_sent", "campaign_outcomes_eventful")
+    with conn.transaction():
+        before, scanned = seq_scans(conn), index_scans(conn, *indexes)
+        [[explained]] = conn.execute(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT * FROM pgcoord.campaign_stats(%s)",
+            (run_id,),
+        ).fetchall()
+        scans = {table: n - before[table] for table, n in seq_scans(conn).items()}
+        used = [n - m for n, m in zip(index_scans(conn, *indexes), scanned, strict=True)]
+    plan = explained[0]["Plan"]
+    assert scans["campaign_outcomes"] == scans["campaign_messages"] == 0, scans
+    # the last minute's count and the last 1000 sent; the eventful outcomes' sums
+    assert used == [2, 1]
+    read = plan["Shared Hit Blocks"] + plan["Shared Read Blocks"]
+    assert read < pages // 10, f"{read} buffers, the outcomes have {pages} pages"
+
+    row = stats_of(conn, run_id)
+    # one sent every 10 ms until the fixture's end, a moment ago
+    assert 0 < row.sent_last_minute <= 6000
+    assert (row.retries, row.snoozes) == (0, 0)
+    # the last 1000 sent took 0 to 99 ms, ten of each
+    assert (row.handler_p50_ms, row.handler_p95_ms) == (49.5, pytest.approx(94.05))

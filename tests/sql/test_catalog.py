@@ -23,6 +23,7 @@ from pgcoord.types import (
     CampaignFailure,
     CampaignMessage,
     CampaignProgress,
+    CampaignStats,
     Ingested,
     Lock,
     LockStatus,
@@ -234,6 +235,11 @@ def holds(value: Any, hint: Any) -> bool:
             "SELECT * FROM pgcoord.campaign_message_status LIMIT 0",
         ),
         (
+            CampaignStats,
+            lambda conn: result_columns(conn, "campaign_stats"),
+            "SELECT * FROM pgcoord.campaign_stats() LIMIT 0",
+        ),
+        (
             RateStatus,
             lambda conn: view_columns(conn, "pgcoord.rate_status"),
             "SELECT * FROM pgcoord.rate_status LIMIT 0",
@@ -254,6 +260,7 @@ def holds(value: Any, hint: Any) -> bool:
         "CampaignFailure=campaign_fail",
         "CampaignProgress=campaign_progress",
         "MessageStatus=campaign_message_status",
+        "CampaignStats=campaign_stats",
         "RateStatus=rate_status",
         "MessagePayload=message_payloads",
     ],

@@ -205,7 +205,9 @@ CREATE TABLE IF NOT EXISTS pgcoord.campaign_messages (
 
 -- Open work: groups of up to 15 messages of one run in one state. claimed_by is NULL
 -- while the group is pending; due_at is then when it may be claimed, else when its
--- lease ends. tries counts the failed tries of its messages (fails and lost leases).
+-- lease ends. tries counts the failed tries of its messages (fails and lost leases),
+-- snoozes their snoozes (a snooze moves its message to a group of its own, so the
+-- count is per message; nothing but a snooze changes it).
 -- fillfactor 85: an enqueue fills pages to 85%, leaving room for the new versions that
 -- the first claims on a page write (a claim of a whole group rewrites its row; a split
 -- updates the rest in place, HOT); once those are completed, pruning frees their space
@@ -221,6 +223,7 @@ CREATE TABLE IF NOT EXISTS pgcoord.campaign_queue (
     scheduled_at timestamptz NOT NULL,
     claimed_by text,
     tries integer NOT NULL DEFAULT 0,
+    snoozes integer NOT NULL DEFAULT 0,
     last_error text,
     message_ids bigint[] NOT NULL
 ) WITH (
@@ -236,7 +239,8 @@ CREATE TABLE IF NOT EXISTS pgcoord.campaign_queue (
 CREATE INDEX IF NOT EXISTS campaign_queue_due
 ON pgcoord.campaign_queue (run_id, due_at);
 
--- How each message ended: one insert, never updated. attempts counts its tries;
+-- How each message ended: one insert, never updated. attempts counts its tries
+-- (for a sent message the last one, that worked, included), snoozes its snoozes;
 -- error is the last failure (for a sent message, of a try before the one that worked).
 -- Insert-only: the default autovacuum (triggered by inserts) keeps its visibility map
 -- set for the index-only count of failures.
@@ -246,6 +250,7 @@ CREATE TABLE IF NOT EXISTS pgcoord.campaign_outcomes (
     status text NOT NULL CHECK (status IN ('sent', 'failed', 'skipped')),
     finished_at timestamptz NOT NULL,
     attempts integer NOT NULL,
+    snoozes integer NOT NULL DEFAULT 0,
     metrics jsonb,
     error text
 ) WITH (fillfactor = 100);
@@ -254,6 +259,21 @@ CREATE TABLE IF NOT EXISTS pgcoord.campaign_outcomes (
 CREATE INDEX IF NOT EXISTS campaign_outcomes_failed
 ON pgcoord.campaign_outcomes (run_id)
 WHERE status = 'failed';
+
+-- campaign_stats: the outcomes of messages that had a failed try or a snooze (rare),
+-- where it sums a run's retries and snoozes without reading its other outcomes
+CREATE INDEX IF NOT EXISTS campaign_outcomes_eventful
+ON pgcoord.campaign_outcomes (run_id) INCLUDE (status, attempts, snoozes)
+WHERE attempts > (status = 'sent')::integer OR snoozes > 0;
+
+-- campaign_stats: a run's sent messages by finish time, read backwards for the last
+-- minute's count and the last 1000's handler times, however long the run (without it,
+-- both read every outcome of the run). Every sent message adds an entry, at its run's
+-- end of the index: a server-side loop of claim + complete_many of 15 took 0.30 ms with
+-- and without it (8 alternating rounds of 2,000 on PostgreSQL 15: within the noise).
+CREATE INDEX IF NOT EXISTS campaign_outcomes_sent
+ON pgcoord.campaign_outcomes (run_id, finished_at)
+WHERE status = 'sent';
 
 CREATE SEQUENCE IF NOT EXISTS pgcoord.campaign_token AS bigint;
 
@@ -916,13 +936,13 @@ BEGIN
             WITH gone AS (
                 DELETE FROM pgcoord.campaign_queue AS q
                 WHERE q.token = v_group.token
-                RETURNING q.run_id, q.message_ids
+                RETURNING q.run_id, q.snoozes, q.message_ids
             )
 
             INSERT INTO pgcoord.campaign_outcomes (
-                message_id, run_id, status, finished_at, attempts, error
+                message_id, run_id, status, finished_at, attempts, snoozes, error
             )
-            SELECT m.id, gone.run_id, 'failed', v_now, v_tries, 'lease expired'
+            SELECT m.id, gone.run_id, 'failed', v_now, v_tries, gone.snoozes, 'lease expired'
             FROM gone CROSS JOIN LATERAL unnest(gone.message_ids) AS m (id);
             CONTINUE;
         END IF;
@@ -948,14 +968,16 @@ BEGIN
                 UPDATE pgcoord.campaign_queue AS q
                 SET message_ids = q.message_ids[v_take + 1:]
                 WHERE q.token = v_group.token
-                RETURNING q.run_id, q.scheduled_at, q.last_error
+                RETURNING q.run_id, q.scheduled_at, q.snoozes, q.last_error
             )
 
             INSERT INTO pgcoord.campaign_queue (
-                token, run_id, due_at, scheduled_at, claimed_by, tries, last_error, message_ids
+                token, run_id, due_at, scheduled_at, claimed_by, tries, snoozes, last_error,
+                message_ids
             )
             SELECT
                 v_token, rest.run_id, v_now + p_lease, rest.scheduled_at, p_worker, v_tries,
+                rest.snoozes,
                 CASE WHEN v_group.claimed_by IS NULL THEN rest.last_error ELSE 'lease expired' END,
                 v_group.message_ids[:v_take]
             FROM rest;
@@ -1026,7 +1048,9 @@ BEGIN
     END IF;
 
     WITH held AS (
-        SELECT q.token, q.run_id, q.tries, q.last_error, cardinality(q.message_ids) AS size
+        SELECT
+            q.token, q.run_id, q.tries, q.snoozes, q.last_error,
+            cardinality(q.message_ids) AS size
         FROM pgcoord.campaign_queue AS q
         WHERE
             q.token = p_claim_token AND q.claimed_by IS NOT NULL
@@ -1048,10 +1072,10 @@ BEGIN
     )
 
     INSERT INTO pgcoord.campaign_outcomes (
-        message_id, run_id, status, finished_at, attempts, metrics, error
+        message_id, run_id, status, finished_at, attempts, snoozes, metrics, error
     )
-    SELECT p_message_id, held.run_id, 'sent', clock_timestamp(), held.tries + 1, p_metrics,
-        held.last_error
+    SELECT p_message_id, held.run_id, 'sent', clock_timestamp(), held.tries + 1, held.snoozes,
+        p_metrics, held.last_error
     FROM held;
     RETURN FOUND;
 END;
@@ -1176,7 +1200,7 @@ BEGIN
     ),
 
     held AS (
-        SELECT q.token, q.run_id, q.tries, q.last_error, q.message_ids
+        SELECT q.token, q.run_id, q.tries, q.snoozes, q.last_error, q.message_ids
         FROM pgcoord.campaign_queue AS q
         WHERE q.token = any(p_claim_tokens) AND q.claimed_by IS NOT NULL
         ORDER BY q.token
@@ -1185,7 +1209,8 @@ BEGIN
 
     done AS (
         SELECT DISTINCT ON (given.id)
-            given.id, given.metrics, held.token, held.run_id, held.tries, held.last_error
+            given.id, given.metrics, held.token, held.run_id, held.tries, held.snoozes,
+            held.last_error
         FROM given
         INNER JOIN held ON given.token = held.token AND given.id = any(held.message_ids)
         ORDER BY given.id
@@ -1220,9 +1245,9 @@ BEGIN
 
     sent AS (
         INSERT INTO pgcoord.campaign_outcomes (
-            message_id, run_id, status, finished_at, attempts, metrics, error
+            message_id, run_id, status, finished_at, attempts, snoozes, metrics, error
         )
-        SELECT done.id, done.run_id, 'sent', v_now, done.tries + 1, done.metrics,
+        SELECT done.id, done.run_id, 'sent', v_now, done.tries + 1, done.snoozes, done.metrics,
             done.last_error
         FROM done
         RETURNING message_id
@@ -1650,7 +1675,7 @@ BEGIN
     RETURN QUERY
     SELECT g.status, g.next_attempt_at
     FROM pgcoord.campaign_give_back(
-        p_message_id, p_claim_token, clock_timestamp(), p_retry_after, p_error
+        p_message_id, p_claim_token, clock_timestamp(), p_retry_after, p_error, FALSE
     ) AS g;
 END;
 $$;
@@ -1663,19 +1688,20 @@ COMMENT ON FUNCTION pgcoord.campaign_fail(bigint, bigint, text, interval) IS
 
 -- db/src/functions/campaign_give_back.sql
 -- Internal. Take message p_message_id out of claim p_claim_token (when that claim is
--- current) and put it back. p_error NULL: a snooze or release, pending again at
--- p_now + p_delay with its tries as they were. p_error given: a failed try (it counts
--- once, also after the lease ran out); with retries left the message is pending at
--- p_now + the run's backoff for this retry (its last element repeating), or at
--- p_now + p_delay when that is later; without, it ends failed with p_error. The message
--- gets a group of its own (a lone message's group is reused) and a new token, so the
--- claim's token is stale for it. No row when the claim is not current.
+-- current) and put it back. p_error NULL: a snooze (p_snooze, counted in its snoozes) or
+-- a release, pending again at p_now + p_delay with its tries as they were. p_error
+-- given: a failed try (it counts once, also after the lease ran out); with retries left
+-- the message is pending at p_now + the run's backoff for this retry (its last element
+-- repeating), or at p_now + p_delay when that is later; without, it ends failed with
+-- p_error. The message gets a group of its own (a lone message's group is reused) and a
+-- new token, so the claim's token is stale for it. No row when the claim is not current.
 CREATE OR REPLACE FUNCTION pgcoord.campaign_give_back(
     p_message_id bigint,
     p_claim_token bigint,
     p_now timestamptz,
     p_delay interval,
-    p_error text
+    p_error text,
+    p_snooze boolean
 )
 RETURNS TABLE (status text, next_attempt_at timestamptz)
 LANGUAGE plpgsql
@@ -1685,11 +1711,12 @@ AS $$
 DECLARE
     v_group record;
     v_tries integer;
+    v_snoozes integer;
     v_error text;
     v_due timestamptz;
 BEGIN
     SELECT
-        q.run_id, q.tries, q.last_error, q.scheduled_at,
+        q.run_id, q.tries, q.snoozes, q.last_error, q.scheduled_at,
         cardinality(q.message_ids) AS size, r.max_retries, r.retry_backoff
     INTO v_group
     FROM pgcoord.campaign_queue AS q
@@ -1702,6 +1729,7 @@ BEGIN
         RETURN;
     END IF;
 
+    v_snoozes := v_group.snoozes + p_snooze::integer;
     IF p_error IS NULL THEN
         v_tries := v_group.tries;
         v_error := v_group.last_error;
@@ -1723,6 +1751,7 @@ BEGIN
             due_at = v_due,
             claimed_by = NULL,
             tries = v_tries,
+            snoozes = v_snoozes,
             last_error = v_error
         WHERE q.token = p_claim_token;
     ELSIF v_group.size = 1 THEN
@@ -1733,20 +1762,20 @@ BEGIN
         WHERE q.token = p_claim_token;
         IF v_due IS NOT NULL THEN
             INSERT INTO pgcoord.campaign_queue (
-                token, run_id, due_at, scheduled_at, tries, last_error, message_ids
+                token, run_id, due_at, scheduled_at, tries, snoozes, last_error, message_ids
             )
             VALUES (
                 nextval('pgcoord.campaign_token'), v_group.run_id, v_due, v_group.scheduled_at,
-                v_tries, v_error, ARRAY[p_message_id]
+                v_tries, v_snoozes, v_error, ARRAY[p_message_id]
             );
         END IF;
     END IF;
 
     IF v_due IS NULL THEN
         INSERT INTO pgcoord.campaign_outcomes (
-            message_id, run_id, status, finished_at, attempts, error
+            message_id, run_id, status, finished_at, attempts, snoozes, error
         )
-        VALUES (p_message_id, v_group.run_id, 'failed', p_now, v_tries, p_error);
+        VALUES (p_message_id, v_group.run_id, 'failed', p_now, v_tries, v_snoozes, p_error);
         RETURN QUERY SELECT 'failed'::text, NULL::timestamptz;
     ELSE
         RETURN QUERY SELECT 'pending'::text, v_due;
@@ -1754,11 +1783,13 @@ BEGIN
 END;
 $$;
 
-COMMENT ON FUNCTION pgcoord.campaign_give_back(bigint, bigint, timestamptz, interval, text) IS
+COMMENT ON FUNCTION pgcoord.campaign_give_back(
+    bigint, bigint, timestamptz, interval, text, boolean
+) IS
 'Internal. Put message p_message_id of the current claim p_claim_token back: pending at '
-'p_now + p_delay (p_error NULL, no try spent), or after a failed try p_error pending at '
-'its backoff (or p_delay when later) or failed for good; no row when the claim is not '
-'current. Errors: none.';
+'p_now + p_delay (p_error NULL, no try spent; counted as a snooze when p_snooze), or '
+'after a failed try p_error pending at its backoff (or p_delay when later) or failed for '
+'good; no row when the claim is not current. Errors: none.';
 
 -- db/src/functions/campaign_release.sql
 -- Give a claimed message back untouched, for a worker that stops before its handler
@@ -1782,7 +1813,7 @@ BEGIN
     RETURN EXISTS (
         SELECT
         FROM pgcoord.campaign_give_back(
-            p_message_id, p_claim_token, clock_timestamp(), interval '0', NULL
+            p_message_id, p_claim_token, clock_timestamp(), interval '0', NULL, FALSE
         )
     );
 END;
@@ -1906,14 +1937,14 @@ BEGIN
             DELETE FROM pgcoord.campaign_queue AS q
             USING stale
             WHERE q.token = stale.token
-            RETURNING q.run_id, q.tries, q.last_error, q.message_ids
+            RETURNING q.run_id, q.tries, q.snoozes, q.last_error, q.message_ids
         ),
 
         skipped AS (
             INSERT INTO pgcoord.campaign_outcomes (
-                message_id, run_id, status, finished_at, attempts, error
+                message_id, run_id, status, finished_at, attempts, snoozes, error
             )
-            SELECT m.id, gone.run_id, 'skipped', v_now, gone.tries, gone.last_error
+            SELECT m.id, gone.run_id, 'skipped', v_now, gone.tries, gone.snoozes, gone.last_error
             FROM gone CROSS JOIN LATERAL unnest(gone.message_ids) AS m (id)
             RETURNING 1
         )
@@ -1968,7 +1999,7 @@ BEGIN
     RETURN EXISTS (
         SELECT
         FROM pgcoord.campaign_give_back(
-            p_message_id, p_claim_token, clock_timestamp(), p_delay, NULL
+            p_message_id, p_claim_token, clock_timestamp(), p_delay, NULL, TRUE
         )
     );
 END;
@@ -1978,6 +2009,107 @@ COMMENT ON FUNCTION pgcoord.campaign_snooze(bigint, bigint, interval) IS
 'Put message p_message_id of claim p_claim_token back, pending at now + p_delay, without '
 'spending a try; false, changing nothing, for a stale token. Ranges: p_delay 0 to 30 '
 'days. Errors: 22004 NULL argument, 22023 p_delay out of range.';
+
+-- db/src/functions/campaign_stats.sql
+-- How a run is going, for operators (pgcoord campaigns, pgcoord watch), one row per run
+-- (of p_run_id only, when given), by run id: the messages sent in the last minute; the
+-- failed tries so far (retries: fails and lost leases, of finished and open messages);
+-- the snoozes so far; and the median and 95th percentile of the handler's time in ms
+-- (metrics key handler_ms, which the campaign worker stores with each message) over the
+-- run's last 1000 sent messages, NULL when none of them has it (a value that is not a
+-- number from 0 to 1e12 is ignored).
+-- Cheap however long the run: the open messages are summed over the run's queue groups
+-- (the backlog); the finished ones' retries and snoozes over an index holding only the
+-- outcomes that had any (campaign_outcomes_eventful, rare); the last minute and the last
+-- 1000 sent are read backwards on the sent messages' index by finish time
+-- (campaign_outcomes_sent): no statement reads a run's history.
+CREATE OR REPLACE FUNCTION pgcoord.campaign_stats(p_run_id bigint DEFAULT NULL)
+RETURNS TABLE (
+    run_id bigint,
+    sent_last_minute bigint,
+    retries bigint,
+    snoozes bigint,
+    handler_p50_ms double precision,
+    handler_p95_ms double precision
+)
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_now constant timestamptz := clock_timestamp();
+BEGIN
+    IF p_run_id IS NOT NULL AND NOT EXISTS (
+        SELECT FROM pgcoord.campaign_runs AS r WHERE r.id = p_run_id
+    ) THEN
+        PERFORM pgcoord.raise_bad_argument('p_run_id', p_run_id, 'the id of a campaign run');
+    END IF;
+
+    RETURN QUERY
+    SELECT
+        r.id,
+        recent.sent,
+        open_work.retries + finished.retries,
+        open_work.snoozes + finished.snoozes,
+        handler.p50,
+        handler.p95
+    FROM pgcoord.campaign_runs AS r
+    CROSS JOIN LATERAL (
+        SELECT
+            coalesce(sum(q.tries::bigint * cardinality(q.message_ids)), 0)::bigint AS retries,
+            coalesce(sum(q.snoozes::bigint * cardinality(q.message_ids)), 0)::bigint AS snoozes
+        FROM pgcoord.campaign_queue AS q
+        WHERE q.run_id = r.id
+    ) AS open_work
+    CROSS JOIN LATERAL (
+        -- failed tries: every try of a failed or skipped message, all but the last of a
+        -- sent one; the predicate is the index's
+        SELECT
+            coalesce(sum(o.attempts - (o.status = 'sent')::integer), 0)::bigint AS retries,
+            coalesce(sum(o.snoozes), 0)::bigint AS snoozes
+        FROM pgcoord.campaign_outcomes AS o
+        WHERE
+            o.run_id = r.id
+            AND (o.attempts > (o.status = 'sent')::integer OR o.snoozes > 0)
+    ) AS finished
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS sent
+        FROM pgcoord.campaign_outcomes AS o
+        WHERE
+            o.run_id = r.id AND o.status = 'sent'
+            AND o.finished_at > v_now - interval '1 minute'
+    ) AS recent
+    CROSS JOIN LATERAL (
+        SELECT
+            percentile_cont(0.5) WITHIN GROUP (ORDER BY last_sent.ms) AS p50,
+            percentile_cont(0.95) WITHIN GROUP (ORDER BY last_sent.ms) AS p95
+        FROM (
+            -- nested: the cast only of a JSON number (AND has no order of evaluation);
+            -- rounded to the microsecond, so no value underflows double precision
+            SELECT
+                CASE WHEN jsonb_typeof(o.metrics -> 'handler_ms') = 'number' THEN
+                    CASE WHEN (o.metrics ->> 'handler_ms')::numeric BETWEEN 0 AND 1e12 THEN
+                        round((o.metrics ->> 'handler_ms')::numeric, 3)::double precision
+                    END
+                END AS ms
+            FROM pgcoord.campaign_outcomes AS o
+            WHERE o.run_id = r.id AND o.status = 'sent'
+            ORDER BY o.finished_at DESC
+            LIMIT 1000
+        ) AS last_sent
+    ) AS handler
+    WHERE p_run_id IS NULL OR r.id = p_run_id
+    ORDER BY r.id;
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.campaign_stats(bigint) IS
+'Per run (of p_run_id when given, else every run): messages sent in the last minute, '
+'failed tries so far (retries), snoozes so far, and the median and 95th percentile of '
+'metrics.handler_ms over the last 1000 sent messages (NULL when none has it). Ranges: '
+'p_run_id NULL or the id of a run. Errors: 22023 unknown p_run_id.';
 
 -- db/src/functions/lock_acquire.sql
 -- Take or renew the lease of a key. A free or expired key is granted with a new token;
@@ -2808,8 +2940,9 @@ COMMENT ON VIEW pgcoord.buffer_status IS
 -- One row per campaign message, for operators: where it is and what happened to it.
 -- status: pending, processing (held by claimed_by until claimed_until; an orphan once
 -- that has passed), sent, failed, skipped. attempt counts its tries so far, the running
--- one included. last_error is the error of its last failed try ('lease expired' for a
--- lost lease), kept after it is sent. It reads the open groups whole: filter by run_id.
+-- one included; snoozes how often it was put back for a provider's rate limit (tries not
+-- spent). last_error is the error of its last failed try ('lease expired' for a lost
+-- lease), kept after it is sent. It reads the open groups whole: filter by run_id.
 CREATE OR REPLACE VIEW pgcoord.campaign_message_status AS
 WITH g AS (
     SELECT
@@ -2817,6 +2950,7 @@ WITH g AS (
         q.due_at,
         q.claimed_by,
         q.tries,
+        q.snoozes,
         q.last_error,
         unnest(q.message_ids) AS message_id
     FROM pgcoord.campaign_queue AS q
@@ -2829,6 +2963,7 @@ SELECT  -- noqa: ST06
     coalesce(o.status, CASE WHEN g.claimed_by IS NULL THEN 'pending' ELSE 'processing' END)
         AS status,
     coalesce(o.attempts, g.tries + (g.claimed_by IS NOT NULL)::integer) AS attempt,
+    coalesce(o.snoozes, g.snoozes) AS snoozes,
     m.scheduled_at,
     CASE WHEN g.claimed_by IS NULL THEN g.due_at END AS next_attempt_at,
     g.claimed_by,
@@ -2841,8 +2976,8 @@ LEFT JOIN pgcoord.campaign_outcomes AS o ON m.id = o.message_id
 LEFT JOIN g ON m.id = g.message_id AND m.run_id = g.run_id;
 
 COMMENT ON VIEW pgcoord.campaign_message_status IS
-'Campaign messages: message_id, run_id, recipient, status, attempt, scheduled_at, '
-'next_attempt_at, claimed_by, claimed_until, last_error, finished_at, metrics.';
+'Campaign messages: message_id, run_id, recipient, status, attempt, snoozes, '
+'scheduled_at, next_attempt_at, claimed_by, claimed_until, last_error, finished_at, metrics.';
 
 -- db/src/views/campaign_progress.sql
 -- One row per campaign run, counted without reading its sent messages: pending and
@@ -3007,6 +3142,7 @@ GRANT EXECUTE ON FUNCTION pgcoord.campaign_skip_stale(interval) TO pgcoord_clien
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_extend(bigint, bigint, interval) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_release(bigint, bigint) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_due_in(bigint) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.campaign_stats(bigint) TO pgcoord_client;
 
 GRANT SELECT ON pgcoord.campaign_progress TO pgcoord_client;
 GRANT SELECT ON pgcoord.campaign_message_status TO pgcoord_client;

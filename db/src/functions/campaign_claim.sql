@@ -102,13 +102,13 @@ BEGIN
             WITH gone AS (
                 DELETE FROM pgcoord.campaign_queue AS q
                 WHERE q.token = v_group.token
-                RETURNING q.run_id, q.message_ids
+                RETURNING q.run_id, q.snoozes, q.message_ids
             )
 
             INSERT INTO pgcoord.campaign_outcomes (
-                message_id, run_id, status, finished_at, attempts, error
+                message_id, run_id, status, finished_at, attempts, snoozes, error
             )
-            SELECT m.id, gone.run_id, 'failed', v_now, v_tries, 'lease expired'
+            SELECT m.id, gone.run_id, 'failed', v_now, v_tries, gone.snoozes, 'lease expired'
             FROM gone CROSS JOIN LATERAL unnest(gone.message_ids) AS m (id);
             CONTINUE;
         END IF;
@@ -134,14 +134,16 @@ BEGIN
                 UPDATE pgcoord.campaign_queue AS q
                 SET message_ids = q.message_ids[v_take + 1:]
                 WHERE q.token = v_group.token
-                RETURNING q.run_id, q.scheduled_at, q.last_error
+                RETURNING q.run_id, q.scheduled_at, q.snoozes, q.last_error
             )
 
             INSERT INTO pgcoord.campaign_queue (
-                token, run_id, due_at, scheduled_at, claimed_by, tries, last_error, message_ids
+                token, run_id, due_at, scheduled_at, claimed_by, tries, snoozes, last_error,
+                message_ids
             )
             SELECT
                 v_token, rest.run_id, v_now + p_lease, rest.scheduled_at, p_worker, v_tries,
+                rest.snoozes,
                 CASE WHEN v_group.claimed_by IS NULL THEN rest.last_error ELSE 'lease expired' END,
                 v_group.message_ids[:v_take]
             FROM rest;

@@ -31,7 +31,9 @@ BEGIN
     END IF;
 
     WITH held AS (
-        SELECT q.token, q.run_id, q.tries, q.last_error, cardinality(q.message_ids) AS size
+        SELECT
+            q.token, q.run_id, q.tries, q.snoozes, q.last_error,
+            cardinality(q.message_ids) AS size
         FROM pgcoord.campaign_queue AS q
         WHERE
             q.token = p_claim_token AND q.claimed_by IS NOT NULL
@@ -53,10 +55,10 @@ BEGIN
     )
 
     INSERT INTO pgcoord.campaign_outcomes (
-        message_id, run_id, status, finished_at, attempts, metrics, error
+        message_id, run_id, status, finished_at, attempts, snoozes, metrics, error
     )
-    SELECT p_message_id, held.run_id, 'sent', clock_timestamp(), held.tries + 1, p_metrics,
-        held.last_error
+    SELECT p_message_id, held.run_id, 'sent', clock_timestamp(), held.tries + 1, held.snoozes,
+        p_metrics, held.last_error
     FROM held;
     RETURN FOUND;
 END;

@@ -81,7 +81,7 @@ BEGIN
     ),
 
     held AS (
-        SELECT q.token, q.run_id, q.tries, q.last_error, q.message_ids
+        SELECT q.token, q.run_id, q.tries, q.snoozes, q.last_error, q.message_ids
         FROM pgcoord.campaign_queue AS q
         WHERE q.token = any(p_claim_tokens) AND q.claimed_by IS NOT NULL
         ORDER BY q.token
@@ -90,7 +90,8 @@ BEGIN
 
     done AS (
         SELECT DISTINCT ON (given.id)
-            given.id, given.metrics, held.token, held.run_id, held.tries, held.last_error
+            given.id, given.metrics, held.token, held.run_id, held.tries, held.snoozes,
+            held.last_error
         FROM given
         INNER JOIN held ON given.token = held.token AND given.id = any(held.message_ids)
         ORDER BY given.id
@@ -125,9 +126,9 @@ BEGIN
 
     sent AS (
         INSERT INTO pgcoord.campaign_outcomes (
-            message_id, run_id, status, finished_at, attempts, metrics, error
+            message_id, run_id, status, finished_at, attempts, snoozes, metrics, error
         )
-        SELECT done.id, done.run_id, 'sent', v_now, done.tries + 1, done.metrics,
+        SELECT done.id, done.run_id, 'sent', v_now, done.tries + 1, done.snoozes, done.metrics,
             done.last_error
         FROM done
         RETURNING message_id

@@ -1,17 +1,18 @@
 -- Internal. Take message p_message_id out of claim p_claim_token (when that claim is
--- current) and put it back. p_error NULL: a snooze or release, pending again at
--- p_now + p_delay with its tries as they were. p_error given: a failed try (it counts
--- once, also after the lease ran out); with retries left the message is pending at
--- p_now + the run's backoff for this retry (its last element repeating), or at
--- p_now + p_delay when that is later; without, it ends failed with p_error. The message
--- gets a group of its own (a lone message's group is reused) and a new token, so the
--- claim's token is stale for it. No row when the claim is not current.
+-- current) and put it back. p_error NULL: a snooze (p_snooze, counted in its snoozes) or
+-- a release, pending again at p_now + p_delay with its tries as they were. p_error
+-- given: a failed try (it counts once, also after the lease ran out); with retries left
+-- the message is pending at p_now + the run's backoff for this retry (its last element
+-- repeating), or at p_now + p_delay when that is later; without, it ends failed with
+-- p_error. The message gets a group of its own (a lone message's group is reused) and a
+-- new token, so the claim's token is stale for it. No row when the claim is not current.
 CREATE OR REPLACE FUNCTION pgcoord.campaign_give_back(
     p_message_id bigint,
     p_claim_token bigint,
     p_now timestamptz,
     p_delay interval,
-    p_error text
+    p_error text,
+    p_snooze boolean
 )
 RETURNS TABLE (status text, next_attempt_at timestamptz)
 LANGUAGE plpgsql
@@ -21,11 +22,12 @@ AS $$
 DECLARE
     v_group record;
     v_tries integer;
+    v_snoozes integer;
     v_error text;
     v_due timestamptz;
 BEGIN
     SELECT
-        q.run_id, q.tries, q.last_error, q.scheduled_at,
+        q.run_id, q.tries, q.snoozes, q.last_error, q.scheduled_at,
         cardinality(q.message_ids) AS size, r.max_retries, r.retry_backoff
     INTO v_group
     FROM pgcoord.campaign_queue AS q
@@ -38,6 +40,7 @@ BEGIN
         RETURN;
     END IF;
 
+    v_snoozes := v_group.snoozes + p_snooze::integer;
     IF p_error IS NULL THEN
         v_tries := v_group.tries;
         v_error := v_group.last_error;
@@ -59,6 +62,7 @@ BEGIN
             due_at = v_due,
             claimed_by = NULL,
             tries = v_tries,
+            snoozes = v_snoozes,
             last_error = v_error
         WHERE q.token = p_claim_token;
     ELSIF v_group.size = 1 THEN
@@ -69,20 +73,20 @@ BEGIN
         WHERE q.token = p_claim_token;
         IF v_due IS NOT NULL THEN
             INSERT INTO pgcoord.campaign_queue (
-                token, run_id, due_at, scheduled_at, tries, last_error, message_ids
+                token, run_id, due_at, scheduled_at, tries, snoozes, last_error, message_ids
             )
             VALUES (
                 nextval('pgcoord.campaign_token'), v_group.run_id, v_due, v_group.scheduled_at,
-                v_tries, v_error, ARRAY[p_message_id]
+                v_tries, v_snoozes, v_error, ARRAY[p_message_id]
             );
         END IF;
     END IF;
 
     IF v_due IS NULL THEN
         INSERT INTO pgcoord.campaign_outcomes (
-            message_id, run_id, status, finished_at, attempts, error
+            message_id, run_id, status, finished_at, attempts, snoozes, error
         )
-        VALUES (p_message_id, v_group.run_id, 'failed', p_now, v_tries, p_error);
+        VALUES (p_message_id, v_group.run_id, 'failed', p_now, v_tries, v_snoozes, p_error);
         RETURN QUERY SELECT 'failed'::text, NULL::timestamptz;
     ELSE
         RETURN QUERY SELECT 'pending'::text, v_due;
@@ -90,8 +94,10 @@ BEGIN
 END;
 $$;
 
-COMMENT ON FUNCTION pgcoord.campaign_give_back(bigint, bigint, timestamptz, interval, text) IS
+COMMENT ON FUNCTION pgcoord.campaign_give_back(
+    bigint, bigint, timestamptz, interval, text, boolean
+) IS
 'Internal. Put message p_message_id of the current claim p_claim_token back: pending at '
-'p_now + p_delay (p_error NULL, no try spent), or after a failed try p_error pending at '
-'its backoff (or p_delay when later) or failed for good; no row when the claim is not '
-'current. Errors: none.';
+'p_now + p_delay (p_error NULL, no try spent; counted as a snooze when p_snooze), or '
+'after a failed try p_error pending at its backoff (or p_delay when later) or failed for '
+'good; no row when the claim is not current. Errors: none.';

@@ -46,14 +46,14 @@ BEGIN
             DELETE FROM pgcoord.campaign_queue AS q
             USING stale
             WHERE q.token = stale.token
-            RETURNING q.run_id, q.tries, q.last_error, q.message_ids
+            RETURNING q.run_id, q.tries, q.snoozes, q.last_error, q.message_ids
         ),
 
         skipped AS (
             INSERT INTO pgcoord.campaign_outcomes (
-                message_id, run_id, status, finished_at, attempts, error
+                message_id, run_id, status, finished_at, attempts, snoozes, error
             )
-            SELECT m.id, gone.run_id, 'skipped', v_now, gone.tries, gone.last_error
+            SELECT m.id, gone.run_id, 'skipped', v_now, gone.tries, gone.snoozes, gone.last_error
             FROM gone CROSS JOIN LATERAL unnest(gone.message_ids) AS m (id)
             RETURNING 1
         )

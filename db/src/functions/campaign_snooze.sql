@@ -30,7 +30,7 @@ BEGIN
     RETURN EXISTS (
         SELECT
         FROM pgcoord.campaign_give_back(
-            p_message_id, p_claim_token, clock_timestamp(), p_delay, NULL
+            p_message_id, p_claim_token, clock_timestamp(), p_delay, NULL, TRUE
         )
     );
 END;

@@ -1,8 +1,9 @@
 -- One row per campaign message, for operators: where it is and what happened to it.
 -- status: pending, processing (held by claimed_by until claimed_until; an orphan once
 -- that has passed), sent, failed, skipped. attempt counts its tries so far, the running
--- one included. last_error is the error of its last failed try ('lease expired' for a
--- lost lease), kept after it is sent. It reads the open groups whole: filter by run_id.
+-- one included; snoozes how often it was put back for a provider's rate limit (tries not
+-- spent). last_error is the error of its last failed try ('lease expired' for a lost
+-- lease), kept after it is sent. It reads the open groups whole: filter by run_id.
 CREATE OR REPLACE VIEW pgcoord.campaign_message_status AS
 WITH g AS (
     SELECT
@@ -10,6 +11,7 @@ WITH g AS (
         q.due_at,
         q.claimed_by,
         q.tries,
+        q.snoozes,
         q.last_error,
         unnest(q.message_ids) AS message_id
     FROM pgcoord.campaign_queue AS q
@@ -22,6 +24,7 @@ SELECT  -- noqa: ST06
     coalesce(o.status, CASE WHEN g.claimed_by IS NULL THEN 'pending' ELSE 'processing' END)
         AS status,
     coalesce(o.attempts, g.tries + (g.claimed_by IS NOT NULL)::integer) AS attempt,
+    coalesce(o.snoozes, g.snoozes) AS snoozes,
     m.scheduled_at,
     CASE WHEN g.claimed_by IS NULL THEN g.due_at END AS next_attempt_at,
     g.claimed_by,
@@ -34,5 +37,5 @@ LEFT JOIN pgcoord.campaign_outcomes AS o ON m.id = o.message_id
 LEFT JOIN g ON m.id = g.message_id AND m.run_id = g.run_id;
 
 COMMENT ON VIEW pgcoord.campaign_message_status IS
-'Campaign messages: message_id, run_id, recipient, status, attempt, scheduled_at, '
-'next_attempt_at, claimed_by, claimed_until, last_error, finished_at, metrics.';
+'Campaign messages: message_id, run_id, recipient, status, attempt, snoozes, '
+'scheduled_at, next_attempt_at, claimed_by, claimed_until, last_error, finished_at, metrics.';

@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from .. import config
+from .. import config, migrations
 from .errors import CommandError, UsageError, one_line, shown
 
 OPTION = "--database-url"
@@ -133,3 +133,17 @@ def where(conn: psycopg.Connection[Any]) -> str:
 
 def not_installed(conn: psycopg.Connection[Any]) -> str:
     return f"pgcoord is not installed in {where(conn)}: run pgcoord migrate"
+
+
+def lacks(conn: psycopg.Connection[Any], installed: str, what: str) -> str:
+    """pgcoord `installed` is a release before `what` (the inbox, the campaign queue)."""
+    return f"pgcoord {installed} in {where(conn)} has no {what}: run pgcoord migrate"
+
+
+def missing(conn: psycopg.Connection[Any], what: str) -> CommandError:
+    """Why a call found no pgcoord function or view that `what` brings: pgcoord is not
+    installed, or an older release is."""
+    installed = migrations.installed_version(conn)
+    if installed is None:
+        return CommandError(not_installed(conn))
+    return CommandError(lacks(conn, installed, what))

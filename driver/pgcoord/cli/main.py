@@ -16,7 +16,7 @@ import psycopg
 from ..errors import PgcoordError
 from .command import Command, Passthrough
 from .errors import FAILED, INTERRUPTED, USAGE, CommandError, UsageError, one_line
-from .options import Parser
+from .options import CommandsFormatter, Parser
 
 PROG = "pgcoord"
 
@@ -25,8 +25,11 @@ PROG = "pgcoord"
 COMMANDS = (
     "migrate",
     "status",
+    "campaigns",
+    "watch",
     "revive",
     "work",
+    "maintain",
     "version",
     "demo",
 )
@@ -50,7 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
-        prog=PROG, description="Coordination primitives in PostgreSQL (schema pgcoord)."
+        prog=PROG,
+        description="Coordination primitives in PostgreSQL (schema pgcoord).",
+        formatter_class=CommandsFormatter,
     )
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     for command in commands():

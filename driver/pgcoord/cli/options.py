@@ -29,6 +29,7 @@ N = TypeVar("N", int, float)
 MINUTE = 60
 HOUR = 60 * MINUTE
 DAY = 24 * HOUR
+YEAR = 360 * DAY  # as PostgreSQL compares intervals: '100 years' = '36000 days'
 SHORTEST = 0.001  # seconds: the shortest duration an option accepts where zero is refused
 
 
@@ -46,6 +47,22 @@ class Parser(argparse.ArgumentParser):
         self.exit(USAGE, f"{self.prog}: error: {line}\n")
 
 
+class CommandsFormatter(argparse.HelpFormatter):
+    """argparse's help layout, counting the indentation of the commands listed under a
+    subparsers action in the width of the names column (Python 3.11 leaves it out, and
+    the help of the longest command name wraps onto a line of its own)."""
+
+    def add_argument(self, action: argparse.Action) -> None:
+        super().add_argument(action)
+        subactions = getattr(action, "_get_subactions", None)
+        if action.help is argparse.SUPPRESS or subactions is None:
+            return
+        names = [len(self._format_action_invocation(sub)) for sub in subactions()]
+        if names:
+            width = max(names) + self._current_indent + self._indent_increment
+            self._action_max_length = max(self._action_max_length, width)
+
+
 @dataclass(frozen=True, slots=True)
 class Seconds:
     """A duration given as a number of seconds, from `least` to `most`: a timedelta."""
@@ -54,13 +71,8 @@ class Seconds:
     most: float
 
     def __call__(self, text: str) -> timedelta:
-        value = _within(float, text, self.least, self.most)
-        if value is None:
-            raise argparse.ArgumentTypeError(
-                f"must be a number of seconds from {_number(self.least)} to "
-                f"{_number(self.most)} ({_duration(self.most)}), got {shown(text)}"
-            )
-        return timedelta(seconds=value)
+        unit = f"number of seconds from {{}} to {{}} ({_duration(self.most)})"
+        return timedelta(seconds=_checked(float, text, self.least, self.most, unit))
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +83,18 @@ class Integer:
     most: int
 
     def __call__(self, text: str) -> int:
-        value = _within(int, text, self.least, self.most)
-        if value is None:
-            raise argparse.ArgumentTypeError(
-                f"must be a whole number from {self.least} to {self.most}, got {shown(text)}"
-            )
-        return value
+        return _checked(int, text, self.least, self.most, "whole number from {} to {}")
+
+
+@dataclass(frozen=True, slots=True)
+class PerSecond:
+    """A rate: a number of events per second from `least` to `most`."""
+
+    least: float
+    most: float
+
+    def __call__(self, text: str) -> float:
+        return _checked(float, text, self.least, self.most, "number per second from {} to {}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,19 +118,42 @@ class Text:
 LEASE = Seconds(SHORTEST, DAY)
 # buffer_fail: p_retry_in (and p_retry_after, the snooze's p_delay)
 RETRY_IN = Seconds(0, 30 * DAY)
-# buffer_claim: p_limit
+# buffer_claim, campaign_claim: p_limit
 CLAIM_LIMIT = Integer(1, 10_000)
 # keys, owners, workers, names, recipients
 NAME = Text(1, 1024)
+# a campaign run's id (bigint): campaign_claim, campaign_stats... p_run_id
+RUN_ID = Integer(1, 2**63 - 1)
+# rate_acquire: p_per_second (any positive number: the command's least is one event in
+# 1000 seconds) and p_burst
+RATE = PerSecond(0.001, 1_000_000)
+BURST = Integer(1, 1_000_000)
+# campaign_skip_stale: p_older_than
+OLDER_THAN = Seconds(0, 100 * YEAR)
+# lock_acquire: p_ttl, the period of the campaign worker's stale-message check (0, its
+# "never", is never sent)
+SKIP_STALE_EVERY = Seconds(0, DAY)
 # durations of the worker process itself, not sent to the server: a handler's timeout,
 # the grace on SIGTERM
 WORKER_TIMEOUT = Seconds(SHORTEST, DAY)
 WORKER_GRACE = Seconds(0, DAY)
+# how often pgcoord watch looks again
+WATCH_INTERVAL = Seconds(0.1, HOUR)
 
 
 def seconds(value: timedelta) -> str:
     """A duration as the options take it, for the defaults in --help: 60, 0.5."""
     return _number(value.total_seconds())
+
+
+def _checked(kind: Callable[[str], N], text: str, least: N, most: N, what: str) -> N:
+    """`text` read as `kind`, from `least` to `most`; else ArgumentTypeError saying it
+    must be "a " + `what` with the bounds in its two {}."""
+    value = _within(kind, text, least, most)
+    if value is None:
+        bounds = what.format(_number(least), _number(most))
+        raise argparse.ArgumentTypeError(f"must be a {bounds}, got {shown(text)}")
+    return value
 
 
 def _within(kind: Callable[[str], N], text: str, least: N, most: N) -> N | None:
@@ -130,7 +171,7 @@ def _number(value: float) -> str:
 
 def _duration(value: float) -> str:
     """The maximum of a range in words: 1 day, 30 days, 1 hour."""
-    for unit, name in ((DAY, "day"), (HOUR, "hour"), (MINUTE, "minute")):
+    for unit, name in ((YEAR, "year"), (DAY, "day"), (HOUR, "hour"), (MINUTE, "minute")):
         if value >= unit and value % unit == 0:
             count = int(value // unit)
             return f"{count} {name}{'' if count == 1 else 's'}"

@@ -1,21 +1,21 @@
-"""`pgcoord status`: the held locks, then the buffered conversations (dead batches
-first), as tables."""
+"""`pgcoord status`: the held locks, the buffered conversations (dead batches first), the
+campaign runs with their progress, and the rate keys, as tables. A section of a release
+that the database does not have yet is one line saying so."""
 
 from __future__ import annotations
 
 import argparse
-from datetime import datetime
 
-from tabulate import tabulate
-
-from .. import inbox, locks, migrations
+from .. import campaigns, inbox, locks, migrations, rates
 from ..errors import NotInstalled
-from ..types import BufferStatus, LockStatus
+from ..types import BufferStatus, CampaignProgress, LockStatus, RateStatus
 from . import database
 from .command import Command
 from .errors import CommandError
+from .tables import count, table, time
 
-# the columns of the views pgcoord.lock_status and pgcoord.buffer_status
+# the columns of the views pgcoord.lock_status, buffer_status, campaign_progress and
+# rate_status
 LOCK_COLUMNS = ("key", "owner", "token", "acquired_at", "expires_at", "expired")
 BUFFER_COLUMNS = (
     "conversation_key",
@@ -29,7 +29,21 @@ BUFFER_COLUMNS = (
     "dead",
     "last_error",
 )
+RUN_COLUMNS = (
+    "run_id",
+    "name",
+    "status",
+    "pending",
+    "processing",
+    "sent",
+    "failed",
+    "skipped",
+    "total",
+)
+RATE_COLUMNS = ("key", "tokens", "per_second", "burst", "paused_until", "updated_at")
 NO_BUFFERS = "no buffered conversations"
+NO_RUNS = "no campaign runs"
+NO_RATES = "no rate keys"
 LAST_ERROR_WIDTH = 60  # characters of buffer_status.last_error shown
 
 
@@ -48,9 +62,18 @@ def run(args: argparse.Namespace) -> int:
         except NotInstalled:  # a release before the inbox has no view buffer_status
             version = migrations.installed_version(conn)
             buffers = f"no buffers: pgcoord {version} has no inbox (pgcoord migrate installs it)"
-    print(locks_table(held))
-    print()
-    print(buffers)
+        try:
+            sections = [
+                runs_table(campaigns.campaign_progress(conn)),
+                rates_table(rates.rate_status(conn)),
+            ]
+        except NotInstalled:  # a release before the campaign queue and the rate limits
+            version = migrations.installed_version(conn)
+            sections = [
+                f"no campaign runs or rate keys: pgcoord {version} has no campaign queue "
+                "(pgcoord migrate installs it)"
+            ]
+    print("\n\n".join([locks_table(held), buffers, *sections]))
     return 0
 
 
@@ -62,13 +85,13 @@ def locks_table(held: list[LockStatus]) -> str:
             lock.key,
             lock.owner,
             lock.token,
-            _time(lock.acquired_at),
-            _time(lock.expires_at),
+            time(lock.acquired_at),
+            time(lock.expires_at),
             "yes" if lock.expired else "no",
         )
         for lock in held
     ]
-    return tabulate(rows, headers=LOCK_COLUMNS, disable_numparse=True)
+    return table(rows, LOCK_COLUMNS)
 
 
 def buffers_table(buffers: list[BufferStatus]) -> str:
@@ -80,30 +103,60 @@ def buffers_table(buffers: list[BufferStatus]) -> str:
         (
             b.conversation_key,
             b.message_count,
-            _time(b.first_message_at),
-            _time(b.last_message_at),
-            _time(b.flush_at),
+            time(b.first_message_at),
+            time(b.last_message_at),
+            time(b.flush_at),
             b.claimed_by or "",
-            _time(b.claimed_until),
+            time(b.claimed_until),
             b.attempt,
             "DEAD" if b.dead else "no",
             _short(b.last_error),
         )
         for b in buffers
     ]
-    table = tabulate(rows, headers=BUFFER_COLUMNS, disable_numparse=True)
+    found = table(rows, BUFFER_COLUMNS)
     dead = sum(b.dead for b in buffers)
     if dead:
-        table += (
+        found += (
             f"\n{dead} batch{'es' if dead > 1 else ''} parked as DEAD after repeated failures"
             " (kept for inspection; new messages of those conversations still flow;"
             " pgcoord revive CONVERSATION replays them)"
         )
-    return table
+    return found
 
 
-def _time(value: datetime | None) -> str:
-    return "" if value is None else value.isoformat(sep=" ", timespec="milliseconds")
+def runs_table(runs: list[CampaignProgress]) -> str:
+    """One row per campaign run, oldest first, its messages counted by state."""
+    if not runs:
+        return NO_RUNS
+    rows = [
+        (
+            r.run_id,
+            r.name,
+            r.status,
+            *(count(n) for n in (r.pending, r.processing, r.sent, r.failed, r.skipped, r.total)),
+        )
+        for r in runs
+    ]
+    return table(rows, RUN_COLUMNS)
+
+
+def rates_table(keys: list[RateStatus]) -> str:
+    """One row per rate key: its tokens now, its rate, and the pause in force."""
+    if not keys:
+        return NO_RATES
+    rows = [
+        (
+            k.key,
+            "" if k.tokens is None else f"{k.tokens:.2f}",
+            "" if k.per_second is None else f"{k.per_second:g}",
+            "" if k.burst is None else k.burst,
+            time(k.paused_until),
+            time(k.updated_at),
+        )
+        for k in keys
+    ]
+    return table(rows, RATE_COLUMNS)
 
 
 def _short(text: str | None) -> str:
@@ -115,5 +168,8 @@ def _short(text: str | None) -> str:
 
 
 COMMAND = Command(
-    "status", "show the held locks and the buffered conversations", add_arguments, run
+    "status",
+    "show the held locks, the buffered conversations, the campaign runs and the rate keys",
+    add_arguments,
+    run,
 )

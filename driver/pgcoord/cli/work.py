@@ -1,5 +1,8 @@
-"""`pgcoord work HANDLER`: a buffer worker calling HANDLER once per batch until SIGTERM
-or SIGINT. Its defaults are BufferWorker's own, read from its signature."""
+"""`pgcoord work HANDLER`: a buffer worker calling HANDLER once per batch, or with
+--campaign a campaign worker calling it once per campaign message, until SIGTERM or
+SIGINT. Each option is the worker's argument of the same name (--retry-in is retry_in)
+and belongs to the workers whose signature has that argument; an option not given is
+not passed, so the defaults are the workers' own, read from their signatures."""
 
 from __future__ import annotations
 
@@ -10,34 +13,58 @@ import inspect
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, NamedTuple
 
-from .. import migrations, releases
-from ..errors import PgcoordError
-from ..worker import BufferWorker
+from .. import campaigns, migrations, releases
+from ..errors import InvalidArgument, PgcoordError
+from ..worker import BufferWorker, CampaignWorker, RateBudget, Runtime
 from . import database, options
 from .command import Command
 from .errors import CommandError, UsageError, one_line, shown
 
-INBOX_SINCE = "0.2.0"  # the first release with the inbox (buffer_status, buffer_claim...)
-DEFAULTS = {name: p.default for name, p in inspect.signature(BufferWorker).parameters.items()}
+
+@dataclass(frozen=True)
+class Kind:
+    """A kind of worker the command runs."""
+
+    name: str
+    worker: Callable[..., Runtime[Any]]
+    since: str  # the first release with its tables
+    what: str  # what an older release lacks
+    item: str  # what its handler gets
+
+    @property
+    def defaults(self) -> Mapping[str, Any]:
+        """The worker's arguments and their defaults."""
+        parameters = inspect.signature(self.worker).parameters
+        return {name: p.default for name, p in parameters.items()}
+
+
+BUFFER = Kind("buffer worker", BufferWorker, "0.2.0", "inbox", "batch")
+CAMPAIGN = Kind("campaign worker", CampaignWorker, "0.3.0", "campaign queue", "message")
+KINDS = (BUFFER, CAMPAIGN)
 
 
 class WorkerOption(NamedTuple):
-    """An option that is the BufferWorker argument of the same name (--retry-in is
-    retry_in), with that argument's default."""
+    """An option that is the worker argument of the same name (--retry-in is retry_in),
+    with that argument's default."""
 
     option: str
     metavar: str
     type: Callable[[str], Any]
     help: str
     unset: str = ""  # how a default of None reads in --help
+    never: bool = False  # 0 means None (never)
 
     @property
     def argument(self) -> str:
         return self.option.removeprefix("--").replace("-", "_")
+
+    def value(self, given: Any) -> Any:
+        return None if self.never and not given else given
 
 
 WORKER_OPTIONS = (
@@ -51,70 +78,206 @@ WORKER_OPTIONS = (
         "--timeout",
         "SECONDS",
         options.WORKER_TIMEOUT,
-        "a handler running longer is cancelled and its batch given back",
+        "a handler running longer is cancelled and its item given back as a failed try",
         unset="none",
-    ),
-    WorkerOption(
-        "--retry-in", "SECONDS", options.RETRY_IN, "delay before a failed batch is tried again"
     ),
     WorkerOption(
         "--grace",
         "SECONDS",
         options.WORKER_GRACE,
-        "on SIGTERM/SIGINT, time the batches in flight get to finish",
+        "on SIGTERM/SIGINT, time the items in flight get to finish",
     ),
     WorkerOption(
         "--name", "NAME", options.NAME, "the worker's name in the claims", unset="host:pid:random"
     ),
+    WorkerOption(
+        "--retry-in", "SECONDS", options.RETRY_IN, "delay before a failed batch is tried again"
+    ),
+    WorkerOption(
+        "--run-id",
+        "RUN_ID",
+        options.RUN_ID,
+        "send the messages of this run only",
+        unset="every running run",
+    ),
+    WorkerOption(
+        "--batch",
+        "N",
+        options.CLAIM_LIMIT,
+        "messages claimed in one call (at most --burst with a rate limit)",
+    ),
+    WorkerOption(
+        "--skip-stale-every",
+        "SECONDS",
+        options.SKIP_STALE_EVERY,
+        "how often one worker of the fleet marks too-old pending messages skipped; 0: never",
+        unset="never",
+        never=True,
+    ),
 )
+
+
+class Composite(NamedTuple):
+    """Options that make one worker argument together."""
+
+    options: tuple[str, ...]
+    argument: str
+
+
+RATE = Composite(("--rate-key", "--rate", "--burst"), "rate")
+LISTEN = Composite(("--listen", "--no-listen"), "listen")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "handler",
         metavar="HANDLER",
-        help="package.module:function (importable from the current directory too)",
+        help="package.module:function, an async function (importable from the current "
+        "directory too)",
+    )
+    parser.add_argument(
+        "--campaign",
+        action="store_true",
+        help="run a campaign worker: HANDLER gets each pgcoord.CampaignMessage and returns "
+        "its metrics (a dict) or None (default: a buffer worker, HANDLER gets each "
+        "pgcoord.Batch)",
     )
     database.add_option(parser)
+    groups = {
+        KINDS: parser.add_argument_group("options of both workers"),
+        (BUFFER,): parser.add_argument_group("options of the buffer worker"),
+        (CAMPAIGN,): parser.add_argument_group("options of the campaign worker (--campaign)"),
+    }
     for worker_option in WORKER_OPTIONS:
-        default = DEFAULTS[worker_option.argument]
-        parser.add_argument(
+        kinds = _kinds(worker_option.argument)
+        groups[kinds].add_argument(
             worker_option.option,
             metavar=worker_option.metavar,
             type=worker_option.type,
-            default=default,
-            help=f"{worker_option.help} (default: {_default_text(default, worker_option.unset)})",
+            help=f"{worker_option.help} (default: {_defaults_text(worker_option, kinds)})",
         )
+    both = groups[_kinds(RATE.argument)]
+    both.add_argument(
+        "--rate-key",
+        metavar="KEY",
+        type=options.NAME,
+        help="a rate limit shared by every worker given KEY (pgcoord.rate_acquire), with "
+        "--rate and --burst: the fleet starts at most RATE handlers a second",
+    )
+    both.add_argument("--rate", metavar="RATE", type=options.RATE, help="handlers per second")
+    both.add_argument(
+        "--burst", metavar="N", type=options.BURST, help="handlers at once after a quiet spell"
+    )
+    listen = groups[_kinds(LISTEN.argument)].add_mutually_exclusive_group()
+    listen.add_argument(
+        "--listen",
+        metavar="URL",
+        type=_listen_url,
+        help="LISTEN for new work on this database URL, a direct connection to the server "
+        "when --database-url goes through a transaction-mode pooler (default: on the "
+        "worker's own database)",
+    )
+    listen.add_argument(
+        "--no-listen",
+        action="store_true",
+        help="do not LISTEN: find new work by polling alone",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    handler = load_handler(args.handler)
+    kind = CAMPAIGN if args.campaign else BUFFER
+    settings = worker_settings(args, kind)
+    handler = load_handler(args.handler, kind.item)
     url = database.url(args)
     with database.connect(args) as conn:
         installed = migrations.installed_version(conn)
         if installed is None:
             raise CommandError(database.not_installed(conn))
-        if releases.version_key(installed) < releases.version_key(INBOX_SINCE):
-            raise CommandError(
-                f"pgcoord {installed} in {database.where(conn)} has no inbox: run pgcoord migrate"
-            )
+        if releases.version_key(installed) < releases.version_key(kind.since):
+            raise CommandError(database.lacks(conn, installed, kind.what))
+        if settings.get("run_id") is not None:
+            try:
+                campaigns.campaign_due_in(conn, settings["run_id"])
+            except InvalidArgument as exc:
+                raise CommandError(
+                    f"no campaign run {settings['run_id']} in {database.where(conn)}"
+                ) from exc
     _log_to_stderr()
-    settings = {option.argument: getattr(args, option.argument) for option in WORKER_OPTIONS}
     try:
-        worker = BufferWorker(handler, url, **settings)
+        worker = kind.worker(handler, url, **settings)
         asyncio.run(worker.run(handle_signals=True))
     except (ValueError, PgcoordError) as exc:
         raise CommandError(str(exc)) from exc
     return 0
 
 
-def _default_text(default: object, unset: str) -> str:
+def worker_settings(args: argparse.Namespace, kind: Kind) -> dict[str, Any]:
+    """The worker arguments of the options given: UsageError for an option of the other
+    kind of worker, or a rate limit given in part."""
+    settings: dict[str, Any] = {}
+    for worker_option in WORKER_OPTIONS:
+        given = getattr(args, worker_option.argument)
+        if given is not None:
+            _check_kind(worker_option.option, worker_option.argument, kind)
+            settings[worker_option.argument] = worker_option.value(given)
+    rate = {option: getattr(args, _dest(option)) for option in RATE.options}
+    missing = [option for option, value in rate.items() if value is None]
+    if len(missing) < len(rate):
+        if missing:
+            raise UsageError(
+                f"{', '.join(RATE.options[:-1])} and {RATE.options[-1]} go together: "
+                f"{' and '.join(missing)} missing"
+            )
+        _check_kind(RATE.options[0], RATE.argument, kind)
+        settings["rate"] = RateBudget(*rate.values())
+    if args.listen is not None or args.no_listen:
+        _check_kind("--listen" if args.listen is not None else "--no-listen", "listen", kind)
+        settings["listen"] = False if args.no_listen else args.listen
+    return settings
+
+
+def _check_kind(option: str, argument: str, kind: Kind) -> None:
+    if argument in kind.defaults:
+        return
+    if kind is BUFFER:
+        raise UsageError(f"{option} is an option of the campaign worker: add --campaign")
+    raise UsageError(f"{option} is an option of the buffer worker, not of --campaign")
+
+
+def _kinds(argument: str) -> tuple[Kind, ...]:
+    return tuple(kind for kind in KINDS if argument in kind.defaults)
+
+
+def _dest(option: str) -> str:
+    return option.removeprefix("--").replace("-", "_")
+
+
+def _defaults_text(worker_option: WorkerOption, kinds: tuple[Kind, ...]) -> str:
+    """The default of each worker that takes the option: "60", or "4; --campaign: 8"."""
+    texts = [_default_text(k.defaults[worker_option.argument], worker_option) for k in kinds]
+    if len(set(texts)) == 1:
+        return texts[0]
+    return "; ".join(
+        text if kind is BUFFER else f"--campaign: {text}"
+        for kind, text in zip(kinds, texts, strict=True)
+    )
+
+
+def _default_text(default: object, worker_option: WorkerOption) -> str:
     if default is None:
-        return unset
+        return worker_option.unset
     return options.seconds(default) if isinstance(default, timedelta) else str(default)
 
 
-def load_handler(spec: str) -> Callable[..., Any]:
+def _listen_url(text: str) -> str:
+    try:
+        database.check(text, "--listen")
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def load_handler(spec: str, item: str = "batch") -> Callable[..., Any]:
     """The async function named by `package.module:function` (the function may be a
     dotted attribute path), importable from the current directory too."""
     module_name, _, attribute = spec.partition(":")
@@ -138,13 +301,13 @@ def load_handler(spec: str) -> Callable[..., Any]:
         inspect.iscoroutinefunction(target)
         or inspect.iscoroutinefunction(getattr(target, "__call__", None))  # noqa: B004
     ):
-        raise CommandError(f"{spec} is not an async function (async def handler(batch))")
+        raise CommandError(f"{spec} is not an async function (async def handler({item}))")
     handler: Callable[..., Any] = target
     return handler
 
 
 def _log_to_stderr() -> None:
-    """One line per batch, with the time: INFO and up to stderr (unless the program
+    """One line per item, with the time: INFO and up to stderr (unless the program
     has configured logging already)."""
     logging.basicConfig(
         stream=sys.stderr,
@@ -156,10 +319,12 @@ def _log_to_stderr() -> None:
 
 COMMAND = Command(
     "work",
-    "run a buffer worker: call HANDLER once per batch until SIGTERM or SIGINT",
+    "run a worker: call HANDLER once per batch (or per campaign message) until SIGTERM",
     add_arguments,
     run,
     description="Claim due conversations and call HANDLER, an async function taking "
-    "a pgcoord.Batch, once per batch. SIGTERM or SIGINT stops claiming; batches in "
-    "flight get --grace seconds to finish, then are given back.",
+    "a pgcoord.Batch, once per batch; with --campaign, claim due campaign messages and "
+    "call HANDLER once per pgcoord.CampaignMessage, storing the dict it returns as the "
+    "message's metrics (with handler_ms, the handler's time). SIGTERM or SIGINT stops "
+    "claiming; items in flight get --grace seconds to finish, then are given back.",
 )

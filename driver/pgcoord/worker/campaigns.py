@@ -9,7 +9,9 @@ per message.
     await CampaignWorker(send, "postgresql://...", concurrency=8,
                          rate=RateBudget("whatsapp", per_second=20, burst=20)).run()
 
-The worker claims up to `batch` messages in one call (holding at most
+Each sent message's metrics are the handler's, with `handler_ms`, the handler's time
+as the worker measured it (pgcoord.campaign_stats reports its median and 95th
+percentile). The worker claims up to `batch` messages in one call (holding at most
 `concurrency + batch` claims, so memory stays bounded whatever the backlog), runs up to
 `concurrency` handlers at once, and completes successes in batches (one
 `campaign_complete_many` round trip for all that finished meanwhile; a stale token is
@@ -43,6 +45,7 @@ from .runtime import AsyncConn, AsyncPool, Failure, RateBudget, Runtime, Work, l
 Handler = Callable[[CampaignMessage], Awaitable[Mapping[str, Any] | None]]
 
 SKIP_STALE_LOCK = "pgcoord:campaign_skip_stale"
+HANDLER_MS = "handler_ms"  # the metrics key of the handler's time
 
 
 class CampaignWork(Work[CampaignMessage]):
@@ -83,9 +86,10 @@ class CampaignWork(Work[CampaignMessage]):
         return await campaigns_async.campaign_extend(conn, item.message_id, item.claim_token, lease)
 
     def outcome(self, item: CampaignMessage, result: Any, seconds: float) -> dict[str, Any]:
-        """The metrics stored with the sent message: the handler's, and its duration as
-        `handler_ms` (what `pgcoord campaigns` reports as p50/p95)."""
-        return {"handler_ms": round(seconds * 1000, 3), **dict(result or {})}
+        """The metrics stored with the sent message: the handler's, and its time as the
+        worker measured it, `handler_ms` (what `pgcoord campaigns` reports as p50/p95; it
+        wins over a `handler_ms` of the handler's own)."""
+        return {**dict(result or {}), HANDLER_MS: round(seconds * 1000, 3)}
 
     async def complete(
         self, conn: AsyncConn, done: Sequence[tuple[CampaignMessage, Any]]
