@@ -55,6 +55,7 @@ CAMPAIGN_CALLS = [
     "campaign_skip_stale",
     "campaign_due_in",
     "campaign_progress",
+    "campaign_stats",
     "rate_acquire",
     "rate_pause",
     "rate_status",
