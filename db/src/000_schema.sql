@@ -1,6 +1,9 @@
 -- The pgcoord schema, and the role that is granted its API.
 -- Nothing in the schema is granted to PUBLIC: a role calls pgcoord only once it is
 -- a member of pgcoord_client (GRANT pgcoord_client TO app_role).
+-- The installing role needs CREATE on the database; it creates pgcoord_client only when
+-- the role is missing, so a role that may not create roles installs once a role that
+-- may has created pgcoord_client (docs/roles.md).
 
 CREATE SCHEMA IF NOT EXISTS pgcoord;
 
@@ -14,6 +17,12 @@ BEGIN
 EXCEPTION
     -- another database of the same cluster created it at the same moment
     WHEN duplicate_object OR unique_violation THEN NULL;
+    WHEN insufficient_privilege THEN
+        RAISE EXCEPTION 'the role pgcoord_client is missing, and % may not create roles',
+        current_user
+            USING ERRCODE = '42501',
+            HINT = 'Create it once, as a role that may: CREATE ROLE pgcoord_client NOLOGIN;'
+            || ' then install again.';
 END;
 $$;
 

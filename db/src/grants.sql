@@ -5,6 +5,38 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA pgcoord FROM PUBLIC;  -- noqa: CP02
 REVOKE ALL ON ALL TABLES IN SCHEMA pgcoord FROM PUBLIC;  -- noqa: CP02
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA pgcoord FROM PUBLIC;  -- noqa: CP02
 
+-- Every install and upgrade sets the privileges on the schema's functions, tables, views
+-- and sequences to exactly these grants: whatever another role holds on them is revoked
+-- (the default privileges of the installing role, ALTER DEFAULT PRIVILEGES ... TO anon,
+-- give every new object to that role; so does a grant on ALL TABLES IN SCHEMA pgcoord).
+-- Roles get pgcoord through pgcoord_client, never through grants on its objects.
+DO $$
+DECLARE
+    v_grant record;
+BEGIN
+    FOR v_grant IN
+        SELECT DISTINCT
+            'FUNCTIONS' AS kind,
+            a.grantee
+        FROM pg_catalog.pg_proc AS p
+        CROSS JOIN LATERAL pg_catalog.aclexplode(p.proacl) AS a
+        WHERE p.pronamespace = 'pgcoord'::regnamespace AND a.grantee NOT IN (0, p.proowner)
+        UNION
+        SELECT DISTINCT
+            CASE WHEN c.relkind = 'S' THEN 'SEQUENCES' ELSE 'TABLES' END,
+            a.grantee
+        FROM pg_catalog.pg_class AS c
+        CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) AS a
+        WHERE c.relnamespace = 'pgcoord'::regnamespace AND a.grantee NOT IN (0, c.relowner)
+    LOOP
+        EXECUTE format(
+            'REVOKE ALL ON ALL %s IN SCHEMA pgcoord FROM %s CASCADE',
+            v_grant.kind, v_grant.grantee::regrole
+        );
+    END LOOP;
+END;
+$$;
+
 GRANT EXECUTE ON FUNCTION pgcoord.lock_acquire(text, text, interval, interval) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.lock_release(text, text) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.lock_extend(text, text, interval) TO pgcoord_client;
@@ -21,6 +53,7 @@ GRANT EXECUTE ON FUNCTION pgcoord.buffer_release(text, bigint) TO pgcoord_client
 GRANT EXECUTE ON FUNCTION pgcoord.buffer_revive(text) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.buffer_due_in() TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.message_prune(interval, integer) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.message_payloads(bigint[]) TO pgcoord_client;
 
 GRANT EXECUTE ON FUNCTION
 pgcoord.rate_acquire(text, double precision, integer, integer) TO pgcoord_client;

@@ -17,6 +17,7 @@ from .errors import (
     MigrationError,
     NotInstalled,
     NullArgument,
+    PermissionDenied,
     PgcoordError,
     RateLimited,
     Retry,
@@ -25,6 +26,7 @@ from .errors import (
 from .lease import Lease
 from .types import (
     Batch,
+    BatchWithPayloads,
     BufferStatus,
     CampaignFailure,
     CampaignMessage,
@@ -44,6 +46,7 @@ __version__ = "0.3.0"
 __all__ = [
     "AsyncClient",
     "Batch",
+    "BatchWithPayloads",
     "BufferStatus",
     "BufferWorker",
     "CampaignFailure",
@@ -65,6 +68,7 @@ __all__ = [
     "MigrationError",
     "NotInstalled",
     "NullArgument",
+    "PermissionDenied",
     "PgcoordError",
     "RateBudget",
     "RateLimited",

@@ -2,7 +2,8 @@
 # change the original instead.
 """Client: every call of `locks` and `inbox` over a pool of autocommit
 connections, one connection and one round trip per call, and `lock()`, a lease held for
-a block and kept alive by a heartbeat (`lease.heartbeat_thread`).
+a block and kept alive by a heartbeat (`lease.heartbeat_thread`) on a lease pool of its
+own, which callers never use.
 
 Each method is its call with the connection taken from the pool (`pooled`): same name,
 arguments, defaults, result and docstring, so a new call costs one line here.
@@ -12,9 +13,11 @@ from __future__ import annotations
 
 import functools
 import inspect
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
@@ -23,7 +26,7 @@ import psycopg
 from . import campaigns, config, inbox, locks, rates
 from .config import CLIENT_LOCK_TTL, LOCK_WAIT, Pool
 from .errors import LockNotAcquired
-from .lease import Lease, default_owner, heartbeat_interval, heartbeat_thread
+from .lease import Lease, default_owner, has_room, heartbeat_interval, heartbeat_thread
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -62,6 +65,14 @@ class Client:
     borrows the caller's pool and leaves it open; give that pool
     `kwargs=config.CONNECTION_OPTIONS`, or calls also cost the pool's COMMIT.
 
+    The heartbeats of `lock()` take their connections from a lease pool of the client
+    (`config.LEASE_POOL_SIZE` connections, opened at the first lease), so callers that
+    hold every connection of the pool, for instance `lock(wait=...)` callers waiting on
+    the server, cannot starve them. It connects where the pool does, or to
+    `heartbeat_conninfo`: behind a transaction-mode pooler, give it a direct conninfo, as
+    the heartbeats (and the releases) through the pooler queue behind the pooler's busy
+    server connections; the releases of `lock()` blocks then go that way too.
+
     Use the client as a context manager, or call `open()` before the first call (a sync
     client's own pool is open from the start; an async pool opens in an event loop).
     """
@@ -73,6 +84,7 @@ class Client:
         pool: Pool | None = None,
         min_size: int = 1,
         max_size: int = 8,
+        heartbeat_conninfo: str | None = None,
     ) -> None:
         if pool is not None and conninfo is not None:
             raise TypeError(f"{type(self).__name__} takes conninfo or pool, not both")
@@ -80,6 +92,9 @@ class Client:
         if pool is None:
             pool = config.pool(conninfo or "", min_size=min_size, max_size=max_size)
         self._pool = pool
+        self._heartbeat_conninfo = heartbeat_conninfo
+        self._leases: Pool | None = None
+        self._leases_made = threading.Lock()
 
     @property
     def pool(self) -> Pool:
@@ -92,9 +107,23 @@ class Client:
             self._pool.open()
 
     def close(self) -> None:
-        """Close the client's own pool; a borrowed pool stays open."""
+        """Close the client's own pool and its lease pool; a borrowed pool stays open."""
         if self._owns_pool:
             self._pool.close()
+        with self._leases_made:
+            leases, self._leases = self._leases, None
+        if leases is not None:
+            leases.close()
+
+    def _lease_pool(self) -> Pool:
+        """The pool of the heartbeats (and of a block's release while the callers hold
+        every connection of `pool`), opened at its first use."""
+        with self._leases_made:
+            if self._leases is None:
+                self._leases = config.lease_pool(self._heartbeat_conninfo, self._pool)
+            leases = self._leases
+        leases.open()
+        return leases
 
     def __enter__(self) -> Self:
         self.open()
@@ -116,7 +145,9 @@ class Client:
 
     message_ingest = pooled(inbox.message_ingest)
     message_prune = pooled(inbox.message_prune)
+    message_payloads = pooled(inbox.message_payloads)
     buffer_claim = pooled(inbox.buffer_claim)
+    buffer_claim_with_payloads = pooled(inbox.buffer_claim_with_payloads)
     buffer_complete = pooled(inbox.buffer_complete)
     buffer_fail = pooled(inbox.buffer_fail)
     buffer_extend = pooled(inbox.buffer_extend)
@@ -155,16 +186,29 @@ class Client:
         heartbeat: timedelta | None = None,
     ) -> Iterator[Lease]:
         """Hold the lock of `key` for the block: acquire it (waiting up to `wait`, on the
-        server), extend it every `heartbeat` (default `ttl / 3`) on a pool connection, and
-        release it on exit. Raises LockNotAcquired, carrying the holder, when the lock is
-        not granted. `lease.lost` tells whether the lease was lost."""
+        server), extend it every `heartbeat` (default `ttl / 3`) on a connection of the
+        lease pool, and release it on exit: on a connection of the client's pool, or of
+        the lease pool when it has a `heartbeat_conninfo` or while callers hold every
+        connection of the client's pool. Raises LockNotAcquired, carrying the holder,
+        when the lock is not granted. `lease.lost` turns true as soon as the lease may
+        have run out (see `Lease`), whether or not a heartbeat got through."""
         interval = heartbeat_interval(ttl, heartbeat)
+        leases = self._lease_pool()
+
+        def extend(key: str, owner: str, ttl: timedelta) -> datetime | None:
+            with leases.connection() as conn:
+                return locks.lock_extend(conn, key, owner, ttl)
+
+        sent = time.monotonic()
         grant = self.lock_acquire(key, default_owner() if owner is None else owner, ttl, wait)
         if not grant.acquired:
             raise LockNotAcquired(key, grant)
-        lease = Lease(key, grant)
+        lease = Lease(key, grant, ttl, sent)
         try:
-            with heartbeat_thread(self.lock_extend, lease, ttl, interval):
+            with heartbeat_thread(extend, lease, ttl, interval):
                 yield lease
         finally:
-            lease.ended(self.lock_release(key, lease.owner))
+            shared = self._heartbeat_conninfo is None and has_room(self._pool)
+            pool = self._pool if shared else leases
+            with pool.connection() as conn:
+                lease.ended(locks.lock_release(conn, key, lease.owner))

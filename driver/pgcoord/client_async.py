@@ -1,6 +1,7 @@
 """AsyncClient: every call of `locks_async` and `inbox_async` over a pool of autocommit
 connections, one connection and one round trip per call, and `lock()`, a lease held for
-a block and kept alive by a heartbeat (`lease.heartbeat_task`).
+a block and kept alive by a heartbeat (`lease.heartbeat_task`) on a lease pool of its
+own, which callers never use.
 
 Each method is its call with the connection taken from the pool (`pooled`): same name,
 arguments, defaults, result and docstring, so a new call costs one line here.
@@ -10,9 +11,11 @@ from __future__ import annotations
 
 import functools
 import inspect
+import threading
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
@@ -21,7 +24,7 @@ import psycopg
 from . import campaigns_async, config, inbox_async, locks_async, rates_async
 from .config import CLIENT_LOCK_TTL, LOCK_WAIT, AsyncPool
 from .errors import LockNotAcquired
-from .lease import Lease, default_owner, heartbeat_interval, heartbeat_task
+from .lease import Lease, default_owner, has_room, heartbeat_interval, heartbeat_task
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -60,6 +63,14 @@ class AsyncClient:
     borrows the caller's pool and leaves it open; give that pool
     `kwargs=config.CONNECTION_OPTIONS`, or calls also cost the pool's COMMIT.
 
+    The heartbeats of `lock()` take their connections from a lease pool of the client
+    (`config.LEASE_POOL_SIZE` connections, opened at the first lease), so callers that
+    hold every connection of the pool, for instance `lock(wait=...)` callers waiting on
+    the server, cannot starve them. It connects where the pool does, or to
+    `heartbeat_conninfo`: behind a transaction-mode pooler, give it a direct conninfo, as
+    the heartbeats (and the releases) through the pooler queue behind the pooler's busy
+    server connections; the releases of `lock()` blocks then go that way too.
+
     Use the client as a context manager, or call `open()` before the first call (a sync
     client's own pool is open from the start; an async pool opens in an event loop).
     """
@@ -71,6 +82,7 @@ class AsyncClient:
         pool: AsyncPool | None = None,
         min_size: int = 1,
         max_size: int = 8,
+        heartbeat_conninfo: str | None = None,
     ) -> None:
         if pool is not None and conninfo is not None:
             raise TypeError(f"{type(self).__name__} takes conninfo or pool, not both")
@@ -78,6 +90,9 @@ class AsyncClient:
         if pool is None:
             pool = config.async_pool(conninfo or "", min_size=min_size, max_size=max_size)
         self._pool = pool
+        self._heartbeat_conninfo = heartbeat_conninfo
+        self._leases: AsyncPool | None = None
+        self._leases_made = threading.Lock()
 
     @property
     def pool(self) -> AsyncPool:
@@ -90,9 +105,23 @@ class AsyncClient:
             await self._pool.open()
 
     async def close(self) -> None:
-        """Close the client's own pool; a borrowed pool stays open."""
+        """Close the client's own pool and its lease pool; a borrowed pool stays open."""
         if self._owns_pool:
             await self._pool.close()
+        with self._leases_made:
+            leases, self._leases = self._leases, None
+        if leases is not None:
+            await leases.close()
+
+    async def _lease_pool(self) -> AsyncPool:
+        """The pool of the heartbeats (and of a block's release while the callers hold
+        every connection of `pool`), opened at its first use."""
+        with self._leases_made:
+            if self._leases is None:
+                self._leases = config.async_lease_pool(self._heartbeat_conninfo, self._pool)
+            leases = self._leases
+        await leases.open()
+        return leases
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -114,7 +143,9 @@ class AsyncClient:
 
     message_ingest = pooled(inbox_async.message_ingest)
     message_prune = pooled(inbox_async.message_prune)
+    message_payloads = pooled(inbox_async.message_payloads)
     buffer_claim = pooled(inbox_async.buffer_claim)
+    buffer_claim_with_payloads = pooled(inbox_async.buffer_claim_with_payloads)
     buffer_complete = pooled(inbox_async.buffer_complete)
     buffer_fail = pooled(inbox_async.buffer_fail)
     buffer_extend = pooled(inbox_async.buffer_extend)
@@ -153,16 +184,29 @@ class AsyncClient:
         heartbeat: timedelta | None = None,
     ) -> AsyncIterator[Lease]:
         """Hold the lock of `key` for the block: acquire it (waiting up to `wait`, on the
-        server), extend it every `heartbeat` (default `ttl / 3`) on a pool connection, and
-        release it on exit. Raises LockNotAcquired, carrying the holder, when the lock is
-        not granted. `lease.lost` tells whether the lease was lost."""
+        server), extend it every `heartbeat` (default `ttl / 3`) on a connection of the
+        lease pool, and release it on exit: on a connection of the client's pool, or of
+        the lease pool when it has a `heartbeat_conninfo` or while callers hold every
+        connection of the client's pool. Raises LockNotAcquired, carrying the holder,
+        when the lock is not granted. `lease.lost` turns true as soon as the lease may
+        have run out (see `Lease`), whether or not a heartbeat got through."""
         interval = heartbeat_interval(ttl, heartbeat)
+        leases = await self._lease_pool()
+
+        async def extend(key: str, owner: str, ttl: timedelta) -> datetime | None:
+            async with leases.connection() as conn:
+                return await locks_async.lock_extend(conn, key, owner, ttl)
+
+        sent = time.monotonic()
         grant = await self.lock_acquire(key, default_owner() if owner is None else owner, ttl, wait)
         if not grant.acquired:
             raise LockNotAcquired(key, grant)
-        lease = Lease(key, grant)
+        lease = Lease(key, grant, ttl, sent)
         try:
-            async with heartbeat_task(self.lock_extend, lease, ttl, interval):
+            async with heartbeat_task(extend, lease, ttl, interval):
                 yield lease
         finally:
-            lease.ended(await self.lock_release(key, lease.owner))
+            shared = self._heartbeat_conninfo is None and has_room(self._pool)
+            pool = self._pool if shared else leases
+            async with pool.connection() as conn:
+                lease.ended(await locks_async.lock_release(conn, key, lease.owner))

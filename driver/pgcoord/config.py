@@ -28,6 +28,13 @@ LOCK_TTL = timedelta(minutes=2)
 LOCK_WAIT = timedelta(0)
 # the ttl of Client.lock() / AsyncClient.lock(), renewed by their heartbeat
 CLIENT_LOCK_TTL = timedelta(seconds=30)
+# the share of that ttl a lease gives up: it counts itself lost this much before the
+# server's expiry (from the moment its grant or renewal was sent), for the difference of
+# the clocks' rates and the step from the block's last check to its next write
+LEASE_SAFETY_MARGIN = 0.1
+# connections of a client's lease pool: its heartbeats (and a block's release while the
+# callers hold every connection of the client's pool), never the callers
+LEASE_POOL_SIZE = 2
 # message_ingest: p_debounce, p_max_wait
 INGEST_DEBOUNCE = timedelta(seconds=10)
 INGEST_MAX_WAIT = timedelta(seconds=60)
@@ -74,6 +81,39 @@ def async_pool(
     """An async pool of connections with CONNECTION_OPTIONS, not opened yet: an async pool
     opens in an event loop (`await pool.open()`, or `async with pool`)."""
     return AsyncConnectionPool(conninfo, open=False, **_pool_settings(min_size, max_size, name))
+
+
+def lease_pool(conninfo: str | None, like: Pool) -> Pool:
+    """A client's lease pool, opened, with no connection until the first heartbeat: to
+    `conninfo`, or where the pool `like` connects (its conninfo and connection options,
+    over CONNECTION_OPTIONS)."""
+    return ConnectionPool(
+        like.conninfo if conninfo is None else conninfo,
+        open=True,
+        **_lease_pool_settings(like.kwargs),
+    )
+
+
+def async_lease_pool(conninfo: str | None, like: AsyncPool) -> AsyncPool:
+    """`lease_pool` for an AsyncClient, not opened yet."""
+    return AsyncConnectionPool(
+        like.conninfo if conninfo is None else conninfo,
+        open=False,
+        **_lease_pool_settings(like.kwargs),
+    )
+
+
+def _lease_pool_settings(kwargs: Any) -> dict[str, Any]:
+    if kwargs is None or isinstance(kwargs, dict):
+        kwargs = {**(kwargs or {}), **CONNECTION_OPTIONS}
+    # min_size 0: a client that never holds a lease opens no connection for it
+    return {
+        "kwargs": kwargs,
+        "min_size": 0,
+        "max_size": LEASE_POOL_SIZE,
+        "name": "pgcoord-lease",
+        "num_workers": 1,
+    }
 
 
 def _pool_settings(min_size: int, max_size: int, name: str) -> dict[str, Any]:

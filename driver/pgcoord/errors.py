@@ -1,8 +1,12 @@
 """Every pgcoord exception: server errors mapped by SQLSTATE (keeping the server's message
-and hint), and those of leases, the worker's claims and handlers, and migrations."""
+and hint), and those of leases, the worker's claims and handlers, and migrations. A call
+given a Python value of the wrong type raises TypeError naming the argument instead
+(`arguments`), and a role refused by the server is told the GRANT it needs
+(`PermissionDenied`)."""
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,6 +14,8 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+
+from . import arguments
 
 if TYPE_CHECKING:
     from .types import Batch, Lock
@@ -47,6 +53,30 @@ class Conflict(ServerError):
 class NotInstalled(ServerError):
     """3F000 / 42883 / 42P01: the pgcoord schema, a function or a view is missing (pgcoord is
     not installed, or an older release is): run `pgcoord migrate`."""
+
+
+class PermissionDenied(ServerError):
+    """42501: the role may not call this function or read this view. Calls reach pgcoord
+    through the role pgcoord_client; the message ends with the GRANT that gives it to
+    `role` (the refused role, `current_user` on the server) when `role` lacks it."""
+
+    def __init__(
+        self,
+        message: str,
+        sqlstate: str | None = None,
+        hint: str | None = None,
+        role: str | None = None,
+    ) -> None:
+        super().__init__(message, sqlstate, hint)
+        self.role = role
+
+    def advised(self, role: str, has_grant: bool) -> PermissionDenied:
+        """This refusal of `role`, with the GRANT it needs unless it has pgcoord_client
+        already (then the refused object is no part of the API)."""
+        message = str(self)
+        if not has_grant:
+            message += f"; grant it with: GRANT {CLIENT_ROLE} TO {quoted_role(role)}"
+        return PermissionDenied(message, self.sqlstate, self.hint, role)
 
 
 class LockNotAcquired(PgcoordError):
@@ -138,6 +168,9 @@ class MigrationError(ServerError):
     else None."""
 
 
+# the role that holds the API's privileges (db/src/grants.sql)
+CLIENT_ROLE = "pgcoord_client"
+
 _BY_SQLSTATE: dict[str, type[ServerError]] = {
     "22023": InvalidArgument,
     "22004": NullArgument,
@@ -145,16 +178,31 @@ _BY_SQLSTATE: dict[str, type[ServerError]] = {
     "3F000": NotInstalled,
     "42883": NotInstalled,
     "42P01": NotInstalled,
+    "42501": PermissionDenied,
 }
 
 
-def translate(exc: psycopg.Error) -> PgcoordError | None:
-    """The pgcoord exception for a server error, or None for errors that are not ours."""
+def translate(exc: psycopg.Error) -> Exception | None:
+    """The pgcoord exception for a server error, or None for errors that are not ours. A
+    type error of the server (no function takes these argument types), or a missing
+    function, view or schema, is a TypeError naming the argument when the pgcoord call on
+    the stack was given a value that does not fit its annotation (see `arguments`)."""
     sqlstate = exc.sqlstate
+    if sqlstate in arguments.CHECKED_SQLSTATES:
+        mistyped = arguments.mistyped()
+        if mistyped is not None:
+            return mistyped
     cls = _BY_SQLSTATE.get(sqlstate or "")
     if cls is None:
         return None
     return cls(exc.diag.message_primary or str(exc), sqlstate, exc.diag.message_hint)
+
+
+def quoted_role(role: str) -> str:
+    """A role name as SQL writes it: bare when it may be, else in double quotes."""
+    if re.fullmatch(r"[a-z_][a-z0-9_$]*", role):
+        return role
+    return '"' + role.replace('"', '""') + '"'
 
 
 @contextmanager

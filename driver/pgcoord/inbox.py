@@ -10,7 +10,7 @@ batches with `buffer_claim` and finish each with `buffer_complete` or `buffer_fa
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,7 +26,7 @@ from .config import (
     INGEST_MAX_WAIT,
     PRUNE_LIMIT,
 )
-from .types import Batch, BufferStatus, Ingested
+from .types import Batch, BatchWithPayloads, BufferStatus, Ingested, MessagePayload
 
 
 def message_ingest(
@@ -65,6 +65,16 @@ def message_prune(
     return int(query.value(conn, sql.MESSAGE_PRUNE, params) or 0)
 
 
+def message_payloads(
+    conn: psycopg.Connection[Any], message_ids: Sequence[int]
+) -> dict[int, dict[str, Any]]:
+    """The stored payloads of the messages, by message id, in the order of `message_ids`
+    (at most 10000; an id with no stored message is left out)."""
+    params = {"message_ids": list(message_ids)}
+    found = query.rows(conn, MessagePayload, sql.MESSAGE_PAYLOADS, params)
+    return {row.message_id: row.payload for row in found}
+
+
 def buffer_claim(
     conn: psycopg.Connection[Any],
     worker: str,
@@ -74,6 +84,18 @@ def buffer_claim(
     """Up to `limit` due conversations, each held by this claim until `lease` runs out."""
     params = {"worker": worker, "limit": limit, "lease": lease}
     return query.rows(conn, Batch, sql.BUFFER_CLAIM, params)
+
+
+def buffer_claim_with_payloads(
+    conn: psycopg.Connection[Any],
+    worker: str,
+    limit: int = BUFFER_CLAIM_LIMIT,
+    lease: timedelta = BUFFER_LEASE,
+) -> list[BatchWithPayloads]:
+    """`buffer_claim`, each batch with the stored payloads of its messages, in the same
+    statement (one round trip; the claim and the payloads arrive together or not at all)."""
+    params = {"worker": worker, "limit": limit, "lease": lease}
+    return query.rows(conn, BatchWithPayloads, sql.BUFFER_CLAIM_WITH_PAYLOADS, params)
 
 
 def buffer_complete(conn: psycopg.Connection[Any], conversation_key: str, claim_token: int) -> bool:

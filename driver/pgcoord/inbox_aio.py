@@ -7,6 +7,7 @@ import warnings
 
 from .inbox_async import (
     buffer_claim,
+    buffer_claim_with_payloads,
     buffer_complete,
     buffer_due_in,
     buffer_extend,
@@ -15,11 +16,13 @@ from .inbox_async import (
     buffer_revive,
     buffer_status,
     message_ingest,
+    message_payloads,
     message_prune,
 )
 
 __all__ = [
     "buffer_claim",
+    "buffer_claim_with_payloads",
     "buffer_complete",
     "buffer_due_in",
     "buffer_extend",
@@ -28,6 +31,7 @@ __all__ = [
     "buffer_revive",
     "buffer_status",
     "message_ingest",
+    "message_payloads",
     "message_prune",
 ]
 

@@ -8,7 +8,7 @@ batches with `buffer_claim` and finish each with `buffer_complete` or `buffer_fa
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,7 +24,7 @@ from .config import (
     INGEST_MAX_WAIT,
     PRUNE_LIMIT,
 )
-from .types import Batch, BufferStatus, Ingested
+from .types import Batch, BatchWithPayloads, BufferStatus, Ingested, MessagePayload
 
 
 async def message_ingest(
@@ -63,6 +63,16 @@ async def message_prune(
     return int(await query_async.value(conn, sql.MESSAGE_PRUNE, params) or 0)
 
 
+async def message_payloads(
+    conn: psycopg.AsyncConnection[Any], message_ids: Sequence[int]
+) -> dict[int, dict[str, Any]]:
+    """The stored payloads of the messages, by message id, in the order of `message_ids`
+    (at most 10000; an id with no stored message is left out)."""
+    params = {"message_ids": list(message_ids)}
+    found = await query_async.rows(conn, MessagePayload, sql.MESSAGE_PAYLOADS, params)
+    return {row.message_id: row.payload for row in found}
+
+
 async def buffer_claim(
     conn: psycopg.AsyncConnection[Any],
     worker: str,
@@ -72,6 +82,18 @@ async def buffer_claim(
     """Up to `limit` due conversations, each held by this claim until `lease` runs out."""
     params = {"worker": worker, "limit": limit, "lease": lease}
     return await query_async.rows(conn, Batch, sql.BUFFER_CLAIM, params)
+
+
+async def buffer_claim_with_payloads(
+    conn: psycopg.AsyncConnection[Any],
+    worker: str,
+    limit: int = BUFFER_CLAIM_LIMIT,
+    lease: timedelta = BUFFER_LEASE,
+) -> list[BatchWithPayloads]:
+    """`buffer_claim`, each batch with the stored payloads of its messages, in the same
+    statement (one round trip; the claim and the payloads arrive together or not at all)."""
+    params = {"worker": worker, "limit": limit, "lease": lease}
+    return await query_async.rows(conn, BatchWithPayloads, sql.BUFFER_CLAIM_WITH_PAYLOADS, params)
 
 
 async def buffer_complete(

@@ -2,8 +2,16 @@
 one part of them that differs: the heartbeat, a thread for Client (`heartbeat_thread`)
 and an asyncio task for AsyncClient (`heartbeat_task`).
 
-The heartbeat reports each `lock_extend` to the lease; the block reads `expires_at`,
-`lost` or calls `check()`.
+A lease never claims more than it may have. It keeps a deadline of its own on the local
+monotonic clock: the moment the grant (or the last renewal) was sent, plus the ttl, less
+a safety margin (`config.LEASE_SAFETY_MARGIN`). The server computed its expiry from a
+later moment, so the lease turns `lost` before the server can give the key to another
+owner, even when no heartbeat gets through (a stalled network, an exhausted pooler).
+Once the safe time has passed without a renewal answered in time, the lease stays lost:
+another owner may have held the key meanwhile, so a late renewal restores nothing.
+
+The heartbeat reports each `lock_extend` to the lease; the block reads `lost`,
+`remaining`, `expires_at`, or calls `check()`.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timedelta
@@ -20,23 +29,42 @@ from uuid import uuid4
 
 from psycopg_pool import PoolClosed
 
+from .config import LEASE_SAFETY_MARGIN, AsyncPool, Pool
 from .errors import LeaseLost
 from .types import Lock
 
 log = logging.getLogger(__name__)
 
+# how long a block's exit waits for a heartbeat thread still inside its lock_extend
+# (a stalled server or network); the thread is then left to end on its own
+HEARTBEAT_JOIN_TIMEOUT = 5.0
+
 
 class Lease:
     """The lease of `key` held by `owner` inside a `lock()` block.
 
-    `token` is the fencing token of the grant (see `lock_is_current`). `expires_at` moves
-    forward with each heartbeat. `lost` turns true when a heartbeat finds the lease gone;
-    `released` says, after the block, whether the exit's `lock_release` freed the key.
+    `token` is the fencing token of the grant (see `lock_is_current`). `expires_at` is the
+    server's expiry, moved forward by each heartbeat. `lost` turns true when the lease
+    may have run out (see the module documentation) or a heartbeat found it gone;
+    `remaining` is how long it is safe to go on. `released` says, after the block,
+    whether the exit's `lock_release` freed the key.
+
+    `sent` is the `time.monotonic()` at which the grant was asked for.
     """
 
-    __slots__ = ("_expires_at", "_lost", "key", "owner", "released", "token", "took_over")
+    __slots__ = (
+        "_expires_at",
+        "_lost",
+        "_safe_for",
+        "_safe_until",
+        "key",
+        "owner",
+        "released",
+        "token",
+        "took_over",
+    )
 
-    def __init__(self, key: str, grant: Lock) -> None:
+    def __init__(self, key: str, grant: Lock, ttl: timedelta, sent: float) -> None:
         self.key = key
         self.owner = grant.owner
         self.token = grant.token
@@ -44,6 +72,8 @@ class Lease:
         self.released: bool | None = None
         self._expires_at = grant.expires_at
         self._lost = False
+        self._safe_for = ttl.total_seconds() * (1 - LEASE_SAFETY_MARGIN)
+        self._safe_until = sent + self._safe_for
 
     @property
     def expires_at(self) -> datetime:
@@ -52,20 +82,33 @@ class Lease:
 
     @property
     def lost(self) -> bool:
-        """True once a heartbeat, or the release, found that the lease was no longer ours."""
-        return self._lost
+        """True once the lease may have run out (its safe time passed without a renewal
+        answered in time), or a heartbeat or the release found it gone. It stays true."""
+        return self._lost or time.monotonic() >= self._safe_until
+
+    @property
+    def remaining(self) -> timedelta:
+        """How long the lease is safely held, unless a heartbeat renews it (zero once
+        lost)."""
+        if self._lost:
+            return timedelta(0)
+        return timedelta(seconds=max(0.0, self._safe_until - time.monotonic()))
 
     def check(self) -> None:
-        """Raise LeaseLost when the lease is known to be lost (as of the last heartbeat)."""
-        if self._lost:
+        """Raise LeaseLost when the lease is lost (see `lost`)."""
+        if self.lost:
             raise LeaseLost(self.key, self.owner, self.token)
 
-    def extended(self, expires_at: datetime | None) -> bool:
-        """Record a `lock_extend` result (None: lost); True while the heartbeat goes on."""
-        if expires_at is None:
+    def extended(self, expires_at: datetime | None, sent: float) -> bool:
+        """Record a `lock_extend` sent at `sent` (monotonic) and its result (None: lost);
+        True while the heartbeat goes on. A renewal answered after the safe time moves
+        `expires_at` (the server's expiry) but not the safe time: the lease is lost."""
+        if expires_at is not None:
+            self._expires_at = expires_at  # the server's word, in time or not
+        if expires_at is None or self.lost:
             self._lost = True
             return False
-        self._expires_at = expires_at
+        self._safe_until = sent + self._safe_for
         return True
 
     def ended(self, released: bool) -> None:
@@ -75,7 +118,7 @@ class Lease:
             self._lost = True
 
     def __repr__(self) -> str:
-        state = "lost" if self._lost else f"until {self._expires_at.isoformat()}"
+        state = "lost" if self.lost else f"until {self._expires_at.isoformat()}"
         return f"<Lease {self.key!r} by {self.owner!r} token {self.token} {state}>"
 
 
@@ -101,19 +144,22 @@ def heartbeat_thread(
     ttl: timedelta,
     interval: float,
 ) -> Iterator[None]:
-    """While the block runs, a thread calls `extend(key, owner, ttl)` (Client.lock_extend)
-    every `interval` seconds and reports it to `lease`, until the lease is lost."""
+    """While the block runs, a thread calls `extend(key, owner, ttl)` every `interval`
+    seconds and reports it to `lease`, until the lease is lost."""
     stop = threading.Event()
 
     def beat() -> None:
-        while not stop.wait(interval):
+        pause: float | None = interval
+        while pause is not None and not stop.wait(pause):
+            sent = time.monotonic()
             outcome: datetime | Exception | None
             try:
                 outcome = extend(lease.key, lease.owner, ttl)
             except Exception as exc:
                 outcome = exc
-            if not _goes_on(lease, outcome):
-                return
+            if stop.is_set():
+                return  # the block is over: its release tells the rest
+            pause = _next_beat(lease, outcome, sent, interval)
 
     thread = threading.Thread(target=beat, name=f"pgcoord-heartbeat {lease.key}", daemon=True)
     thread.start()
@@ -121,7 +167,9 @@ def heartbeat_thread(
         yield
     finally:
         stop.set()
-        thread.join()
+        thread.join(HEARTBEAT_JOIN_TIMEOUT)
+        if thread.is_alive():
+            log.warning("heartbeat of lock %r is still waiting for the server", lease.key)
 
 
 @asynccontextmanager
@@ -131,18 +179,19 @@ async def heartbeat_task(
     ttl: timedelta,
     interval: float,
 ) -> AsyncIterator[None]:
-    """`heartbeat_thread` as an asyncio task (AsyncClient.lock_extend), cancelled on exit."""
+    """`heartbeat_thread` as an asyncio task, cancelled on exit."""
 
     async def beat() -> None:
-        while True:
-            await asyncio.sleep(interval)
+        pause: float | None = interval
+        while pause is not None:
+            await asyncio.sleep(pause)
+            sent = time.monotonic()
             outcome: datetime | Exception | None
             try:
                 outcome = await extend(lease.key, lease.owner, ttl)
             except Exception as exc:
                 outcome = exc
-            if not _goes_on(lease, outcome):
-                return
+            pause = _next_beat(lease, outcome, sent, interval)
 
     task = asyncio.create_task(beat(), name=f"pgcoord-heartbeat {lease.key}")
     try:
@@ -152,14 +201,30 @@ async def heartbeat_task(
         await asyncio.wait([task])
 
 
-def _goes_on(lease: Lease, outcome: datetime | Exception | None) -> bool:
-    """Report one `lock_extend` (its result, or what it raised) to the lease; True while the
-    heartbeat goes on: a failed call is logged and tried again at the next beat, a closed
-    client or a lost lease stops it."""
+def _next_beat(
+    lease: Lease, outcome: datetime | Exception | None, sent: float, interval: float
+) -> float | None:
+    """Report one `lock_extend` sent at `sent` (its result, or what it raised) to the
+    lease; the pause before the next beat, or None when the heartbeat stops: a failed
+    call is logged and tried again after a third of `interval` (while the lease may still
+    be saved), a closed client or a lost lease stops it."""
     if isinstance(outcome, PoolClosed):
         log.warning("heartbeat of lock %r stopped: the client is closed", lease.key)
-        return False
+        return None
     if isinstance(outcome, Exception):
+        if lease.lost:
+            log.warning("heartbeat of lock %r failed past the lease's safe time", lease.key)
+            return None
         log.warning("heartbeat of lock %r failed, retrying", lease.key, exc_info=outcome)
-        return True
-    return lease.extended(outcome)
+        return interval / 3
+    return interval if lease.extended(outcome, sent) else None
+
+
+def has_room(pool: Pool | AsyncPool) -> bool:
+    """Whether a psycopg pool gives a connection without queueing behind waiting callers
+    (an idle one, or room to open one)."""
+    stats = pool.get_stats()
+    return bool(
+        stats.get("requests_waiting", 0) == 0
+        and (stats["pool_available"] > 0 or stats["pool_size"] < stats["pool_max"])
+    )

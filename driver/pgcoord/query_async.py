@@ -6,7 +6,11 @@ and rows read as dataclasses or plain values whatever row factory the connection
 This is every call's hot path, kept lean on purpose (the benchmark compares its client
 CPU with bare psycopg sending the same statement): rows are read as tuples and a result
 dataclass is built from its columns by position (tests/sql/test_catalog.py checks that
-each dataclass lists the function's result columns in order)."""
+each dataclass lists the function's result columns in order).
+
+Only a failed call does more: a role refused with 42501 is read back from the server
+(`current_user`, on a connection that can still answer) so that `PermissionDenied` names
+the GRANT it needs."""
 
 from __future__ import annotations
 
@@ -14,9 +18,11 @@ from collections.abc import Mapping
 from typing import Any, LiteralString, TypeVar
 
 import psycopg
+from psycopg import pq
 from psycopg.rows import tuple_row
 
-from .errors import translate
+from . import sql
+from .errors import PermissionDenied, translate
 
 T = TypeVar("T")
 
@@ -57,5 +63,24 @@ async def _execute(
         mapped = translate(exc)
         if mapped is None:
             raise
+        if isinstance(mapped, PermissionDenied):
+            mapped = await advised(conn, mapped)
         raise mapped from exc
     return cur
+
+
+async def advised(conn: psycopg.AsyncConnection[Any], denied: PermissionDenied) -> PermissionDenied:
+    """The refusal with the GRANT the role needs. The role is the server's current_user
+    when the connection can still answer (not inside a failed transaction), else the
+    connection's user."""
+    role, has_grant = conn.info.user, False
+    if conn.info.transaction_status == pq.TransactionStatus.IDLE:
+        try:
+            async with conn.cursor(row_factory=tuple_row) as cur:
+                await cur.execute(sql.CURRENT_ROLE, prepare=False)
+                found = await cur.fetchone()
+        except psycopg.Error:
+            found = None
+        if found is not None:
+            role, has_grant = found
+    return denied.advised(role, has_grant)

@@ -22,6 +22,12 @@ LOCK_STATUS: LiteralString = (
 # raises 3F000 / 42883 where pgcoord is not installed (callers treat that as "none")
 VERSION: LiteralString = "SELECT pgcoord.version()"
 
+# who was refused (PermissionDenied), and whether it already has pgcoord_client's privileges
+CURRENT_ROLE: LiteralString = (
+    "SELECT current_user::text, coalesce((SELECT pg_has_role(r.oid, 'USAGE')"
+    " FROM pg_catalog.pg_roles AS r WHERE r.rolname = 'pgcoord_client'), false)"
+)
+
 # held by `pgcoord migrate` from reading the version until its last release file commits
 INSTALL_LOCK: LiteralString = "SELECT pg_advisory_lock(%(key)s)"
 INSTALL_UNLOCK: LiteralString = "SELECT pg_advisory_unlock(%(key)s)"
@@ -32,9 +38,24 @@ MESSAGE_INGEST: LiteralString = (
     " p_conversation_key => %(conversation_key)s, p_body => %(body)s,"
     " p_payload => %(payload)s, p_debounce => %(debounce)s, p_max_wait => %(max_wait)s)"
 )
+MESSAGE_PAYLOADS: LiteralString = (
+    "SELECT * FROM pgcoord.message_payloads(p_message_ids => %(message_ids)s)"
+)
 BUFFER_CLAIM: LiteralString = (
     "SELECT * FROM pgcoord.buffer_claim("
     "p_worker => %(worker)s, p_limit => %(limit)s, p_lease => %(lease)s)"
+)
+# buffer_claim with the payloads of each batch's messages, in the order of message_ids:
+# one statement, so the claim and its payloads arrive (or fail) together; message_payloads
+# takes 10000 ids at most, so a larger batch asks once per 10000 of its messages
+BUFFER_CLAIM_WITH_PAYLOADS: LiteralString = (
+    "SELECT c.*, (SELECT coalesce(array_agg(p.payload ORDER BY s.first, p.position), '{}')"
+    " FROM generate_series(1, cardinality(c.message_ids), 10000) AS s (first)"
+    " CROSS JOIN LATERAL pgcoord.message_payloads("
+    "p_message_ids => c.message_ids[s.first:s.first + 9999]) WITH ORDINALITY"
+    " AS p (message_id, payload, position)) AS payloads"
+    " FROM pgcoord.buffer_claim("
+    "p_worker => %(worker)s, p_limit => %(limit)s, p_lease => %(lease)s) AS c"
 )
 BUFFER_COMPLETE: LiteralString = (
     "SELECT pgcoord.buffer_complete("

@@ -43,6 +43,14 @@ class Ingested:
 
 
 @dataclass(frozen=True, slots=True)
+class MessagePayload:
+    """A row of pgcoord.message_payloads: a stored message's payload (a JSON object)."""
+
+    message_id: int
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Batch:
     """A row of pgcoord.buffer_claim: one conversation's batch of messages, in arrival
     order, held by the claim `claim_token` (a fencing token)."""
@@ -54,6 +62,14 @@ class Batch:
     first_message_at: datetime
     last_message_at: datetime
     attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class BatchWithPayloads(Batch):
+    """A row of buffer_claim with the stored payloads of its messages
+    (`sql.BUFFER_CLAIM_WITH_PAYLOADS`): `payloads[i]` is the payload of `message_ids[i]`."""
+
+    payloads: list[dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)

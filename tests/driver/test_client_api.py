@@ -35,6 +35,8 @@ INBOX_CALLS = [
     "buffer_release",
     "buffer_revive",
     "message_prune",
+    "message_payloads",
+    "buffer_claim_with_payloads",
     "buffer_due_in",
     "buffer_status",
 ]
@@ -53,6 +55,7 @@ CAMPAIGN_CALLS = [
     "campaign_skip_stale",
     "campaign_due_in",
     "campaign_progress",
+    "campaign_stats",
     "rate_acquire",
     "rate_pause",
     "rate_status",

@@ -46,8 +46,8 @@ INBOX_CONTRACT: dict[str, tuple[str, str]] = {
 SECTION_2 = tuple(INBOX_CONTRACT)
 # Not in API.md, granted like the API: how long until a buffer is due (the worker's
 # sleep), giving a claim back without counting a try (a worker that stops), replaying
-# dead batches, and the retention of answered messages.
-HELPERS = ("buffer_due_in", "buffer_release", "buffer_revive", "message_prune")
+# dead batches, the retention of answered messages, and the messages' payloads.
+HELPERS = ("buffer_due_in", "buffer_release", "buffer_revive", "message_prune", "message_payloads")
 STATUS_COLUMNS = (
     "conversation_key, message_count, first_message_at, last_message_at, flush_at,"
     " claimed_by, claimed_until, attempt, dead, last_error"

@@ -59,6 +59,7 @@ ARGUMENT_TYPES = {
     "p_error": "text",
     "p_retry_in": "interval",
     "p_older_than": "interval",
+    "p_message_ids": "bigint[]",
     "p_per_second": "double precision",
     "p_burst": "integer",
     "p_cost": "integer",

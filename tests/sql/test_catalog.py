@@ -27,6 +27,7 @@ from pgcoord.types import (
     Ingested,
     Lock,
     LockStatus,
+    MessagePayload,
     RateStatus,
 )
 
@@ -243,6 +244,11 @@ def holds(value: Any, hint: Any) -> bool:
             lambda conn: view_columns(conn, "pgcoord.rate_status"),
             "SELECT * FROM pgcoord.rate_status LIMIT 0",
         ),
+        (
+            MessagePayload,
+            lambda conn: result_columns(conn, "message_payloads"),
+            "SELECT * FROM pgcoord.message_payloads(p_message_ids => '{}') LIMIT 0",
+        ),
     ],
     ids=[
         "Lock=lock_acquire",
@@ -256,6 +262,7 @@ def holds(value: Any, hint: Any) -> bool:
         "MessageStatus=campaign_message_status",
         "CampaignStats=campaign_stats",
         "RateStatus=rate_status",
+        "MessagePayload=message_payloads",
     ],
 )
 def test_dataclasses_match_the_result_columns(

@@ -194,6 +194,7 @@ def test_the_driver_calls_each_function_in_named_notation() -> None:
         "buffer_release": ("p_conversation_key text, p_claim_token bigint", "boolean"),
         "buffer_revive": ("p_conversation_key text", "integer"),
         "message_prune": ("p_older_than interval, p_limit integer DEFAULT 10000", "integer"),
+        "message_payloads": ("p_message_ids bigint[]", "TABLE(message_id bigint, payload jsonb)"),
     }
     statements = [v for k, v in vars(driver_sql).items() if k.isupper() and isinstance(v, str)]
     called = set()
@@ -235,6 +236,8 @@ def test_the_driver_statements_run_against_the_contract(conn: Conn) -> None:
 
     [(message_id, duplicate, _)] = run(driver_sql.MESSAGE_INGEST)
     assert duplicate is False
+    values["message_ids"] = [message_id]
+    assert run(driver_sql.MESSAGE_PAYLOADS) == [(message_id, {"from": "+1"})]
     assert run(driver_sql.BUFFER_DUE_IN) == [(timedelta(0),)]
     [burst] = run(driver_sql.BUFFER_CLAIM)
     assert burst[:4] == ("c", burst[1], [message_id], ["hello"]) and burst[6] == 1

@@ -27,6 +27,9 @@ $$;
 -- The pgcoord schema, and the role that is granted its API.
 -- Nothing in the schema is granted to PUBLIC: a role calls pgcoord only once it is
 -- a member of pgcoord_client (GRANT pgcoord_client TO app_role).
+-- The installing role needs CREATE on the database; it creates pgcoord_client only when
+-- the role is missing, so a role that may not create roles installs once a role that
+-- may has created pgcoord_client (docs/roles.md).
 
 CREATE SCHEMA IF NOT EXISTS pgcoord;
 
@@ -40,6 +43,12 @@ BEGIN
 EXCEPTION
     -- another database of the same cluster created it at the same moment
     WHEN duplicate_object OR unique_violation THEN NULL;
+    WHEN insufficient_privilege THEN
+        RAISE EXCEPTION 'the role pgcoord_client is missing, and % may not create roles',
+        current_user
+            USING ERRCODE = '42501',
+            HINT = 'Create it once, as a role that may: CREATE ROLE pgcoord_client NOLOGIN;'
+            || ' then install again.';
 END;
 $$;
 
@@ -2507,6 +2516,38 @@ COMMENT ON FUNCTION pgcoord.message_ingest(text, text, text, text, jsonb, interv
 'NULL argument, 22023 an argument out of its range (an infinite interval included); '
 '23505 a repeated provider message id with a different conversation key or body.';
 
+-- db/src/functions/message_payloads.sql
+-- The stored payloads (what the provider sent besides the body: the sender's name, a
+-- media URL...) of the messages p_message_ids, one row per id that has a stored message,
+-- in the order of the ids given. A worker that wants them asks once per claim, for the
+-- messages of all its batches. Not in the contract.
+CREATE OR REPLACE FUNCTION pgcoord.message_payloads(p_message_ids bigint[])
+RETURNS TABLE (message_id bigint, payload jsonb)
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF (cardinality(p_message_ids) <= 10000) IS NOT TRUE THEN
+        PERFORM pgcoord.raise_bad_argument(
+            'p_message_ids', p_message_ids, 'an array of at most 10000 message ids'
+        );
+    END IF;
+    RETURN QUERY
+    SELECT m.id, m.payload
+    FROM unnest(p_message_ids) WITH ORDINALITY AS given (id, position)
+    INNER JOIN pgcoord.messages AS m ON given.id = m.id
+    ORDER BY given.position;
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.message_payloads(bigint[]) IS
+'The payloads of the messages p_message_ids that are stored, in the order given (an id '
+'given twice answers twice; an unknown or NULL id answers nothing). Ranges: '
+'p_message_ids at most 10000 elements. Errors: 22004 NULL argument, 22023 more than '
+'10000 ids.';
+
 -- db/src/functions/message_prune.sql
 -- Retention: delete up to p_limit answered ('done') messages received more than
 -- p_older_than ago, oldest first, and return how many. Run it from a scheduled job until
@@ -3025,6 +3066,38 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA pgcoord FROM PUBLIC;  -- noqa: CP02
 REVOKE ALL ON ALL TABLES IN SCHEMA pgcoord FROM PUBLIC;  -- noqa: CP02
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA pgcoord FROM PUBLIC;  -- noqa: CP02
 
+-- Every install and upgrade sets the privileges on the schema's functions, tables, views
+-- and sequences to exactly these grants: whatever another role holds on them is revoked
+-- (the default privileges of the installing role, ALTER DEFAULT PRIVILEGES ... TO anon,
+-- give every new object to that role; so does a grant on ALL TABLES IN SCHEMA pgcoord).
+-- Roles get pgcoord through pgcoord_client, never through grants on its objects.
+DO $$
+DECLARE
+    v_grant record;
+BEGIN
+    FOR v_grant IN
+        SELECT DISTINCT
+            'FUNCTIONS' AS kind,
+            a.grantee
+        FROM pg_catalog.pg_proc AS p
+        CROSS JOIN LATERAL pg_catalog.aclexplode(p.proacl) AS a
+        WHERE p.pronamespace = 'pgcoord'::regnamespace AND a.grantee NOT IN (0, p.proowner)
+        UNION
+        SELECT DISTINCT
+            CASE WHEN c.relkind = 'S' THEN 'SEQUENCES' ELSE 'TABLES' END,
+            a.grantee
+        FROM pg_catalog.pg_class AS c
+        CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) AS a
+        WHERE c.relnamespace = 'pgcoord'::regnamespace AND a.grantee NOT IN (0, c.relowner)
+    LOOP
+        EXECUTE format(
+            'REVOKE ALL ON ALL %s IN SCHEMA pgcoord FROM %s CASCADE',
+            v_grant.kind, v_grant.grantee::regrole
+        );
+    END LOOP;
+END;
+$$;
+
 GRANT EXECUTE ON FUNCTION pgcoord.lock_acquire(text, text, interval, interval) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.lock_release(text, text) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.lock_extend(text, text, interval) TO pgcoord_client;
@@ -3041,6 +3114,7 @@ GRANT EXECUTE ON FUNCTION pgcoord.buffer_release(text, bigint) TO pgcoord_client
 GRANT EXECUTE ON FUNCTION pgcoord.buffer_revive(text) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.buffer_due_in() TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.message_prune(interval, integer) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.message_payloads(bigint[]) TO pgcoord_client;
 
 GRANT EXECUTE ON FUNCTION
 pgcoord.rate_acquire(text, double precision, integer, integer) TO pgcoord_client;

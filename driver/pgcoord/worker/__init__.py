@@ -4,7 +4,7 @@ batched completions, wake-ups, signals, outages) and one adapter per kind of wor
 from __future__ import annotations
 
 from ..errors import ClaimLost, HandlerTimeout, RateLimited, Retry
-from .buffers import BufferWork, BufferWorker, Handler
+from .buffers import BufferWork, BufferWorker, Handler, PayloadHandler
 from .campaigns import CampaignWork, CampaignWorker
 from .runtime import STOPPED, Failure, RateBudget, Runtime, Work, complete_in
 
@@ -18,6 +18,7 @@ __all__ = [
     "Failure",
     "Handler",
     "HandlerTimeout",
+    "PayloadHandler",
     "RateBudget",
     "RateLimited",
     "Retry",

@@ -27,6 +27,13 @@ Side effects in the same database can commit exactly once with the completion:
 
 The worker then leaves the claim alone: it does not complete it again.
 
+With `payloads=True` the handler also gets the stored payloads of the batch's messages
+(what message_ingest kept besides the body: the sender's name, a media URL...), in the
+order of `batch.message_ids`, read in the claim's own statement (no extra round trip):
+
+    async def reply(batch: Batch, payloads: list[dict[str, Any]]) -> None:
+        name = payloads[-1].get("profile_name")
+
 An idle worker sleeps until the next buffer is due, at most `idle_poll`, and wakes at
 once when message_ingest opens a window due within a second (LISTEN pgcoord_buffers, set
 up before the first claim). Through a transaction-mode pooler, where LISTEN hears
@@ -41,16 +48,20 @@ Cancelling `run()` gives the batches in flight back at once.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from .. import inbox_async
 from ..config import BUFFER_LEASE, BUFFER_RETRY_IN
-from ..types import Batch
+from ..types import Batch, BatchWithPayloads
 from .runtime import AsyncConn, AsyncPool, Failure, RateBudget, Runtime, Work
 
 Handler = Callable[[Batch], Awaitable[None]]
+# the handler of BufferWorker(payloads=True): the batch, and the payloads of its messages
+# (payloads[i] belongs to batch.message_ids[i])
+PayloadHandler = Callable[[Batch, list[dict[str, Any]]], Awaitable[None]]
 
 # the database parks a batch as dead after this many failed tries (for the log only)
 DEAD_AFTER = 5
@@ -66,8 +77,9 @@ class BufferWork(Work[Batch]):
     max_idle_poll = timedelta(seconds=1)
     final_line = "parked {item} as dead after {attempt} failed tries: {reason}"
 
-    def __init__(self, retry_in: timedelta = BUFFER_RETRY_IN) -> None:
+    def __init__(self, retry_in: timedelta = BUFFER_RETRY_IN, payloads: bool = False) -> None:
         self.retry_in = retry_in
+        self.payloads = payloads  # claim each batch with its messages' payloads
 
     def describe(self, item: Batch) -> str:
         return repr(item.conversation_key)
@@ -88,6 +100,8 @@ class BufferWork(Work[Batch]):
     async def claim(
         self, conn: AsyncConn, worker: str, limit: int, lease: timedelta
     ) -> list[Batch]:
+        if self.payloads:
+            return [*await inbox_async.buffer_claim_with_payloads(conn, worker, limit, lease)]
         return await inbox_async.buffer_claim(conn, worker, limit, lease)
 
     async def due_in(self, conn: AsyncConn) -> timedelta | None:
@@ -126,13 +140,14 @@ class BufferWorker(Runtime[Batch]):
     kept alive by the heartbeat; `timeout` (default none) bounds each handler call;
     `retry_in` is the delay before a failed batch is claimable again; `grace` is how long
     `stop()` lets batches finish. `rate` shares a provider budget with every worker given
-    the same key (one `rate_acquire` per claim). `processed` and `failed` count the
-    batches completed and given back.
+    the same key (one `rate_acquire` per claim). `payloads=True` claims each batch with
+    its messages' payloads and calls `handler(batch, payloads)` (a `PayloadHandler`).
+    `processed` and `failed` count the batches completed and given back.
     """
 
     def __init__(
         self,
-        handler: Handler,
+        handler: Handler | PayloadHandler,
         conninfo: str | None = None,
         *,
         pool: AsyncPool | None = None,
@@ -145,12 +160,14 @@ class BufferWorker(Runtime[Batch]):
         grace: timedelta = timedelta(seconds=30),
         listen: bool | str = True,
         rate: RateBudget | None = None,
+        payloads: bool = False,
     ) -> None:
         if retry_in < timedelta(0):
             raise ValueError(f"retry_in must not be negative, got {retry_in}")
+        _check_arguments(handler, 2 if payloads else 1)
         super().__init__(
-            BufferWork(retry_in),
-            handler,
+            BufferWork(retry_in, payloads),
+            with_payloads(cast(PayloadHandler, handler)) if payloads else cast(Handler, handler),
             conninfo,
             pool=pool,
             name=name,
@@ -165,3 +182,31 @@ class BufferWorker(Runtime[Batch]):
             rate=rate,
         )
         self.retry_in = retry_in
+
+
+def with_payloads(handler: PayloadHandler) -> Handler:
+    """The worker's one-argument handler that calls `handler(batch, payloads)`."""
+
+    async def handle(batch: Batch) -> None:
+        assert isinstance(batch, BatchWithPayloads), "claimed with its payloads"
+        await handler(batch, batch.payloads)
+
+    return handle
+
+
+def _check_arguments(handler: Callable[..., Any], count: int) -> None:
+    """TypeError at once when `handler` cannot be called with `count` arguments (the
+    batch; with payloads=True, the batch and its payloads)."""
+    try:
+        inspect.signature(handler).bind(*[None] * count)
+    except TypeError:
+        if count == 2:
+            raise TypeError(
+                "with payloads=True the handler takes two arguments: (batch, payloads)"
+            ) from None
+        raise TypeError(
+            "the handler takes one argument, the batch (a handler of (batch, payloads) "
+            "needs payloads=True)"
+        ) from None
+    except ValueError:  # no signature to read: the first call will tell
+        pass

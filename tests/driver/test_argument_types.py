@@ -1,0 +1,188 @@
+"""A Python value of the wrong type is a TypeError naming the call and the argument, for
+every call of the locks, inbox, campaigns and rates modules, sync and async, on a
+connection and through the clients; a call with the right types that finds no pgcoord
+function still raises NotInstalled."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import timedelta
+from types import ModuleType
+from typing import Any
+
+import psycopg
+import pytest
+
+from pgcoord import (
+    AsyncClient,
+    Client,
+    NotInstalled,
+    campaigns,
+    campaigns_async,
+    inbox,
+    inbox_async,
+    locks,
+    locks_async,
+    migrations,
+    rates,
+    rates_async,
+)
+from pgcoord.arguments import describe, fits
+
+SECOND = timedelta(seconds=1)
+
+# call -> (its arguments after the connection, with exactly one of the wrong type: the
+# one named second, whose value is the third)
+WRONG: dict[str, tuple[dict[str, Any], str, Any]] = {
+    "lock_acquire": ({"key": "k", "owner": "o", "ttl": 30}, "ttl", 30),
+    "lock_release": ({"key": "k", "owner": 5}, "owner", 5),
+    "lock_extend": ({"key": "k", "owner": "o", "ttl": 30.0}, "ttl", 30.0),
+    "lock_is_current": ({"key": "k", "token": "x41"}, "token", "x41"),
+    "message_ingest": (
+        {"provider": "p", "provider_message_id": "m", "conversation_key": "c", "body": "b"}
+        | {"debounce": 10},
+        "debounce",
+        10,
+    ),
+    "message_prune": ({"older_than": 14}, "older_than", 14),
+    "message_payloads": ({"message_ids": [2.5]}, "message_ids", [2.5]),
+    "buffer_claim": ({"worker": "w", "limit": 2.5}, "limit", 2.5),
+    "buffer_claim_with_payloads": ({"worker": 5}, "worker", 5),
+    "buffer_complete": ({"conversation_key": "c", "claim_token": "x"}, "claim_token", "x"),
+    "buffer_fail": (
+        {"conversation_key": "c", "claim_token": 1, "error": "e", "retry_in": 60},
+        "retry_in",
+        60,
+    ),
+    "buffer_extend": ({"conversation_key": "c", "claim_token": 1, "lease": 60}, "lease", 60),
+    "buffer_release": ({"conversation_key": "c", "claim_token": True}, "claim_token", True),
+    "buffer_revive": ({"conversation_key": 7}, "conversation_key", 7),
+    "campaign_create": ({"name": 5}, "name", 5),
+    "campaign_set_status": ({"run_id": 1.5, "status": "paused"}, "run_id", 1.5),
+    "campaign_enqueue": ({"run_id": "one", "items": []}, "run_id", "one"),
+    "campaign_claim": ({"worker": "w", "limit": 2.5}, "limit", 2.5),
+    "campaign_complete": ({"message_id": 1, "claim_token": "x"}, "claim_token", "x"),
+    "campaign_complete_many": (
+        {"message_ids": [1], "claim_tokens": [1.5]},
+        "claim_tokens",
+        [1.5],
+    ),
+    "campaign_completed": ({"message_ids": [1.5], "claim_tokens": [1]}, "message_ids", [1.5]),
+    "campaign_fail": ({"message_id": 1, "claim_token": 1, "error": 5}, "error", 5),
+    "campaign_snooze": ({"message_id": 1, "claim_token": 1, "delay": 5}, "delay", 5),
+    "campaign_extend": ({"message_id": 1, "claim_token": 1, "lease": 300}, "lease", 300),
+    "campaign_release": ({"message_id": 1, "claim_token": 1.5}, "claim_token", 1.5),
+    "campaign_skip_stale": ({"older_than": 3600}, "older_than", 3600),
+    "campaign_due_in": ({"run_id": "x"}, "run_id", "x"),
+    "campaign_progress": ({"run_id": "x"}, "run_id", "x"),
+    "campaign_stats": ({"run_id": 1.5}, "run_id", 1.5),
+    "rate_acquire": ({"key": "k", "per_second": 10, "burst": 2.0}, "burst", 2.0),
+    "rate_pause": ({"key": "k", "pause": 30}, "pause", 30),
+}
+SYNC = (locks, inbox, campaigns, rates)
+ASYNC = (locks_async, inbox_async, campaigns_async, rates_async)
+
+
+def calls(module: ModuleType) -> dict[str, Any]:
+    """The module's calls: its public functions whose first parameter is a connection."""
+    return {
+        name: value
+        for name, value in vars(module).items()
+        if inspect.isfunction(value)
+        and value.__module__ == module.__name__
+        and not name.startswith("_")
+        and next(iter(inspect.signature(value).parameters), None) == "conn"
+    }
+
+
+def with_arguments(module: ModuleType) -> set[str]:
+    return {
+        name for name, call in calls(module).items() if len(inspect.signature(call).parameters) > 1
+    }
+
+
+def expected(call: str, argument: str, value: Any) -> str:
+    return rf"^{call}: {argument} must be .+, got {type(value).__name__} {re.escape(repr(value))}$"
+
+
+def test_every_call_with_arguments_has_a_case() -> None:
+    sync_calls = set().union(*(with_arguments(m) for m in SYNC))
+    async_calls = set().union(*(with_arguments(m) for m in ASYNC))
+    assert sync_calls == async_calls == set(WRONG)
+
+
+def test_a_wrong_type_names_the_argument_on_a_connection(conn: psycopg.Connection[Any]) -> None:
+    for module in SYNC:
+        for name in with_arguments(module):
+            arguments, argument, value = WRONG[name]
+            with pytest.raises(TypeError, match=expected(name, argument, value)) as caught:
+                getattr(module, name)(conn, **arguments)
+            assert isinstance(caught.value.__cause__, psycopg.Error), name  # the server's
+
+
+def client_calls(cls: type[Client] | type[AsyncClient]) -> list[str]:
+    """The calls that the client has as methods (all but campaign_completed)."""
+    names = [name for name in WRONG if hasattr(cls, name)]
+    assert len(names) >= len(WRONG) - 1
+    return names
+
+
+def test_a_wrong_type_names_the_argument_through_the_client(client: Client) -> None:
+    for name in client_calls(Client):
+        arguments, argument, value = WRONG[name]
+        with pytest.raises(TypeError, match=expected(name, argument, value)):
+            getattr(client, name)(**arguments)
+
+
+def test_a_wrong_type_names_the_argument_async(db_url: str) -> None:
+    async def main() -> None:
+        async with (
+            await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn,
+            AsyncClient(db_url) as client,
+        ):
+            for module in ASYNC:
+                for name in with_arguments(module):
+                    arguments, argument, value = WRONG[name]
+                    match = expected(name, argument, value)
+                    with pytest.raises(TypeError, match=match) as caught:
+                        await getattr(module, name)(conn, **arguments)
+                    assert isinstance(caught.value.__cause__, psycopg.Error), name
+            for name in client_calls(AsyncClient):
+                arguments, argument, value = WRONG[name]
+                with pytest.raises(TypeError, match=expected(name, argument, value)):
+                    await getattr(client, name)(**arguments)
+
+    asyncio.run(main())
+
+
+def test_a_transaction_stays_usable_for_the_caller_to_roll_back(
+    conn: psycopg.Connection[Any],
+) -> None:
+    with pytest.raises(TypeError, match="ttl must be a timedelta"), conn.transaction():
+        locks.lock_acquire(conn, "k", "o", ttl=30)  # type: ignore[arg-type]
+    assert locks.lock_acquire(conn, "k", "o", ttl=SECOND).acquired
+
+
+def test_right_types_and_a_missing_function_are_not_installed(empty_db_url: str) -> None:
+    migrations.migrate(empty_db_url, "0.1.0")  # the lease locks only: no inbox functions
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        with pytest.raises(NotInstalled) as caught:
+            inbox.buffer_claim(conn, "w", 2, SECOND)
+        assert caught.value.sqlstate == "42883"
+        with pytest.raises(TypeError, match=r"^buffer_claim: limit must be an int"):
+            inbox.buffer_claim(conn, "w", 2.5, SECOND)  # type: ignore[arg-type]
+        assert locks.lock_acquire(conn, "k", "o", SECOND).acquired
+
+
+def test_what_fits_an_annotation() -> None:
+    assert fits(1, float) and not fits(True, int) and not fits(1.5, int)
+    assert fits([1, 2], Sequence[int]) and not fits("12", Sequence[int])
+    assert not fits([timedelta(0), 5], Sequence[timedelta])
+    assert fits([{}], Iterable[Mapping[str, Any]]) and not fits("ab", Iterable[Mapping[str, Any]])
+    assert fits(None, Mapping[str, Any] | None) and not fits([], Mapping[str, Any] | None)
+    assert describe(Sequence[timedelta]) == "a Sequence of timedelta"
+    assert describe(Mapping[str, Any] | None) == "a Mapping or None"
+    assert describe(int) == "an int"
