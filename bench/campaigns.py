@@ -56,10 +56,10 @@ QUEUES = {
 SCRIPTS = {PLAIN: "campaign_plain", FUNCTIONS: "campaign_functions"}
 
 # a run's backlog: BACKLOG_MARGIN times what it is expected to take in warm-up + window +
-# a second, at the best rate measured so far for the variant and worker count, or at
-# least this guess (messages/s at 8 workers; a third of it at 1)
-BACKLOG_MARGIN = 1.5
-GUESS = {PLAIN: 15_000, FUNCTIONS: 12_000, PGCOORD: 8_000, PGQUEUER: 10_000, PROCRASTINATE: 400}
+# a second, at the rate expected for the variant and worker count: this guess (messages/s)
+# or the best measured so far when higher, doubled after a run whose backlog ran dry
+BACKLOG_MARGIN = 2.0
+GUESS = {PLAIN: 25_000, FUNCTIONS: 25_000, PGCOORD: 10_000, PGQUEUER: 12_000, PROCRASTINATE: 500}
 
 OUTCOMES: LiteralString = "SELECT count(*) FROM pgcoord.campaign_outcomes"
 PGCOORD_SIZES: LiteralString = """
@@ -126,9 +126,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--pgqueuer-batches",
         type=lambda s: [int(c) for c in s.split(",")],
-        default=[10, 30, 100],
+        default=[10, 50, 100, 250],
         help="PgQueuer batch sizes tried at the largest worker count; the best runs the "
-        "rounds (10,30,100)",
+        "rounds (10,50,100,250)",
     )
     parser.add_argument(
         "--enqueue-messages",
@@ -229,7 +229,7 @@ def measure(
 ) -> list[Run]:
     """Every round runs every worker count, and at each count every variant: in the
     order of VARIANTS in odd rounds, reversed in even ones."""
-    best: dict[tuple[str, int], float] = {}
+    expected: dict[tuple[str, int], float] = {}
     runs: list[Run] = []
     for round_no in range(1, args.rounds + 1):
         for workers in args.workers:
@@ -239,7 +239,7 @@ def measure(
             for variant in order:
                 if not usable(variant, peers):
                     continue
-                backlog = backlog_for(variant, workers, args, best)
+                backlog = backlog_for(variant, workers, args, expected)
                 try:
                     run = one_run(db, variant, workers, round_no, backlog, args, peers)
                 except Exception as exc:
@@ -248,19 +248,26 @@ def measure(
                     drop_peer(peers, variant, exc)
                     continue
                 runs.append(run)
-                key = (variant, workers)
-                best[key] = max(best.get(key, 0.0), run.per_second)
+                learn(expected, run)
                 progress(run, f"round {round_no}/{args.rounds}")
     return runs
 
 
 def backlog_for(
-    variant: str, workers: int, args: argparse.Namespace, best: dict[tuple[str, int], float]
+    variant: str, workers: int, args: argparse.Namespace, expected: dict[tuple[str, int], float]
 ) -> int:
-    guess = GUESS[variant] * (1.0 if workers >= 8 else 1 / 3)
-    expected = max(best.get((variant, workers), 0.0), guess)
-    seconds = float(args.warmup) + float(args.seconds) + 1.0
-    return max(1_000, math.ceil(BACKLOG_MARGIN * seconds * expected))
+    rate = expected.get((variant, workers), GUESS[variant])
+    # pgbench has no warm-up: it starts on the backlog stored before
+    seconds = (0.0 if variant in SCRIPTS else float(args.warmup)) + float(args.seconds) + 1.0
+    return max(1_000, math.ceil(BACKLOG_MARGIN * seconds * rate))
+
+
+def learn(expected: dict[tuple[str, int], float], run: Run) -> None:
+    """The rate to size the next backlog of the run's variant and worker count for: the
+    best so far; a backlog that ran dry says only that the rate was higher."""
+    key = (run.variant, run.workers)
+    best = max(expected.get(key, GUESS[run.variant]), run.per_second)
+    expected[key] = 2 * best if run.detail.get("dry") else best
 
 
 def progress(run: Run, label: str) -> None:

@@ -342,7 +342,8 @@ def markdown(result: dict[str, Any], rows: list[Row], runs: list[Run], found: li
         f"- rounds {settings['rounds']}, window {settings['seconds']} s, warm-up "
         f"{settings['warmup']:g} s, workers {', '.join(str(w) for w in settings['workers'])}"
         f"; each run's backlog {settings['backlog_margin']:g} times what it is expected to "
-        "take in warm-up, window and a second, at the best rate measured so far",
+        "take in warm-up, window and a second, at a guess of its rate or the best "
+        "measured so far when higher (doubled after a run whose backlog ran dry)",
         f"- autovacuum: {autovacuum_line(result)}",
         f"- command: `{result['command']}`",
         "",
