@@ -509,8 +509,14 @@ def size_lines(result: dict[str, Any]) -> list[str]:
             "",
         ]
     first, last, ratio, messages = growth
+    chunks = size["chunks"]
+    vacuums = (
+        chunks[-1]["processed"]["campaign_queue"]["autovacuums"]
+        - chunks[0]["with_backlog"]["campaign_queue"]["autovacuums"]
+    )
+    naptime = (result.get("autovacuum") or {}).get("server", {}).get("autovacuum_naptime", "?")
     table = []
-    for chunk in (size["chunks"][0], size["chunks"][-1]):
+    for chunk in (chunks[0], chunks[-1]):
         for state in ("with_backlog", "processed"):
             for name, found in chunk[state].items():
                 table.append(
@@ -533,6 +539,11 @@ def size_lines(result: dict[str, Any]) -> list[str]:
         "autovacuum on, with the server's settings and the tables' own (Setup). "
         f"campaign_queue, the queue of open work, with its indexes: {first / 1024:,.0f} kB "
         f"after the first chunk, {last / 1024:,.0f} kB after the last ({ratio:.2f}x). "
+        f"The {messages:,} messages took {chunks[-1]['elapsed']:,.0f} s, in which "
+        f"autovacuum vacuumed campaign_queue {vacuums} time{'' if vacuums == 1 else 's'}: "
+        f"the launcher visits a database once per autovacuum_naptime ({naptime} s, a "
+        "server setting), whatever a table's own thresholds, so the dead tuples of that "
+        "long pile up, and inserts reuse freed space only once vacuum has recorded it. "
         "campaign_messages and campaign_outcomes are the record of every message enqueued "
         "and how it ended: they grow with the messages by design (nothing prunes them).",
         "",
