@@ -62,6 +62,8 @@ BACKLOG_MARGIN = 2.0
 GUESS = {PLAIN: 25_000, FUNCTIONS: 25_000, PGCOORD: 10_000, PGQUEUER: 12_000, PROCRASTINATE: 500}
 
 OUTCOMES: LiteralString = "SELECT count(*) FROM pgcoord.campaign_outcomes"
+# the size part runs again on an embedded server with this autovacuum_naptime
+SIZE_NAPTIME: LiteralString = "5s"
 PGCOORD_SIZES: LiteralString = """
 SELECT
     c.relname,
@@ -91,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         result["costs"] = [run.as_dict() for run in measure_costs(db, args)]
         if args.size:
             result["size"] = measure_size(db, args)
+            if not url:  # a throwaway server of the bench's own: its settings may change
+                result["size_naptime"] = measure_size_with_naptime(server_url, db, args)
     rows = campaigns_report.summarise(runs)
     found = campaigns_report.targets(rows, runs, result)
     md, js = campaigns_report.write(args.output, result, rows, runs, found)
@@ -594,6 +598,23 @@ def measure_size(db: ScratchDatabase, args: argparse.Namespace) -> dict[str, Any
         "processing": "pgbench, 8 connections, bench/pgbench/campaign_functions.sql",
         "chunks": chunks,
     }
+
+
+def measure_size_with_naptime(
+    server_url: str, db: ScratchDatabase, args: argparse.Namespace
+) -> dict[str, Any]:
+    """measure_size again with autovacuum_naptime = SIZE_NAPTIME (ALTER SYSTEM, reset
+    after): what the server's setting does to the queue."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"ALTER SYSTEM SET autovacuum_naptime = '{SIZE_NAPTIME}'")
+        conn.execute("SELECT pg_catalog.pg_reload_conf()")
+    try:
+        found = measure_size(db, args)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM RESET autovacuum_naptime")
+            conn.execute("SELECT pg_catalog.pg_reload_conf()")
+    return {**found, "autovacuum_naptime": SIZE_NAPTIME}
 
 
 def sizes(conn: psycopg.Connection[Any]) -> dict[str, dict[str, int]]:
