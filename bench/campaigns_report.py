@@ -209,7 +209,7 @@ def targets(rows: list[Row], runs: list[Run], result: dict[str, Any]) -> list[Ta
             measured += f"; {napped[2]:.2f}x with autovacuum_naptime = {naptime}"
         found.append(
             Target(
-                f"campaign_queue + indexes after {messages:,} messages / after the first chunk",
+                f"campaign_queue + indexes, last chunk of {messages:,} messages / first chunk",
                 f"<= {TARGET_SIZE_GROWTH:g}x",
                 measured,
                 ratio <= TARGET_SIZE_GROWTH,
@@ -237,14 +237,18 @@ def targets(rows: list[Row], runs: list[Run], result: dict[str, Any]) -> list[Ta
 
 
 def size_growth(size: dict[str, Any] | None) -> tuple[int, int, float, int] | None:
-    """campaign_queue's table + indexes after the first chunk and after the last."""
+    """campaign_queue's table + indexes during the first chunk and during the last, each
+    the larger of its two readings (the backlog enqueued, all of it processed): once
+    processed the table is empty, and a vacuum at that moment may truncate it to nothing."""
     if not size or not size.get("chunks"):
         return None
     chunks = size["chunks"]
 
     def queue_bytes(chunk: dict[str, Any]) -> int:
-        found = chunk["processed"]["campaign_queue"]
-        return int(found["table"] + found["indexes"])
+        return max(
+            int(chunk[state]["campaign_queue"]["table"] + chunk[state]["campaign_queue"]["indexes"])
+            for state in ("with_backlog", "processed")
+        )
 
     first, last = queue_bytes(chunks[0]), queue_bytes(chunks[-1])
     return first, last, last / first, int(chunks[-1]["sent"])
@@ -290,7 +294,8 @@ def markdown(result: dict[str, Any], rows: list[Row], runs: list[Run], found: li
         f"- campaign worker: that many processes, each a `CampaignWorker` (batch "
         f"{settings['batch']}, concurrency {settings['concurrency']}, its other defaults) "
         "with a no-op handler returning `{}`, started on an empty queue; once every one is "
-        "ready the backlog arrives in one `campaign_enqueue` call per 100,000 messages, "
+        "ready the backlog arrives in one transaction (a `campaign_enqueue` call per 100,000 "
+        "messages), "
         f"and messages/s is counted over {settings['seconds']} s starting "
         f"{settings['warmup']:g} s after it has arrived (count of `campaign_outcomes`).",
         "- plain SQL (c), the ceiling: pgbench with that many connections running what a "
@@ -495,7 +500,7 @@ def enqueue_lines(enqueue: list[dict[str, Any]], runs: list[Run]) -> list[str]:
     if loads:
         lines += [
             "Loading the worker runs' backlogs (each queue's own batch enqueue, up to "
-            "100,000 messages a call), median messages/s: "
+            "100,000 messages a call, one transaction), median messages/s: "
             + ", ".join(f"{LABEL[v]} {statistics.median(r):,.0f}" for v, r in loads.items())
             + ".",
             "",
@@ -540,8 +545,8 @@ def size_lines(result: dict[str, Any]) -> list[str]:
         again = [
             f"On this throwaway server the part ran again with autovacuum_naptime = "
             f"{found['autovacuum_naptime']} (ALTER SYSTEM, reset after): campaign_queue with "
-            f"its indexes {napped[0] / 1024:,.0f} kB after the first chunk, "
-            f"{napped[1] / 1024:,.0f} kB after the last ({napped[2]:.2f}x), in "
+            f"its indexes {napped[0] / 1024:,.0f} kB in the first chunk, "
+            f"{napped[1] / 1024:,.0f} kB in the last ({napped[2]:.2f}x), in "
             f"{found['chunks'][-1]['elapsed']:,.0f} s; campaign_queue was vacuumed "
             f"{queue_vacuums(found)} times.",
             "",
@@ -552,8 +557,10 @@ def size_lines(result: dict[str, Any]) -> list[str]:
         f"One running run; {size['chunk']:,} messages enqueued in one call, then all of "
         f"them processed ({size['processing']}), and again until {messages:,} were sent; "
         "autovacuum on, with the server's settings and the tables' own (Setup). "
-        f"campaign_queue, the queue of open work, with its indexes: {first / 1024:,.0f} kB "
-        f"after the first chunk, {last / 1024:,.0f} kB after the last ({ratio:.2f}x). "
+        f"campaign_queue, the queue of open work, with its indexes, at its largest during "
+        f"a chunk (with its backlog or after processing it: an emptied table may be "
+        f"truncated by a vacuum in between): {first / 1024:,.0f} kB in the first chunk, "
+        f"{last / 1024:,.0f} kB in the last ({ratio:.2f}x). "
         f"The {messages:,} messages took {chunks[-1]['elapsed']:,.0f} s, in which "
         f"autovacuum vacuumed campaign_queue {vacuums} time{'' if vacuums == 1 else 's'}: "
         f"the launcher visits a database once per autovacuum_naptime ({naptime} s, a "

@@ -28,7 +28,7 @@ from pgcoord import campaigns
 PGQUEUER_SCHEMA = "pgqueuer"
 PROCRASTINATE_SCHEMA = "procrastinate"
 TASK = "noop"  # PgQueuer's entrypoint and Procrastinate's task
-ENQUEUE_CHUNK = 100_000  # messages per enqueue call when loading a backlog
+ENQUEUE_CHUNK = 100_000  # messages per enqueue call when loading a backlog (one transaction)
 
 PLAIN_SCHEMA: LiteralString = """
 CREATE SCHEMA bench_plain;
@@ -102,7 +102,7 @@ def _pgcoord_install(url: str) -> None:
 def pgcoord_load(url: str, count: int, *, status: str = "running") -> int:
     """A new run with `count` messages due now, enqueued ENQUEUE_CHUNK at a time; returns
     the run id. With status 'paused' the run is paused before the enqueue."""
-    with psycopg.connect(url, autocommit=True) as conn:
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
         run_id = campaigns.campaign_create(conn, "bench")
         if status != "running":
             campaigns.campaign_set_status(conn, run_id, status)
@@ -169,20 +169,25 @@ def _pgqueuer_load(url: str, count: int) -> None:
         conn = await asyncpg.connect(**asyncpg_args(url))
         try:
             queries = _pgqueuer_queries(conn)
-            for first in range(1, count + 1, ENQUEUE_CHUNK):
-                numbers = range(first, first + min(ENQUEUE_CHUNK, count + 1 - first))
-                await queries.enqueue(
-                    [TASK] * len(numbers),
-                    [
-                        json.dumps({"recipient": recipient(n), "payload": payload(n)}).encode()
-                        for n in numbers
-                    ],
-                    [0] * len(numbers),
-                )
+            async with conn.transaction():
+                await _pgqueuer_enqueue(queries, count)
         finally:
             await conn.close()
 
     asyncio.run(load())
+
+
+async def _pgqueuer_enqueue(queries: Any, count: int) -> None:
+    for first in range(1, count + 1, ENQUEUE_CHUNK):
+        numbers = range(first, first + min(ENQUEUE_CHUNK, count + 1 - first))
+        await queries.enqueue(
+            [TASK] * len(numbers),
+            [
+                json.dumps({"recipient": recipient(n), "payload": payload(n)}).encode()
+                for n in numbers
+            ],
+            [0] * len(numbers),
+        )
 
 
 def _procrastinate_app(url: str) -> Any:

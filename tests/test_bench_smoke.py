@@ -280,6 +280,8 @@ def test_campaign_bench_writes_rates_ratios_costs_and_sizes(
     transactions = targets["transactions per message, batch 15 (xact_commit)"]
     assert transactions["met"] is (per_message["transactions"] <= 0.25)
     assert targets["the backlog outlasted every measured window"]["met"] is not None
+    growth = targets["campaign_queue + indexes, last chunk of 600 messages / first chunk"]
+    assert growth["met"] is not None
 
     markdown = stem.with_suffix(".md").read_text()
     assert re.search(r"\|\s+workers\s+\|\s+plain SQL \(c\)\s+\|\s+functions\s+\|", markdown)
