@@ -6,7 +6,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
 from psycopg import sql
@@ -73,6 +73,29 @@ class ScratchDatabase:
         row = self._admin.execute(
             "SELECT xact_commit FROM pg_catalog.pg_stat_database WHERE datname = %s",
             [self.name],
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def wal_flushes(self) -> int:
+        """WAL flushes to disk so far, by every process of the server (commits, the WAL
+        writer, checkpoints): pg_stat_wal.wal_sync up to PostgreSQL 17; from 18, where
+        that counter moved, the WAL fsyncs of pg_stat_io (context normal). Both count the
+        fsync or fdatasync calls of issue_xlog_fsync; a commit whose WAL another process
+        already flushed (group commit) adds none."""
+        if self._admin.info.server_version >= 180000:
+            query: LiteralString = (
+                "SELECT sum(fsyncs) FROM pg_catalog.pg_stat_io"
+                " WHERE object = 'wal' AND context = 'normal'"
+            )
+        else:
+            query = "SELECT wal_sync FROM pg_catalog.pg_stat_wal"
+        row = self._admin.execute(query).fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def wal_position(self) -> int:
+        """Bytes of WAL written so far (pg_current_wal_lsn as a number)."""
+        row = self._admin.execute(
+            "SELECT pg_catalog.pg_current_wal_lsn() - '0/0'::pg_catalog.pg_lsn"
         ).fetchone()
         return int(row[0]) if row else 0
 

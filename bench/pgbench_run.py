@@ -48,14 +48,17 @@ def run_script(
     url: str,
     script: str,
     clients: int,
-    seconds: int,
+    seconds: int | None,
     *,
+    transactions: int | None = None,
     per_statement: bool = False,
     options: str | None = None,
+    variables: dict[str, str] | None = None,
 ) -> PgbenchResult:
-    """Run bench/pgbench/<script>.sql with `clients` connections for `seconds`, with
-    prepared statements, each statement in its own transaction. `options` goes to the
-    server sessions as PGOPTIONS (e.g. "-c synchronous_commit=off")."""
+    """Run bench/pgbench/<script>.sql with `clients` connections for `seconds` (or
+    `transactions` script runs per client), with prepared statements, each statement in
+    its own transaction. `options` goes to the server sessions as PGOPTIONS (e.g.
+    "-c synchronous_commit=off"); `variables` are the script's :names (--define)."""
     threads = max(1, min(clients, os.cpu_count() or 1))
     command = [
         pgbench_path(),
@@ -63,9 +66,10 @@ def run_script(
         "--protocol=prepared",
         f"--client={clients}",
         f"--jobs={threads}",
-        f"--time={seconds}",
+        f"--time={seconds}" if transactions is None else f"--transactions={transactions}",
         f"--file={SCRIPTS / (script + '.sql')}",
     ]
+    command += [f"--define={name}={value}" for name, value in (variables or {}).items()]
     if per_statement:
         command.append("--report-per-command")
     command.append(url)

@@ -27,6 +27,15 @@ def _comm(pid: int) -> str:
         return ""
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process `pid` so far (all its threads), None when it
+    has gone."""
+    fields = _stat(pid)
+    if fields is None:
+        return None
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
 class ServerCpu:
     def __init__(self, postmaster: int) -> None:
         self.postmaster = postmaster

@@ -203,3 +203,134 @@ def test_overhead_bench_writes_cpu_per_call_ratios_and_profile(
         assert f"{row['ratio']:.2f}" in markdown
     assert "## Where the driver's extra CPU goes" in markdown
     assert "driver/bare" in done.stdout
+
+
+def test_campaign_bench_writes_rates_ratios_costs_and_sizes(
+    server_url: str, tmp_path: Path
+) -> None:
+    stem = tmp_path / "campaigns"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.campaigns",
+            "--seconds=1",
+            "--rounds=1",
+            "--workers=1",
+            "--warmup=0.5",
+            "--no-peers",  # PgQueuer and Procrastinate come from the bench extra
+            "--enqueue-messages=2000",
+            "--enqueue-rounds=1",
+            "--cost-messages=600",
+            "--cost-rounds=1",
+            "--size",
+            "--size-messages=600",
+            "--size-chunk=300",
+            f"--output={stem}",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": server_url},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr
+
+    result = json.loads(stem.with_suffix(".json").read_text())
+    (row,) = result["summary"]
+    assert row["workers"] == 1
+    assert set(row["messages_per_second"]) == {"plain", "functions", "pgcoord"}
+    for figure in (*row["messages_per_second"].values(), *row["ratios"].values()):
+        assert math.isfinite(figure) and figure > 0, row
+    assert set(row["ratios"]) == {"pgcoord/plain", "pgcoord/functions"}
+
+    assert [run["variant"] for run in result["runs"]] == ["plain", "functions", "pgcoord"]
+    for run in result["runs"]:
+        assert run["messages"] > 0 and run["per_second"] > 0, run
+        assert run["detail"]["client_cpu_us"] > 0, run
+    for peer in ("pgqueuer", "procrastinate"):
+        assert result["peers"][peer] == {"status": "left out", "reason": "--no-peers"}
+    assert result["pgqueuer_tuning"] == []
+
+    # 2,000 messages in one call, all stored
+    (enqueue,) = result["enqueue"]
+    assert enqueue["messages"] == 2000 and enqueue["per_second"] > 0
+
+    # the fleet alone, then one drain of 600 messages: 40 claims of 15 and their
+    # completions at least, and what they wrote
+    alone, drain = result["costs"]
+    assert alone["messages"] == 0 and drain["messages"] == 600
+    per_message = result["per_message"]
+    assert 2 / 15 <= per_message["transactions"] < 1, per_message
+    assert per_message["wal_bytes"] > 0 and per_message["client_cpu_us"] > 0, per_message
+    assert per_message["flushes"] >= 0, per_message
+
+    # 600 messages in two chunks of 300, every one sent; the queue measured after each
+    size = result["size"]
+    assert size["messages"] == 600 and [c["sent"] for c in size["chunks"]] == [300, 600]
+    for chunk in size["chunks"]:
+        assert chunk["with_backlog"]["campaign_queue"]["table"] > 0
+        assert set(chunk["processed"]) >= {"campaign_queue", "campaign_messages"}
+
+    targets = {target["name"]: target for target in result["targets"]}
+    assert targets["campaign worker / plain SQL (c) at 8 workers"]["met"] is None
+    assert targets["campaign worker / PgQueuer at 8 workers"]["met"] is None
+    assert "--no-peers" in targets["campaign worker / PgQueuer at 8 workers"]["measured"]
+    assert targets["enqueue of 2,000 messages in one call"]["met"] is None  # not 100,000
+    transactions = targets["transactions per message, batch 15 (xact_commit)"]
+    assert transactions["met"] is (per_message["transactions"] <= 0.25)
+    assert targets["the backlog outlasted every measured window"]["met"] is not None
+    growth = targets["campaign_queue + indexes, last chunk of 600 messages / first chunk"]
+    assert growth["met"] is not None
+
+    markdown = stem.with_suffix(".md").read_text()
+    assert re.search(r"\|\s+workers\s+\|\s+plain SQL \(c\)\s+\|\s+functions\s+\|", markdown)
+    assert f"{row['ratios']['pgcoord/plain']:.2f}" in markdown
+    assert "## Per message at batch 15" in markdown and "## Size after 600 messages" in markdown
+    assert "campaign worker" in done.stdout
+
+
+def test_rate_bench_writes_calls_ratios_and_grant_checks(server_url: str, tmp_path: Path) -> None:
+    stem = tmp_path / "rates"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.rates",
+            "--seconds=1",
+            "--rounds=1",
+            "--clients=2",
+            f"--output={stem}",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": server_url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+
+    result = json.loads(stem.with_suffix(".json").read_text())
+    grants, refusals = result["summary"]
+    assert (grants["mode"], refusals["mode"]) == ("grants", "refusals")
+    for row in (grants, refusals):
+        assert row["clients"] == 2
+        for figure in ("plain", "functions", "ratio"):
+            assert math.isfinite(row[figure]) and row[figure] > 0, (figure, row)
+    # every call granted with the large budget; at most a few a second with the small one
+    assert grants["granted"] == {"plain": 1.0, "functions": 1.0}
+    assert all(share < 0.05 for share in refusals["granted"].values()), refusals
+
+    assert [(run["mode"], run["kind"]) for run in result["runs"]] == [
+        ("grants", "plain"),
+        ("grants", "functions"),
+        ("refusals", "plain"),
+        ("refusals", "functions"),
+    ]
+    for run in result["runs"]:
+        assert run["calls"] > 0 and 0.9 <= run["transactions_per_call"] <= 1.2, run
+
+    markdown = stem.with_suffix(".md").read_text()
+    assert re.search(r"\|\s+calls on one hot key\s+\|\s+clients\s+\|", markdown)
+    assert f"{grants['ratio']:.2f}" in markdown and f"{refusals['ratio']:.2f}" in markdown
+    assert "a/c" in done.stdout

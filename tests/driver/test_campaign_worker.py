@@ -16,7 +16,7 @@ from workerkit import running, wait_until
 
 from pgcoord import RateLimited, campaigns_async, rates_async
 from pgcoord.types import CampaignMessage
-from pgcoord.worker import RateBudget
+from pgcoord.worker import RateBudget, runtime
 
 
 @pytest.fixture
@@ -29,10 +29,12 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
         found = await claim(conn, *args)
         counted["claim"] += 1
         counted["claimed"] += len(found)
+        counted[f"claims of {len(found)}"] += 1
         return found
 
     async def counted_completed(conn: psycopg.AsyncConnection[Any], *args: Any) -> Any:
         counted["complete"] += 1
+        counted[f"completions of {len(args[0])}"] += 1
         return await completed(conn, *args)
 
     monkeypatch.setattr(campaigns_async, "campaign_claim", counted_claim)
@@ -272,6 +274,59 @@ def test_the_worker_holds_no_more_claims_than_concurrency_plus_batch(db_url: str
             await wait_until(lambda: queue.done(run_id, sent=200), "every message sent", 30)
         watcher.cancel()
         assert 0 < most <= 3 + 5
+
+    run(test, db_url)
+
+
+def test_a_claim_of_quick_messages_is_completed_in_one_call_with_fewer_slots_than_the_batch(
+    db_url: str, calls: Counter[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Successes wait for the rest of their claim while some of it waits for a slot, and
+    the claims stay whole (no group split). No time limit ends a wait here: the linger
+    is made longer than the test."""
+    monkeypatch.setattr(runtime, "COMPLETE_LINGER", 60.0)
+
+    async def test(queue: Queue) -> None:
+        run_id = await queue.run()
+        await queue.enqueue(run_id, 60)  # four groups of 15
+
+        async def send(message: CampaignMessage) -> None:
+            return None
+
+        w = worker(send, db_url, concurrency=4, batch=15)
+        async with running(w):
+            await wait_until(lambda: queue.done(run_id, sent=60), "every message sent")
+        assert (calls["claimed"], calls["claims of 15"]) == (60, 4), calls
+        assert (calls["complete"], calls["completions of 15"]) == (4, 4), calls
+
+    run(test, db_url)
+
+
+def test_a_message_settled_before_its_first_beat_starts_no_heartbeat(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The heartbeat's task starts a third of the lease after the handler's; a quick
+    message costs a timer only (test_worker.py checks the beats of long handlers)."""
+    beats: list[Any] = []
+    heartbeat = runtime.Runtime._heartbeat
+
+    def counted_heartbeat(self: Any, flight: Any) -> Any:
+        beats.append(flight.item)
+        return heartbeat(self, flight)
+
+    monkeypatch.setattr(runtime.Runtime, "_heartbeat", counted_heartbeat)
+
+    async def test(queue: Queue) -> None:
+        run_id = await queue.run()
+        await queue.enqueue(run_id, 30)
+
+        async def send(message: CampaignMessage) -> None:
+            return None
+
+        w = worker(send, db_url, lease=timedelta(minutes=5))  # the first beat after 100 s
+        async with running(w):
+            await wait_until(lambda: queue.done(run_id, sent=30), "every message sent")
+        assert w.processed == 30 and beats == []
 
     run(test, db_url)
 

@@ -556,7 +556,14 @@ class Runtime(Generic[Item]):
 
     async def _process(self, flight: Flight[Item]) -> None:
         item = flight.item
-        beat = asyncio.create_task(self._heartbeat(flight), name="pgcoord-heartbeat")
+        # the heartbeat's task starts when its first beat is due: an item settled before
+        # then (most are) costs a timer, not a task
+        beats: list[asyncio.Task[None]] = []
+
+        def first_beat() -> None:
+            beats.append(asyncio.create_task(self._heartbeat(flight), name="pgcoord-heartbeat"))
+
+        timer = asyncio.get_running_loop().call_later(self.lease.total_seconds() / 3, first_beat)
         try:
             if not await flight.admitted:
                 self.failed += 1  # the worker stopped before this item started
@@ -586,8 +593,10 @@ class Runtime(Generic[Item]):
             # for a connection does that on Python 3.11: asyncio.wait_for returns the
             # connection that arrives together with the cancel)
             flight.beating = False
-            beat.cancel()
-            await asyncio.gather(beat, return_exceptions=True)
+            timer.cancel()
+            for beat in beats:
+                beat.cancel()
+            await asyncio.gather(*beats, return_exceptions=True)
         await self._settle(flight, handler)
 
     async def _run_handler(self, item: Item) -> Any:
@@ -603,31 +612,29 @@ class Runtime(Generic[Item]):
             raise
 
     async def _heartbeat(self, flight: Flight[Item]) -> None:
+        """Extend the claim now, then every third of the lease."""
         interval = self.lease.total_seconds() / 3
-        pause = interval
         while flight.beating:
-            await asyncio.sleep(pause)
             try:
                 until = await self._db(lambda conn: self.work.extend(conn, flight.item, self.lease))
             except Exception as exc:
                 # try again sooner: two missed beats and the lease may run out
-                pause = interval / 3
                 self._fault(
                     exc, "heartbeat of %s failed, retrying", self.work.describe(flight.item)
                 )
+                await asyncio.sleep(interval / 3)
                 continue
-            pause = interval
             if until is None:
                 if not flight.completed:  # not by complete_in: another claim took it
                     flight.lost = True
                     if flight.handler is not None:
                         flight.handler.cancel()
                 return
+            await asyncio.sleep(interval)
 
     async def _settle(self, flight: Flight[Item], handler: asyncio.Task[Any]) -> None:
         """Complete the item or give it back, by how its handler ended; log one line."""
         item = flight.item
-        desc = self.work.describe(item)
         attempt = self.work.attempt(item)
         seconds = time.monotonic() - flight.claimed
         cancelled = handler.cancelled()
@@ -643,10 +650,16 @@ class Runtime(Generic[Item]):
             result = self.work.outcome(item, handler.result(), flight.ended - flight.started)
             if flight.completed or await self._complete(flight, result):
                 self.processed += 1
-                log.info(
-                    "completed %s, attempt %d, %.3f s", self.work.summary(item), attempt, seconds
-                )
-        elif flight.completed:
+                if log.isEnabledFor(logging.INFO):  # the line's fields cost more than this test
+                    log.info(
+                        "completed %s, attempt %d, %.3f s",
+                        self.work.summary(item),
+                        attempt,
+                        seconds,
+                    )
+            return
+        desc = self.work.describe(item)
+        if flight.completed:
             # complete_in committed; what the handler did after that changes nothing
             self.processed += 1
             log.warning(
@@ -791,12 +804,13 @@ class Runtime(Generic[Item]):
 
     async def _linger(self) -> None:
         """Let successes gather for one call: until a claim's worth is queued, no handler
-        runs (nothing more is coming), the worker stops, or COMPLETE_LINGER has passed."""
+        runs nor waits for a slot (nothing more is coming), the worker stops, or
+        COMPLETE_LINGER has passed."""
         deadline = asyncio.get_running_loop().time() + COMPLETE_LINGER
         while (
             self._done
             and len(self._done) < self.batch
-            and self._running > 0
+            and (self._running > 0 or self._queued)
             and not self._stopping.is_set()
         ):
             remaining = deadline - asyncio.get_running_loop().time()

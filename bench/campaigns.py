@@ -1,0 +1,695 @@
+"""Campaign send queue: messages per second through CampaignWorker processes with a no-op
+handler (batch 15), beside the plain-SQL ceiling (pgbench claiming 15 with SKIP LOCKED and
+completing them), the SQL functions alone (pgbench), PgQueuer (its batch tuned) and
+Procrastinate, at 1 and 8 workers, interleaved in one run. Also: enqueue of 100,000
+messages in one call; per message at batch 15 (8 workers, a drained backlog):
+transactions, WAL flushes, WAL bytes and the workers' CPU; with --size, the queue's size
+after 1,000,000 messages against its size after the first 100,000.
+
+    python -m bench.campaigns [--seconds 4] [--rounds 3] [--workers 1,8] [--no-peers] [--size]
+
+The server is DATABASE_URL when set, else an embedded PostgreSQL. The bench works in a
+scratch database of its own, drops it at the end, and writes <output>.md and .json.
+It measures; it exits 0 whether or not the targets are met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any, LiteralString
+
+import psycopg
+
+from pgcoord import campaigns
+
+from . import campaigns_report, pgbench_run, queues, report
+from .campaigns_report import (
+    FUNCTIONS,
+    PGCOORD,
+    PGQUEUER,
+    PLAIN,
+    PROCRASTINATE,
+    CostRun,
+    Run,
+)
+from .database import ScratchDatabase, scratch_database, server
+from .fleet import Fleet
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUTPUT = ROOT / "bench" / "results" / "campaigns"
+
+BATCH = 15  # the campaign worker's claim and the ceiling's
+CONCURRENCY = 8  # handlers at once per worker process (CampaignWorker's default)
+QUEUES = {
+    PLAIN: queues.PLAIN,
+    FUNCTIONS: queues.PGCOORD,
+    PGCOORD: queues.PGCOORD,
+    PGQUEUER: queues.PGQUEUER,
+    PROCRASTINATE: queues.PROCRASTINATE,
+}
+SCRIPTS = {PLAIN: "campaign_plain", FUNCTIONS: "campaign_functions"}
+
+# a run's backlog: BACKLOG_MARGIN times what it is expected to take in warm-up + window +
+# a second, at the rate expected for the variant and worker count: this guess (messages/s)
+# or the best measured so far when higher, doubled after a run whose backlog ran dry
+BACKLOG_MARGIN = 2.0
+GUESS = {PLAIN: 25_000, FUNCTIONS: 25_000, PGCOORD: 10_000, PGQUEUER: 12_000, PROCRASTINATE: 500}
+
+OUTCOMES: LiteralString = "SELECT count(*) FROM pgcoord.campaign_outcomes"
+# the size part runs again on an embedded server with this autovacuum_naptime
+SIZE_NAPTIME: LiteralString = "5s"
+PGCOORD_SIZES: LiteralString = """
+SELECT
+    c.relname,
+    pg_catalog.pg_table_size(c.oid),
+    pg_catalog.pg_indexes_size(c.oid),
+    s.n_live_tup,
+    s.n_dead_tup,
+    s.autovacuum_count,
+    s.autoanalyze_count
+FROM pg_catalog.pg_class AS c
+INNER JOIN pg_catalog.pg_stat_user_tables AS s ON c.oid = s.relid
+WHERE s.schemaname = 'pgcoord' AND c.relname LIKE 'campaign%%'
+ORDER BY c.relname
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    url = os.environ.get("DATABASE_URL") or None
+    with server(url) as server_url, scratch_database(server_url) as db:
+        result = describe(db, args, "DATABASE_URL" if url else "embedded")
+        result["peers"] = install(db, args)
+        args.variants = [v for v in campaigns_report.VARIANTS if usable(v, result["peers"])]
+        result["enqueue"] = measure_enqueue(db, args)
+        result["pgqueuer_tuning"] = tune_pgqueuer(db, args, result["peers"])
+        runs = measure(db, args, result["peers"], result["pgqueuer_tuning"])
+        result["costs"] = [run.as_dict() for run in measure_costs(db, args)]
+        if args.size:
+            result["size"] = measure_size(db, args)
+            if not url:  # a throwaway server of the bench's own: its settings may change
+                result["size_naptime"] = measure_size_with_naptime(server_url, db, args)
+    rows = campaigns_report.summarise(runs)
+    found = campaigns_report.targets(rows, runs, result)
+    md, js = campaigns_report.write(args.output, result, rows, runs, found)
+
+    report.print_outcome(campaigns_report.summary_table(rows, "simple"), found, md, js, ROOT)
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench campaigns", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--seconds", type=int, default=4, help="measured window of each run (4)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every variant (3)")
+    parser.add_argument(
+        "--workers",
+        type=lambda s: [int(c) for c in s.split(",")],
+        default=[1, 8],
+        help="worker counts (processes, or pgbench connections), comma-separated (1,8)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=1.0,
+        help="time from the backlog's arrival to the window of a worker run, s (1)",
+    )
+    parser.add_argument(
+        "--no-peers",
+        dest="peers",
+        action="store_false",
+        help="leave out PgQueuer and Procrastinate (the `bench` extra)",
+    )
+    parser.add_argument(
+        "--pgqueuer-batches",
+        type=lambda s: [int(c) for c in s.split(",")],
+        default=[10, 50, 100, 250],
+        help="PgQueuer batch sizes tried at the largest worker count; the best runs the "
+        "rounds (10,50,100,250)",
+    )
+    parser.add_argument(
+        "--enqueue-messages",
+        type=int,
+        default=100_000,
+        help="messages of the one-call enqueue (100000)",
+    )
+    parser.add_argument(
+        "--enqueue-rounds", type=int, default=3, help="rounds of the one-call enqueue (3)"
+    )
+    parser.add_argument(
+        "--cost-messages",
+        type=int,
+        default=30_000,
+        help="backlog drained by the 8 workers to count the cost per message (30000)",
+    )
+    parser.add_argument(
+        "--cost-rounds", type=int, default=2, help="rounds of the cost per message (2)"
+    )
+    parser.add_argument(
+        "--size",
+        action="store_true",
+        help="also process --size-messages (in chunks of --size-chunk) and compare the "
+        "queue's size with its size after the first chunk (minutes)",
+    )
+    parser.add_argument("--size-messages", type=int, default=1_000_000, help="(1000000)")
+    parser.add_argument("--size-chunk", type=int, default=100_000, help="(100000)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=DEFAULT_OUTPUT,
+        help="path of the results without suffix (bench/results/campaigns)",
+    )
+    args = parser.parse_args(argv)
+    counts = [
+        args.seconds,
+        args.rounds,
+        min(args.workers),
+        args.enqueue_messages,
+        args.enqueue_rounds,
+        args.cost_messages,
+        args.cost_rounds,
+        min(args.pgqueuer_batches),
+        args.size_chunk,
+    ]
+    if min(counts) < 1 or args.warmup < 0 or args.size_messages < args.size_chunk:
+        parser.error("counts must be at least 1, --warmup not negative, size >= chunk")
+    args.command = " ".join(["scripts/bench campaigns", *map(shlex.quote, argv or sys.argv[1:])])
+    args.top = max(args.workers)
+    return args
+
+
+# -- the peers ------------------------------------------------------------------------
+
+
+def install(db: ScratchDatabase, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Install the plain table and each peer's schema; for each peer, its version or why it
+    cannot run here (then the bench goes on without it)."""
+    queues.PLAIN.install(db.url)
+    peers: dict[str, dict[str, Any]] = {}
+    for name, queue in ((PGQUEUER, queues.PGQUEUER), (PROCRASTINATE, queues.PROCRASTINATE)):
+        if not args.peers:
+            peers[name] = {"status": "left out", "reason": "--no-peers"}
+            continue
+        reason = queues.missing_peer(name)
+        if reason is None:
+            try:
+                queue.install(db.url)
+            except Exception as exc:
+                reason = f"installing its schema failed: {type(exc).__name__}: {exc}"
+        if reason is None:
+            peers[name] = {"status": "ran", "version": queues.peer_version(name)}
+        else:
+            peers[name] = {"status": "missing", "reason": reason}
+            print(f"{name}: {reason}", file=sys.stderr, flush=True)
+    db.wait_until_idle()
+    return peers
+
+
+def usable(variant: str, peers: dict[str, dict[str, Any]]) -> bool:
+    return variant not in peers or peers[variant]["status"] == "ran"
+
+
+def drop_peer(peers: dict[str, dict[str, Any]], name: str, error: Exception) -> None:
+    peers[name] = {
+        **peers[name],
+        "status": "failed",
+        "reason": f"a run failed: {type(error).__name__}: {str(error)[-1500:]}",
+    }
+    print(f"{name}: {peers[name]['reason']}", file=sys.stderr, flush=True)
+
+
+# -- throughput -----------------------------------------------------------------------
+
+
+def measure(
+    db: ScratchDatabase,
+    args: argparse.Namespace,
+    peers: dict[str, dict[str, Any]],
+    tuning: list[dict[str, Any]],
+) -> list[Run]:
+    """Every round runs every worker count, and at each count every variant: in the
+    order of VARIANTS in odd rounds, reversed in even ones. PgQueuer's backlogs start
+    from its best rate while its batch was tuned."""
+    expected: dict[tuple[str, int], float] = {}
+    if tuning:
+        best = max(t["per_second"] * (2 if t["dry"] else 1) for t in tuning)
+        expected[(PGQUEUER, args.top)] = max(best, GUESS[PGQUEUER])
+    runs: list[Run] = []
+    for round_no in range(1, args.rounds + 1):
+        for workers in args.workers:
+            order = [v for v in args.variants if usable(v, peers)]
+            if round_no % 2 == 0:
+                order.reverse()
+            for variant in order:
+                if not usable(variant, peers):
+                    continue
+                backlog = backlog_for(variant, workers, args, expected)
+                try:
+                    run = one_run(db, variant, workers, round_no, backlog, args, peers)
+                except Exception as exc:
+                    if variant not in peers:
+                        raise
+                    drop_peer(peers, variant, exc)
+                    continue
+                runs.append(run)
+                learn(expected, run)
+                progress(run, f"round {round_no}/{args.rounds}")
+    return runs
+
+
+def backlog_for(
+    variant: str, workers: int, args: argparse.Namespace, expected: dict[tuple[str, int], float]
+) -> int:
+    rate = expected.get((variant, workers), GUESS[variant])
+    # pgbench has no warm-up: it starts on the backlog stored before
+    seconds = (0.0 if variant in SCRIPTS else float(args.warmup)) + float(args.seconds) + 1.0
+    return max(1_000, math.ceil(BACKLOG_MARGIN * seconds * rate))
+
+
+def learn(expected: dict[tuple[str, int], float], run: Run) -> None:
+    """The rate to size the next backlog of the run's variant and worker count for: the
+    best so far; a backlog that ran dry says only that the rate was higher."""
+    key = (run.variant, run.workers)
+    best = max(expected.get(key, GUESS[run.variant]), run.per_second)
+    expected[key] = 2 * best if run.detail.get("dry") else best
+
+
+def progress(run: Run, label: str) -> None:
+    print(
+        f"{label:<11}  workers {run.workers:>2}  {run.variant:<14}"
+        f" {run.per_second:>9,.0f} messages/s"
+        + ("  (the backlog ran dry)" if run.detail.get("dry") else ""),
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def one_run(
+    db: ScratchDatabase,
+    variant: str,
+    workers: int,
+    round_no: int,
+    backlog: int,
+    args: argparse.Namespace,
+    peers: dict[str, dict[str, Any]],
+) -> Run:
+    if variant in SCRIPTS:
+        return pgbench_run_of(db, variant, workers, round_no, backlog, args)
+    batch = peers[PGQUEUER].get("batch", BATCH) if variant == PGQUEUER else BATCH
+    return fleet_run(db, variant, workers, round_no, backlog, args, batch)
+
+
+def pgbench_run_of(
+    db: ScratchDatabase,
+    variant: str,
+    workers: int,
+    round_no: int,
+    backlog: int,
+    args: argparse.Namespace,
+) -> Run:
+    """pgbench with `workers` connections for the window, from a backlog stored before."""
+    queue = QUEUES[variant]
+    queue.reset(db.url)
+    queue.load(db.url, backlog)
+    db.wait_until_idle()
+    before, cpu_before = db.committed_transactions(), db.server_cpu_seconds()
+    result = pgbench_run.run_script(db.url, SCRIPTS[variant], workers, args.seconds)
+    db.wait_until_idle()
+    transactions, cpu_after = db.committed_transactions() - before, db.server_cpu_seconds()
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        done = queue.done(conn, backlog)
+    # a script run is one claim and, unless it came back empty, one complete
+    rate = result.tps * done / max(result.transactions, 1)
+    detail: dict[str, Any] = {
+        "backlog": backlog,
+        "dry": done >= backlog,
+        "claims": result.transactions,
+        "transactions_per_message": round(transactions / max(done, 1), 4),
+        "client_cpu_us": round(1e6 * result.client_cpu / max(done, 1), 1),
+    }
+    if cpu_before is not None and cpu_after is not None:
+        detail["server_cpu_us"] = round(1e6 * (cpu_after - cpu_before) / max(done, 1), 1)
+    return Run(variant, workers, round_no, rate, done, detail)
+
+
+def fleet_run(
+    db: ScratchDatabase,
+    variant: str,
+    workers: int,
+    round_no: int,
+    backlog: int,
+    args: argparse.Namespace,
+    batch: int,
+) -> Run:
+    """`workers` worker processes, started on an empty queue; once all are ready the
+    backlog arrives in one enqueue (per 100,000 messages), and the window starts
+    `warmup` seconds after it has."""
+    queue = QUEUES[variant]
+    queue.reset(db.url)
+    db.wait_until_idle()
+    with (
+        Fleet(variant, db.url, workers, batch=batch, concurrency=CONCURRENCY) as fleet,
+        psycopg.connect(db.url, autocommit=True) as conn,
+    ):
+        loading = time.perf_counter()
+        queue.load(db.url, backlog)
+        arrived = time.perf_counter()
+        time.sleep(args.warmup)
+        first = sample(db, conn, queue, backlog, fleet)
+        time.sleep(args.seconds)
+        last = sample(db, conn, queue, backlog, fleet)
+    db.wait_until_idle()
+    messages = last["done"] - first["done"]
+    seconds = last["time"] - first["time"]
+    detail: dict[str, Any] = {
+        "backlog": backlog,
+        "dry": last["done"] >= backlog,
+        "load_seconds": round(arrived - loading, 3),
+        "client_cpu_us": round(1e6 * (last["cpu"] - first["cpu"]) / max(messages, 1), 1),
+        # pg_stat_database lags up to a second behind each backend: an estimate
+        "transactions_per_message": round(
+            (last["transactions"] - first["transactions"]) / max(messages, 1), 4
+        ),
+        "wal_bytes_per_message": round((last["wal"] - first["wal"]) / max(messages, 1), 1),
+    }
+    if variant == PGQUEUER:
+        detail["batch"] = batch
+    if first["server_cpu"] is not None and last["server_cpu"] is not None:
+        detail["server_cpu_us"] = round(
+            1e6 * (last["server_cpu"] - first["server_cpu"]) / max(messages, 1), 1
+        )
+    return Run(variant, workers, round_no, messages / seconds, messages, detail)
+
+
+def sample(
+    db: ScratchDatabase,
+    conn: psycopg.Connection[Any],
+    queue: queues.Queue,
+    backlog: int,
+    fleet: Fleet,
+) -> dict[str, Any]:
+    return {
+        "time": time.perf_counter(),
+        "done": queue.done(conn, backlog),
+        "cpu": fleet.cpu_seconds(),
+        "server_cpu": db.server_cpu_seconds(),
+        "transactions": db.committed_transactions(),
+        "wal": db.wal_position(),
+    }
+
+
+def tune_pgqueuer(
+    db: ScratchDatabase, args: argparse.Namespace, peers: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """One run of PgQueuer per batch size at the largest worker count; the best batch
+    runs the rounds."""
+    if not usable(PGQUEUER, peers):
+        return []
+    tried: list[dict[str, Any]] = []
+    for batch in args.pgqueuer_batches:
+        backlog = backlog_for(PGQUEUER, args.top, args, {})
+        try:
+            run = fleet_run(db, PGQUEUER, args.top, 0, backlog, args, batch)
+        except Exception as exc:
+            drop_peer(peers, PGQUEUER, exc)
+            return tried
+        progress(run, f"batch {batch}")
+        tried.append({"batch": batch, "per_second": run.per_second, "dry": run.detail["dry"]})
+    peers[PGQUEUER]["batch"] = max(tried, key=lambda t: float(t["per_second"]))["batch"]
+    return tried
+
+
+# -- enqueue --------------------------------------------------------------------------
+
+
+def measure_enqueue(db: ScratchDatabase, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """campaign_enqueue of --enqueue-messages items in one call through the driver, into
+    an empty queue, each round: the call's time (the JSON built by the driver and sent,
+    the statement, the commit), and the client's CPU in it."""
+    found = []
+    for round_no in range(1, args.enqueue_rounds + 1):
+        queues.PGCOORD.reset(db.url)
+        db.wait_until_idle()
+        items = queues.items(1, args.enqueue_messages)
+        with psycopg.connect(db.url, autocommit=True) as conn:
+            run_id = campaigns.campaign_create(conn, "enqueue")
+            wal = db.wal_position()
+            wall, cpu = time.perf_counter(), time.process_time()
+            count = campaigns.campaign_enqueue(conn, run_id, items)
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            wal = db.wal_position() - wal
+        assert count == args.enqueue_messages, count
+        found.append(
+            {
+                "round": round_no,
+                "messages": count,
+                "seconds": round(wall, 4),
+                "per_second": count / wall,
+                "client_cpu_seconds": round(cpu, 4),
+                "wal_bytes_per_message": round(wal / count, 1),
+            }
+        )
+        print(
+            f"enqueue {round_no}/{args.enqueue_rounds}  {count:,} messages in one call:"
+            f" {wall:.3f} s, {count / wall:,.0f} messages/s",
+            file=sys.stderr,
+            flush=True,
+        )
+    queues.PGCOORD.reset(db.url)
+    return found
+
+
+# -- cost per message -----------------------------------------------------------------
+
+
+def settle(db: ScratchDatabase, timeout: float = 3.0) -> None:
+    """Wait until the WAL flush counter holds still for half a second (the WAL writer
+    reports its figures on its own schedule), at most `timeout`: on a server shared
+    with other sessions it may never hold still."""
+    deadline = time.monotonic() + timeout
+    last = db.wal_flushes()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = db.wal_flushes()
+        if now == last:
+            return
+        last = now
+
+
+def measure_costs(db: ScratchDatabase, args: argparse.Namespace) -> list[CostRun]:
+    """The fleet's own start and stop with nothing to do, then --cost-rounds drains of a
+    backlog of --cost-messages by the campaign workers at the largest worker count."""
+    found = [cost_run(db, args, 0)]
+    for _ in range(args.cost_rounds):
+        found.append(cost_run(db, args, args.cost_messages))
+        print(
+            f"cost: {found[-1].messages:,} messages drained by {args.top} workers"
+            f" at {found[-1].per_second:,.0f} messages/s",
+            file=sys.stderr,
+            flush=True,
+        )
+    return found
+
+
+def cost_run(db: ScratchDatabase, args: argparse.Namespace, messages: int) -> CostRun:
+    """Enqueue `messages` into a paused run; start the workers; resume the run and wait
+    until every message is sent; stop the workers. Transactions and WAL flushes are read
+    from the server's statistics before the start and after the workers have exited
+    (a backend reports its last figures when it exits), less this bench's own
+    statements (the resume and the polls); WAL bytes, the workers' CPU and the server's
+    CPU from the resume to the last message sent."""
+    queues.PGCOORD.reset(db.url)
+    run_id = queues.pgcoord_load(db.url, messages, status="paused")
+    db.wait_until_idle()
+    settle(db)
+    transactions, flushes = db.committed_transactions(), db.wal_flushes()
+    own = 0  # this bench's statements in the scratch database
+    with (
+        Fleet(PGCOORD, db.url, args.top, batch=BATCH, concurrency=CONCURRENCY) as fleet,
+        psycopg.connect(db.url, autocommit=True) as conn,
+    ):
+        wal, cpu, server_cpu = db.wal_position(), fleet.cpu_seconds(), db.server_cpu_seconds()
+        started = time.perf_counter()
+        campaigns.campaign_set_status(conn, run_id, "running")
+        own += 1
+        if messages == 0:
+            time.sleep(1.0)
+        while messages:
+            row = conn.execute(OUTCOMES).fetchone()
+            own += 1
+            if row is not None and row[0] >= messages:
+                break
+            time.sleep(0.02)
+        seconds = time.perf_counter() - started
+        wal = db.wal_position() - wal
+        cpu = fleet.cpu_seconds() - cpu
+        server_cpu_after = db.server_cpu_seconds()
+    db.wait_until_idle()
+    settle(db)
+    return CostRun(
+        messages=messages,
+        seconds=seconds,
+        transactions=db.committed_transactions() - transactions - own,
+        flushes=db.wal_flushes() - flushes,
+        wal_bytes=wal,
+        client_cpu=cpu,
+        server_cpu=None
+        if server_cpu is None or server_cpu_after is None
+        else server_cpu_after - server_cpu,
+        bench_statements=own,
+    )
+
+
+# -- size after 1,000,000 -------------------------------------------------------------
+
+
+def measure_size(db: ScratchDatabase, args: argparse.Namespace) -> dict[str, Any]:
+    """Enqueue --size-chunk messages into one running run (one call), process them all
+    with pgbench through the SQL functions (8 connections claiming 15 and completing them
+    with campaign_complete_many, as the workers do), and again, until --size-messages
+    have been sent; the tables' sizes after the first chunk and after the last, with the
+    schema's autovacuum settings."""
+    queues.PGCOORD.reset(db.url)
+    db.wait_until_idle()
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        run_id = campaigns.campaign_create(conn, "size")
+    chunks = []
+    sent = 0
+    started = time.perf_counter()
+    for chunk in range(1, args.size_messages // args.size_chunk + 1):
+        with psycopg.connect(db.url, autocommit=True) as conn:
+            wall = time.perf_counter()
+            campaigns.campaign_enqueue(conn, run_id, queues.items(sent + 1, args.size_chunk))
+            enqueue_seconds = time.perf_counter() - wall
+        db.wait_until_idle()  # the enqueue's backend has reported its figures
+        with psycopg.connect(db.url, autocommit=True) as conn:
+            with_backlog = sizes(conn)
+        target = sent + args.size_chunk
+        while sent < target:
+            per_client = math.ceil((target - sent) / BATCH / 8) + 2
+            pgbench_run.run_script(db.url, "campaign_functions", 8, None, transactions=per_client)
+            with psycopg.connect(db.url, autocommit=True) as conn:
+                row = conn.execute(OUTCOMES).fetchone()
+                assert row is not None
+                sent = int(row[0])
+        db.wait_until_idle()
+        with psycopg.connect(db.url, autocommit=True) as conn:
+            after = sizes(conn)
+        chunks.append(
+            {
+                "chunk": chunk,
+                "sent": sent,
+                "enqueue_seconds": round(enqueue_seconds, 3),
+                "with_backlog": with_backlog,
+                "processed": after,
+                "elapsed": round(time.perf_counter() - started, 1),
+            }
+        )
+        queue_size = sum(after["campaign_queue"][k] for k in ("table", "indexes"))
+        print(
+            f"size: {sent:,} sent; campaign_queue {queue_size / 1024:,.0f} kB, "
+            f"{after['campaign_queue']['dead']} dead tuples",
+            file=sys.stderr,
+            flush=True,
+        )
+    return {
+        "messages": sent,
+        "chunk": args.size_chunk,
+        "processing": "pgbench, 8 connections, bench/pgbench/campaign_functions.sql",
+        "chunks": chunks,
+    }
+
+
+def measure_size_with_naptime(
+    server_url: str, db: ScratchDatabase, args: argparse.Namespace
+) -> dict[str, Any]:
+    """measure_size again with autovacuum_naptime = SIZE_NAPTIME (ALTER SYSTEM, reset
+    after): what the server's setting does to the queue."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"ALTER SYSTEM SET autovacuum_naptime = '{SIZE_NAPTIME}'")
+        conn.execute("SELECT pg_catalog.pg_reload_conf()")
+    try:
+        found = measure_size(db, args)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM RESET autovacuum_naptime")
+            conn.execute("SELECT pg_catalog.pg_reload_conf()")
+    return {**found, "autovacuum_naptime": SIZE_NAPTIME}
+
+
+def sizes(conn: psycopg.Connection[Any]) -> dict[str, dict[str, int]]:
+    """Each campaign table: its size (with TOAST), its indexes' size, live and dead
+    tuples, autovacuum and autoanalyze runs so far (the statistics lag up to a second)."""
+    return {
+        str(name): {
+            "table": int(table),
+            "indexes": int(indexes),
+            "live": int(live),
+            "dead": int(dead),
+            "autovacuums": int(vacuums),
+            "autoanalyzes": int(analyzes),
+        }
+        for name, table, indexes, live, dead, vacuums, analyzes in conn.execute(
+            PGCOORD_SIZES
+        ).fetchall()
+    }
+
+
+def describe(db: ScratchDatabase, args: argparse.Namespace, kind: str) -> dict[str, Any]:
+    return {
+        **report.environment(db, "campaigns", args.command, kind),
+        "pgbench": pgbench_run.pgbench_version(),
+        "settings": {
+            "seconds": args.seconds,
+            "rounds": args.rounds,
+            "warmup": args.warmup,
+            "workers": args.workers,
+            "batch": BATCH,
+            "concurrency": CONCURRENCY,
+            "backlog_margin": BACKLOG_MARGIN,
+            "pgqueuer_batches": args.pgqueuer_batches,
+            "enqueue_messages": args.enqueue_messages,
+            "enqueue_rounds": args.enqueue_rounds,
+            "cost_messages": args.cost_messages,
+            "cost_rounds": args.cost_rounds,
+            "size": args.size,
+            "size_messages": args.size_messages,
+            "size_chunk": args.size_chunk,
+        },
+        "autovacuum": autovacuum_settings(db),
+    }
+
+
+def autovacuum_settings(db: ScratchDatabase) -> dict[str, Any]:
+    """The server's autovacuum settings and the campaign tables' own (reloptions)."""
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        server_side: dict[str, str] = dict(
+            conn.execute(
+                "SELECT name, setting FROM pg_catalog.pg_settings"
+                " WHERE name IN ('autovacuum', 'autovacuum_naptime',"
+                " 'autovacuum_vacuum_threshold', 'autovacuum_vacuum_scale_factor',"
+                " 'autovacuum_vacuum_cost_delay') ORDER BY name"
+            ).fetchall()
+        )
+        tables: dict[str, str] = dict(
+            conn.execute(
+                "SELECT c.relname, coalesce(array_to_string(c.reloptions, ', '), '')"
+                " FROM pg_catalog.pg_class AS c"
+                " INNER JOIN pg_catalog.pg_namespace AS n ON c.relnamespace = n.oid"
+                " WHERE n.nspname = 'pgcoord' AND c.relkind = 'r'"
+                " AND c.relname LIKE 'campaign%' ORDER BY c.relname"
+            ).fetchall()
+        )
+    db.wait_until_idle()
+    return {"server": server_side, "tables": tables}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

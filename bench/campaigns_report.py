@@ -1,0 +1,685 @@
+"""Medians, ratios and targets of the campaign queue bench, written as Markdown and JSON."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from .report import Target, format_us, setup_lines, targets_table, write_files
+
+PLAIN = "plain"  # pgbench, plain SQL on a simple message table: the ceiling
+FUNCTIONS = "functions"  # pgbench through pgcoord's SQL functions, no worker
+PGCOORD = "pgcoord"  # CampaignWorker processes
+PGQUEUER = "pgqueuer"
+PROCRASTINATE = "procrastinate"
+VARIANTS = (PLAIN, FUNCTIONS, PGCOORD, PGQUEUER, PROCRASTINATE)
+FLEETS = (PGCOORD, PGQUEUER, PROCRASTINATE)  # worker processes
+LABEL = {
+    PLAIN: "plain SQL (c)",
+    FUNCTIONS: "functions",
+    PGCOORD: "campaign worker",
+    PGQUEUER: "PgQueuer",
+    PROCRASTINATE: "Procrastinate",
+}
+
+TARGET_WORKERS = 8
+TARGET_CEILING = 0.6  # campaign worker / plain SQL
+TARGET_PGQUEUER = 1.7  # campaign worker / PgQueuer (its batch tuned)
+TARGET_PROCRASTINATE = 40.0  # campaign worker / Procrastinate
+TARGET_ENQUEUE = 50_000  # messages/s, 100,000 in one call
+TARGET_TRANSACTIONS = 0.25  # per message
+TARGET_FLUSHES = 0.12
+TARGET_WAL_BYTES = 1024  # 1 kB
+TARGET_CLIENT_CPU_US = 100.0
+TARGET_SIZE_GROWTH = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    variant: str
+    workers: int
+    round: int  # 0: a PgQueuer batch tried before the rounds
+    per_second: float  # messages processed per second in the window
+    messages: int  # messages processed in the window (pgbench: in the run)
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CostRun:
+    """One drain of a backlog by the campaign workers (messages 0: their start and stop
+    alone)."""
+
+    messages: int
+    seconds: float  # from the resume to the last message sent
+    transactions: int  # the database's commits from before the start to after the exit
+    flushes: int  # WAL flushes of the server over the same span
+    wal_bytes: int  # WAL written from the resume to the last message sent
+    client_cpu: float  # the workers' CPU seconds over the same span
+    server_cpu: float | None  # the server's, when it runs on this machine
+    bench_statements: int  # the bench's own statements, left out of transactions
+
+    @property
+    def per_second(self) -> float:
+        return self.messages / self.seconds if self.seconds else float("nan")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "per_second": self.per_second}
+
+
+@dataclass(frozen=True, slots=True)
+class Costs:
+    """Per message: the median over the drains, less the fleet's start and stop alone."""
+
+    transactions: float
+    flushes: float
+    wal_bytes: float
+    client_cpu_us: float
+    server_cpu_us: float | None
+    per_second: float
+    drains: int
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    workers: int
+    medians: dict[str, float]  # messages/s by variant
+
+    def ratio(self, variant: str, to: str) -> float | None:
+        if variant not in self.medians or to not in self.medians or not self.medians[to]:
+            return None
+        return self.medians[variant] / self.medians[to]
+
+
+def summarise(runs: list[Run]) -> list[Row]:
+    """One row per worker count: the median of each variant over the rounds."""
+    rows = []
+    for workers in sorted({run.workers for run in runs if run.round > 0}):
+        mine = [run for run in runs if run.workers == workers and run.round > 0]
+        medians = {
+            variant: statistics.median(r.per_second for r in mine if r.variant == variant)
+            for variant in VARIANTS
+            if any(r.variant == variant for r in mine)
+        }
+        rows.append(Row(workers, medians))
+    return rows
+
+
+def costs(result: dict[str, Any]) -> Costs | None:
+    drains = [CostRun(**_fields(c)) for c in result.get("costs", []) if c["messages"] > 0]
+    alone = [CostRun(**_fields(c)) for c in result.get("costs", []) if c["messages"] == 0]
+    if not drains:
+        return None
+    # the fleet's own transactions are known from its start and stop alone; its WAL
+    # flushes there are a handful, and on a server shared with other sessions theirs
+    # would swamp the difference, so flushes are not corrected
+    base_xacts = alone[0].transactions if alone else 0
+
+    def median(values: list[float]) -> float:
+        return float(statistics.median(values))
+
+    server = [c.server_cpu / c.messages for c in drains if c.server_cpu is not None]
+    return Costs(
+        transactions=median([(c.transactions - base_xacts) / c.messages for c in drains]),
+        flushes=median([c.flushes / c.messages for c in drains]),
+        wal_bytes=median([c.wal_bytes / c.messages for c in drains]),
+        client_cpu_us=median([1e6 * c.client_cpu / c.messages for c in drains]),
+        server_cpu_us=1e6 * median(server) if server else None,
+        per_second=median([c.per_second for c in drains]),
+        drains=len(drains),
+    )
+
+
+def _fields(found: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in found.items() if k != "per_second"}
+
+
+def _ratio_target(
+    row: Row | None, variant: str, wanted: float, peers: dict[str, dict[str, Any]]
+) -> Target:
+    name = f"campaign worker / {LABEL[variant]} at {TARGET_WORKERS} workers"
+    if variant in peers and peers[variant]["status"] != "ran":
+        reason = peers[variant].get("reason", peers[variant]["status"])
+        return Target(name, f">= {wanted:g}", f"not measured: {reason}", None)
+    ratio = None if row is None else row.ratio(PGCOORD, variant)
+    if row is None or ratio is None:
+        return Target(name, f">= {wanted:g}", "not measured", None)
+    measured = f"{ratio:.2f} ({row.medians[PGCOORD]:,.0f} / {row.medians[variant]:,.0f})"
+    return Target(name, f">= {wanted:g}", measured, ratio >= wanted)
+
+
+def targets(rows: list[Row], runs: list[Run], result: dict[str, Any]) -> list[Target]:
+    """The issue's targets, then the check that every window had work to do."""
+    peers = result["peers"]
+    at = next((row for row in rows if row.workers == TARGET_WORKERS), None)
+    found = [
+        _ratio_target(at, PLAIN, TARGET_CEILING, peers),
+        _ratio_target(at, PGQUEUER, TARGET_PGQUEUER, peers),
+        _ratio_target(at, PROCRASTINATE, TARGET_PROCRASTINATE, peers),
+    ]
+    enqueue = result.get("enqueue") or []
+    if enqueue:
+        rate = statistics.median(e["per_second"] for e in enqueue)
+        found.append(
+            Target(
+                f"enqueue of {enqueue[0]['messages']:,} messages in one call",
+                f">= {TARGET_ENQUEUE:,} messages/s",
+                f"{rate:,.0f} messages/s",
+                rate >= TARGET_ENQUEUE if enqueue[0]["messages"] >= 100_000 else None,
+            )
+        )
+    cost = costs(result)
+    if cost is not None:
+        found += [
+            Target(
+                "transactions per message, batch 15 (xact_commit)",
+                f"<= {TARGET_TRANSACTIONS}",
+                f"{cost.transactions:.3f}",
+                cost.transactions <= TARGET_TRANSACTIONS,
+            ),
+            Target(
+                "WAL flushes per message, batch 15",
+                f"<= {TARGET_FLUSHES}",
+                f"{cost.flushes:.3f}",
+                cost.flushes <= TARGET_FLUSHES,
+            ),
+            Target(
+                "WAL bytes per message, batch 15",
+                f"<= {TARGET_WAL_BYTES} (1 kB)",
+                f"{cost.wal_bytes:,.0f}",
+                cost.wal_bytes <= TARGET_WAL_BYTES,
+            ),
+            Target(
+                "client CPU per message, batch 15 (the workers)",
+                f"<= {TARGET_CLIENT_CPU_US:.0f} µs",
+                f"{cost.client_cpu_us:.0f} µs",
+                cost.client_cpu_us <= TARGET_CLIENT_CPU_US,
+            ),
+        ]
+    growth = size_growth(result.get("size"))
+    if growth is not None:
+        first, last, ratio, messages = growth
+        measured = f"{ratio:.2f}x ({last / 1024:,.0f} kB / {first / 1024:,.0f} kB)"
+        napped = size_growth(result.get("size_naptime"))
+        if napped is not None:
+            naptime = result["size_naptime"]["autovacuum_naptime"]
+            measured += f"; {napped[2]:.2f}x with autovacuum_naptime = {naptime}"
+        found.append(
+            Target(
+                f"campaign_queue + indexes, last chunk of {messages:,} messages / first chunk",
+                f"<= {TARGET_SIZE_GROWTH:g}x",
+                measured,
+                ratio <= TARGET_SIZE_GROWTH,
+            )
+        )
+    else:
+        found.append(
+            Target(
+                "campaign_queue + indexes after 1,000,000 messages / after 100,000",
+                f"<= {TARGET_SIZE_GROWTH:g}x",
+                "not measured (--size)",
+                None,
+            )
+        )
+    dry = [f"{r.variant} at {r.workers}" for r in runs if r.detail.get("dry") and r.round > 0]
+    found.append(
+        Target(
+            "the backlog outlasted every measured window",
+            "every run",
+            "yes" if not dry else "ran dry: " + ", ".join(dry),
+            not dry,
+        )
+    )
+    return found
+
+
+def size_growth(size: dict[str, Any] | None) -> tuple[int, int, float, int] | None:
+    """campaign_queue's table + indexes during the first chunk and during the last, each
+    the larger of its two readings (the backlog enqueued, all of it processed): once
+    processed the table is empty, and a vacuum at that moment may truncate it to nothing."""
+    if not size or not size.get("chunks"):
+        return None
+    chunks = size["chunks"]
+
+    def queue_bytes(chunk: dict[str, Any]) -> int:
+        return max(
+            int(chunk[state]["campaign_queue"]["table"] + chunk[state]["campaign_queue"]["indexes"])
+            for state in ("with_backlog", "processed")
+        )
+
+    first, last = queue_bytes(chunks[0]), queue_bytes(chunks[-1])
+    return first, last, last / first, int(chunks[-1]["sent"])
+
+
+def summary_table(rows: list[Row], fmt: str) -> str:
+    present = [v for v in VARIANTS if any(v in row.medians for row in rows)]
+    ratios = [v for v in (PLAIN, PGQUEUER, PROCRASTINATE) if v in present]
+    table = []
+    for row in rows:
+        cells: list[Any] = [row.workers]
+        cells += [f"{row.medians[v]:,.0f}" if v in row.medians else "-" for v in present]
+        for v in ratios:
+            ratio = row.ratio(PGCOORD, v)
+            cells.append("-" if ratio is None else f"{ratio:.2f}")
+        table.append(cells)
+    headers = ["workers", *(LABEL[v] for v in present)]
+    headers += [f"worker / {LABEL[v].removesuffix(' (c)')}" for v in ratios]
+    return tabulate(
+        table,
+        headers=headers,
+        tablefmt=fmt,
+        disable_numparse=True,
+        colalign=("right",) * len(headers),
+    )
+
+
+def markdown(result: dict[str, Any], rows: list[Row], runs: list[Run], found: list[Target]) -> str:
+    settings = result["settings"]
+    machine = result["machine"]
+    server = result["server"]
+    peers = result["peers"]
+    lines = [
+        "# Campaign send queue: messages per second, and what each message costs",
+        "",
+        f"Written by `scripts/bench campaigns` on {result['date']}. Median of "
+        f"{settings['rounds']} round{'' if settings['rounds'] == 1 else 's'} per variant "
+        f"and worker count, the variants interleaved (in the order below in odd rounds, "
+        "reversed in even ones) so that drift on a shared machine hits all of them alike. "
+        "Absolute figures move by a third from run to run; the ratios measured in the "
+        "same run are the result.",
+        "",
+        f"- campaign worker: that many processes, each a `CampaignWorker` (batch "
+        f"{settings['batch']}, concurrency {settings['concurrency']}, its other defaults) "
+        "with a no-op handler returning `{}`, started on an empty queue; once every one is "
+        "ready the backlog arrives in one transaction (a `campaign_enqueue` call per 100,000 "
+        "messages), "
+        f"and messages/s is counted over {settings['seconds']} s starting "
+        f"{settings['warmup']:g} s after it has arrived (count of `campaign_outcomes`).",
+        "- plain SQL (c), the ceiling: pgbench with that many connections running what a "
+        "careful user writes on a simple message table (bench/pgbench/campaign_plain.sql): "
+        "claim 15 due messages in one statement (`FOR UPDATE SKIP LOCKED` on a partial "
+        "index of pending messages; status, claim token, worker and lease set; recipients "
+        "and payloads returned), then mark them sent in one statement fenced by the token. "
+        f"The backlog is stored before the run; {settings['seconds']} s.",
+        "- functions: pgbench calling `campaign_claim` (limit 15) and "
+        "`campaign_complete_many` (bench/pgbench/campaign_functions.sql): the SQL of the "
+        "campaign queue without the worker.",
+        "- PgQueuer: that many processes, each a `QueueManager` over one asyncpg connection "
+        "(PgQueuer's own driver) with a no-op entrypoint, its batch tuned (below); "
+        "Procrastinate: that many processes, each its worker with concurrency "
+        f"{settings['concurrency']} and a no-op task, its psycopg connector, LISTEN/NOTIFY "
+        "on. Both run and are counted like the campaign worker, each in its own schema of "
+        "the same database, with the same messages (recipient and payload).",
+        "",
+        summary_table(rows, "github"),
+        "",
+        "## Targets",
+        "",
+        targets_table(found, "github"),
+        "",
+    ]
+    lines += peer_lines(peers, result.get("pgqueuer_tuning") or [])
+    lines += cost_lines(result)
+    lines += enqueue_lines(result.get("enqueue") or [], runs)
+    lines += size_lines(result)
+    lines += [
+        "## CPU per message",
+        "",
+        "Median µs per message: the client programs (the worker processes, read from "
+        "/proc, over the window; pgbench over its run) and the server's processes (read "
+        "from /proc when the server runs on this machine"
+        + ("" if server["kind"] == "embedded" else "; includes any other sessions on it")
+        + "). Both share the machine's cores, so when they are saturated messages/s is "
+        "about cores / (client + server CPU per message). Transactions per message: "
+        "pg_stat_database over the window (over the run for pgbench); a backend reports "
+        "its figures at most once a second, so for the worker runs it is an estimate (the "
+        "exact count is the cost section's).",
+        "",
+        cpu_table(runs, "github"),
+        "",
+        "## Every run",
+        "",
+        runs_table(runs, "github"),
+        "",
+        "## Setup",
+        "",
+        *setup_lines(result),
+        f"- machine: {machine['cores']} cores ({machine['cpu']}), shared by the workers "
+        "or pgbench and the server",
+        f"- rounds {settings['rounds']}, window {settings['seconds']} s, warm-up "
+        f"{settings['warmup']:g} s, workers {', '.join(str(w) for w in settings['workers'])}"
+        f"; each run's backlog {settings['backlog_margin']:g} times what it is expected to "
+        "take in warm-up, window and a second, at a guess of its rate or the best "
+        "measured so far when higher (doubled after a run whose backlog ran dry)",
+        f"- autovacuum: {autovacuum_line(result)}",
+        f"- command: `{result['command']}`",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def peer_lines(peers: dict[str, dict[str, Any]], tuning: list[dict[str, Any]]) -> list[str]:
+    lines = ["## PgQueuer and Procrastinate", ""]
+    for name in (PGQUEUER, PROCRASTINATE):
+        peer = peers.get(name, {})
+        if peer.get("status") == "ran":
+            text = f"ran ({peer['version']})"
+            if name == PGQUEUER and "batch" in peer:
+                text += f", batch {peer['batch']} in the rounds"
+        else:
+            text = f"**{peer.get('status', 'not run')}**: {peer.get('reason', '')}"
+        lines.append(f"- {LABEL[name]}: {text}")
+    lines.append("")
+    if tuning:
+        lines += [
+            "PgQueuer's batch (`QueueManager.run(batch_size=...)`), one run each at the "
+            "largest worker count before the rounds; the best ran the rounds:",
+            "",
+            tabulate(
+                [
+                    [t["batch"], f"{t['per_second']:,.0f}", "yes" if t["dry"] else ""]
+                    for t in tuning
+                ],
+                headers=["batch", "messages/s", "ran dry"],
+                tablefmt="github",
+                disable_numparse=True,
+                colalign=("right", "right", "left"),
+            ),
+            "",
+        ]
+    return lines
+
+
+def cost_lines(result: dict[str, Any]) -> list[str]:
+    cost = costs(result)
+    if cost is None:
+        return []
+    settings = result["settings"]
+    runs = result["costs"]
+    alone = next((c for c in runs if c["messages"] == 0), None)
+    table = [
+        [
+            "fleet start and stop alone" if c["messages"] == 0 else f"{c['messages']:,}",
+            f"{c['per_second']:,.0f}" if c["messages"] else "-",
+            c["transactions"],
+            c["flushes"],
+            f"{c['wal_bytes']:,}",
+            f"{c['client_cpu']:.3f}",
+            "-" if c["server_cpu"] is None else f"{c['server_cpu']:.3f}",
+        ]
+        for c in runs
+    ]
+    return [
+        f"## Per message at batch {settings['batch']}",
+        "",
+        f"{max(settings['workers'])} campaign workers drain a backlog of "
+        f"{settings['cost_messages']:,} messages, enqueued into a paused run before they "
+        "start and resumed once they are ready (median of "
+        f"{cost.drains} drains; {cost.per_second:,.0f} messages/s while draining):",
+        "",
+        f"- transactions: {cost.transactions:.3f} per message, the database's "
+        "`pg_stat_database.xact_commit` from before the workers start to after they have "
+        "exited (a backend reports its last figures when it exits), less the bench's own "
+        "statements (the resume and its polls) and less the fleet's start and stop alone "
+        f"({alone['transactions'] if alone else 0} transactions: connections, LISTEN, the "
+        "stale-skipping lease, the first claims);",
+        f"- WAL flushes: {cost.flushes:.3f} per message, the server's "
+        + (
+            "`pg_stat_io` fsyncs of WAL (context normal; PostgreSQL 18 moved "
+            "`pg_stat_wal.wal_sync` there)"
+            if int(result["server"]["settings"].get("server_version", "0").split(".")[0]) >= 18
+            else "`pg_stat_wal.wal_sync`"
+        )
+        + " over the same span, the fleet's start and stop included "
+        f"({alone['flushes'] if alone else 0} alone): every fsync of WAL by any process (a "
+        "commit whose WAL another backend or the WAL writer already flushed adds none); "
+        "on a server shared with other sessions theirs count too;",
+        f"- WAL bytes: {cost.wal_bytes:,.0f} per message, `pg_current_wal_lsn()` from the "
+        "resume to the last message sent (autovacuum's share included; on a shared "
+        "server, other sessions' WAL too);",
+        f"- client CPU: {cost.client_cpu_us:.0f} µs per message, the worker processes' "
+        "user + system time from /proc over the same span"
+        + (f"; the server's: {cost.server_cpu_us:.0f} µs" if cost.server_cpu_us is not None else "")
+        + ".",
+        "",
+        tabulate(
+            table,
+            headers=[
+                "messages",
+                "messages/s",
+                "transactions",
+                "WAL flushes",
+                "WAL bytes",
+                "workers' CPU s",
+                "server CPU s",
+            ],
+            tablefmt="github",
+            disable_numparse=True,
+            colalign=("left",) + ("right",) * 6,
+        ),
+        "",
+    ]
+
+
+def enqueue_lines(enqueue: list[dict[str, Any]], runs: list[Run]) -> list[str]:
+    if not enqueue:
+        return []
+    lines = [
+        f"## Enqueue of {enqueue[0]['messages']:,} messages in one call",
+        "",
+        "`campaigns.campaign_enqueue` through the driver into an empty queue, timed from "
+        "the call to its return (the driver building the JSON array, the statement, the "
+        "commit); the client's CPU is the Python process's:",
+        "",
+        tabulate(
+            [
+                [
+                    e["round"],
+                    f"{e['seconds']:.3f}",
+                    f"{e['per_second']:,.0f}",
+                    f"{e['client_cpu_seconds']:.3f}",
+                    f"{e['wal_bytes_per_message']:,.0f}",
+                ]
+                for e in enqueue
+            ],
+            headers=["round", "seconds", "messages/s", "client CPU s", "WAL bytes/message"],
+            tablefmt="github",
+            disable_numparse=True,
+            colalign=("right",) * 5,
+        ),
+        "",
+    ]
+    loads = {
+        v: [r.detail["backlog"] / r.detail["load_seconds"] for r in runs if r.variant == v]
+        for v in FLEETS
+    }
+    loads = {v: rates for v, rates in loads.items() if rates}
+    if loads:
+        lines += [
+            "Loading the worker runs' backlogs (each queue's own batch enqueue, up to "
+            "100,000 messages a call, one transaction), median messages/s: "
+            + ", ".join(f"{LABEL[v]} {statistics.median(r):,.0f}" for v, r in loads.items())
+            + ".",
+            "",
+        ]
+    return lines
+
+
+def size_lines(result: dict[str, Any]) -> list[str]:
+    size = result.get("size")
+    growth = size_growth(size)
+    if size is None or growth is None:
+        return [
+            "## Size after 1,000,000 messages",
+            "",
+            "Not measured in this run (`scripts/bench campaigns --size`).",
+            "",
+        ]
+    first, last, ratio, messages = growth
+    chunks = size["chunks"]
+    vacuums = queue_vacuums(size)
+    naptime = (result.get("autovacuum") or {}).get("server", {}).get("autovacuum_naptime", "?")
+    table = []
+    for chunk in (chunks[0], chunks[-1]):
+        for state in ("with_backlog", "processed"):
+            for name, found in chunk[state].items():
+                table.append(
+                    [
+                        f"{chunk['sent']:,}",
+                        "backlog enqueued" if state == "with_backlog" else "processed",
+                        name,
+                        f"{found['table'] / 1024:,.0f}",
+                        f"{found['indexes'] / 1024:,.0f}",
+                        found["live"],
+                        found["dead"],
+                        found["autovacuums"],
+                    ]
+                )
+    napped = size_growth(result.get("size_naptime"))
+    again = []
+    if napped is not None:
+        found = result["size_naptime"]
+        again = [
+            f"On this throwaway server the part ran again with autovacuum_naptime = "
+            f"{found['autovacuum_naptime']} (ALTER SYSTEM, reset after): campaign_queue with "
+            f"its indexes {napped[0] / 1024:,.0f} kB in the first chunk, "
+            f"{napped[1] / 1024:,.0f} kB in the last ({napped[2]:.2f}x), in "
+            f"{found['chunks'][-1]['elapsed']:,.0f} s; campaign_queue was vacuumed "
+            f"{queue_vacuums(found)} times.",
+            "",
+        ]
+    return [
+        f"## Size after {messages:,} messages",
+        "",
+        f"One running run; {size['chunk']:,} messages enqueued in one call, then all of "
+        f"them processed ({size['processing']}), and again until {messages:,} were sent; "
+        "autovacuum on, with the server's settings and the tables' own (Setup). "
+        f"campaign_queue, the queue of open work, with its indexes, at its largest during "
+        f"a chunk (with its backlog or after processing it: an emptied table may be "
+        f"truncated by a vacuum in between): {first / 1024:,.0f} kB in the first chunk, "
+        f"{last / 1024:,.0f} kB in the last ({ratio:.2f}x). "
+        f"The {messages:,} messages took {chunks[-1]['elapsed']:,.0f} s, in which "
+        f"autovacuum vacuumed campaign_queue {vacuums} time{'' if vacuums == 1 else 's'}: "
+        f"the launcher visits a database once per autovacuum_naptime ({naptime} s, a "
+        "server setting), whatever a table's own thresholds, so the dead tuples of that "
+        "long pile up, and inserts reuse freed space only once vacuum has recorded it. "
+        "campaign_messages and campaign_outcomes are the record of every message enqueued "
+        "and how it ended: they grow with the messages by design (nothing prunes them).",
+        "",
+        tabulate(
+            table,
+            headers=["sent", "when", "table", "kB", "index kB", "live", "dead", "autovacuums"],
+            tablefmt="github",
+            disable_numparse=True,
+            colalign=("right", "left", "left", "right", "right", "right", "right", "right"),
+        ),
+        "",
+        *again,
+    ]
+
+
+def queue_vacuums(size: dict[str, Any]) -> int:
+    """Autovacuum runs on campaign_queue during the size part."""
+    chunks = size["chunks"]
+    return int(
+        chunks[-1]["processed"]["campaign_queue"]["autovacuums"]
+        - chunks[0]["with_backlog"]["campaign_queue"]["autovacuums"]
+    )
+
+
+def autovacuum_line(result: dict[str, Any]) -> str:
+    found = result.get("autovacuum") or {}
+    server_side = ", ".join(f"{k} = {v}" for k, v in (found.get("server") or {}).items())
+    tables = "; ".join(f"{k}: {v or 'defaults'}" for k, v in (found.get("tables") or {}).items())
+    return f"{server_side}; {tables}"
+
+
+def cpu_table(runs: list[Run], fmt: str) -> str:
+    present = [v for v in VARIANTS if any(r.variant == v for r in runs)]
+    table = []
+    for workers in sorted({r.workers for r in runs}):
+        cells: list[Any] = [workers]
+        for variant in present:
+            mine = [r for r in runs if r.workers == workers and r.variant == variant and r.round]
+            for key, digits in (
+                ("client_cpu_us", 0),
+                ("server_cpu_us", 0),
+                ("transactions_per_message", 3),
+            ):
+                values = [r.detail[key] for r in mine if key in r.detail]
+                cells.append(f"{statistics.median(values):.{digits}f}" if values else "-")
+        table.append(cells)
+    headers = ["workers"]
+    for variant in present:
+        headers += [f"{variant} client", f"{variant} server", f"{variant} xacts"]
+    return tabulate(
+        table,
+        headers=headers,
+        tablefmt=fmt,
+        disable_numparse=True,
+        colalign=("right",) * len(headers),
+    )
+
+
+def runs_table(runs: list[Run], fmt: str) -> str:
+    return tabulate(
+        [
+            [
+                run.round,
+                run.workers,
+                run.variant + (f" (batch {run.detail['batch']})" if "batch" in run.detail else ""),
+                f"{run.per_second:,.0f}",
+                run.messages,
+                run.detail["backlog"],
+                "yes" if run.detail.get("dry") else "",
+                f"{run.detail.get('transactions_per_message', float('nan')):.3f}",
+                format_us(run.detail.get("client_cpu_us")),
+                format_us(run.detail.get("server_cpu_us")),
+            ]
+            for run in runs
+        ],
+        headers=[
+            "round",
+            "workers",
+            "variant",
+            "messages/s",
+            "messages",
+            "backlog",
+            "ran dry",
+            "xacts/message",
+            "client CPU µs",
+            "server CPU µs",
+        ],
+        tablefmt=fmt,
+        disable_numparse=True,
+        colalign=("right", "right", "left") + ("right",) * 7,
+    )
+
+
+def write(
+    stem: Path, result: dict[str, Any], rows: list[Row], runs: list[Run], found: list[Target]
+) -> tuple[Path, Path]:
+    """Write <stem>.md and <stem>.json and return their paths."""
+    cost = costs(result)
+    document = {
+        **result,
+        "summary": [
+            {
+                "workers": row.workers,
+                "messages_per_second": row.medians,
+                "ratios": {
+                    f"{PGCOORD}/{v}": row.ratio(PGCOORD, v)
+                    for v in (PLAIN, FUNCTIONS, PGQUEUER, PROCRASTINATE)
+                    if row.ratio(PGCOORD, v) is not None
+                },
+            }
+            for row in rows
+        ],
+        "per_message": None if cost is None else asdict(cost),
+        "targets": [asdict(t) for t in found],
+        "runs": [asdict(run) for run in runs],
+    }
+    return write_files(stem, markdown(result, rows, runs, found), document)
