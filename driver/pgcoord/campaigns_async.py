@@ -129,6 +129,31 @@ async def campaign_completed(
     return set(completed or ())
 
 
+async def campaign_completed_then_claim(
+    conn: psycopg.AsyncConnection[Any],
+    message_ids: Sequence[int],
+    claim_tokens: Sequence[int],
+    metrics: Sequence[Mapping[str, Any]] | None,
+    worker: str,
+    limit: int = CAMPAIGN_CLAIM_LIMIT,
+    lease: timedelta = CAMPAIGN_LEASE,
+    run_id: int | None = None,
+) -> tuple[set[int], list[CampaignMessage]]:
+    """`campaign_completed`, then `campaign_claim`, in one statement: a worker's
+    completions and its next claim in one round trip and one transaction (an error of
+    either undoes both). The ids it completed, and the messages claimed."""
+    params = {
+        **_many(message_ids, claim_tokens, metrics),
+        "worker": worker,
+        "limit": limit,
+        "lease": lease,
+        "run_id": run_id,
+    }
+    found = await query_async.tuples(conn, sql.CAMPAIGN_COMPLETED_THEN_CLAIM, params)
+    completed = set(found[0][0] or ()) if found else set()
+    return completed, [CampaignMessage(*row[1:]) for row in found if row[1] is not None]
+
+
 async def campaign_fail(
     conn: psycopg.AsyncConnection[Any],
     message_id: int,
@@ -226,7 +251,7 @@ def _many(
     return {
         "message_ids": list(message_ids),
         "claim_tokens": list(claim_tokens),
-        "metrics": None if metrics is None else [Jsonb(dict(m), dumps=_dumps) for m in metrics],
+        "metrics": None if metrics is None else Jsonb([dict(m) for m in metrics], dumps=_dumps),
     }
 
 

@@ -47,6 +47,13 @@ def rows(
     return [cls(*row) for row in (_execute(conn, query, params)).fetchall()]
 
 
+def tuples(
+    conn: psycopg.Connection[Any], query: LiteralString, params: Params = None
+) -> list[tuple[Any, ...]]:
+    """Every row, as a tuple."""
+    return (_execute(conn, query, params)).fetchall()
+
+
 def value(conn: psycopg.Connection[Any], query: LiteralString, params: Params = None) -> Any:
     """The first column of the first row (None when there is no row)."""
     row = (_execute(conn, query, params)).fetchone()

@@ -45,6 +45,13 @@ async def rows(
     return [cls(*row) for row in await (await _execute(conn, query, params)).fetchall()]
 
 
+async def tuples(
+    conn: psycopg.AsyncConnection[Any], query: LiteralString, params: Params = None
+) -> list[tuple[Any, ...]]:
+    """Every row, as a tuple."""
+    return await (await _execute(conn, query, params)).fetchall()
+
+
 async def value(
     conn: psycopg.AsyncConnection[Any], query: LiteralString, params: Params = None
 ) -> Any:

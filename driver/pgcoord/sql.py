@@ -109,13 +109,32 @@ CAMPAIGN_COMPLETE: LiteralString = (
     "SELECT pgcoord.campaign_complete(p_message_id => %(message_id)s,"
     " p_claim_token => %(claim_token)s, p_metrics => %(metrics)s)"
 )
+# the metrics of many messages travel as one JSON array, unpacked into the jsonb[] the
+# function takes (one value to encode, not an array of JSON texts, each quoted again)
+_METRICS: LiteralString = (
+    " p_metrics => CASE WHEN j.metrics IS NOT NULL THEN ARRAY(SELECT e.m"
+    " FROM jsonb_array_elements(j.metrics) WITH ORDINALITY AS e (m, n) ORDER BY e.n) END)"
+    " FROM (SELECT %(metrics)s::jsonb AS metrics) AS j"
+)
 CAMPAIGN_COMPLETE_MANY: LiteralString = (
     "SELECT pgcoord.campaign_complete_many(p_message_ids => %(message_ids)s,"
-    " p_claim_tokens => %(claim_tokens)s, p_metrics => %(metrics)s)"
+    " p_claim_tokens => %(claim_tokens)s," + _METRICS
 )
 CAMPAIGN_COMPLETED: LiteralString = (
     "SELECT pgcoord.campaign_completed(p_message_ids => %(message_ids)s,"
-    " p_claim_tokens => %(claim_tokens)s, p_metrics => %(metrics)s)"
+    " p_claim_tokens => %(claim_tokens)s," + _METRICS
+)
+# a worker's hot path in one round trip and one transaction: its successes completed,
+# then its next claim, which sees them (the claim's limit depends on the completion's
+# result, so the lateral join can only run the claim after it); the first column, on
+# every row, is what campaign_completed returned, and one row comes with no message when
+# nothing was claimed
+CAMPAIGN_COMPLETED_THEN_CLAIM: LiteralString = (
+    "WITH done AS MATERIALIZED (" + CAMPAIGN_COMPLETED + ")"
+    " SELECT d.ids, c.* FROM (SELECT campaign_completed AS ids FROM done) AS d"
+    " LEFT JOIN LATERAL pgcoord.campaign_claim(p_worker => %(worker)s,"
+    " p_limit => CASE WHEN d.ids IS NOT NULL THEN %(limit)s END,"
+    " p_lease => %(lease)s, p_run_id => %(run_id)s) AS c ON true"
 )
 CAMPAIGN_FAIL: LiteralString = (
     "SELECT * FROM pgcoord.campaign_fail(p_message_id => %(message_id)s,"

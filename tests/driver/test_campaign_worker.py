@@ -21,7 +21,8 @@ from pgcoord.worker import RateBudget, runtime
 
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
-    """How often the worker made each campaign call (and with how many items)."""
+    """How often the worker made each campaign call (and with how many items); a
+    completion that claims with it counts as both."""
     counted: Counter[str] = Counter()
     claim, completed = campaigns_async.campaign_claim, campaigns_async.campaign_completed
 
@@ -29,6 +30,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
         found = await claim(conn, *args)
         counted["claim"] += 1
         counted["claimed"] += len(found)
+        counted["claimed alone"] += len(found)
         counted[f"claims of {len(found)}"] += 1
         return found
 
@@ -37,8 +39,21 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
         counted[f"completions of {len(args[0])}"] += 1
         return await completed(conn, *args)
 
+    async def counted_completed_then_claim(conn: psycopg.AsyncConnection[Any], *args: Any) -> Any:
+        counted["complete"] += 1
+        counted[f"completions of {len(args[0])}"] += 1
+        completed_ids, found = await completed_then_claim(conn, *args)
+        counted["claim"] += 1
+        counted["claimed"] += len(found)
+        counted[f"claims of {len(found)}"] += 1
+        return completed_ids, found
+
+    completed_then_claim = campaigns_async.campaign_completed_then_claim
     monkeypatch.setattr(campaigns_async, "campaign_claim", counted_claim)
     monkeypatch.setattr(campaigns_async, "campaign_completed", counted_completed)
+    monkeypatch.setattr(
+        campaigns_async, "campaign_completed_then_claim", counted_completed_then_claim
+    )
     return counted
 
 
@@ -298,6 +313,8 @@ def test_a_claim_of_quick_messages_is_completed_in_one_call_with_fewer_slots_tha
             await wait_until(lambda: queue.done(run_id, sent=60), "every message sent")
         assert (calls["claimed"], calls["claims of 15"]) == (60, 4), calls
         assert (calls["complete"], calls["completions of 15"]) == (4, 4), calls
+        # one round trip per claim: after the first, each claim rode with a completion
+        assert calls["claimed alone"] == 15, calls
 
     run(test, db_url)
 
@@ -305,14 +322,14 @@ def test_a_claim_of_quick_messages_is_completed_in_one_call_with_fewer_slots_tha
 def test_a_message_settled_before_its_first_beat_starts_no_heartbeat(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The heartbeat's task starts a third of the lease after the handler's; a quick
-    message costs a timer only (test_worker.py checks the beats of long handlers)."""
+    """The heartbeat's task starts a third of the lease after the claim; a quick claim
+    costs a timer only (test_worker.py checks the beats of long handlers)."""
     beats: list[Any] = []
     heartbeat = runtime.Runtime._heartbeat
 
-    def counted_heartbeat(self: Any, flight: Any) -> Any:
-        beats.append(flight.item)
-        return heartbeat(self, flight)
+    def counted_heartbeat(self: Any, lease: Any) -> Any:
+        beats.append(lease)
+        return heartbeat(self, lease)
 
     monkeypatch.setattr(runtime.Runtime, "_heartbeat", counted_heartbeat)
 
@@ -357,5 +374,109 @@ def test_stale_messages_are_skipped_by_one_worker_of_the_fleet(db_url: str) -> N
 
             await wait_until(skipped, "the stale messages skipped")
         assert sent == []  # these workers claim only the other run: upkeep skipped them
+
+    run(test, db_url)
+
+
+def test_one_heartbeat_per_claim_keeps_every_message_of_it(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The messages of one claim share its token's lease: one extend per beat keeps them
+    all, however many handlers run past the lease."""
+    extends: list[int] = []
+    extend = campaigns_async.campaign_extend
+
+    async def counted_extend(conn: psycopg.AsyncConnection[Any], *args: Any) -> Any:
+        extends.append(args[1])  # the claim token
+        return await extend(conn, *args)
+
+    monkeypatch.setattr(campaigns_async, "campaign_extend", counted_extend)
+
+    async def test(queue: Queue) -> None:
+        run_id = await queue.run()
+        await queue.enqueue(run_id, 6)  # one group: one claim, one token
+
+        async def send(message: CampaignMessage) -> None:
+            await asyncio.sleep(2.0)  # past the lease of 1.5 s
+
+        w = worker(send, db_url, lease=timedelta(seconds=1.5), concurrency=8)
+        async with running(w):
+            await wait_until(lambda: queue.done(run_id, sent=6), "every message sent")
+        states = await queue.states(run_id)
+        assert {s.attempt for s in states.values()} == {1}, states  # never lost
+        assert (w.processed, w.failed) == (6, 0)
+        # a beat every 0.5 s for 2 s: about 4 extends of the one token, not 6 per beat
+        assert len(set(extends)) == 1 and 3 <= len(extends) <= 6, extends
+
+    run(test, db_url)
+
+
+def test_a_lost_claim_cancels_every_handler_of_it(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the heartbeat finds the claim gone, every handler of the claim is cancelled
+    and none of its messages is completed or failed by this worker: they come back once
+    their lease has run out, as their second try."""
+    extend = campaigns_async.campaign_extend
+    lost_once: list[bool] = []
+
+    async def losing_extend(conn: psycopg.AsyncConnection[Any], *args: Any) -> Any:
+        if not lost_once:
+            lost_once.append(True)
+            return None  # as if another worker held the claim now
+        return await extend(conn, *args)
+
+    monkeypatch.setattr(campaigns_async, "campaign_extend", losing_extend)
+
+    async def test(queue: Queue) -> None:
+        run_id = await queue.run()
+        await queue.enqueue(run_id, 4)
+        cancelled: list[int] = []
+
+        async def send(message: CampaignMessage) -> None:
+            if message.attempt == 1:
+                try:
+                    await asyncio.sleep(30)
+                except asyncio.CancelledError:
+                    cancelled.append(message.message_id)
+                    raise
+
+        w = worker(send, db_url, lease=timedelta(seconds=1.5))
+        async with running(w):
+            await wait_until(lambda: queue.done(run_id, sent=4), "every message sent", 20)
+        assert len(cancelled) == 4, cancelled
+        states = await queue.states(run_id)
+        assert {s.attempt for s in states.values()} == {2}, states
+        assert (w.processed, w.failed) == (4, 0)
+
+    run(test, db_url)
+
+
+def test_the_completion_goes_alone_when_its_claim_fails(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error of the claim undoes the completion it rode with: the worker then completes
+    alone at once (no message waits for its lease to be sent again)."""
+    broken: list[int] = []
+
+    async def broken_claim(conn: psycopg.AsyncConnection[Any], *args: Any) -> Any:
+        broken.append(len(args[0]))
+        raise psycopg.errors.RaiseException("the claim broke")
+
+    monkeypatch.setattr(campaigns_async, "campaign_completed_then_claim", broken_claim)
+
+    async def test(queue: Queue) -> None:
+        run_id = await queue.run()
+        await queue.enqueue(run_id, 30)
+
+        async def send(message: CampaignMessage) -> None:
+            return None
+
+        w = worker(send, db_url, lease=timedelta(minutes=5))
+        async with running(w):
+            await wait_until(lambda: queue.done(run_id, sent=30), "every message sent")
+        states = await queue.states(run_id)
+        assert {s.attempt for s in states.values()} == {1}, states
+        assert w.processed == 30 and broken
 
     run(test, db_url)

@@ -15,7 +15,9 @@ percentile). The worker claims up to `batch` messages in one call (holding at mo
 `concurrency + batch` claims, so memory stays bounded whatever the backlog), runs up to
 `concurrency` handlers at once, and completes successes in batches (one
 `campaign_complete_many` round trip for all that finished meanwhile; a stale token is
-never completed). A handler that raises, or runs past `timeout` (default 30 s, then it
+never completed). That call also claims the next batch when places are free
+(`campaign_completed_then_claim`: one statement, one transaction), so a busy worker makes
+one round trip per batch; the messages of one claim share one heartbeat. A handler that raises, or runs past `timeout` (default 30 s, then it
 is cancelled), fails its try: the message comes back after the run's backoff (or after
 `Retry.after`), and is failed for good with its error kept after the run's last retry.
 A handler that raises `RateLimited(after)` (the provider answered 429 with Retry-After)
@@ -58,6 +60,7 @@ class CampaignWork(Work[CampaignMessage]):
     max_idle_poll = timedelta(seconds=5)
     final_line = "failed {item} for good after {attempt} tries: {reason}"
     completes_in_batches = True
+    shares_leases = True  # a claim's messages share its token's lease
 
     def __init__(self, run_id: int | None, skip_stale_every: timedelta | None) -> None:
         self.run_id = run_id
@@ -101,6 +104,28 @@ class CampaignWork(Work[CampaignMessage]):
             [metrics for _, metrics in done],
         )
         return [item.message_id in completed for item, _ in done]
+
+    claims_with_completions = True
+
+    async def complete_then_claim(
+        self,
+        conn: AsyncConn,
+        done: Sequence[tuple[CampaignMessage, Any]],
+        worker: str,
+        limit: int,
+        lease: timedelta,
+    ) -> tuple[list[bool], list[CampaignMessage]]:
+        completed, claimed = await campaigns_async.campaign_completed_then_claim(
+            conn,
+            [item.message_id for item, _ in done],
+            [item.claim_token for item, _ in done],
+            [metrics for _, metrics in done],
+            worker,
+            limit,
+            lease,
+            self.run_id,
+        )
+        return [item.message_id in completed for item, _ in done], claimed
 
     async def complete_one(self, conn: AsyncConn, item: CampaignMessage) -> bool:
         return await campaigns_async.campaign_complete(conn, item.message_id, item.claim_token)

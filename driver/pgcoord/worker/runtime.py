@@ -11,11 +11,15 @@ snooze or give back one of them. The runtime owns everything else, once:
 - admission: one loop starts claimed items as slots free up; with a shared rate budget
   it first spends one token per item for all that can start now, in one call, so the
   fleet never starts more handlers than the budget allows;
-- per item: a task that waits for its admission, runs the handler under its timeout,
-  and settles the item by how the handler ended; a heartbeat extends the claim every
-  third of the lease, and cancels the handler when the claim is lost;
+- per item: once admitted, one task runs the handler under its timeout and settles the
+  item by how the handler ended (a success just joins the next completion call);
+- per claim: one heartbeat extends the claim every third of the lease (once for all the
+  items that share its token, when the work's items do), and cancels the handlers of
+  its items when the claim is lost; a claim settled before its first beat costs a timer;
 - completions are batched: successes queue up while a completion call is in flight, and
   the next call completes all of them (one round trip for many, when the work allows);
+  when the work can, that call also claims the next items (`complete_then_claim`), so a
+  busy worker makes one round trip per batch;
 - wake-ups: LISTEN on the work's channel (on the pool's server, a direct connection of
   its own, or none, chosen with `listen`), and otherwise a timed sleep until the next
   item is due, at most `idle_poll`;
@@ -36,7 +40,7 @@ import logging
 import signal
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -130,6 +134,10 @@ class Work(ABC, Generic[Item]):
     async def claim(self, conn: AsyncConn, worker: str, limit: int, lease: timedelta) -> list[Item]:
         """Claim up to `limit` due items for `lease`."""
 
+    # whether the items a claim returns with one token share one lease (extending one
+    # extends them all: one heartbeat per claim), or each item has its own
+    shares_leases: ClassVar[bool] = False
+
     @abstractmethod
     async def due_in(self, conn: AsyncConn) -> timedelta | None:
         """How long until an item is due (zero: now), None when there is none."""
@@ -151,6 +159,21 @@ class Work(ABC, Generic[Item]):
         """What `complete` gets for an item whose handler returned `result` after
         `seconds`: by default the result itself."""
         return result
+
+    # whether the work completes successes and claims more in one call
+    # (`complete_then_claim`): a busy worker's claims then cost no round trip of their own
+    claims_with_completions: ClassVar[bool] = False
+
+    async def complete_then_claim(
+        self,
+        conn: AsyncConn,
+        done: Sequence[tuple[Item, Any]],
+        worker: str,
+        limit: int,
+        lease: timedelta,
+    ) -> tuple[list[bool], list[Item]]:
+        """`complete`, then `claim`, in one call (one round trip and one transaction)."""
+        raise NotImplementedError
 
     @abstractmethod
     async def complete_one(self, conn: AsyncConn, item: Item) -> bool:
@@ -179,34 +202,71 @@ class Work(ABC, Generic[Item]):
         """Periodic upkeep of the work's tables, if any."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Flight(Generic[Item]):
-    """One claimed item while the worker holds it."""
+    """One claimed item while the worker holds it: queued for a slot, running its handler
+    in a task of its own, then settled (completed or given back)."""
 
     work: Work[Item]
     item: Item
-    # resolved by the admission loop: True to start (a slot, and the rate budget), False
-    # when the worker stopped first
-    admitted: asyncio.Future[bool] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-    handler: asyncio.Task[Any] | None = None
+    lease: Lease[Item]  # the claim's lease, which it may share with others of the claim
+    task: asyncio.Task[None] | None = None  # from its admission on
     running: bool = False  # admitted: its handler holds a slot
+    in_handler: bool = False  # its handler is running now
+    holding: bool = True  # its claim still needs the heartbeat: until its handler ended
     completed: bool = False  # complete_in succeeded inside the handler
     lost: bool = False  # the heartbeat found the claim taken by another
     stopped: bool = False  # cancelled by the worker's stop, past its grace
-    beating: bool = True  # the heartbeat goes on: until the handler has ended
-    claimed: float = field(default_factory=time.monotonic)
-    started: float = 0.0  # when its handler started (time.monotonic)
+    claimed: float = 0.0  # when it was claimed (time.monotonic)
+    started: float = 0.0  # when its handler started
     ended: float = 0.0  # when its handler ended
 
     def cancel(self) -> None:
         """Cancel the handler because the worker stops (the item is given back)."""
         self.stopped = True
-        if not self.admitted.done():
-            self.admitted.set_result(False)
-        if self.handler is not None:
-            self.handler.cancel()
+        if self.in_handler and self.task is not None:
+            self.task.cancel()
+
+
+@dataclass(eq=False, slots=True)
+class Lease(Generic[Item]):
+    """The lease of one claim, kept alive by one heartbeat for all of its items: the
+    items a claim returned with one token share it (`Work.shares_leases`), else each item
+    has its own. The heartbeat starts a third of the lease after the claim (a claim
+    settled before then costs a timer, not a task) and ends once no item needs it."""
+
+    flights: list[Flight[Item]] = field(default_factory=list)
+    holding: int = 0  # flights whose claims still need the heartbeat
+    timer: asyncio.TimerHandle | None = None
+    beat: asyncio.Task[None] | None = None
+    beating: bool = True
+
+    def holder(self) -> Flight[Item] | None:
+        """An item the heartbeat extends the claim with: one whose handler runs (or has
+        yet to start), not completed by complete_in."""
+        waiting = None
+        for flight in self.flights:
+            if flight.holding and not flight.completed:
+                if flight.in_handler:
+                    return flight
+                waiting = waiting or flight
+        return waiting
+
+    def release(self, flight: Flight[Item]) -> None:
+        """The flight's claim needs the heartbeat no longer: its handler ended (or never
+        starts). The flag ends the heartbeat even when its cancel is swallowed (a pool's
+        wait for a connection does that on Python 3.11: asyncio.wait_for returns the
+        connection that arrives together with the cancel)."""
+        if not flight.holding:
+            return
+        flight.holding = False
+        self.holding -= 1
+        if self.holding == 0:
+            self.beating = False
+            if self.timer is not None:
+                self.timer.cancel()
+            if self.beat is not None:
+                self.beat.cancel()
 
 
 # the flight of the running handler's task, for complete_in
@@ -251,6 +311,17 @@ async def _resolved(value: Any) -> Any:
         if inspect.isawaitable(value):
             value = await value
     return value
+
+
+async def _wait(event: asyncio.Event, timeout: float | None) -> None:
+    """Until `event` is set or `timeout` seconds have passed (None: no limit), without a
+    task of its own (asyncio.wait_for makes one on Python 3.11)."""
+    if timeout is None:
+        await event.wait()
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await event.wait()
 
 
 def _positive(name: str, value: timedelta) -> None:
@@ -328,7 +399,12 @@ class Runtime(Generic[Item]):
             max_size=2 * concurrency + 2,
             name="pgcoord-worker",
         )
-        self._flights: dict[asyncio.Task[None], Flight[Item]] = {}
+        self._flights: set[Flight[Item]] = set()  # the items held: claimed, not settled
+        self._idle = asyncio.Event()  # no item held
+        self._idle.set()
+        self._tasks: set[asyncio.Task[None]] = set()  # the items' tasks and heartbeats
+        self._beat_every = lease.total_seconds() / 3
+        self._claiming = False  # a claim call is in flight (of either loop)
         self._sweep: asyncio.Task[None] | None = None
         self._abandoned: set[asyncio.Task[Any]] = set()  # calls past call_timeout
         self._queued: collections.deque[Flight[Item]] = collections.deque()  # to admit
@@ -336,7 +412,7 @@ class Runtime(Generic[Item]):
         self._admit = asyncio.Event()  # something to admit, or a slot freed, or a stop
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._done: list[tuple[Flight[Item], Any, asyncio.Future[bool | None]]] = []
+        self._done: list[tuple[Flight[Item], Any]] = []  # successes to complete
         self._done_ready = asyncio.Event()
         self.processed = 0  # items completed
         self.failed = 0  # items given back after an error, a timeout or a stop
@@ -389,10 +465,11 @@ class Runtime(Generic[Item]):
             await self._drain(0)
             raise
         finally:
-            for task in [*helpers, *([self._sweep] if self._sweep else []), *self._abandoned]:
+            leftover = [*self._tasks, *([self._sweep] if self._sweep else []), *self._abandoned]
+            for task in [*helpers, *leftover]:
                 task.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
-            self._fail_pending_completions()
+            await asyncio.gather(*helpers, *self._tasks, return_exceptions=True)
+            self._forget_pending_completions()
             if self._owns_pool:
                 await self._pool.close()
             if handle_signals:
@@ -452,7 +529,9 @@ class Runtime(Generic[Item]):
         busy_pause = BUSY_PAUSE
         while not self._stopping.is_set():
             self._wake.clear()
-            want = self._want()
+            # successes about to be completed claim the next items with their call
+            pending = self.work.claims_with_completions and bool(self._done)
+            want = 0 if pending else self._want()
             pause: float | None = None  # None: until a slot frees (or a stop)
             if want > 0:
                 try:
@@ -467,32 +546,31 @@ class Runtime(Generic[Item]):
                     else:
                         # due now, yet nothing to claim: held by concurrent claims
                         pause, busy_pause = busy_pause, min(busy_pause * 2, self.idle_poll)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), pause)
+            if pause != 0 and not self._wake.is_set():
+                await _wait(self._wake, pause)
 
-    def _want(self) -> int:
-        """How many items to claim now: a full batch when that many places are free, or
-        whatever is free once no claimed item waits for a slot; else none."""
-        free = self.capacity - len(self._flights)
-        waiting = sum(1 for f in self._flights.values() if not f.running)
+    def _want(self, freed: int = 0) -> int:
+        """How many items to claim now (once `freed` items are let go): a full batch when
+        that many places are free, or whatever is free once no claimed item waits for a
+        slot; else none, and none while another claim is in flight."""
+        if self._claiming:
+            return 0
+        free = self.capacity - len(self._flights) + freed
         if free >= self.batch:
             return self.batch
-        if free > 0 and waiting == 0:
+        if free > 0 and not self._queued:
             return min(free, self.batch)
         return 0
 
     async def _claim(self, want: int) -> tuple[int, float | None]:
-        """Claim up to `want` items and start them; return how many, and how long to
-        sleep (None: until a place frees; 0: an item is due now)."""
-        items = await self._db(lambda conn: self.work.claim(conn, self.name, want, self.lease))
-        for item in items:
-            flight = Flight(self.work, item)
-            task = asyncio.create_task(self._process(flight), name="pgcoord-item")
-            self._flights[task] = flight
-            self._queued.append(flight)
-            task.add_done_callback(self._finished)
-        if items:
-            self._admit.set()
+        """Claim up to `want` items and queue them for a slot; return how many, and how
+        long to sleep (None: until a place frees; 0: an item is due now)."""
+        self._claiming = True
+        try:
+            items = await self._db(lambda conn: self.work.claim(conn, self.name, want, self.lease))
+        finally:
+            self._claiming = False
+        self._hold(items)
         if len(items) == want:
             return len(items), None if self._want() == 0 else 0
         due_in = await self._db(self.work.due_in)
@@ -500,22 +578,42 @@ class Runtime(Generic[Item]):
             return len(items), self.idle_poll
         return len(items), min(due_in.total_seconds(), self.idle_poll)
 
+    def _hold(self, items: list[Item]) -> None:
+        """Hold claimed items, queued for a slot; one lease (heartbeat) per claim token
+        when the work's items share them."""
+        if items:
+            now = time.monotonic()
+            loop = asyncio.get_running_loop()
+            shares = self.work.shares_leases
+            leases: dict[int, Lease[Item]] = {}
+            for item in items:
+                key = self.work.token(item) if shares else len(leases)
+                lease = leases.get(key)
+                if lease is None:
+                    lease = leases[key] = Lease()
+                    lease.timer = loop.call_later(self._beat_every, self._first_beat, lease)
+                flight = Flight(self.work, item, lease, claimed=now)
+                lease.flights.append(flight)
+                lease.holding += 1
+                self._flights.add(flight)
+                self._queued.append(flight)
+            self._idle.clear()
+            self._admit.set()
+
     async def _admit_loop(self) -> None:
-        """Start queued items as slots free up: with a rate budget, first spend one token
-        per item for all that can start now, in one `rate_acquire` call, so the fleet
-        never starts more handlers than the budget allows; without one, at once. At a stop,
-        the items not started are refused (their tasks give them back)."""
+        """Start queued items as slots free up, each in a task of its own: with a rate
+        budget, first spend one token per item for all that can start now, in one
+        `rate_acquire` call, so the fleet never starts more handlers than the budget
+        allows; without one, at once. At a stop, the items not started are given back."""
         pause = 0.1
         while True:
             await self._admit.wait()
             self._admit.clear()
-            while self._queued and self._queued[0].admitted.done():
-                self._queued.popleft()  # cancelled by a stop meanwhile
+            while self._queued and self._queued[0].lost:
+                self._forget(self._queued.popleft())  # lost before it started
             if self._stopping.is_set():
                 while self._queued:
-                    flight = self._queued.popleft()
-                    if not flight.admitted.done():
-                        flight.admitted.set_result(False)
+                    self._spawn(self._give_back_unstarted(self._queued.popleft()))
                 continue
             count = min(self.concurrency - self._running, len(self._queued))
             if count <= 0:
@@ -528,15 +626,18 @@ class Runtime(Generic[Item]):
                     self._fault(exc, "rate_acquire of %r failed; retrying", self.rate.key)
                     wait, pause = timedelta(seconds=pause), min(pause * 2, MAX_ERROR_PAUSE)
                 if wait > timedelta(0):
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stopping.wait(), wait.total_seconds())
+                    await _wait(self._stopping, wait.total_seconds())
                     self._admit.set()
                     continue
-                count = min(count, self.rate.burst)
+                count = min(count, self.rate.burst, len(self._queued))
             for _ in range(count):
                 flight = self._queued.popleft()
+                if flight.lost:  # lost while the budget was spent: its token goes unused
+                    self._forget(flight)
+                    continue
                 self._running += 1
-                flight.admitted.set_result(True)
+                flight.running = True
+                flight.task = self._spawn(self._process(flight))
             self._admit.set()  # look again: more may be startable
 
     async def _spend(self, cost: int) -> timedelta:
@@ -546,58 +647,66 @@ class Runtime(Generic[Item]):
             lambda conn: rates_async.rate_acquire(conn, rate.key, rate.per_second, rate.burst, cost)
         )
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._flights.pop(task, None)
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _forget(self, flight: Flight[Item]) -> None:
+        """The worker holds the item no longer: a place is free."""
+        flight.lease.release(flight)
+        self._flights.discard(flight)
         self._wake.set()
-        if not task.cancelled() and task.exception() is not None:
-            log.error("%s task failed", self.work.noun, exc_info=task.exception())
+        if not self._flights:
+            self._idle.set()
 
     # -- one item ---------------------------------------------------------------------
 
     async def _process(self, flight: Flight[Item]) -> None:
-        item = flight.item
-        # the heartbeat's task starts when its first beat is due: an item settled before
-        # then (most are) costs a timer, not a task
-        beats: list[asyncio.Task[None]] = []
-
-        def first_beat() -> None:
-            beats.append(asyncio.create_task(self._heartbeat(flight), name="pgcoord-heartbeat"))
-
-        timer = asyncio.get_running_loop().call_later(self.lease.total_seconds() / 3, first_beat)
+        """Run the item's handler under its timeout, then settle the item by how the
+        handler ended. A success is queued for the next completion call: the task ends
+        there, and the completion loop forgets the item once its call is done."""
+        queued = False
         try:
-            if not await flight.admitted:
-                self.failed += 1  # the worker stopped before this item started
-                await self._release(flight)
-                return
+            result: Any = None
+            error: BaseException | None = None
+            cancelled = False
+            flight.in_handler = True
+            flight.started = time.monotonic()
+            current.set(flight)  # this task's context: complete_in finds its flight
             try:
-                flight.running = True
-                flight.started = time.monotonic()
-                current.set(flight)  # this task's context, copied into the handler's
-                handler = asyncio.create_task(self._run_handler(item), name="pgcoord-handler")
-                flight.handler = handler
-                try:
-                    await asyncio.wait([handler])
-                except asyncio.CancelledError:
+                result = await self._run_handler(flight.item)
+            except asyncio.CancelledError:
+                if not (flight.lost or flight.stopped):
                     # torn down from outside run() (the event loop is closing): no grace
-                    handler.cancel()
-                    await asyncio.gather(handler, return_exceptions=True)
+                    self._end_handler(flight)
                     await self._release(flight)
                     raise
-            finally:
-                flight.ended = time.monotonic()
-                self._running -= 1
-                self._admit.set()
-                self._done_ready.set()  # a lingering completion may go now
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()  # the worker's own cancel, handled here
+                cancelled = True
+            except Exception as exc:
+                error = exc
+            self._end_handler(flight)
+            queued = await self._settle(flight, result, error, cancelled)
+        except Exception as exc:
+            log.error("%s task failed", self.work.noun, exc_info=exc)
         finally:
-            # the flag ends the heartbeat even when its cancel is swallowed (a pool's wait
-            # for a connection does that on Python 3.11: asyncio.wait_for returns the
-            # connection that arrives together with the cancel)
-            flight.beating = False
-            timer.cancel()
-            for beat in beats:
-                beat.cancel()
-            await asyncio.gather(*beats, return_exceptions=True)
-        await self._settle(flight, handler)
+            if not queued:
+                self._forget(flight)
+
+    def _end_handler(self, flight: Flight[Item]) -> None:
+        if not flight.in_handler:
+            return
+        flight.in_handler = False
+        flight.ended = time.monotonic()
+        flight.lease.release(flight)
+        self._running -= 1
+        self._admit.set()
+        if self._running == 0 and not self._queued:
+            self._done_ready.set()  # nothing more is coming: a lingering completion goes
 
     async def _run_handler(self, item: Item) -> Any:
         if self.timeout is None:
@@ -611,34 +720,50 @@ class Runtime(Generic[Item]):
                 raise HandlerTimeout(f"handler timed out after {seconds:g} s") from None
             raise
 
-    async def _heartbeat(self, flight: Flight[Item]) -> None:
-        """Extend the claim now, then every third of the lease."""
-        interval = self.lease.total_seconds() / 3
-        while flight.beating:
+    def _first_beat(self, lease: Lease[Item]) -> None:
+        if lease.beating:
+            lease.beat = self._spawn(self._heartbeat(lease))
+
+    async def _heartbeat(self, lease: Lease[Item]) -> None:
+        """Extend the claim now, then every third of the lease, until no item needs it.
+        When the claim is lost, the items' handlers are cancelled."""
+        while lease.beating:
+            flight = lease.holder()
+            if flight is None:
+                return
             try:
-                until = await self._db(lambda conn: self.work.extend(conn, flight.item, self.lease))
+                until = await self._db(
+                    functools.partial(self.work.extend, item=flight.item, lease=self.lease)
+                )
             except Exception as exc:
                 # try again sooner: two missed beats and the lease may run out
                 self._fault(
                     exc, "heartbeat of %s failed, retrying", self.work.describe(flight.item)
                 )
-                await asyncio.sleep(interval / 3)
+                await asyncio.sleep(self._beat_every / 3)
                 continue
             if until is None:
-                if not flight.completed:  # not by complete_in: another claim took it
-                    flight.lost = True
-                    if flight.handler is not None:
-                        flight.handler.cancel()
+                if flight.completed:
+                    continue  # by complete_in: the others of the claim are still held
+                for other in lease.flights:
+                    if other.holding and not other.completed:
+                        other.lost = True
+                        if other.in_handler and other.task is not None:
+                            other.task.cancel()
+                        elif not other.running:
+                            log.warning(
+                                "lost the claim of %s before its handler started",
+                                self.work.describe(other.item),
+                            )
                 return
-            await asyncio.sleep(interval)
+            await asyncio.sleep(self._beat_every)
 
-    async def _settle(self, flight: Flight[Item], handler: asyncio.Task[Any]) -> None:
-        """Complete the item or give it back, by how its handler ended; log one line."""
+    async def _settle(
+        self, flight: Flight[Item], result: Any, error: BaseException | None, cancelled: bool
+    ) -> bool:
+        """Complete the item or give it back, by how its handler ended; log one line.
+        True when its completion is queued for the completion loop."""
         item = flight.item
-        attempt = self.work.attempt(item)
-        seconds = time.monotonic() - flight.claimed
-        cancelled = handler.cancelled()
-        error = None if cancelled else handler.exception()
         if flight.completed and not await self._committed(flight):
             # complete_in ran, but its transaction rolled back: the claim is still ours
             flight.completed = False
@@ -647,17 +772,16 @@ class Runtime(Generic[Item]):
                     "the handler returned, but the transaction of its complete_in did not commit"
                 )
         if not cancelled and error is None:
-            result = self.work.outcome(item, handler.result(), flight.ended - flight.started)
-            if flight.completed or await self._complete(flight, result):
-                self.processed += 1
-                if log.isEnabledFor(logging.INFO):  # the line's fields cost more than this test
-                    log.info(
-                        "completed %s, attempt %d, %.3f s",
-                        self.work.summary(item),
-                        attempt,
-                        seconds,
-                    )
-            return
+            if not flight.completed:
+                outcome = self.work.outcome(item, result, flight.ended - flight.started)
+                self._done.append((flight, outcome))
+                if len(self._done) == 1 or len(self._done) >= self.batch:
+                    self._done_ready.set()
+                return True
+            self._completed(flight)
+            return False
+        attempt = self.work.attempt(item)
+        seconds = time.monotonic() - flight.claimed
         desc = self.work.describe(item)
         if flight.completed:
             # complete_in committed; what the handler did after that changes nothing
@@ -686,6 +810,25 @@ class Runtime(Generic[Item]):
         else:
             self.failed += 1
             await self._give_back(flight, error)
+        return False
+
+    def _completed(self, flight: Flight[Item]) -> None:
+        self.processed += 1
+        if log.isEnabledFor(logging.INFO):  # the line's fields cost more than this test
+            log.info(
+                "completed %s, attempt %d, %.3f s",
+                self.work.summary(flight.item),
+                self.work.attempt(flight.item),
+                time.monotonic() - flight.claimed,
+            )
+
+    async def _give_back_unstarted(self, flight: Flight[Item]) -> None:
+        """The worker stopped before the item's handler started: give it back."""
+        try:
+            self.failed += 1
+            await self._release(flight)
+        finally:
+            self._forget(flight)
 
     async def _committed(self, flight: Flight[Item]) -> bool:
         """Whether the handler's complete_in committed: then the claim is gone, and an
@@ -764,22 +907,9 @@ class Runtime(Generic[Item]):
 
     # -- batched completions ----------------------------------------------------------
 
-    async def _complete(self, flight: Flight[Item], result: Any) -> bool:
-        """Queue the item's completion for the next completion call; True once done."""
-        done: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
-        self._done.append((flight, result, done))
-        self._done_ready.set()
-        completed = await asyncio.shield(done)
-        if completed is False:
-            log.warning(
-                "claim of %s (attempt %d) was lost before it completed: it is delivered again",
-                self.work.describe(flight.item),
-                self.work.attempt(flight.item),
-            )
-        return bool(completed)
-
     async def _complete_loop(self) -> None:
-        """Complete whatever succeeded since the last call, in one call, until cancelled."""
+        """Complete whatever succeeded since the last call, in one call, until cancelled;
+        then forget the items (their places are free)."""
         while True:
             await self._done_ready.wait()
             if self.work.completes_in_batches:
@@ -787,43 +917,77 @@ class Runtime(Generic[Item]):
             self._done_ready.clear()
             while self._done:
                 batch, self._done = self._done[:COMPLETE_BATCH], self._done[COMPLETE_BATCH:]
-                outcomes: Sequence[bool | None]
+                outcomes, claimed = await self._complete(batch)
+                for (flight, _), completed in zip(batch, outcomes, strict=True):
+                    if completed:
+                        self._completed(flight)
+                    elif completed is False:
+                        log.warning(
+                            "claim of %s (attempt %d) was lost before it completed: "
+                            "it is delivered again",
+                            self.work.describe(flight.item),
+                            self.work.attempt(flight.item),
+                        )
+                    self._forget(flight)
+                self._hold(claimed)
+
+    async def _complete(
+        self, batch: list[tuple[Flight[Item], Any]]
+    ) -> tuple[Sequence[bool | None], list[Item]]:
+        """Complete the batch in one call, and claim the next items with it when the work
+        can and places will be free; per item whether its claim was current (None: the
+        call failed, the lease decides), and the items claimed."""
+        done = [(flight.item, outcome) for flight, outcome in batch]
+        want = 0
+        if self.work.claims_with_completions and not self._stopping.is_set():
+            want = self._want(freed=len(batch))
+        try:
+            if want:
+                self._claiming = True
                 try:
-                    outcomes = await self._db(
+                    return await self._db(
                         functools.partial(
-                            self.work.complete, done=[(f.item, result) for f, result, _ in batch]
+                            self.work.complete_then_claim,
+                            done=done,
+                            worker=self.name,
+                            limit=want,
+                            lease=self.lease,
                         )
                     )
-                except Exception as exc:
-                    items = ", ".join(self.work.describe(flight.item) for flight, _, _ in batch)
-                    self._fault(exc, "completing %s failed", items)
-                    outcomes = [None] * len(batch)
-                for (_, _, done), outcome in zip(batch, outcomes, strict=True):
-                    if not done.done():
-                        done.set_result(outcome)
+                except psycopg.Error as exc:
+                    if isinstance(exc, FAULTS):
+                        raise
+                    # the claim's error undid the completion too: complete alone
+                    self._fault(exc, "claiming with the completions failed")
+                finally:
+                    self._claiming = False
+            return await self._db(functools.partial(self.work.complete, done=done)), []
+        except Exception as exc:
+            items = ", ".join(self.work.describe(flight.item) for flight, _ in batch)
+            self._fault(exc, "completing %s failed", items)
+            return [None] * len(batch), []
 
     async def _linger(self) -> None:
         """Let successes gather for one call: until a claim's worth is queued, no handler
         runs nor waits for a slot (nothing more is coming), the worker stops, or
         COMPLETE_LINGER has passed."""
-        deadline = asyncio.get_running_loop().time() + COMPLETE_LINGER
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + COMPLETE_LINGER
         while (
             self._done
             and len(self._done) < self.batch
             and (self._running > 0 or self._queued)
             and not self._stopping.is_set()
         ):
-            remaining = deadline - asyncio.get_running_loop().time()
+            remaining = deadline - loop.time()
             if remaining <= 0:
                 return
             self._done_ready.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._done_ready.wait(), remaining)
+            await _wait(self._done_ready, remaining)
 
-    def _fail_pending_completions(self) -> None:
-        for _, _, done in self._done:
-            if not done.done():
-                done.set_result(None)
+    def _forget_pending_completions(self) -> None:
+        for flight, _ in self._done:
+            self._forget(flight)
         self._done.clear()
 
     # -- stopping, waking, upkeep -----------------------------------------------------
@@ -840,11 +1004,12 @@ class Runtime(Generic[Item]):
                 len(self._flights),
                 self.work.noun,
             )
-            await asyncio.wait(set(self._flights), timeout=grace)
-        for flight in self._flights.values():
+            await _wait(self._idle, grace)
+        for flight in list(self._flights):
             flight.cancel()
-        if self._flights:
-            await asyncio.wait(set(self._flights))
+        self._admit.set()  # the queued ones are given back
+        self._done_ready.set()
+        await self._idle.wait()
 
     async def _listen(self, listening: asyncio.Event) -> None:
         """Wake the claim loop on every notification of the work's channel; reconnect with
