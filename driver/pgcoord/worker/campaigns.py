@@ -17,8 +17,10 @@ percentile). The worker claims up to `batch` messages in one call (holding at mo
 `campaign_complete_many` round trip for all that finished meanwhile; a stale token is
 never completed). That call also claims the next batch when places are free
 (`campaign_completed_then_claim`: one statement, one transaction), so a busy worker makes
-one round trip per batch; the messages of one claim share one heartbeat. A handler that raises, or runs past `timeout` (default 30 s, then it
-is cancelled), fails its try: the message comes back after the run's backoff (or after
+one round trip per batch; the messages of one claim share one heartbeat.
+
+A handler that raises, or runs past `timeout` (default 30 s, then it is cancelled),
+fails its try: the message comes back after the run's backoff (or after
 `Retry.after`), and is failed for good with its error kept after the run's last retry.
 A handler that raises `RateLimited(after)` (the provider answered 429 with Retry-After)
 snoozes its message without spending a try and pauses the shared rate key, so every
