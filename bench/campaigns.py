@@ -4,7 +4,8 @@ completing them), the SQL functions alone (pgbench), PgQueuer (its batch tuned) 
 Procrastinate, at 1 and 8 workers, interleaved in one run. Also: enqueue of 100,000
 messages in one call; per message at batch 15 (8 workers, a drained backlog):
 transactions, WAL flushes, WAL bytes and the workers' CPU; with --size, the queue's size
-after 1,000,000 messages against its size after the first 100,000.
+after 1,000,000 messages against its size after the first 100,000, with the server's
+autovacuum_naptime and with the 5 s docs/vacuum.md recommends (the target's).
 
     python -m bench.campaigns [--seconds 4] [--rounds 3] [--workers 1,8] [--no-peers] [--size]
 
@@ -21,10 +22,12 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, LiteralString
 
 import psycopg
+from psycopg import sql
 
 from pgcoord import campaigns
 
@@ -62,8 +65,16 @@ BACKLOG_MARGIN = 2.0
 GUESS = {PLAIN: 25_000, FUNCTIONS: 25_000, PGCOORD: 10_000, PGQUEUER: 12_000, PROCRASTINATE: 500}
 
 OUTCOMES: LiteralString = "SELECT count(*) FROM pgcoord.campaign_outcomes"
-# the size part runs again on an embedded server with this autovacuum_naptime
+# the size part runs again with the autovacuum_naptime docs/vacuum.md recommends for a
+# database that holds a busy campaign queue: the target's measurement
 SIZE_NAPTIME: LiteralString = "5s"
+# a value of autovacuum_naptime set by an earlier ALTER SYSTEM, to put back after
+AUTO_CONF_NAPTIME: LiteralString = """
+SELECT setting FROM pg_catalog.pg_file_settings
+WHERE name = 'autovacuum_naptime' AND sourcefile LIKE '%postgresql.auto.conf'
+ORDER BY seqno DESC
+LIMIT 1
+"""
 PGCOORD_SIZES: LiteralString = """
 SELECT
     c.relname,
@@ -93,8 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         result["costs"] = [run.as_dict() for run in measure_costs(db, args)]
         if args.size:
             result["size"] = measure_size(db, args)
-            if not url:  # a throwaway server of the bench's own: its settings may change
-                result["size_naptime"] = measure_size_with_naptime(server_url, db, args)
+            result["size_naptime"] = measure_size_with_naptime(server_url, db, args)
     rows = campaigns_report.summarise(runs)
     found = campaigns_report.targets(rows, runs, result)
     md, js = campaigns_report.write(args.output, result, rows, runs, found)
@@ -156,7 +166,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--size",
         action="store_true",
         help="also process --size-messages (in chunks of --size-chunk) and compare the "
-        "queue's size with its size after the first chunk (minutes)",
+        "queue's size with its size after the first chunk, with the server's "
+        "autovacuum_naptime and again with 5s (set with ALTER SYSTEM for the length of it, "
+        "for every database of the server, then put back; minutes)",
     )
     parser.add_argument("--size-messages", type=int, default=1_000_000, help="(1000000)")
     parser.add_argument("--size-chunk", type=int, default=100_000, help="(100000)")
@@ -555,11 +567,12 @@ def measure_size(db: ScratchDatabase, args: argparse.Namespace) -> dict[str, Any
     with pgbench through the SQL functions (8 connections claiming 15 and completing them
     with campaign_complete_many, as the workers do), and again, until --size-messages
     have been sent; the tables' sizes after the first chunk and after the last, with the
-    schema's autovacuum settings."""
+    schema's autovacuum settings and the server's (recorded)."""
     queues.PGCOORD.reset(db.url)
     db.wait_until_idle()
     with psycopg.connect(db.url, autocommit=True) as conn:
         run_id = campaigns.campaign_create(conn, "size")
+        autovacuum, naptime = show(conn, "autovacuum"), show(conn, "autovacuum_naptime")
     chunks = []
     sent = 0
     started = time.perf_counter()
@@ -600,6 +613,8 @@ def measure_size(db: ScratchDatabase, args: argparse.Namespace) -> dict[str, Any
             flush=True,
         )
     return {
+        "autovacuum": autovacuum,
+        "autovacuum_naptime": naptime,
         "messages": sent,
         "chunk": args.size_chunk,
         "processing": "pgbench, 8 connections, bench/pgbench/campaign_functions.sql",
@@ -610,18 +625,57 @@ def measure_size(db: ScratchDatabase, args: argparse.Namespace) -> dict[str, Any
 def measure_size_with_naptime(
     server_url: str, db: ScratchDatabase, args: argparse.Namespace
 ) -> dict[str, Any]:
-    """measure_size again with autovacuum_naptime = SIZE_NAPTIME (ALTER SYSTEM, reset
-    after): what the server's setting does to the queue."""
+    """measure_size again with autovacuum_naptime = SIZE_NAPTIME, as docs/vacuum.md
+    recommends: set with ALTER SYSTEM for the length of it (for every database of the
+    server), then put back as it was. Not measured when autovacuum is off on the server
+    (the naptime would change nothing) or the role may not change the setting."""
     with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f"ALTER SYSTEM SET autovacuum_naptime = '{SIZE_NAPTIME}'")
-        conn.execute("SELECT pg_catalog.pg_reload_conf()")
+        if show(conn, "autovacuum") != "on":
+            return {
+                "autovacuum_naptime": SIZE_NAPTIME,
+                "skipped": "autovacuum is off on this server",
+            }
+        try:
+            row = conn.execute(AUTO_CONF_NAPTIME).fetchone()
+            conn.execute(f"ALTER SYSTEM SET autovacuum_naptime = '{SIZE_NAPTIME}'")
+        except psycopg.errors.InsufficientPrivilege as exc:
+            return {"autovacuum_naptime": SIZE_NAPTIME, "skipped": str(exc).strip()}
+        prior = None if row is None else str(row[0])
     try:
+        if reload(server_url, lambda naptime: naptime == SIZE_NAPTIME) != SIZE_NAPTIME:
+            raise RuntimeError(f"autovacuum_naptime still not {SIZE_NAPTIME} after a reload")
         found = measure_size(db, args)
     finally:
         with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute("ALTER SYSTEM RESET autovacuum_naptime")
-            conn.execute("SELECT pg_catalog.pg_reload_conf()")
-    return {**found, "autovacuum_naptime": SIZE_NAPTIME}
+            if prior is None:
+                conn.execute("ALTER SYSTEM RESET autovacuum_naptime")
+            else:
+                conn.execute(
+                    sql.SQL("ALTER SYSTEM SET autovacuum_naptime = {}").format(sql.Literal(prior))
+                )
+        now = reload(server_url, lambda naptime: naptime != SIZE_NAPTIME)
+        print(f"size: autovacuum_naptime back to {now}", file=sys.stderr, flush=True)
+    return found
+
+
+def reload(server_url: str, done: Callable[[str], bool], timeout: float = 10.0) -> str:
+    """pg_reload_conf, then wait until a new session's autovacuum_naptime is `done` (the
+    server reloads its files in the background), at most `timeout`; return it."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_catalog.pg_reload_conf()")
+    deadline = time.monotonic() + timeout
+    while True:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            naptime = show(conn, "autovacuum_naptime")
+        if done(naptime) or time.monotonic() > deadline:
+            return naptime
+        time.sleep(0.1)
+
+
+def show(conn: psycopg.Connection[Any], setting: LiteralString) -> str:
+    row = conn.execute(f"SHOW {setting}").fetchone()
+    assert row is not None
+    return str(row[0])
 
 
 def sizes(conn: psycopg.Connection[Any]) -> dict[str, dict[str, int]]:
