@@ -1,11 +1,11 @@
 """Campaign send queue: messages per second through CampaignWorker processes with a no-op
-handler (batch 15), beside the plain-SQL ceiling (pgbench claiming 15 with SKIP LOCKED and
-completing them), the SQL functions alone (pgbench), PgQueuer (its batch tuned) and
-Procrastinate, at 1 and 8 workers, interleaved in one run. Also: enqueue of 100,000
-messages in one call; per message at batch 15 (8 workers, a drained backlog):
-transactions, WAL flushes, WAL bytes and the workers' CPU; with --size, the queue's size
-after 1,000,000 messages against its size after the first 100,000, with the server's
-autovacuum_naptime and with the 5 s docs/vacuum.md recommends (the target's).
+handler (batch 15, and again with its batch tuned), beside the plain-SQL ceiling (pgbench
+claiming 15 with SKIP LOCKED and completing them), the SQL functions alone (pgbench),
+PgQueuer (its batch tuned) and Procrastinate, at 1 and 8 workers, interleaved in one run.
+Also: enqueue of 100,000 messages in one call; per message at batch 15 (8 workers, a
+drained backlog): transactions, WAL flushes, WAL bytes and the workers' CPU; with --size,
+the queue's size after 1,000,000 messages against its size after the first 100,000, with
+the server's autovacuum_naptime and with the 5 s docs/vacuum.md recommends (the target's).
 
     python -m bench.campaigns [--seconds 4] [--rounds 3] [--workers 1,8] [--no-peers] [--size]
 
@@ -38,8 +38,10 @@ from .campaigns_report import (
     PGQUEUER,
     PLAIN,
     PROCRASTINATE,
+    TUNED,
     CostRun,
     Run,
+    best_batch,
 )
 from .database import ScratchDatabase, scratch_database, server
 from .fleet import Fleet
@@ -53,16 +55,31 @@ QUEUES = {
     PLAIN: queues.PLAIN,
     FUNCTIONS: queues.PGCOORD,
     PGCOORD: queues.PGCOORD,
+    TUNED: queues.PGCOORD,
     PGQUEUER: queues.PGQUEUER,
     PROCRASTINATE: queues.PROCRASTINATE,
 }
 SCRIPTS = {PLAIN: "campaign_plain", FUNCTIONS: "campaign_functions"}
+# the worker each fleet runs (bench/queue_worker.py)
+SYSTEMS = {
+    PGCOORD: "pgcoord",
+    TUNED: "pgcoord",
+    PGQUEUER: "pgqueuer",
+    PROCRASTINATE: "procrastinate",
+}
 
 # a run's backlog: BACKLOG_MARGIN times what it is expected to take in warm-up + window +
 # a second, at the rate expected for the variant and worker count: this guess (messages/s)
 # or the best measured so far when higher, doubled after a run whose backlog ran dry
 BACKLOG_MARGIN = 2.0
-GUESS = {PLAIN: 25_000, FUNCTIONS: 25_000, PGCOORD: 10_000, PGQUEUER: 12_000, PROCRASTINATE: 500}
+GUESS = {
+    PLAIN: 25_000,
+    FUNCTIONS: 25_000,
+    PGCOORD: 10_000,
+    TUNED: 20_000,
+    PGQUEUER: 12_000,
+    PROCRASTINATE: 500,
+}
 
 OUTCOMES: LiteralString = "SELECT count(*) FROM pgcoord.campaign_outcomes"
 # the size part runs again with the autovacuum_naptime docs/vacuum.md recommends for a
@@ -99,8 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         result["peers"] = install(db, args)
         args.variants = [v for v in campaigns_report.VARIANTS if usable(v, result["peers"])]
         result["enqueue"] = measure_enqueue(db, args)
+        result["pgcoord_tuning"] = tune(db, args, TUNED, args.pgcoord_batches)
         result["pgqueuer_tuning"] = tune_pgqueuer(db, args, result["peers"])
-        runs = measure(db, args, result["peers"], result["pgqueuer_tuning"])
+        tunings = {TUNED: result["pgcoord_tuning"], PGQUEUER: result["pgqueuer_tuning"]}
+        runs = measure(db, args, result["peers"], tunings)
         result["costs"] = [run.as_dict() for run in measure_costs(db, args)]
         if args.size:
             result["size"] = measure_size(db, args)
@@ -109,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     found = campaigns_report.targets(rows, runs, result)
     md, js = campaigns_report.write(args.output, result, rows, runs, found)
 
-    report.print_outcome(campaigns_report.summary_table(rows, "simple"), found, md, js, ROOT)
+    summary = campaigns_report.summary_table(rows, "simple", best_batch(result["pgcoord_tuning"]))
+    report.print_outcome(summary, found, md, js, ROOT)
     return 0
 
 
@@ -143,6 +163,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=[10, 50, 100, 250],
         help="PgQueuer batch sizes tried at the largest worker count; the best runs the "
         "rounds (10,50,100,250)",
+    )
+    parser.add_argument(
+        "--pgcoord-batches",
+        type=lambda s: [int(c) for c in s.split(",")],
+        default=[15, 60, 120, 240],
+        help="campaign worker batch sizes tried at the largest worker count; the best runs "
+        "the rounds beside batch 15 (15,60,120,240: multiples of 15, the queue's groups)",
     )
     parser.add_argument(
         "--enqueue-messages",
@@ -188,6 +215,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.cost_messages,
         args.cost_rounds,
         min(args.pgqueuer_batches),
+        min(args.pgcoord_batches),
         args.size_chunk,
     ]
     if min(counts) < 1 or args.warmup < 0 or args.size_messages < args.size_chunk:
@@ -244,15 +272,18 @@ def measure(
     db: ScratchDatabase,
     args: argparse.Namespace,
     peers: dict[str, dict[str, Any]],
-    tuning: list[dict[str, Any]],
+    tunings: dict[str, list[dict[str, Any]]],
 ) -> list[Run]:
     """Every round runs every worker count, and at each count every variant: in the
-    order of VARIANTS in odd rounds, reversed in even ones. PgQueuer's backlogs start
-    from its best rate while its batch was tuned."""
+    order of VARIANTS in odd rounds, reversed in even ones. A variant whose batch was
+    tuned runs the best batch, its backlogs starting from its best rate while tuned."""
     expected: dict[tuple[str, int], float] = {}
-    if tuning:
-        best = max(t["per_second"] * (2 if t["dry"] else 1) for t in tuning)
-        expected[(PGQUEUER, args.top)] = max(best, GUESS[PGQUEUER])
+    batches: dict[str, int] = {}
+    for variant, tuning in tunings.items():
+        if tuning:
+            best = max(t["per_second"] * (2 if t["dry"] else 1) for t in tuning)
+            expected[(variant, args.top)] = max(best, GUESS[variant])
+            batches[variant] = best_batch(tuning) or BATCH
     runs: list[Run] = []
     for round_no in range(1, args.rounds + 1):
         for workers in args.workers:
@@ -263,8 +294,9 @@ def measure(
                 if not usable(variant, peers):
                     continue
                 backlog = backlog_for(variant, workers, args, expected)
+                batch = batches.get(variant, BATCH)
                 try:
-                    run = one_run(db, variant, workers, round_no, backlog, args, peers)
+                    run = one_run(db, variant, workers, round_no, backlog, args, batch)
                 except Exception as exc:
                     if variant not in peers:
                         raise
@@ -310,11 +342,10 @@ def one_run(
     round_no: int,
     backlog: int,
     args: argparse.Namespace,
-    peers: dict[str, dict[str, Any]],
+    batch: int,
 ) -> Run:
     if variant in SCRIPTS:
         return pgbench_run_of(db, variant, workers, round_no, backlog, args)
-    batch = peers[PGQUEUER].get("batch", BATCH) if variant == PGQUEUER else BATCH
     return fleet_run(db, variant, workers, round_no, backlog, args, batch)
 
 
@@ -367,7 +398,7 @@ def fleet_run(
     queue.reset(db.url)
     db.wait_until_idle()
     with (
-        Fleet(variant, db.url, workers, batch=batch, concurrency=CONCURRENCY) as fleet,
+        Fleet(SYSTEMS[variant], db.url, workers, batch=batch, concurrency=CONCURRENCY) as fleet,
         psycopg.connect(db.url, autocommit=True) as conn,
     ):
         loading = time.perf_counter()
@@ -391,7 +422,7 @@ def fleet_run(
         ),
         "wal_bytes_per_message": round((last["wal"] - first["wal"]) / max(messages, 1), 1),
     }
-    if variant == PGQUEUER:
+    if variant in (TUNED, PGQUEUER):
         detail["batch"] = batch
     if first["server_cpu"] is not None and last["server_cpu"] is not None:
         detail["server_cpu_us"] = round(
@@ -417,24 +448,34 @@ def sample(
     }
 
 
+def tune(
+    db: ScratchDatabase, args: argparse.Namespace, variant: str, batches: list[int]
+) -> list[dict[str, Any]]:
+    """One run of `variant` per batch size at the largest worker count, each backlog sized
+    for the best rate so far; the best batch runs the rounds."""
+    expected: dict[tuple[str, int], float] = {}
+    tried: list[dict[str, Any]] = []
+    for batch in batches:
+        backlog = backlog_for(variant, args.top, args, expected)
+        run = fleet_run(db, variant, args.top, 0, backlog, args, batch)
+        learn(expected, run)
+        progress(run, f"batch {batch}")
+        tried.append({"batch": batch, "per_second": run.per_second, "dry": run.detail["dry"]})
+    return tried
+
+
 def tune_pgqueuer(
     db: ScratchDatabase, args: argparse.Namespace, peers: dict[str, dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """One run of PgQueuer per batch size at the largest worker count; the best batch
-    runs the rounds."""
+    """tune PgQueuer, when it runs here (a failed run leaves it out)."""
     if not usable(PGQUEUER, peers):
         return []
-    tried: list[dict[str, Any]] = []
-    for batch in args.pgqueuer_batches:
-        backlog = backlog_for(PGQUEUER, args.top, args, {})
-        try:
-            run = fleet_run(db, PGQUEUER, args.top, 0, backlog, args, batch)
-        except Exception as exc:
-            drop_peer(peers, PGQUEUER, exc)
-            return tried
-        progress(run, f"batch {batch}")
-        tried.append({"batch": batch, "per_second": run.per_second, "dry": run.detail["dry"]})
-    peers[PGQUEUER]["batch"] = max(tried, key=lambda t: float(t["per_second"]))["batch"]
+    try:
+        tried = tune(db, args, PGQUEUER, args.pgqueuer_batches)
+    except Exception as exc:
+        drop_peer(peers, PGQUEUER, exc)
+        return []
+    peers[PGQUEUER]["batch"] = best_batch(tried)
     return tried
 
 
@@ -709,6 +750,7 @@ def describe(db: ScratchDatabase, args: argparse.Namespace, kind: str) -> dict[s
             "concurrency": CONCURRENCY,
             "backlog_margin": BACKLOG_MARGIN,
             "pgqueuer_batches": args.pgqueuer_batches,
+            "pgcoord_batches": args.pgcoord_batches,
             "enqueue_messages": args.enqueue_messages,
             "enqueue_rounds": args.enqueue_rounds,
             "cost_messages": args.cost_messages,

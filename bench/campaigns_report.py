@@ -13,15 +13,17 @@ from .report import Target, format_us, setup_lines, targets_table, write_files
 
 PLAIN = "plain"  # pgbench, plain SQL on a simple message table: the ceiling
 FUNCTIONS = "functions"  # pgbench through pgcoord's SQL functions, no worker
-PGCOORD = "pgcoord"  # CampaignWorker processes
+PGCOORD = "pgcoord"  # CampaignWorker processes, batch 15
+TUNED = "pgcoord-tuned"  # the same, their batch tuned like PgQueuer's
 PGQUEUER = "pgqueuer"
 PROCRASTINATE = "procrastinate"
-VARIANTS = (PLAIN, FUNCTIONS, PGCOORD, PGQUEUER, PROCRASTINATE)
-FLEETS = (PGCOORD, PGQUEUER, PROCRASTINATE)  # worker processes
+VARIANTS = (PLAIN, FUNCTIONS, PGCOORD, TUNED, PGQUEUER, PROCRASTINATE)
+FLEETS = (PGCOORD, TUNED, PGQUEUER, PROCRASTINATE)  # worker processes
 LABEL = {
     PLAIN: "plain SQL (c)",
     FUNCTIONS: "functions",
     PGCOORD: "campaign worker",
+    TUNED: "campaign worker, batch tuned",
     PGQUEUER: "PgQueuer",
     PROCRASTINATE: "Procrastinate",
 }
@@ -43,7 +45,7 @@ VACUUM_DOC = "docs/vacuum.md"  # the autovacuum settings for a busy campaign que
 class Run:
     variant: str
     workers: int
-    round: int  # 0: a PgQueuer batch tried before the rounds
+    round: int  # 0: a batch tried before the rounds
     per_second: float  # messages processed per second in the window
     messages: int  # messages processed in the window (pgbench: in the run)
     detail: dict[str, Any] = field(default_factory=dict)
@@ -139,16 +141,21 @@ def _fields(found: dict[str, Any]) -> dict[str, Any]:
 
 
 def _ratio_target(
-    row: Row | None, variant: str, wanted: float, peers: dict[str, dict[str, Any]]
+    row: Row | None,
+    variant: str,
+    wanted: float,
+    peers: dict[str, dict[str, Any]],
+    of: str = PGCOORD,
+    name: str | None = None,
 ) -> Target:
-    name = f"campaign worker / {LABEL[variant]} at {TARGET_WORKERS} workers"
+    name = name or f"{LABEL[of]} / {LABEL[variant]} at {TARGET_WORKERS} workers"
     if variant in peers and peers[variant]["status"] != "ran":
         reason = peers[variant].get("reason", peers[variant]["status"])
         return Target(name, f">= {wanted:g}", f"not measured: {reason}", None)
-    ratio = None if row is None else row.ratio(PGCOORD, variant)
+    ratio = None if row is None else row.ratio(of, variant)
     if row is None or ratio is None:
         return Target(name, f">= {wanted:g}", "not measured", None)
-    measured = f"{ratio:.2f} ({row.medians[PGCOORD]:,.0f} / {row.medians[variant]:,.0f})"
+    measured = f"{ratio:.2f} ({row.medians[of]:,.0f} / {row.medians[variant]:,.0f})"
     return Target(name, f">= {wanted:g}", measured, ratio >= wanted)
 
 
@@ -159,6 +166,7 @@ def targets(rows: list[Row], runs: list[Run], result: dict[str, Any]) -> list[Ta
     found = [
         _ratio_target(at, PLAIN, TARGET_CEILING, peers),
         _ratio_target(at, PGQUEUER, TARGET_PGQUEUER, peers),
+        tuned_target(at, result),
         _ratio_target(at, PROCRASTINATE, TARGET_PROCRASTINATE, peers),
     ]
     enqueue = result.get("enqueue") or []
@@ -211,6 +219,31 @@ def targets(rows: list[Row], runs: list[Run], result: dict[str, Any]) -> list[Ta
         )
     )
     return found
+
+
+def tuned_target(row: Row | None, result: dict[str, Any]) -> Target:
+    """The campaign worker at its best batch against PgQueuer at its best."""
+    peers = result["peers"]
+    found = _ratio_target(
+        row,
+        PGQUEUER,
+        TARGET_PGQUEUER,
+        peers,
+        of=TUNED,
+        name=f"campaign worker, batch tuned / PgQueuer, batch tuned, at {TARGET_WORKERS} workers",
+    )
+    ours, theirs = best_batch(result.get("pgcoord_tuning")), peers[PGQUEUER].get("batch")
+    if found.met is None or ours is None or theirs is None:
+        return found
+    measured = found.measured.removesuffix(")") + f"; batch {ours} / batch {theirs})"
+    return Target(found.name, found.wanted, measured, found.met)
+
+
+def best_batch(tuning: list[dict[str, Any]] | None) -> int | None:
+    """The batch that ran fastest while tuned."""
+    if not tuning:
+        return None
+    return int(max(tuning, key=lambda t: float(t["per_second"]))["batch"])
 
 
 def size_target(result: dict[str, Any]) -> Target:
@@ -273,19 +306,26 @@ def size_growth(size: dict[str, Any] | None) -> tuple[int, int, float, int] | No
     return first, last, last / first, int(chunks[-1]["sent"])
 
 
-def summary_table(rows: list[Row], fmt: str) -> str:
+RATIOS = ((PGCOORD, PLAIN), (PGCOORD, PGQUEUER), (TUNED, PGQUEUER), (PGCOORD, PROCRASTINATE))
+
+
+def summary_table(rows: list[Row], fmt: str, tuned: int | None = None) -> str:
+    """Messages/s by variant and worker count, and the campaign worker's ratios; `tuned`:
+    the tuned variant's batch, for its label."""
     present = [v for v in VARIANTS if any(v in row.medians for row in rows)]
-    ratios = [v for v in (PLAIN, PGQUEUER, PROCRASTINATE) if v in present]
+    ratios = [(a, b) for a, b in RATIOS if a in present and b in present]
     table = []
     for row in rows:
         cells: list[Any] = [row.workers]
         cells += [f"{row.medians[v]:,.0f}" if v in row.medians else "-" for v in present]
-        for v in ratios:
-            ratio = row.ratio(PGCOORD, v)
+        for a, b in ratios:
+            ratio = row.ratio(a, b)
             cells.append("-" if ratio is None else f"{ratio:.2f}")
         table.append(cells)
-    headers = ["workers", *(LABEL[v] for v in present)]
-    headers += [f"worker / {LABEL[v].removesuffix(' (c)')}" for v in ratios]
+    label = {**LABEL, TUNED: LABEL[TUNED] if tuned is None else f"campaign worker (batch {tuned})"}
+    worker = {PGCOORD: "worker", TUNED: "worker" if tuned is None else f"worker (batch {tuned})"}
+    headers = ["workers", *(label[v] for v in present)]
+    headers += [f"{worker[a]} / {LABEL[b].removesuffix(' (c)')}" for a, b in ratios]
     return tabulate(
         table,
         headers=headers,
@@ -332,14 +372,16 @@ def markdown(result: dict[str, Any], rows: list[Row], runs: list[Run], found: li
         f"{settings['concurrency']} and a no-op task, its psycopg connector, LISTEN/NOTIFY "
         "on. Both run and are counted like the campaign worker, each in its own schema of "
         "the same database, with the same messages (recipient and payload).",
+        *tuned_bullet(result.get("pgcoord_tuning")),
         "",
-        summary_table(rows, "github"),
+        summary_table(rows, "github", best_batch(result.get("pgcoord_tuning"))),
         "",
         "## Targets",
         "",
         targets_table(found, "github"),
         "",
     ]
+    lines += tuning_lines(result.get("pgcoord_tuning") or [])
     lines += peer_lines(peers, result.get("pgqueuer_tuning") or [])
     lines += cost_lines(result)
     lines += enqueue_lines(result.get("enqueue") or [], runs)
@@ -397,19 +439,45 @@ def peer_lines(peers: dict[str, dict[str, Any]], tuning: list[dict[str, Any]]) -
             "PgQueuer's batch (`QueueManager.run(batch_size=...)`), one run each at the "
             "largest worker count before the rounds; the best ran the rounds:",
             "",
-            tabulate(
-                [
-                    [t["batch"], f"{t['per_second']:,.0f}", "yes" if t["dry"] else ""]
-                    for t in tuning
-                ],
-                headers=["batch", "messages/s", "ran dry"],
-                tablefmt="github",
-                disable_numparse=True,
-                colalign=("right", "right", "left"),
-            ),
+            tuning_table(tuning),
             "",
         ]
     return lines
+
+
+def tuned_bullet(tuning: list[dict[str, Any]] | None) -> list[str]:
+    batch = best_batch(tuning)
+    if batch is None:
+        return []
+    return [
+        f"- campaign worker (batch {batch}): the campaign worker with the batch that ran "
+        "fastest when each of a few was tried before the rounds (below), as PgQueuer's is."
+    ]
+
+
+def tuning_lines(tuning: list[dict[str, Any]]) -> list[str]:
+    if not tuning:
+        return []
+    return [
+        "## The campaign worker's batch",
+        "",
+        "`CampaignWorker(batch=...)`, one run each at the largest worker count before the "
+        f"rounds; the best, {best_batch(tuning)}, ran the rounds as the tuned variant, "
+        "beside batch 15. The ceiling and the cost per message stay at batch 15.",
+        "",
+        tuning_table(tuning),
+        "",
+    ]
+
+
+def tuning_table(tuning: list[dict[str, Any]]) -> str:
+    return tabulate(
+        [[t["batch"], f"{t['per_second']:,.0f}", "yes" if t["dry"] else ""] for t in tuning],
+        headers=["batch", "messages/s", "ran dry"],
+        tablefmt="github",
+        disable_numparse=True,
+        colalign=("right", "right", "left"),
+    )
 
 
 def cost_lines(result: dict[str, Any]) -> list[str]:
@@ -711,9 +779,9 @@ def write(
                 "workers": row.workers,
                 "messages_per_second": row.medians,
                 "ratios": {
-                    f"{PGCOORD}/{v}": row.ratio(PGCOORD, v)
-                    for v in (PLAIN, FUNCTIONS, PGQUEUER, PROCRASTINATE)
-                    if row.ratio(PGCOORD, v) is not None
+                    f"{a}/{b}": row.ratio(a, b)
+                    for a, b in ((PGCOORD, FUNCTIONS), *RATIOS)
+                    if row.ratio(a, b) is not None
                 },
             }
             for row in rows
