@@ -1,10 +1,11 @@
 """Campaign send queue: messages per second through CampaignWorker processes with a no-op
-handler (batch 15), beside the plain-SQL ceiling (pgbench claiming 15 with SKIP LOCKED and
-completing them), the SQL functions alone (pgbench), PgQueuer (its batch tuned) and
-Procrastinate, at 1 and 8 workers, interleaved in one run. Also: enqueue of 100,000
-messages in one call; per message at batch 15 (8 workers, a drained backlog):
-transactions, WAL flushes, WAL bytes and the workers' CPU; with --size, the queue's size
-after 1,000,000 messages against its size after the first 100,000.
+handler (batch 15, and again with its batch tuned), beside the plain-SQL ceiling (pgbench
+claiming 15 with SKIP LOCKED and completing them), the SQL functions alone (pgbench),
+PgQueuer (its batch tuned) and Procrastinate, at 1 and 8 workers, interleaved in one run.
+Also: enqueue of 100,000 messages in one call; per message at batch 15 (8 workers, a
+drained backlog): transactions, WAL flushes, WAL bytes and the workers' CPU; with --size,
+the queue's size after 1,000,000 messages against its size after the first 100,000, with
+the server's autovacuum_naptime and with the 5 s docs/vacuum.md recommends (the target's).
 
     python -m bench.campaigns [--seconds 4] [--rounds 3] [--workers 1,8] [--no-peers] [--size]
 
@@ -21,10 +22,12 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, LiteralString
 
 import psycopg
+from psycopg import sql
 
 from pgcoord import campaigns
 
@@ -35,8 +38,10 @@ from .campaigns_report import (
     PGQUEUER,
     PLAIN,
     PROCRASTINATE,
+    TUNED,
     CostRun,
     Run,
+    best_batch,
 )
 from .database import ScratchDatabase, scratch_database, server
 from .fleet import Fleet
@@ -50,20 +55,43 @@ QUEUES = {
     PLAIN: queues.PLAIN,
     FUNCTIONS: queues.PGCOORD,
     PGCOORD: queues.PGCOORD,
+    TUNED: queues.PGCOORD,
     PGQUEUER: queues.PGQUEUER,
     PROCRASTINATE: queues.PROCRASTINATE,
 }
 SCRIPTS = {PLAIN: "campaign_plain", FUNCTIONS: "campaign_functions"}
+# the worker each fleet runs (bench/queue_worker.py)
+SYSTEMS = {
+    PGCOORD: "pgcoord",
+    TUNED: "pgcoord",
+    PGQUEUER: "pgqueuer",
+    PROCRASTINATE: "procrastinate",
+}
 
 # a run's backlog: BACKLOG_MARGIN times what it is expected to take in warm-up + window +
 # a second, at the rate expected for the variant and worker count: this guess (messages/s)
 # or the best measured so far when higher, doubled after a run whose backlog ran dry
 BACKLOG_MARGIN = 2.0
-GUESS = {PLAIN: 25_000, FUNCTIONS: 25_000, PGCOORD: 10_000, PGQUEUER: 12_000, PROCRASTINATE: 500}
+GUESS = {
+    PLAIN: 25_000,
+    FUNCTIONS: 25_000,
+    PGCOORD: 10_000,
+    TUNED: 20_000,
+    PGQUEUER: 12_000,
+    PROCRASTINATE: 500,
+}
 
 OUTCOMES: LiteralString = "SELECT count(*) FROM pgcoord.campaign_outcomes"
-# the size part runs again on an embedded server with this autovacuum_naptime
+# the size part runs again with the autovacuum_naptime docs/vacuum.md recommends for a
+# database that holds a busy campaign queue: the target's measurement
 SIZE_NAPTIME: LiteralString = "5s"
+# a value of autovacuum_naptime set by an earlier ALTER SYSTEM, to put back after
+AUTO_CONF_NAPTIME: LiteralString = """
+SELECT setting FROM pg_catalog.pg_file_settings
+WHERE name = 'autovacuum_naptime' AND sourcefile LIKE '%postgresql.auto.conf'
+ORDER BY seqno DESC
+LIMIT 1
+"""
 PGCOORD_SIZES: LiteralString = """
 SELECT
     c.relname,
@@ -88,18 +116,20 @@ def main(argv: list[str] | None = None) -> int:
         result["peers"] = install(db, args)
         args.variants = [v for v in campaigns_report.VARIANTS if usable(v, result["peers"])]
         result["enqueue"] = measure_enqueue(db, args)
+        result["pgcoord_tuning"] = tune(db, args, TUNED, args.pgcoord_batches)
         result["pgqueuer_tuning"] = tune_pgqueuer(db, args, result["peers"])
-        runs = measure(db, args, result["peers"], result["pgqueuer_tuning"])
+        tunings = {TUNED: result["pgcoord_tuning"], PGQUEUER: result["pgqueuer_tuning"]}
+        runs = measure(db, args, result["peers"], tunings)
         result["costs"] = [run.as_dict() for run in measure_costs(db, args)]
         if args.size:
             result["size"] = measure_size(db, args)
-            if not url:  # a throwaway server of the bench's own: its settings may change
-                result["size_naptime"] = measure_size_with_naptime(server_url, db, args)
+            result["size_naptime"] = measure_size_with_naptime(server_url, db, args)
     rows = campaigns_report.summarise(runs)
     found = campaigns_report.targets(rows, runs, result)
     md, js = campaigns_report.write(args.output, result, rows, runs, found)
 
-    report.print_outcome(campaigns_report.summary_table(rows, "simple"), found, md, js, ROOT)
+    summary = campaigns_report.summary_table(rows, "simple", best_batch(result["pgcoord_tuning"]))
+    report.print_outcome(summary, found, md, js, ROOT)
     return 0
 
 
@@ -135,6 +165,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "rounds (10,50,100,250)",
     )
     parser.add_argument(
+        "--pgcoord-batches",
+        type=lambda s: [int(c) for c in s.split(",")],
+        default=[15, 60, 120, 240],
+        help="campaign worker batch sizes tried at the largest worker count; the best runs "
+        "the rounds beside batch 15 (15,60,120,240: multiples of 15, the queue's groups)",
+    )
+    parser.add_argument(
         "--enqueue-messages",
         type=int,
         default=100_000,
@@ -156,7 +193,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--size",
         action="store_true",
         help="also process --size-messages (in chunks of --size-chunk) and compare the "
-        "queue's size with its size after the first chunk (minutes)",
+        "queue's size with its size after the first chunk, with the server's "
+        "autovacuum_naptime and again with 5s (set with ALTER SYSTEM for the length of it, "
+        "for every database of the server, then put back; minutes)",
     )
     parser.add_argument("--size-messages", type=int, default=1_000_000, help="(1000000)")
     parser.add_argument("--size-chunk", type=int, default=100_000, help="(100000)")
@@ -176,6 +215,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.cost_messages,
         args.cost_rounds,
         min(args.pgqueuer_batches),
+        min(args.pgcoord_batches),
         args.size_chunk,
     ]
     if min(counts) < 1 or args.warmup < 0 or args.size_messages < args.size_chunk:
@@ -232,15 +272,18 @@ def measure(
     db: ScratchDatabase,
     args: argparse.Namespace,
     peers: dict[str, dict[str, Any]],
-    tuning: list[dict[str, Any]],
+    tunings: dict[str, list[dict[str, Any]]],
 ) -> list[Run]:
     """Every round runs every worker count, and at each count every variant: in the
-    order of VARIANTS in odd rounds, reversed in even ones. PgQueuer's backlogs start
-    from its best rate while its batch was tuned."""
+    order of VARIANTS in odd rounds, reversed in even ones. A variant whose batch was
+    tuned runs the best batch, its backlogs starting from its best rate while tuned."""
     expected: dict[tuple[str, int], float] = {}
-    if tuning:
-        best = max(t["per_second"] * (2 if t["dry"] else 1) for t in tuning)
-        expected[(PGQUEUER, args.top)] = max(best, GUESS[PGQUEUER])
+    batches: dict[str, int] = {}
+    for variant, tuning in tunings.items():
+        if tuning:
+            best = max(t["per_second"] * (2 if t["dry"] else 1) for t in tuning)
+            expected[(variant, args.top)] = max(best, GUESS[variant])
+            batches[variant] = best_batch(tuning) or BATCH
     runs: list[Run] = []
     for round_no in range(1, args.rounds + 1):
         for workers in args.workers:
@@ -251,8 +294,9 @@ def measure(
                 if not usable(variant, peers):
                     continue
                 backlog = backlog_for(variant, workers, args, expected)
+                batch = batches.get(variant, BATCH)
                 try:
-                    run = one_run(db, variant, workers, round_no, backlog, args, peers)
+                    run = one_run(db, variant, workers, round_no, backlog, args, batch)
                 except Exception as exc:
                     if variant not in peers:
                         raise
@@ -298,11 +342,10 @@ def one_run(
     round_no: int,
     backlog: int,
     args: argparse.Namespace,
-    peers: dict[str, dict[str, Any]],
+    batch: int,
 ) -> Run:
     if variant in SCRIPTS:
         return pgbench_run_of(db, variant, workers, round_no, backlog, args)
-    batch = peers[PGQUEUER].get("batch", BATCH) if variant == PGQUEUER else BATCH
     return fleet_run(db, variant, workers, round_no, backlog, args, batch)
 
 
@@ -355,7 +398,7 @@ def fleet_run(
     queue.reset(db.url)
     db.wait_until_idle()
     with (
-        Fleet(variant, db.url, workers, batch=batch, concurrency=CONCURRENCY) as fleet,
+        Fleet(SYSTEMS[variant], db.url, workers, batch=batch, concurrency=CONCURRENCY) as fleet,
         psycopg.connect(db.url, autocommit=True) as conn,
     ):
         loading = time.perf_counter()
@@ -379,7 +422,7 @@ def fleet_run(
         ),
         "wal_bytes_per_message": round((last["wal"] - first["wal"]) / max(messages, 1), 1),
     }
-    if variant == PGQUEUER:
+    if variant in (TUNED, PGQUEUER):
         detail["batch"] = batch
     if first["server_cpu"] is not None and last["server_cpu"] is not None:
         detail["server_cpu_us"] = round(
@@ -405,24 +448,34 @@ def sample(
     }
 
 
+def tune(
+    db: ScratchDatabase, args: argparse.Namespace, variant: str, batches: list[int]
+) -> list[dict[str, Any]]:
+    """One run of `variant` per batch size at the largest worker count, each backlog sized
+    for the best rate so far; the best batch runs the rounds."""
+    expected: dict[tuple[str, int], float] = {}
+    tried: list[dict[str, Any]] = []
+    for batch in batches:
+        backlog = backlog_for(variant, args.top, args, expected)
+        run = fleet_run(db, variant, args.top, 0, backlog, args, batch)
+        learn(expected, run)
+        progress(run, f"batch {batch}")
+        tried.append({"batch": batch, "per_second": run.per_second, "dry": run.detail["dry"]})
+    return tried
+
+
 def tune_pgqueuer(
     db: ScratchDatabase, args: argparse.Namespace, peers: dict[str, dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """One run of PgQueuer per batch size at the largest worker count; the best batch
-    runs the rounds."""
+    """tune PgQueuer, when it runs here (a failed run leaves it out)."""
     if not usable(PGQUEUER, peers):
         return []
-    tried: list[dict[str, Any]] = []
-    for batch in args.pgqueuer_batches:
-        backlog = backlog_for(PGQUEUER, args.top, args, {})
-        try:
-            run = fleet_run(db, PGQUEUER, args.top, 0, backlog, args, batch)
-        except Exception as exc:
-            drop_peer(peers, PGQUEUER, exc)
-            return tried
-        progress(run, f"batch {batch}")
-        tried.append({"batch": batch, "per_second": run.per_second, "dry": run.detail["dry"]})
-    peers[PGQUEUER]["batch"] = max(tried, key=lambda t: float(t["per_second"]))["batch"]
+    try:
+        tried = tune(db, args, PGQUEUER, args.pgqueuer_batches)
+    except Exception as exc:
+        drop_peer(peers, PGQUEUER, exc)
+        return []
+    peers[PGQUEUER]["batch"] = best_batch(tried)
     return tried
 
 
@@ -555,11 +608,12 @@ def measure_size(db: ScratchDatabase, args: argparse.Namespace) -> dict[str, Any
     with pgbench through the SQL functions (8 connections claiming 15 and completing them
     with campaign_complete_many, as the workers do), and again, until --size-messages
     have been sent; the tables' sizes after the first chunk and after the last, with the
-    schema's autovacuum settings."""
+    schema's autovacuum settings and the server's (recorded)."""
     queues.PGCOORD.reset(db.url)
     db.wait_until_idle()
     with psycopg.connect(db.url, autocommit=True) as conn:
         run_id = campaigns.campaign_create(conn, "size")
+        autovacuum, naptime = show(conn, "autovacuum"), show(conn, "autovacuum_naptime")
     chunks = []
     sent = 0
     started = time.perf_counter()
@@ -600,6 +654,8 @@ def measure_size(db: ScratchDatabase, args: argparse.Namespace) -> dict[str, Any
             flush=True,
         )
     return {
+        "autovacuum": autovacuum,
+        "autovacuum_naptime": naptime,
         "messages": sent,
         "chunk": args.size_chunk,
         "processing": "pgbench, 8 connections, bench/pgbench/campaign_functions.sql",
@@ -610,18 +666,57 @@ def measure_size(db: ScratchDatabase, args: argparse.Namespace) -> dict[str, Any
 def measure_size_with_naptime(
     server_url: str, db: ScratchDatabase, args: argparse.Namespace
 ) -> dict[str, Any]:
-    """measure_size again with autovacuum_naptime = SIZE_NAPTIME (ALTER SYSTEM, reset
-    after): what the server's setting does to the queue."""
+    """measure_size again with autovacuum_naptime = SIZE_NAPTIME, as docs/vacuum.md
+    recommends: set with ALTER SYSTEM for the length of it (for every database of the
+    server), then put back as it was. Not measured when autovacuum is off on the server
+    (the naptime would change nothing) or the role may not change the setting."""
     with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f"ALTER SYSTEM SET autovacuum_naptime = '{SIZE_NAPTIME}'")
-        conn.execute("SELECT pg_catalog.pg_reload_conf()")
+        if show(conn, "autovacuum") != "on":
+            return {
+                "autovacuum_naptime": SIZE_NAPTIME,
+                "skipped": "autovacuum is off on this server",
+            }
+        try:
+            row = conn.execute(AUTO_CONF_NAPTIME).fetchone()
+            conn.execute(f"ALTER SYSTEM SET autovacuum_naptime = '{SIZE_NAPTIME}'")
+        except psycopg.errors.InsufficientPrivilege as exc:
+            return {"autovacuum_naptime": SIZE_NAPTIME, "skipped": str(exc).strip()}
+        prior = None if row is None else str(row[0])
     try:
+        if reload(server_url, lambda naptime: naptime == SIZE_NAPTIME) != SIZE_NAPTIME:
+            raise RuntimeError(f"autovacuum_naptime still not {SIZE_NAPTIME} after a reload")
         found = measure_size(db, args)
     finally:
         with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute("ALTER SYSTEM RESET autovacuum_naptime")
-            conn.execute("SELECT pg_catalog.pg_reload_conf()")
-    return {**found, "autovacuum_naptime": SIZE_NAPTIME}
+            if prior is None:
+                conn.execute("ALTER SYSTEM RESET autovacuum_naptime")
+            else:
+                conn.execute(
+                    sql.SQL("ALTER SYSTEM SET autovacuum_naptime = {}").format(sql.Literal(prior))
+                )
+        now = reload(server_url, lambda naptime: naptime != SIZE_NAPTIME)
+        print(f"size: autovacuum_naptime back to {now}", file=sys.stderr, flush=True)
+    return found
+
+
+def reload(server_url: str, done: Callable[[str], bool], timeout: float = 10.0) -> str:
+    """pg_reload_conf, then wait until a new session's autovacuum_naptime is `done` (the
+    server reloads its files in the background), at most `timeout`; return it."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_catalog.pg_reload_conf()")
+    deadline = time.monotonic() + timeout
+    while True:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            naptime = show(conn, "autovacuum_naptime")
+        if done(naptime) or time.monotonic() > deadline:
+            return naptime
+        time.sleep(0.1)
+
+
+def show(conn: psycopg.Connection[Any], setting: LiteralString) -> str:
+    row = conn.execute(f"SHOW {setting}").fetchone()
+    assert row is not None
+    return str(row[0])
 
 
 def sizes(conn: psycopg.Connection[Any]) -> dict[str, dict[str, int]]:
@@ -655,6 +750,7 @@ def describe(db: ScratchDatabase, args: argparse.Namespace, kind: str) -> dict[s
             "concurrency": CONCURRENCY,
             "backlog_margin": BACKLOG_MARGIN,
             "pgqueuer_batches": args.pgqueuer_batches,
+            "pgcoord_batches": args.pgcoord_batches,
             "enqueue_messages": args.enqueue_messages,
             "enqueue_rounds": args.enqueue_rounds,
             "cost_messages": args.cost_messages,
