@@ -2678,17 +2678,17 @@ COMMENT ON FUNCTION pgcoord.raise_bad_argument(text, anyelement, text) IS
 -- The rate and burst are the call's own (a caller may change them; the tokens spent so
 -- far stay spent).
 --
--- One statement decides. It reads the bucket without locking it: tokens leave a bucket
--- only through committed grants, so the bucket as the statement sees it holds at least
--- what it holds now. A refusal seen is therefore a true refusal (its wait at worst a
--- little short, when another caller's grant commits meanwhile: the caller asks again)
--- and writes nothing, no row version and no row lock, however hot the key. A grant
--- seen is made on the newest version of the row under its row lock, compared with what
--- was read (every grant changes tokens or tokens_at) and checked for a pause; when
--- another caller changed the row meanwhile, the call looks again (it keeps the row lock
--- it waited for: a lost race is the one refusal that writes, a lock but no row
--- version). Callers of one key are serialized by the row only when they may be granted;
--- different keys never meet.
+-- A plain read decides a refusal, one statement a grant. Both read the bucket without
+-- locking it: tokens leave a bucket only through committed grants, so the bucket as a
+-- statement sees it holds at least what it holds now. A refusal seen is therefore a true
+-- refusal (its wait at worst a little short, when another caller's grant commits
+-- meanwhile: the caller asks again) and writes nothing, no row version and no row lock,
+-- however hot the key. A grant seen is made on the newest version of the row under its
+-- row lock, compared with what was read (every grant changes tokens or tokens_at) and
+-- checked for a pause; when another caller changed the row meanwhile, the call looks
+-- again (it keeps the row lock it waited for: a lost race is the one refusal that
+-- writes, a lock but no row version). Callers of one key are serialized by the row only
+-- when they may be granted; different keys never meet.
 CREATE OR REPLACE FUNCTION pgcoord.rate_acquire(
     p_key text,
     p_per_second double precision,
@@ -2738,7 +2738,25 @@ BEGIN
         END IF;
     END IF;
 
-    LOOP
+    -- a refusal is decided by a plain read, before any write statement: no row lock, no
+    -- snapshot of a modifying statement, half the work of the loop below, which runs only
+    -- when the bucket may grant (or has no row yet)
+    SELECT
+        r.paused_until,
+        least(p_burst, coalesce(
+            r.tokens + v_rate * greatest(extract(EPOCH FROM v_now - r.tokens_at), 0)::float8,
+            p_burst
+        ))
+    INTO v_paused_until, v_tokens
+    FROM pgcoord.rates AS r
+    WHERE r.key = p_key;
+    v_seen := FOUND;
+    v_granted := false;
+
+    WHILE NOT (
+        v_granted
+        OR v_seen AND (coalesce(v_paused_until > v_now, false) OR v_tokens < p_cost)
+    ) LOOP
         WITH seen AS (
             SELECT
                 true AS found,
@@ -2790,10 +2808,8 @@ BEGIN
         FROM (SELECT) AS one
         LEFT JOIN seen AS s ON true;
 
-        -- decided: granted, or refused on the row as read; else another caller created
-        -- or changed the row since it was read, and the call looks again
-        EXIT WHEN v_granted
-        OR v_seen AND (coalesce(v_paused_until > v_now, false) OR v_tokens < p_cost);
+        -- decided (the loop's test): granted, or refused on the row as read; else another
+        -- caller created or changed the row since it was read, and the call looks again
     END LOOP;
 
     IF v_granted THEN
