@@ -480,3 +480,40 @@ def test_the_completion_goes_alone_when_its_claim_fails(
         assert w.processed == 30 and broken
 
     run(test, db_url)
+
+
+def test_the_deadlines_of_ended_handlers_do_not_pile_up_behind_a_long_one(db_url: str) -> None:
+    """One timer watches every handler's deadline; those of handlers that ended behind
+    one still running are dropped, so the worker's memory stays bounded whatever the
+    backlog."""
+
+    async def test(queue: Queue) -> None:
+        run_id = await queue.run()
+        await queue.enqueue(run_id, 300)
+        release = asyncio.Event()
+
+        async def send(message: CampaignMessage) -> None:
+            if message.payload["i"] == 0:
+                await release.wait()  # runs until the other 299 are sent
+
+        w = worker(send, db_url, concurrency=2, timeout=timedelta(seconds=30))
+        most = 0
+
+        async def watch() -> None:
+            nonlocal most
+            while True:
+                most = max(most, len(w._deadlines))
+                await asyncio.sleep(0.005)
+
+        async def others_sent() -> bool:
+            return (await queue.progress(run_id)).sent == 299
+
+        watcher = asyncio.create_task(watch())
+        async with running(w):
+            await wait_until(others_sent, "the other 299 sent", 30)
+            release.set()
+            await wait_until(lambda: queue.done(run_id, sent=300), "every message sent")
+        watcher.cancel()
+        assert 0 < most <= 4 * w.capacity + 1, most
+
+    run(test, db_url)

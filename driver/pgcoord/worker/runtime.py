@@ -217,6 +217,7 @@ class Flight(Generic[Item]):
     completed: bool = False  # complete_in succeeded inside the handler
     lost: bool = False  # the heartbeat found the claim taken by another
     stopped: bool = False  # cancelled by the worker's stop, past its grace
+    timed_out: bool = False  # cancelled at its deadline (the worker's timeout)
     claimed: float = 0.0  # when it was claimed (time.monotonic)
     started: float = 0.0  # when its handler started
     ended: float = 0.0  # when its handler ended
@@ -405,6 +406,10 @@ class Runtime(Generic[Item]):
         self._tasks: set[asyncio.Task[None]] = set()  # the items' tasks and heartbeats
         self._beat_every = lease.total_seconds() / 3
         self._claiming = False  # a claim call is in flight (of either loop)
+        # the handlers' deadlines in the order they started (one timeout for all: the
+        # order of the deadlines too), watched by one timer for the earliest
+        self._deadlines: collections.deque[tuple[float, Flight[Item]]] = collections.deque()
+        self._deadline_timer: asyncio.TimerHandle | None = None
         self._sweep: asyncio.Task[None] | None = None
         self._abandoned: set[asyncio.Task[Any]] = set()  # calls past call_timeout
         self._queued: collections.deque[Flight[Item]] = collections.deque()  # to admit
@@ -465,6 +470,8 @@ class Runtime(Generic[Item]):
             await self._drain(0)
             raise
         finally:
+            if self._deadline_timer is not None:
+                self._deadline_timer.cancel()
             leftover = [*self._tasks, *([self._sweep] if self._sweep else []), *self._abandoned]
             for task in [*helpers, *leftover]:
                 task.cancel()
@@ -638,6 +645,8 @@ class Runtime(Generic[Item]):
                 self._running += 1
                 flight.running = True
                 flight.task = self._spawn(self._process(flight))
+                if self.timeout is not None:
+                    self._watch(flight)
             self._admit.set()  # look again: more may be startable
 
     async def _spend(self, cost: int) -> timedelta:
@@ -676,17 +685,24 @@ class Runtime(Generic[Item]):
             flight.started = time.monotonic()
             current.set(flight)  # this task's context: complete_in finds its flight
             try:
-                result = await self._run_handler(flight.item)
+                if flight.timed_out:  # its deadline passed before it started
+                    raise asyncio.CancelledError
+                result = await self.handler(flight.item)
             except asyncio.CancelledError:
-                if not (flight.lost or flight.stopped):
+                if not (flight.lost or flight.stopped or flight.timed_out):
                     # torn down from outside run() (the event loop is closing): no grace
                     self._end_handler(flight)
                     await self._release(flight)
                     raise
                 task = asyncio.current_task()
-                if task is not None:
+                if task is not None and task.cancelling():
                     task.uncancel()  # the worker's own cancel, handled here
-                cancelled = True
+                if flight.lost or flight.stopped:
+                    cancelled = True
+                else:
+                    assert self.timeout is not None
+                    seconds = self.timeout.total_seconds()
+                    error = HandlerTimeout(f"handler timed out after {seconds:g} s")
             except Exception as exc:
                 error = exc
             self._end_handler(flight)
@@ -708,17 +724,35 @@ class Runtime(Generic[Item]):
         if self._running == 0 and not self._queued:
             self._done_ready.set()  # nothing more is coming: a lingering completion goes
 
-    async def _run_handler(self, item: Item) -> Any:
-        if self.timeout is None:
-            return await self.handler(item)
-        seconds = self.timeout.total_seconds()
-        try:
-            async with asyncio.timeout(seconds) as scope:
-                return await self.handler(item)
-        except TimeoutError:
-            if scope.expired():
-                raise HandlerTimeout(f"handler timed out after {seconds:g} s") from None
-            raise
+    def _watch(self, flight: Flight[Item]) -> None:
+        """Cancel the flight's handler once it has run for the worker's timeout."""
+        assert self.timeout is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout.total_seconds()
+        self._deadlines.append((deadline, flight))
+        if self._deadline_timer is None:
+            self._deadline_timer = loop.call_at(deadline, self._expire)
+        elif len(self._deadlines) > 4 * self.capacity:
+            # ended handlers behind a long one: memory stays bounded whatever the backlog
+            self._deadlines = collections.deque((d, f) for d, f in self._deadlines if not f.ended)
+
+    def _expire(self) -> None:
+        """Cancel the handlers past their deadline; watch the next deadline."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        deadlines = self._deadlines
+        while deadlines:
+            deadline, flight = deadlines[0]
+            if flight.ended:
+                deadlines.popleft()
+                continue
+            if deadline > now:
+                break
+            deadlines.popleft()
+            flight.timed_out = True
+            if flight.in_handler and flight.task is not None:
+                flight.task.cancel()
+        self._deadline_timer = loop.call_at(deadlines[0][0], self._expire) if deadlines else None
 
     def _first_beat(self, lease: Lease[Item]) -> None:
         if lease.beating:
