@@ -11,6 +11,7 @@ and `-m "not pooler"` leaves them out on purpose.
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -26,6 +27,11 @@ from pgcoord.embedded import embedded_server
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # a shell starts a background job with SIGINT ignored (scripts/test runs the suites
+    # of two servers at once that way), and the commands the tests start would inherit
+    # that: the tests of Ctrl-C need it delivered
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     config.addinivalue_line("markers", "pooler: runs through PgBouncer in transaction mode")
 
 
