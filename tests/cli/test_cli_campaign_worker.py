@@ -140,6 +140,7 @@ def test_options_given_become_the_workers_arguments() -> None:
     ("options", "error"),
     [
         (["--retry-in", "5"], "--retry-in is an option of the buffer worker, not of --campaign"),
+        (["--payloads"], "--payloads is an option of the buffer worker, not of --campaign"),
         (
             ["--rate", "5"],
             "--rate-key, --rate and --burst go together: --rate-key and --burst missing",

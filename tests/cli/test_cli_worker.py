@@ -138,6 +138,10 @@ def sync_reply(burst):
     pass
 
 
+async def reply_with_payloads(burst, payloads):
+    (HERE / "payloads").write_text(" ".join(p["name"] for p in payloads))
+
+
 class Replier:
     async def __call__(self, burst):
         pass
@@ -264,3 +268,60 @@ def test_a_signal_stops_pgcoord_work_after_its_burst_finished_or_was_given_back(
         assert (row.claimed_by, row.attempt, row.last_error) == (None, 0, None)
         assert f"WARNING pgcoord.worker: gave back 'cli:1' (attempt 1): {STOPPED}" in err
         assert "worker cli-worker stopped: bursts completed 0, given back 1" in err
+
+
+def test_work_payloads_gives_the_handler_the_stored_payloads(
+    handlers: str, tmp_path: Path, conn: psycopg.Connection[Any], db_url: str
+) -> None:
+    for i, name in enumerate(["Ana", "Bo"]):
+        inbox.message_ingest(
+            conn, "t", str(i), "cli:p", f"m{i}", payload={"name": name}, debounce=timedelta(0)
+        )
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    command = [str(PGCOORD), "work", f"{handlers}:reply_with_payloads", "--payloads"]
+    command += ["--database-url", db_url]
+    proc = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "payloads").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert (tmp_path / "payloads").read_text() == "Ana Bo", err
+    assert proc.returncode == 0, err
+
+
+@pytest.mark.parametrize(
+    ("spec", "options", "error"),
+    [
+        (
+            "{m}:reply",
+            ["--payloads"],
+            "{m}:reply: with payloads=True the handler takes two arguments: (batch, payloads)",
+        ),
+        (
+            "{m}:reply_with_payloads",
+            [],
+            "{m}:reply_with_payloads: the handler takes one argument, the batch",
+        ),
+    ],
+)
+def test_a_handler_that_does_not_take_what_it_gets_is_one_line(
+    handlers: str,
+    db_url: str,
+    spec: str,
+    options: list[str],
+    error: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    spec, error = spec.format(m=handlers), error.format(m=handlers)
+    assert cli.main(["work", spec, "--database-url", db_url, *options]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"pgcoord: error: {error}"), err
+    assert err.count("\n") == 1

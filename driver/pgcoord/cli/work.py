@@ -168,6 +168,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     both.add_argument(
         "--burst", metavar="N", type=options.BURST, help="handlers at once after a quiet spell"
     )
+    groups[_kinds("payloads")].add_argument(
+        "--payloads",
+        action="store_true",
+        help="HANDLER gets (batch, payloads): besides the batch, the stored payloads of its "
+        "messages, in the order of batch.message_ids, read in the claim's own statement",
+    )
     listen = groups[_kinds(LISTEN.argument)].add_mutually_exclusive_group()
     listen.add_argument(
         "--listen",
@@ -187,7 +193,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     kind = CAMPAIGN if args.campaign else BUFFER
     settings = worker_settings(args, kind)
-    handler = load_handler(args.handler, kind.item)
+    item = "batch, payloads" if args.payloads else kind.item
+    handler = load_handler(args.handler, item)
     url = database.url(args)
     with database.connect(args) as conn:
         installed = migrations.installed_version(conn)
@@ -202,9 +209,13 @@ def run(args: argparse.Namespace) -> int:
                 raise CommandError(
                     f"no campaign run {settings['run_id']} in {database.where(conn)}"
                 ) from exc
+    try:
+        # TypeError: a handler that does not take what the worker passes it
+        worker = kind.worker(handler, url, **settings)
+    except (TypeError, ValueError, PgcoordError) as exc:
+        raise CommandError(f"{args.handler}: {exc}") from exc
     _log_to_stderr()
     try:
-        worker = kind.worker(handler, url, **settings)
         asyncio.run(worker.run(handle_signals=True))
     except (ValueError, PgcoordError) as exc:
         raise CommandError(str(exc)) from exc
@@ -230,6 +241,9 @@ def worker_settings(args: argparse.Namespace, kind: Kind) -> dict[str, Any]:
             )
         _check_kind(RATE.options[0], RATE.argument, kind)
         settings["rate"] = RateBudget(*rate.values())
+    if args.payloads:
+        _check_kind("--payloads", "payloads", kind)
+        settings["payloads"] = True
     if args.listen is not None or args.no_listen:
         _check_kind("--listen" if args.listen is not None else "--no-listen", "listen", kind)
         settings["listen"] = False if args.no_listen else args.listen
