@@ -141,7 +141,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of every variant (3)")
     parser.add_argument(
         "--workers",
-        type=lambda s: [int(c) for c in s.split(",")],
+        type=report.integers,
         default=[1, 8],
         help="worker counts (processes, or pgbench connections), comma-separated (1,8)",
     )
@@ -159,14 +159,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--pgqueuer-batches",
-        type=lambda s: [int(c) for c in s.split(",")],
+        type=report.integers,
         default=[10, 50, 100, 250],
         help="PgQueuer batch sizes tried at the largest worker count; the best runs the "
         "rounds (10,50,100,250)",
     )
     parser.add_argument(
         "--pgcoord-batches",
-        type=lambda s: [int(c) for c in s.split(",")],
+        type=report.integers,
         default=[15, 60, 120, 240],
         help="campaign worker batch sizes tried at the largest worker count; the best runs "
         "the rounds beside batch 15 (15,60,120,240: multiples of 15, the queue's groups)",

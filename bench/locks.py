@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of every variant (3)")
     parser.add_argument(
         "--clients",
-        type=lambda s: [int(c) for c in s.split(",")],
+        type=report.integers,
         default=[1, 4, 16],
         help="connection counts, comma-separated (1,4,16)",
     )

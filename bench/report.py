@@ -68,6 +68,11 @@ class Target:
     met: bool | None  # None: not measured in this run
 
 
+def integers(text: str) -> list[int]:
+    """A comma-separated list of integers (an option's value: "1,8")."""
+    return [int(part) for part in text.split(",")]
+
+
 def summarise(runs: list[Run]) -> list[Row]:
     """One row per connection count: the median of each variant over the rounds; (b) is
     the better of the driver variants that ran."""

@@ -150,8 +150,8 @@ async def campaign_completed_then_claim(
         "run_id": run_id,
     }
     found = await query_async.tuples(conn, sql.CAMPAIGN_COMPLETED_THEN_CLAIM, params)
-    completed = set(found[0][0] or ()) if found else set()
-    return completed, [CampaignMessage(*row[1:]) for row in found if row[1] is not None]
+    # at least one row (a left join), each with the completed ids (an array, maybe empty)
+    return set(found[0][0]), [CampaignMessage(*row[1:]) for row in found if row[1] is not None]
 
 
 async def campaign_fail(

@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from clikit import pgcoord, started
 
 from pgcoord import cli, inbox, releases
 from pgcoord.cli.status import BUFFER_COLUMNS, LAST_ERROR_WIDTH
@@ -277,24 +278,18 @@ def test_work_payloads_gives_the_handler_the_stored_payloads(
         inbox.message_ingest(
             conn, "t", str(i), "cli:p", f"m{i}", payload={"name": name}, debounce=timedelta(0)
         )
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    command = [str(PGCOORD), "work", f"{handlers}:reply_with_payloads", "--payloads"]
-    command += ["--database-url", db_url]
-    proc = subprocess.Popen(
-        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
+    command = pgcoord("work", f"{handlers}:reply_with_payloads", "--payloads")
+    with started([*command, "--database-url", db_url], cwd=tmp_path) as (proc, output):
         deadline = time.monotonic() + 30
-        while not (tmp_path / "payloads").exists() and time.monotonic() < deadline:
+        while not (tmp_path / "payloads").exists():
+            assert proc.poll() is None, "the worker stopped"
+            assert time.monotonic() < deadline, "the handler was not called"
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
-        _out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert proc.wait(timeout=30) == 0
+        err = output.err()
     assert (tmp_path / "payloads").read_text() == "Ana Bo", err
-    assert proc.returncode == 0, err
+    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize(

@@ -99,15 +99,8 @@ class CampaignWork(Work[CampaignMessage]):
     async def complete(
         self, conn: AsyncConn, done: Sequence[tuple[CampaignMessage, Any]]
     ) -> list[bool]:
-        completed = await campaigns_async.campaign_completed(
-            conn,
-            [item.message_id for item, _ in done],
-            [item.claim_token for item, _ in done],
-            [metrics for _, metrics in done],
-        )
+        completed = await campaigns_async.campaign_completed(conn, *_columns(done))
         return [item.message_id in completed for item, _ in done]
-
-    claims_with_completions = True
 
     async def complete_then_claim(
         self,
@@ -118,14 +111,7 @@ class CampaignWork(Work[CampaignMessage]):
         lease: timedelta,
     ) -> tuple[list[bool], list[CampaignMessage]]:
         completed, claimed = await campaigns_async.campaign_completed_then_claim(
-            conn,
-            [item.message_id for item, _ in done],
-            [item.claim_token for item, _ in done],
-            [metrics for _, metrics in done],
-            worker,
-            limit,
-            lease,
-            self.run_id,
+            conn, *_columns(done), worker, limit, lease, self.run_id
         )
         return [item.message_id in completed for item, _ in done], claimed
 
@@ -164,6 +150,17 @@ class CampaignWork(Work[CampaignMessage]):
             skipped = await campaigns_async.campaign_skip_stale(conn)
             if skipped:
                 log.info("skipped %d stale campaign messages", skipped)
+
+
+def _columns(
+    done: Sequence[tuple[CampaignMessage, Any]],
+) -> tuple[list[int], list[int], list[Any]]:
+    """The messages' ids, claim tokens and metrics, as the completion calls take them."""
+    return (
+        [item.message_id for item, _ in done],
+        [item.claim_token for item, _ in done],
+        [metrics for _, metrics in done],
+    )
 
 
 async def _server_now(conn: AsyncConn) -> datetime:

@@ -160,10 +160,6 @@ class Work(ABC, Generic[Item]):
         `seconds`: by default the result itself."""
         return result
 
-    # whether the work completes successes and claims more in one call
-    # (`complete_then_claim`): a busy worker's claims then cost no round trip of their own
-    claims_with_completions: ClassVar[bool] = False
-
     async def complete_then_claim(
         self,
         conn: AsyncConn,
@@ -172,7 +168,9 @@ class Work(ABC, Generic[Item]):
         limit: int,
         lease: timedelta,
     ) -> tuple[list[bool], list[Item]]:
-        """`complete`, then `claim`, in one call (one round trip and one transaction)."""
+        """`complete`, then `claim`, in one call (one round trip and one transaction). A
+        work that has it overrides this: a busy worker's claims then cost no round trip of
+        their own."""
         raise NotImplementedError
 
     @abstractmethod
@@ -210,8 +208,7 @@ class Flight(Generic[Item]):
     work: Work[Item]
     item: Item
     lease: Lease[Item]  # the claim's lease, which it may share with others of the claim
-    task: asyncio.Task[None] | None = None  # from its admission on
-    running: bool = False  # admitted: its handler holds a slot
+    task: asyncio.Task[None] | None = None  # from its admission on (a slot is its)
     in_handler: bool = False  # its handler is running now
     holding: bool = True  # its claim still needs the heartbeat: until its handler ended
     completed: bool = False  # complete_in succeeded inside the handler
@@ -240,7 +237,11 @@ class Lease(Generic[Item]):
     holding: int = 0  # flights whose claims still need the heartbeat
     timer: asyncio.TimerHandle | None = None
     beat: asyncio.Task[None] | None = None
-    beating: bool = True
+
+    @property
+    def beating(self) -> bool:
+        """Whether an item still needs the heartbeat."""
+        return self.holding > 0
 
     def holder(self) -> Flight[Item] | None:
         """An item the heartbeat extends the claim with: one whose handler runs (or has
@@ -263,7 +264,6 @@ class Lease(Generic[Item]):
         flight.holding = False
         self.holding -= 1
         if self.holding == 0:
-            self.beating = False
             if self.timer is not None:
                 self.timer.cancel()
             if self.beat is not None:
@@ -406,6 +406,10 @@ class Runtime(Generic[Item]):
         self._tasks: set[asyncio.Task[None]] = set()  # the items' tasks and heartbeats
         self._beat_every = lease.total_seconds() / 3
         self._claiming = False  # a claim call is in flight (of either loop)
+        # completions claim the next items with their call, when the work can
+        self._claims_with_completions = (
+            type(work).complete_then_claim is not Work.complete_then_claim
+        )
         # the handlers' deadlines in the order they started (one timeout for all: the
         # order of the deadlines too), watched by one timer for the earliest
         self._deadlines: collections.deque[tuple[float, Flight[Item]]] = collections.deque()
@@ -537,7 +541,7 @@ class Runtime(Generic[Item]):
         while not self._stopping.is_set():
             self._wake.clear()
             # successes about to be completed claim the next items with their call
-            pending = self.work.claims_with_completions and bool(self._done)
+            pending = self._claims_with_completions and bool(self._done)
             want = 0 if pending else self._want()
             pause: float | None = None  # None: until a slot frees (or a stop)
             if want > 0:
@@ -643,7 +647,6 @@ class Runtime(Generic[Item]):
                     self._forget(flight)
                     continue
                 self._running += 1
-                flight.running = True
                 flight.task = self._spawn(self._process(flight))
                 if self.timeout is not None:
                     self._watch(flight)
@@ -784,7 +787,7 @@ class Runtime(Generic[Item]):
                         other.lost = True
                         if other.in_handler and other.task is not None:
                             other.task.cancel()
-                        elif not other.running:
+                        elif other.task is None:
                             log.warning(
                                 "lost the claim of %s before its handler started",
                                 self.work.describe(other.item),
@@ -973,7 +976,7 @@ class Runtime(Generic[Item]):
         call failed, the lease decides), and the items claimed."""
         done = [(flight.item, outcome) for flight, outcome in batch]
         want = 0
-        if self.work.claims_with_completions and not self._stopping.is_set():
+        if self._claims_with_completions and not self._stopping.is_set():
             want = self._want(freed=len(batch))
         try:
             if want:
