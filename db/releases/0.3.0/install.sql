@@ -2678,17 +2678,17 @@ COMMENT ON FUNCTION pgcoord.raise_bad_argument(text, anyelement, text) IS
 -- The rate and burst are the call's own (a caller may change them; the tokens spent so
 -- far stay spent).
 --
--- A plain read decides a refusal, one statement a grant. Both read the bucket without
--- locking it: tokens leave a bucket only through committed grants, so the bucket as a
--- statement sees it holds at least what it holds now. A refusal seen is therefore a true
--- refusal (its wait at worst a little short, when another caller's grant commits
--- meanwhile: the caller asks again) and writes nothing, no row version and no row lock,
--- however hot the key. A grant seen is made on the newest version of the row under its
--- row lock, compared with what was read (every grant changes tokens or tokens_at) and
--- checked for a pause; when another caller changed the row meanwhile, the call looks
--- again (it keeps the row lock it waited for: a lost race is the one refusal that
--- writes, a lock but no row version). Callers of one key are serialized by the row only
--- when they may be granted; different keys never meet.
+-- A plain read decides, without locking the bucket: tokens leave a bucket only through
+-- committed grants, so the bucket as the read sees it holds at least what it holds now.
+-- A refusal seen is therefore a true refusal (its wait at worst a little short, when
+-- another caller's grant commits meanwhile: the caller asks again) and writes nothing,
+-- no row version and no row lock, however hot the key. A grant seen is then made by one
+-- UPDATE on the newest version of the row under its row lock, compared with what was
+-- read (every grant changes tokens or tokens_at) and checked for a pause; when another
+-- caller changed the row meanwhile, the call reads again (it keeps the row lock it
+-- waited for: a lost race is the one refusal that writes, a lock but no row version).
+-- Callers of one key are serialized by the row only when they may be granted; different
+-- keys never meet.
 CREATE OR REPLACE FUNCTION pgcoord.rate_acquire(
     p_key text,
     p_per_second double precision,
@@ -2706,8 +2706,9 @@ DECLARE
     -- float8 underflows below about 1e-318 per second; a rate below 1e-300 refills
     -- nothing in any lifetime, and its waits are answered as the longest wait anyway
     v_rate constant double precision := greatest(p_per_second, 1e-300::float8);
-    v_granted boolean;
-    v_seen boolean;
+    v_granted boolean := false;
+    v_stored double precision;
+    v_tokens_at timestamptz;
     v_tokens double precision;
     v_paused_until timestamptz;
 BEGIN
@@ -2738,78 +2739,45 @@ BEGIN
         END IF;
     END IF;
 
-    -- a refusal is decided by a plain read, before any write statement: no row lock, no
-    -- snapshot of a modifying statement, half the work of the loop below, which runs only
-    -- when the bucket may grant (or has no row yet)
-    SELECT
-        r.paused_until,
-        least(p_burst, coalesce(
-            r.tokens + v_rate * greatest(extract(EPOCH FROM v_now - r.tokens_at), 0)::float8,
-            p_burst
-        ))
-    INTO v_paused_until, v_tokens
-    FROM pgcoord.rates AS r
-    WHERE r.key = p_key;
-    v_seen := FOUND;
-    v_granted := false;
+    LOOP
+        SELECT
+            r.tokens,
+            r.tokens_at,
+            r.paused_until,
+            -- a bucket without tokens (made by a pause) is full
+            least(p_burst, coalesce(
+                r.tokens + v_rate * greatest(extract(EPOCH FROM v_now - r.tokens_at), 0)::float8,
+                p_burst
+            ))
+        INTO v_stored, v_tokens_at, v_paused_until, v_tokens
+        FROM pgcoord.rates AS r
+        WHERE r.key = p_key;
 
-    WHILE NOT (
-        v_granted
-        OR v_seen AND (coalesce(v_paused_until > v_now, false) OR v_tokens < p_cost)
-    ) LOOP
-        WITH seen AS (
-            SELECT
-                true AS found,
-                r.tokens AS stored,
-                r.tokens_at,
-                r.paused_until,
-                -- a bucket without tokens (made by a pause) is full
-                least(p_burst, coalesce(
-                    r.tokens
-                    + v_rate * greatest(extract(EPOCH FROM v_now - r.tokens_at), 0)::float8,
-                    p_burst
-                )) AS tokens
-            FROM pgcoord.rates AS r
-            WHERE r.key = p_key
-        ),
-
-        spent AS (
+        IF NOT FOUND THEN
+            -- a new key starts full
+            INSERT INTO pgcoord.rates AS r (key, tokens, tokens_at, per_second, burst, updated_at)
+            VALUES (p_key, p_burst - p_cost, v_now, v_rate, p_burst, v_now)
+            ON CONFLICT (key) DO NOTHING;
+        ELSIF coalesce(v_paused_until > v_now, false) OR v_tokens < p_cost THEN
+            EXIT;  -- refused on the row as read: nothing written
+        ELSE
             UPDATE pgcoord.rates AS r
-            SET tokens = seen.tokens - p_cost,
+            SET tokens = v_tokens - p_cost,
                 -- a caller that read the clock before a later grant committed counts
                 -- from that grant: time never runs backwards for the bucket
                 tokens_at = greatest(r.tokens_at, v_now),
                 per_second = v_rate,
                 burst = p_burst,
                 updated_at = greatest(r.updated_at, v_now)
-            FROM seen
             WHERE
-                r.key = p_key AND seen.tokens >= p_cost
-                AND r.tokens IS NOT DISTINCT FROM seen.stored
-                AND r.tokens_at IS NOT DISTINCT FROM seen.tokens_at
-                AND NOT coalesce(r.paused_until > v_now, false)
-            RETURNING 1
-        ),
-
-        added AS (
-            INSERT INTO pgcoord.rates AS r (key, tokens, tokens_at, per_second, burst, updated_at)
-            SELECT p_key, p_burst - p_cost, v_now, v_rate, p_burst, v_now
-            WHERE NOT EXISTS (SELECT FROM seen)
-            ON CONFLICT (key) DO NOTHING
-            RETURNING 1
-        )
-
-        SELECT
-            EXISTS (SELECT FROM spent) OR EXISTS (SELECT FROM added),
-            coalesce(s.found, false),
-            s.tokens,
-            s.paused_until
-        INTO v_granted, v_seen, v_tokens, v_paused_until
-        FROM (SELECT) AS one
-        LEFT JOIN seen AS s ON true;
-
-        -- decided (the loop's test): granted, or refused on the row as read; else another
-        -- caller created or changed the row since it was read, and the call looks again
+                r.key = p_key
+                AND r.tokens IS NOT DISTINCT FROM v_stored
+                AND r.tokens_at IS NOT DISTINCT FROM v_tokens_at
+                AND NOT coalesce(r.paused_until > v_now, false);
+        END IF;
+        v_granted := FOUND;
+        -- else another caller created or changed the row since it was read: read again
+        EXIT WHEN v_granted;
     END LOOP;
 
     IF v_granted THEN
