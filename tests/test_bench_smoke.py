@@ -261,12 +261,15 @@ def test_campaign_bench_writes_rates_ratios_costs_and_sizes(
     (enqueue,) = result["enqueue"]
     assert enqueue["messages"] == 2000 and enqueue["per_second"] > 0
 
-    # the fleet alone, then one drain of 600 messages: 40 claims of 15 at least (a
-    # completion that claims the next batch is one transaction), and what they wrote
+    # the fleet alone, then one drain of 600 messages: 40 claims of 15 at least, each a
+    # transaction (a completion that claims the next batch is one), counted exactly in
+    # the drain; per message, less the fleet's start and stop as measured alone (an
+    # estimate: the idle polls of the two runs differ by a few transactions)
     alone, drain = result["costs"]
     assert alone["messages"] == 0 and drain["messages"] == 600
+    assert drain["transactions"] >= 600 / 15, drain
     per_message = result["per_message"]
-    assert 1 / 15 <= per_message["transactions"] < 1, per_message
+    assert 0 < per_message["transactions"] < 1, per_message
     assert per_message["wal_bytes"] > 0 and per_message["client_cpu_us"] > 0, per_message
     assert per_message["flushes"] >= 0, per_message
 
