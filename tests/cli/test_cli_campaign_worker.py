@@ -22,7 +22,7 @@ from pgcoord import campaigns, cli, rates, releases
 from pgcoord.cli import work
 from pgcoord.cli.errors import UsageError
 from pgcoord.cli.main import build_parser
-from pgcoord.worker import CampaignWorker, RateBudget
+from pgcoord.worker import CampaignWorker, RateBudget, loop
 
 UNREACHABLE = "postgresql://postgres@127.0.0.1:1/postgres?connect_timeout=5"
 Conn = psycopg.Connection[Any]
@@ -33,7 +33,8 @@ import asyncio
 
 async def send(message):
     await asyncio.sleep(0.01)
-    return {"recipient": message.recipient, "n": message.payload["n"]}
+    loop = type(asyncio.get_running_loop()).__module__.partition(".")[0]
+    return {"recipient": message.recipient, "n": message.payload["n"], "loop": loop}
 
 
 def not_async(message):
@@ -61,8 +62,11 @@ def enqueue(conn: Conn, run_id: int, count: int) -> None:
     assert campaigns.campaign_enqueue(conn, run_id, items) == count
 
 
+@pytest.mark.parametrize(
+    ("options", "ran_on"), [([], "uvloop"), (["--loop", "asyncio"], "asyncio")]
+)
 def test_work_campaign_sends_a_run_with_the_handler_until_sigterm(
-    senders: str, tmp_path: Path, conn: Conn, db_url: str
+    senders: str, tmp_path: Path, conn: Conn, db_url: str, options: list[str], ran_on: str
 ) -> None:
     run_id = campaigns.campaign_create(conn, "cli")
     other = campaigns.campaign_create(conn, "other")
@@ -72,6 +76,7 @@ def test_work_campaign_sends_a_run_with_the_handler_until_sigterm(
     command += ["--run-id", str(run_id), "--name", "cli-campaign", "--concurrency", "4"]
     command += ["--batch", "5", "--rate-key", "cli", "--rate", "1000", "--burst", "10"]
     command += ["--listen", db_url, "--skip-stale-every", "0", "--grace", "5", "--timeout", "9"]
+    command += options
     with started(command, cwd=tmp_path) as (proc, output):
         deadline = time.monotonic() + 60
         while campaigns.campaign_progress(conn, run_id)[0].sent < 20:
@@ -98,6 +103,7 @@ def test_work_campaign_sends_a_run_with_the_handler_until_sigterm(
     ]
     assert [(m["recipient"], m["n"]) for m in metrics] == [(f"+{i}", i) for i in range(20)]
     assert all(m["handler_ms"] >= 9 for m in metrics)  # measured: each slept 10 ms
+    assert {m["loop"] for m in metrics} == {ran_on}  # uvloop unless --loop asyncio
     [key] = rates.rate_status(conn)
     assert (key.key, key.per_second, key.burst) == ("cli", 1000, 10)  # --rate-key etc.
 
@@ -157,6 +163,17 @@ def test_options_that_do_not_fit_the_campaign_worker_are_usage_errors(
     command = ["work", "--campaign", f"{senders}:send", "--database-url", UNREACHABLE]
     assert cli.main([*command, *options]) == 2
     assert capsys.readouterr().err == f"pgcoord: error: {error}\n"
+
+
+def test_loop_uvloop_where_it_is_not_installed_is_a_usage_error(
+    senders: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(loop, "default", lambda: "asyncio")
+    command = ["work", "--campaign", f"{senders}:send", "--database-url", UNREACHABLE]
+    assert cli.main([*command, "--loop", "uvloop"]) == 2
+    assert capsys.readouterr().err == (
+        "pgcoord: error: --loop uvloop: uvloop is not installed (pip install uvloop)\n"
+    )
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any, TypedDict
 
 from pgcoord.config import CONNECT_TIMEOUT, AsyncPool
-from pgcoord.worker import Runtime
+from pgcoord.worker import Runtime, loop
 
 from .ledger import Roster
 
@@ -73,7 +73,7 @@ def main(
         level=logging.WARNING,
         format=f"%(asctime)s {args.name} %(levelname)s %(name)s: %(message)s",
     )
-    return asyncio.run(work(args))
+    return loop.run(work(args))
 
 
 async def serve(
@@ -89,9 +89,9 @@ async def serve(
         stopped.set()
         worker.stop()
 
-    loop = asyncio.get_running_loop()
+    running = asyncio.get_running_loop()
     for signum in SIGNALS:
-        loop.add_signal_handler(signum, stop)
+        running.add_signal_handler(signum, stop)
     watcher = asyncio.create_task(_watch_parent(os.getppid(), stop))
     try:
         await pool.open(wait=True, timeout=CONNECT_TIMEOUT)
@@ -102,7 +102,7 @@ async def serve(
         await asyncio.gather(watcher, return_exceptions=True)
         await pool.close()
         for signum in SIGNALS:
-            loop.remove_signal_handler(signum)
+            running.remove_signal_handler(signum)
     return 0
 
 
