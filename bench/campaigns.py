@@ -38,6 +38,7 @@ from .campaigns_report import (
     PGQUEUER,
     PLAIN,
     PROCRASTINATE,
+    PSYCOPG,
     TUNED,
     CostRun,
     Run,
@@ -54,6 +55,7 @@ CONCURRENCY = 8  # handlers at once per worker process (CampaignWorker's default
 QUEUES = {
     PLAIN: queues.PLAIN,
     FUNCTIONS: queues.PGCOORD,
+    PSYCOPG: queues.PLAIN,
     PGCOORD: queues.PGCOORD,
     TUNED: queues.PGCOORD,
     PGQUEUER: queues.PGQUEUER,
@@ -62,6 +64,7 @@ QUEUES = {
 SCRIPTS = {PLAIN: "campaign_plain", FUNCTIONS: "campaign_functions"}
 # the worker each fleet runs (bench/queue_worker.py)
 SYSTEMS = {
+    PSYCOPG: "psycopg",
     PGCOORD: "pgcoord",
     TUNED: "pgcoord",
     PGQUEUER: "pgqueuer",
@@ -75,6 +78,7 @@ BACKLOG_MARGIN = 2.0
 GUESS = {
     PLAIN: 25_000,
     FUNCTIONS: 25_000,
+    PSYCOPG: 15_000,
     PGCOORD: 10_000,
     TUNED: 20_000,
     PGQUEUER: 12_000,

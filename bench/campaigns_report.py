@@ -13,15 +13,17 @@ from .report import Target, format_us, setup_lines, targets_table, write_files
 
 PLAIN = "plain"  # pgbench, plain SQL on a simple message table: the ceiling
 FUNCTIONS = "functions"  # pgbench through pgcoord's SQL functions, no worker
+PSYCOPG = "psycopg"  # the ceiling's plain SQL through psycopg processes: Python's ceiling
 PGCOORD = "pgcoord"  # CampaignWorker processes, batch 15
 TUNED = "pgcoord-tuned"  # the same, their batch tuned like PgQueuer's
 PGQUEUER = "pgqueuer"
 PROCRASTINATE = "procrastinate"
-VARIANTS = (PLAIN, FUNCTIONS, PGCOORD, TUNED, PGQUEUER, PROCRASTINATE)
-FLEETS = (PGCOORD, TUNED, PGQUEUER, PROCRASTINATE)  # worker processes
+VARIANTS = (PLAIN, FUNCTIONS, PSYCOPG, PGCOORD, TUNED, PGQUEUER, PROCRASTINATE)
+FLEETS = (PSYCOPG, PGCOORD, TUNED, PGQUEUER, PROCRASTINATE)  # worker processes
 LABEL = {
     PLAIN: "plain SQL (c)",
     FUNCTIONS: "functions",
+    PSYCOPG: "plain SQL (psycopg)",
     PGCOORD: "campaign worker",
     TUNED: "campaign worker, batch tuned",
     PGQUEUER: "PgQueuer",
@@ -29,7 +31,7 @@ LABEL = {
 }
 
 TARGET_WORKERS = 8
-TARGET_CEILING = 0.6  # campaign worker / plain SQL
+TARGET_CEILING = 0.6  # campaign worker / plain SQL (and / plain SQL through psycopg)
 TARGET_PGQUEUER = 1.7  # campaign worker / PgQueuer (its batch tuned)
 TARGET_PROCRASTINATE = 40.0  # campaign worker / Procrastinate
 TARGET_ENQUEUE = 50_000  # messages/s, 100,000 in one call
@@ -165,6 +167,14 @@ def targets(rows: list[Row], runs: list[Run], result: dict[str, Any]) -> list[Ta
     at = next((row for row in rows if row.workers == TARGET_WORKERS), None)
     found = [
         _ratio_target(at, PLAIN, TARGET_CEILING, peers),
+        _ratio_target(
+            at,
+            PSYCOPG,
+            TARGET_CEILING,
+            peers,
+            name=f"{LABEL[PGCOORD]} / the same plain SQL through psycopg, the ceiling of a "
+            f"Python client, at {TARGET_WORKERS} workers",
+        ),
         _ratio_target(at, PGQUEUER, TARGET_PGQUEUER, peers),
         tuned_target(at, result),
         _ratio_target(at, PROCRASTINATE, TARGET_PROCRASTINATE, peers),
@@ -306,7 +316,13 @@ def size_growth(size: dict[str, Any] | None) -> tuple[int, int, float, int] | No
     return first, last, last / first, int(chunks[-1]["sent"])
 
 
-RATIOS = ((PGCOORD, PLAIN), (PGCOORD, PGQUEUER), (TUNED, PGQUEUER), (PGCOORD, PROCRASTINATE))
+RATIOS = (
+    (PGCOORD, PLAIN),
+    (PGCOORD, PSYCOPG),
+    (PGCOORD, PGQUEUER),
+    (TUNED, PGQUEUER),
+    (PGCOORD, PROCRASTINATE),
+)
 
 
 def summary_table(rows: list[Row], fmt: str, tuned: int | None = None) -> str:
@@ -352,7 +368,8 @@ def markdown(result: dict[str, Any], rows: list[Row], runs: list[Run], found: li
         "",
         f"- campaign worker: that many processes, each a `CampaignWorker` (batch "
         f"{settings['batch']}, concurrency {settings['concurrency']}, its other defaults) "
-        "with a no-op handler returning `{}`, started on an empty queue; once every one is "
+        "with a no-op handler returning `{}`, on uvloop as `pgcoord work` runs it, started "
+        "on an empty queue; once every one is "
         "ready the backlog arrives in one transaction (a `campaign_enqueue` call per 100,000 "
         "messages), "
         f"and messages/s is counted over {settings['seconds']} s starting "
@@ -363,14 +380,22 @@ def markdown(result: dict[str, Any], rows: list[Row], runs: list[Run], found: li
         "index of pending messages; status, claim token, worker and lease set; recipients "
         "and payloads returned), then mark them sent in one statement fenced by the token. "
         f"The backlog is stored before the run; {settings['seconds']} s.",
+        "- plain SQL (psycopg), the ceiling of a Python client: that many processes, each "
+        "running the same two statements (read from the pgbench script) through one async "
+        "psycopg connection on uvloop, never prepared, as pgbench runs them, with nothing "
+        "around them (no handlers, heartbeat or metrics); started, fed and counted like "
+        "the campaign worker. What a worker written in Python pays for the round trips and "
+        "rows alone, on the machine the workers share with the server.",
         "- functions: pgbench calling `campaign_claim` (limit 15) and "
         "`campaign_complete_many` (bench/pgbench/campaign_functions.sql): the SQL of the "
         "campaign queue without the worker.",
         "- PgQueuer: that many processes, each a `QueueManager` over one asyncpg connection "
-        "(PgQueuer's own driver) with a no-op entrypoint, its batch tuned (below); "
+        "(PgQueuer's own driver) with a no-op entrypoint, on uvloop as its command line "
+        "runs it, its batch tuned (below); "
         "Procrastinate: that many processes, each its worker with concurrency "
         f"{settings['concurrency']} and a no-op task, its psycopg connector, LISTEN/NOTIFY "
-        "on. Both run and are counted like the campaign worker, each in its own schema of "
+        "on, on asyncio's loop as its command line runs it. Both run and are counted like "
+        "the campaign worker, each in its own schema of "
         "the same database, with the same messages (recipient and payload).",
         *tuned_bullet(result.get("pgcoord_tuning")),
         "",

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SCRIPTS = Path(__file__).resolve().parent / "pgbench"
+# a pgbench variable in a script (`:name`, not a `::type` cast)
+_VARIABLE = re.compile(r"(?<!:):([A-Za-z_][A-Za-z0-9_]*)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,3 +125,21 @@ def statement_latencies(out: str) -> tuple[tuple[str, float], ...]:
             break
         found.append((match.group(2).strip(), float(match.group(1))))
     return tuple(found)
+
+
+def script_statements(script: str) -> list[str]:
+    """The SQL statements of bench/pgbench/<script>.sql, in order, for a client other than
+    pgbench to run the same SQL: comments and meta-commands (\\set, \\gset, \\if, ...)
+    dropped, and each pgbench variable `:name` a psycopg parameter `%(name)s`."""
+    statements: list[str] = []
+    lines: list[str] = []
+    for line in (SCRIPTS / f"{script}.sql").read_text().splitlines():
+        if line.lstrip().startswith("\\"):  # a meta-command ends the statement before it
+            if any(text.strip() for text in lines):
+                statements.append("\n".join(lines).strip().removesuffix(";"))
+            lines = []
+        elif not line.lstrip().startswith("--"):
+            lines.append(_VARIABLE.sub(r"%(\1)s", line.replace("%", "%%")))
+    if any(text.strip() for text in lines):
+        statements.append("\n".join(lines).strip().removesuffix(";"))
+    return statements

@@ -1,8 +1,9 @@
 """One worker process of `scripts/bench campaigns`: a no-op handler behind pgcoord's
 CampaignWorker, PgQueuer's QueueManager or Procrastinate's worker, each as its
-documentation sets it up.
+documentation sets it up; or, as `psycopg`, the ceiling's plain SQL run through psycopg
+with nothing around it.
 
-    python -m bench.queue_worker pgcoord|pgqueuer|procrastinate CONNINFO
+    python -m bench.queue_worker pgcoord|pgqueuer|procrastinate|psycopg CONNINFO
         [--batch 15] [--concurrency 8]
 
 It prints "ready" on stdout once its worker is built, then works until SIGTERM or SIGINT
@@ -19,18 +20,29 @@ import signal
 import sys
 from typing import Any
 
+from pgcoord.worker import loop
+
 from .queues import PGQUEUER_SCHEMA, PROCRASTINATE_SCHEMA, TASK
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.queue_worker")
-    parser.add_argument("system", choices=["pgcoord", "pgqueuer", "procrastinate"])
+    parser.add_argument("system", choices=["pgcoord", "pgqueuer", "procrastinate", "psycopg"])
     parser.add_argument("conninfo")
     parser.add_argument("--batch", type=int, default=15, help="claim / dequeue size (15)")
     parser.add_argument("--concurrency", type=int, default=8, help="handlers at once (8)")
     args = parser.parse_args(argv)
-    runner = {"pgcoord": pgcoord, "pgqueuer": pgqueuer, "procrastinate": procrastinate}
-    asyncio.run(runner[args.system](args.conninfo, args.batch, args.concurrency))
+    runner = {
+        "pgcoord": pgcoord,
+        "pgqueuer": pgqueuer,
+        "procrastinate": procrastinate,
+        "psycopg": plain,
+    }
+    main = runner[args.system](args.conninfo, args.batch, args.concurrency)
+    if args.system == "procrastinate":
+        asyncio.run(main)  # as its command line does
+    else:
+        loop.run(main)  # uvloop, as `pgcoord work` and PgQueuer's command line do
     return 0
 
 
@@ -50,6 +62,34 @@ async def pgcoord(conninfo: str, batch: int, concurrency: int) -> None:
     )
     ready()
     await worker.run(handle_signals=True)
+
+
+async def plain(conninfo: str, batch: int, concurrency: int) -> None:
+    """The ceiling's SQL (bench/pgbench/campaign_plain.sql: claim 15, mark them sent)
+    through one async psycopg connection, as pgbench runs it (never prepared), and
+    nothing else: no handlers, no heartbeat, no metrics. What any Python worker's client
+    pays for the round trips and rows alone (`batch` and `concurrency` are not used)."""
+    import psycopg
+
+    from .pgbench_run import script_statements
+
+    claim, complete = script_statements("campaign_plain")
+    stop = asyncio.Event()
+    running = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        running.add_signal_handler(signum, stop.set)
+    conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True, prepare_threshold=None)
+    ready()
+    async with conn:
+        while not stop.is_set():
+            cur = await conn.execute(claim, {"client_id": os.getpid()})
+            row = await cur.fetchone()
+            assert row is not None
+            n, ids, token, _recipients, _payloads = row
+            if n:
+                await conn.execute(complete, {"ids": ids, "token": token})
+            else:
+                await asyncio.sleep(0.05)
 
 
 async def pgqueuer(conninfo: str, batch: int, concurrency: int) -> None:

@@ -240,12 +240,18 @@ def test_campaign_bench_writes_rates_ratios_costs_and_sizes(
     result = json.loads(stem.with_suffix(".json").read_text())
     (row,) = result["summary"]
     assert row["workers"] == 1
-    assert set(row["messages_per_second"]) == {"plain", "functions", "pgcoord", "pgcoord-tuned"}
+    assert set(row["messages_per_second"]) == {
+        "plain",
+        "functions",
+        "psycopg",
+        "pgcoord",
+        "pgcoord-tuned",
+    }
     for figure in (*row["messages_per_second"].values(), *row["ratios"].values()):
         assert math.isfinite(figure) and figure > 0, row
-    assert set(row["ratios"]) == {"pgcoord/plain", "pgcoord/functions"}
+    assert set(row["ratios"]) == {"pgcoord/plain", "pgcoord/functions", "pgcoord/psycopg"}
 
-    variants = ["plain", "functions", "pgcoord", "pgcoord-tuned"]
+    variants = ["plain", "functions", "psycopg", "pgcoord", "pgcoord-tuned"]
     assert [run["variant"] for run in result["runs"]] == variants
     for run in result["runs"]:
         assert run["messages"] > 0 and run["per_second"] > 0, run
@@ -282,6 +288,8 @@ def test_campaign_bench_writes_rates_ratios_costs_and_sizes(
 
     targets = {target["name"]: target for target in result["targets"]}
     assert targets["campaign worker / plain SQL (c) at 8 workers"]["met"] is None
+    python = "the same plain SQL through psycopg, the ceiling of a Python client, at 8 workers"
+    assert targets[f"campaign worker / {python}"]["met"] is None
     assert targets["campaign worker / PgQueuer at 8 workers"]["met"] is None
     assert "--no-peers" in targets["campaign worker / PgQueuer at 8 workers"]["measured"]
     tuned = "campaign worker, batch tuned / PgQueuer, batch tuned, at 8 workers"
