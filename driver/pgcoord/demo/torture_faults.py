@@ -59,7 +59,7 @@ LAST = 1.0  # seconds of load after the last fault is due
 RECOVERY_TIMEOUT = 20.0  # seconds work may take to flow again after a fault
 TAKEOVER_TIMEOUT = 20.0  # seconds past a stopped holder's lease for another to take over
 FIND_TIMEOUT = 3.0  # seconds to look for a process holding a fresh grant or claim
-FIND_TRIES = 3  # stops that landed after the holder's write, before giving up
+FIND_TRIES = 5  # stops that landed after the holder's write, before giving up
 FRESH_GRANT = timedelta(milliseconds=150)  # contenders work 200-500 ms before writing
 FRESH_CLAIM = timedelta(milliseconds=50)  # buffer workers think 100-300 ms before replying
 POLL = 0.02  # seconds between looks at the ledger
@@ -149,8 +149,9 @@ class Injector:
     def kill(self, at: float) -> Fault:
         claim = poll(self._fresh_claim, FIND_TIMEOUT, POLL)
         buffer = (self.crew.named(claim.worker) if claim else None) or self._any("buffer")
-        holder = poll(self._campaign_holder, FIND_TIMEOUT, POLL)
-        sender = holder[0] if holder else self._any("campaign")
+        # stopped first, so that what it holds cannot change before the kill lands
+        stopped = self._suspend_sender()
+        sender = stopped.process if stopped else self._any("campaign")
         for victim in (buffer, sender):
             victim.kill()
         since = self.now()
