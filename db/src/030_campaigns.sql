@@ -41,8 +41,12 @@ CREATE TABLE IF NOT EXISTS pgcoord.campaign_runs (
     stale_after interval NOT NULL,
     created_at timestamptz NOT NULL,
     status_changed_at timestamptz NOT NULL,
-    total bigint NOT NULL DEFAULT 0,  -- messages enqueued
-    skipped bigint NOT NULL DEFAULT 0  -- messages skipped as stale
+    total bigint NOT NULL DEFAULT 0,  -- messages enqueued (less those pruned)
+    skipped bigint NOT NULL DEFAULT 0,  -- messages skipped as stale (less those pruned)
+    -- the ids of its first and last message: campaign_prune finds its messages between
+    -- them (ids grow with each enqueue, which holds the run's row lock)
+    first_message_id bigint,
+    last_message_id bigint
 ) WITH (fillfactor = 80);
 
 -- the claim's way to the running runs (few, however many runs are kept)

@@ -57,7 +57,7 @@ SECTION_3 = tuple(CAMPAIGN_CONTRACT)
 # Not in API.md, granted like the API, for the worker: a heartbeat, giving a claim back
 # without spending a try (a worker that stops), how long an idle worker may sleep, and
 # a batched completion answering which messages it marked sent; for operators, a run's
-# throughput, retries, snoozes and handler times.
+# throughput, retries, snoozes and handler times, and the retention of ended runs.
 CAMPAIGN_HELPERS: dict[str, tuple[str, str]] = {
     "campaign_extend": (
         "p_message_id bigint, p_claim_token bigint, p_lease interval DEFAULT '00:05:00'::interval",
@@ -74,6 +74,7 @@ CAMPAIGN_HELPERS: dict[str, tuple[str, str]] = {
         "TABLE(run_id bigint, sent_last_minute bigint, retries bigint, snoozes bigint,"
         " handler_p50_ms double precision, handler_p95_ms double precision)",
     ),
+    "campaign_prune": ("p_older_than interval, p_limit integer DEFAULT 10000", "integer"),
 }
 HELPERS = tuple(CAMPAIGN_HELPERS)
 VIEWS = ("campaign_progress", "campaign_message_status")
@@ -329,6 +330,16 @@ def release(conn: Conn, message_id: int, token: int) -> bool:
 def skip_stale(conn: Conn, older_than: timedelta | None = None) -> int:
     return scalar_of(
         int, conn, "SELECT pgcoord.campaign_skip_stale(p_older_than => %s::interval)", older_than
+    )
+
+
+def prune(conn: Conn, older_than: timedelta | None, limit: int | None = 10_000) -> int:
+    return scalar_of(
+        int,
+        conn,
+        "SELECT pgcoord.campaign_prune(p_older_than => %s::interval, p_limit => %s::integer)",
+        older_than,
+        limit,
     )
 
 

@@ -19,6 +19,7 @@ from campaignkit import (
     enqueue_many,
     extend,
     fail,
+    prune,
     release,
     set_status,
     skip_stale,
@@ -108,6 +109,13 @@ CASES: dict[str, list[tuple[Any, str, str]]] = {
     "p_delay": interval_cases(">=0", "30 days"),
     "p_older_than": interval_cases(">=0", "100 years", nullable=True),
 }
+# where a function's range of an argument differs from the others'
+FUNCTION_CASES: dict[str, dict[str, list[tuple[Any, str, str]]]] = {
+    "campaign_prune": {
+        "p_older_than": interval_cases(">0", "100 years"),
+        "p_limit": [(None, NULL, "null"), (0, INVALID, "zero"), (1000001, INVALID, "1000001")],
+    },
+}
 MANY_CASES: list[tuple[dict[str, Any], str, str, str]] = [
     ({"p_message_ids": None}, "p_message_ids", NULL, "null-ids"),
     ({"p_claim_tokens": None}, "p_claim_tokens", NULL, "null-tokens"),
@@ -129,7 +137,11 @@ def call(conn: Conn, function: str, arguments: dict[str, Any]) -> None:
 
 
 def setup(conn: Conn) -> dict[str, Any]:
-    """A run with messages in every state; the held ones' ids and tokens."""
+    """A run with messages in every state; the held ones' ids and tokens. Before it, a
+    run that ended with a message left pending, which a prune would delete."""
+    ended = create(conn, "ended")
+    enqueue_many(conn, ended, 1)
+    assert set_status(conn, ended, "cancelled") == "running"
     run_id = create(conn, max_retries=1, retry_backoff=[timedelta(0)])
     [doomed_id] = enqueue_many(conn, run_id, 1)
     first = claim(conn, "unlucky", limit=1)[0]
@@ -178,6 +190,7 @@ def bases(function: str, state: dict[str, Any]) -> list[dict[str, Any]]:
         "campaign_skip_stale": [{"p_older_than": timedelta(0)}],
         "campaign_due_in": [{"p_run_id": run_id}],
         "campaign_stats": [{"p_run_id": run_id}],
+        "campaign_prune": [{"p_older_than": timedelta(microseconds=1), "p_limit": 10}],
     }[function]
 
 
@@ -207,6 +220,7 @@ FUNCTIONS = [
     "campaign_skip_stale",
     "campaign_due_in",
     "campaign_stats",
+    "campaign_prune",
 ]
 
 
@@ -217,7 +231,8 @@ def test_bad_arguments_raise_naming_them_and_change_nothing(conn: Conn, function
     problems, checked = [], 0
     for base in bases(function, state):
         for argument in base:
-            for value, sqlstate, label in CASES[argument]:
+            cases = FUNCTION_CASES.get(function, {}).get(argument, CASES[argument])
+            for value, sqlstate, label in cases:
                 if label.endswith("infinity") and not infinite_intervals:
                     continue  # 'infinity' is no interval before PostgreSQL 17
                 if (argument, label) == ("p_run_id", "null") and function in NULL_RUN:
@@ -290,3 +305,5 @@ def test_the_edges_of_each_range_are_accepted(conn: Conn) -> None:
     assert skip_stale(conn, timedelta(0)) == 2
     assert release(conn, message_id, claimed.claim_token) is False
     assert set_status(conn, run_id, "finished") == "running"
+    assert prune(conn, timedelta(days=36000), 1) == 0
+    assert prune(conn, timedelta(microseconds=1), 1000000) == 2

@@ -185,8 +185,12 @@ CREATE TABLE IF NOT EXISTS pgcoord.campaign_runs (
     stale_after interval NOT NULL,
     created_at timestamptz NOT NULL,
     status_changed_at timestamptz NOT NULL,
-    total bigint NOT NULL DEFAULT 0,  -- messages enqueued
-    skipped bigint NOT NULL DEFAULT 0  -- messages skipped as stale
+    total bigint NOT NULL DEFAULT 0,  -- messages enqueued (less those pruned)
+    skipped bigint NOT NULL DEFAULT 0,  -- messages skipped as stale (less those pruned)
+    -- the ids of its first and last message: campaign_prune finds its messages between
+    -- them (ids grow with each enqueue, which holds the run's row lock)
+    first_message_id bigint,
+    last_message_id bigint
 ) WITH (fillfactor = 80);
 
 -- the claim's way to the running runs (few, however many runs are kept)
@@ -1410,6 +1414,8 @@ DECLARE
     v_item jsonb;
     v_status text;
     v_first timestamptz;
+    v_low bigint;
+    v_high bigint;
 BEGIN
     IF p_run_id IS NULL THEN
         PERFORM pgcoord.raise_bad_argument('p_run_id', p_run_id, 'a run id');
@@ -1554,10 +1560,17 @@ BEGIN
         RETURNING q.due_at
     )
 
-    SELECT min(queued.due_at) INTO v_first FROM queued;
+    SELECT
+        (SELECT min(queued.due_at) FROM queued),
+        (SELECT min(stored.id) FROM stored),
+        (SELECT max(stored.id) FROM stored)
+    INTO v_first, v_low, v_high;
 
     UPDATE pgcoord.campaign_runs AS r
-    SET total = r.total + v_count
+    SET
+        total = r.total + v_count,
+        first_message_id = least(r.first_message_id, v_low),
+        last_message_id = greatest(r.last_message_id, v_high)
     WHERE r.id = p_run_id;
 
     IF v_status = 'running' AND v_first < v_now + interval '1 second' THEN
@@ -1790,6 +1803,155 @@ COMMENT ON FUNCTION pgcoord.campaign_give_back(
 'p_now + p_delay (p_error NULL, no try spent; counted as a snooze when p_snooze), or '
 'after a failed try p_error pending at its backoff (or p_delay when later) or failed for '
 'good; no row when the claim is not current. Errors: none.';
+
+-- db/src/functions/campaign_prune.sql
+-- Retention: delete the messages of runs that ended (finished or cancelled) more than
+-- p_older_than ago, with their outcomes and the open work a cancelled run left, about
+-- p_limit messages per call, the run that ended first first; a run is deleted with its
+-- last message. Open work goes in whole groups (up to 15 messages, see
+-- 030_campaigns.sql), each started within the limit, so a call deletes at most p_limit
+-- + 14. Returns how many messages were deleted: run it from a scheduled job until it
+-- returns less than p_limit. Running and paused runs are never touched. While
+-- a run is pruned over several calls, campaign_progress counts what is left of it (its
+-- total and skipped counters go down with what is deleted). A claim still held on a
+-- pruned cancelled run is stale afterwards, so keep runs longer than their leases.
+-- Concurrent calls prune different runs (a run's row lock, skipped when taken).
+CREATE OR REPLACE FUNCTION pgcoord.campaign_prune(
+    p_older_than interval, p_limit integer DEFAULT 10000
+)
+RETURNS integer
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_cutoff timestamptz;
+    v_run record;
+    v_left integer;
+    v_count integer;
+    v_done integer;
+    v_skipped integer;
+    v_total bigint;
+BEGIN
+    -- one lean test; the checks naming the bad argument run only when it fails
+    IF (
+        p_older_than > interval '0' AND p_older_than <= interval '100 years'
+        AND p_limit BETWEEN 1 AND 1000000
+    ) IS NOT TRUE THEN
+        IF NOT coalesce(
+            p_older_than > interval '0' AND p_older_than <= interval '100 years', false
+        ) THEN
+            PERFORM pgcoord.raise_bad_argument(
+                'p_older_than', p_older_than, 'an interval above 0 and at most 100 years'
+            );
+        END IF;
+        IF NOT coalesce(p_limit BETWEEN 1 AND 1000000, false) THEN
+            PERFORM pgcoord.raise_bad_argument('p_limit', p_limit, 'from 1 to 1000000');
+        END IF;
+    END IF;
+    v_cutoff := clock_timestamp() - p_older_than;
+    v_left := p_limit;
+
+    FOR v_run IN
+        SELECT r.id, r.first_message_id, r.last_message_id
+        FROM pgcoord.campaign_runs AS r
+        WHERE r.status IN ('finished', 'cancelled') AND r.status_changed_at < v_cutoff
+        ORDER BY r.status_changed_at, r.id
+        FOR UPDATE SKIP LOCKED
+    LOOP
+        -- the open work of the run (a cancelled run's pending messages, claims never
+        -- completed): whole groups, each started within the limit, with their messages
+        WITH picked AS (
+            SELECT g.token
+            FROM (
+                SELECT
+                    q.token,
+                    sum(cardinality(q.message_ids)) OVER (ORDER BY q.token)
+                    - cardinality(q.message_ids) AS before
+                FROM pgcoord.campaign_queue AS q
+                WHERE q.run_id = v_run.id
+            ) AS g
+            WHERE g.before < v_left
+        ),
+
+        gone AS (
+            DELETE FROM pgcoord.campaign_queue AS q
+            USING picked
+            WHERE q.token = picked.token
+            RETURNING q.message_ids
+        ),
+
+        messages AS (
+            DELETE FROM pgcoord.campaign_messages AS m
+            USING gone
+            WHERE m.id = any(gone.message_ids)
+            RETURNING m.id
+        )
+
+        SELECT count(*)::integer INTO v_done FROM messages;
+        v_left := v_left - v_done;
+        v_skipped := 0;
+
+        -- then, once no open work is left, the messages that ended, with their outcomes
+        IF
+            v_left > 0
+            AND NOT EXISTS (SELECT FROM pgcoord.campaign_queue AS q WHERE q.run_id = v_run.id)
+        THEN
+            WITH picked AS (
+                SELECT m.id
+                FROM pgcoord.campaign_messages AS m
+                WHERE
+                    m.id BETWEEN v_run.first_message_id AND v_run.last_message_id
+                    AND m.run_id = v_run.id
+                ORDER BY m.id
+                LIMIT v_left
+            ),
+
+            outcomes AS (
+                DELETE FROM pgcoord.campaign_outcomes AS o
+                USING picked
+                WHERE o.message_id = picked.id
+                RETURNING o.status
+            ),
+
+            messages AS (
+                DELETE FROM pgcoord.campaign_messages AS m
+                USING picked
+                WHERE m.id = picked.id
+                RETURNING m.id
+            )
+
+            SELECT
+                (SELECT count(*)::integer FROM messages),
+                (SELECT count(*)::integer FROM outcomes WHERE outcomes.status = 'skipped')
+            INTO v_count, v_skipped;
+            v_left := v_left - v_count;
+            v_done := v_done + v_count;
+        END IF;
+
+        UPDATE pgcoord.campaign_runs AS r
+        SET
+            total = r.total - v_done,
+            skipped = r.skipped - v_skipped
+        WHERE r.id = v_run.id
+        RETURNING r.total INTO v_total;
+        IF v_total = 0 THEN
+            DELETE FROM pgcoord.campaign_runs AS r WHERE r.id = v_run.id;
+        END IF;
+        EXIT WHEN v_left <= 0;
+    END LOOP;
+    RETURN p_limit - v_left;
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.campaign_prune(interval, integer) IS
+'Delete about p_limit messages (at most p_limit + 14: open work goes in whole groups), '
+'with their outcomes and open work, of runs finished or cancelled more than p_older_than '
+'ago, the run that ended first first, and each run with its last message; returns how '
+'many. Ranges: p_older_than above 0 and at most 100 years; '
+'p_limit 1 to 1000000. Errors: 22004 NULL argument, 22023 an argument out of its range '
+'(an infinite interval included).';
 
 -- db/src/functions/campaign_release.sql
 -- Give a claimed message back untouched, for a worker that stops before its handler
@@ -3127,6 +3289,7 @@ GRANT EXECUTE ON FUNCTION pgcoord.campaign_extend(bigint, bigint, interval) TO p
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_release(bigint, bigint) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_due_in(bigint) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_stats(bigint) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.campaign_prune(interval, integer) TO pgcoord_client;
 
 GRANT SELECT ON pgcoord.campaign_progress TO pgcoord_client;
 GRANT SELECT ON pgcoord.campaign_message_status TO pgcoord_client;

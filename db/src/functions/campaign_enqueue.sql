@@ -23,6 +23,8 @@ DECLARE
     v_item jsonb;
     v_status text;
     v_first timestamptz;
+    v_low bigint;
+    v_high bigint;
 BEGIN
     IF p_run_id IS NULL THEN
         PERFORM pgcoord.raise_bad_argument('p_run_id', p_run_id, 'a run id');
@@ -167,10 +169,17 @@ BEGIN
         RETURNING q.due_at
     )
 
-    SELECT min(queued.due_at) INTO v_first FROM queued;
+    SELECT
+        (SELECT min(queued.due_at) FROM queued),
+        (SELECT min(stored.id) FROM stored),
+        (SELECT max(stored.id) FROM stored)
+    INTO v_first, v_low, v_high;
 
     UPDATE pgcoord.campaign_runs AS r
-    SET total = r.total + v_count
+    SET
+        total = r.total + v_count,
+        first_message_id = least(r.first_message_id, v_low),
+        last_message_id = greatest(r.last_message_id, v_high)
     WHERE r.id = p_run_id;
 
     IF v_status = 'running' AND v_first < v_now + interval '1 second' THEN
