@@ -29,6 +29,7 @@ from .config import (
     CAMPAIGN_MAX_RETRIES,
     CAMPAIGN_RETRY_BACKOFF,
     CAMPAIGN_STALE_AFTER,
+    PRUNE_LIMIT,
 )
 from .types import CampaignFailure, CampaignMessage, CampaignProgress, CampaignStats
 
@@ -231,6 +232,17 @@ def campaign_stats(conn: psycopg.Connection[Any], run_id: int | None = None) -> 
     """Every run's recent throughput, retries, snoozes and handler times (of `run_id`
     only, when given; InvalidArgument for an unknown run), oldest run first."""
     return query.rows(conn, CampaignStats, sql.CAMPAIGN_STATS, {"run_id": run_id})
+
+
+def campaign_prune(
+    conn: psycopg.Connection[Any], older_than: timedelta, limit: int = PRUNE_LIMIT
+) -> int:
+    """Delete about `limit` messages (at most `limit` + 14) of runs finished or cancelled
+    more than `older_than` ago, with their outcomes and open work, the run that ended
+    first first, and each run with its last message; return how many. A claim still held
+    on a pruned cancelled run is stale afterwards: keep runs longer than their leases."""
+    params = {"older_than": older_than, "limit": limit}
+    return int(query.value(conn, sql.CAMPAIGN_PRUNE, params) or 0)
 
 
 def _many(

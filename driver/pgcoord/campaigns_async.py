@@ -27,6 +27,7 @@ from .config import (
     CAMPAIGN_MAX_RETRIES,
     CAMPAIGN_RETRY_BACKOFF,
     CAMPAIGN_STALE_AFTER,
+    PRUNE_LIMIT,
 )
 from .types import CampaignFailure, CampaignMessage, CampaignProgress, CampaignStats
 
@@ -241,6 +242,17 @@ async def campaign_stats(
     """Every run's recent throughput, retries, snoozes and handler times (of `run_id`
     only, when given; InvalidArgument for an unknown run), oldest run first."""
     return await query_async.rows(conn, CampaignStats, sql.CAMPAIGN_STATS, {"run_id": run_id})
+
+
+async def campaign_prune(
+    conn: psycopg.AsyncConnection[Any], older_than: timedelta, limit: int = PRUNE_LIMIT
+) -> int:
+    """Delete about `limit` messages (at most `limit` + 14) of runs finished or cancelled
+    more than `older_than` ago, with their outcomes and open work, the run that ended
+    first first, and each run with its last message; return how many. A claim still held
+    on a pruned cancelled run is stale afterwards: keep runs longer than their leases."""
+    params = {"older_than": older_than, "limit": limit}
+    return int(await query_async.value(conn, sql.CAMPAIGN_PRUNE, params) or 0)
 
 
 def _many(

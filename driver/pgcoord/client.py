@@ -170,6 +170,7 @@ class Client:
     campaign_due_in = pooled(campaigns.campaign_due_in)
     campaign_progress = pooled(campaigns.campaign_progress)
     campaign_stats = pooled(campaigns.campaign_stats)
+    campaign_prune = pooled(campaigns.campaign_prune)
 
     rate_acquire = pooled(rates.rate_acquire)
     rate_pause = pooled(rates.rate_pause)

@@ -168,6 +168,7 @@ class AsyncClient:
     campaign_due_in = pooled(campaigns_async.campaign_due_in)
     campaign_progress = pooled(campaigns_async.campaign_progress)
     campaign_stats = pooled(campaigns_async.campaign_stats)
+    campaign_prune = pooled(campaigns_async.campaign_prune)
 
     rate_acquire = pooled(rates_async.rate_acquire)
     rate_pause = pooled(rates_async.rate_pause)

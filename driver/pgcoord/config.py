@@ -42,7 +42,7 @@ INGEST_MAX_WAIT = timedelta(seconds=60)
 BUFFER_CLAIM_LIMIT = 10
 BUFFER_LEASE = timedelta(seconds=60)
 BUFFER_RETRY_IN = timedelta(seconds=60)
-# message_prune: p_limit
+# message_prune and campaign_prune: p_limit
 PRUNE_LIMIT = 10_000
 # campaign_create: p_max_retries, p_retry_backoff, p_stale_after
 CAMPAIGN_MAX_RETRIES = 3

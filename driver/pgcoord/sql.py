@@ -168,6 +168,9 @@ CAMPAIGN_STATS: LiteralString = (
     "SELECT run_id, sent_last_minute, retries, snoozes, handler_p50_ms, handler_p95_ms"
     " FROM pgcoord.campaign_stats(p_run_id => %(run_id)s)"
 )
+CAMPAIGN_PRUNE: LiteralString = (
+    "SELECT pgcoord.campaign_prune(p_older_than => %(older_than)s, p_limit => %(limit)s)"
+)
 
 RATE_ACQUIRE: LiteralString = (
     "SELECT pgcoord.rate_acquire(p_key => %(key)s, p_per_second => %(per_second)s,"

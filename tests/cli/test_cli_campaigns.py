@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -28,6 +28,7 @@ from pgcoord.types import CampaignStats
 
 Conn = psycopg.Connection[Any]
 NO_BACKOFF = [timedelta(0)]
+MILLISECOND = timedelta(milliseconds=1)
 OLD = "0.2.0"  # the release before the campaign queue
 
 
@@ -56,6 +57,11 @@ def old_release(url: str) -> str:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(releases.install_sql(OLD))
     return url
+
+
+def passed(conn: Conn, moment: datetime) -> bool:
+    """Whether the server clock has passed `moment`."""
+    return conn.execute("SELECT clock_timestamp() > %s", [moment]).fetchall() == [(True,)]
 
 
 def error_line(capsys: pytest.CaptureFixture[str]) -> str:
@@ -209,6 +215,27 @@ def test_maintain_skips_the_stale_messages_and_says_how_many(
     assert capsys.readouterr().out == "skipped 1 stale message\n"
     [progress] = campaigns.campaign_progress(conn, run_id)
     assert (progress.skipped, progress.pending) == (4, 0)
+
+
+def test_maintain_prunes_the_runs_ended_long_enough_ago_when_asked(
+    conn: Conn, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ended, running = (campaigns.campaign_create(conn, name) for name in ("ended", "running"))
+    enqueue(conn, ended, 3)
+    enqueue(conn, running, 2)
+    campaigns.campaign_set_status(conn, ended, "finished")
+    [[ended_at]] = conn.execute(
+        "SELECT status_changed_at FROM pgcoord.campaign_runs WHERE id = %s", [ended]
+    ).fetchall()
+    command = ["maintain", "--database-url", db_url, "--prune-ended"]
+    assert cli.main([*command, "3600"]) == 0
+    assert capsys.readouterr().out == "skipped 0 stale messages\npruned 0 messages of ended runs\n"
+    deadline = time.monotonic() + 10
+    while not passed(conn, ended_at + MILLISECOND):
+        assert time.monotonic() < deadline, "the server clock to pass the run's end"
+    assert cli.main([*command, "0.001"]) == 0
+    assert capsys.readouterr().out == "skipped 0 stale messages\npruned 3 messages of ended runs\n"
+    assert [p.run_id for p in campaigns.campaign_progress(conn)] == [running]
 
 
 def test_maintain_says_how_to_schedule_it_with_pg_cron(capsys: pytest.CaptureFixture[str]) -> None:

@@ -150,6 +150,7 @@ def test_the_walk_finds_the_options_of_every_command() -> None:
         ("watch", "RUN_ID"),
         ("watch", "--interval"),
         ("maintain", "--older-than"),
+        ("maintain", "--prune-ended"),
         ("torture", "--seconds"),
         ("torture", "--seed"),
     } <= found

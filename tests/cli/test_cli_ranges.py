@@ -59,6 +59,10 @@ def skip_stale_older_than(conn: psycopg.Connection[Any], older_than: timedelta) 
     return campaigns.campaign_skip_stale(conn, older_than)
 
 
+def prune_ended(conn: psycopg.Connection[Any], older_than: timedelta) -> object:
+    return campaigns.campaign_prune(conn, older_than)
+
+
 def skip_stale_lock_ttl(conn: psycopg.Connection[Any], every: timedelta) -> object:
     """The campaign worker's stale-message check holds a lease lock of its period."""
     return locks.lock_acquire(conn, "k", "o", every)
@@ -97,6 +101,7 @@ def bounds(
         (options.RATE, rate_per_second, "p_per_second"),
         (options.BURST, rate_burst, "p_burst"),
         (options.OLDER_THAN, skip_stale_older_than, "p_older_than"),
+        (options.PRUNE_ENDED, prune_ended, "p_older_than"),
     ],
     ids=[
         "--lease",
@@ -109,6 +114,7 @@ def bounds(
         "--rate",
         "--burst",
         "maintain --older-than",
+        "maintain --prune-ended",
     ],
 )
 def test_an_option_range_is_its_sql_argument_range(

@@ -84,6 +84,7 @@ WRONG: dict[str, tuple[dict[str, Any], str, Any]] = {
     "campaign_due_in": ({"run_id": "x"}, "run_id", "x"),
     "campaign_progress": ({"run_id": "x"}, "run_id", "x"),
     "campaign_stats": ({"run_id": 1.5}, "run_id", 1.5),
+    "campaign_prune": ({"older_than": 86400}, "older_than", 86400),
     "rate_acquire": ({"key": "k", "per_second": 10, "burst": 2.0}, "burst", 2.0),
     "rate_pause": ({"key": "k", "pause": 30}, "pause", 30),
 }

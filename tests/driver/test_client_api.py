@@ -56,6 +56,7 @@ CAMPAIGN_CALLS = [
     "campaign_due_in",
     "campaign_progress",
     "campaign_stats",
+    "campaign_prune",
     "rate_acquire",
     "rate_pause",
     "rate_status",

@@ -13,9 +13,19 @@ from typing import Any
 
 import psycopg
 
-from pgcoord import inbox, inbox_async, locks, locks_async
+from pgcoord import (
+    campaigns,
+    campaigns_async,
+    inbox,
+    inbox_async,
+    locks,
+    locks_async,
+    rates,
+    rates_async,
+)
 
 NOW = timedelta(0)
+LEASE = timedelta(minutes=1)
 ROUNDS = 2
 PREPARED = "SELECT name, statement FROM pg_prepared_statements"
 # the call that shows the connection does prepare what it is given
@@ -47,15 +57,44 @@ def steps(round_: int) -> Steps:
     yield "buffer_revive", ("c",)
     yield "buffer_status", ()
     yield "message_prune", (timedelta(days=1),)
+    run_id = yield "campaign_create", (f"run-{round_}",)
+    recipients = [{"recipient": f"+{i}"} for i in range(6)]
+    yield "campaign_enqueue", (run_id, recipients)
+    yield "campaign_due_in", (run_id,)
+    [a, b] = yield "campaign_claim", ("w", 2, LEASE, run_id)
+    yield "campaign_extend", (a.message_id, a.claim_token)
+    yield "campaign_complete", (a.message_id, a.claim_token, {"ms": 1})
+    yield "campaign_snooze", (b.message_id, b.claim_token, NOW)
+    [c, d] = yield "campaign_claim", ("w", 2, LEASE, run_id)
+    yield "campaign_complete_many", ([c.message_id], [c.claim_token])
+    yield "campaign_release", (d.message_id, d.claim_token)
+    [e] = yield "campaign_claim", ("w", 1, LEASE, run_id)
+    yield "campaign_completed", ([e.message_id], [e.claim_token])
+    [f] = yield "campaign_claim", ("w", 1, LEASE, run_id)
+    _, [g] = yield (
+        "campaign_completed_then_claim",
+        ([f.message_id], [f.claim_token], None, "w", 1, LEASE, run_id),
+    )
+    yield "campaign_fail", (g.message_id, g.claim_token, "boom", NOW)
+    yield "campaign_skip_stale", (timedelta(days=1),)
+    yield "campaign_progress", (run_id,)
+    yield "campaign_stats", (run_id,)
+    yield "campaign_set_status", (run_id, "cancelled")
+    yield "campaign_prune", (timedelta(days=1),)
+    yield "rate_acquire", ("k", 10.0, 5)
+    yield "rate_pause", ("k", NOW)
+    yield "rate_status", ()
 
 
 def calls_of(*modules: ModuleType) -> dict[str, Callable[..., Any]]:
-    """The call functions each module defines, by name."""
+    """The call functions each module defines (its public ones), by name."""
     return {
         name: value
         for module in modules
         for name, value in vars(module).items()
-        if inspect.isfunction(value) and value.__module__ == module.__name__
+        if inspect.isfunction(value)
+        and value.__module__ == module.__name__
+        and not name.startswith("_")
     }
 
 
@@ -83,7 +122,7 @@ def check(calls: dict[str, Any], called: list[str], prepared: list[Any]) -> None
 
 
 def test_sync_calls_never_prepare_on_a_connection_that_prepares_everything(db_url: str) -> None:
-    calls = calls_of(locks, inbox)
+    calls = calls_of(locks, inbox, campaigns, rates)
     with psycopg.connect(db_url, autocommit=True, prepare_threshold=0) as conn:
         called = walk(lambda name, *args: calls[name](conn, *args))
         prepared = [conn.execute(PREPARED, prepare=False).fetchall()]
@@ -95,7 +134,7 @@ def test_sync_calls_never_prepare_on_a_connection_that_prepares_everything(db_ur
 def test_async_calls_never_prepare_on_a_connection_that_prepares_everything(
     db_url: str,
 ) -> None:
-    calls = calls_of(locks_async, inbox_async)
+    calls = calls_of(locks_async, inbox_async, campaigns_async, rates_async)
     loop = asyncio.new_event_loop()
     run = loop.run_until_complete
 

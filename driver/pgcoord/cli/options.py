@@ -130,6 +130,8 @@ RATE = PerSecond(0.001, 1_000_000)
 BURST = Integer(1, 1_000_000)
 # campaign_skip_stale: p_older_than
 OLDER_THAN = Seconds(0, 100 * YEAR)
+# campaign_prune: p_older_than
+PRUNE_ENDED = Seconds(SHORTEST, 100 * YEAR)
 # lock_acquire: p_ttl, the period of the campaign worker's stale-message check (0, its
 # "never", is never sent)
 SKIP_STALE_EVERY = Seconds(0, DAY)
