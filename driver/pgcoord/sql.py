@@ -140,6 +140,15 @@ CAMPAIGN_FAIL: LiteralString = (
     "SELECT * FROM pgcoord.campaign_fail(p_message_id => %(message_id)s,"
     " p_claim_token => %(claim_token)s, p_error => %(error)s, p_retry_after => %(retry_after)s)"
 )
+# the campaign worker's fail: whether it failed for good, and how long until its retry by
+# the server's clock, in one round trip
+CAMPAIGN_FAIL_IN: LiteralString = (
+    "SELECT f.next_attempt_at IS NULL,"
+    " greatest(f.next_attempt_at - clock_timestamp(), interval '0')"
+    " FROM pgcoord.campaign_fail(p_message_id => %(message_id)s,"
+    " p_claim_token => %(claim_token)s, p_error => %(error)s,"
+    " p_retry_after => %(retry_after)s) AS f"
+)
 CAMPAIGN_SNOOZE: LiteralString = (
     "SELECT pgcoord.campaign_snooze(p_message_id => %(message_id)s,"
     " p_claim_token => %(claim_token)s, p_delay => %(delay)s)"

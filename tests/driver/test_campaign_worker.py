@@ -4,6 +4,7 @@ the run's backoff, snoozes on 429, the shared rate budget, stale messages, stopp
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import Counter
 from datetime import datetime, timedelta
@@ -115,7 +116,7 @@ def test_the_handler_time_is_measured_and_reported_by_campaign_stats(db_url: str
 
 
 def test_a_handler_past_its_timeout_is_cancelled_and_retried_after_the_backoff(
-    db_url: str,
+    db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def test(queue: Queue) -> None:
         run_id = await queue.run(max_retries=2, backoff=[timedelta(milliseconds=300)])
@@ -142,6 +143,11 @@ def test_a_handler_past_its_timeout_is_cancelled_and_retried_after_the_backoff(
         [state] = (await queue.states(run_id)).values()
         assert (state.status, state.attempt) == ("sent", 2)
         assert (w.processed, w.failed) == (1, 1)
+        # the fail's answer says how long until the retry, by the server's clock
+        [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("gave back")]
+        [seconds] = re.findall(r"\(attempt 1, retry in ([0-9.e-]+) s\)", line)
+        assert 0.1 < float(seconds) <= 0.3, line
+        assert line.endswith("): handler timed out after 0.3 s"), line
 
     run(test, db_url)
 

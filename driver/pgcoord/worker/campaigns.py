@@ -41,7 +41,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from .. import campaigns_async, locks_async
+from .. import campaigns_async, locks_async, query_async, sql
 from ..config import CAMPAIGN_CLAIM_LIMIT, CAMPAIGN_LEASE
 from ..types import CampaignMessage
 from .runtime import AsyncConn, AsyncPool, Failure, RateBudget, Runtime, Work, log
@@ -121,15 +121,19 @@ class CampaignWork(Work[CampaignMessage]):
     async def fail(
         self, conn: AsyncConn, item: CampaignMessage, error: str, retry_after: timedelta | None
     ) -> Failure | None:
-        outcome = await campaigns_async.campaign_fail(
-            conn, item.message_id, item.claim_token, error, retry_after
-        )
-        if outcome is None:
+        """campaign_fail, with how long until the retry by the server's clock (one round
+        trip)."""
+        params = {
+            "message_id": item.message_id,
+            "claim_token": item.claim_token,
+            "error": error,
+            "retry_after": retry_after,
+        }
+        found = await query_async.tuples(conn, sql.CAMPAIGN_FAIL_IN, params)
+        if not found:
             return None
-        if outcome.next_attempt_at is None:
-            return Failure(final=True)
-        now = await _server_now(conn)
-        return Failure(final=False, retry_in=max(outcome.next_attempt_at - now, timedelta(0)))
+        [(final, retry_in)] = found
+        return Failure(final=final, retry_in=retry_in)
 
     async def snooze(
         self, conn: AsyncConn, item: CampaignMessage, delay: timedelta
@@ -161,14 +165,6 @@ def _columns(
         [item.claim_token for item, _ in done],
         [metrics for _, metrics in done],
     )
-
-
-async def _server_now(conn: AsyncConn) -> datetime:
-    cur = await conn.execute("SELECT clock_timestamp()", prepare=False)
-    row = await cur.fetchone()
-    assert row is not None
-    now: datetime = row[0]
-    return now
 
 
 class CampaignWorker(Runtime[CampaignMessage]):
