@@ -136,18 +136,17 @@ CAMPAIGN_COMPLETED_THEN_CLAIM: LiteralString = (
     " p_limit => CASE WHEN d.ids IS NOT NULL THEN %(limit)s END,"
     " p_lease => %(lease)s, p_run_id => %(run_id)s) AS c ON true"
 )
-CAMPAIGN_FAIL: LiteralString = (
-    "SELECT * FROM pgcoord.campaign_fail(p_message_id => %(message_id)s,"
+_FAIL: LiteralString = (
+    "pgcoord.campaign_fail(p_message_id => %(message_id)s,"
     " p_claim_token => %(claim_token)s, p_error => %(error)s, p_retry_after => %(retry_after)s)"
 )
+CAMPAIGN_FAIL: LiteralString = "SELECT * FROM " + _FAIL
 # the campaign worker's fail: whether it failed for good, and how long until its retry by
 # the server's clock, in one round trip
 CAMPAIGN_FAIL_IN: LiteralString = (
     "SELECT f.next_attempt_at IS NULL,"
     " greatest(f.next_attempt_at - clock_timestamp(), interval '0')"
-    " FROM pgcoord.campaign_fail(p_message_id => %(message_id)s,"
-    " p_claim_token => %(claim_token)s, p_error => %(error)s,"
-    " p_retry_after => %(retry_after)s) AS f"
+    " FROM " + _FAIL + " AS f"
 )
 CAMPAIGN_SNOOZE: LiteralString = (
     "SELECT pgcoord.campaign_snooze(p_message_id => %(message_id)s,"

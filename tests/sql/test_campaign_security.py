@@ -28,6 +28,7 @@ def test_only_pgcoord_client_may_execute_the_campaign_functions(conn: Conn) -> N
     for function in (*SECTION_3, *HELPERS):
         assert privileges[function] == (False, True), function
     assert privileges["campaign_give_back"] == (False, False), "internal"
+    assert privileges["check_prune_arguments"] == (False, False), "internal"
     for relation in (*TABLES, *VIEWS):
         assert not scalar(
             conn,

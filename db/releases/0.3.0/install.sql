@@ -1560,11 +1560,9 @@ BEGIN
         RETURNING q.due_at
     )
 
-    SELECT
-        (SELECT min(queued.due_at) FROM queued),
-        (SELECT min(stored.id) FROM stored),
-        (SELECT max(stored.id) FROM stored)
-    INTO v_first, v_low, v_high;
+    SELECT (SELECT min(queued.due_at) FROM queued), ids.low, ids.high
+    INTO v_first, v_low, v_high
+    FROM (SELECT min(stored.id) AS low, max(stored.id) AS high FROM stored) AS ids;
 
     UPDATE pgcoord.campaign_runs AS r
     SET
@@ -1834,22 +1832,7 @@ DECLARE
     v_skipped integer;
     v_total bigint;
 BEGIN
-    -- one lean test; the checks naming the bad argument run only when it fails
-    IF (
-        p_older_than > interval '0' AND p_older_than <= interval '100 years'
-        AND p_limit BETWEEN 1 AND 1000000
-    ) IS NOT TRUE THEN
-        IF NOT coalesce(
-            p_older_than > interval '0' AND p_older_than <= interval '100 years', false
-        ) THEN
-            PERFORM pgcoord.raise_bad_argument(
-                'p_older_than', p_older_than, 'an interval above 0 and at most 100 years'
-            );
-        END IF;
-        IF NOT coalesce(p_limit BETWEEN 1 AND 1000000, false) THEN
-            PERFORM pgcoord.raise_bad_argument('p_limit', p_limit, 'from 1 to 1000000');
-        END IF;
-    END IF;
+    PERFORM pgcoord.check_prune_arguments(p_older_than, p_limit);
     v_cutoff := clock_timestamp() - p_older_than;
     v_left := p_limit;
 
@@ -2272,6 +2255,37 @@ COMMENT ON FUNCTION pgcoord.campaign_stats(bigint) IS
 'failed tries so far (retries), snoozes so far, and the median and 95th percentile of '
 'metrics.handler_ms over the last 1000 sent messages (NULL when none has it). Ranges: '
 'p_run_id NULL or the id of a run. Errors: 22023 unknown p_run_id.';
+
+-- db/src/functions/check_prune_arguments.sql
+-- Internal. The arguments of the retention functions (message_prune, campaign_prune),
+-- checked in one place: p_older_than above 0 and at most 100 years, p_limit from 1 to
+-- 1000000. Raises (raise_bad_argument) naming the first bad one; returns when both are
+-- good. Retention is no hot path: its callers call this every time.
+CREATE OR REPLACE FUNCTION pgcoord.check_prune_arguments(
+    p_older_than interval, p_limit integer
+)
+RETURNS void
+LANGUAGE plpgsql
+IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT coalesce(
+        p_older_than > interval '0' AND p_older_than <= interval '100 years', false
+    ) THEN
+        PERFORM pgcoord.raise_bad_argument(
+            'p_older_than', p_older_than, 'an interval above 0 and at most 100 years'
+        );
+    END IF;
+    IF NOT coalesce(p_limit BETWEEN 1 AND 1000000, false) THEN
+        PERFORM pgcoord.raise_bad_argument('p_limit', p_limit, 'from 1 to 1000000');
+    END IF;
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.check_prune_arguments(interval, integer) IS
+'Internal. Raises 22004 for a NULL argument, 22023 for one out of its range (p_older_than '
+'above 0 and at most 100 years, p_limit 1 to 1000000), naming it; else returns.';
 
 -- db/src/functions/lock_acquire.sql
 -- Take or renew the lease of a key. A free or expired key is granted with a new token;
@@ -2736,22 +2750,7 @@ DECLARE
     v_at timestamptz;
     v_count integer;
 BEGIN
-    -- one lean test; the checks naming the bad argument run only when it fails
-    IF (
-        p_older_than > interval '0' AND p_older_than <= interval '100 years'
-        AND p_limit BETWEEN 1 AND 1000000
-    ) IS NOT TRUE THEN
-        IF NOT coalesce(
-            p_older_than > interval '0' AND p_older_than <= interval '100 years', false
-        ) THEN
-            PERFORM pgcoord.raise_bad_argument(
-                'p_older_than', p_older_than, 'an interval above 0 and at most 100 years'
-            );
-        END IF;
-        IF NOT coalesce(p_limit BETWEEN 1 AND 1000000, false) THEN
-            PERFORM pgcoord.raise_bad_argument('p_limit', p_limit, 'from 1 to 1000000');
-        END IF;
-    END IF;
+    PERFORM pgcoord.check_prune_arguments(p_older_than, p_limit);
     v_cutoff := clock_timestamp() - p_older_than;
 
     SELECT min(m.id), max(m.id) + 1 INTO v_low, v_high FROM pgcoord.messages AS m;

@@ -169,11 +169,9 @@ BEGIN
         RETURNING q.due_at
     )
 
-    SELECT
-        (SELECT min(queued.due_at) FROM queued),
-        (SELECT min(stored.id) FROM stored),
-        (SELECT max(stored.id) FROM stored)
-    INTO v_first, v_low, v_high;
+    SELECT (SELECT min(queued.due_at) FROM queued), ids.low, ids.high
+    INTO v_first, v_low, v_high
+    FROM (SELECT min(stored.id) AS low, max(stored.id) AS high FROM stored) AS ids;
 
     UPDATE pgcoord.campaign_runs AS r
     SET

@@ -27,22 +27,7 @@ DECLARE
     v_skipped integer;
     v_total bigint;
 BEGIN
-    -- one lean test; the checks naming the bad argument run only when it fails
-    IF (
-        p_older_than > interval '0' AND p_older_than <= interval '100 years'
-        AND p_limit BETWEEN 1 AND 1000000
-    ) IS NOT TRUE THEN
-        IF NOT coalesce(
-            p_older_than > interval '0' AND p_older_than <= interval '100 years', false
-        ) THEN
-            PERFORM pgcoord.raise_bad_argument(
-                'p_older_than', p_older_than, 'an interval above 0 and at most 100 years'
-            );
-        END IF;
-        IF NOT coalesce(p_limit BETWEEN 1 AND 1000000, false) THEN
-            PERFORM pgcoord.raise_bad_argument('p_limit', p_limit, 'from 1 to 1000000');
-        END IF;
-    END IF;
+    PERFORM pgcoord.check_prune_arguments(p_older_than, p_limit);
     v_cutoff := clock_timestamp() - p_older_than;
     v_left := p_limit;
 
