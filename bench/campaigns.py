@@ -1,6 +1,7 @@
 """Campaign send queue: messages per second through CampaignWorker processes with a no-op
 handler (batch 15, and again with its batch tuned), beside the plain-SQL ceiling (pgbench
-claiming 15 with SKIP LOCKED and completing them), the SQL functions alone (pgbench),
+claiming 15 with SKIP LOCKED and completing them, with prepared statements and again
+unprepared, as the driver sends every statement), the SQL functions alone (pgbench),
 PgQueuer (its batch tuned) and Procrastinate, at 1 and 8 workers, interleaved in one run.
 Also: enqueue of 100,000 messages in one call; per message at batch 15 (8 workers, a
 drained backlog): transactions, WAL flushes, WAL bytes and the workers' CPU; with --size,
@@ -40,6 +41,7 @@ from .campaigns_report import (
     PROCRASTINATE,
     PSYCOPG,
     TUNED,
+    UNPREPARED,
     CostRun,
     Run,
     best_batch,
@@ -54,6 +56,7 @@ BATCH = 15  # the campaign worker's claim and the ceiling's
 CONCURRENCY = 8  # handlers at once per worker process (CampaignWorker's default)
 QUEUES = {
     PLAIN: queues.PLAIN,
+    UNPREPARED: queues.PLAIN,
     FUNCTIONS: queues.PGCOORD,
     PSYCOPG: queues.PLAIN,
     PGCOORD: queues.PGCOORD,
@@ -61,7 +64,8 @@ QUEUES = {
     PGQUEUER: queues.PGQUEUER,
     PROCRASTINATE: queues.PROCRASTINATE,
 }
-SCRIPTS = {PLAIN: "campaign_plain", FUNCTIONS: "campaign_functions"}
+SCRIPTS = {PLAIN: "campaign_plain", UNPREPARED: "campaign_plain", FUNCTIONS: "campaign_functions"}
+PROTOCOLS = {UNPREPARED: "extended"}  # pgbench's --protocol; prepared otherwise
 # the worker each fleet runs (bench/queue_worker.py)
 SYSTEMS = {
     PSYCOPG: "psycopg",
@@ -77,6 +81,7 @@ SYSTEMS = {
 BACKLOG_MARGIN = 2.0
 GUESS = {
     PLAIN: 25_000,
+    UNPREPARED: 20_000,
     FUNCTIONS: 25_000,
     PSYCOPG: 15_000,
     PGCOORD: 10_000,
@@ -367,7 +372,9 @@ def pgbench_run_of(
     queue.load(db.url, backlog)
     db.wait_until_idle()
     before, cpu_before = db.committed_transactions(), db.server_cpu_seconds()
-    result = pgbench_run.run_script(db.url, SCRIPTS[variant], workers, args.seconds)
+    result = pgbench_run.run_script(
+        db.url, SCRIPTS[variant], workers, args.seconds, protocol=PROTOCOLS.get(variant, "prepared")
+    )
     db.wait_until_idle()
     transactions, cpu_after = db.committed_transactions() - before, db.server_cpu_seconds()
     with psycopg.connect(db.url, autocommit=True) as conn:

@@ -12,16 +12,20 @@ from tabulate import tabulate
 from .report import Target, format_us, setup_lines, targets_table, write_files
 
 PLAIN = "plain"  # pgbench, plain SQL on a simple message table: the ceiling
+# the same, unprepared: as the driver (and any client safe behind a transaction-mode
+# pooler) sends every statement
+UNPREPARED = "plain-unprepared"
 FUNCTIONS = "functions"  # pgbench through pgcoord's SQL functions, no worker
 PSYCOPG = "psycopg"  # the ceiling's plain SQL through psycopg processes: Python's ceiling
 PGCOORD = "pgcoord"  # CampaignWorker processes, batch 15
 TUNED = "pgcoord-tuned"  # the same, their batch tuned like PgQueuer's
 PGQUEUER = "pgqueuer"
 PROCRASTINATE = "procrastinate"
-VARIANTS = (PLAIN, FUNCTIONS, PSYCOPG, PGCOORD, TUNED, PGQUEUER, PROCRASTINATE)
+VARIANTS = (PLAIN, UNPREPARED, FUNCTIONS, PSYCOPG, PGCOORD, TUNED, PGQUEUER, PROCRASTINATE)
 FLEETS = (PSYCOPG, PGCOORD, TUNED, PGQUEUER, PROCRASTINATE)  # worker processes
 LABEL = {
     PLAIN: "plain SQL (c)",
+    UNPREPARED: "plain SQL (c, unprepared)",
     FUNCTIONS: "functions",
     PSYCOPG: "plain SQL (psycopg)",
     PGCOORD: "campaign worker",
@@ -31,7 +35,7 @@ LABEL = {
 }
 
 TARGET_WORKERS = 8
-TARGET_CEILING = 0.6  # campaign worker / plain SQL (and / plain SQL through psycopg)
+TARGET_CEILING = 0.6  # campaign worker / plain SQL (prepared, unprepared, through psycopg)
 TARGET_PGQUEUER = 1.7  # campaign worker / PgQueuer (its batch tuned)
 TARGET_PROCRASTINATE = 40.0  # campaign worker / Procrastinate
 TARGET_ENQUEUE = 50_000  # messages/s, 100,000 in one call
@@ -167,6 +171,14 @@ def targets(rows: list[Row], runs: list[Run], result: dict[str, Any]) -> list[Ta
     at = next((row for row in rows if row.workers == TARGET_WORKERS), None)
     found = [
         _ratio_target(at, PLAIN, TARGET_CEILING, peers),
+        _ratio_target(
+            at,
+            UNPREPARED,
+            TARGET_CEILING,
+            peers,
+            name=f"{LABEL[PGCOORD]} / the same plain SQL sent unprepared, as the driver "
+            f"sends every statement, at {TARGET_WORKERS} workers",
+        ),
         _ratio_target(
             at,
             PSYCOPG,
@@ -318,6 +330,7 @@ def size_growth(size: dict[str, Any] | None) -> tuple[int, int, float, int] | No
 
 RATIOS = (
     (PGCOORD, PLAIN),
+    (PGCOORD, UNPREPARED),
     (PGCOORD, PSYCOPG),
     (PGCOORD, PGQUEUER),
     (TUNED, PGQUEUER),
@@ -341,7 +354,8 @@ def summary_table(rows: list[Row], fmt: str, tuned: int | None = None) -> str:
     label = {**LABEL, TUNED: LABEL[TUNED] if tuned is None else f"campaign worker (batch {tuned})"}
     worker = {PGCOORD: "worker", TUNED: "worker" if tuned is None else f"worker (batch {tuned})"}
     headers = ["workers", *(label[v] for v in present)]
-    headers += [f"{worker[a]} / {LABEL[b].removesuffix(' (c)')}" for a, b in ratios]
+    short = {PLAIN: "plain SQL", UNPREPARED: "plain SQL unprepared"}
+    headers += [f"{worker[a]} / {short.get(b, LABEL[b])}" for a, b in ratios]
     return tabulate(
         table,
         headers=headers,
@@ -378,14 +392,19 @@ def markdown(result: dict[str, Any], rows: list[Row], runs: list[Run], found: li
         "careful user writes on a simple message table (bench/pgbench/campaign_plain.sql): "
         "claim 15 due messages in one statement (`FOR UPDATE SKIP LOCKED` on a partial "
         "index of pending messages; status, claim token, worker and lease set; recipients "
-        "and payloads returned), then mark them sent in one statement fenced by the token. "
-        f"The backlog is stored before the run; {settings['seconds']} s.",
+        "and payloads returned), then mark them sent in one statement fenced by the token; "
+        "prepared statements (`--protocol=prepared`: each statement parsed and planned once "
+        f"per connection). The backlog is stored before the run; {settings['seconds']} s.",
+        "- plain SQL (c, unprepared): the same, with `--protocol=extended`: each statement "
+        "parsed and planned again on every call, as the driver sends every statement (it "
+        "never prepares, so that it is safe on any connection, a transaction-mode pooler's "
+        "included) and as the Python variants below send theirs.",
         "- plain SQL (psycopg), the ceiling of a Python client: that many processes, each "
         "running the same two statements (read from the pgbench script) through one async "
-        "psycopg connection on uvloop, never prepared, as pgbench runs them, with nothing "
-        "around them (no handlers, heartbeat or metrics); started, fed and counted like "
-        "the campaign worker. What a worker written in Python pays for the round trips and "
-        "rows alone, on the machine the workers share with the server.",
+        "psycopg connection on uvloop, never prepared (as the unprepared ceiling), with "
+        "nothing around them (no handlers, heartbeat or metrics); started, fed and counted "
+        "like the campaign worker. What a worker written in Python pays for the round trips "
+        "and rows alone, on the machine the workers share with the server.",
         "- functions: pgbench calling `campaign_claim` (limit 15) and "
         "`campaign_complete_many` (bench/pgbench/campaign_functions.sql): the SQL of the "
         "campaign queue without the worker.",

@@ -56,16 +56,19 @@ def run_script(
     per_statement: bool = False,
     options: str | None = None,
     variables: dict[str, str] | None = None,
+    protocol: str = "prepared",
 ) -> PgbenchResult:
     """Run bench/pgbench/<script>.sql with `clients` connections for `seconds` (or
-    `transactions` script runs per client), with prepared statements, each statement in
-    its own transaction. `options` goes to the server sessions as PGOPTIONS (e.g.
-    "-c synchronous_commit=off"); `variables` are the script's :names (--define)."""
+    `transactions` script runs per client), each statement in its own transaction, with
+    prepared statements (`protocol` "extended": unprepared, each statement parsed and
+    planned again, as a client that never prepares sends it). `options` goes to the
+    server sessions as PGOPTIONS (e.g. "-c synchronous_commit=off"); `variables` are the
+    script's :names (--define)."""
     threads = max(1, min(clients, os.cpu_count() or 1))
     command = [
         pgbench_path(),
         "--no-vacuum",
-        "--protocol=prepared",
+        f"--protocol={protocol}",
         f"--client={clients}",
         f"--jobs={threads}",
         f"--time={seconds}" if transactions is None else f"--transactions={transactions}",

@@ -242,6 +242,7 @@ def test_campaign_bench_writes_rates_ratios_costs_and_sizes(
     assert row["workers"] == 1
     assert set(row["messages_per_second"]) == {
         "plain",
+        "plain-unprepared",
         "functions",
         "psycopg",
         "pgcoord",
@@ -249,9 +250,14 @@ def test_campaign_bench_writes_rates_ratios_costs_and_sizes(
     }
     for figure in (*row["messages_per_second"].values(), *row["ratios"].values()):
         assert math.isfinite(figure) and figure > 0, row
-    assert set(row["ratios"]) == {"pgcoord/plain", "pgcoord/functions", "pgcoord/psycopg"}
+    assert set(row["ratios"]) == {
+        "pgcoord/plain",
+        "pgcoord/plain-unprepared",
+        "pgcoord/functions",
+        "pgcoord/psycopg",
+    }
 
-    variants = ["plain", "functions", "psycopg", "pgcoord", "pgcoord-tuned"]
+    variants = ["plain", "plain-unprepared", "functions", "psycopg", "pgcoord", "pgcoord-tuned"]
     assert [run["variant"] for run in result["runs"]] == variants
     for run in result["runs"]:
         assert run["messages"] > 0 and run["per_second"] > 0, run
@@ -288,6 +294,8 @@ def test_campaign_bench_writes_rates_ratios_costs_and_sizes(
 
     targets = {target["name"]: target for target in result["targets"]}
     assert targets["campaign worker / plain SQL (c) at 8 workers"]["met"] is None
+    unprepared = "the same plain SQL sent unprepared, as the driver sends every statement"
+    assert targets[f"campaign worker / {unprepared}, at 8 workers"]["met"] is None
     python = "the same plain SQL through psycopg, the ceiling of a Python client, at 8 workers"
     assert targets[f"campaign worker / {python}"]["met"] is None
     assert targets["campaign worker / PgQueuer at 8 workers"]["met"] is None
@@ -308,8 +316,12 @@ def test_campaign_bench_writes_rates_ratios_costs_and_sizes(
         assert growth["met"] is None and "autovacuum is off" in growth["measured"], growth
 
     markdown = stem.with_suffix(".md").read_text()
-    assert re.search(r"\|\s+workers\s+\|\s+plain SQL \(c\)\s+\|\s+functions\s+\|", markdown)
+    columns = ("workers", r"plain SQL \(c\)", r"plain SQL \(c, unprepared\)", "functions")
+    header = "".join(rf"\|\s+{column}\s+" for column in columns) + r"\|"
+    assert re.search(header, markdown)
     assert f"{row['ratios']['pgcoord/plain']:.2f}" in markdown
+    assert f"{row['ratios']['pgcoord/plain-unprepared']:.2f}" in markdown
+    assert "--protocol=extended" in markdown
     assert "## Per message at batch 15" in markdown and "## Size after 600 messages" in markdown
     assert "campaign worker" in done.stdout
 
