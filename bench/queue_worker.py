@@ -67,8 +67,9 @@ async def pgcoord(conninfo: str, batch: int, concurrency: int) -> None:
 async def plain(conninfo: str, batch: int, concurrency: int) -> None:
     """The ceiling's SQL (bench/pgbench/campaign_plain.sql: claim 15, mark them sent)
     through one async psycopg connection, never prepared (as the driver sends every
-    statement, and as pgbench runs the unprepared ceiling), and nothing else: no handlers, no heartbeat, no metrics. What any Python worker's client
-    pays for the round trips and rows alone (`batch` and `concurrency` are not used)."""
+    statement, and as pgbench runs the unprepared ceiling), and nothing else: no
+    handlers, no heartbeat, no metrics. What any Python worker's client pays for the
+    round trips and rows alone (`batch` and `concurrency` are not used)."""
     import psycopg
 
     from .pgbench_run import script_statements
