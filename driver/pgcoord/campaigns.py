@@ -165,14 +165,39 @@ def campaign_fail(
     """Count a failed try and keep `error`: 'pending' again after the run's backoff (or
     `retry_after`, when that is later), or 'failed' for good after the run's last retry.
     None, and nothing changed, when the claim is no longer current."""
-    params = {
+    params = _fail(message_id, claim_token, error, retry_after)
+    found = query.rows(conn, CampaignFailure, sql.CAMPAIGN_FAIL, params)
+    return found[0] if found else None
+
+
+def campaign_fail_in(
+    conn: psycopg.Connection[Any],
+    message_id: int,
+    claim_token: int,
+    error: str,
+    retry_after: timedelta | None = None,
+) -> tuple[bool, timedelta] | None:
+    """`campaign_fail`, answering for a worker's log line in the same round trip: whether
+    the message failed for good, and how long until its retry by the server's clock (0
+    when it failed for good). None, and nothing changed, when the claim is no longer
+    current."""
+    params = _fail(message_id, claim_token, error, retry_after)
+    found = query.tuples(conn, sql.CAMPAIGN_FAIL_IN, params)
+    if not found:
+        return None
+    [(final, retry_in)] = found
+    return final, retry_in
+
+
+def _fail(
+    message_id: int, claim_token: int, error: str, retry_after: timedelta | None
+) -> dict[str, Any]:
+    return {
         "message_id": message_id,
         "claim_token": claim_token,
         "error": error,
         "retry_after": retry_after,
     }
-    found = query.rows(conn, CampaignFailure, sql.CAMPAIGN_FAIL, params)
-    return found[0] if found else None
 
 
 def campaign_snooze(

@@ -77,6 +77,7 @@ WRONG: dict[str, tuple[dict[str, Any], str, Any]] = {
         1.5,
     ),
     "campaign_fail": ({"message_id": 1, "claim_token": 1, "error": 5}, "error", 5),
+    "campaign_fail_in": ({"message_id": 1, "claim_token": 1.5, "error": "e"}, "claim_token", 1.5),
     "campaign_snooze": ({"message_id": 1, "claim_token": 1, "delay": 5}, "delay", 5),
     "campaign_extend": ({"message_id": 1, "claim_token": 1, "lease": 300}, "lease", 300),
     "campaign_release": ({"message_id": 1, "claim_token": 1.5}, "claim_token", 1.5),
@@ -131,9 +132,9 @@ def test_a_wrong_type_names_the_argument_on_a_connection(conn: psycopg.Connectio
 
 def client_calls(cls: type[Client] | type[AsyncClient]) -> list[str]:
     """The calls that the client has as methods (all but the worker's own:
-    campaign_completed and campaign_completed_then_claim)."""
+    campaign_completed, campaign_completed_then_claim and campaign_fail_in)."""
     names = [name for name in WRONG if hasattr(cls, name)]
-    assert len(names) >= len(WRONG) - 2
+    assert len(names) >= len(WRONG) - 3
     return names
 
 

@@ -76,6 +76,8 @@ def steps(round_: int) -> Steps:
         ([f.message_id], [f.claim_token], None, "w", 1, LEASE, run_id),
     )
     yield "campaign_fail", (g.message_id, g.claim_token, "boom", NOW)
+    [h] = yield "campaign_claim", ("w", 1, LEASE, run_id)
+    yield "campaign_fail_in", (h.message_id, h.claim_token, "boom", NOW)
     yield "campaign_skip_stale", (timedelta(days=1),)
     yield "campaign_progress", (run_id,)
     yield "campaign_stats", (run_id,)

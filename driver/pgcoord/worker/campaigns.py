@@ -41,7 +41,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from .. import campaigns_async, locks_async, query_async, sql
+from .. import campaigns_async, locks_async
 from ..config import CAMPAIGN_CLAIM_LIMIT, CAMPAIGN_LEASE
 from ..types import CampaignMessage
 from .runtime import AsyncConn, AsyncPool, Failure, RateBudget, Runtime, Work, log
@@ -121,18 +121,12 @@ class CampaignWork(Work[CampaignMessage]):
     async def fail(
         self, conn: AsyncConn, item: CampaignMessage, error: str, retry_after: timedelta | None
     ) -> Failure | None:
-        """campaign_fail, with how long until the retry by the server's clock (one round
-        trip)."""
-        params = {
-            "message_id": item.message_id,
-            "claim_token": item.claim_token,
-            "error": error,
-            "retry_after": retry_after,
-        }
-        found = await query_async.tuples(conn, sql.CAMPAIGN_FAIL_IN, params)
-        if not found:
+        found = await campaigns_async.campaign_fail_in(
+            conn, item.message_id, item.claim_token, error, retry_after
+        )
+        if found is None:
             return None
-        [(final, retry_in)] = found
+        final, retry_in = found
         return Failure(final=final, retry_in=retry_in)
 
     async def snooze(
