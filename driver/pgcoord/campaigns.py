@@ -23,6 +23,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from . import query, sql
+from .arrays import bigints
 from .config import (
     CAMPAIGN_CLAIM_LIMIT,
     CAMPAIGN_LEASE,
@@ -276,8 +277,8 @@ def _many(
     metrics: Sequence[Mapping[str, Any]] | None,
 ) -> dict[str, Any]:
     return {
-        "message_ids": list(message_ids),
-        "claim_tokens": list(claim_tokens),
+        "message_ids": bigints(message_ids),
+        "claim_tokens": bigints(claim_tokens),
         "metrics": None if metrics is None else Jsonb([dict(m) for m in metrics], dumps=_dumps),
     }
 
@@ -290,5 +291,5 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, default=_json_default, separators=(",", ":"))
+# one encoder for every call: json.dumps builds one per call when given options
+_dumps = json.JSONEncoder(default=_json_default, separators=(",", ":")).encode

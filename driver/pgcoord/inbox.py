@@ -18,6 +18,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from . import query, sql
+from .arrays import bigints
 from .config import (
     BUFFER_CLAIM_LIMIT,
     BUFFER_LEASE,
@@ -70,7 +71,7 @@ def message_payloads(
 ) -> dict[int, dict[str, Any]]:
     """The stored payloads of the messages, by message id, in the order of `message_ids`
     (at most 10000; an id with no stored message is left out)."""
-    params = {"message_ids": list(message_ids)}
+    params = {"message_ids": bigints(message_ids)}
     found = query.rows(conn, MessagePayload, sql.MESSAGE_PAYLOADS, params)
     return {row.message_id: row.payload for row in found}
 

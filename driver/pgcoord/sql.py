@@ -39,7 +39,7 @@ MESSAGE_INGEST: LiteralString = (
     " p_payload => %(payload)s, p_debounce => %(debounce)s, p_max_wait => %(max_wait)s)"
 )
 MESSAGE_PAYLOADS: LiteralString = (
-    "SELECT * FROM pgcoord.message_payloads(p_message_ids => %(message_ids)s)"
+    "SELECT * FROM pgcoord.message_payloads(p_message_ids => %(message_ids)s::text::bigint[])"
 )
 BUFFER_CLAIM: LiteralString = (
     "SELECT * FROM pgcoord.buffer_claim("
@@ -117,12 +117,12 @@ _METRICS: LiteralString = (
     " FROM (SELECT %(metrics)s::jsonb AS metrics) AS j"
 )
 CAMPAIGN_COMPLETE_MANY: LiteralString = (
-    "SELECT pgcoord.campaign_complete_many(p_message_ids => %(message_ids)s,"
-    " p_claim_tokens => %(claim_tokens)s," + _METRICS
+    "SELECT pgcoord.campaign_complete_many(p_message_ids => %(message_ids)s::text::bigint[],"
+    " p_claim_tokens => %(claim_tokens)s::text::bigint[]," + _METRICS
 )
 CAMPAIGN_COMPLETED: LiteralString = (
-    "SELECT pgcoord.campaign_completed(p_message_ids => %(message_ids)s,"
-    " p_claim_tokens => %(claim_tokens)s," + _METRICS
+    "SELECT pgcoord.campaign_completed(p_message_ids => %(message_ids)s::text::bigint[],"
+    " p_claim_tokens => %(claim_tokens)s::text::bigint[]," + _METRICS
 )
 # a worker's hot path in one round trip and one transaction: its successes completed,
 # then its next claim, which sees them (the claim's limit depends on the completion's
