@@ -1,6 +1,7 @@
 """Driver overhead: client CPU per call through pgcoord's call functions beside bare
 psycopg sending the same statement with the same parameters, for lock_acquire,
-lock_release and message_ingest, on one connection with the clients' options.
+lock_release, message_ingest and campaign_complete_many (15 messages, as a campaign
+worker completes them), on one connection with the clients' options.
 
     python -m bench.overhead [--calls 2000] [--rounds 7] [--placement split]
 
@@ -22,6 +23,7 @@ import argparse
 import cProfile
 import gc
 import itertools
+import json
 import os
 import pstats
 import shlex
@@ -36,7 +38,8 @@ from typing import Any, LiteralString
 import psycopg
 from psycopg.types.json import Jsonb
 
-from pgcoord import config, inbox, locks, sql
+from pgcoord import CampaignMessage, campaigns, config, inbox, locks, sql
+from pgcoord.arrays import bigints
 
 from . import driver, overhead_report, report
 from .database import ScratchDatabase, scratch_database, server
@@ -50,7 +53,7 @@ DRIVER = "driver"
 BARE = "bare"
 SIDES = (DRIVER, BARE)
 # in this order within a round: the releases free the keys the acquires took
-CALLS = ("lock_acquire", "lock_release", "message_ingest")
+CALLS = ("lock_acquire", "lock_release", "message_ingest", "campaign_complete_many")
 
 # the arguments of every call, the same on both sides; the driver leaves `wait` to its
 # default, which the bare side sends as the SQL function's default
@@ -62,24 +65,57 @@ BODY = "Hello, is the blue one still available?"
 PAYLOAD = {"from": "+15550100", "channel": "sms"}
 DEBOUNCE = timedelta(seconds=10)
 MAX_WAIT = timedelta(seconds=60)
+BATCH = 15  # messages per campaign_complete_many: a campaign worker's batch
+METRICS = [{"handler_ms": 12.345}] * BATCH  # a no-op handler's metrics, as the worker sends
+CLAIM_CHUNK = 990  # messages per claim while the completions' claims are made (<= 10000)
 
-# what a side left on the server: its live leases and its stored messages
+# what a side left on the server: its live leases, its stored messages, and the campaign
+# messages it sent (of the run named by the prefix)
 SERVER_WORK: LiteralString = """
 SELECT
     (SELECT count(*) FROM pgcoord.lock_status
      WHERE NOT expired AND starts_with(key, %(prefix)s)),
     (SELECT count(*) FROM pgcoord.messages
-     WHERE provider = %(provider)s AND starts_with(provider_message_id, %(prefix)s))
+     WHERE provider = %(provider)s AND starts_with(provider_message_id, %(prefix)s)),
+    (SELECT coalesce(sum(p.sent), 0) FROM pgcoord.campaign_progress AS p
+     WHERE p.name = %(prefix)s)
 """
 
 Call = Callable[[str], object]
+# key -> the message ids and claim tokens one campaign_complete_many completes
+Claims = dict[str, tuple[list[int], list[int]]]
 
 
-def sides(conn: psycopg.Connection[Any]) -> dict[str, dict[str, Call]]:
+def compact(value: Any) -> str:
+    """JSON as the driver writes it: without spaces (the same bytes on both sides)."""
+    return json.dumps(value, separators=(",", ":"))
+
+
+def hold(conn: psycopg.Connection[Any], claims: Claims, keys: dict[str, list[str]]) -> None:
+    """For every side, a run named by its prefix with BATCH messages per key, claimed
+    before the calls (CLAIM_CHUNK at a time), each key given BATCH of them."""
+    for prefix, side_keys in keys.items():
+        run_id = campaigns.campaign_create(conn, prefix)
+        count = BATCH * len(side_keys)
+        for first in range(0, count, CLAIM_CHUNK):
+            items = [{"recipient": f"r{n}"} for n in range(first, min(first + CLAIM_CHUNK, count))]
+            campaigns.campaign_enqueue(conn, run_id, items)
+        held: list[CampaignMessage] = []
+        while len(held) < count:
+            limit = min(CLAIM_CHUNK, count - len(held))
+            held += campaigns.campaign_claim(conn, prefix, limit, run_id=run_id)
+        for i, key in enumerate(side_keys):
+            batch = held[i * BATCH : (i + 1) * BATCH]
+            claims[key] = ([m.message_id for m in batch], [m.claim_token for m in batch])
+
+
+def sides(conn: psycopg.Connection[Any], claims: Claims) -> dict[str, dict[str, Call]]:
     """For each call, its two sides as functions of one key: the driver's call function,
     and bare psycopg sending the statement of pgcoord.sql with the same parameters and
     fetching the row as a tuple. A key is a lock key, or a message id that is also its
-    conversation key (one new conversation per message)."""
+    conversation key (one new conversation per message), or names BATCH claimed campaign
+    messages in `claims` (bare psycopg sends their ids and tokens as lists, as its users
+    do, and the metrics as the same JSON)."""
 
     def driver_lock_acquire(key: str) -> object:
         return locks.lock_acquire(conn, key, OWNER, TTL)
@@ -111,10 +147,27 @@ def sides(conn: psycopg.Connection[Any]) -> dict[str, dict[str, Call]]:
         }
         return conn.execute(sql.MESSAGE_INGEST, params).fetchone()
 
+    def driver_campaign_complete_many(key: str) -> object:
+        ids, tokens = claims[key]
+        return campaigns.campaign_complete_many(conn, ids, tokens, METRICS)
+
+    def bare_campaign_complete_many(key: str) -> object:
+        ids, tokens = claims[key]
+        params = {
+            "message_ids": ids,
+            "claim_tokens": tokens,
+            "metrics": Jsonb(METRICS, dumps=compact),
+        }
+        return conn.execute(sql.CAMPAIGN_COMPLETE_MANY, params).fetchone()
+
     return {
         "lock_acquire": {DRIVER: driver_lock_acquire, BARE: bare_lock_acquire},
         "lock_release": {DRIVER: driver_lock_release, BARE: bare_lock_release},
         "message_ingest": {DRIVER: driver_message_ingest, BARE: bare_message_ingest},
+        "campaign_complete_many": {
+            DRIVER: driver_campaign_complete_many,
+            BARE: bare_campaign_complete_many,
+        },
     }
 
 
@@ -144,20 +197,26 @@ def keys_of(prefix: str, calls: int) -> list[str]:
     return [f"{prefix}{i}" for i in range(calls)]
 
 
-def server_work(conn: psycopg.Connection[Any], prefix: str) -> tuple[int, int]:
+def server_work(conn: psycopg.Connection[Any], prefix: str) -> tuple[int, int, int]:
     row = conn.execute(SERVER_WORK, {"prefix": prefix, "provider": PROVIDER}).fetchone()
     assert row is not None
-    return int(row[0]), int(row[1])
+    return int(row[0]), int(row[1]), int(row[2])
 
 
 def one_round(
-    conn: psycopg.Connection[Any], calls: dict[str, dict[str, Call]], round_no: int, n: int
+    conn: psycopg.Connection[Any],
+    calls: dict[str, dict[str, Call]],
+    claims: Claims,
+    round_no: int,
+    n: int,
 ) -> tuple[dict[str, dict[str, Samples]], dict[str, Any]]:
     """Every call, both sides alternating. Also what each side left on the server after
-    its acquires, releases and ingests: n live leases, none, n stored messages."""
+    its acquires, releases, ingests and completions: n live leases, none, n stored
+    messages, n * BATCH campaign messages sent."""
     order = (BARE, DRIVER) if round_no % 2 else (DRIVER, BARE)
     prefixes = {side: f"{side[0]}{round_no}-" for side in SIDES}
     keys = {side: keys_of(prefixes[side], n) for side in SIDES}
+    hold(conn, claims, {prefixes[side]: keys[side] for side in SIDES})
     samples: dict[str, dict[str, Samples]] = {}
     work: dict[str, dict[str, int]] = {side: {} for side in SIDES}
     for call in CALLS:
@@ -165,18 +224,26 @@ def one_round(
         measured = alternate(calls[call][first], calls[call][second], (keys[first], keys[second]))
         samples[call] = dict(zip(order, measured, strict=True))
         for side in SIDES:
-            held, stored = server_work(conn, prefixes[side])
+            held, stored, sent = server_work(conn, prefixes[side])
             if call == "lock_acquire":
                 work[side]["held_after_acquire"] = held
             elif call == "lock_release":
                 work[side]["held_after_release"] = held
-            else:
+            elif call == "message_ingest":
                 work[side]["stored"] = stored
+            else:
+                work[side]["sent"] = sent
+    claims.clear()
     return samples, {"first": order[0], "server_work": work}
 
 
 def same_work(detail: dict[str, Any], calls: int) -> bool:
-    wanted = {"held_after_acquire": calls, "held_after_release": 0, "stored": calls}
+    wanted = {
+        "held_after_acquire": calls,
+        "held_after_release": 0,
+        "stored": calls,
+        "sent": calls * BATCH,
+    }
     return all(detail["server_work"][side] == wanted for side in SIDES)
 
 
@@ -185,13 +252,14 @@ def measure(
 ) -> tuple[list[overhead_report.Round], dict[str, dict[str, Samples]]]:
     """An uncounted warm-up round, then the rounds. Returns each round's figures and
     every call's samples over all rounds."""
-    calls = sides(conn)
+    claims: Claims = {}
+    calls = sides(conn, claims)
     if args.warmup_calls:
-        one_round(conn, calls, 0, args.warmup_calls)
+        one_round(conn, calls, claims, 0, args.warmup_calls)
     rounds = []
     pooled = {call: {side: Samples() for side in SIDES} for call in CALLS}
     for round_no in range(1, args.rounds + 1):
-        samples, detail = one_round(conn, calls, round_no, args.calls)
+        samples, detail = one_round(conn, calls, claims, round_no, args.calls)
         same = same_work(detail, args.calls)
         for call in CALLS:
             for side in SIDES:
@@ -214,7 +282,9 @@ def protocol_check(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     """One call of each side in libpq's trace: the messages the client sends must be the
     same (statement, parameters, formats) once the key is masked, and each side must
     make one round trip."""
-    calls = sides(conn)
+    claims: Claims = {}
+    calls = sides(conn, claims)
+    hold(conn, claims, {f"t{side[0]}-": [f"t{side[0]}-1"] for side in SIDES})
     found: dict[str, Any] = {}
     for call in CALLS:
         sent: dict[str, list[str]] = {}
@@ -223,6 +293,10 @@ def protocol_check(conn: psycopg.Connection[Any]) -> dict[str, Any]:
             key = f"t{side[0]}-1"
             lines = driver.protocol_trace(conn, lambda: calls[call][side](key))  # noqa: B023
             sent[side] = [line.replace(key, "<key>") for line in lines if line.startswith("F")]
+            for name, values in zip(("ids", "tokens"), claims.get(key, ()), strict=False):
+                text = bigints(values)  # as either side sends them
+                assert isinstance(text, str)
+                sent[side] = [line.replace(text, f"<{name}>") for line in sent[side]]
             trips[side] = sum(1 for line in lines if "\tReadyForQuery\t" in line)
         found[call] = {
             "same_messages": sent[DRIVER] == sent[BARE],
@@ -236,13 +310,15 @@ def protocol_check(conn: psycopg.Connection[Any]) -> dict[str, Any]:
 def profile(conn: psycopg.Connection[Any], calls_per_side: int) -> dict[str, list[list[Any]]]:
     """cProfile on a CPU clock over `calls_per_side` calls of each side of each call: per
     function, the calls and self CPU per call, µs, of each side."""
-    calls = sides(conn)
+    claims: Claims = {}
+    calls = sides(conn, claims)
+    keys = {side: keys_of(f"p{side[0]}-", calls_per_side) for side in SIDES}
+    hold(conn, claims, {f"p{side[0]}-": keys[side] for side in SIDES})
     found = {}
     for call in CALLS:
         by_side = {}
         for side in SIDES:
-            keys = keys_of(f"p{side[0]}-", calls_per_side)
-            by_side[side] = _profiled(calls[call][side], keys)
+            by_side[side] = _profiled(calls[call][side], keys[side])
         names = sorted(set(by_side[DRIVER]) | set(by_side[BARE]))
         found[call] = [
             [name, *by_side[DRIVER].get(name, (0.0, 0.0)), *by_side[BARE].get(name, (0.0, 0.0))]

@@ -30,6 +30,15 @@ WHAT = {
         "`conn.execute(pgcoord.sql.MESSAGE_INGEST, {..., payload: Jsonb(payload), "
         "...}).fetchone()`",
     ),
+    "campaign_complete_many": (
+        "`pgcoord.campaigns.campaign_complete_many(conn, ids, tokens, metrics)`, an `int` "
+        "(15 messages, each with a no-op handler's metrics, as a campaign worker completes "
+        "them; the ids and tokens sent as the text of a bigint[], `pgcoord.arrays`)",
+        "`conn.execute(pgcoord.sql.CAMPAIGN_COMPLETE_MANY, {message_ids: ids, "
+        "claim_tokens: tokens, metrics: Jsonb(metrics)}).fetchone()`, the ids and tokens "
+        "as Python lists (psycopg's list dumper), the JSON written without spaces as the "
+        "driver writes it",
+    ),
 }
 
 
@@ -57,7 +66,7 @@ class Round:
     bare_cpu_mean_us: float
     driver_wall_us: float  # median per call
     bare_wall_us: float
-    same_work: bool  # each side: every acquire granted, every release freed, every ingest new
+    same_work: bool  # each side: acquires granted, releases freed, ingests new, messages sent
     server_work: dict[str, dict[str, int]]
 
     @property
@@ -162,7 +171,8 @@ def targets(rows: list[Row], rounds: list[Round], protocol: dict[str, Any]) -> l
     found.append(
         Target(
             "same server work, each side and round",
-            "every acquire granted, every release freed, every ingest stored",
+            "every acquire granted, every release freed, every ingest stored, "
+            "every completion's 15 messages sent",
             "yes" if not unlike else "no, rounds " + ", ".join(map(str, unlike)),
             not unlike,
         )
@@ -326,7 +336,9 @@ def markdown(
         "parameters, on distinct keys of the same length, so the server does the same "
         "work for each: every acquire takes a free key, every release frees a key its "
         "side holds, every ingest stores a new message in a conversation of its own "
-        "(debounce 10 s: no NOTIFY).",
+        "(debounce 10 s: no NOTIFY), every completion completes 15 campaign messages its "
+        "side claimed before the round (the same bytes on the wire: the ids travel as the "
+        "same text either way, and the trace masks their types).",
         "",
         f"CPU placement: {result['placement']}. Where client and server share a core, "
         "the server's work between two calls evicts the client's code and data from that "

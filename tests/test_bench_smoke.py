@@ -149,7 +149,7 @@ def test_overhead_bench_writes_cpu_per_call_ratios_and_profile(
     assert done.returncode == 0, done.stderr
 
     result = json.loads(stem.with_suffix(".json").read_text())
-    calls = ["lock_acquire", "lock_release", "message_ingest"]
+    calls = ["lock_acquire", "lock_release", "message_ingest", "campaign_complete_many"]
     assert [row["call"] for row in result["summary"]] == calls
     for row in result["summary"]:
         for figure in ("driver_cpu_us", "bare_cpu_us", "driver_wall_us", "bare_wall_us"):
@@ -159,6 +159,7 @@ def test_overhead_bench_writes_cpu_per_call_ratios_and_profile(
 
     # both rounds ran every call, the sides taking turns at going first, and each side
     # did the same work on the server: 20 leases taken, all of them freed, 20 messages
+    # stored, 20 completions of 15 campaign messages each
     assert [(r["round"], r["call"], r["first"]) for r in result["rounds"]] == [
         (round_no, call, first)
         for round_no, first in ((1, "bare"), (2, "driver"))
@@ -171,6 +172,7 @@ def test_overhead_bench_writes_cpu_per_call_ratios_and_profile(
                 "held_after_acquire": 20,
                 "held_after_release": 0,
                 "stored": 20,
+                "sent": 300,
             }, r
     assert result["placement"].startswith(("split:", "free:")), result["placement"]
 
@@ -190,7 +192,7 @@ def test_overhead_bench_writes_cpu_per_call_ratios_and_profile(
     assert targets["same server work, each side and round"]["met"]
 
     # the profile names the driver's call functions, which only the driver's side calls
-    for call, module in zip(calls, ("locks", "locks", "inbox"), strict=True):
+    for call, module in zip(calls, ("locks", "locks", "inbox", "campaigns"), strict=True):
         entries = {entry[0]: entry for entry in result["profile"][call]}
         (own,) = [name for name in entries if name.endswith(f"({call})")]
         assert own.startswith(f"pgcoord/{module}.py:")
