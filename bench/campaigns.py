@@ -4,7 +4,8 @@ claiming 15 with SKIP LOCKED and completing them, with prepared statements and a
 unprepared, as the driver sends every statement), the SQL functions alone (pgbench),
 PgQueuer (its batch tuned) and Procrastinate, at 1 and 8 workers, interleaved in one run.
 Also: enqueue of 100,000 messages in one call; per message at batch 15 (8 workers, a
-drained backlog): transactions, WAL flushes, WAL bytes and the workers' CPU; with --size,
+drained backlog): transactions, WAL flushes, WAL bytes and the workers' CPU; the dead
+tuples left while a long transaction holds back vacuum (bench/held_back.py); with --size,
 the queue's size after 1,000,000 messages against its size after the first 100,000, with
 the server's autovacuum_naptime and with the 5 s docs/vacuum.md recommends (the target's).
 
@@ -32,7 +33,7 @@ from psycopg import sql
 
 from pgcoord import campaigns
 
-from . import campaigns_report, pgbench_run, queues, report
+from . import campaigns_report, held_back, pgbench_run, queues, report
 from .campaigns_report import (
     FUNCTIONS,
     PGCOORD,
@@ -130,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         tunings = {TUNED: result["pgcoord_tuning"], PGQUEUER: result["pgqueuer_tuning"]}
         runs = measure(db, args, result["peers"], tunings)
         result["costs"] = [run.as_dict() for run in measure_costs(db, args)]
+        if args.held_back_messages:
+            result["held_back"] = measure_held_back(db, args, result)
         if args.size:
             result["size"] = measure_size(db, args)
             result["size_naptime"] = measure_size_with_naptime(server_url, db, args)
@@ -199,6 +202,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--cost-rounds", type=int, default=2, help="rounds of the cost per message (2)"
     )
     parser.add_argument(
+        "--held-back-messages",
+        type=int,
+        default=30_000,
+        help="messages processed through each queue while a transaction holds back "
+        "vacuum, to count the dead tuples left; 0: not measured (30000)",
+    )
+    parser.add_argument(
         "--size",
         action="store_true",
         help="also process --size-messages (in chunks of --size-chunk) and compare the "
@@ -227,6 +237,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         min(args.pgcoord_batches),
         args.size_chunk,
     ]
+    if args.held_back_messages < 0:
+        parser.error("--held-back-messages must not be negative")
     if min(counts) < 1 or args.warmup < 0 or args.size_messages < args.size_chunk:
         parser.error("counts must be at least 1, --warmup not negative, size >= chunk")
     args.command = " ".join(["scripts/bench campaigns", *map(shlex.quote, argv or sys.argv[1:])])
@@ -611,6 +623,32 @@ def cost_run(db: ScratchDatabase, args: argparse.Namespace, messages: int) -> Co
     )
 
 
+# -- dead tuples while a long transaction holds back vacuum ---------------------------
+
+
+def measure_held_back(
+    db: ScratchDatabase, args: argparse.Namespace, result: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """bench/held_back.py over the SQL functions and the plain SQL (pgbench), and
+    PgQueuer's workers at their best batch when it runs here."""
+    processors = {
+        "pgcoord": held_back.through_pgbench(SCRIPTS[FUNCTIONS]),
+        "plain": held_back.through_pgbench(SCRIPTS[PLAIN]),
+    }
+    if usable(PGQUEUER, result["peers"]):
+        batch = best_batch(result["pgqueuer_tuning"]) or BATCH
+        processors["pgqueuer"] = held_back.through_workers(SYSTEMS[PGQUEUER], batch)
+    found = held_back.measure(db, args.held_back_messages, processors)
+    for r in found:
+        print(
+            f"held back: {r['queue']}, {held_back.dead(r['held']) - held_back.dead(r['before']):,}"
+            f" dead tuples after {r['messages']:,} messages",
+            file=sys.stderr,
+            flush=True,
+        )
+    return found
+
+
 # -- size after 1,000,000 -------------------------------------------------------------
 
 
@@ -766,6 +804,7 @@ def describe(db: ScratchDatabase, args: argparse.Namespace, kind: str) -> dict[s
             "enqueue_rounds": args.enqueue_rounds,
             "cost_messages": args.cost_messages,
             "cost_rounds": args.cost_rounds,
+            "held_back_messages": args.held_back_messages,
             "size": args.size,
             "size_messages": args.size_messages,
             "size_chunk": args.size_chunk,

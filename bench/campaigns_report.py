@@ -9,6 +9,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from . import held_back
 from .report import Target, format_us, setup_lines, targets_table, write_files
 
 PLAIN = "plain"  # pgbench, plain SQL on a simple message table: the ceiling
@@ -430,6 +431,7 @@ def markdown(result: dict[str, Any], rows: list[Row], runs: list[Run], found: li
     lines += cost_lines(result)
     lines += enqueue_lines(result.get("enqueue") or [], runs)
     lines += size_lines(result)
+    lines += held_back.lines(result.get("held_back"), held_back_labels(result))
     lines += [
         "## CPU per message",
         "",
@@ -637,6 +639,15 @@ def enqueue_lines(enqueue: list[dict[str, Any]], runs: list[Run]) -> list[str]:
             "",
         ]
     return lines
+
+
+def held_back_labels(result: dict[str, Any]) -> dict[str, str]:
+    batch = best_batch(result.get("pgqueuer_tuning"))
+    return {
+        "pgcoord": "pgcoord: the SQL functions (pgbench, bench/pgbench/campaign_functions.sql)",
+        "plain": "plain SQL, one row per message (pgbench, bench/pgbench/campaign_plain.sql)",
+        "pgqueuer": f"PgQueuer (its workers, batch {batch})",
+    }
 
 
 def size_lines(result: dict[str, Any]) -> list[str]:

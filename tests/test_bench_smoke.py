@@ -229,6 +229,7 @@ def test_campaign_bench_writes_rates_ratios_costs_and_sizes(
             "--size",
             "--size-messages=600",
             "--size-chunk=300",
+            "--held-back-messages=300",
             f"--output={stem}",
         ],
         cwd=ROOT,
@@ -294,6 +295,19 @@ def test_campaign_bench_writes_rates_ratios_costs_and_sizes(
         assert chunk["with_backlog"]["campaign_queue"]["table"] > 0
         assert set(chunk["processed"]) >= {"campaign_queue", "campaign_messages"}
 
+    # 300 messages through each queue while a transaction held back vacuum: the plain
+    # table keeps the two versions each message's claim and completion replaced, the
+    # grouped queue two per group of 15 (claimed, then deleted); none once it ended
+    held = {r["queue"]: r for r in result["held_back"]}
+    assert set(held) == {"pgcoord", "plain"}  # PgQueuer is left out here
+    for name, each in (("plain", 2), ("pgcoord", 2 / 15)):
+        r = held[name]
+        dead = sum(t["dead"] for t in r["held"].values()) - sum(
+            t["dead"] for t in r["before"].values()
+        )
+        assert dead == 300 * each, (name, r)
+        assert sum(t["dead"] for t in r["released"].values()) == 0, (name, r)
+
     targets = {target["name"]: target for target in result["targets"]}
     assert targets["campaign worker / plain SQL (c) at 8 workers"]["met"] is None
     unprepared = "the same plain SQL sent unprepared, as the driver sends every statement"
@@ -325,6 +339,7 @@ def test_campaign_bench_writes_rates_ratios_costs_and_sizes(
     assert f"{row['ratios']['pgcoord/plain-unprepared']:.2f}" in markdown
     assert "--protocol=extended" in markdown
     assert "## Per message at batch 15" in markdown and "## Size after 600 messages" in markdown
+    assert "## Dead tuples while a long transaction holds back vacuum" in markdown
     assert "campaign worker" in done.stdout
 
 
