@@ -472,15 +472,32 @@ def sample(
 
 
 def tune(
-    db: ScratchDatabase, args: argparse.Namespace, variant: str, batches: list[int]
+    db: ScratchDatabase,
+    args: argparse.Namespace,
+    variant: str,
+    batches: list[int],
+    *,
+    keep_going: bool = False,
 ) -> list[dict[str, Any]]:
     """One run of `variant` per batch size at the largest worker count, each backlog sized
-    for the best rate so far; the best batch runs the rounds."""
+    for the best rate so far; the best batch runs the rounds. With `keep_going`, a batch
+    whose run failed (a peer's workers that would not stop in time) is recorded as failed
+    (0 messages/s) and the others are tried; the error is raised only when all failed."""
     expected: dict[tuple[str, int], float] = {}
     tried: list[dict[str, Any]] = []
     for batch in batches:
         backlog = backlog_for(variant, args.top, args, expected)
-        run = fleet_run(db, variant, args.top, 0, backlog, args, batch)
+        try:
+            run = fleet_run(db, variant, args.top, 0, backlog, args, batch)
+        except Exception as exc:
+            if not keep_going:
+                raise
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            print(f"batch {batch}: {variant} failed: {reason}", file=sys.stderr, flush=True)
+            tried.append({"batch": batch, "per_second": 0.0, "dry": False, "failed": reason})
+            if all("failed" in t for t in tried) and len(tried) == len(batches):
+                raise
+            continue
         learn(expected, run)
         progress(run, f"batch {batch}")
         tried.append({"batch": batch, "per_second": run.per_second, "dry": run.detail["dry"]})
@@ -494,7 +511,7 @@ def tune_pgqueuer(
     if not usable(PGQUEUER, peers):
         return []
     try:
-        tried = tune(db, args, PGQUEUER, args.pgqueuer_batches)
+        tried = tune(db, args, PGQUEUER, args.pgqueuer_batches, keep_going=True)
     except Exception as exc:
         drop_peer(peers, PGQUEUER, exc)
         return []

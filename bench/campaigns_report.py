@@ -518,12 +518,19 @@ def tuning_lines(tuning: list[dict[str, Any]]) -> list[str]:
 
 def tuning_table(tuning: list[dict[str, Any]]) -> str:
     return tabulate(
-        [[t["batch"], f"{t['per_second']:,.0f}", "yes" if t["dry"] else ""] for t in tuning],
+        [[t["batch"], *_tried(t)] for t in tuning],
         headers=["batch", "messages/s", "ran dry"],
         tablefmt="github",
         disable_numparse=True,
         colalign=("right", "right", "left"),
     )
+
+
+def _tried(t: dict[str, Any]) -> tuple[str, str]:
+    """A tuning run's messages/s and whether it ran dry, or that it failed and why."""
+    if "failed" in t:
+        return "failed", t["failed"]
+    return f"{t['per_second']:,.0f}", "yes" if t["dry"] else ""
 
 
 def cost_lines(result: dict[str, Any]) -> list[str]:
