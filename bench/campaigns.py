@@ -25,6 +25,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, LiteralString
 
@@ -92,6 +93,7 @@ GUESS = {
 }
 
 OUTCOMES: LiteralString = "SELECT count(*) FROM pgcoord.campaign_outcomes"
+DRAIN_TIMEOUT = 300.0  # the most a backlog processed to its end may take, s
 # the size part runs again with the autovacuum_naptime docs/vacuum.md recommends for a
 # database that holds a busy campaign queue: the target's measurement
 SIZE_NAPTIME: LiteralString = "5s"
@@ -648,13 +650,15 @@ def measure_held_back(
 ) -> list[dict[str, Any]]:
     """bench/held_back.py over the SQL functions and the plain SQL (pgbench), and
     PgQueuer's workers at their best batch when it runs here."""
-    processors = {
-        "pgcoord": held_back.through_pgbench(SCRIPTS[FUNCTIONS]),
-        "plain": held_back.through_pgbench(SCRIPTS[PLAIN]),
-    }
+    clients = held_back.CONNECTIONS
+    processors: list[tuple[queues.Queue, held_back.Process]] = [
+        (queues.PGCOORD, partial(drain_pgbench, script=SCRIPTS[FUNCTIONS], clients=clients)),
+        (queues.PLAIN, partial(drain_pgbench, script=SCRIPTS[PLAIN], clients=clients)),
+    ]
     if usable(PGQUEUER, result["peers"]):
         batch = best_batch(result["pgqueuer_tuning"]) or BATCH
-        processors["pgqueuer"] = held_back.through_workers(SYSTEMS[PGQUEUER], batch)
+        drain = partial(drain_workers, system=SYSTEMS[PGQUEUER], workers=clients, batch=batch)
+        processors.append((queues.PGQUEUER, drain))
     found = held_back.measure(db, args.held_back_messages, processors)
     for r in found:
         print(
@@ -664,6 +668,45 @@ def measure_held_back(
             flush=True,
         )
     return found
+
+
+def drain_pgbench(
+    db: ScratchDatabase, queue: queues.Queue, messages: int, *, script: str, clients: int
+) -> int:
+    """pgbench running `script` on `clients` connections until `messages` of the queue
+    are processed (each run sized for what is left); how many were, at the end."""
+    deadline = time.monotonic() + DRAIN_TIMEOUT
+    while (done := processed(db, queue, messages)) < messages:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{queue.name}: {done} of {messages} after {DRAIN_TIMEOUT} s")
+        per_client = math.ceil((messages - done) / BATCH / clients) + 2
+        pgbench_run.run_script(db.url, script, clients, None, transactions=per_client)
+    return done
+
+
+def drain_workers(
+    db: ScratchDatabase,
+    queue: queues.Queue,
+    messages: int,
+    *,
+    system: str,
+    workers: int,
+    batch: int,
+) -> int:
+    """`workers` worker processes of `system` (bench/queue_worker.py) until `messages` of
+    the queue are processed, then stopped; how many were."""
+    deadline = time.monotonic() + DRAIN_TIMEOUT
+    with Fleet(system, db.url, workers, batch=batch, concurrency=CONCURRENCY):
+        while (done := processed(db, queue, messages)) < messages:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{queue.name}: {done} of {messages} after {DRAIN_TIMEOUT} s")
+            time.sleep(0.05)
+    return done
+
+
+def processed(db: ScratchDatabase, queue: queues.Queue, messages: int) -> int:
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        return queue.done(conn, messages)
 
 
 # -- size after 1,000,000 -------------------------------------------------------------
@@ -692,13 +735,7 @@ def measure_size(db: ScratchDatabase, args: argparse.Namespace) -> dict[str, Any
         with psycopg.connect(db.url, autocommit=True) as conn:
             with_backlog = sizes(conn)
         target = sent + args.size_chunk
-        while sent < target:
-            per_client = math.ceil((target - sent) / BATCH / 8) + 2
-            pgbench_run.run_script(db.url, "campaign_functions", 8, None, transactions=per_client)
-            with psycopg.connect(db.url, autocommit=True) as conn:
-                row = conn.execute(OUTCOMES).fetchone()
-                assert row is not None
-                sent = int(row[0])
+        sent = drain_pgbench(db, queues.PGCOORD, target, script=SCRIPTS[FUNCTIONS], clients=8)
         db.wait_until_idle()
         with psycopg.connect(db.url, autocommit=True) as conn:
             after = sizes(conn)

@@ -11,7 +11,6 @@ vacuum cannot remove, every claim reads past until the transaction ends.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from typing import Any, LiteralString
@@ -20,14 +19,11 @@ import psycopg
 from psycopg import IsolationLevel, sql
 from tabulate import tabulate
 
-from . import pgbench_run, queues
 from .database import ScratchDatabase
-from .fleet import Fleet
 from .queues import Queue
 
-BATCH = 15  # pgbench's claim, as in the rest of the bench
-CONNECTIONS = 8
-DONE_TIMEOUT = 120.0  # the most a queue may take over the backlog
+BATCH = 15  # what the pgbench scripts claim at a time (named in the report)
+CONNECTIONS = 8  # pgbench connections or worker processes per queue
 
 TABLES: LiteralString = """
 SELECT s.relname, s.n_dead_tup,
@@ -38,18 +34,19 @@ ORDER BY s.relname
 """
 
 
+# works off the queue's backlog of that many messages
+Process = Callable[[ScratchDatabase, Queue, int], object]
+
+
 def measure(
-    db: ScratchDatabase,
-    messages: int,
-    processors: dict[str, Callable[[ScratchDatabase, Queue, int], None]],
+    db: ScratchDatabase, messages: int, processors: list[tuple[Queue, Process]]
 ) -> list[dict[str, Any]]:
-    """For each queue (by name) and its processor: the queue emptied and loaded with
+    """For each queue and what processes it: the queue emptied and loaded with
     `messages`, vacuumed, then processed while a transaction holds its snapshot; the
     dead tuples left (per table, after a VACUUM) and the schema's size, before, held and
     after the transaction. (No wait for idle backends meanwhile: the holder is one.)"""
     found = []
-    for name, process in processors.items():
-        queue = QUEUE_OF[name]
+    for queue, process in processors:
         queue.reset(db.url)
         queue.load(db.url, messages)
         db.wait_until_idle()
@@ -65,7 +62,7 @@ def measure(
         released = vacuumed(db, queue.schema)
         found.append(
             {
-                "queue": name,
+                "queue": queue.name,
                 "messages": messages,
                 "seconds": round(seconds, 2),
                 "before": before,
@@ -88,47 +85,6 @@ def vacuumed(db: ScratchDatabase, schema: str) -> dict[str, dict[str, int]]:
             str(table): {"dead": int(dead), "bytes": int(size)}
             for table, dead, size in conn.execute(TABLES, {"schema": schema}).fetchall()
         }
-
-
-def through_pgbench(script: str) -> Callable[[ScratchDatabase, Queue, int], None]:
-    """Process the backlog with pgbench running `script` on CONNECTIONS connections."""
-
-    def process(db: ScratchDatabase, queue: Queue, messages: int) -> None:
-        deadline = time.monotonic() + DONE_TIMEOUT
-        while (done := processed(db, queue, messages)) < messages:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{queue.name}: {done} of {messages} after {DONE_TIMEOUT} s")
-            per_client = math.ceil((messages - done) / BATCH / CONNECTIONS) + 2
-            pgbench_run.run_script(db.url, script, CONNECTIONS, None, transactions=per_client)
-
-    return process
-
-
-def through_workers(system: str, batch: int) -> Callable[[ScratchDatabase, Queue, int], None]:
-    """Process the backlog with CONNECTIONS worker processes of `system`
-    (bench/queue_worker.py), stopped once it is done."""
-
-    def process(db: ScratchDatabase, queue: Queue, messages: int) -> None:
-        deadline = time.monotonic() + DONE_TIMEOUT
-        with Fleet(system, db.url, CONNECTIONS, batch=batch, concurrency=8):
-            while (done := processed(db, queue, messages)) < messages:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{queue.name}: {done} of {messages} after {DONE_TIMEOUT} s")
-                time.sleep(0.05)
-
-    return process
-
-
-def processed(db: ScratchDatabase, queue: Queue, messages: int) -> int:
-    with psycopg.connect(db.url, autocommit=True) as conn:
-        return queue.done(conn, messages)
-
-
-QUEUE_OF = {
-    "pgcoord": queues.PGCOORD,
-    "plain": queues.PLAIN,
-    "pgqueuer": queues.PGQUEUER,
-}
 
 
 def dead(snapshot: dict[str, dict[str, int]]) -> int:

@@ -41,7 +41,7 @@ from psycopg.types.json import Jsonb
 from pgcoord import CampaignMessage, campaigns, config, inbox, locks, sql
 from pgcoord.arrays import bigints
 
-from . import driver, overhead_report, report
+from . import driver, overhead_report, queues, report
 from .database import ScratchDatabase, scratch_database, server
 from .overhead_report import Samples
 from .server_cpu import ServerCpu
@@ -92,14 +92,13 @@ def compact(value: Any) -> str:
 
 
 def hold(conn: psycopg.Connection[Any], claims: Claims, keys: dict[str, list[str]]) -> None:
-    """For every side, a run named by its prefix with BATCH messages per key, claimed
-    before the calls (CLAIM_CHUNK at a time), each key given BATCH of them."""
+    """For every side, a run named by its prefix with BATCH messages per key (the
+    campaign bench's messages), claimed before the calls (CLAIM_CHUNK at a time), each
+    key given BATCH of them."""
     for prefix, side_keys in keys.items():
         run_id = campaigns.campaign_create(conn, prefix)
         count = BATCH * len(side_keys)
-        for first in range(0, count, CLAIM_CHUNK):
-            items = [{"recipient": f"r{n}"} for n in range(first, min(first + CLAIM_CHUNK, count))]
-            campaigns.campaign_enqueue(conn, run_id, items)
+        campaigns.campaign_enqueue(conn, run_id, queues.items(1, count))
         held: list[CampaignMessage] = []
         while len(held) < count:
             limit = min(CLAIM_CHUNK, count - len(held))

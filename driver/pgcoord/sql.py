@@ -38,6 +38,7 @@ MESSAGE_INGEST: LiteralString = (
     " p_conversation_key => %(conversation_key)s, p_body => %(body)s,"
     " p_payload => %(payload)s, p_debounce => %(debounce)s, p_max_wait => %(max_wait)s)"
 )
+# lists of ids arrive as the text of a bigint[] and are cast ::text::bigint[] (arrays.py)
 MESSAGE_PAYLOADS: LiteralString = (
     "SELECT * FROM pgcoord.message_payloads(p_message_ids => %(message_ids)s::text::bigint[])"
 )
