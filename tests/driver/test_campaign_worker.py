@@ -18,6 +18,7 @@ from workerkit import running, wait_until
 from pgcoord import RateLimited, campaigns_async, rates_async
 from pgcoord.types import CampaignMessage
 from pgcoord.worker import RateBudget, runtime
+from pgcoord.worker.campaigns import CampaignWork
 
 
 @pytest.fixture
@@ -521,5 +522,48 @@ def test_the_deadlines_of_ended_handlers_do_not_pile_up_behind_a_long_one(db_url
             await wait_until(lambda: queue.done(run_id, sent=300), "every message sent")
         watcher.cancel()
         assert 0 < most <= 4 * w.capacity + 1, most
+
+    run(test, db_url)
+
+
+def test_an_idle_worker_sends_a_message_due_in_seconds_when_it_falls_due(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that found nothing due sleeps its longest idle poll (5 s). A message
+    enqueued meanwhile, due within that sleep, is sent when it falls due, not when the
+    sleep ends: the enqueue wakes the worker, which sleeps on until the message is due
+    (campaign_due_in), without polling hard."""
+    due_in = campaigns_async.campaign_due_in
+    answers: list[timedelta | None] = []
+    asleep = asyncio.Event()
+
+    async def spied_due_in(conn: psycopg.AsyncConnection[Any], *args: Any) -> Any:
+        found = await due_in(conn, *args)
+        answers.append(found)
+        if found is None:
+            asleep.set()
+        return found
+
+    monkeypatch.setattr(campaigns_async, "campaign_due_in", spied_due_in)
+
+    async def test(queue: Queue) -> None:
+        run_id = await queue.run()
+        started: list[datetime] = []
+
+        async def send(message: CampaignMessage) -> None:
+            started.append(await queue.now())
+
+        w = worker(send, db_url, idle_poll=CampaignWork.max_idle_poll)
+        async with running(w):
+            await asyncio.wait_for(asleep.wait(), 10)  # from here it sleeps 5 s, unless woken
+            due = (await queue.now()) + timedelta(seconds=2)
+            items = [{"recipient": "soon", "scheduled_at": due}]
+            await campaigns_async.campaign_enqueue(queue.conn, run_id, items)
+            asked = len(answers)
+            await wait_until(lambda: queue.done(run_id, 1), "the message sent")
+        assert due <= started[0] <= due + timedelta(seconds=1.5)
+        # woken: nothing due yet, a sleep until it is; after its claim, nothing more
+        # due: a few looks in all over those 2 s, not a tight loop
+        assert len(answers) - asked <= 4
 
     run(test, db_url)

@@ -211,10 +211,15 @@ def test_an_enqueue_notifies_once_when_something_is_due_soon(db_url: str, conn: 
 
         enqueue(conn, run_id, [item(f"+{i}") for i in range(40)])
         assert notifications(listener) == [str(run_id)], "once per call"
+        soon = server_clock(conn) + timedelta(seconds=4)
+        enqueue(conn, run_id, [item("soon", scheduled_at=soon)])
+        assert notifications(listener) == [str(run_id)], "due within an idle worker's sleep"
+        beyond = server_clock(conn) + timedelta(seconds=6)
         later = server_clock(conn) + timedelta(minutes=5)
+        enqueue(conn, run_id, [item("beyond", scheduled_at=beyond)])
         enqueue(conn, run_id, [item("later", scheduled_at=later)])
         enqueue(conn, run_id, [])
-        assert notifications(listener) == [], "nothing due soon"
+        assert notifications(listener) == [], "nothing due within 5 s"
         enqueue(conn, run_id, [item("later", scheduled_at=later), item("now")])
         assert notifications(listener) == [str(run_id)]
         enqueue(conn, paused, [item("+1")])
@@ -223,7 +228,13 @@ def test_an_enqueue_notifies_once_when_something_is_due_soon(db_url: str, conn: 
         assert notifications(listener) == [str(paused)], "resumed with a message due"
         set_status(conn, paused, "paused")
         assert notifications(listener) == []
-        claim(conn, limit=100)
+        claim(conn, limit=100)  # all but those due in 4 s, 6 s and 5 minutes
         set_status(conn, run_id, "paused")
         set_status(conn, run_id, "running")
-        assert notifications(listener) == [], "resumed with nothing due soon"
+        assert notifications(listener) == [str(run_id)], "resumed with one due within 5 s"
+        waiting = create(conn)
+        beyond = server_clock(conn) + timedelta(seconds=6)
+        enqueue(conn, waiting, [item("beyond", scheduled_at=beyond)])
+        set_status(conn, waiting, "paused")
+        set_status(conn, waiting, "running")
+        assert notifications(listener) == [], "resumed with nothing due within 5 s"

@@ -1397,8 +1397,11 @@ COMMENT ON FUNCTION pgcoord.campaign_due_in(bigint) IS
 -- "scheduled_at" must not send at once). A paused run takes messages (they wait for it);
 -- a cancelled or finished one refuses them. Messages scheduled at the same instant are
 -- stored in groups of up to 15 (see 030_campaigns.sql); enqueue order is claim order
--- among them. When the run is running and something enqueued is due within a second,
--- the workers are told once (NOTIFY pgcoord_campaigns, payload the run id).
+-- among them. When the run is running and something enqueued is due within 5 seconds
+-- (the longest an idle campaign worker sleeps), the workers are told once (NOTIFY
+-- pgcoord_campaigns, payload the run id): a woken worker claims what is due and sleeps
+-- until the next due message (campaign_due_in), so a message due within that sleep is
+-- sent when it falls due; the sleep itself finds anything due later.
 CREATE OR REPLACE FUNCTION pgcoord.campaign_enqueue(p_run_id bigint, p_items jsonb)
 RETURNS integer
 LANGUAGE plpgsql
@@ -1571,7 +1574,7 @@ BEGIN
         last_message_id = greatest(r.last_message_id, v_high)
     WHERE r.id = p_run_id;
 
-    IF v_status = 'running' AND v_first < v_now + interval '1 second' THEN
+    IF v_status = 'running' AND v_first < v_now + interval '5 seconds' THEN
         PERFORM pg_notify('pgcoord_campaigns', p_run_id::text);
     END IF;
     RETURN v_count;
@@ -1974,8 +1977,8 @@ COMMENT ON FUNCTION pgcoord.campaign_release(bigint, bigint) IS
 -- a run already has changes nothing and returns it (so a retried call is harmless).
 -- Paused, cancelled and finished runs' messages are not claimed; their pending messages
 -- stay as they are, for the record, and held ones may still be completed. Resuming a
--- run with messages due within a second tells the workers (NOTIFY pgcoord_campaigns,
--- payload the run id).
+-- run with messages due within 5 seconds tells the workers (NOTIFY pgcoord_campaigns,
+-- payload the run id), as campaign_enqueue does.
 CREATE OR REPLACE FUNCTION pgcoord.campaign_set_status(p_run_id bigint, p_status text)
 RETURNS text
 LANGUAGE plpgsql
@@ -2019,7 +2022,7 @@ BEGIN
     IF p_status = 'running' AND EXISTS (
         SELECT
         FROM pgcoord.campaign_queue AS q
-        WHERE q.run_id = p_run_id AND q.due_at < v_now + interval '1 second'
+        WHERE q.run_id = p_run_id AND q.due_at < v_now + interval '5 seconds'
     ) THEN
         PERFORM pg_notify('pgcoord_campaigns', p_run_id::text);
     END IF;
