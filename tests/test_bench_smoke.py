@@ -391,3 +391,50 @@ def test_rate_bench_writes_calls_ratios_and_grant_checks(server_url: str, tmp_pa
     assert re.search(r"\|\s+calls on one hot key\s+\|\s+clients\s+\|", markdown)
     assert f"{grants['ratio']:.2f}" in markdown and f"{refusals['ratio']:.2f}" in markdown
     assert "a/c" in done.stdout
+
+
+def test_pickup_bench_times_messages_due_now_and_scheduled(server_url: str, tmp_path: Path) -> None:
+    stem = tmp_path / "pickup"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.pickup",
+            "--rounds=1",
+            "--samples=3",
+            "--scheduled=1",
+            "--delay=1",
+            "--workers=2",
+            "--no-peers",  # PgQueuer and Procrastinate come from the bench extra
+            f"--output={stem}",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": server_url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+
+    result = json.loads(stem.with_suffix(".json").read_text())
+    [row] = result["summary"]
+    assert row["system"] == "pgcoord"
+    assert (row["now_ms"]["count"], row["scheduled_late_ms"]["count"]) == (3, 1)
+    assert (row["missed"], row["early"]) == (0, 0)
+    samples = result["samples"]
+    assert [s["mode"] for s in samples] == ["now", "now", "now", "scheduled"]
+    # each timed from its due time: never negative (not sent before it was due), and a
+    # message due now is counted once it is done, not at once
+    assert all(s["seconds"] > 0 and not s["early"] for s in samples), samples
+    assert {p: v["ran"] for p, v in result["peers"].items()} == {
+        "pgcoord": True,
+        "pgqueuer": False,
+        "procrastinate": False,
+    }
+    checks = {c["name"].split(" (")[0]: c["met"] for c in result["checks"]}
+    assert checks["no message sent before it was due"] is True
+
+    markdown = stem.with_suffix(".md").read_text()
+    assert "# Pickup: how soon an idle fleet sends a message once it is due" in markdown
+    assert "not run: left out (--no-peers)" in markdown
+    assert "campaign worker" in done.stdout
