@@ -153,11 +153,10 @@ def markdown(
         f"done, looking every {s['poll_ms']:g} ms: the campaign worker's `campaign_outcomes`, "
         "PgQueuer's queue table emptied, Procrastinate's job `succeeded`;",
         f"- scheduled: from the instant it was due ({s['delay']:g} s after the enqueue "
-        "call began) until seen done. A system that does not wake for a message due later "
-        "sends it when it next looks on its own: PgQueuer every `dequeue_timeout` (30 s by "
-        "default) between notifications, Procrastinate every `fetch_job_polling_interval` "
-        "(5 s); the campaign worker is notified by an enqueue due within 5 s and sleeps "
-        "until it is due (`campaign_due_in`).",
+        "call began) until seen done. The campaign worker is notified by an enqueue due "
+        "within 5 s and sleeps until the message is due (`campaign_due_in`); a worker "
+        "that is not woken sends it when it next looks on its own (Procrastinate every "
+        "`fetch_job_polling_interval`, 5 s by default).",
         "",
         summary_table(rows, "github"),
         "",
