@@ -255,22 +255,7 @@ def install(db: ScratchDatabase, args: argparse.Namespace) -> dict[str, dict[str
     """Install the plain table and each peer's schema; for each peer, its version or why it
     cannot run here (then the bench goes on without it)."""
     queues.PLAIN.install(db.url)
-    peers: dict[str, dict[str, Any]] = {}
-    for name, queue in ((PGQUEUER, queues.PGQUEUER), (PROCRASTINATE, queues.PROCRASTINATE)):
-        if not args.peers:
-            peers[name] = {"status": "left out", "reason": "--no-peers"}
-            continue
-        reason = queues.missing_peer(name)
-        if reason is None:
-            try:
-                queue.install(db.url)
-            except Exception as exc:
-                reason = f"installing its schema failed: {type(exc).__name__}: {exc}"
-        if reason is None:
-            peers[name] = {"status": "ran", "version": queues.peer_version(name)}
-        else:
-            peers[name] = {"status": "missing", "reason": reason}
-            print(f"{name}: {reason}", file=sys.stderr, flush=True)
+    peers = queues.install_peers(db.url, args.peers)
     db.wait_until_idle()
     return peers
 

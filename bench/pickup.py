@@ -50,77 +50,113 @@ GAP = (0.02, 0.2)  # seconds between two samples, drawn: no rhythm a worker's ti
 
 
 class Enqueuer:
-    """Enqueues one message at a time on a system, through its own API, on one
-    connection kept open."""
+    """Enqueues one message at a time on a system, through its own API, over one
+    connection kept open (`with`)."""
 
-    def __init__(self, system: str, url: str) -> None:
-        self.system = system
+    def __init__(self, url: str) -> None:
         self.url = url
-        self.number = 0
-        self._runner = asyncio.Runner()
-        self._conn: Any = None
-        self._target: Any = None
+        self.number = 0  # messages enqueued so far
 
     def __enter__(self) -> Enqueuer:
-        if self.system == queues.PGCOORD.name:
-            self._conn = psycopg.connect(self.url, autocommit=True)
-            self._target = campaigns.campaign_create(self._conn, "pickup")
-        elif self.system == queues.PGQUEUER.name:
-            self._runner.run(self._open_pgqueuer())
-        else:
-            app = queues._procrastinate_app(self.url)
-
-            async def open_app() -> None:
-                await app.open_async()
-
-            self._runner.run(open_app())
-            self._conn, self._target = app, app.tasks[queues.TASK]
         return self
 
-    async def _open_pgqueuer(self) -> None:
-        import asyncpg
-
-        self._conn = await asyncpg.connect(**queues.asyncpg_args(self.url))
-        self._target = queues._pgqueuer_queries(self._conn)
-
     def __exit__(self, *exc: object) -> None:
-        if self.system == queues.PGCOORD.name:
-            self._conn.close()
-        elif self.system == queues.PGQUEUER.name:
-            self._runner.run(self._conn.close())
-        else:
-            self._runner.run(self._conn.close_async())
-        self._runner.close()
+        pass
 
     def one(self, delay: float) -> None:
         """Enqueue one message due `delay` seconds from now (0: now)."""
         self.number += 1
         n = self.number
-        fields = {"recipient": queues.recipient(n), "payload": queues.payload(n)}
-        if self.system == queues.PGCOORD.name:
-            item: dict[str, Any] = dict(fields)
-            if delay:
-                row = self._conn.execute("SELECT clock_timestamp()").fetchone()
-                item["scheduled_at"] = row[0] + timedelta(seconds=delay)
-            campaigns.campaign_enqueue(self._conn, self._target, [item])
-        elif self.system == queues.PGQUEUER.name:
-            after = timedelta(seconds=delay) if delay else None
-            body = json.dumps(fields).encode()
-            self._runner.run(self._target.enqueue(queues.TASK, body, 0, execute_after=after))
-        else:
-            task = self._target
-            if delay:
-                task = task.configure(schedule_in={"seconds": delay})
-            self._runner.run(task.defer_async(**fields))
+        self.send({"recipient": queues.recipient(n), "payload": queues.payload(n)}, delay)
+
+    def send(self, fields: dict[str, Any], delay: float) -> None:
+        raise NotImplementedError
+
+
+class PgcoordEnqueuer(Enqueuer):
+    """campaign_enqueue into a run of its own; a scheduled message's scheduled_at from
+    the server's clock."""
+
+    def __enter__(self) -> Enqueuer:
+        self.conn = psycopg.connect(self.url, autocommit=True)
+        self.run_id = campaigns.campaign_create(self.conn, "pickup")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.close()
+
+    def send(self, fields: dict[str, Any], delay: float) -> None:
+        item = dict(fields)
+        if delay:
+            row = self.conn.execute("SELECT clock_timestamp()").fetchone()
+            assert row is not None
+            item["scheduled_at"] = row[0] + timedelta(seconds=delay)
+        campaigns.campaign_enqueue(self.conn, self.run_id, [item])
+
+
+class PgqueuerEnqueuer(Enqueuer):
+    """Queries.enqueue over one asyncpg connection; execute_after for a scheduled one."""
+
+    def __enter__(self) -> Enqueuer:
+        self.runner = asyncio.Runner()
+        self.conn = self.runner.run(self._connect())
+        self.queries = queues.pgqueuer_queries(self.conn)
+        return self
+
+    async def _connect(self) -> Any:
+        import asyncpg
+
+        return await asyncpg.connect(**queues.asyncpg_args(self.url))
+
+    def __exit__(self, *exc: object) -> None:
+        self.runner.run(self.conn.close())
+        self.runner.close()
+
+    def send(self, fields: dict[str, Any], delay: float) -> None:
+        after = timedelta(seconds=delay) if delay else None
+        body = json.dumps(fields).encode()
+        self.runner.run(self.queries.enqueue(queues.TASK, body, 0, execute_after=after))
+
+
+class ProcrastinateEnqueuer(Enqueuer):
+    """The task's defer_async through the app's connector; schedule_in for a scheduled
+    one."""
+
+    def __enter__(self) -> Enqueuer:
+        self.runner = asyncio.Runner()
+        self.app = queues.procrastinate_app(self.url)
+        self.runner.run(self._open())
+        return self
+
+    async def _open(self) -> None:
+        await self.app.open_async()
+
+    def __exit__(self, *exc: object) -> None:
+        self.runner.run(self.app.close_async())
+        self.runner.close()
+
+    def send(self, fields: dict[str, Any], delay: float) -> None:
+        task = self.app.tasks[queues.TASK]
+        if delay:
+            task = task.configure(schedule_in={"seconds": delay})
+        self.runner.run(task.defer_async(**fields))
+
+
+ENQUEUERS: dict[str, type[Enqueuer]] = {
+    queues.PGCOORD.name: PgcoordEnqueuer,
+    queues.PGQUEUER.name: PgqueuerEnqueuer,
+    queues.PROCRASTINATE.name: ProcrastinateEnqueuer,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     url = os.environ.get("DATABASE_URL") or None
     with server(url) as server_url, scratch_database(server_url) as db:
-        peers = install(db, args)
+        peers = queues.install_peers(db.url, args.peers)
         result = describe(db, args, "DATABASE_URL" if url else "embedded", peers)
-        samples = measure(db, args, [q for q in SYSTEMS if peers[q.name]["ran"]])
+        ran = [q for q in SYSTEMS if peers.get(q.name, {"status": "ran"})["status"] == "ran"]
+        samples = measure(db, args, ran)
     rows = pickup_report.summarise(samples)
     found = pickup_report.checks(rows, args.delay)
     md, js = pickup_report.write(args.output, result, rows, samples, found)
@@ -170,22 +206,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def install(db: ScratchDatabase, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """Install each peer that can run here; say why not for the others."""
-    peers: dict[str, dict[str, Any]] = {queues.PGCOORD.name: {"ran": True}}
-    for queue in SYSTEMS[1:]:
-        why = "left out (--no-peers)" if not args.peers else queues.missing_peer(queue.name)
-        if why is None:
-            try:
-                queue.install(db.url)
-                peers[queue.name] = {"ran": True, "version": queues.peer_version(queue.name)}
-                continue
-            except Exception as exc:
-                why = f"install failed: {type(exc).__name__}: {exc}"
-        peers[queue.name] = {"ran": False, "reason": why}
-    return peers
-
-
 def measure(
     db: ScratchDatabase, args: argparse.Namespace, systems: list[queues.Queue]
 ) -> list[Sample]:
@@ -217,7 +237,7 @@ def one_round(
     batch = BATCH[queue.name]
     with (
         Fleet(queue.name, db.url, args.workers, batch=batch, concurrency=CONCURRENCY),
-        Enqueuer(queue.name, db.url) as enqueuer,
+        ENQUEUERS[queue.name](db.url) as enqueuer,
         psycopg.connect(db.url, autocommit=True) as conn,
     ):
         modes = [NOW] * (WARMUP + args.samples) + [SCHEDULED] * args.scheduled

@@ -168,9 +168,10 @@ def markdown(
         "",
     ]
     for name, peer in peers.items():
-        if name == "pgcoord":
-            continue
-        state = f"ran ({peer['version']})" if peer["ran"] else f"not run: {peer['reason']}"
+        if peer["status"] == "ran":
+            state = f"ran ({peer['version']})"
+        else:
+            state = f"not run ({peer['status']}): {peer['reason']}"
         lines.append(f"- {NAMES[name]}: {state}")
     lines += ["", "## Setup", "", *setup_lines(result), ""]
     return "\n".join(lines)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, LiteralString
@@ -137,7 +138,7 @@ def asyncpg_args(conninfo: str) -> dict[str, Any]:
     return args
 
 
-def _pgqueuer_queries(conn: Any) -> Any:
+def pgqueuer_queries(conn: Any) -> Any:
     os.environ["PGQUEUER_SCHEMA"] = PGQUEUER_SCHEMA
     from pgqueuer import AsyncpgDriver
     from pgqueuer.domain.settings import db_settings
@@ -153,7 +154,7 @@ def _pgqueuer_install(url: str) -> None:
 
         conn = await asyncpg.connect(**asyncpg_args(url))
         try:
-            await _pgqueuer_queries(conn).install()
+            await pgqueuer_queries(conn).install()
         finally:
             await conn.close()
 
@@ -168,7 +169,7 @@ def _pgqueuer_load(url: str, count: int) -> None:
 
         conn = await asyncpg.connect(**asyncpg_args(url))
         try:
-            queries = _pgqueuer_queries(conn)
+            queries = pgqueuer_queries(conn)
             async with conn.transaction():
                 await _pgqueuer_enqueue(queries, count)
         finally:
@@ -190,7 +191,7 @@ async def _pgqueuer_enqueue(queries: Any, count: int) -> None:
         )
 
 
-def _procrastinate_app(url: str) -> Any:
+def procrastinate_app(url: str) -> Any:
     import procrastinate as pc
 
     options = f"-c search_path={PROCRASTINATE_SCHEMA}"
@@ -208,7 +209,7 @@ def _procrastinate_install(url: str) -> None:
         conn.execute(f"CREATE SCHEMA {PROCRASTINATE_SCHEMA}")
 
     async def install() -> None:
-        app = _procrastinate_app(url)
+        app = procrastinate_app(url)
         async with app.open_async():
             await app.schema_manager.apply_schema_async()
 
@@ -219,7 +220,7 @@ def _procrastinate_load(url: str, count: int) -> None:
     """Procrastinate's batch defer: one call for ENQUEUE_CHUNK jobs."""
 
     async def load() -> None:
-        app = _procrastinate_app(url)
+        app = procrastinate_app(url)
         async with app.open_async():
             task = app.tasks[TASK]
             for first in range(1, count + 1, ENQUEUE_CHUNK):
@@ -291,3 +292,26 @@ def peer_version(name: str) -> str:
     from importlib.metadata import version
 
     return ", ".join(f"{module} {version(module)}" for module in PEER_MODULES[name])
+
+
+def install_peers(url: str, wanted: bool) -> dict[str, dict[str, Any]]:
+    """Install each peer's schema; for each, its status ("ran": installed; "left out":
+    not `wanted`; "missing": its libraries or its install failed) with its version or
+    the reason, printed (a bench goes on without it)."""
+    peers: dict[str, dict[str, Any]] = {}
+    for queue in (PGQUEUER, PROCRASTINATE):
+        if not wanted:
+            peers[queue.name] = {"status": "left out", "reason": "--no-peers"}
+            continue
+        reason = missing_peer(queue.name)
+        if reason is None:
+            try:
+                queue.install(url)
+            except Exception as exc:
+                reason = f"installing its schema failed: {type(exc).__name__}: {exc}"
+        if reason is None:
+            peers[queue.name] = {"status": "ran", "version": peer_version(queue.name)}
+        else:
+            peers[queue.name] = {"status": "missing", "reason": reason}
+            print(f"{queue.name}: {reason}", file=sys.stderr, flush=True)
+    return peers

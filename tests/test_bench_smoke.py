@@ -426,15 +426,14 @@ def test_pickup_bench_times_messages_due_now_and_scheduled(server_url: str, tmp_
     # each timed from its due time: never negative (not sent before it was due), and a
     # message due now is counted once it is done, not at once
     assert all(s["seconds"] > 0 and not s["early"] for s in samples), samples
-    assert {p: v["ran"] for p, v in result["peers"].items()} == {
-        "pgcoord": True,
-        "pgqueuer": False,
-        "procrastinate": False,
+    assert {p: v["status"] for p, v in result["peers"].items()} == {
+        "pgqueuer": "left out",
+        "procrastinate": "left out",
     }
     checks = {c["name"].split(" (")[0]: c["met"] for c in result["checks"]}
     assert checks["no message sent before it was due"] is True
 
     markdown = stem.with_suffix(".md").read_text()
     assert "# Pickup: how soon an idle fleet sends a message once it is due" in markdown
-    assert "not run: left out (--no-peers)" in markdown
+    assert "PgQueuer: not run (left out): --no-peers" in markdown
     assert "campaign worker" in done.stdout
