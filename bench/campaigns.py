@@ -52,7 +52,6 @@ from .database import ScratchDatabase, scratch_database, server
 from .fleet import Fleet
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUTPUT = ROOT / "bench" / "results" / "campaigns"
 
 BATCH = 15  # the campaign worker's claim and the ceiling's
 CONCURRENCY = 8  # handlers at once per worker process (CampaignWorker's default)
@@ -165,12 +164,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=1.0,
         help="time from the backlog's arrival to the window of a worker run, s (1)",
     )
-    parser.add_argument(
-        "--no-peers",
-        dest="peers",
-        action="store_false",
-        help="leave out PgQueuer and Procrastinate (the `bench` extra)",
-    )
+    queues.add_no_peers(parser)
     parser.add_argument(
         "--pgqueuer-batches",
         type=report.integers,
@@ -220,12 +214,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--size-messages", type=int, default=1_000_000, help="(1000000)")
     parser.add_argument("--size-chunk", type=int, default=100_000, help="(100000)")
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=DEFAULT_OUTPUT,
-        help="path of the results without suffix (bench/results/campaigns)",
-    )
+    report.add_output(parser, "campaigns")
     args = parser.parse_args(argv)
     counts = [
         args.seconds,

@@ -30,7 +30,6 @@ from .database import ScratchDatabase, scratch_database, server
 from .inbox_report import CLAIM, INGEST, Run
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUTPUT = ROOT / "bench" / "results" / "inbox"
 
 # variant: (workload, bench/pgbench script); a round runs them in this order or reversed
 VARIANTS: dict[str, tuple[str, str]] = {
@@ -152,12 +151,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_false",
         help="skip the one-client per-statement latency profile",
     )
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=DEFAULT_OUTPUT,
-        help="path of the results without suffix (bench/results/inbox)",
-    )
+    report.add_output(parser, "inbox")
     args = parser.parse_args(argv)
     if min(args.seconds, args.rounds, args.ingest_clients, args.claim_workers) < 1:
         parser.error("--seconds, --rounds, --ingest-clients and --claim-workers must be >= 1")

@@ -22,7 +22,6 @@ from . import driver, pgbench_run, report
 from .database import ScratchDatabase, scratch_database, server
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUTPUT = ROOT / "bench" / "results" / "locks"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,12 +70,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_false",
         help="skip the one-client per-statement latency profile",
     )
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=DEFAULT_OUTPUT,
-        help="path of the results without suffix (bench/results/locks)",
-    )
+    report.add_output(parser, "locks")
     args = parser.parse_args(argv)
     if args.seconds < 1 or args.rounds < 1 or min(args.clients) < 1:
         parser.error("--seconds, --rounds and --clients must be at least 1")

@@ -47,7 +47,6 @@ from .overhead_report import Samples
 from .server_cpu import ServerCpu
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUTPUT = ROOT / "bench" / "results" / "overhead"
 
 DRIVER = "driver"
 BARE = "bare"
@@ -446,12 +445,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_false",
         help="skip the profile of where the driver's extra CPU goes",
     )
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=DEFAULT_OUTPUT,
-        help="path of the results without suffix (bench/results/overhead)",
-    )
+    report.add_output(parser, "overhead")
     args = parser.parse_args(argv)
     if args.calls < 1 or args.rounds < 1:
         parser.error("--calls and --rounds must be at least 1")

@@ -35,7 +35,6 @@ from .fleet import Fleet
 from .pickup_report import NOW, SCHEDULED, Sample
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUTPUT = ROOT / "bench" / "results" / "pickup"
 
 SYSTEMS = [queues.PGCOORD, queues.PGQUEUER, queues.PROCRASTINATE]
 # each worker with its defaults: the campaign worker's batch and concurrency, PgQueuer's
@@ -185,18 +184,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="seconds from the enqueue until a scheduled message is due (2)",
     )
     parser.add_argument("--workers", type=int, default=8, help="worker processes (8)")
-    parser.add_argument(
-        "--no-peers",
-        dest="peers",
-        action="store_false",
-        help="leave out PgQueuer and Procrastinate (the `bench` extra)",
-    )
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=DEFAULT_OUTPUT,
-        help="path of the results without suffix (bench/results/pickup)",
-    )
+    queues.add_no_peers(parser)
+    report.add_output(parser, "pickup")
     args = parser.parse_args(argv)
     if min(args.rounds, args.samples, args.workers) < 1 or args.scheduled < 0:
         parser.error("--rounds, --samples and --workers must be at least 1, --scheduled >= 0")

@@ -13,6 +13,7 @@ Every message carries the same recipient and payload on each queue.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -292,6 +293,16 @@ def peer_version(name: str) -> str:
     from importlib.metadata import version
 
     return ", ".join(f"{module} {version(module)}" for module in PEER_MODULES[name])
+
+
+def add_no_peers(parser: argparse.ArgumentParser) -> None:
+    """The --no-peers option of a bench that runs PgQueuer and Procrastinate."""
+    parser.add_argument(
+        "--no-peers",
+        dest="peers",
+        action="store_false",
+        help="leave out PgQueuer and Procrastinate (the `bench` extra)",
+    )
 
 
 def install_peers(url: str, wanted: bool) -> dict[str, dict[str, Any]]:

@@ -27,7 +27,6 @@ from .database import ScratchDatabase, scratch_database, server
 from .rates_report import FUNCTIONS, MODES, PLAIN, Run
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUTPUT = ROOT / "bench" / "results" / "rates"
 
 SCRIPTS = {PLAIN: "rate_plain", FUNCTIONS: "rate_functions"}
 
@@ -79,12 +78,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=int, default=5, help="length of each run (5)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of every variant (3)")
     parser.add_argument("--clients", type=int, default=16, help="connections (16)")
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=DEFAULT_OUTPUT,
-        help="path of the results without suffix (bench/results/rates)",
-    )
+    report.add_output(parser, "rates")
     args = parser.parse_args(argv)
     if min(args.seconds, args.rounds, args.clients) < 1:
         parser.error("--seconds, --rounds and --clients must be at least 1")

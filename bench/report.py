@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -464,3 +465,16 @@ def write(
         ],
     }
     return write_files(stem, markdown(result, rows, runs, found), document)
+
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def add_output(parser: argparse.ArgumentParser, name: str) -> None:
+    """The --output option of every bench: where it writes <output>.md and .json."""
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=RESULTS / name,
+        help=f"path of the results without suffix (bench/results/{name})",
+    )

@@ -15,28 +15,35 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_bench_writes_figures_ratios_and_protocol_checks(server_url: str, tmp_path: Path) -> None:
-    stem = tmp_path / "locks"
+def run_bench(
+    bench: str, stem: Path, server_url: str, *args: str, timeout: int = 120
+) -> subprocess.CompletedProcess[str]:
+    """`python -m bench.<bench> ARGS --output=<stem>` on the tests' server; it must exit 0."""
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.locks",
-            "--seconds=1",
-            "--rounds=1",
-            "--clients=1",
-            "--warmup=0.2",
-            "--driver=both",
-            "--no-profile",
-            f"--output={stem}",
-        ],
+        [sys.executable, "-m", f"bench.{bench}", *args, f"--output={stem}"],
         cwd=ROOT,
         env={**os.environ, "DATABASE_URL": server_url},
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
     assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_bench_writes_figures_ratios_and_protocol_checks(server_url: str, tmp_path: Path) -> None:
+    stem = tmp_path / "locks"
+    done = run_bench(
+        "locks",
+        stem,
+        server_url,
+        "--seconds=1",
+        "--rounds=1",
+        "--clients=1",
+        "--warmup=0.2",
+        "--driver=both",
+        "--no-profile",
+    )
 
     result = json.loads(stem.with_suffix(".json").read_text())
     (row,) = result["summary"]
@@ -68,24 +75,15 @@ def test_bench_writes_figures_ratios_and_protocol_checks(server_url: str, tmp_pa
 
 def test_inbox_bench_writes_figures_ratios_and_round_trips(server_url: str, tmp_path: Path) -> None:
     stem = tmp_path / "inbox"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.inbox",
-            "--seconds=1",
-            "--rounds=1",
-            "--warmup=0",
-            "--no-profile",
-            f"--output={stem}",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": server_url},
-        capture_output=True,
-        text=True,
-        timeout=120,
+    done = run_bench(
+        "inbox",
+        stem,
+        server_url,
+        "--seconds=1",
+        "--rounds=1",
+        "--warmup=0",
+        "--no-profile",
     )
-    assert done.returncode == 0, done.stderr
 
     result = json.loads(stem.with_suffix(".json").read_text())
     ingest, claim = result["summary"]
@@ -130,23 +128,14 @@ def test_overhead_bench_writes_cpu_per_call_ratios_and_profile(
     server_url: str, tmp_path: Path
 ) -> None:
     stem = tmp_path / "overhead"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.overhead",
-            "--calls=20",
-            "--rounds=2",
-            "--warmup-calls=5",
-            f"--output={stem}",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": server_url},
-        capture_output=True,
-        text=True,
-        timeout=120,
+    done = run_bench(
+        "overhead",
+        stem,
+        server_url,
+        "--calls=20",
+        "--rounds=2",
+        "--warmup-calls=5",
     )
-    assert done.returncode == 0, done.stderr
 
     result = json.loads(stem.with_suffix(".json").read_text())
     calls = ["lock_acquire", "lock_release", "message_ingest", "campaign_complete_many"]
@@ -211,34 +200,26 @@ def test_campaign_bench_writes_rates_ratios_costs_and_sizes(
     server_url: str, tmp_path: Path
 ) -> None:
     stem = tmp_path / "campaigns"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.campaigns",
-            "--seconds=1",
-            "--rounds=1",
-            "--workers=1",
-            "--warmup=0.5",
-            "--no-peers",  # PgQueuer and Procrastinate come from the bench extra
-            "--pgcoord-batches=15,30",
-            "--enqueue-messages=2000",
-            "--enqueue-rounds=1",
-            "--cost-messages=600",
-            "--cost-rounds=1",
-            "--size",
-            "--size-messages=600",
-            "--size-chunk=300",
-            "--held-back-messages=300",
-            f"--output={stem}",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": server_url},
-        capture_output=True,
-        text=True,
+    done = run_bench(
+        "campaigns",
+        stem,
+        server_url,
+        "--seconds=1",
+        "--rounds=1",
+        "--workers=1",
+        "--warmup=0.5",
+        "--no-peers",  # PgQueuer and Procrastinate come from the bench extra
+        "--pgcoord-batches=15,30",
+        "--enqueue-messages=2000",
+        "--enqueue-rounds=1",
+        "--cost-messages=600",
+        "--cost-rounds=1",
+        "--size",
+        "--size-messages=600",
+        "--size-chunk=300",
+        "--held-back-messages=300",
         timeout=240,
     )
-    assert done.returncode == 0, done.stderr
 
     result = json.loads(stem.with_suffix(".json").read_text())
     (row,) = result["summary"]
@@ -345,23 +326,14 @@ def test_campaign_bench_writes_rates_ratios_costs_and_sizes(
 
 def test_rate_bench_writes_calls_ratios_and_grant_checks(server_url: str, tmp_path: Path) -> None:
     stem = tmp_path / "rates"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.rates",
-            "--seconds=1",
-            "--rounds=1",
-            "--clients=2",
-            f"--output={stem}",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": server_url},
-        capture_output=True,
-        text=True,
-        timeout=120,
+    done = run_bench(
+        "rates",
+        stem,
+        server_url,
+        "--seconds=1",
+        "--rounds=1",
+        "--clients=2",
     )
-    assert done.returncode == 0, done.stderr
 
     result = json.loads(stem.with_suffix(".json").read_text())
     grants, refusals = result["summary"]
@@ -395,26 +367,17 @@ def test_rate_bench_writes_calls_ratios_and_grant_checks(server_url: str, tmp_pa
 
 def test_pickup_bench_times_messages_due_now_and_scheduled(server_url: str, tmp_path: Path) -> None:
     stem = tmp_path / "pickup"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.pickup",
-            "--rounds=1",
-            "--samples=3",
-            "--scheduled=1",
-            "--delay=1",
-            "--workers=2",
-            "--no-peers",  # PgQueuer and Procrastinate come from the bench extra
-            f"--output={stem}",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": server_url},
-        capture_output=True,
-        text=True,
-        timeout=120,
+    done = run_bench(
+        "pickup",
+        stem,
+        server_url,
+        "--rounds=1",
+        "--samples=3",
+        "--scheduled=1",
+        "--delay=1",
+        "--workers=2",
+        "--no-peers",  # PgQueuer and Procrastinate come from the bench extra
     )
-    assert done.returncode == 0, done.stderr
 
     result = json.loads(stem.with_suffix(".json").read_text())
     [row] = result["summary"]
