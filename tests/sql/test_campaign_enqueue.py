@@ -23,6 +23,11 @@ from campaignkit import (
 )
 from sqlkit import Conn, connect, scalar, server_clock
 
+from pgcoord.worker.campaigns import CampaignWork
+
+# an enqueue notifies for what falls due within an idle campaign worker's longest sleep
+LONGEST_SLEEP = CampaignWork.max_idle_poll
+
 
 def test_the_defaults_are_an_empty_payload_and_the_server_clock_at_the_call(conn: Conn) -> None:
     run_id = create(conn)
@@ -211,15 +216,15 @@ def test_an_enqueue_notifies_once_when_something_is_due_soon(db_url: str, conn: 
 
         enqueue(conn, run_id, [item(f"+{i}") for i in range(40)])
         assert notifications(listener) == [str(run_id)], "once per call"
-        soon = server_clock(conn) + timedelta(seconds=4)
+        soon = server_clock(conn) + LONGEST_SLEEP - timedelta(seconds=1)
         enqueue(conn, run_id, [item("soon", scheduled_at=soon)])
         assert notifications(listener) == [str(run_id)], "due within an idle worker's sleep"
-        beyond = server_clock(conn) + timedelta(seconds=6)
+        beyond = server_clock(conn) + LONGEST_SLEEP + timedelta(seconds=1)
         later = server_clock(conn) + timedelta(minutes=5)
         enqueue(conn, run_id, [item("beyond", scheduled_at=beyond)])
         enqueue(conn, run_id, [item("later", scheduled_at=later)])
         enqueue(conn, run_id, [])
-        assert notifications(listener) == [], "nothing due within 5 s"
+        assert notifications(listener) == [], "nothing due within an idle worker's sleep"
         enqueue(conn, run_id, [item("later", scheduled_at=later), item("now")])
         assert notifications(listener) == [str(run_id)]
         enqueue(conn, paused, [item("+1")])
@@ -228,13 +233,13 @@ def test_an_enqueue_notifies_once_when_something_is_due_soon(db_url: str, conn: 
         assert notifications(listener) == [str(paused)], "resumed with a message due"
         set_status(conn, paused, "paused")
         assert notifications(listener) == []
-        claim(conn, limit=100)  # all but those due in 4 s, 6 s and 5 minutes
+        claim(conn, limit=100)  # all but the three due later
         set_status(conn, run_id, "paused")
         set_status(conn, run_id, "running")
-        assert notifications(listener) == [str(run_id)], "resumed with one due within 5 s"
+        assert notifications(listener) == [str(run_id)], "resumed with one due within that sleep"
         waiting = create(conn)
-        beyond = server_clock(conn) + timedelta(seconds=6)
+        beyond = server_clock(conn) + LONGEST_SLEEP + timedelta(seconds=1)
         enqueue(conn, waiting, [item("beyond", scheduled_at=beyond)])
         set_status(conn, waiting, "paused")
         set_status(conn, waiting, "running")
-        assert notifications(listener) == [], "resumed with nothing due within 5 s"
+        assert notifications(listener) == [], "resumed with nothing due within it"

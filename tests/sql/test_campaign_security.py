@@ -29,6 +29,7 @@ def test_only_pgcoord_client_may_execute_the_campaign_functions(conn: Conn) -> N
         assert privileges[function] == (False, True), function
     assert privileges["campaign_give_back"] == (False, False), "internal"
     assert privileges["check_prune_arguments"] == (False, False), "internal"
+    assert privileges["campaign_wake"] == (False, False), "internal"
     for relation in (*TABLES, *VIEWS):
         assert not scalar(
             conn,
@@ -124,6 +125,7 @@ def test_a_member_of_pgcoord_client_runs_a_campaign_but_not_the_tables(
             "TRUNCATE pgcoord.campaign_messages",
             "SELECT nextval('pgcoord.campaign_token')",
             "SELECT * FROM pgcoord.campaign_give_back(1, 1, clock_timestamp(), '0 s', NULL, FALSE)",
+            "SELECT pgcoord.campaign_wake(1, clock_timestamp(), clock_timestamp())",
         ):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 client.execute(statement)

@@ -1397,11 +1397,9 @@ COMMENT ON FUNCTION pgcoord.campaign_due_in(bigint) IS
 -- "scheduled_at" must not send at once). A paused run takes messages (they wait for it);
 -- a cancelled or finished one refuses them. Messages scheduled at the same instant are
 -- stored in groups of up to 15 (see 030_campaigns.sql); enqueue order is claim order
--- among them. When the run is running and something enqueued is due within 5 seconds
--- (the longest an idle campaign worker sleeps), the workers are told once (NOTIFY
--- pgcoord_campaigns, payload the run id): a woken worker claims what is due and sleeps
--- until the next due message (campaign_due_in), so a message due within that sleep is
--- sent when it falls due; the sleep itself finds anything due later.
+-- among them. When the run is running, the workers are told once of the first message
+-- enqueued (campaign_wake: when it is due within 5 seconds, the longest an idle
+-- campaign worker sleeps).
 CREATE OR REPLACE FUNCTION pgcoord.campaign_enqueue(p_run_id bigint, p_items jsonb)
 RETURNS integer
 LANGUAGE plpgsql
@@ -1574,8 +1572,8 @@ BEGIN
         last_message_id = greatest(r.last_message_id, v_high)
     WHERE r.id = p_run_id;
 
-    IF v_status = 'running' AND v_first < v_now + interval '5 seconds' THEN
-        PERFORM pg_notify('pgcoord_campaigns', p_run_id::text);
+    IF v_status = 'running' THEN
+        PERFORM pgcoord.campaign_wake(p_run_id, v_now, v_first);
     END IF;
     RETURN v_count;
 END;
@@ -1977,8 +1975,8 @@ COMMENT ON FUNCTION pgcoord.campaign_release(bigint, bigint) IS
 -- a run already has changes nothing and returns it (so a retried call is harmless).
 -- Paused, cancelled and finished runs' messages are not claimed; their pending messages
 -- stay as they are, for the record, and held ones may still be completed. Resuming a
--- run with messages due within 5 seconds tells the workers (NOTIFY pgcoord_campaigns,
--- payload the run id), as campaign_enqueue does.
+-- run tells the workers of its first due message, as campaign_enqueue does
+-- (campaign_wake).
 CREATE OR REPLACE FUNCTION pgcoord.campaign_set_status(p_run_id bigint, p_status text)
 RETURNS text
 LANGUAGE plpgsql
@@ -2019,12 +2017,12 @@ BEGIN
     SET status = p_status, status_changed_at = v_now
     WHERE r.id = p_run_id;
 
-    IF p_status = 'running' AND EXISTS (
-        SELECT
-        FROM pgcoord.campaign_queue AS q
-        WHERE q.run_id = p_run_id AND q.due_at < v_now + interval '5 seconds'
-    ) THEN
-        PERFORM pg_notify('pgcoord_campaigns', p_run_id::text);
+    IF p_status = 'running' THEN
+        PERFORM pgcoord.campaign_wake(
+            p_run_id,
+            v_now,
+            (SELECT min(q.due_at) FROM pgcoord.campaign_queue AS q WHERE q.run_id = p_run_id)
+        );
     END IF;
     RETURN v_previous;
 END;
@@ -2258,6 +2256,33 @@ COMMENT ON FUNCTION pgcoord.campaign_stats(bigint) IS
 'failed tries so far (retries), snoozes so far, and the median and 95th percentile of '
 'metrics.handler_ms over the last 1000 sent messages (NULL when none has it). Ranges: '
 'p_run_id NULL or the id of a run. Errors: 22023 unknown p_run_id.';
+
+-- db/src/functions/campaign_wake.sql
+-- Internal. Tell idle campaign workers that run p_run_id has work falling due: NOTIFY
+-- pgcoord_campaigns (payload the run id) when p_due_at comes within 5 seconds of p_now,
+-- the longest an idle campaign worker sleeps (CampaignWork.max_idle_poll in the
+-- driver). A woken worker claims what is due and sleeps until the next due message
+-- (campaign_due_in), so a message due within that sleep is sent when it falls due; the
+-- sleep itself finds anything due later. Nothing for a NULL p_due_at (nothing queued).
+-- Its callers (campaign_enqueue, campaign_set_status) call it only for a running run.
+CREATE OR REPLACE FUNCTION pgcoord.campaign_wake(
+    p_run_id bigint, p_now timestamptz, p_due_at timestamptz
+)
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_due_at < p_now + interval '5 seconds' THEN
+        PERFORM pg_notify('pgcoord_campaigns', p_run_id::text);
+    END IF;
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.campaign_wake(bigint, timestamptz, timestamptz) IS
+'Internal. NOTIFY pgcoord_campaigns (payload p_run_id) when p_due_at is within 5 seconds '
+'of p_now, the longest an idle campaign worker sleeps; else nothing.';
 
 -- db/src/functions/check_prune_arguments.sql
 -- Internal. The arguments of the retention functions (message_prune, campaign_prune),

@@ -6,11 +6,9 @@
 -- "scheduled_at" must not send at once). A paused run takes messages (they wait for it);
 -- a cancelled or finished one refuses them. Messages scheduled at the same instant are
 -- stored in groups of up to 15 (see 030_campaigns.sql); enqueue order is claim order
--- among them. When the run is running and something enqueued is due within 5 seconds
--- (the longest an idle campaign worker sleeps), the workers are told once (NOTIFY
--- pgcoord_campaigns, payload the run id): a woken worker claims what is due and sleeps
--- until the next due message (campaign_due_in), so a message due within that sleep is
--- sent when it falls due; the sleep itself finds anything due later.
+-- among them. When the run is running, the workers are told once of the first message
+-- enqueued (campaign_wake: when it is due within 5 seconds, the longest an idle
+-- campaign worker sleeps).
 CREATE OR REPLACE FUNCTION pgcoord.campaign_enqueue(p_run_id bigint, p_items jsonb)
 RETURNS integer
 LANGUAGE plpgsql
@@ -183,8 +181,8 @@ BEGIN
         last_message_id = greatest(r.last_message_id, v_high)
     WHERE r.id = p_run_id;
 
-    IF v_status = 'running' AND v_first < v_now + interval '5 seconds' THEN
-        PERFORM pg_notify('pgcoord_campaigns', p_run_id::text);
+    IF v_status = 'running' THEN
+        PERFORM pgcoord.campaign_wake(p_run_id, v_now, v_first);
     END IF;
     RETURN v_count;
 END;

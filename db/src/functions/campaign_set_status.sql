@@ -3,8 +3,8 @@
 -- a run already has changes nothing and returns it (so a retried call is harmless).
 -- Paused, cancelled and finished runs' messages are not claimed; their pending messages
 -- stay as they are, for the record, and held ones may still be completed. Resuming a
--- run with messages due within 5 seconds tells the workers (NOTIFY pgcoord_campaigns,
--- payload the run id), as campaign_enqueue does.
+-- run tells the workers of its first due message, as campaign_enqueue does
+-- (campaign_wake).
 CREATE OR REPLACE FUNCTION pgcoord.campaign_set_status(p_run_id bigint, p_status text)
 RETURNS text
 LANGUAGE plpgsql
@@ -45,12 +45,12 @@ BEGIN
     SET status = p_status, status_changed_at = v_now
     WHERE r.id = p_run_id;
 
-    IF p_status = 'running' AND EXISTS (
-        SELECT
-        FROM pgcoord.campaign_queue AS q
-        WHERE q.run_id = p_run_id AND q.due_at < v_now + interval '5 seconds'
-    ) THEN
-        PERFORM pg_notify('pgcoord_campaigns', p_run_id::text);
+    IF p_status = 'running' THEN
+        PERFORM pgcoord.campaign_wake(
+            p_run_id,
+            v_now,
+            (SELECT min(q.due_at) FROM pgcoord.campaign_queue AS q WHERE q.run_id = p_run_id)
+        );
     END IF;
     RETURN v_previous;
 END;

@@ -57,9 +57,9 @@ class CampaignWork(Work[CampaignMessage]):
 
     noun = "message"
     channel = "pgcoord_campaigns"
-    # campaign_enqueue (and a resume) notifies when something is due within 5 s: the
-    # woken worker then sleeps until it is due (campaign_due_in); a sleep of this length
-    # finds in time whatever falls due later
+    # campaign_enqueue (and a resume) notifies when something is due within this long
+    # (campaign_wake's 5 seconds): the woken worker then sleeps until it is due
+    # (campaign_due_in); a sleep of this length finds in time whatever falls due later
     max_idle_poll = timedelta(seconds=5)
     final_line = "failed {item} for good after {attempt} tries: {reason}"
     completes_in_batches = True
