@@ -91,7 +91,6 @@ GUESS = {
     PROCRASTINATE: 500,
 }
 
-OUTCOMES: LiteralString = "SELECT count(*) FROM pgcoord.campaign_outcomes"
 DRAIN_TIMEOUT = 300.0  # the most a backlog processed to its end may take, s
 # the size part runs again with the autovacuum_naptime docs/vacuum.md recommends for a
 # database that holds a busy campaign queue: the target's measurement
@@ -591,9 +590,9 @@ def cost_run(db: ScratchDatabase, args: argparse.Namespace, messages: int) -> Co
         if messages == 0:
             time.sleep(1.0)
         while messages:
-            row = conn.execute(OUTCOMES).fetchone()
+            done = queues.PGCOORD.done(conn, messages)
             own += 1
-            if row is not None and row[0] >= messages:
+            if done >= messages:
                 break
             time.sleep(0.02)
         seconds = time.perf_counter() - started
