@@ -28,6 +28,7 @@ from typing import Any
 import psycopg
 
 from pgcoord import campaigns
+from pgcoord.demo.server import server_clock
 
 from . import pickup_report, queues, report
 from .database import ScratchDatabase, scratch_database, server
@@ -87,9 +88,7 @@ class PgcoordEnqueuer(Enqueuer):
     def send(self, fields: dict[str, Any], delay: float) -> None:
         item = dict(fields)
         if delay:
-            row = self.conn.execute("SELECT clock_timestamp()").fetchone()
-            assert row is not None
-            item["scheduled_at"] = row[0] + timedelta(seconds=delay)
+            item["scheduled_at"] = server_clock(self.conn) + timedelta(seconds=delay)
         campaigns.campaign_enqueue(self.conn, self.run_id, [item])
 
 
