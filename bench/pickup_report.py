@@ -50,6 +50,10 @@ def summarise(samples: list[Sample]) -> list[Row]:
     return rows
 
 
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
 def quantile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -95,10 +99,10 @@ def summary_table(rows: list[Row], fmt: str) -> str:
             [
                 NAMES[r.system],
                 len(r.now),
-                ms(statistics.median(r.now) if r.now else None),
+                ms(median(r.now)),
                 ms(quantile(r.now, 0.95)),
                 len(r.scheduled),
-                ms(statistics.median(r.scheduled) if r.scheduled else None),
+                ms(median(r.scheduled)),
                 ms(max(r.scheduled, default=None)),
                 r.missed,
                 r.early,
@@ -124,8 +128,8 @@ def summary_table(rows: list[Row], fmt: str) -> str:
 
 def progress_line(system: str, round_no: int, rounds: int, samples: list[Sample]) -> str:
     row = summarise(samples)[0] if samples else Row(system, [], [], 0, 0)
-    now = ms(statistics.median(row.now) if row.now else None)
-    late = ms(statistics.median(row.scheduled) if row.scheduled else None)
+    now = ms(median(row.now))
+    late = ms(median(row.scheduled))
     return (
         f"round {round_no}/{rounds}  {system:<14} due now {now:>9} ms (median)"
         f"  scheduled {late:>9} ms late (median)  not sent {row.missed}  early {row.early}"
@@ -187,12 +191,12 @@ def write(
                 "system": r.system,
                 "now_ms": {
                     "count": len(r.now),
-                    "median": statistics.median(r.now) if r.now else None,
+                    "median": median(r.now),
                     "p95": quantile(r.now, 0.95),
                 },
                 "scheduled_late_ms": {
                     "count": len(r.scheduled),
-                    "median": statistics.median(r.scheduled) if r.scheduled else None,
+                    "median": median(r.scheduled),
                     "max": max(r.scheduled, default=None),
                 },
                 "missed": r.missed,
