@@ -196,6 +196,36 @@ def server_clock(conn: Conn) -> datetime:
     return value
 
 
+# Intervals whose parts pull apart, as the calendar measures them from any date: '-1 year
+# 361 days' compares as 1 day (a month counts as 30 days in a comparison), yet reaches 4
+# or 5 days back; each maximum's '1 year <maximum> -360 days' compares as the maximum,
+# yet reaches 5 or 6 days past it.
+BELOW_ZERO_BY_THE_CALENDAR = "-1 year 361 days"
+OVER_BY_THE_CALENDAR = {
+    "1 hour": "1 year -360 days 1 hour",
+    "1 day": "1 year -359 days",
+    "7 days": "1 year -353 days",
+    "30 days": "1 year -330 days",
+    "100 years": "101 years -360 days",
+}
+
+
+@contextmanager
+def daylight_saving_within_a_day(conn: Conn) -> Iterator[None]:
+    """The session's time zone (a POSIX rule) springs forward at the next midnight UTC,
+    so the day from now has 23 hours: '1 day -23 hours -30 minutes' compares as 30
+    minutes, yet ends 30 minutes before the clock. UTC otherwise."""
+    day = int(scalar(conn, "SELECT extract(doy FROM clock_timestamp() + interval '1 day')"))
+    zone = f"SPRING0SUMMER,{day - 1}/0,{(day - 1 + 30) % 365}/0"
+    conn.execute(sql.SQL("SET TIME ZONE {}").format(sql.Literal(zone)))
+    try:
+        one_day = scalar(conn, "SELECT clock_timestamp() + interval '1 day' - clock_timestamp()")
+        assert one_day < timedelta(hours=23, minutes=1), f"no 23-hour day in {zone}: {one_day}"
+        yield
+    finally:
+        conn.execute("RESET TIME ZONE")
+
+
 def poll(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
     """Ask `check` again every few milliseconds until it says yes."""
     deadline = time.monotonic() + timeout

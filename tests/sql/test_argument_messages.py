@@ -35,7 +35,7 @@ INGEST |= {"p_body": "b"}
         (
             "lock_acquire",
             LOCK | {"p_ttl": "-1 second"},
-            "p_ttl must be an interval above 0 and at most 1 day, got -00:00:01",
+            "p_ttl must be an interval above 0 and at most 1 day, with no months, got -00:00:01",
         ),
         ("buffer_claim", {"p_worker": "w", "p_limit": 0}, "p_limit must be from 1 to 10000, got 0"),
         (

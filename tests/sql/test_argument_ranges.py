@@ -19,7 +19,16 @@ import test_inbox_arguments
 from inboxkit import snapshot as inbox_snapshot
 from ratekit import GRANTED, acquire, pause
 from ratekit import snapshot as rate_snapshot
-from sqlkit import Conn, assert_all_refused, call, scalar, server_clock
+from sqlkit import (
+    BELOW_ZERO_BY_THE_CALENDAR,
+    OVER_BY_THE_CALENDAR,
+    Conn,
+    assert_all_refused,
+    call,
+    daylight_saving_within_a_day,
+    scalar,
+    server_clock,
+)
 from sqlkit import acquire as lock_acquire
 from sqlkit import snapshot as lock_snapshot
 
@@ -156,3 +165,78 @@ def test_the_maximum_is_accepted(conn: Conn, where: Range) -> None:
         maximum = scalar(conn, "SELECT %s::interval", where.maximum)
         ends = [end for (end,) in conn.execute(ENDS[where.argument]).fetchall()]
         assert any(end and before + maximum <= end <= after + maximum for end in ends), ends
+
+
+@pytest.mark.parametrize("where", INTERVALS, ids=str)
+def test_an_interval_is_measured_by_the_calendar(conn: Conn, where: Range) -> None:
+    """PostgreSQL compares intervals counting a month as 30 days, but adds them to the
+    clock by the calendar: an interval that compares as within its range, yet ends below
+    0 or past the maximum from the server's clock, is refused too."""
+    over = OVER_BY_THE_CALENDAR[where.maximum]
+    tokens = setup(conn)
+    cases = [
+        (
+            f"{label} ({value!r}) with {base}",
+            {**base, where.argument: value},
+            where.argument,
+            INVALID,
+        )
+        for base in bases(where.function, tokens)
+        for value, label in [
+            (BELOW_ZERO_BY_THE_CALENDAR, "below 0 by the calendar"),
+            (over, "over the maximum by the calendar"),
+        ]
+    ]
+    assert_all_refused(conn, where.function, cases, state, at_least=2)
+
+
+def test_the_calendar_cases_compare_as_within_the_range(conn: Conn) -> None:
+    """The premise of the calendar cases: each compares as within its range, yet from
+    the server's clock ends 4 or more days outside it."""
+    below = BELOW_ZERO_BY_THE_CALENDAR
+    assert scalar(conn, "SELECT %s::interval = '1 day'", below)
+    assert scalar(
+        conn,
+        "SELECT clock_timestamp() + %s::interval < clock_timestamp() - interval '4 days'",
+        below,
+    )
+    for maximum, over in OVER_BY_THE_CALENDAR.items():
+        assert scalar(conn, "SELECT %s::interval = %s::interval", over, maximum)
+        later = "SELECT now() + %s::interval > now() + %s::interval + interval '4 days'"
+        assert scalar(conn, later, over, maximum), (over, maximum)
+
+
+LEASES = [where for where in INTERVALS if where.argument in {"p_ttl", "p_lease"}]
+
+
+@pytest.mark.parametrize("where", LEASES, ids=str)
+def test_a_lease_that_would_end_before_the_clock_is_refused(conn: Conn, where: Range) -> None:
+    """On a day of 23 hours (the session's time zone springs forward), '1 day -23 hours
+    -30 minutes' compares as 30 minutes, yet would end 30 minutes before the clock: a
+    lease already run out, free for another claimer at once. It is refused; one that
+    ends 30 minutes after the clock ('1 day -22 hours -30 minutes') is granted."""
+    tokens = setup(conn)
+    base = bases(where.function, tokens)[0]
+    with daylight_saving_within_a_day(conn):
+        backwards = "1 day -23 hours -30 minutes"
+        assert scalar(conn, "SELECT %s::interval = '30 minutes'", backwards)
+        case = (f"{backwards!r} with {base}", {**base, where.argument: backwards})
+        assert_all_refused(conn, where.function, [(*case, where.argument, INVALID)], state)
+        before = server_clock(conn)
+        call(conn, where.function, {**base, where.argument: "1 day -22 hours -30 minutes"})
+        after = server_clock(conn)
+    half_hour = timedelta(minutes=30)
+    ends = [end for (end,) in conn.execute(ENDS[where.argument]).fetchall()]
+    assert any(end and before + half_hour <= end <= after + half_hour for end in ends), ends
+
+
+def test_parts_that_pull_apart_are_accepted_within_the_range(conn: Conn) -> None:
+    """Only the length from the clock counts: '1 day -1 hour' is a TTL of 23 hours, and
+    a retention of '1 mon' keeps a month, whatever its number of days."""
+    before = server_clock(conn)
+    [row] = call(conn, "lock_acquire", {"p_key": "k", "p_owner": "o", "p_ttl": "1 day -1 hour"})
+    after = server_clock(conn)
+    acquired, expires_at = row[0], row[3]
+    assert acquired
+    assert before + timedelta(hours=23) <= expires_at <= after + timedelta(hours=23)
+    assert call(conn, "message_prune", {"p_older_than": "1 mon", "p_limit": 10}) == [(0,)]

@@ -27,7 +27,16 @@ from campaignkit import (
     snooze,
     until_lease_ran_out,
 )
-from sqlkit import Conn, bad_call_problem, call_named, scalar
+from sqlkit import (
+    BELOW_ZERO_BY_THE_CALENDAR,
+    OVER_BY_THE_CALENDAR,
+    Conn,
+    bad_call_problem,
+    call_named,
+    daylight_saving_within_a_day,
+    scalar,
+    server_clock,
+)
 
 NULL, INVALID = "22004", "22023"
 TYPES = {
@@ -67,6 +76,11 @@ def interval_cases(low: str, high: str, nullable: bool = False) -> list[tuple[An
     cases: list[tuple[Any, str, str]] = [] if nullable else [(None, NULL, "null")]
     cases += [(timedelta(seconds=-1), INVALID, "negative"), (f"{high} 1 second", INVALID, "over")]
     cases += [(INFINITY, INVALID, "infinity"), ("-" + INFINITY, INVALID, "minus-infinity")]
+    # within the range as PostgreSQL compares intervals, outside it by the calendar
+    cases += [
+        (BELOW_ZERO_BY_THE_CALENDAR, INVALID, "below-0-by-the-calendar"),
+        (OVER_BY_THE_CALENDAR[high], INVALID, "over-by-the-calendar"),
+    ]
     if low == ">0":
         cases.append((timedelta(0), INVALID, "zero"))
     return cases
@@ -82,6 +96,8 @@ CASES: dict[str, list[tuple[Any, str, str]]] = {
         ("{1 second,-1 second}", INVALID, "a-negative-element"),
         ("{1 second,NULL}", INVALID, "a-null-element"),
         ("{31 days}", INVALID, "over-30-days"),
+        ("{1 mon}", INVALID, "a-month"),
+        ("{" + BELOW_ZERO_BY_THE_CALENDAR + "}", INVALID, "below-0-by-the-calendar"),
         ("{{1 second},{2 seconds}}", INVALID, "two-dimensions"),
         ("{" + ",".join(["1 second"] * 101) + "}", INVALID, "101-elements"),
         ("[0:1]={1 second,2 seconds}", INVALID, "starting-at-0"),
@@ -307,3 +323,29 @@ def test_the_edges_of_each_range_are_accepted(conn: Conn) -> None:
     assert set_status(conn, run_id, "finished") == "running"
     assert prune(conn, timedelta(days=36000), 1) == 0
     assert prune(conn, timedelta(microseconds=1), 1000000) == 2
+
+
+@pytest.mark.parametrize("function", ["campaign_claim", "campaign_extend"])
+def test_a_lease_that_would_end_before_the_clock_is_refused(conn: Conn, function: str) -> None:
+    """On a day of 23 hours (the session's time zone springs forward), '1 day -23 hours
+    -30 minutes' compares as 30 minutes, yet would end 30 minutes before the clock: a
+    claim free for another claimer at once. It is refused; '1 day -22 hours -30
+    minutes' (30 minutes after the clock) is granted."""
+    state = setup(conn)
+    base = bases(function, state)[0]
+    with daylight_saving_within_a_day(conn):
+        backwards = "1 day -23 hours -30 minutes"
+        assert scalar(conn, "SELECT %s::interval = '30 minutes'", backwards)
+        problem = problem_with(conn, function, {**base, "p_lease": backwards}, "p_lease", INVALID)
+        assert problem is None
+        before = server_clock(conn)
+        call(conn, function, {**base, "p_lease": "1 day -22 hours -30 minutes"})
+        after = server_clock(conn)
+    half_hour = timedelta(minutes=30)
+    ends = [end for (end,) in conn.execute(CLAIMED_UNTIL).fetchall()]
+    assert any(before + half_hour <= end <= after + half_hour for end in ends), ends
+
+
+CLAIMED_UNTIL = (
+    "SELECT claimed_until FROM pgcoord.campaign_message_status WHERE claimed_until IS NOT NULL"
+)

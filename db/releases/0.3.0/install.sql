@@ -344,6 +344,7 @@ BEGIN
         octet_length(p_worker) BETWEEN 1 AND 1024
         AND p_limit BETWEEN 1 AND 10000
         AND p_lease > interval '0' AND p_lease <= interval '1 day'
+        AND date_trunc('month', p_lease) = interval '0' AND v_now + p_lease > v_now
     ) IS NOT TRUE THEN
         IF coalesce(octet_length(p_worker), 0) NOT BETWEEN 1 AND 1024 THEN
             PERFORM pgcoord.raise_bad_argument('p_worker', p_worker, 'a text of 1 to 1024 bytes');
@@ -351,9 +352,13 @@ BEGIN
         IF NOT coalesce(p_limit BETWEEN 1 AND 10000, false) THEN
             PERFORM pgcoord.raise_bad_argument('p_limit', p_limit, 'from 1 to 10000');
         END IF;
-        IF NOT coalesce(p_lease > interval '0' AND p_lease <= interval '1 day', false) THEN
+        IF NOT coalesce(
+            p_lease > interval '0' AND p_lease <= interval '1 day'
+            AND date_trunc('month', p_lease) = interval '0' AND v_now + p_lease > v_now,
+            false
+        ) THEN
             PERFORM pgcoord.raise_bad_argument(
-                'p_lease', p_lease, 'an interval above 0 and at most 1 day'
+                'p_lease', p_lease, 'an interval above 0 and at most 1 day, with no months'
             );
         END IF;
     END IF;
@@ -435,8 +440,9 @@ $$;
 COMMENT ON FUNCTION pgcoord.buffer_claim(text, integer, interval) IS
 'Claim up to p_limit due conversations, one claim per conversation at a time, messages '
 'in arrival order; never waits on other claimers. Ranges: p_worker 1 to 1024 bytes; '
-'p_limit 1 to 10000; p_lease above 0 and at most 1 day. Errors: 22004 NULL argument, '
-'22023 an argument out of its range (an infinite interval included).';
+'p_limit 1 to 10000; p_lease above 0 and at most 1 day. Intervals with no months. '
+'Errors: 22004 NULL argument, 22023 an argument out of its range (an infinite interval '
+'included).';
 
 -- db/src/functions/buffer_complete.sql
 -- Finish a claim: its batch's messages are done. Messages that arrived after the claim
@@ -556,6 +562,7 @@ BEGIN
         octet_length(p_conversation_key) BETWEEN 1 AND 1024
         AND p_claim_token IS NOT NULL
         AND p_lease > interval '0' AND p_lease <= interval '1 day'
+        AND date_trunc('month', p_lease) = interval '0' AND v_now + p_lease > v_now
     ) IS NOT TRUE THEN
         IF coalesce(octet_length(p_conversation_key), 0) NOT BETWEEN 1 AND 1024 THEN
             PERFORM pgcoord.raise_bad_argument(
@@ -565,9 +572,13 @@ BEGIN
         IF p_claim_token IS NULL THEN
             PERFORM pgcoord.raise_bad_argument('p_claim_token', p_claim_token, 'a bigint');
         END IF;
-        IF NOT coalesce(p_lease > interval '0' AND p_lease <= interval '1 day', false) THEN
+        IF NOT coalesce(
+            p_lease > interval '0' AND p_lease <= interval '1 day'
+            AND date_trunc('month', p_lease) = interval '0' AND v_now + p_lease > v_now,
+            false
+        ) THEN
             PERFORM pgcoord.raise_bad_argument(
-                'p_lease', p_lease, 'an interval above 0 and at most 1 day'
+                'p_lease', p_lease, 'an interval above 0 and at most 1 day, with no months'
             );
         END IF;
     END IF;
@@ -585,9 +596,9 @@ $$;
 
 COMMENT ON FUNCTION pgcoord.buffer_extend(text, bigint, interval) IS
 'New lease end of claim p_claim_token; NULL when the claim is no longer current. '
-'Ranges: p_conversation_key 1 to 1024 bytes; p_lease above 0 and at most 1 day. Errors: '
-'22004 NULL argument, 22023 an argument out of its range (an infinite interval '
-'included).';
+'Ranges: p_conversation_key 1 to 1024 bytes; p_lease above 0 and at most 1 day. '
+'Intervals with no months. Errors: 22004 NULL argument, 22023 an argument out of its '
+'range (an infinite interval included).';
 
 -- db/src/functions/buffer_fail.sql
 -- Give a claim's batch back after a failed try: it is claimable again after p_retry_in
@@ -616,6 +627,7 @@ BEGIN
         AND p_claim_token IS NOT NULL
         AND p_error IS NOT NULL
         AND p_retry_in >= interval '0' AND p_retry_in <= interval '30 days'
+        AND date_trunc('month', p_retry_in) = interval '0'
     ) IS NOT TRUE THEN
         IF coalesce(octet_length(p_conversation_key), 0) NOT BETWEEN 1 AND 1024 THEN
             PERFORM pgcoord.raise_bad_argument(
@@ -628,9 +640,13 @@ BEGIN
         IF p_error IS NULL THEN
             PERFORM pgcoord.raise_bad_argument('p_error', p_error, 'a text');
         END IF;
-        IF NOT coalesce(p_retry_in >= interval '0' AND p_retry_in <= interval '30 days', false) THEN
+        IF NOT coalesce(
+            p_retry_in >= interval '0' AND p_retry_in <= interval '30 days'
+            AND date_trunc('month', p_retry_in) = interval '0',
+            false
+        ) THEN
             PERFORM pgcoord.raise_bad_argument(
-                'p_retry_in', p_retry_in, 'an interval from 0 to 30 days'
+                'p_retry_in', p_retry_in, 'an interval from 0 to 30 days, with no months'
             );
         END IF;
     END IF;
@@ -651,11 +667,11 @@ END;
 $$;
 
 COMMENT ON FUNCTION pgcoord.buffer_fail(text, bigint, text, interval) IS
-'Give the batch of claim p_claim_token back, claimable again after p_retry_in; after its '
-'5th failed try it is parked as dead. False, changing nothing, when the claim is no '
+'Give the batch of claim p_claim_token back, claimable again after p_retry_in; after '
+'its 5th failed try it is parked as dead. False, changing nothing, when the claim is no '
 'longer current. Ranges: p_conversation_key 1 to 1024 bytes; p_retry_in 0 to 30 days. '
-'Errors: 22004 NULL argument, 22023 an argument out of its range (an infinite interval '
-'included).';
+'Intervals with no months. Errors: 22004 NULL argument, 22023 an argument out of its '
+'range (an infinite interval included).';
 
 -- db/src/functions/buffer_fail_try.sql
 -- Internal. Count a failed try of the batch held by buffer row p_buffer_id (the caller
@@ -889,6 +905,7 @@ BEGIN
         octet_length(p_worker) BETWEEN 1 AND 1024
         AND p_limit BETWEEN 1 AND 10000
         AND p_lease > interval '0' AND p_lease <= interval '1 day'
+        AND date_trunc('month', p_lease) = interval '0' AND v_now + p_lease > v_now
     ) IS NOT TRUE THEN
         IF coalesce(octet_length(p_worker), 0) NOT BETWEEN 1 AND 1024 THEN
             PERFORM pgcoord.raise_bad_argument('p_worker', p_worker, 'a text of 1 to 1024 bytes');
@@ -897,7 +914,7 @@ BEGIN
             PERFORM pgcoord.raise_bad_argument('p_limit', p_limit, 'from 1 to 10000');
         END IF;
         PERFORM pgcoord.raise_bad_argument(
-            'p_lease', p_lease, 'an interval of more than 0 and at most 1 day'
+            'p_lease', p_lease, 'an interval of more than 0 and at most 1 day, with no months'
         );
     END IF;
 
@@ -1013,10 +1030,11 @@ $$;
 
 COMMENT ON FUNCTION pgcoord.campaign_claim(text, integer, interval, bigint) IS
 'Claim up to p_limit due messages of running runs (of p_run_id when given), oldest due '
-'first, never waiting on other claimers; orphans (lease run out) count a failed try, and '
-'one whose last try that was ends failed with error ''lease expired''. Ranges: p_worker 1 '
-'to 1024 bytes, p_limit 1 to 10000, p_lease more than 0 and at most 1 day. Errors: 22004 '
-'NULL argument, 22023 a value out of its range or an unknown p_run_id.';
+'first, never waiting on other claimers; orphans (lease run out) count a failed try, '
+'and one whose last try that was ends failed with error ''lease expired''. Ranges: '
+'p_worker 1 to 1024 bytes, p_limit 1 to 10000, p_lease more than 0 and at most 1 day. '
+'Intervals with no months. Errors: 22004 NULL argument, 22023 a value out of its range '
+'or an unknown p_run_id.';
 
 -- db/src/functions/campaign_complete.sql
 -- Mark a claimed message sent, with its metrics. The claim is current while no other
@@ -1306,7 +1324,11 @@ BEGIN
             (
                 SELECT
                     bool_and(
-                        coalesce(b.delay >= interval '0' AND b.delay <= interval '30 days', false)
+                        coalesce(
+                            b.delay >= interval '0' AND b.delay <= interval '30 days'
+                            AND date_trunc('month', b.delay) = interval '0',
+                            false
+                        )
                     )
                 FROM unnest(p_retry_backoff) AS b (delay)
             ),
@@ -1315,12 +1337,22 @@ BEGIN
     THEN
         PERFORM pgcoord.raise_bad_argument(
             'p_retry_backoff', p_retry_backoff,
-            'a list of 1 to 100 intervals, each from 0 to 30 days'
+            'a list of 1 to 100 intervals, each from 0 to 30 days, with no months'
         );
     END IF;
-    IF NOT coalesce(p_stale_after > interval '0' AND p_stale_after <= interval '100 years', false) THEN
+    -- stored and applied later, by the calendar: none of its parts (months, days, time)
+    -- may be negative, or its length could be negative on some dates ('1 mon -30 days 1
+    -- second' compares as 1 second, and is almost 2 days below 0 from February 3)
+    IF NOT coalesce(
+        p_stale_after > interval '0' AND p_stale_after <= interval '100 years'
+        AND date_trunc('month', p_stale_after) >= interval '0'
+        AND date_trunc('day', p_stale_after) >= date_trunc('month', p_stale_after)
+        AND p_stale_after >= date_trunc('day', p_stale_after),
+        false
+    ) THEN
         PERFORM pgcoord.raise_bad_argument(
-            'p_stale_after', p_stale_after, 'an interval of more than 0 and at most 100 years'
+            'p_stale_after', p_stale_after,
+            'an interval of more than 0 and at most 100 years, with no negative part'
         );
     END IF;
 
@@ -1334,10 +1366,11 @@ END;
 $$;
 
 COMMENT ON FUNCTION pgcoord.campaign_create(text, integer, interval[], interval) IS
-'Start a campaign run in status running; returns its id. Ranges: p_name 1 to 1024 bytes, '
-'p_max_retries 0 to 100, p_retry_backoff 1 to 100 intervals of 0 to 30 days each (the '
-'last repeats), p_stale_after more than 0 and at most 100 years. Errors: 22004 NULL '
-'argument, 22023 a value out of its range.';
+'Start a campaign run in status running; returns its id. Ranges: p_name 1 to 1024 '
+'bytes, p_max_retries 0 to 100, p_retry_backoff 1 to 100 intervals of 0 to 30 days '
+'each, with no months (the last repeats), p_stale_after more than 0 and at most 100 '
+'years, with no negative part. Errors: 22004 NULL argument, 22023 a value out of its '
+'range.';
 
 -- db/src/functions/campaign_due_in.sql
 -- How long until campaign_claim may find work in a running run (in p_run_id when
@@ -1603,6 +1636,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    v_now constant timestamptz := clock_timestamp();  -- for the argument check
     v_until timestamptz;
 BEGIN
     -- one lean test on the hot path; the checks naming the bad argument run only when
@@ -1611,6 +1645,7 @@ BEGIN
         p_message_id IS NOT NULL
         AND p_claim_token IS NOT NULL
         AND p_lease > interval '0' AND p_lease <= interval '1 day'
+        AND date_trunc('month', p_lease) = interval '0' AND v_now + p_lease > v_now
     ) IS NOT TRUE THEN
         IF p_message_id IS NULL THEN
             PERFORM pgcoord.raise_bad_argument('p_message_id', p_message_id, 'a message id');
@@ -1619,7 +1654,7 @@ BEGIN
             PERFORM pgcoord.raise_bad_argument('p_claim_token', p_claim_token, 'a bigint');
         END IF;
         PERFORM pgcoord.raise_bad_argument(
-            'p_lease', p_lease, 'an interval of more than 0 and at most 1 day'
+            'p_lease', p_lease, 'an interval of more than 0 and at most 1 day, with no months'
         );
     END IF;
 
@@ -1634,10 +1669,10 @@ END;
 $$;
 
 COMMENT ON FUNCTION pgcoord.campaign_extend(bigint, bigint, interval) IS
-'New lease end (now + p_lease) of message p_message_id''s claim p_claim_token, shared by '
-'the messages claimed with that token; NULL, changing nothing, when the claim is no '
-'longer current. Ranges: p_lease more than 0 and at most 1 day. Errors: 22004 NULL '
-'argument, 22023 p_lease out of range.';
+'New lease end (now + p_lease) of message p_message_id''s claim p_claim_token, shared '
+'by the messages claimed with that token; NULL, changing nothing, when the claim is no '
+'longer current. Ranges: p_lease more than 0 and at most 1 day. Intervals with no '
+'months. Errors: 22004 NULL argument, 22023 p_lease out of range.';
 
 -- db/src/functions/campaign_fail.sql
 -- A failed try of a claimed message (a late one too: lease run out, not yet reclaimed;
@@ -1668,6 +1703,7 @@ BEGIN
         AND (
             p_retry_after IS NULL
             OR p_retry_after >= interval '0' AND p_retry_after <= interval '30 days'
+            AND date_trunc('month', p_retry_after) = interval '0'
         )
     ) IS NOT TRUE THEN
         IF p_message_id IS NULL THEN
@@ -1680,7 +1716,7 @@ BEGIN
             PERFORM pgcoord.raise_bad_argument('p_error', p_error, 'a text');
         END IF;
         PERFORM pgcoord.raise_bad_argument(
-            'p_retry_after', p_retry_after, 'NULL or an interval from 0 to 30 days'
+            'p_retry_after', p_retry_after, 'NULL or an interval from 0 to 30 days, with no months'
         );
     END IF;
 
@@ -1693,10 +1729,11 @@ END;
 $$;
 
 COMMENT ON FUNCTION pgcoord.campaign_fail(bigint, bigint, text, interval) IS
-'A failed try of message p_message_id of claim p_claim_token: pending again at its run''s '
-'backoff (or p_retry_after when later), or failed for good after try max_retries + 1; '
-'returns the status and next_attempt_at, no row for a stale token. Ranges: p_retry_after '
-'NULL or 0 to 30 days. Errors: 22004 NULL argument, 22023 p_retry_after out of range.';
+'A failed try of message p_message_id of claim p_claim_token: pending again at its '
+'run''s backoff (or p_retry_after when later), or failed for good after try max_retries '
+'+ 1; returns the status and next_attempt_at, no row for a stale token. Ranges: '
+'p_retry_after NULL or 0 to 30 days. Intervals with no months. Errors: 22004 NULL '
+'argument, 22023 p_retry_after out of range.';
 
 -- db/src/functions/campaign_give_back.sql
 -- Internal. Take message p_message_id out of claim p_claim_token (when that claim is
@@ -2056,7 +2093,11 @@ DECLARE
 BEGIN
     IF NOT coalesce(
         p_older_than IS NULL
-        OR p_older_than >= interval '0' AND p_older_than <= interval '100 years',
+        OR p_older_than >= interval '0' AND p_older_than <= interval '100 years'
+        -- the cutoff lies in the past, and within 100 years, by the calendar too (the
+        -- comparison counts a month as 30 days, the subtraction does not)
+        AND v_now - p_older_than <= v_now
+        AND v_now - p_older_than >= v_now - interval '100 years',
         false
     ) THEN
         PERFORM pgcoord.raise_bad_argument(
@@ -2132,6 +2173,7 @@ BEGIN
         p_message_id IS NOT NULL
         AND p_claim_token IS NOT NULL
         AND p_delay >= interval '0' AND p_delay <= interval '30 days'
+        AND date_trunc('month', p_delay) = interval '0'
     ) IS NOT TRUE THEN
         IF p_message_id IS NULL THEN
             PERFORM pgcoord.raise_bad_argument('p_message_id', p_message_id, 'a message id');
@@ -2139,7 +2181,9 @@ BEGIN
         IF p_claim_token IS NULL THEN
             PERFORM pgcoord.raise_bad_argument('p_claim_token', p_claim_token, 'a bigint');
         END IF;
-        PERFORM pgcoord.raise_bad_argument('p_delay', p_delay, 'an interval from 0 to 30 days');
+        PERFORM pgcoord.raise_bad_argument(
+            'p_delay', p_delay, 'an interval from 0 to 30 days, with no months'
+        );
     END IF;
 
     RETURN EXISTS (
@@ -2152,9 +2196,10 @@ END;
 $$;
 
 COMMENT ON FUNCTION pgcoord.campaign_snooze(bigint, bigint, interval) IS
-'Put message p_message_id of claim p_claim_token back, pending at now + p_delay, without '
-'spending a try; false, changing nothing, for a stale token. Ranges: p_delay 0 to 30 '
-'days. Errors: 22004 NULL argument, 22023 p_delay out of range.';
+'Put message p_message_id of claim p_claim_token back, pending at now + p_delay, '
+'without spending a try; false, changing nothing, for a stale token. Ranges: p_delay 0 '
+'to 30 days. Intervals with no months. Errors: 22004 NULL argument, 22023 p_delay out '
+'of range.';
 
 -- db/src/functions/campaign_stats.sql
 -- How a run is going, for operators (pgcoord campaigns, pgcoord watch), one row per run
@@ -2288,18 +2333,25 @@ COMMENT ON FUNCTION pgcoord.campaign_wake(bigint, timestamptz, timestamptz) IS
 -- Internal. The arguments of the retention functions (message_prune, campaign_prune),
 -- checked in one place: p_older_than above 0 and at most 100 years, p_limit from 1 to
 -- 1000000. Raises (raise_bad_argument) naming the first bad one; returns when both are
--- good. Retention is no hot path: its callers call this every time.
+-- good. Retention is no hot path: its callers call this every time. The cutoff
+-- (the clock - p_older_than) must lie in the past, and within 100 years, by the
+-- calendar too: '-1 year 361 days' compares as 1 day but reaches 4 days ahead.
 CREATE OR REPLACE FUNCTION pgcoord.check_prune_arguments(
     p_older_than interval, p_limit integer
 )
 RETURNS void
 LANGUAGE plpgsql
-IMMUTABLE
+VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_now constant timestamptz := clock_timestamp();
 BEGIN
     IF NOT coalesce(
-        p_older_than > interval '0' AND p_older_than <= interval '100 years', false
+        p_older_than > interval '0' AND p_older_than <= interval '100 years'
+        AND v_now - p_older_than < v_now
+        AND v_now - p_older_than >= v_now - interval '100 years',
+        false
     ) THEN
         PERFORM pgcoord.raise_bad_argument(
             'p_older_than', p_older_than, 'an interval above 0 and at most 100 years'
@@ -2338,7 +2390,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_now timestamptz;
+    v_now timestamptz := clock_timestamp();
     v_deadline timestamptz;
     v_pause float8 := 0.002::float8;
     v_holder text;
@@ -2349,7 +2401,9 @@ BEGIN
         octet_length(p_key) BETWEEN 1 AND 1024
         AND octet_length(p_owner) BETWEEN 1 AND 1024
         AND p_ttl > interval '0' AND p_ttl <= interval '1 day'
+        AND date_trunc('month', p_ttl) = interval '0' AND v_now + p_ttl > v_now
         AND p_wait >= interval '0' AND p_wait <= interval '1 hour'
+        AND date_trunc('month', p_wait) = interval '0'
     ) IS NOT TRUE THEN
         IF coalesce(octet_length(p_key), 0) NOT BETWEEN 1 AND 1024 THEN
             PERFORM pgcoord.raise_bad_argument('p_key', p_key, 'a text of 1 to 1024 bytes');
@@ -2357,13 +2411,23 @@ BEGIN
         IF coalesce(octet_length(p_owner), 0) NOT BETWEEN 1 AND 1024 THEN
             PERFORM pgcoord.raise_bad_argument('p_owner', p_owner, 'a text of 1 to 1024 bytes');
         END IF;
-        IF NOT coalesce(p_ttl > interval '0' AND p_ttl <= interval '1 day', false) THEN
+        IF NOT coalesce(
+            p_ttl > interval '0' AND p_ttl <= interval '1 day'
+            AND date_trunc('month', p_ttl) = interval '0' AND v_now + p_ttl > v_now,
+            false
+        ) THEN
             PERFORM pgcoord.raise_bad_argument(
-                'p_ttl', p_ttl, 'an interval above 0 and at most 1 day'
+                'p_ttl', p_ttl, 'an interval above 0 and at most 1 day, with no months'
             );
         END IF;
-        IF NOT coalesce(p_wait >= interval '0' AND p_wait <= interval '1 hour', false) THEN
-            PERFORM pgcoord.raise_bad_argument('p_wait', p_wait, 'an interval from 0 to 1 hour');
+        IF NOT coalesce(
+            p_wait >= interval '0' AND p_wait <= interval '1 hour'
+            AND date_trunc('month', p_wait) = interval '0',
+            false
+        ) THEN
+            PERFORM pgcoord.raise_bad_argument(
+                'p_wait', p_wait, 'an interval from 0 to 1 hour, with no months'
+            );
         END IF;
     END IF;
 
@@ -2452,8 +2516,8 @@ $$;
 COMMENT ON FUNCTION pgcoord.lock_acquire(text, text, interval, interval) IS
 'Take or renew the lease of p_key for p_owner; always one row. Non-blocking unless '
 'p_wait > 0. Ranges: p_key, p_owner 1 to 1024 bytes; p_ttl above 0 and at most 1 day; '
-'p_wait 0 to 1 hour. Errors: 22004 NULL argument, 22023 an argument out of its range '
-'(an infinite interval included).';
+'p_wait 0 to 1 hour. Intervals with no months. Errors: 22004 NULL argument, 22023 an '
+'argument out of its range (an infinite interval included).';
 
 -- db/src/functions/lock_extend.sql
 -- Heartbeat: push the expiry of a live lease held by p_owner to now + p_ttl.
@@ -2476,6 +2540,7 @@ BEGIN
         octet_length(p_key) BETWEEN 1 AND 1024
         AND octet_length(p_owner) BETWEEN 1 AND 1024
         AND p_ttl > interval '0' AND p_ttl <= interval '1 day'
+        AND date_trunc('month', p_ttl) = interval '0' AND v_now + p_ttl > v_now
     ) IS NOT TRUE THEN
         IF coalesce(octet_length(p_key), 0) NOT BETWEEN 1 AND 1024 THEN
             PERFORM pgcoord.raise_bad_argument('p_key', p_key, 'a text of 1 to 1024 bytes');
@@ -2483,9 +2548,13 @@ BEGIN
         IF coalesce(octet_length(p_owner), 0) NOT BETWEEN 1 AND 1024 THEN
             PERFORM pgcoord.raise_bad_argument('p_owner', p_owner, 'a text of 1 to 1024 bytes');
         END IF;
-        IF NOT coalesce(p_ttl > interval '0' AND p_ttl <= interval '1 day', false) THEN
+        IF NOT coalesce(
+            p_ttl > interval '0' AND p_ttl <= interval '1 day'
+            AND date_trunc('month', p_ttl) = interval '0' AND v_now + p_ttl > v_now,
+            false
+        ) THEN
             PERFORM pgcoord.raise_bad_argument(
-                'p_ttl', p_ttl, 'an interval above 0 and at most 1 day'
+                'p_ttl', p_ttl, 'an interval above 0 and at most 1 day, with no months'
             );
         END IF;
     END IF;
@@ -2500,8 +2569,9 @@ $$;
 
 COMMENT ON FUNCTION pgcoord.lock_extend(text, text, interval) IS
 'New expiry when p_owner still holds a live lease of p_key; NULL when it has lost it. '
-'Ranges: p_key, p_owner 1 to 1024 bytes; p_ttl above 0 and at most 1 day. Errors: 22004 '
-'NULL argument, 22023 an argument out of its range (an infinite interval included).';
+'Ranges: p_key, p_owner 1 to 1024 bytes; p_ttl above 0 and at most 1 day. Intervals '
+'with no months. Errors: 22004 NULL argument, 22023 an argument out of its range (an '
+'infinite interval included).';
 
 -- db/src/functions/lock_is_current.sql
 -- Fencing check: is p_token the live grant of p_key right now (server clock)?
@@ -2617,7 +2687,9 @@ BEGIN
         AND p_body IS NOT NULL
         AND jsonb_typeof(p_payload) = 'object'
         AND p_debounce >= interval '0' AND p_debounce <= interval '1 day'
+        AND date_trunc('month', p_debounce) = interval '0'
         AND p_max_wait >= interval '0' AND p_max_wait <= interval '7 days'
+        AND date_trunc('month', p_max_wait) = interval '0'
     ) IS NOT TRUE THEN
         IF coalesce(octet_length(p_provider), 0) NOT BETWEEN 1 AND 1024 THEN
             PERFORM pgcoord.raise_bad_argument('p_provider', p_provider, 'a text of 1 to 1024 bytes');
@@ -2638,14 +2710,22 @@ BEGIN
         IF coalesce(jsonb_typeof(p_payload), '') <> 'object' THEN
             PERFORM pgcoord.raise_bad_argument('p_payload', p_payload, 'a JSON object');
         END IF;
-        IF NOT coalesce(p_debounce >= interval '0' AND p_debounce <= interval '1 day', false) THEN
+        IF NOT coalesce(
+            p_debounce >= interval '0' AND p_debounce <= interval '1 day'
+            AND date_trunc('month', p_debounce) = interval '0',
+            false
+        ) THEN
             PERFORM pgcoord.raise_bad_argument(
-                'p_debounce', p_debounce, 'an interval from 0 to 1 day'
+                'p_debounce', p_debounce, 'an interval from 0 to 1 day, with no months'
             );
         END IF;
-        IF NOT coalesce(p_max_wait >= interval '0' AND p_max_wait <= interval '7 days', false) THEN
+        IF NOT coalesce(
+            p_max_wait >= interval '0' AND p_max_wait <= interval '7 days'
+            AND date_trunc('month', p_max_wait) = interval '0',
+            false
+        ) THEN
             PERFORM pgcoord.raise_bad_argument(
-                'p_max_wait', p_max_wait, 'an interval from 0 to 7 days'
+                'p_max_wait', p_max_wait, 'an interval from 0 to 7 days, with no months'
             );
         END IF;
     END IF;
@@ -2716,9 +2796,10 @@ COMMENT ON FUNCTION pgcoord.message_ingest(text, text, text, text, jsonb, interv
 'Store an inbound message once and buffer it for its conversation; a repeat returns the '
 'original message_id and received_at with duplicate = true and changes nothing. '
 'Ranges: p_provider, p_provider_message_id, p_conversation_key 1 to 1024 bytes; '
-'p_payload a JSON object; p_debounce 0 to 1 day; p_max_wait 0 to 7 days. Errors: 22004 '
-'NULL argument, 22023 an argument out of its range (an infinite interval included); '
-'23505 a repeated provider message id with a different conversation key or body.';
+'p_payload a JSON object; p_debounce 0 to 1 day; p_max_wait 0 to 7 days. Intervals with '
+'no months. Errors: 22004 NULL argument, 22023 an argument out of its range (an '
+'infinite interval included); 23505 a repeated provider message id with a different '
+'conversation key or body.';
 
 -- db/src/functions/message_payloads.sql
 -- The stored payloads (what the provider sent besides the body: the sender's name, a
@@ -3012,12 +3093,19 @@ BEGIN
     IF (
         octet_length(p_key) BETWEEN 1 AND 1024
         AND p_for >= interval '0' AND p_for <= interval '1 day'
+        AND date_trunc('month', p_for) = interval '0'
     ) IS NOT TRUE THEN
         IF coalesce(octet_length(p_key), 0) NOT BETWEEN 1 AND 1024 THEN
             PERFORM pgcoord.raise_bad_argument('p_key', p_key, 'a text of 1 to 1024 bytes');
         END IF;
-        IF NOT coalesce(p_for >= interval '0' AND p_for <= interval '1 day', false) THEN
-            PERFORM pgcoord.raise_bad_argument('p_for', p_for, 'an interval from 0 to 1 day');
+        IF NOT coalesce(
+            p_for >= interval '0' AND p_for <= interval '1 day'
+            AND date_trunc('month', p_for) = interval '0',
+            false
+        ) THEN
+            PERFORM pgcoord.raise_bad_argument(
+                'p_for', p_for, 'an interval from 0 to 1 day, with no months'
+            );
         END IF;
     END IF;
 
@@ -3033,9 +3121,9 @@ $$;
 
 COMMENT ON FUNCTION pgcoord.rate_pause(text, interval) IS
 'Make every rate_acquire of p_key wait until the returned time: now + p_for, or the end '
-'of the pause in force when that is later (a pause is never shortened). Ranges: p_key 1 '
-'to 1024 bytes; p_for 0 to 1 day. Errors: 22004 NULL argument, 22023 an argument out of '
-'its range (a negative or infinite p_for included).';
+'of the pause in force when that is later (a pause is never shortened). Ranges: p_key '
+'1 to 1024 bytes; p_for 0 to 1 day. Intervals with no months. Errors: 22004 NULL '
+'argument, 22023 an argument out of its range (a negative or infinite p_for included).';
 
 -- db/src/functions/rate_reset.sql
 -- Forget the bucket of p_key: the next rate_acquire finds it full and unpaused (after

@@ -37,6 +37,7 @@ BEGIN
         octet_length(p_worker) BETWEEN 1 AND 1024
         AND p_limit BETWEEN 1 AND 10000
         AND p_lease > interval '0' AND p_lease <= interval '1 day'
+        AND date_trunc('month', p_lease) = interval '0' AND v_now + p_lease > v_now
     ) IS NOT TRUE THEN
         IF coalesce(octet_length(p_worker), 0) NOT BETWEEN 1 AND 1024 THEN
             PERFORM pgcoord.raise_bad_argument('p_worker', p_worker, 'a text of 1 to 1024 bytes');
@@ -44,9 +45,13 @@ BEGIN
         IF NOT coalesce(p_limit BETWEEN 1 AND 10000, false) THEN
             PERFORM pgcoord.raise_bad_argument('p_limit', p_limit, 'from 1 to 10000');
         END IF;
-        IF NOT coalesce(p_lease > interval '0' AND p_lease <= interval '1 day', false) THEN
+        IF NOT coalesce(
+            p_lease > interval '0' AND p_lease <= interval '1 day'
+            AND date_trunc('month', p_lease) = interval '0' AND v_now + p_lease > v_now,
+            false
+        ) THEN
             PERFORM pgcoord.raise_bad_argument(
-                'p_lease', p_lease, 'an interval above 0 and at most 1 day'
+                'p_lease', p_lease, 'an interval above 0 and at most 1 day, with no months'
             );
         END IF;
     END IF;
@@ -128,5 +133,6 @@ $$;
 COMMENT ON FUNCTION pgcoord.buffer_claim(text, integer, interval) IS
 'Claim up to p_limit due conversations, one claim per conversation at a time, messages '
 'in arrival order; never waits on other claimers. Ranges: p_worker 1 to 1024 bytes; '
-'p_limit 1 to 10000; p_lease above 0 and at most 1 day. Errors: 22004 NULL argument, '
-'22023 an argument out of its range (an infinite interval included).';
+'p_limit 1 to 10000; p_lease above 0 and at most 1 day. Intervals with no months. '
+'Errors: 22004 NULL argument, 22023 an argument out of its range (an infinite interval '
+'included).';

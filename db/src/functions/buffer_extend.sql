@@ -20,6 +20,7 @@ BEGIN
         octet_length(p_conversation_key) BETWEEN 1 AND 1024
         AND p_claim_token IS NOT NULL
         AND p_lease > interval '0' AND p_lease <= interval '1 day'
+        AND date_trunc('month', p_lease) = interval '0' AND v_now + p_lease > v_now
     ) IS NOT TRUE THEN
         IF coalesce(octet_length(p_conversation_key), 0) NOT BETWEEN 1 AND 1024 THEN
             PERFORM pgcoord.raise_bad_argument(
@@ -29,9 +30,13 @@ BEGIN
         IF p_claim_token IS NULL THEN
             PERFORM pgcoord.raise_bad_argument('p_claim_token', p_claim_token, 'a bigint');
         END IF;
-        IF NOT coalesce(p_lease > interval '0' AND p_lease <= interval '1 day', false) THEN
+        IF NOT coalesce(
+            p_lease > interval '0' AND p_lease <= interval '1 day'
+            AND date_trunc('month', p_lease) = interval '0' AND v_now + p_lease > v_now,
+            false
+        ) THEN
             PERFORM pgcoord.raise_bad_argument(
-                'p_lease', p_lease, 'an interval above 0 and at most 1 day'
+                'p_lease', p_lease, 'an interval above 0 and at most 1 day, with no months'
             );
         END IF;
     END IF;
@@ -49,6 +54,6 @@ $$;
 
 COMMENT ON FUNCTION pgcoord.buffer_extend(text, bigint, interval) IS
 'New lease end of claim p_claim_token; NULL when the claim is no longer current. '
-'Ranges: p_conversation_key 1 to 1024 bytes; p_lease above 0 and at most 1 day. Errors: '
-'22004 NULL argument, 22023 an argument out of its range (an infinite interval '
-'included).';
+'Ranges: p_conversation_key 1 to 1024 bytes; p_lease above 0 and at most 1 day. '
+'Intervals with no months. Errors: 22004 NULL argument, 22023 an argument out of its '
+'range (an infinite interval included).';

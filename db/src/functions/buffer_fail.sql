@@ -24,6 +24,7 @@ BEGIN
         AND p_claim_token IS NOT NULL
         AND p_error IS NOT NULL
         AND p_retry_in >= interval '0' AND p_retry_in <= interval '30 days'
+        AND date_trunc('month', p_retry_in) = interval '0'
     ) IS NOT TRUE THEN
         IF coalesce(octet_length(p_conversation_key), 0) NOT BETWEEN 1 AND 1024 THEN
             PERFORM pgcoord.raise_bad_argument(
@@ -36,9 +37,13 @@ BEGIN
         IF p_error IS NULL THEN
             PERFORM pgcoord.raise_bad_argument('p_error', p_error, 'a text');
         END IF;
-        IF NOT coalesce(p_retry_in >= interval '0' AND p_retry_in <= interval '30 days', false) THEN
+        IF NOT coalesce(
+            p_retry_in >= interval '0' AND p_retry_in <= interval '30 days'
+            AND date_trunc('month', p_retry_in) = interval '0',
+            false
+        ) THEN
             PERFORM pgcoord.raise_bad_argument(
-                'p_retry_in', p_retry_in, 'an interval from 0 to 30 days'
+                'p_retry_in', p_retry_in, 'an interval from 0 to 30 days, with no months'
             );
         END IF;
     END IF;
@@ -59,8 +64,8 @@ END;
 $$;
 
 COMMENT ON FUNCTION pgcoord.buffer_fail(text, bigint, text, interval) IS
-'Give the batch of claim p_claim_token back, claimable again after p_retry_in; after its '
-'5th failed try it is parked as dead. False, changing nothing, when the claim is no '
+'Give the batch of claim p_claim_token back, claimable again after p_retry_in; after '
+'its 5th failed try it is parked as dead. False, changing nothing, when the claim is no '
 'longer current. Ranges: p_conversation_key 1 to 1024 bytes; p_retry_in 0 to 30 days. '
-'Errors: 22004 NULL argument, 22023 an argument out of its range (an infinite interval '
-'included).';
+'Intervals with no months. Errors: 22004 NULL argument, 22023 an argument out of its '
+'range (an infinite interval included).';

@@ -51,6 +51,7 @@ BEGIN
         octet_length(p_worker) BETWEEN 1 AND 1024
         AND p_limit BETWEEN 1 AND 10000
         AND p_lease > interval '0' AND p_lease <= interval '1 day'
+        AND date_trunc('month', p_lease) = interval '0' AND v_now + p_lease > v_now
     ) IS NOT TRUE THEN
         IF coalesce(octet_length(p_worker), 0) NOT BETWEEN 1 AND 1024 THEN
             PERFORM pgcoord.raise_bad_argument('p_worker', p_worker, 'a text of 1 to 1024 bytes');
@@ -59,7 +60,7 @@ BEGIN
             PERFORM pgcoord.raise_bad_argument('p_limit', p_limit, 'from 1 to 10000');
         END IF;
         PERFORM pgcoord.raise_bad_argument(
-            'p_lease', p_lease, 'an interval of more than 0 and at most 1 day'
+            'p_lease', p_lease, 'an interval of more than 0 and at most 1 day, with no months'
         );
     END IF;
 
@@ -175,7 +176,8 @@ $$;
 
 COMMENT ON FUNCTION pgcoord.campaign_claim(text, integer, interval, bigint) IS
 'Claim up to p_limit due messages of running runs (of p_run_id when given), oldest due '
-'first, never waiting on other claimers; orphans (lease run out) count a failed try, and '
-'one whose last try that was ends failed with error ''lease expired''. Ranges: p_worker 1 '
-'to 1024 bytes, p_limit 1 to 10000, p_lease more than 0 and at most 1 day. Errors: 22004 '
-'NULL argument, 22023 a value out of its range or an unknown p_run_id.';
+'first, never waiting on other claimers; orphans (lease run out) count a failed try, '
+'and one whose last try that was ends failed with error ''lease expired''. Ranges: '
+'p_worker 1 to 1024 bytes, p_limit 1 to 10000, p_lease more than 0 and at most 1 day. '
+'Intervals with no months. Errors: 22004 NULL argument, 22023 a value out of its range '
+'or an unknown p_run_id.';

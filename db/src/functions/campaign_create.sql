@@ -35,7 +35,11 @@ BEGIN
             (
                 SELECT
                     bool_and(
-                        coalesce(b.delay >= interval '0' AND b.delay <= interval '30 days', false)
+                        coalesce(
+                            b.delay >= interval '0' AND b.delay <= interval '30 days'
+                            AND date_trunc('month', b.delay) = interval '0',
+                            false
+                        )
                     )
                 FROM unnest(p_retry_backoff) AS b (delay)
             ),
@@ -44,12 +48,22 @@ BEGIN
     THEN
         PERFORM pgcoord.raise_bad_argument(
             'p_retry_backoff', p_retry_backoff,
-            'a list of 1 to 100 intervals, each from 0 to 30 days'
+            'a list of 1 to 100 intervals, each from 0 to 30 days, with no months'
         );
     END IF;
-    IF NOT coalesce(p_stale_after > interval '0' AND p_stale_after <= interval '100 years', false) THEN
+    -- stored and applied later, by the calendar: none of its parts (months, days, time)
+    -- may be negative, or its length could be negative on some dates ('1 mon -30 days 1
+    -- second' compares as 1 second, and is almost 2 days below 0 from February 3)
+    IF NOT coalesce(
+        p_stale_after > interval '0' AND p_stale_after <= interval '100 years'
+        AND date_trunc('month', p_stale_after) >= interval '0'
+        AND date_trunc('day', p_stale_after) >= date_trunc('month', p_stale_after)
+        AND p_stale_after >= date_trunc('day', p_stale_after),
+        false
+    ) THEN
         PERFORM pgcoord.raise_bad_argument(
-            'p_stale_after', p_stale_after, 'an interval of more than 0 and at most 100 years'
+            'p_stale_after', p_stale_after,
+            'an interval of more than 0 and at most 100 years, with no negative part'
         );
     END IF;
 
@@ -63,7 +77,8 @@ END;
 $$;
 
 COMMENT ON FUNCTION pgcoord.campaign_create(text, integer, interval[], interval) IS
-'Start a campaign run in status running; returns its id. Ranges: p_name 1 to 1024 bytes, '
-'p_max_retries 0 to 100, p_retry_backoff 1 to 100 intervals of 0 to 30 days each (the '
-'last repeats), p_stale_after more than 0 and at most 100 years. Errors: 22004 NULL '
-'argument, 22023 a value out of its range.';
+'Start a campaign run in status running; returns its id. Ranges: p_name 1 to 1024 '
+'bytes, p_max_retries 0 to 100, p_retry_backoff 1 to 100 intervals of 0 to 30 days '
+'each, with no months (the last repeats), p_stale_after more than 0 and at most 100 '
+'years, with no negative part. Errors: 22004 NULL argument, 22023 a value out of its '
+'range.';

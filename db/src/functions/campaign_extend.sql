@@ -14,6 +14,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    v_now constant timestamptz := clock_timestamp();  -- for the argument check
     v_until timestamptz;
 BEGIN
     -- one lean test on the hot path; the checks naming the bad argument run only when
@@ -22,6 +23,7 @@ BEGIN
         p_message_id IS NOT NULL
         AND p_claim_token IS NOT NULL
         AND p_lease > interval '0' AND p_lease <= interval '1 day'
+        AND date_trunc('month', p_lease) = interval '0' AND v_now + p_lease > v_now
     ) IS NOT TRUE THEN
         IF p_message_id IS NULL THEN
             PERFORM pgcoord.raise_bad_argument('p_message_id', p_message_id, 'a message id');
@@ -30,7 +32,7 @@ BEGIN
             PERFORM pgcoord.raise_bad_argument('p_claim_token', p_claim_token, 'a bigint');
         END IF;
         PERFORM pgcoord.raise_bad_argument(
-            'p_lease', p_lease, 'an interval of more than 0 and at most 1 day'
+            'p_lease', p_lease, 'an interval of more than 0 and at most 1 day, with no months'
         );
     END IF;
 
@@ -45,7 +47,7 @@ END;
 $$;
 
 COMMENT ON FUNCTION pgcoord.campaign_extend(bigint, bigint, interval) IS
-'New lease end (now + p_lease) of message p_message_id''s claim p_claim_token, shared by '
-'the messages claimed with that token; NULL, changing nothing, when the claim is no '
-'longer current. Ranges: p_lease more than 0 and at most 1 day. Errors: 22004 NULL '
-'argument, 22023 p_lease out of range.';
+'New lease end (now + p_lease) of message p_message_id''s claim p_claim_token, shared '
+'by the messages claimed with that token; NULL, changing nothing, when the claim is no '
+'longer current. Ranges: p_lease more than 0 and at most 1 day. Intervals with no '
+'months. Errors: 22004 NULL argument, 22023 p_lease out of range.';

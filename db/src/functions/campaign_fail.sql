@@ -26,6 +26,7 @@ BEGIN
         AND (
             p_retry_after IS NULL
             OR p_retry_after >= interval '0' AND p_retry_after <= interval '30 days'
+            AND date_trunc('month', p_retry_after) = interval '0'
         )
     ) IS NOT TRUE THEN
         IF p_message_id IS NULL THEN
@@ -38,7 +39,7 @@ BEGIN
             PERFORM pgcoord.raise_bad_argument('p_error', p_error, 'a text');
         END IF;
         PERFORM pgcoord.raise_bad_argument(
-            'p_retry_after', p_retry_after, 'NULL or an interval from 0 to 30 days'
+            'p_retry_after', p_retry_after, 'NULL or an interval from 0 to 30 days, with no months'
         );
     END IF;
 
@@ -51,7 +52,8 @@ END;
 $$;
 
 COMMENT ON FUNCTION pgcoord.campaign_fail(bigint, bigint, text, interval) IS
-'A failed try of message p_message_id of claim p_claim_token: pending again at its run''s '
-'backoff (or p_retry_after when later), or failed for good after try max_retries + 1; '
-'returns the status and next_attempt_at, no row for a stale token. Ranges: p_retry_after '
-'NULL or 0 to 30 days. Errors: 22004 NULL argument, 22023 p_retry_after out of range.';
+'A failed try of message p_message_id of claim p_claim_token: pending again at its '
+'run''s backoff (or p_retry_after when later), or failed for good after try max_retries '
+'+ 1; returns the status and next_attempt_at, no row for a stale token. Ranges: '
+'p_retry_after NULL or 0 to 30 days. Intervals with no months. Errors: 22004 NULL '
+'argument, 22023 p_retry_after out of range.';

@@ -19,7 +19,11 @@ DECLARE
 BEGIN
     IF NOT coalesce(
         p_older_than IS NULL
-        OR p_older_than >= interval '0' AND p_older_than <= interval '100 years',
+        OR p_older_than >= interval '0' AND p_older_than <= interval '100 years'
+        -- the cutoff lies in the past, and within 100 years, by the calendar too (the
+        -- comparison counts a month as 30 days, the subtraction does not)
+        AND v_now - p_older_than <= v_now
+        AND v_now - p_older_than >= v_now - interval '100 years',
         false
     ) THEN
         PERFORM pgcoord.raise_bad_argument(

@@ -17,6 +17,7 @@ BEGIN
         p_message_id IS NOT NULL
         AND p_claim_token IS NOT NULL
         AND p_delay >= interval '0' AND p_delay <= interval '30 days'
+        AND date_trunc('month', p_delay) = interval '0'
     ) IS NOT TRUE THEN
         IF p_message_id IS NULL THEN
             PERFORM pgcoord.raise_bad_argument('p_message_id', p_message_id, 'a message id');
@@ -24,7 +25,9 @@ BEGIN
         IF p_claim_token IS NULL THEN
             PERFORM pgcoord.raise_bad_argument('p_claim_token', p_claim_token, 'a bigint');
         END IF;
-        PERFORM pgcoord.raise_bad_argument('p_delay', p_delay, 'an interval from 0 to 30 days');
+        PERFORM pgcoord.raise_bad_argument(
+            'p_delay', p_delay, 'an interval from 0 to 30 days, with no months'
+        );
     END IF;
 
     RETURN EXISTS (
@@ -37,6 +40,7 @@ END;
 $$;
 
 COMMENT ON FUNCTION pgcoord.campaign_snooze(bigint, bigint, interval) IS
-'Put message p_message_id of claim p_claim_token back, pending at now + p_delay, without '
-'spending a try; false, changing nothing, for a stale token. Ranges: p_delay 0 to 30 '
-'days. Errors: 22004 NULL argument, 22023 p_delay out of range.';
+'Put message p_message_id of claim p_claim_token back, pending at now + p_delay, '
+'without spending a try; false, changing nothing, for a stale token. Ranges: p_delay 0 '
+'to 30 days. Intervals with no months. Errors: 22004 NULL argument, 22023 p_delay out '
+'of range.';

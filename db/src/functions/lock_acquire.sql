@@ -20,7 +20,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_now timestamptz;
+    v_now timestamptz := clock_timestamp();
     v_deadline timestamptz;
     v_pause float8 := 0.002::float8;
     v_holder text;
@@ -31,7 +31,9 @@ BEGIN
         octet_length(p_key) BETWEEN 1 AND 1024
         AND octet_length(p_owner) BETWEEN 1 AND 1024
         AND p_ttl > interval '0' AND p_ttl <= interval '1 day'
+        AND date_trunc('month', p_ttl) = interval '0' AND v_now + p_ttl > v_now
         AND p_wait >= interval '0' AND p_wait <= interval '1 hour'
+        AND date_trunc('month', p_wait) = interval '0'
     ) IS NOT TRUE THEN
         IF coalesce(octet_length(p_key), 0) NOT BETWEEN 1 AND 1024 THEN
             PERFORM pgcoord.raise_bad_argument('p_key', p_key, 'a text of 1 to 1024 bytes');
@@ -39,13 +41,23 @@ BEGIN
         IF coalesce(octet_length(p_owner), 0) NOT BETWEEN 1 AND 1024 THEN
             PERFORM pgcoord.raise_bad_argument('p_owner', p_owner, 'a text of 1 to 1024 bytes');
         END IF;
-        IF NOT coalesce(p_ttl > interval '0' AND p_ttl <= interval '1 day', false) THEN
+        IF NOT coalesce(
+            p_ttl > interval '0' AND p_ttl <= interval '1 day'
+            AND date_trunc('month', p_ttl) = interval '0' AND v_now + p_ttl > v_now,
+            false
+        ) THEN
             PERFORM pgcoord.raise_bad_argument(
-                'p_ttl', p_ttl, 'an interval above 0 and at most 1 day'
+                'p_ttl', p_ttl, 'an interval above 0 and at most 1 day, with no months'
             );
         END IF;
-        IF NOT coalesce(p_wait >= interval '0' AND p_wait <= interval '1 hour', false) THEN
-            PERFORM pgcoord.raise_bad_argument('p_wait', p_wait, 'an interval from 0 to 1 hour');
+        IF NOT coalesce(
+            p_wait >= interval '0' AND p_wait <= interval '1 hour'
+            AND date_trunc('month', p_wait) = interval '0',
+            false
+        ) THEN
+            PERFORM pgcoord.raise_bad_argument(
+                'p_wait', p_wait, 'an interval from 0 to 1 hour, with no months'
+            );
         END IF;
     END IF;
 
@@ -134,5 +146,5 @@ $$;
 COMMENT ON FUNCTION pgcoord.lock_acquire(text, text, interval, interval) IS
 'Take or renew the lease of p_key for p_owner; always one row. Non-blocking unless '
 'p_wait > 0. Ranges: p_key, p_owner 1 to 1024 bytes; p_ttl above 0 and at most 1 day; '
-'p_wait 0 to 1 hour. Errors: 22004 NULL argument, 22023 an argument out of its range '
-'(an infinite interval included).';
+'p_wait 0 to 1 hour. Intervals with no months. Errors: 22004 NULL argument, 22023 an '
+'argument out of its range (an infinite interval included).';

@@ -18,6 +18,7 @@ BEGIN
         octet_length(p_key) BETWEEN 1 AND 1024
         AND octet_length(p_owner) BETWEEN 1 AND 1024
         AND p_ttl > interval '0' AND p_ttl <= interval '1 day'
+        AND date_trunc('month', p_ttl) = interval '0' AND v_now + p_ttl > v_now
     ) IS NOT TRUE THEN
         IF coalesce(octet_length(p_key), 0) NOT BETWEEN 1 AND 1024 THEN
             PERFORM pgcoord.raise_bad_argument('p_key', p_key, 'a text of 1 to 1024 bytes');
@@ -25,9 +26,13 @@ BEGIN
         IF coalesce(octet_length(p_owner), 0) NOT BETWEEN 1 AND 1024 THEN
             PERFORM pgcoord.raise_bad_argument('p_owner', p_owner, 'a text of 1 to 1024 bytes');
         END IF;
-        IF NOT coalesce(p_ttl > interval '0' AND p_ttl <= interval '1 day', false) THEN
+        IF NOT coalesce(
+            p_ttl > interval '0' AND p_ttl <= interval '1 day'
+            AND date_trunc('month', p_ttl) = interval '0' AND v_now + p_ttl > v_now,
+            false
+        ) THEN
             PERFORM pgcoord.raise_bad_argument(
-                'p_ttl', p_ttl, 'an interval above 0 and at most 1 day'
+                'p_ttl', p_ttl, 'an interval above 0 and at most 1 day, with no months'
             );
         END IF;
     END IF;
@@ -42,5 +47,6 @@ $$;
 
 COMMENT ON FUNCTION pgcoord.lock_extend(text, text, interval) IS
 'New expiry when p_owner still holds a live lease of p_key; NULL when it has lost it. '
-'Ranges: p_key, p_owner 1 to 1024 bytes; p_ttl above 0 and at most 1 day. Errors: 22004 '
-'NULL argument, 22023 an argument out of its range (an infinite interval included).';
+'Ranges: p_key, p_owner 1 to 1024 bytes; p_ttl above 0 and at most 1 day. Intervals '
+'with no months. Errors: 22004 NULL argument, 22023 an argument out of its range (an '
+'infinite interval included).';

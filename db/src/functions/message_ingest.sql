@@ -39,7 +39,9 @@ BEGIN
         AND p_body IS NOT NULL
         AND jsonb_typeof(p_payload) = 'object'
         AND p_debounce >= interval '0' AND p_debounce <= interval '1 day'
+        AND date_trunc('month', p_debounce) = interval '0'
         AND p_max_wait >= interval '0' AND p_max_wait <= interval '7 days'
+        AND date_trunc('month', p_max_wait) = interval '0'
     ) IS NOT TRUE THEN
         IF coalesce(octet_length(p_provider), 0) NOT BETWEEN 1 AND 1024 THEN
             PERFORM pgcoord.raise_bad_argument('p_provider', p_provider, 'a text of 1 to 1024 bytes');
@@ -60,14 +62,22 @@ BEGIN
         IF coalesce(jsonb_typeof(p_payload), '') <> 'object' THEN
             PERFORM pgcoord.raise_bad_argument('p_payload', p_payload, 'a JSON object');
         END IF;
-        IF NOT coalesce(p_debounce >= interval '0' AND p_debounce <= interval '1 day', false) THEN
+        IF NOT coalesce(
+            p_debounce >= interval '0' AND p_debounce <= interval '1 day'
+            AND date_trunc('month', p_debounce) = interval '0',
+            false
+        ) THEN
             PERFORM pgcoord.raise_bad_argument(
-                'p_debounce', p_debounce, 'an interval from 0 to 1 day'
+                'p_debounce', p_debounce, 'an interval from 0 to 1 day, with no months'
             );
         END IF;
-        IF NOT coalesce(p_max_wait >= interval '0' AND p_max_wait <= interval '7 days', false) THEN
+        IF NOT coalesce(
+            p_max_wait >= interval '0' AND p_max_wait <= interval '7 days'
+            AND date_trunc('month', p_max_wait) = interval '0',
+            false
+        ) THEN
             PERFORM pgcoord.raise_bad_argument(
-                'p_max_wait', p_max_wait, 'an interval from 0 to 7 days'
+                'p_max_wait', p_max_wait, 'an interval from 0 to 7 days, with no months'
             );
         END IF;
     END IF;
@@ -138,6 +148,7 @@ COMMENT ON FUNCTION pgcoord.message_ingest(text, text, text, text, jsonb, interv
 'Store an inbound message once and buffer it for its conversation; a repeat returns the '
 'original message_id and received_at with duplicate = true and changes nothing. '
 'Ranges: p_provider, p_provider_message_id, p_conversation_key 1 to 1024 bytes; '
-'p_payload a JSON object; p_debounce 0 to 1 day; p_max_wait 0 to 7 days. Errors: 22004 '
-'NULL argument, 22023 an argument out of its range (an infinite interval included); '
-'23505 a repeated provider message id with a different conversation key or body.';
+'p_payload a JSON object; p_debounce 0 to 1 day; p_max_wait 0 to 7 days. Intervals with '
+'no months. Errors: 22004 NULL argument, 22023 an argument out of its range (an '
+'infinite interval included); 23505 a repeated provider message id with a different '
+'conversation key or body.';

@@ -17,12 +17,19 @@ BEGIN
     IF (
         octet_length(p_key) BETWEEN 1 AND 1024
         AND p_for >= interval '0' AND p_for <= interval '1 day'
+        AND date_trunc('month', p_for) = interval '0'
     ) IS NOT TRUE THEN
         IF coalesce(octet_length(p_key), 0) NOT BETWEEN 1 AND 1024 THEN
             PERFORM pgcoord.raise_bad_argument('p_key', p_key, 'a text of 1 to 1024 bytes');
         END IF;
-        IF NOT coalesce(p_for >= interval '0' AND p_for <= interval '1 day', false) THEN
-            PERFORM pgcoord.raise_bad_argument('p_for', p_for, 'an interval from 0 to 1 day');
+        IF NOT coalesce(
+            p_for >= interval '0' AND p_for <= interval '1 day'
+            AND date_trunc('month', p_for) = interval '0',
+            false
+        ) THEN
+            PERFORM pgcoord.raise_bad_argument(
+                'p_for', p_for, 'an interval from 0 to 1 day, with no months'
+            );
         END IF;
     END IF;
 
@@ -38,6 +45,6 @@ $$;
 
 COMMENT ON FUNCTION pgcoord.rate_pause(text, interval) IS
 'Make every rate_acquire of p_key wait until the returned time: now + p_for, or the end '
-'of the pause in force when that is later (a pause is never shortened). Ranges: p_key 1 '
-'to 1024 bytes; p_for 0 to 1 day. Errors: 22004 NULL argument, 22023 an argument out of '
-'its range (a negative or infinite p_for included).';
+'of the pause in force when that is later (a pause is never shortened). Ranges: p_key '
+'1 to 1024 bytes; p_for 0 to 1 day. Intervals with no months. Errors: 22004 NULL '
+'argument, 22023 an argument out of its range (a negative or infinite p_for included).';
