@@ -170,6 +170,36 @@ def test_a_handler_past_the_grace_is_cancelled_and_its_burst_given_back(db_url: 
     run(test, db_url)
 
 
+def test_a_second_stop_ends_the_grace_at_once(db_url: str) -> None:
+    """Ctrl-C again during the grace: the handler still running is cancelled and its
+    burst given back without waiting out the 30 s."""
+
+    async def test(inbox: Inbox) -> None:
+        await inbox.ingest("h", "slow")
+        started = asyncio.Event()
+        outcome: list[str] = []
+
+        async def handler(burst: Batch) -> None:
+            started.set()
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                outcome.append("cancelled")
+                raise
+
+        w = worker(handler, db_url, grace=timedelta(seconds=30))
+        task = asyncio.create_task(w.run())
+        await asyncio.wait_for(started.wait(), 15)
+        w.stop()
+        w.stop()  # whether its grace has begun or not: none is left
+        await asyncio.wait_for(task, 10)  # well within the grace of 30 s
+        assert outcome == ["cancelled"]
+        assert (w.processed, w.failed) == (0, 1)
+        await check_given_back(inbox, "h")
+
+    run(test, db_url)
+
+
 def test_cancelling_run_gives_the_bursts_in_flight_back_at_once(db_url: str) -> None:
     async def test(inbox: Inbox) -> None:
         await inbox.ingest("x", "slow")

@@ -24,7 +24,8 @@ snooze or give back one of them. The runtime owns everything else, once:
   its own, or none, chosen with `listen`), and otherwise a timed sleep until the next
   item is due, at most `idle_poll`;
 - stop: `stop()` or SIGTERM/SIGINT stops claiming, lets handlers finish for `grace`,
-  then cancels them and gives their items back without spending a try;
+  then cancels them and gives their items back without spending a try; a second stop
+  (Ctrl-C again) ends the grace at once;
 - outages: a failing claim is retried with a doubling pause; a failing settle is logged
   and left to the lease (the item is delivered again).
 """
@@ -104,9 +105,9 @@ class Work(ABC, Generic[Item]):
     noun: ClassVar[str]  # what an item is called in the log ("burst", "message")
     channel: ClassVar[LiteralString]  # the LISTEN channel notified when items are due
     max_idle_poll: ClassVar[timedelta]  # the longest sleep that still finds due items
-    # log lines of a failed try: fields item, attempt, reason, seconds
+    # log lines of a failed try: fields item, attempt, reason, seconds (a text)
     retry_line: ClassVar[str] = (
-        "gave back {item} (attempt {attempt}, retry in {seconds:g} s): {reason}"
+        "gave back {item} (attempt {attempt}, retry in {seconds} s): {reason}"
     )
     final_line: ClassVar[str] = "gave up {item} after {attempt} failed tries: {reason}"
 
@@ -299,6 +300,12 @@ class UncommittedCompletion(Exception):
     """The handler returned, but the completion it made with complete_in rolled back."""
 
 
+def _seconds(value: timedelta) -> str:
+    """A duration in a log line: seconds to the millisecond, without trailing zeros
+    ('0.999', '300', '2592000')."""
+    return f"{value.total_seconds():.3f}".rstrip("0").rstrip(".")
+
+
 def _one_line(exc: BaseException) -> str:
     """An exception as one line: its class and its first line of text."""
     text = str(exc).strip().splitlines()
@@ -323,6 +330,16 @@ async def _wait(event: asyncio.Event, timeout: float | None) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(timeout):
             await event.wait()
+
+
+async def _wait_either(first: asyncio.Event, second: asyncio.Event, timeout: float) -> None:
+    """Until either event is set or `timeout` seconds have passed."""
+    waits = [asyncio.create_task(first.wait()), asyncio.create_task(second.wait())]
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
 
 
 def _positive(name: str, value: timedelta) -> None:
@@ -421,15 +438,19 @@ class Runtime(Generic[Item]):
         self._admit = asyncio.Event()  # something to admit, or a slot freed, or a stop
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._hurry = asyncio.Event()  # a second stop: the grace ends now
         self._done: list[tuple[Flight[Item], Any]] = []  # successes to complete
         self._done_ready = asyncio.Event()
         self.processed = 0  # items completed
         self.failed = 0  # items given back after an error, a timeout or a stop
 
     def stop(self) -> None:
-        """Stop claiming; items in flight get `grace` to finish. Safe from a signal
-        handler of the worker's event loop and to call more than once; from another
-        thread, use `loop.call_soon_threadsafe(worker.stop)`."""
+        """Stop claiming; items in flight get `grace` to finish. A second call ends the
+        grace at once (their handlers are cancelled and the items given back). Safe from
+        a signal handler of the worker's event loop; from another thread, use
+        `loop.call_soon_threadsafe(worker.stop)`."""
+        if self._stopping.is_set():
+            self._hurry.set()
         self._stopping.set()
         self._wake.set()
         self._admit.set()
@@ -905,7 +926,7 @@ class Runtime(Generic[Item]):
             log.error(self.work.final_line.format(**fields), exc_info=traceback)
         else:
             retry_in = outcome.retry_in or timedelta(0)
-            line = self.work.retry_line.format(seconds=retry_in.total_seconds(), **fields)
+            line = self.work.retry_line.format(seconds=_seconds(retry_in), **fields)
             log.warning(line, exc_info=traceback)
 
     async def _snooze(self, flight: Flight[Item], error: RateLimited) -> None:
@@ -1034,14 +1055,18 @@ class Runtime(Generic[Item]):
         rest and wait while they are given back."""
         if not self._flights:
             return
-        if grace > 0:
+        if grace > 0 and not self._hurry.is_set():
             log.info(
-                "stopping: waiting up to %g s for %d %ss in flight",
+                "stopping: waiting up to %g s for %d %ss in flight (stop again to give "
+                "them back now)",
                 grace,
                 len(self._flights),
                 self.work.noun,
             )
-            await _wait(self._idle, grace)
+            await _wait_either(self._idle, self._hurry, grace)
+            if self._hurry.is_set() and self._flights:
+                count, noun = len(self._flights), self.work.noun
+                log.info("stopped again: giving back %d %ss now", count, noun)
         for flight in list(self._flights):
             flight.cancel()
         self._admit.set()  # the queued ones are given back
