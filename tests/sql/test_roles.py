@@ -13,6 +13,8 @@ schema as the catalog lists them, so that new ones are covered without a change 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -145,6 +147,23 @@ def test_a_worker_role_has_exactly_pgcoord_clients_privileges(
             else:
                 with pytest.raises(psycopg.errors.InsufficientPrivilege):
                     app.execute(read)
+
+
+def test_the_check_of_docs_roles_md_finds_what_a_role_holds(conn: Conn, login_role: str) -> None:
+    """The query under "Checking a database" in docs/roles.md, as a reader copies it:
+    no row for an anon-like role; the API functions and the views for a member of
+    pgcoord_client."""
+    text = (Path(__file__).parents[2] / "docs" / "roles.md").read_text()
+    section = text.split("## Checking a database", 1)[1]
+    query = section.split("```sql\n", 1)[1].split("```", 1)[0]
+    assert "'anon'" in query
+    check = query.replace("'anon'", "%(role)s").rstrip().rstrip(";")
+    assert conn.execute(check, {"role": login_role}).fetchall() == []
+    grant(conn, "GRANT pgcoord_client TO {}", login_role)
+    held = conn.execute(check, {"role": login_role}).fetchall()
+    views = {name for name, kind, _ in relations(conn) if kind == "v"}
+    assert {name for name, what in held if what == "on a relation"} == views
+    assert sum(what == "EXECUTE" for _, what in held) >= 15
 
 
 @pytest.fixture
