@@ -41,10 +41,13 @@ _shown.maxother = 60
 
 
 def mistyped() -> TypeError | None:
-    """The TypeError naming the first argument of the pgcoord call on the stack whose value
-    does not fit its annotation; None when there is no such call or every value fits."""
+    """The TypeError naming the first argument of the pgcoord call on the stack (the
+    nearest public function of a call module) whose value does not fit its annotation;
+    None when there is no such call or every value fits."""
     frame = sys._getframe(1)
-    while frame is not None and frame.f_globals.get("__name__") not in CALL_MODULES:
+    while frame is not None and (
+        frame.f_globals.get("__name__") not in CALL_MODULES or frame.f_code.co_name[:1] == "_"
+    ):
         frame = frame.f_back  # type: ignore[assignment]
     if frame is None:
         return None
@@ -60,6 +63,13 @@ def mistyped() -> TypeError | None:
                 f"got {type(value).__name__} {_shown.repr(value)}"
             )
     return None
+
+
+def retyped(exc: Exception) -> Exception:
+    """`exc`, raised while a pgcoord call turned its arguments into parameters (a list of
+    an int, a dict of a text), as the TypeError naming the argument that does not fit
+    its annotation; `exc` itself when every argument fits."""
+    return mistyped() or exc
 
 
 @functools.cache

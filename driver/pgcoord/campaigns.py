@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from . import query, sql
+from . import arguments, query, sql
 from .arrays import bigints
 from .config import (
     CAMPAIGN_CLAIM_LIMIT,
@@ -46,10 +46,14 @@ def campaign_create(
     to `max_retries` times, the n-th retry `retry_backoff[n - 1]` after its failure (the
     last element repeats); pending messages older than `stale_after` are skipped by
     `campaign_skip_stale`."""
+    try:
+        backoff = list(retry_backoff)
+    except TypeError as exc:
+        raise arguments.retyped(exc) from None
     params = {
         "name": name,
         "max_retries": max_retries,
-        "retry_backoff": list(retry_backoff),
+        "retry_backoff": backoff,
         "stale_after": stale_after,
     }
     run_id: int = query.value(conn, sql.CAMPAIGN_CREATE, params)
@@ -72,7 +76,10 @@ def campaign_enqueue(
     Each item is a mapping with "recipient" (text), and optionally "payload" (a JSON
     object, default {}) and "scheduled_at" (a datetime or ISO text; default: now, on the
     server's clock)."""
-    payload = Jsonb([dict(item) for item in items], dumps=_dumps)
+    try:
+        payload = Jsonb([dict(item) for item in items], dumps=_dumps)
+    except (TypeError, ValueError) as exc:
+        raise arguments.retyped(exc) from None
     count: int = query.value(conn, sql.CAMPAIGN_ENQUEUE, {"run_id": run_id, "items": payload})
     return count
 
@@ -98,10 +105,14 @@ def campaign_complete(
 ) -> bool:
     """Mark the message 'sent' with its `metrics` (tokens used, timings...); False, and
     nothing changed, when the claim is no longer current."""
+    try:
+        stored = Jsonb(dict(metrics or {}), dumps=_dumps)
+    except (TypeError, ValueError) as exc:
+        raise arguments.retyped(exc) from None
     params = {
         "message_id": message_id,
         "claim_token": claim_token,
-        "metrics": Jsonb(dict(metrics or {}), dumps=_dumps),
+        "metrics": stored,
     }
     return bool(query.value(conn, sql.CAMPAIGN_COMPLETE, params))
 
@@ -276,11 +287,14 @@ def _many(
     claim_tokens: Sequence[int],
     metrics: Sequence[Mapping[str, Any]] | None,
 ) -> dict[str, Any]:
-    return {
-        "message_ids": bigints(message_ids),
-        "claim_tokens": bigints(claim_tokens),
-        "metrics": None if metrics is None else Jsonb([dict(m) for m in metrics], dumps=_dumps),
-    }
+    try:
+        return {
+            "message_ids": bigints(message_ids),
+            "claim_tokens": bigints(claim_tokens),
+            "metrics": None if metrics is None else Jsonb([dict(m) for m in metrics], dumps=_dumps),
+        }
+    except (TypeError, ValueError) as exc:
+        raise arguments.retyped(exc) from None
 
 
 def _json_default(value: Any) -> Any:

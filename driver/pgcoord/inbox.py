@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from . import query, sql
+from . import arguments, query, sql
 from .arrays import bigints
 from .config import (
     BUFFER_CLAIM_LIMIT,
@@ -44,12 +44,16 @@ def message_ingest(
     after its last message, and at most `max_wait` after its first. A repeat of
     (provider, provider_message_id) returns the original with `duplicate` True. Raises
     `Conflict` when the repeat has a different conversation key or body."""
+    try:
+        stored = Jsonb(dict(payload) if payload is not None else {})
+    except (TypeError, ValueError) as exc:
+        raise arguments.retyped(exc) from None
     params = {
         "provider": provider,
         "provider_message_id": provider_message_id,
         "conversation_key": conversation_key,
         "body": body,
-        "payload": Jsonb(dict(payload) if payload is not None else {}),
+        "payload": stored,
         "debounce": debounce,
         "max_wait": max_wait,
     }

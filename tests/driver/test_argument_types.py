@@ -18,6 +18,8 @@ import pytest
 
 from pgcoord import (
     AsyncClient,
+    BufferWorker,
+    CampaignWorker,
     Client,
     NotInstalled,
     campaigns,
@@ -164,6 +166,65 @@ def test_a_wrong_type_names_the_argument_async(db_url: str) -> None:
                     await getattr(client, name)(**arguments)
 
     asyncio.run(main())
+
+
+# values that fail while the call turns its arguments into parameters, before anything
+# is sent: call -> (arguments, the wrong one, its value)
+UNSENDABLE: dict[str, tuple[dict[str, Any], str, Any]] = {
+    "campaign_create": ({"name": "n", "retry_backoff": 60}, "retry_backoff", 60),
+    "campaign_enqueue": ({"run_id": 1, "items": [5]}, "items", [5]),
+    "campaign_complete": ({"message_id": 1, "claim_token": 1, "metrics": "x"}, "metrics", "x"),
+    "campaign_complete_many": (
+        {"message_ids": [1], "claim_tokens": [1], "metrics": [5]},
+        "metrics",
+        [5],
+    ),
+    "message_ingest": (
+        {"provider": "p", "provider_message_id": "m", "conversation_key": "c", "body": "b"}
+        | {"payload": "notjson"},
+        "payload",
+        "notjson",
+    ),
+}
+
+
+def test_a_value_that_cannot_be_sent_names_the_argument(
+    conn: psycopg.Connection[Any], client: Client, db_url: str
+) -> None:
+    """A value that fails before the call is sent (a backoff of 60 where a list of
+    timedelta is due, a text for a JSON object) is the same TypeError, from the module
+    and through the client, sync and async."""
+
+    async def through_async(name: str, arguments: dict[str, Any]) -> None:
+        async with AsyncClient(db_url) as aclient:
+            await getattr(aclient, name)(**arguments)
+
+    for name, (arguments, argument, value) in UNSENDABLE.items():
+        module = next(m for m in SYNC if hasattr(m, name))
+        with pytest.raises(TypeError, match=expected(name, argument, value)) as caught:
+            getattr(module, name)(conn, **arguments)
+        assert not isinstance(caught.value.__cause__, psycopg.Error), "nothing was sent"
+        with pytest.raises(TypeError, match=expected(name, argument, value)):
+            getattr(client, name)(**arguments)
+        with pytest.raises(TypeError, match=expected(name, argument, value)):
+            asyncio.run(through_async(name, arguments))
+
+
+def test_the_lease_of_a_client_lock_and_the_workers_intervals_are_timedeltas(
+    client: Client, db_url: str
+) -> None:
+    with (
+        pytest.raises(TypeError, match=r"^lock: ttl must be a timedelta, got int 30$"),
+        client.lock("k", ttl=30),  # type: ignore[arg-type]
+    ):
+        pass
+
+    async def handler(item: Any) -> None:
+        return None
+
+    for worker, option in ((BufferWorker, "lease"), (CampaignWorker, "grace")):
+        with pytest.raises(TypeError, match=rf"^{option} must be a timedelta, got int 60$"):
+            worker(handler, db_url, **{option: 60})
 
 
 def test_a_transaction_stays_usable_for_the_caller_to_roll_back(

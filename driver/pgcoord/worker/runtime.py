@@ -332,6 +332,11 @@ async def _wait(event: asyncio.Event, timeout: float | None) -> None:
             await event.wait()
 
 
+def _timedelta(name: str, value: Any) -> None:
+    if not isinstance(value, timedelta):
+        raise TypeError(f"{name} must be a timedelta, got {type(value).__name__} {value!r}")
+
+
 async def _wait_either(first: asyncio.Event, second: asyncio.Event, timeout: float) -> None:
     """Until either event is set or `timeout` seconds have passed."""
     waits = [asyncio.create_task(first.wait()), asyncio.create_task(second.wait())]
@@ -343,6 +348,7 @@ async def _wait_either(first: asyncio.Event, second: asyncio.Event, timeout: flo
 
 
 def _positive(name: str, value: timedelta) -> None:
+    _timedelta(name, value)
     if value <= timedelta(0):
         raise ValueError(f"{name} must be positive, got {value}")
 
@@ -388,9 +394,11 @@ class Runtime(Generic[Item]):
         _positive("lease", lease)
         if timeout is not None:
             _positive("timeout", timeout)
+        _timedelta("grace", grace)
         if grace < timedelta(0):
             raise ValueError(f"grace must not be negative, got {grace}")
         idle_poll = work.max_idle_poll if idle_poll is None else idle_poll
+        _timedelta("idle_poll", idle_poll)
         if not timedelta(0) < idle_poll <= work.max_idle_poll:
             raise ValueError(f"idle_poll must be positive and at most {work.max_idle_poll}")
         if rate is not None:
