@@ -15,7 +15,7 @@ import pytest
 from queuekit import Queue, run, worker
 from workerkit import running, wait_until
 
-from pgcoord import RateLimited, campaigns_async, rates_async
+from pgcoord import InvalidArgument, RateLimited, campaigns_async, rates_async
 from pgcoord.types import CampaignMessage
 from pgcoord.worker import RateBudget, runtime
 from pgcoord.worker.campaigns import CampaignWork
@@ -565,5 +565,28 @@ def test_an_idle_worker_sends_a_message_due_in_seconds_when_it_falls_due(
         # woken: nothing due yet, a sleep until it is; after its claim, nothing more
         # due: a few looks in all over those 2 s, not a tight loop
         assert len(answers) - asked <= 4
+
+    run(test, db_url)
+
+
+def test_a_rate_budget_the_server_refuses_stops_the_worker_with_the_error(db_url: str) -> None:
+    """A bad argument is no outage: a budget out of range (a negative rate) is refused by
+    rate_acquire, and retrying cannot mend it. The worker gives back what it claimed,
+    without spending a try, and run() raises the server's error naming the argument."""
+
+    async def test(queue: Queue) -> None:
+        run_id = await queue.run()
+        await queue.enqueue(run_id, 3)
+
+        async def send(message: CampaignMessage) -> None:
+            raise AssertionError("no handler may start without a granted budget")
+
+        w = worker(send, db_url, rate=RateBudget("refused", per_second=-1.0, burst=5))
+        with pytest.raises(InvalidArgument, match="p_per_second"):
+            await asyncio.wait_for(w.run(), 15)
+        p = await queue.progress(run_id)
+        assert (p.pending, p.processing, p.sent, p.failed) == (3, 0, 0, 0)
+        states = await queue.states(run_id)
+        assert all(s.attempt == 0 for s in states.values()), states  # no try spent
 
     run(test, db_url)

@@ -27,7 +27,10 @@ snooze or give back one of them. The runtime owns everything else, once:
   then cancels them and gives their items back without spending a try; a second stop
   (Ctrl-C again) ends the grace at once;
 - outages: a failing claim is retried with a doubling pause; a failing settle is logged
-  and left to the lease (the item is delivered again).
+  and left to the lease (the item is delivered again). A bad argument is no outage: when
+  the server refuses the worker's own settings (a rate budget out of range, a lease
+  over its maximum), the worker stops, gives its items back and `run()` raises the
+  server's `InvalidArgument`.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .. import rates_async
 from ..config import async_pool
-from ..errors import ClaimLost, HandlerTimeout, RateLimited, Retry
+from ..errors import ClaimLost, HandlerTimeout, InvalidArgument, RateLimited, Retry
 from ..lease import default_owner
 
 # one logger for every kind of worker: operators filter on it
@@ -447,6 +450,7 @@ class Runtime(Generic[Item]):
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._hurry = asyncio.Event()  # a second stop: the grace ends now
+        self._refused: InvalidArgument | None = None  # the worker's settings, by the server
         self._done: list[tuple[Flight[Item], Any]] = []  # successes to complete
         self._done_ready = asyncio.Event()
         self.processed = 0  # items completed
@@ -498,6 +502,8 @@ class Runtime(Generic[Item]):
             )
             await self._claim_loop()
             await self._drain(self.grace)
+            if self._refused is not None:
+                raise self._refused
         except asyncio.CancelledError:
             self._stopping.set()
             await self._drain(0)
@@ -662,6 +668,11 @@ class Runtime(Generic[Item]):
                 try:
                     wait = await self._spend(min(count, self.rate.burst))
                     pause = 0.1
+                except InvalidArgument as exc:
+                    # the budget itself is out of range: no retry mends it
+                    self._refused = exc
+                    self.stop()
+                    continue
                 except Exception as exc:
                     self._fault(exc, "rate_acquire of %r failed; retrying", self.rate.key)
                     wait, pause = timedelta(seconds=pause), min(pause * 2, MAX_ERROR_PAUSE)
