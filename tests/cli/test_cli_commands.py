@@ -193,3 +193,19 @@ def test_revive_replays_a_dead_batch(db_url: str, capsys: pytest.CaptureFixture[
         assert capsys.readouterr().out == "no dead batch of 'c': nothing to revive\n"
         assert cli.main(["revive", "", "--database-url", db_url]) == 1
         assert "p_conversation_key" in capsys.readouterr().err
+
+
+def test_revive_on_a_release_before_the_inbox_says_to_migrate(
+    empty_db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    command = ["revive", "c", "--database-url", empty_db_url]
+    assert cli.main(command) == 1
+    assert capsys.readouterr().err.startswith(
+        "pgcoord: error: pgcoord is not installed in database "
+    )
+    assert cli.main(["migrate", "--to", "0.1.0", "--database-url", empty_db_url]) == 0
+    capsys.readouterr()
+    assert cli.main(command) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("pgcoord: error: pgcoord 0.1.0 in database "), err
+    assert err.endswith(" has no inbox: run pgcoord migrate\n")

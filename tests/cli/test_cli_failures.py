@@ -30,6 +30,7 @@ from pgcoord.demo.torture import build_parser as build_torture_parser
 PGCOORD = Path(sys.executable).parent / "pgcoord"
 CHECKED = (options.Seconds, options.Integer, options.PerSecond, options.Text)
 Checked = options.Seconds | options.Integer | options.PerSecond | options.Text
+REFUSED = "postgresql://u@127.0.0.1:1/postgres?connect_timeout=5"  # a connection fails at once
 
 
 @pytest.fixture(autouse=True)
@@ -246,6 +247,30 @@ def test_the_ranges_of_work_are_the_sql_arguments_ranges() -> None:
             "got '-1'\n",
         ),
         (
+            [
+                str(PGCOORD),
+                "torture",
+                "--json",
+                "/nonexistent/dir/x.json",
+                "--database-url",
+                REFUSED,
+            ],
+            "pgcoord torture: error: argument --json: must be a file in an existing folder, "
+            "got '/nonexistent/dir/x.json'\n",
+        ),
+        (
+            [
+                sys.executable,
+                "-m",
+                "pgcoord.demo.torture",
+                "--json",
+                "/tmp",
+                "--database-url",
+                REFUSED,
+            ],
+            "pgcoord torture: error: argument --json: must be a file, not a folder, got '/tmp'\n",
+        ),
+        (
             [str(PGCOORD), "nothing"],
             "pgcoord: error: argument COMMAND: invalid choice: 'nothing' (choose from "
             "'migrate', 'status', 'campaigns', 'watch', 'revive', 'work', 'maintain', "
@@ -264,6 +289,69 @@ def test_values_in_messages_show_empty_and_cut_visibly() -> None:
     long = "y" * (SHOWN_WIDTH + 1)
     assert shown(long) == repr(long[:SHOWN_WIDTH]) + "..."
     assert shown("z" * SHOWN_WIDTH) == repr("z" * SHOWN_WIDTH)
+
+
+# Files the commands write ---------------------------------------------------------------
+
+
+def test_every_file_option_is_checked() -> None:
+    """An option naming a file that the command writes is checked when the command line
+    is read, not when the file is written, at the end of the run."""
+    found = [
+        (words, action.option_strings)
+        for words, parser in parsers()
+        for action in parser._actions
+        if action.metavar == "FILE"
+    ]
+    assert (["torture"], ["--json"]) in found
+    for words, parser in parsers():
+        for action in parser._actions:
+            if action.metavar == "FILE":
+                assert action.type is options.output_file, (words, action.option_strings)
+
+
+@pytest.mark.parametrize(
+    ("path", "said"),
+    [
+        ("/nonexistent/dir/x.json", "must be a file in an existing folder"),
+        ("{tmp}", "must be a file, not a folder"),
+        ("{tmp}/", "must be a file, not a folder"),
+        ("{tmp}/new/", "must be a file in an existing folder"),
+        ("{tmp}/plain/x.json", "must be a file in an existing folder"),
+        ("", "must be a file path"),
+    ],
+)
+def test_a_file_to_write_is_refused_before_the_command_starts(
+    tmp_path: Path, path: str, said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "plain").write_text("a file, not a folder")
+    path = path.format(tmp=tmp_path)
+    argv = ["torture", "--json", path, "--seconds", "10", "--database-url", REFUSED]
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    assert exited.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # nothing ran: the seed line comes first
+    assert captured.err == f"pgcoord torture: error: argument --json: {said}, got {shown(path)}\n"
+
+
+def test_a_file_that_cannot_be_written_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(os, "access", lambda *args, **kwargs: False)  # as for a user, not root
+    with pytest.raises(SystemExit) as exited:
+        build_torture_parser().parse_args(["--json", str(tmp_path / "x.json")])
+    assert exited.value.code == 2
+    assert "argument --json: must be a file you can write, got " in capsys.readouterr().err
+
+
+def test_a_file_to_write_in_an_existing_folder_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "old.json").write_text("{}")
+    for path in ["x.json", "old.json", str(tmp_path / "x.json"), "./x.json"]:
+        assert build_torture_parser().parse_args(["--json", path]).json == path
 
 
 # The database URL ------------------------------------------------------------------------

@@ -184,6 +184,46 @@ def test_work_refuses_what_is_not_an_async_handler(
     assert err.count("\n") == 1
 
 
+HINT = (
+    "(HANDLER is a module name importable from the current directory or PYTHONPATH, "
+    "e.g. '{m}:reply')"
+)
+
+
+@pytest.mark.parametrize(
+    ("spec", "cause"),
+    [
+        ("{m}.py:reply", "ModuleNotFoundError: No module named '{m}.py'; '{m}' is not a package"),
+        ("{dir}/{m}.py:reply", "ModuleNotFoundError: No module named '{dir}/{m}'"),
+        (
+            "./{m}:reply",
+            "TypeError: the 'package' argument is required to perform a relative import for "
+            "'./{m}'",
+        ),
+    ],
+)
+def test_a_handler_given_as_a_file_path_gets_a_hint(
+    handlers: str, tmp_path: Path, spec: str, cause: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = spec.format(m=handlers, dir=tmp_path)
+    cause = cause.format(m=handlers, dir=tmp_path)
+    assert cli.main(["work", spec, "--database-url", UNREACHABLE]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("pgcoord: error: cannot import "), err
+    assert err.endswith(f": {cause} {HINT.format(m=handlers)}\n"), err
+    assert err.count("\n") == 1
+
+
+def test_a_module_name_that_is_not_found_gets_no_hint(
+    handlers: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["work", "no_such_module_here:reply", "--database-url", UNREACHABLE]) == 1
+    assert capsys.readouterr().err == (
+        "pgcoord: error: cannot import 'no_such_module_here': ModuleNotFoundError: "
+        "No module named 'no_such_module_here'\n"
+    )
+
+
 def test_load_handler_finds_functions_and_async_callables_in_the_current_directory(
     handlers: str,
 ) -> None:
@@ -298,12 +338,13 @@ def test_work_payloads_gives_the_handler_the_stored_payloads(
         (
             "{m}:reply",
             ["--payloads"],
-            "{m}:reply: with payloads=True the handler takes two arguments: (batch, payloads)",
+            "{m}:reply: with --payloads the handler takes two arguments: (batch, payloads)",
         ),
         (
             "{m}:reply_with_payloads",
             [],
-            "{m}:reply_with_payloads: the handler takes one argument, the batch",
+            "{m}:reply_with_payloads: the handler takes one argument, the batch (a handler "
+            "of (batch, payloads) needs --payloads)",
         ),
     ],
 )
@@ -318,5 +359,5 @@ def test_a_handler_that_does_not_take_what_it_gets_is_one_line(
     spec, error = spec.format(m=handlers), error.format(m=handlers)
     assert cli.main(["work", spec, "--database-url", db_url, *options]) == 1
     err = capsys.readouterr().err
-    assert err.startswith(f"pgcoord: error: {error}"), err
-    assert err.count("\n") == 1
+    assert err == f"pgcoord: error: {error}\n"
+    assert "payloads=True" not in err

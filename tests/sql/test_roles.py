@@ -13,10 +13,9 @@ schema as the catalog lists them, so that new ones are covered without a change 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg

@@ -7,12 +7,15 @@ a number. A refused value is a usage error (exit status 2) naming the option:
     86400 (1 day), got 'inf'
 
 The ranges are those of the SQL functions (their COMMENTs, API.md "Edge cases"); a
-command taking another SQL argument adds its range here, next to these.
+command taking another SQL argument adds its range here, next to these. A file that a
+command writes (`output_file`) is checked the same way, before the command starts, not
+when it is written at the end of the run.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -141,6 +144,23 @@ WORKER_TIMEOUT = Seconds(SHORTEST, DAY)
 WORKER_GRACE = Seconds(0, DAY)
 # how often pgcoord watch looks again
 WATCH_INTERVAL = Seconds(0.1, HOUR)
+
+
+def output_file(text: str) -> str:
+    """A file the command will write (metavar FILE): a path that is not a folder, in a
+    folder that exists, where the command may write."""
+    folder = os.path.dirname(text) or os.curdir
+    if not text:
+        problem = "must be a file path"
+    elif os.path.isdir(text):
+        problem = "must be a file, not a folder"
+    elif not os.path.isdir(folder):
+        problem = "must be a file in an existing folder"
+    elif not os.access(text if os.path.exists(text) else folder, os.W_OK):
+        problem = "must be a file you can write"
+    else:
+        return text
+    raise argparse.ArgumentTypeError(f"{problem}, got {shown(text)}")
 
 
 def seconds(value: timedelta) -> str:

@@ -10,6 +10,8 @@ from . import database
 from .command import Command
 from .errors import CommandError
 
+WHAT = "inbox"  # what a release before 0.2.0 lacks
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("conversation", metavar="CONVERSATION", help="the conversation key")
@@ -21,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             count = inbox.buffer_revive(conn, args.conversation)
         except NotInstalled as exc:
-            raise CommandError(database.not_installed(conn)) from exc
+            raise database.missing(conn, WHAT) from exc
         except PgcoordError as exc:
             raise CommandError(str(exc)) from exc
     if count == 0:

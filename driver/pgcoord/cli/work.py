@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from .. import campaigns, migrations, releases
@@ -220,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
         # TypeError: a handler that does not take what the worker passes it
         worker = kind.worker(handler, url, **settings)
     except (TypeError, ValueError, PgcoordError) as exc:
-        raise CommandError(f"{args.handler}: {exc}") from exc
+        raise CommandError(f"{args.handler}: {_in_option_words(str(exc))}") from exc
     _log_to_stderr()
     try:
         loop.run(worker.run(handle_signals=True), args.loop)
@@ -255,6 +256,12 @@ def worker_settings(args: argparse.Namespace, kind: Kind) -> dict[str, Any]:
         _check_kind("--listen" if args.listen is not None else "--no-listen", "listen", kind)
         settings["listen"] = False if args.no_listen else args.listen
     return settings
+
+
+def _in_option_words(message: str) -> str:
+    """A worker's message as the command line says it: the worker argument
+    `payloads=True` is the option --payloads."""
+    return message.replace("payloads=True", "--payloads")
 
 
 def _check_kind(option: str, argument: str, kind: Kind) -> None:
@@ -312,6 +319,7 @@ def load_handler(spec: str, item: str = "batch") -> Callable[..., Any]:
     except Exception as exc:
         raise CommandError(
             f"cannot import {shown(module_name)}: {type(exc).__name__}: {one_line(exc)}"
+            f"{_path_hint(module_name, attribute)}"
         ) from exc
     for name in attribute.split("."):
         try:
@@ -325,6 +333,19 @@ def load_handler(spec: str, item: str = "batch") -> Callable[..., Any]:
         raise CommandError(f"{spec} is not an async function (async def handler({item}))")
     handler: Callable[..., Any] = target
     return handler
+
+
+def _path_hint(module_name: str, attribute: str) -> str:
+    """When the module of HANDLER looks like a file path (h.py, ./h, /tmp/h.py), what
+    HANDLER is, with the module name of that file: " (HANDLER is ..., e.g. 'h:reply')";
+    else nothing."""
+    if not (module_name.endswith(".py") or "/" in module_name or os.sep in module_name):
+        return ""
+    example = f"{Path(module_name).stem}:{attribute}"
+    return (
+        " (HANDLER is a module name importable from the current directory or PYTHONPATH, "
+        f"e.g. {example!r})"
+    )
 
 
 def _log_to_stderr() -> None:

@@ -526,7 +526,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="connect the processes and webhooks through this transaction-mode pooler in "
         "front of --database-url's server (it must serve any database of that server)",
     )
-    parser.add_argument("--json", metavar="FILE", default=None, help="also write the report here")
+    parser.add_argument(
+        "--json",
+        metavar="FILE",
+        type=options.output_file,
+        default=None,
+        help="also write the report here",
+    )
     parser.add_argument("--ascii", action="store_true", help="print ok/FAIL instead of ✓/✗")
     return parser
 
