@@ -140,6 +140,7 @@ class MessageStatus:
     last_error: str | None
     finished_at: datetime | None
     metrics: dict[str, Any] | None
+    sent_at: datetime | None
 
 
 def scalar_of(kind: type[T], conn: Conn, query: Any, *params: Any) -> T:

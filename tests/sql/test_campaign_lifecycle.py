@@ -161,6 +161,7 @@ def test_after_its_last_retry_a_message_fails_for_good_with_its_error(
         f"error {attempt}",
     )
     assert row.finished_at is not None and row.next_attempt_at is None
+    assert row.sent_at is None, "never sent"
     [other] = enqueue_many(conn, run_id, 1)
     assert [c.message_id for c in claim(conn)] == [other], "never claimed again"
     assert counts(conn, run_id) == (0, 1, 0, 1, 0, 2)
@@ -467,4 +468,6 @@ def test_complete_many_counts_each_current_message_once(conn: Conn) -> None:
     sent = {row.message_id: row for row in statuses(conn, ids) if row.status == "sent"}
     assert sorted(sent) == [ids[0], *ids[2:18]]
     assert sent[ids[2]].metrics == {"n": 3}
+    assert all(row.sent_at is not None and row.sent_at == row.finished_at for row in sent.values())
+    assert all(row.sent_at is None for row in statuses(conn, ids) if row.status != "sent")
     assert counts(conn, run_id) == (0, 3, 17, 0, 0, 20)

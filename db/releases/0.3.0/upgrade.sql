@@ -3203,7 +3203,9 @@ COMMENT ON VIEW pgcoord.buffer_status IS
 -- that has passed), sent, failed, skipped. attempt counts its tries so far, the running
 -- one included; snoozes how often it was put back for a provider's rate limit (tries not
 -- spent). last_error is the error of its last failed try ('lease expired' for a lost
--- lease), kept after it is sent. It reads the open groups whole: filter by run_id.
+-- lease), kept after it is sent. finished_at: when it became sent, failed or skipped;
+-- sent_at: the same, for a sent message only. It reads the open groups whole: filter by
+-- run_id.
 CREATE OR REPLACE VIEW pgcoord.campaign_message_status AS
 WITH g AS (
     SELECT
@@ -3231,14 +3233,16 @@ SELECT  -- noqa: ST06
     CASE WHEN g.claimed_by IS NOT NULL THEN g.due_at END AS claimed_until,
     coalesce(o.error, g.last_error) AS last_error,
     o.finished_at,
-    o.metrics
+    o.metrics,
+    CASE WHEN o.status = 'sent' THEN o.finished_at END AS sent_at
 FROM pgcoord.campaign_messages AS m
 LEFT JOIN pgcoord.campaign_outcomes AS o ON m.id = o.message_id
 LEFT JOIN g ON m.id = g.message_id AND m.run_id = g.run_id;
 
 COMMENT ON VIEW pgcoord.campaign_message_status IS
 'Campaign messages: message_id, run_id, recipient, status, attempt, snoozes, '
-'scheduled_at, next_attempt_at, claimed_by, claimed_until, last_error, finished_at, metrics.';
+'scheduled_at, next_attempt_at, claimed_by, claimed_until, last_error, finished_at, '
+'metrics, sent_at (finished_at of a sent message).';
 
 -- db/src/views/campaign_progress.sql
 -- One row per campaign run, counted without reading its sent messages: pending and
