@@ -23,8 +23,8 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
-from . import config, releases, sql
-from .errors import MigrationError, NotInstalled, translated
+from . import config, query, releases, sql
+from .errors import MigrationError, NotInstalled, PermissionDenied, translated
 
 # the advisory lock key that every release file takes (scripts/sqlbuild.py writes it in)
 INSTALL_LOCK = 7_001_517_330_252_001
@@ -49,6 +49,8 @@ def installed_version(conn: psycopg.Connection[Any]) -> str | None:
     except NotInstalled:  # the schema or pgcoord.version() is missing
         _rollback_failed(conn)
         return None
+    except PermissionDenied as denied:  # with the GRANT the role needs, as a call's
+        raise query.advised(conn, denied) from denied.__cause__
     return row[0] if row else None
 
 

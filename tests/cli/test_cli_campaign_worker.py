@@ -88,7 +88,7 @@ def test_work_campaign_sends_a_run_with_the_handler_until_sigterm(
         assert output.rest(deadline) == []
         err = output.err()
     assert "Traceback" not in err
-    assert "worker cli-campaign stopped: messages completed 20, given back 0" in err
+    assert "worker cli-campaign stopped: messages completed 20, give-backs 0 (" in err
     [sent] = campaigns.campaign_progress(conn, run_id)
     assert (sent.sent, sent.pending, sent.processing) == (20, 0, 0)
     [untouched] = campaigns.campaign_progress(conn, other)

@@ -24,7 +24,7 @@ from pgcoord.cli import status, watch
 from pgcoord.cli.campaigns import COLUMNS
 from pgcoord.cli.errors import INTERRUPTED
 from pgcoord.cli.tables import duration, percent
-from pgcoord.types import CampaignStats
+from pgcoord.types import CampaignProgress, CampaignStats
 
 Conn = psycopg.Connection[Any]
 NO_BACKOFF = [timedelta(0)]
@@ -269,8 +269,8 @@ def test_watch_of_a_run_that_is_done_draws_it_once_and_sums_it_up(
     assert cli.main(["watch", str(run_id), "--database-url", db_url]) == 0
 
     line, summary = capsys.readouterr().out.splitlines()
-    assert line.startswith(f"run {run_id} running [{'#' * watch.BAR_WIDTH}] 2/2 100.0%  ")
-    assert "sent 2 failed 0 skipped 0  2 msgs/min  retries 0 snoozes 0" in line
+    assert line.startswith(f"run {run_id} [{'#' * watch.BAR_WIDTH}] 2/2 100.0%  ")
+    assert "  2 msgs/min  sent 2 failed 0 skipped 0  retries 0 snoozes 0" in line
     assert "p50 12.0 ms p95 12.0 ms" in line
     assert "ETA" not in line
     assert summary.startswith(
@@ -293,9 +293,9 @@ def test_watch_redraws_its_line_in_place_on_a_terminal(
     assert cli.main(["watch", str(run_id), "--database-url", db_url]) == 0
 
     drawn, summary, end = capsys.readouterr().out.split("\n")
-    # back to the start of the line, the line cut to the terminal, the rest erased
-    assert drawn.startswith(f"\rrun {run_id} cancelled [{'-' * watch.BAR_WIDTH}]")
-    assert drawn.endswith("\x1b[K") and len(drawn) == len("\r") + 60 + len("\x1b[K")
+    # back to the start of the line, the parts that fit the terminal, the rest erased
+    bar = "-" * watch.BAR_WIDTH
+    assert drawn == f"\rrun {run_id} cancelled [{bar}] 0/3 0.0%  0 msgs/min\x1b[K"
     assert summary.startswith(
         f"run {run_id} 'cancelled' was cancelled: 0 sent, 0 failed, 0 skipped of 3 (0.0%), "
         "3 left; watched for "
@@ -361,7 +361,7 @@ def test_watch_follows_a_run_worked_by_a_campaign_worker_until_it_is_done(
     assert summary.startswith(f"run {run_id} 'live' is done: 10 sent, 0 failed, 0 skipped of 10")
     through = [int(line.split("] ")[1].split("/")[0]) for line in drawn]
     assert through == sorted(through) and through[-1] == 10, through
-    assert all(line.startswith(f"run {run_id} running [") for line in drawn)
+    assert all(line.startswith(f"run {run_id} [") for line in drawn)
     assert " ETA " in half
 
 
@@ -374,7 +374,47 @@ def test_ctrl_c_stops_watch_quietly(conn: Conn, db_url: str) -> None:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == INTERRUPTED
         assert output.err() == ""
-    assert first is not None and first.startswith(f"run {run_id} running [")
+    assert first is not None and first.startswith(f"run {run_id} [")
+
+
+def test_on_80_columns_the_line_shows_the_eta_and_the_throughput_first(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = CampaignProgress(123, "big", "running", 9000, 15, 85_885, 12, 88, 95_000)
+    stats = CampaignStats(123, 4000, 310, 25, 640.5, 1890.25)
+    monkeypatch.setenv("COLUMNS", "80")
+    watch.Line(True).show(watch.status_line(run, stats, per_second=66.7))
+    drawn = capsys.readouterr().out
+    text = drawn.removeprefix("\r").removesuffix("\x1b[K")
+    assert text.startswith("run 123 [") and " 85,985/95,000 90.5%  ETA 2m15s  " in text, text
+    assert len(text) <= 79 and text.endswith("  4,000 msgs/min"), "whole parts that fit"
+
+
+def test_watch_connects_again_when_its_connection_is_killed(conn: Conn, db_url: str) -> None:
+    run_id = campaigns.campaign_create(conn, "through a restart")
+    enqueue(conn, run_id, 1)
+    command = pgcoord("watch", str(run_id), "--interval", "0.1", "--database-url", db_url)
+    deadline = time.monotonic() + 60
+    with started(command) as (proc, output):
+        first = output.next(deadline)
+        assert first is not None and first.startswith(f"run {run_id} [")
+        killed = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " AND query LIKE '%%pgcoord.campaign_%%'"
+        ).fetchone()
+        assert killed == (1,)
+        seen = [first]
+        while "connecting again" not in seen[-1]:
+            line = output.next(deadline)
+            assert line is not None, seen
+            seen.append(line)
+        [message] = campaigns.campaign_claim(conn, "w", 1)
+        complete(conn, message, 5)
+        seen += output.rest(deadline)
+        assert proc.wait(timeout=60) == 0
+        assert output.err() == ""
+    assert seen[-1].startswith(f"run {run_id} 'through a restart' is done: 1 sent")
 
 
 def test_the_throughput_is_what_the_watch_saw_over_the_last_minute() -> None:

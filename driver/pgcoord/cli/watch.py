@@ -1,8 +1,10 @@
 """`pgcoord watch RUN_ID`: follow a campaign run live until it has nothing pending or
 processing, or is cancelled or marked finished: a progress bar (sent, failed and skipped
-of the total), the last minute's sends, and an estimate of the time left. On a terminal
-the line is redrawn in place; otherwise one line per --interval. Then one summary line,
-and exit status 0; Ctrl-C stops it quietly (130)."""
+of the total), an estimate of the time left, the last minute's sends. On a terminal the
+line is redrawn in place, with as many of its parts as the width takes (the most useful
+first); otherwise one line per --interval. Then one summary line, and exit status 0;
+Ctrl-C stops it quietly (130). A connection lost while watching (a server restart, a
+killed backend) is made again, every --interval, until it answers."""
 
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from .errors import INTERRUPTED, CommandError
 from .tables import count, duration, number, percent, progress
 
 INTERVAL = timedelta(seconds=1)
-BAR_WIDTH = 24
+BAR_WIDTH = 20
 # the throughput behind the estimate: what this watch saw over the last minute (at its
 # first look, the run's sends of the last minute)
 WINDOW = 60.0
@@ -67,9 +69,21 @@ class Throughput:
 def run(args: argparse.Namespace) -> int:
     tty = sys.stdout.isatty()
     line = Line(tty)
+    interval = args.interval.total_seconds()
+    started = time.monotonic()
+    throughput = Throughput()
+    connected = False  # once: a connection lost later is made again
     try:
-        with database.connect(args) as conn:
-            return follow(conn, args.run_id, args.interval.total_seconds(), line)
+        while True:
+            try:
+                with database.connect(args) as conn:
+                    connected = True
+                    return follow(conn, args.run_id, interval, line, started, throughput)
+            except CommandError as exc:
+                if not (connected and isinstance(exc.__cause__, psycopg.OperationalError)):
+                    raise
+                line.show([f"run {args.run_id}: {exc}; connecting again"])
+            time.sleep(interval)
     except KeyboardInterrupt:
         line.end()
         return INTERRUPTED
@@ -77,9 +91,14 @@ def run(args: argparse.Namespace) -> int:
         line.end()
 
 
-def follow(conn: psycopg.Connection[Any], run_id: int, interval: float, line: Line) -> int:
-    started = time.monotonic()
-    throughput = Throughput()
+def follow(
+    conn: psycopg.Connection[Any],
+    run_id: int,
+    interval: float,
+    line: Line,
+    started: float,
+    throughput: Throughput,
+) -> int:
     while True:
         try:
             found = campaigns.campaign_progress(conn, run_id)
@@ -100,23 +119,27 @@ def follow(conn: psycopg.Connection[Any], run_id: int, interval: float, line: Li
         time.sleep(interval)
 
 
-def status_line(run: CampaignProgress, stats: CampaignStats, per_second: float | None) -> str:
+def status_line(run: CampaignProgress, stats: CampaignStats, per_second: float | None) -> list[str]:
+    """The parts of the status line, the most useful first."""
     through = done(run)
     filled = BAR_WIDTH * through // run.total if run.total else 0
     bar = "#" * filled + "-" * (BAR_WIDTH - filled)
-    parts = [
-        f"run {run.run_id} {run.status} [{bar}] {progress(through, run.total)}",
-        f"sent {count(run.sent)} failed {count(run.failed)} skipped {count(run.skipped)}",
-        f"{count(stats.sent_last_minute)} msgs/min",
-        f"retries {count(stats.retries)} snoozes {count(stats.snoozes)}",
-    ]
-    if stats.handler_p50_ms is not None:
-        parts.append(f"p50 {number(stats.handler_p50_ms)} ms p95 {number(stats.handler_p95_ms)} ms")
+    # the status only when it is not the usual one: the line fits 80 columns with its ETA
+    # and throughput
+    status = "" if run.status == "running" else f" {run.status}"
+    parts = [f"run {run.run_id}{status} [{bar}] {progress(through, run.total)}"]
     if per_second is not None:
         left = run.pending + run.processing
         eta = duration(left / per_second) if per_second > 0 else "-"
         parts.append(f"ETA {eta}" if run.status == "running" else f"ETA - ({run.status})")
-    return "  ".join(parts)
+    parts += [
+        f"{count(stats.sent_last_minute)} msgs/min",
+        f"sent {count(run.sent)} failed {count(run.failed)} skipped {count(run.skipped)}",
+        f"retries {count(stats.retries)} snoozes {count(stats.snoozes)}",
+    ]
+    if stats.handler_p50_ms is not None:
+        parts.append(f"p50 {number(stats.handler_p50_ms)} ms p95 {number(stats.handler_p95_ms)} ms")
+    return parts
 
 
 def summary(run: CampaignProgress, watched: float) -> str:
@@ -135,20 +158,29 @@ def summary(run: CampaignProgress, watched: float) -> str:
     )
 
 
+SEPARATOR = "  "
+
+
 class Line:
-    """The status line: redrawn in place on a terminal (cut to its width), else printed
-    once per look."""
+    """The status line: redrawn in place on a terminal, with the parts that fit its width
+    (the first one cut to it, should even that be too wide), else printed whole once per
+    look."""
 
     def __init__(self, tty: bool) -> None:
         self.tty = tty
         self.open = False  # a line drawn in place, not yet ended
 
-    def show(self, text: str) -> None:
+    def show(self, parts: list[str]) -> None:
         if not self.tty:
-            print(text, flush=True)
+            print(SEPARATOR.join(parts), flush=True)
             return
         width = shutil.get_terminal_size().columns - 1
-        sys.stdout.write(f"\r{text[:width]}\x1b[K")
+        text = parts[0][:width]
+        for part in parts[1:]:
+            if len(text) + len(SEPARATOR) + len(part) > width:
+                break
+            text += SEPARATOR + part
+        sys.stdout.write(f"\r{text}\x1b[K")
         sys.stdout.flush()
         self.open = True
 

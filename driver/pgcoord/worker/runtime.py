@@ -363,8 +363,9 @@ class Runtime(Generic[Item]):
     about 2 * concurrency + 2 connections). `listen`: True to LISTEN on a connection to
     the pool's server, a conninfo to LISTEN on that server instead (a direct connection
     when the pool goes through a transaction-mode pooler, where LISTEN hears nothing),
-    False to rely on the timed sleep alone. `processed` and `failed` count the items
-    completed and given back.
+    False to rely on the timed sleep alone. `processed` counts the items completed,
+    `failed` the times an item was given back (a failed try, a snooze, or at the stop):
+    one item tried three times counts three.
     """
 
     def __init__(
@@ -454,7 +455,7 @@ class Runtime(Generic[Item]):
         self._done: list[tuple[Flight[Item], Any]] = []  # successes to complete
         self._done_ready = asyncio.Event()
         self.processed = 0  # items completed
-        self.failed = 0  # items given back after an error, a timeout or a stop
+        self.failed = 0  # items given back: failed tries, snoozes, and at the stop
 
     def stop(self) -> None:
         """Stop claiming; items in flight get `grace` to finish. A second call ends the
@@ -522,7 +523,8 @@ class Runtime(Generic[Item]):
                 for signum in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(signum)
         log.info(
-            "worker %s stopped: %ss completed %d, given back %d",
+            "worker %s stopped: %ss completed %d, give-backs %d (failed tries, snoozes, "
+            "at the stop)",
             self.name,
             self.work.noun,
             self.processed,
