@@ -14,11 +14,13 @@ import os
 import signal
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 import pytest
 from poolerkit import Pooler, pgbouncer
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pytest_postgresql.janitor import DatabaseJanitor
 
@@ -126,3 +128,32 @@ def pooler_url(pooler: Pooler) -> str:
 def pooled_db_url(pooler: Pooler, db_url: str) -> str:
     """The test's database (`db_url`) through the pooler."""
     return pooler.database_url(db_url)
+
+
+@contextmanager
+def fresh_role(conn: psycopg.Connection[Any], role: str) -> Iterator[str]:
+    """A LOGIN role with no grants, named `role`; its sessions ended and it dropped after
+    (roles are cluster-wide: give a unique name)."""
+    conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    try:
+        yield role
+    finally:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,)
+        )
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+@pytest.fixture
+def login_role(conn: psycopg.Connection[Any]) -> Iterator[str]:
+    """A fresh LOGIN role with no grants."""
+    with fresh_role(conn, unique_name("pgcoord_test_role")) as role:
+        yield role
+
+
+@pytest.fixture
+def outsider(conn: psycopg.Connection[Any]) -> Iterator[str]:
+    """A fresh LOGIN role with no grants, whose name SQL must quote."""
+    with fresh_role(conn, f"Pgcoord Outsider {uuid.uuid4().hex[:8]}") as role:
+        yield role

@@ -5,20 +5,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from pgcoord import cli, inbox, releases
 from pgcoord.cli.main import COMMANDS
 from pgcoord.cli.status import LOCK_COLUMNS
+from pgcoord.errors import quoted_role
 from pgcoord.locks import lock_acquire
 
 PGCOORD = Path(sys.executable).parent / "pgcoord"
@@ -215,20 +213,6 @@ def test_revive_on_a_release_before_the_inbox_says_to_migrate(
     assert err.endswith(" has no inbox: run pgcoord migrate\n")
 
 
-@pytest.fixture
-def outsider(conn: psycopg.Connection[Any]) -> Iterator[str]:
-    """A LOGIN role without pgcoord_client."""
-    role = f"pgcoord_cli_outsider_{uuid.uuid4().hex[:8]}"
-    conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
-    try:
-        yield role
-    finally:
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,)
-        )
-        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
-
-
 @pytest.mark.parametrize("words", [["version"], ["work", "--campaign", "asyncio:sleep"]])
 def test_a_role_without_the_grant_is_told_the_grant_by_every_command(
     db_url: str, outsider: str, capsys: pytest.CaptureFixture[str], words: list[str]
@@ -239,4 +223,4 @@ def test_a_role_without_the_grant_is_told_the_grant_by_every_command(
     assert cli.main([*words, "--database-url", url]) == 1
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith("pgcoord: error: permission denied for "), line
-    assert line.endswith(f"; grant it with: GRANT pgcoord_client TO {outsider}"), line
+    assert line.endswith(f"; grant it with: GRANT pgcoord_client TO {quoted_role(outsider)}"), line

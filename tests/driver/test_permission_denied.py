@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -18,21 +16,6 @@ from psycopg.conninfo import make_conninfo
 
 from pgcoord import AsyncClient, Client, PermissionDenied, PgcoordError, ServerError, locks
 from pgcoord.errors import quoted_role
-
-
-@pytest.fixture
-def outsider(conn: psycopg.Connection[Any]) -> Iterator[str]:
-    """A LOGIN role without pgcoord_client, whose name must be quoted in SQL."""
-    role = f"Pgcoord Outsider {uuid.uuid4().hex[:8]}"
-    conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
-    try:
-        yield role
-    finally:
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,)
-        )
-        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
 def advice(role: str) -> str:

@@ -7,13 +7,10 @@ from typing import Any
 
 import psycopg
 import pytest
-import test_lock_security
 from campaignkit import HELPERS, SECTION_3, VIEWS
 from psycopg import sql
 from sqlkit import Conn, one_row, scalar
 from test_lock_security import assert_refused, connect_as
-
-login_role = test_lock_security.login_role  # the fixture: a fresh LOGIN role, dropped after
 
 TABLES = ("campaign_runs", "campaign_messages", "campaign_queue", "campaign_outcomes")
 

@@ -8,13 +8,10 @@ from typing import Any
 
 import psycopg
 import pytest
-import test_lock_security
 from inboxkit import HELPERS, SECTION_2
 from psycopg import sql
 from sqlkit import Conn, execute_privileges, scalar
 from test_lock_security import connect_as
-
-login_role = test_lock_security.login_role  # the fixture: a fresh LOGIN role, dropped after
 
 STATEMENTS = (
     "SELECT * FROM pgcoord.message_ingest(p_provider => 'wa', p_provider_message_id => 'm1',"

@@ -3,8 +3,7 @@ pgcoord_client, and even then never touches the tables behind them."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import psycopg
@@ -12,22 +11,6 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from sqlkit import SECTION_1, Conn, connect, scalar
-
-
-@pytest.fixture
-def login_role(db_url: str, conn: Conn) -> Iterator[str]:
-    """A fresh LOGIN role with no grants (roles are cluster-wide: a unique name, dropped
-    at the end)."""
-    role = f"pgcoord_test_role_{uuid.uuid4().hex[:12]}"
-    conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
-    try:
-        yield role
-    finally:
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,)
-        )
-        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
 def connect_as(db_url: str, role: str) -> Conn:

@@ -9,14 +9,11 @@ from typing import Any
 
 import psycopg
 import pytest
-import test_lock_security
 from psycopg import sql
 from ratekit import GRANTED, RATE_CONTRACT, RATE_HELPERS, RATE_STATUS_COLUMNS, SECTION_4, stored
 from sqlkit import Conn, execute_privileges, scalar, server_clock
 from test_inbox_contract import signature
 from test_lock_security import connect_as
-
-login_role = test_lock_security.login_role  # the fixture: a fresh LOGIN role, dropped after
 
 
 @pytest.mark.parametrize("function", SECTION_4)

@@ -20,14 +20,11 @@ from typing import Any
 
 import psycopg
 import pytest
-import test_lock_security
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from sqlkit import Conn, connect, scalar
 
 from pgcoord import migrations, releases
-
-login_role = test_lock_security.login_role  # the fixture: a fresh LOGIN role, dropped after
 
 # a pseudo-type argument (raise_bad_argument's anyelement) is called with a text
 PSEUDO = "text"
