@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -141,20 +141,26 @@ async def check_given_back(inbox: Inbox, key: str) -> None:
     assert (again.conversation_key, again.attempt) == (key, 1)
 
 
+def sleeper(started: asyncio.Event, outcome: list[str]) -> Callable[[Batch], Awaitable[None]]:
+    """A handler that sleeps a minute, telling when it starts and noting its cancel."""
+
+    async def handler(burst: Batch) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            outcome.append("cancelled")
+            raise
+
+    return handler
+
+
 def test_a_handler_past_the_grace_is_cancelled_and_its_burst_given_back(db_url: str) -> None:
     async def test(inbox: Inbox) -> None:
         await inbox.ingest("g", "slow")
         started = asyncio.Event()
         outcome: list[str] = []
-
-        async def handler(burst: Batch) -> None:
-            started.set()
-            try:
-                await asyncio.sleep(30)
-            except asyncio.CancelledError:
-                outcome.append("cancelled")
-                raise
-
+        handler = sleeper(started, outcome)
         grace = 0.3
         w = worker(handler, db_url, grace=timedelta(seconds=grace))
         task = asyncio.create_task(w.run())
@@ -178,16 +184,7 @@ def test_a_second_stop_ends_the_grace_at_once(db_url: str) -> None:
         await inbox.ingest("h", "slow")
         started = asyncio.Event()
         outcome: list[str] = []
-
-        async def handler(burst: Batch) -> None:
-            started.set()
-            try:
-                await asyncio.sleep(60)
-            except asyncio.CancelledError:
-                outcome.append("cancelled")
-                raise
-
-        w = worker(handler, db_url, grace=timedelta(seconds=30))
+        w = worker(sleeper(started, outcome), db_url, grace=timedelta(seconds=30))
         task = asyncio.create_task(w.run())
         await asyncio.wait_for(started.wait(), 15)
         w.stop()
