@@ -193,8 +193,10 @@ def test_revive_replays_a_dead_batch(db_url: str, capsys: pytest.CaptureFixture[
 
         assert cli.main(["revive", "c", "--database-url", db_url]) == 0
         assert capsys.readouterr().out == "no dead batch of 'c': nothing to revive\n"
-        assert cli.main(["revive", "", "--database-url", db_url]) == 1
-        assert "p_conversation_key" in capsys.readouterr().err
+        with pytest.raises(SystemExit) as exited:  # bad usage, before connecting
+            cli.main(["revive", "", "--database-url", db_url])
+        assert exited.value.code == 2
+        assert "argument CONVERSATION: must be a text of 1 to 1024 bytes" in capsys.readouterr().err
 
 
 def test_revive_on_a_release_before_the_inbox_says_to_migrate(

@@ -237,6 +237,11 @@ def test_the_ranges_of_work_are_the_sql_arguments_ranges() -> None:
             "got 0 bytes: ''\n",
         ),
         (
+            [str(PGCOORD), "revive", ""],
+            "pgcoord revive: error: argument CONVERSATION: must be a text of 1 to 1024 bytes, "
+            "got 0 bytes: ''\n",
+        ),
+        (
             [str(PGCOORD), "demo", "--webhooks", "1e9"],
             "pgcoord demo: error: argument --webhooks: must be a whole number from 2 to 1000, "
             "got '1e9'\n",

@@ -35,6 +35,10 @@ def claim_worker(conn: psycopg.Connection[Any], worker: str) -> object:
     return inbox.buffer_claim(conn, worker)
 
 
+def revive_conversation(conn: psycopg.Connection[Any], key: str) -> object:
+    return inbox.buffer_revive(conn, key)
+
+
 def campaign_claim_lease(conn: psycopg.Connection[Any], lease: timedelta) -> object:
     return campaigns.campaign_claim(conn, "w", 1, lease)
 
@@ -95,6 +99,7 @@ def bounds(
         (options.CLAIM_LIMIT, claim_limit, "p_limit"),
         (options.RETRY_IN, fail_retry_in, "p_retry_in"),
         (options.NAME, claim_worker, "p_worker"),
+        (options.NAME, revive_conversation, "p_conversation_key"),
         (options.LEASE, campaign_claim_lease, "p_lease"),
         (options.CLAIM_LIMIT, campaign_claim_limit, "p_limit"),
         (options.NAME, rate_key, "p_key"),
@@ -108,6 +113,7 @@ def bounds(
         "--concurrency",
         "--retry-in",
         "--name",
+        "revive CONVERSATION",
         "--campaign --lease",
         "--campaign --batch",
         "--rate-key",

@@ -123,7 +123,7 @@ LEASE = Seconds(SHORTEST, DAY)
 RETRY_IN = Seconds(0, 30 * DAY)
 # buffer_claim, campaign_claim: p_limit
 CLAIM_LIMIT = Integer(1, 10_000)
-# keys, owners, workers, names, recipients
+# keys, owners, workers, names, recipients, conversation keys
 NAME = Text(1, 1024)
 # a campaign run's id (bigint): campaign_claim, campaign_stats... p_run_id
 RUN_ID = Integer(1, 2**63 - 1)

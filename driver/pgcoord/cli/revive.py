@@ -6,7 +6,7 @@ import argparse
 
 from .. import inbox
 from ..errors import NotInstalled, PgcoordError
-from . import database
+from . import database, options
 from .command import Command
 from .errors import CommandError
 
@@ -14,7 +14,9 @@ WHAT = "inbox"  # what a release before 0.2.0 lacks
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("conversation", metavar="CONVERSATION", help="the conversation key")
+    parser.add_argument(
+        "conversation", metavar="CONVERSATION", type=options.NAME, help="the conversation key"
+    )
     database.add_option(parser)
 
 
