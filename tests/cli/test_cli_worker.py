@@ -258,10 +258,13 @@ def test_work_options_are_checked(
 
 
 @pytest.mark.parametrize(
-    ("signum", "seconds", "grace", "outcome"),
+    ("signum", "times", "seconds", "grace", "outcome"),
     [
-        (signal.SIGTERM, 0.5, 10, "finished"),
-        (signal.SIGINT, 60, 0.2, "given back"),
+        (signal.SIGTERM, 1, 0.5, 10, "finished"),
+        (signal.SIGINT, 1, 60, 0.2, "given back"),
+        # Ctrl-C again: the grace of a minute ends at once (well within the 30 s waited).
+        # Signals sent together may merge into one, so it is sent until the worker ends
+        (signal.SIGINT, 2, 60, 60, "given back"),
     ],
 )
 def test_a_signal_stops_pgcoord_work_after_its_burst_finished_or_was_given_back(
@@ -270,6 +273,7 @@ def test_a_signal_stops_pgcoord_work_after_its_burst_finished_or_was_given_back(
     conn: psycopg.Connection[Any],
     db_url: str,
     signum: int,
+    times: int,
     seconds: float,
     grace: float,
     outcome: str,
@@ -289,6 +293,10 @@ def test_a_signal_stops_pgcoord_work_after_its_burst_finished_or_was_given_back(
             assert time.monotonic() < deadline, "the handler did not start"
             time.sleep(0.02)
         proc.send_signal(signum)
+        if times > 1:
+            while proc.poll() is None and time.monotonic() < deadline:
+                proc.send_signal(signum)
+                time.sleep(0.1)
         out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:

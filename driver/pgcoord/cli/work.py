@@ -85,7 +85,8 @@ WORKER_OPTIONS = (
         "--grace",
         "SECONDS",
         options.WORKER_GRACE,
-        "on SIGTERM/SIGINT, time the items in flight get to finish",
+        "on SIGTERM/SIGINT, time the items in flight get to finish (a second signal ends "
+        "it at once)",
     ),
     WorkerOption(
         "--name", "NAME", options.NAME, "the worker's name in the claims", unset="host:pid:random"
@@ -368,5 +369,6 @@ COMMAND = Command(
     "a pgcoord.Batch, once per batch; with --campaign, claim due campaign messages and "
     "call HANDLER once per pgcoord.CampaignMessage, storing the dict it returns as the "
     "message's metrics (with handler_ms, the handler's time). SIGTERM or SIGINT stops "
-    "claiming; items in flight get --grace seconds to finish, then are given back.",
+    "claiming; items in flight get --grace seconds to finish, then are given back (a "
+    "second signal gives them back at once).",
 )
