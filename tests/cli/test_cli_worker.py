@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -262,8 +263,8 @@ def test_work_options_are_checked(
     [
         (signal.SIGTERM, 1, 0.5, 10, "finished"),
         (signal.SIGINT, 1, 60, 0.2, "given back"),
-        # Ctrl-C again: the grace of a minute ends at once (well within the 30 s waited).
-        # Signals sent together may merge into one, so it is sent until the worker ends
+        # Ctrl-C again, once the worker said it is stopping: the grace of a minute ends at
+        # once (well within the 30 s waited)
         (signal.SIGINT, 2, 60, 60, "given back"),
     ],
 )
@@ -293,11 +294,18 @@ def test_a_signal_stops_pgcoord_work_after_its_burst_finished_or_was_given_back(
             assert time.monotonic() < deadline, "the handler did not start"
             time.sleep(0.02)
         proc.send_signal(signum)
+        said = b""  # what the worker logged before the signal is sent again
         if times > 1:
-            while proc.poll() is None and time.monotonic() < deadline:
-                proc.send_signal(signum)
-                time.sleep(0.1)
+            assert proc.stderr is not None
+            while b"stop again" not in said:  # (two signals sent at once may merge)
+                ready, _, _ = select.select([proc.stderr.fileno()], [], [], 30)
+                assert ready, said
+                chunk = os.read(proc.stderr.fileno(), 65536)
+                assert chunk, said  # it ended before it was stopped again
+                said += chunk
+            proc.send_signal(signum)
         out, err = proc.communicate(timeout=30)
+        err = said.decode() + err
     finally:
         if proc.poll() is None:
             proc.kill()
