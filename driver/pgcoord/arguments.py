@@ -57,12 +57,22 @@ def mistyped() -> TypeError | None:
     values = frame.f_locals
     for name, hint in _hints(call).items():
         if name in values and not fits(values[name], hint):
-            value = values[name]
-            return TypeError(
-                f"{frame.f_code.co_name}: {name} must be {describe(hint)}, "
-                f"got {type(value).__name__} {_shown.repr(value)}"
-            )
+            return _wrong(f"{frame.f_code.co_name}: {name}", hint, values[name])
     return None
+
+
+def check(name: str, value: Any, hint: Any) -> None:
+    """Raise the TypeError of a mistyped call when `value` does not fit `hint`, for what
+    the driver uses before any call is made (a lease's ttl, a worker's intervals).
+    `name` is what the message names: "lock: ttl", "grace"."""
+    if not fits(value, hint):
+        raise _wrong(name, hint, value)
+
+
+def _wrong(name: str, hint: Any, value: Any) -> TypeError:
+    return TypeError(
+        f"{name} must be {describe(hint)}, got {type(value).__name__} {_shown.repr(value)}"
+    )
 
 
 def retyped(exc: Exception) -> Exception:

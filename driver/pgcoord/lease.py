@@ -29,6 +29,7 @@ from uuid import uuid4
 
 from psycopg_pool import PoolClosed
 
+from . import arguments
 from .config import LEASE_SAFETY_MARGIN, AsyncPool, Pool
 from .errors import LeaseLost
 from .types import Lock
@@ -130,15 +131,10 @@ def default_owner() -> str:
 def heartbeat_interval(ttl: timedelta, heartbeat: timedelta | None) -> float:
     """Seconds between two `lock_extend` calls: `heartbeat`, by default a third of `ttl`
     (`ttl` itself is the server's to check, when the lock is acquired)."""
-    if not isinstance(ttl, timedelta):
-        raise TypeError(f"lock: ttl must be a timedelta, got {type(ttl).__name__} {ttl!r}")
+    arguments.check("lock: ttl", ttl, timedelta)
+    arguments.check("lock: heartbeat", heartbeat, timedelta | None)
     if heartbeat is None:
         return ttl.total_seconds() / 3
-    if not isinstance(heartbeat, timedelta):
-        raise TypeError(
-            f"lock: heartbeat must be a timedelta or None, got {type(heartbeat).__name__} "
-            f"{heartbeat!r}"
-        )
     if heartbeat <= timedelta(0):
         raise ValueError(f"heartbeat must be a positive interval, got {heartbeat}")
     return heartbeat.total_seconds()

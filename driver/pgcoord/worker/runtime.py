@@ -54,7 +54,7 @@ import psycopg
 from psycopg import sql as pgsql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from .. import rates_async
+from .. import arguments, rates_async
 from ..config import async_pool
 from ..errors import ClaimLost, HandlerTimeout, InvalidArgument, RateLimited, Retry
 from ..lease import default_owner
@@ -335,11 +335,6 @@ async def _wait(event: asyncio.Event, timeout: float | None) -> None:
             await event.wait()
 
 
-def _timedelta(name: str, value: Any) -> None:
-    if not isinstance(value, timedelta):
-        raise TypeError(f"{name} must be a timedelta, got {type(value).__name__} {value!r}")
-
-
 async def _wait_either(first: asyncio.Event, second: asyncio.Event, timeout: float) -> None:
     """Until either event is set or `timeout` seconds have passed."""
     waits = [asyncio.create_task(first.wait()), asyncio.create_task(second.wait())]
@@ -351,7 +346,7 @@ async def _wait_either(first: asyncio.Event, second: asyncio.Event, timeout: flo
 
 
 def _positive(name: str, value: timedelta) -> None:
-    _timedelta(name, value)
+    arguments.check(name, value, timedelta)
     if value <= timedelta(0):
         raise ValueError(f"{name} must be positive, got {value}")
 
@@ -398,11 +393,11 @@ class Runtime(Generic[Item]):
         _positive("lease", lease)
         if timeout is not None:
             _positive("timeout", timeout)
-        _timedelta("grace", grace)
+        arguments.check("grace", grace, timedelta)
         if grace < timedelta(0):
             raise ValueError(f"grace must not be negative, got {grace}")
         idle_poll = work.max_idle_poll if idle_poll is None else idle_poll
-        _timedelta("idle_poll", idle_poll)
+        arguments.check("idle_poll", idle_poll, timedelta)
         if not timedelta(0) < idle_poll <= work.max_idle_poll:
             raise ValueError(f"idle_poll must be positive and at most {work.max_idle_poll}")
         if rate is not None:
