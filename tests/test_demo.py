@@ -28,6 +28,7 @@ from pgcoord.demo.main import main
 from pgcoord.demo.output import summary
 from pgcoord.demo.plan import Plan, make_plan
 from pgcoord.demo.senders import Delivery
+from pgcoord.demo.waiting import wait_until
 from pgcoord.demo.workers import storm_process, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -268,6 +269,40 @@ def test_a_worker_process_stopped_while_gated_exits_cleanly(db_url: str, tmp_pat
                 code = worker.stop()
             assert code == 0, worker.log_tail()
             assert ledger.ready(conn) == {"worker-1"}
+        finally:
+            ledger.drop(conn)
+
+
+def test_a_worker_process_is_busy_while_a_statement_of_its_own_runs_and_settles_once_killed(
+    db_url: str, tmp_path: Path
+) -> None:
+    """The faults read what a stopped or killed process holds once none of its
+    connections runs a statement: they find its connections by its name."""
+    ledger = Ledger("busy_test")
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        ledger.create(conn)
+        try:
+            worker = storm_process(
+                db_url, ledger, make_plan("busy", 1, seed=1), "worker-1", tmp_path, gated=True
+            )
+            try:
+                wait_ready(conn, ledger, [worker])
+                names = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+                row = conn.execute(names, [worker.name]).fetchone()
+                assert row is not None and row[0] >= 1  # its connections carry its name
+                worker.suspend()
+                with psycopg.connect(db_url, application_name=worker.name) as own:
+                    sleeping = threading.Thread(target=own.execute, args=["SELECT pg_sleep(1)"])
+                    sleeping.start()
+                    running = lambda: worker.busy(conn) >= 1  # noqa: E731
+                    assert wait_until(running, 10)
+                    sleeping.join()
+                    own.rollback()
+                worker.kill()
+                worker.settle(conn)
+                assert worker.busy(conn) == 0
+            finally:
+                worker.stop()
         finally:
             ledger.drop(conn)
 

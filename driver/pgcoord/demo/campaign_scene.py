@@ -208,6 +208,7 @@ class CampaignScene(Scene):
         poll(caught, KILL_TIMEOUT)
         victim.kill()
         at = server_clock(run.conn)
+        victim.settle(run.conn)
         held = held_by(run.conn, run.run_id, victim.name)  # as the dead worker left them
         sending = {
             t.message_id: t.claim_token

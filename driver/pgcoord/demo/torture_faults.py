@@ -152,7 +152,9 @@ class Injector:
     def kill(self, at: float) -> Fault:
         claim = poll(self._fresh_claim, FIND_TIMEOUT, POLL)
         buffer = (self.crew.named(claim.worker) if claim else None) or self._any("buffer")
-        # stopped first, so that what it holds cannot change before the kill lands
+        # stopped first, so that what they hold cannot change before the kill lands
+        buffer.suspend()
+        self._settle(buffer)
         stopped = self._suspend_sender()
         sender = stopped.process if stopped else self._any("campaign")
         for victim in (buffer, sender):
@@ -163,8 +165,9 @@ class Injector:
         flows: dict[str, float | None] = {}
         replies = self.read(self.ledger.replies)
         if claim is None or any(r.claim_token == claim.claim_token for r in replies):
-            # between two batches, or just after its reply: the next reply will do
-            flows |= self.recover(since, ["replies"])
+            # between two batches, or just after its reply: the next reply will do (while
+            # the webhooks still arrive)
+            flows |= self.recover(since, ["replies"] if self.storm.running else [])
             what = f"{buffer.name} (between batches)"
         else:
             flows["its batch answered by another worker"] = self._answered_elsewhere([claim], since)
@@ -351,6 +354,9 @@ class Injector:
                 return None
             process.suspend()
             since = self.now()
+            if not self._settle(process):
+                process.resume()  # a statement of its own still runs: try another
+                continue
             tries = self.read(self.ledger.lock_tries)
             if not any((t.key, t.token) == (hold.key, hold.token) for t in tries):
                 return Suspended(process, "lock", since, grant=hold)
@@ -371,6 +377,9 @@ class Injector:
                 return None
             process.suspend()
             since = self.now()
+            if not self._settle(process):
+                process.resume()  # a statement of its own still runs: try another
+                continue
             # every batch it holds unanswered now: logged within the lease, still its own
             held = tuple(
                 c
@@ -399,11 +408,22 @@ class Injector:
             process = found[0]
             process.suspend()
             since = self.now()
+            if not self._settle(process):
+                process.resume()  # a statement of its own still runs: try another
+                continue
             held = self.read(partial(self.campaign.held, worker=process.name))
             if held:
                 return Suspended(process, "campaign", since, messages=held)
             process.resume()  # it settled them just before the stop: try another
         return None
+
+    def _settle(self, process: WorkerProcess) -> bool:
+        """Wait until none of the stopped `process`'s connections runs a statement (one
+        it sent just before the stop commits after it: what it holds is read once they
+        are done), seen twice in a row; whether that came within FIND_TIMEOUT."""
+        count = partial(self.read, process.busy)
+        settled = poll(lambda: True if count() == 0 == count() else None, FIND_TIMEOUT, POLL)
+        return settled is not None
 
     def _any(self, role: str) -> WorkerProcess:
         return self.rng.choice(self.crew.live(role))

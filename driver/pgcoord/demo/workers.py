@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
 
@@ -23,13 +23,22 @@ from .plan import Plan
 from .storm_worker import LEASE, THINK
 from .waiting import STEP_TIMEOUT, SceneError, wait_until
 
+# its connections that run a statement or hold a transaction open: a statement sent
+# just before a stop or a kill still commits after it
+BUSY: LiteralString = (
+    "SELECT count(*) FROM pg_stat_activity"
+    " WHERE datname = current_database() AND application_name = %(name)s"
+    " AND state <> 'idle'"
+)
 STOP_TIMEOUT = 10.0  # seconds a worker has to stop on SIGTERM before SIGKILL
 COMMAND = f"python -m {storm_worker.__name__}"
 
 
 class WorkerProcess:
     """A worker process, `python -m program --name=name *args`, its output going to
-    `log_dir/<name>.log`. The URL goes through the environment, not argv."""
+    `log_dir/<name>.log`. The URL goes through the environment, not argv; so does the
+    name, as its connections' application_name (PGAPPNAME), for the faults to find them
+    in pg_stat_activity."""
 
     def __init__(
         self, url: str, name: str, log_dir: Path, program: str, args: Sequence[str]
@@ -40,7 +49,7 @@ class WorkerProcess:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 command,
-                env={**os.environ, "DATABASE_URL": url},
+                env={**os.environ, "DATABASE_URL": url, "PGAPPNAME": name},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -95,6 +104,18 @@ class WorkerProcess:
                 self.process.kill()
                 self.process.wait(STEP_TIMEOUT)
         return self.process.returncode
+
+    def busy(self, conn: psycopg.Connection[Any]) -> int:
+        """How many of its connections to `conn`'s database run a statement or hold a
+        transaction open (after a kill, until the server has seen them go)."""
+        row = conn.execute(BUSY, {"name": self.name}).fetchone()
+        return int(row[0]) if row else 0
+
+    def settle(self, conn: psycopg.Connection[Any]) -> None:
+        """After a kill: wait until its connections are gone, so that what it left is
+        read once a statement it sent just before has committed or rolled back."""
+        if not wait_until(lambda: self.busy(conn) == 0, STEP_TIMEOUT):
+            raise SceneError(f"{self.name}'s connections still run a statement after its kill")
 
     def log_tail(self, lines: int = 15) -> str:
         try:
