@@ -29,7 +29,7 @@ from pgcoord.demo.output import summary
 from pgcoord.demo.plan import Plan, make_plan
 from pgcoord.demo.senders import Delivery
 from pgcoord.demo.waiting import wait_until
-from pgcoord.demo.workers import storm_process, wait_ready
+from pgcoord.demo.workers import WorkerProcess, storm_process, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKS = 11  # the lock scenes'
@@ -253,24 +253,34 @@ def test_demo_says_what_the_campaign_needs_without_the_demo_extra(
     assert "Traceback" not in err
 
 
-def test_a_worker_process_stopped_while_gated_exits_cleanly(db_url: str, tmp_path: Path) -> None:
-    """SIGTERM before the demo releases a gated worker (a scene that ended early) stops
-    it as cleanly as one at work: exit status 0."""
-    ledger = Ledger("gate_test")
+@contextmanager
+def gated_worker(
+    db_url: str, tmp_path: Path, name: str
+) -> Iterator[tuple[psycopg.Connection[Any], Ledger, WorkerProcess]]:
+    """A storm worker process, ready and gated (it claims nothing), with a connection and
+    its ledger; stopped, and the ledger dropped, at the end."""
+    ledger = Ledger(f"{name}_test")
     with psycopg.connect(db_url, autocommit=True) as conn:
         ledger.create(conn)
         try:
-            worker = storm_process(
-                db_url, ledger, make_plan("gate", 1, seed=1), "worker-1", tmp_path, gated=True
-            )
+            plan = make_plan(name, 1, seed=1)
+            worker = storm_process(db_url, ledger, plan, "worker-1", tmp_path, gated=True)
             try:
                 wait_ready(conn, ledger, [worker])
+                yield conn, ledger, worker
             finally:
-                code = worker.stop()
-            assert code == 0, worker.log_tail()
-            assert ledger.ready(conn) == {"worker-1"}
+                worker.stop()
         finally:
             ledger.drop(conn)
+
+
+def test_a_worker_process_stopped_while_gated_exits_cleanly(db_url: str, tmp_path: Path) -> None:
+    """SIGTERM before the demo releases a gated worker (a scene that ended early) stops
+    it as cleanly as one at work: exit status 0."""
+    with gated_worker(db_url, tmp_path, "gate") as (conn, ledger, worker):
+        code = worker.stop()
+        assert code == 0, worker.log_tail()
+        assert ledger.ready(conn) == {"worker-1"}
 
 
 def test_a_worker_process_is_busy_while_a_statement_of_its_own_runs_and_settles_once_killed(
@@ -278,33 +288,20 @@ def test_a_worker_process_is_busy_while_a_statement_of_its_own_runs_and_settles_
 ) -> None:
     """The faults read what a stopped or killed process holds once none of its
     connections runs a statement: they find its connections by its name."""
-    ledger = Ledger("busy_test")
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        ledger.create(conn)
-        try:
-            worker = storm_process(
-                db_url, ledger, make_plan("busy", 1, seed=1), "worker-1", tmp_path, gated=True
-            )
-            try:
-                wait_ready(conn, ledger, [worker])
-                names = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
-                row = conn.execute(names, [worker.name]).fetchone()
-                assert row is not None and row[0] >= 1  # its connections carry its name
-                worker.suspend()
-                with psycopg.connect(db_url, application_name=worker.name) as own:
-                    sleeping = threading.Thread(target=own.execute, args=["SELECT pg_sleep(1)"])
-                    sleeping.start()
-                    running = lambda: worker.busy(conn) >= 1  # noqa: E731
-                    assert wait_until(running, 10)
-                    sleeping.join()
-                    own.rollback()
-                worker.kill()
-                worker.settle(conn)
-                assert worker.busy(conn) == 0
-            finally:
-                worker.stop()
-        finally:
-            ledger.drop(conn)
+    with gated_worker(db_url, tmp_path, "busy") as (conn, _, worker):
+        names = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+        row = conn.execute(names, [worker.name]).fetchone()
+        assert row is not None and row[0] >= 1  # its connections carry its name
+        worker.suspend()
+        with psycopg.connect(db_url, application_name=worker.name) as own:
+            sleeping = threading.Thread(target=own.execute, args=["SELECT pg_sleep(1)"])
+            sleeping.start()
+            assert wait_until(lambda: worker.busy(conn) >= 1, 10)
+            sleeping.join()
+            own.rollback()
+        worker.kill()
+        worker.settle(conn)
+        assert worker.busy(conn) == 0
 
 
 # The checks can fail ---------------------------------------------------------------
