@@ -127,15 +127,18 @@ CAMPAIGN_COMPLETED: LiteralString = (
 )
 # a worker's hot path in one round trip and one transaction: its successes completed,
 # then its next claim, which sees them (the claim's limit depends on the completion's
-# result, so the lateral join can only run the claim after it); the first column, on
-# every row, is what campaign_completed returned, and one row comes with no message when
-# nothing was claimed
+# result, so the lateral join can only run the claim after it); rows in claim order, the
+# first column of the first row what campaign_completed returned (NULL on the others: the
+# array is sent and read once, not once per message), the last the claim's ordinality;
+# one row comes with no message when nothing was claimed
 CAMPAIGN_COMPLETED_THEN_CLAIM: LiteralString = (
     "WITH done AS MATERIALIZED (" + CAMPAIGN_COMPLETED + ")"
-    " SELECT d.ids, c.* FROM (SELECT campaign_completed AS ids FROM done) AS d"
+    " SELECT CASE WHEN coalesce(c.ordinality, 1) = 1 THEN d.ids END, c.*"
+    " FROM (SELECT campaign_completed AS ids FROM done) AS d"
     " LEFT JOIN LATERAL pgcoord.campaign_claim(p_worker => %(worker)s,"
     " p_limit => CASE WHEN d.ids IS NOT NULL THEN %(limit)s END,"
-    " p_lease => %(lease)s, p_run_id => %(run_id)s) AS c ON true"
+    " p_lease => %(lease)s, p_run_id => %(run_id)s) WITH ORDINALITY AS c ON true"
+    " ORDER BY c.ordinality"
 )
 _FAIL: LiteralString = (
     "pgcoord.campaign_fail(p_message_id => %(message_id)s,"

@@ -3,12 +3,13 @@ statement, one round trip and one transaction."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 import pytest
 
-from pgcoord import InvalidArgument, campaigns
+from pgcoord import InvalidArgument, campaigns, sql
 
 RUN_SIZE = 20
 
@@ -91,3 +92,33 @@ def test_an_error_of_the_claim_undoes_the_completion(
     # still held by their claim, which completes
     ids, tokens = [m.message_id for m in first], [m.claim_token for m in first]
     assert campaigns.campaign_complete_many(conn, ids, tokens) == 15
+
+
+def test_claims_in_due_order_and_sends_the_completed_ids_once(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """The claimed rows come in claim order (the earliest due first, here the reverse of
+    the enqueue's), and the completed ids ride on the first row only: the array is sent
+    and read once per call, not once per claimed message."""
+    run_id = campaigns.campaign_create(conn, "then-claim-order")
+    now = datetime.now(UTC)
+    items = [
+        {"recipient": f"r{i}", "scheduled_at": (now - timedelta(minutes=i)).isoformat()}
+        for i in range(RUN_SIZE)
+    ]
+    campaigns.campaign_enqueue(conn, run_id, items)
+    first = campaigns.campaign_claim(conn, "w", 5, run_id=run_id)
+    assert [m.recipient for m in first] == [f"r{i}" for i in range(RUN_SIZE - 1, 14, -1)]
+    params = {
+        "message_ids": "{" + ",".join(str(m.message_id) for m in first) + "}",
+        "claim_tokens": "{" + ",".join(str(m.claim_token) for m in first) + "}",
+        "metrics": None,
+        "worker": "w",
+        "limit": 10,
+        "lease": timedelta(minutes=5),
+        "run_id": run_id,
+    }
+    rows = conn.execute(sql.CAMPAIGN_COMPLETED_THEN_CLAIM, params).fetchall()
+    assert sorted(rows[0][0]) == sorted(m.message_id for m in first)
+    assert [row[0] for row in rows[1:]] == [None] * 9
+    assert [row[3] for row in rows] == [f"r{i}" for i in range(14, 4, -1)]
