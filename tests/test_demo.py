@@ -300,7 +300,7 @@ def test_a_worker_process_is_busy_while_a_statement_of_its_own_runs_and_settles_
             sleeping.join()
             own.rollback()
         worker.kill()
-        worker.settle(conn)
+        assert worker.settled(conn, 10)
         assert worker.busy(conn) == 0
 
 

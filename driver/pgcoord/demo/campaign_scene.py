@@ -41,7 +41,7 @@ from .parts import message_of
 from .provider import FakeProvider, Ledger, Options
 from .scratch import Scene, Scratch, open_scratch
 from .server import server_clock
-from .waiting import SceneError, poll
+from .waiting import STEP_TIMEOUT, SceneError, poll
 from .workers import WorkerProcess, stop_all
 
 SEED = 11  # the same campaign and the same provider every run
@@ -208,7 +208,8 @@ class CampaignScene(Scene):
         poll(caught, KILL_TIMEOUT)
         victim.kill()
         at = server_clock(run.conn)
-        victim.settle(run.conn)
+        if not victim.settled(run.conn, STEP_TIMEOUT):
+            raise SceneError(f"{victim.name}'s connections still ran a statement after its kill")
         held = held_by(run.conn, run.run_id, victim.name)  # as the dead worker left them
         sending = {
             t.message_id: t.claim_token

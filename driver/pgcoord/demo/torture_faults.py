@@ -418,12 +418,8 @@ class Injector:
         return None
 
     def _settle(self, process: WorkerProcess) -> bool:
-        """Wait until none of the stopped `process`'s connections runs a statement (one
-        it sent just before the stop commits after it: what it holds is read once they
-        are done), seen twice in a row; whether that came within FIND_TIMEOUT."""
-        count = partial(self.read, process.busy)
-        settled = poll(lambda: True if count() == 0 == count() else None, FIND_TIMEOUT, POLL)
-        return settled is not None
+        """Whether the stopped `process`'s statements were done within FIND_TIMEOUT."""
+        return self.read(partial(process.settled, timeout=FIND_TIMEOUT))
 
     def _any(self, role: str) -> WorkerProcess:
         return self.rng.choice(self.crew.live(role))

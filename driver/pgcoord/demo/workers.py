@@ -111,11 +111,12 @@ class WorkerProcess:
         row = conn.execute(BUSY, {"name": self.name}).fetchone()
         return int(row[0]) if row else 0
 
-    def settle(self, conn: psycopg.Connection[Any]) -> None:
-        """After a kill: wait until its connections are gone, so that what it left is
-        read once a statement it sent just before has committed or rolled back."""
-        if not wait_until(lambda: self.busy(conn) == 0, STEP_TIMEOUT):
-            raise SceneError(f"{self.name}'s connections still run a statement after its kill")
+    def settled(self, conn: psycopg.Connection[Any], timeout: float) -> bool:
+        """Wait until none of its connections runs a statement, seen twice in a row
+        (after a stop or a kill: a statement it sent just before still commits or rolls
+        back after it, so what it holds is read once they are done); whether that came
+        within `timeout`."""
+        return wait_until(lambda: self.busy(conn) == 0 == self.busy(conn), timeout)
 
     def log_tail(self, lines: int = 15) -> str:
         try:
