@@ -163,9 +163,8 @@ def campaign_completed_then_claim(
         "run_id": run_id,
     }
     found = query.tuples(conn, sql.CAMPAIGN_COMPLETED_THEN_CLAIM, params)
-    # at least one row (a left join), the first with the completed ids (an array, maybe
-    # empty), each ending with its ordinality
-    claimed = [CampaignMessage(*row[1:-1]) for row in found if row[1] is not None]
+    # at least one row, the first with the completed ids (an array, maybe empty)
+    claimed = [CampaignMessage(*row[1:]) for row in found if row[1] is not None]
     return set(found[0][0]), claimed
 
 

@@ -126,19 +126,16 @@ CAMPAIGN_COMPLETED: LiteralString = (
     " p_claim_tokens => %(claim_tokens)s::text::bigint[]," + _METRICS
 )
 # a worker's hot path in one round trip and one transaction: its successes completed,
-# then its next claim, which sees them (the claim's limit depends on the completion's
-# result, so the lateral join can only run the claim after it); rows in claim order, the
-# first column of the first row what campaign_completed returned (NULL on the others: the
-# array is sent and read once, not once per message), the last the claim's ordinality;
-# one row comes with no message when nothing was claimed
+# then its next claim, which sees them; rows in claim order, the first column of the
+# first row what campaign_completed returned (NULL on the others), the claimed message in
+# the rest (NULL when nothing was claimed). One function call, so that the statement
+# parsed and planned on every call is a plain one.
 CAMPAIGN_COMPLETED_THEN_CLAIM: LiteralString = (
-    "WITH done AS MATERIALIZED (" + CAMPAIGN_COMPLETED + ")"
-    " SELECT CASE WHEN coalesce(c.ordinality, 1) = 1 THEN d.ids END, c.*"
-    " FROM (SELECT campaign_completed AS ids FROM done) AS d"
-    " LEFT JOIN LATERAL pgcoord.campaign_claim(p_worker => %(worker)s,"
-    " p_limit => CASE WHEN d.ids IS NOT NULL THEN %(limit)s END,"
-    " p_lease => %(lease)s, p_run_id => %(run_id)s) WITH ORDINALITY AS c ON true"
-    " ORDER BY c.ordinality"
+    "SELECT * FROM pgcoord.campaign_completed_then_claim("
+    "p_message_ids => %(message_ids)s::text::bigint[],"
+    " p_claim_tokens => %(claim_tokens)s::text::bigint[], p_metrics => %(metrics)s::jsonb,"
+    " p_worker => %(worker)s, p_limit => %(limit)s, p_lease => %(lease)s,"
+    " p_run_id => %(run_id)s)"
 )
 _FAIL: LiteralString = (
     "pgcoord.campaign_fail(p_message_id => %(message_id)s,"

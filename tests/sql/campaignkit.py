@@ -55,9 +55,10 @@ CAMPAIGN_CONTRACT: dict[str, tuple[str, str]] = {
 }
 SECTION_3 = tuple(CAMPAIGN_CONTRACT)
 # Not in API.md, granted like the API, for the worker: a heartbeat, giving a claim back
-# without spending a try (a worker that stops), how long an idle worker may sleep, and
-# a batched completion answering which messages it marked sent; for operators, a run's
-# throughput, retries, snoozes and handler times, and the retention of ended runs.
+# without spending a try (a worker that stops), how long an idle worker may sleep, a
+# batched completion answering which messages it marked sent, and that completion
+# followed by the next claim in one call; for operators, a run's throughput, retries,
+# snoozes and handler times, and the retention of ended runs.
 CAMPAIGN_HELPERS: dict[str, tuple[str, str]] = {
     "campaign_extend": (
         "p_message_id bigint, p_claim_token bigint, p_lease interval DEFAULT '00:05:00'::interval",
@@ -68,6 +69,14 @@ CAMPAIGN_HELPERS: dict[str, tuple[str, str]] = {
     "campaign_completed": (
         "p_message_ids bigint[], p_claim_tokens bigint[], p_metrics jsonb[] DEFAULT NULL::jsonb[]",
         "bigint[]",
+    ),
+    "campaign_completed_then_claim": (
+        "p_message_ids bigint[], p_claim_tokens bigint[], p_metrics jsonb, p_worker text,"
+        " p_limit integer DEFAULT 15, p_lease interval DEFAULT '00:05:00'::interval,"
+        " p_run_id bigint DEFAULT NULL::bigint",
+        "TABLE(completed bigint[], message_id bigint, run_id bigint, recipient text,"
+        " payload jsonb, attempt integer, claim_token bigint,"
+        " scheduled_at timestamp with time zone)",
     ),
     "campaign_stats": (
         "p_run_id bigint DEFAULT NULL::bigint",

@@ -349,3 +349,43 @@ def test_a_lease_that_would_end_before_the_clock_is_refused(conn: Conn, function
 CLAIMED_UNTIL = (
     "SELECT claimed_until FROM pgcoord.campaign_message_status WHERE claimed_until IS NOT NULL"
 )
+
+
+THEN_CLAIM_CASES: list[tuple[str, Any, str, str]] = [
+    ("p_message_ids", None, NULL, "null-ids"),
+    ("p_claim_tokens", "{1}", INVALID, "fewer-tokens"),
+    ("p_metrics", "{}", INVALID, "an-object"),
+    ("p_metrics", '"x"', INVALID, "a-string"),
+    ("p_metrics", "[{}]", INVALID, "fewer-metrics"),
+    ("p_metrics", "[{}, []]", INVALID, "an-array-metric"),
+    ("p_worker", "", INVALID, "empty-worker"),
+    ("p_limit", 0, INVALID, "zero-limit"),
+    ("p_lease", None, NULL, "null-lease"),
+    ("p_run_id", 987654321, INVALID, "unknown-run"),
+]
+
+
+def test_bad_arguments_to_completed_then_claim_raise_naming_them_and_change_nothing(
+    conn: Conn,
+) -> None:
+    """The worker's completion-then-claim: its own check of the metrics array, and the
+    checks of the two functions it calls, with the completion undone by a bad claim."""
+    state = setup(conn)
+    [(message_id, token), (other, other_token), *_] = state["held"]
+    base = {
+        "p_message_ids": f"{{{message_id},{other}}}",
+        "p_claim_tokens": f"{{{token},{other_token}}}",
+        "p_metrics": "[{}, {}]",
+        "p_worker": "w",
+        "p_limit": 10,
+        "p_lease": LONG,
+        "p_run_id": state["run_id"],
+    }
+    problems = []
+    for argument, value, sqlstate, label in THEN_CLAIM_CASES:
+        arguments = {**base, argument: value}
+        problem = problem_with(conn, "campaign_completed_then_claim", arguments, argument, sqlstate)
+        if problem:
+            problems.append(f"{label}: {problem}")
+    assert problems == []
+    assert_still_working(conn, state)

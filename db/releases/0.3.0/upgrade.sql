@@ -1286,6 +1286,84 @@ COMMENT ON FUNCTION pgcoord.campaign_completed(bigint[], bigint[], jsonb[]) IS
 'Errors: 22004 NULL array, 22023 arrays of unequal length, NULL elements, more than one '
 'dimension, or a metrics element that is not a JSON object.';
 
+-- db/src/functions/campaign_completed_then_claim.sql
+-- A campaign worker's hot path in one call (beyond the contract): campaign_completed of
+-- its successes, then campaign_claim, which sees them, in one transaction. Rows come in
+-- claim order; `completed` (the ids campaign_completed marked sent) is set on the first
+-- row only and NULL on the others; when nothing is claimed, one row with `completed` and
+-- every other column NULL. p_metrics is one JSON array of objects (or NULL): what a
+-- client sends as one value, unpacked here. A function so that the statement a client
+-- sends is a plain call, cheap to parse and plan each time (a client that cannot prepare
+-- it, behind a transaction-mode pooler, parses and plans it on every call).
+CREATE OR REPLACE FUNCTION pgcoord.campaign_completed_then_claim(
+    p_message_ids bigint[],
+    p_claim_tokens bigint[],
+    p_metrics jsonb,
+    p_worker text,
+    p_limit integer DEFAULT 15,
+    p_lease interval DEFAULT interval '5 minutes',
+    p_run_id bigint DEFAULT NULL
+)
+RETURNS TABLE (
+    completed bigint[],
+    message_id bigint,
+    run_id bigint,
+    recipient text,
+    payload jsonb,
+    attempt integer,
+    claim_token bigint,
+    scheduled_at timestamptz
+)
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    v_metrics jsonb[];
+    v_claimed record;
+BEGIN
+    IF p_metrics IS NOT NULL THEN
+        IF jsonb_typeof(p_metrics) <> 'array' THEN
+            PERFORM pgcoord.raise_bad_argument(
+                'p_metrics', p_metrics, 'NULL or a JSON array of objects'
+            );
+        END IF;
+        v_metrics := array(
+            SELECT e.metrics
+            FROM jsonb_array_elements(p_metrics) WITH ORDINALITY AS e (metrics, n)
+            ORDER BY e.n
+        );
+    END IF;
+    completed := pgcoord.campaign_completed(p_message_ids, p_claim_tokens, v_metrics);
+    FOR v_claimed IN
+        SELECT c.message_id, c.run_id, c.recipient, c.payload, c.attempt, c.claim_token,
+            c.scheduled_at
+        FROM pgcoord.campaign_claim(p_worker, p_limit, p_lease, p_run_id) AS c
+    LOOP
+        message_id := v_claimed.message_id;
+        run_id := v_claimed.run_id;
+        recipient := v_claimed.recipient;
+        payload := v_claimed.payload;
+        attempt := v_claimed.attempt;
+        claim_token := v_claimed.claim_token;
+        scheduled_at := v_claimed.scheduled_at;
+        RETURN NEXT;
+        completed := NULL;
+    END LOOP;
+    IF message_id IS NULL THEN
+        RETURN NEXT;
+    END IF;
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.campaign_completed_then_claim(
+    bigint[], bigint[], jsonb, text, integer, interval, bigint
+) IS
+'A worker''s completions (campaign_completed) then its next claim (campaign_claim), in one '
+'call: the completed ids on the first row, then the claimed messages.';
+
 -- db/src/functions/campaign_create.sql
 -- Start a campaign run, in status 'running'. Its retry policy is fixed for its life: a
 -- message is tried at most p_max_retries + 1 times; after its n-th failed try it waits
@@ -3401,6 +3479,9 @@ GRANT EXECUTE ON FUNCTION
 pgcoord.campaign_complete_many(bigint[], bigint[], jsonb[]) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION
 pgcoord.campaign_completed(bigint[], bigint[], jsonb[]) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.campaign_completed_then_claim(
+    bigint[], bigint[], jsonb, text, integer, interval, bigint
+) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_fail(bigint, bigint, text, interval) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_snooze(bigint, bigint, interval) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_skip_stale(interval) TO pgcoord_client;
