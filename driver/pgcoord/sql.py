@@ -21,6 +21,11 @@ LOCK_STATUS: LiteralString = (
 )
 # raises 3F000 / 42883 where pgcoord is not installed (callers treat that as "none")
 VERSION: LiteralString = "SELECT pgcoord.version()"
+# which database of which server a connection reaches, through a pooler too: its name and
+# the server's start (a worker's LISTEN connection must reach the worker's own database)
+DATABASE_IDENTITY: LiteralString = (
+    "SELECT pg_catalog.current_database(), pg_catalog.pg_postmaster_start_time()"
+)
 
 # who was refused (PermissionDenied), and whether it already has pgcoord_client's privileges
 CURRENT_ROLE: LiteralString = (

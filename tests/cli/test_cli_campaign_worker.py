@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 from clikit import pgcoord, started
+from psycopg.conninfo import conninfo_to_dict
 from test_cli_failures import parsers
 
 from pgcoord import campaigns, cli, rates, releases
@@ -212,6 +213,26 @@ def test_listen_takes_a_database_url_or_is_turned_off(
         cli.main(["work", "--campaign", "m:f", "--database-url", UNREACHABLE, *options])
     assert exited.value.code == 2
     assert capsys.readouterr().err == f"pgcoord work: error: {error}\n"
+
+
+def test_a_listen_url_that_does_not_reach_the_workers_database_is_refused_at_the_start(
+    senders: str, db_url: str, empty_db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A LISTEN elsewhere would never be woken: one line, status 1, before any work (an
+    outage after the start is waited out instead)."""
+    command = ["work", "--campaign", f"{senders}:send", "--database-url", db_url, "--listen"]
+    assert cli.main([*command, UNREACHABLE]) == 1
+    assert capsys.readouterr().err == (
+        "pgcoord: error: --listen: cannot connect to the database: 127.0.0.1:1/postgres:"
+        " Connection refused; is the server running on that host and accepting TCP/IP"
+        " connections?\n"
+    )
+    assert cli.main([*command, empty_db_url]) == 1
+    err = capsys.readouterr().err
+    listened, worked = (conninfo_to_dict(url)["dbname"] for url in (empty_db_url, db_url))
+    assert err.startswith(f"pgcoord: error: --listen reaches database {listened!r} on ")
+    assert f", another database than the worker's database {worked!r} on " in err
+    assert err.endswith(": it would never hear of new work\n") and err.count("\n") == 1
 
 
 def test_a_handler_that_is_not_async_is_named_with_what_it_gets(

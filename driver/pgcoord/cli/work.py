@@ -18,7 +18,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .. import campaigns, migrations, releases
+import psycopg
+
+from .. import campaigns, config, migrations, releases, sql
 from ..errors import InvalidArgument, PgcoordError
 from ..worker import BufferWorker, CampaignWorker, RateBudget, Runtime, loop
 from . import database, options
@@ -211,6 +213,8 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(database.not_installed(conn))
         if releases.version_key(installed) < releases.version_key(kind.since):
             raise CommandError(database.lacks(conn, installed, kind.what))
+        if isinstance(settings.get("listen"), str):
+            _check_listen(conn, settings["listen"])
         if settings.get("run_id") is not None:
             try:
                 campaigns.campaign_due_in(conn, settings["run_id"])
@@ -304,6 +308,24 @@ def _listen_url(text: str) -> str:
     except UsageError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
+
+
+def _check_listen(conn: psycopg.Connection[Any], listen: str) -> None:
+    """--listen must reach the worker's own database (where NOTIFY runs), or the worker
+    would never be woken: refused at the start, where a wrong URL is a user's mistake
+    (later, an outage of either is waited out)."""
+    try:
+        with psycopg.connect(
+            listen, autocommit=True, connect_timeout=config.connect_timeout(listen)
+        ) as other:
+            heard, reached = other.execute(sql.DATABASE_IDENTITY).fetchone(), database.where(other)
+    except psycopg.Error as exc:
+        raise CommandError(f"--listen: {database.cannot_connect(exc, listen)}") from exc
+    if heard != conn.execute(sql.DATABASE_IDENTITY).fetchone():
+        raise CommandError(
+            f"--listen reaches {reached}, another database than the worker's"
+            f" {database.where(conn)}: it would never hear of new work"
+        )
 
 
 def load_handler(spec: str, item: str = "batch") -> Callable[..., Any]:
