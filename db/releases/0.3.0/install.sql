@@ -1322,7 +1322,7 @@ SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     v_metrics jsonb[];
-    v_claimed record;
+    v_completed bigint[];
 BEGIN
     IF p_metrics IS NOT NULL THEN
         IF jsonb_typeof(p_metrics) <> 'array' THEN
@@ -1336,23 +1336,17 @@ BEGIN
             ORDER BY e.n
         );
     END IF;
-    completed := pgcoord.campaign_completed(p_message_ids, p_claim_tokens, v_metrics);
-    FOR v_claimed IN
-        SELECT c.message_id, c.run_id, c.recipient, c.payload, c.attempt, c.claim_token,
-            c.scheduled_at
-        FROM pgcoord.campaign_claim(p_worker, p_limit, p_lease, p_run_id) AS c
-    LOOP
-        message_id := v_claimed.message_id;
-        run_id := v_claimed.run_id;
-        recipient := v_claimed.recipient;
-        payload := v_claimed.payload;
-        attempt := v_claimed.attempt;
-        claim_token := v_claimed.claim_token;
-        scheduled_at := v_claimed.scheduled_at;
-        RETURN NEXT;
-        completed := NULL;
-    END LOOP;
-    IF message_id IS NULL THEN
+    v_completed := pgcoord.campaign_completed(p_message_ids, p_claim_tokens, v_metrics);
+    RETURN QUERY
+    SELECT
+        CASE WHEN c.n = 1 THEN v_completed END,
+        c.message_id, c.run_id, c.recipient, c.payload, c.attempt, c.claim_token, c.scheduled_at
+    FROM pgcoord.campaign_claim(p_worker, p_limit, p_lease, p_run_id) WITH ORDINALITY AS c (
+        message_id, run_id, recipient, payload, attempt, claim_token, scheduled_at, n
+    )
+    ORDER BY c.n;
+    IF NOT FOUND THEN
+        completed := v_completed;
         RETURN NEXT;
     END IF;
 END;
