@@ -72,8 +72,7 @@ CAMPAIGN_HELPERS: dict[str, tuple[str, str]] = {
     ),
     "campaign_completed_then_claim": (
         "p_message_ids bigint[], p_claim_tokens bigint[], p_metrics jsonb, p_worker text,"
-        " p_limit integer DEFAULT 15, p_lease interval DEFAULT '00:05:00'::interval,"
-        " p_run_id bigint DEFAULT NULL::bigint",
+        " p_limit integer, p_lease interval, p_run_id bigint",
         "TABLE(completed bigint[], message_id bigint, run_id bigint, recipient text,"
         " payload jsonb, attempt integer, claim_token bigint,"
         " scheduled_at timestamp with time zone)",

@@ -5,15 +5,17 @@
 -- every other column NULL. p_metrics is one JSON array of objects (or NULL): what a
 -- client sends as one value, unpacked here. A function so that the statement a client
 -- sends is a plain call, cheap to parse and plan each time (a client that cannot prepare
--- it, behind a transaction-mode pooler, parses and plans it on every call).
+-- it, behind a transaction-mode pooler, parses and plans it on every call). Every
+-- argument is given: the defaults are campaign_claim's, kept there alone (p_run_id NULL:
+-- every run).
 CREATE OR REPLACE FUNCTION pgcoord.campaign_completed_then_claim(
     p_message_ids bigint[],
     p_claim_tokens bigint[],
     p_metrics jsonb,
     p_worker text,
-    p_limit integer DEFAULT 15,
-    p_lease interval DEFAULT interval '5 minutes',
-    p_run_id bigint DEFAULT NULL
+    p_limit integer,
+    p_lease interval,
+    p_run_id bigint
 )
 RETURNS TABLE (
     completed bigint[],
