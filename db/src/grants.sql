@@ -75,6 +75,7 @@ GRANT EXECUTE ON FUNCTION
 pgcoord.campaign_complete_many(bigint[], bigint[], jsonb[]) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION
 pgcoord.campaign_completed(bigint[], bigint[], jsonb[]) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.campaign_metrics(jsonb) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_completed_then_claim(
     bigint[], bigint[], jsonb, text, integer, interval, bigint
 ) TO pgcoord_client;

@@ -115,13 +115,9 @@ CAMPAIGN_COMPLETE: LiteralString = (
     "SELECT pgcoord.campaign_complete(p_message_id => %(message_id)s,"
     " p_claim_token => %(claim_token)s, p_metrics => %(metrics)s)"
 )
-# the metrics of many messages travel as one JSON array, unpacked into the jsonb[] the
-# function takes (one value to encode, not an array of JSON texts, each quoted again)
-_METRICS: LiteralString = (
-    " p_metrics => CASE WHEN j.metrics IS NOT NULL THEN ARRAY(SELECT e.m"
-    " FROM jsonb_array_elements(j.metrics) WITH ORDINALITY AS e (m, n) ORDER BY e.n) END)"
-    " FROM (SELECT %(metrics)s::jsonb AS metrics) AS j"
-)
+# the metrics of many messages travel as one JSON array (one value to encode), which
+# pgcoord.campaign_metrics unpacks into the jsonb[] the completions take
+_METRICS: LiteralString = " p_metrics => pgcoord.campaign_metrics(%(metrics)s::jsonb))"
 CAMPAIGN_COMPLETE_MANY: LiteralString = (
     "SELECT pgcoord.campaign_complete_many(p_message_ids => %(message_ids)s::text::bigint[],"
     " p_claim_tokens => %(claim_tokens)s::text::bigint[]," + _METRICS

@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from pgcoord import InvalidArgument, campaigns, sql
+from pgcoord.arrays import bigints
 
 RUN_SIZE = 20
 
@@ -110,8 +111,8 @@ def test_claims_in_due_order_and_sends_the_completed_ids_once(
     first = campaigns.campaign_claim(conn, "w", 5, run_id=run_id)
     assert [m.recipient for m in first] == [f"r{i}" for i in range(RUN_SIZE - 1, 14, -1)]
     params = {
-        "message_ids": "{" + ",".join(str(m.message_id) for m in first) + "}",
-        "claim_tokens": "{" + ",".join(str(m.claim_token) for m in first) + "}",
+        "message_ids": bigints([m.message_id for m in first]),
+        "claim_tokens": bigints([m.claim_token for m in first]),
         "metrics": None,
         "worker": "w",
         "limit": 10,

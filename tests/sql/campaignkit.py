@@ -56,9 +56,10 @@ CAMPAIGN_CONTRACT: dict[str, tuple[str, str]] = {
 SECTION_3 = tuple(CAMPAIGN_CONTRACT)
 # Not in API.md, granted like the API, for the worker: a heartbeat, giving a claim back
 # without spending a try (a worker that stops), how long an idle worker may sleep, a
-# batched completion answering which messages it marked sent, and that completion
-# followed by the next claim in one call; for operators, a run's throughput, retries,
-# snoozes and handler times, and the retention of ended runs.
+# batched completion answering which messages it marked sent, that completion followed
+# by the next claim in one call, and the metrics of many messages unpacked from one JSON
+# array; for operators, a run's throughput, retries, snoozes and handler times, and the
+# retention of ended runs.
 CAMPAIGN_HELPERS: dict[str, tuple[str, str]] = {
     "campaign_extend": (
         "p_message_id bigint, p_claim_token bigint, p_lease interval DEFAULT '00:05:00'::interval",
@@ -70,6 +71,7 @@ CAMPAIGN_HELPERS: dict[str, tuple[str, str]] = {
         "p_message_ids bigint[], p_claim_tokens bigint[], p_metrics jsonb[] DEFAULT NULL::jsonb[]",
         "bigint[]",
     ),
+    "campaign_metrics": ("p_metrics jsonb", "jsonb[]"),
     "campaign_completed_then_claim": (
         "p_message_ids bigint[], p_claim_tokens bigint[], p_metrics jsonb, p_worker text,"
         " p_limit integer, p_lease interval, p_run_id bigint",

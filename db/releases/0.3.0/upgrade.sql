@@ -1291,8 +1291,8 @@ COMMENT ON FUNCTION pgcoord.campaign_completed(bigint[], bigint[], jsonb[]) IS
 -- its successes, then campaign_claim, which sees them, in one transaction. Rows come in
 -- claim order; `completed` (the ids campaign_completed marked sent) is set on the first
 -- row only and NULL on the others; when nothing is claimed, one row with `completed` and
--- every other column NULL. p_metrics is one JSON array of objects (or NULL): what a
--- client sends as one value, unpacked here. A function so that the statement a client
+-- every other column NULL. p_metrics is one JSON array of objects (or NULL), as
+-- campaign_metrics takes it. A function so that the statement a client
 -- sends is a plain call, cheap to parse and plan each time (a client that cannot prepare
 -- it, behind a transaction-mode pooler, parses and plans it on every call). Every
 -- argument is given: the defaults are campaign_claim's, kept there alone (p_run_id NULL:
@@ -1323,22 +1323,11 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
-    v_metrics jsonb[];
     v_completed bigint[];
 BEGIN
-    IF p_metrics IS NOT NULL THEN
-        IF jsonb_typeof(p_metrics) <> 'array' THEN
-            PERFORM pgcoord.raise_bad_argument(
-                'p_metrics', p_metrics, 'NULL or a JSON array of objects'
-            );
-        END IF;
-        v_metrics := array(
-            SELECT e.metrics
-            FROM jsonb_array_elements(p_metrics) WITH ORDINALITY AS e (metrics, n)
-            ORDER BY e.n
-        );
-    END IF;
-    v_completed := pgcoord.campaign_completed(p_message_ids, p_claim_tokens, v_metrics);
+    v_completed := pgcoord.campaign_completed(
+        p_message_ids, p_claim_tokens, pgcoord.campaign_metrics(p_metrics)
+    );
     RETURN QUERY
     SELECT
         CASE WHEN c.n = 1 THEN v_completed END,
@@ -1913,6 +1902,38 @@ COMMENT ON FUNCTION pgcoord.campaign_give_back(
 'p_now + p_delay (p_error NULL, no try spent; counted as a snooze when p_snooze), or '
 'after a failed try p_error pending at its backoff (or p_delay when later) or failed for '
 'good; no row when the claim is not current. Errors: none.';
+
+-- db/src/functions/campaign_metrics.sql
+-- The metrics of many messages as a client sends them, one JSON array (one value to
+-- encode, not an array of JSON texts, each quoted again), as the jsonb[] that
+-- campaign_completed and campaign_complete_many take: element i for message i, in order.
+-- NULL stays NULL ({} for each). Whether each element is an object is the completion's
+-- check.
+CREATE OR REPLACE FUNCTION pgcoord.campaign_metrics(p_metrics jsonb)
+RETURNS jsonb[]
+LANGUAGE plpgsql
+IMMUTABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_metrics IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF jsonb_typeof(p_metrics) <> 'array' THEN
+        PERFORM pgcoord.raise_bad_argument('p_metrics', p_metrics, 'NULL or a JSON array of objects');
+    END IF;
+    RETURN array(
+        SELECT e.metrics
+        FROM jsonb_array_elements(p_metrics) WITH ORDINALITY AS e (metrics, n)
+        ORDER BY e.n
+    );
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.campaign_metrics(jsonb) IS
+'Many messages'' metrics, one JSON array (or NULL), as the jsonb[] the completions take. '
+'Errors: 22023 p_metrics not an array.';
 
 -- db/src/functions/campaign_prune.sql
 -- Retention: delete the messages of runs that ended (finished or cancelled) more than
@@ -3475,6 +3496,7 @@ GRANT EXECUTE ON FUNCTION
 pgcoord.campaign_complete_many(bigint[], bigint[], jsonb[]) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION
 pgcoord.campaign_completed(bigint[], bigint[], jsonb[]) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.campaign_metrics(jsonb) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_completed_then_claim(
     bigint[], bigint[], jsonb, text, integer, interval, bigint
 ) TO pgcoord_client;

@@ -2,8 +2,8 @@
 -- its successes, then campaign_claim, which sees them, in one transaction. Rows come in
 -- claim order; `completed` (the ids campaign_completed marked sent) is set on the first
 -- row only and NULL on the others; when nothing is claimed, one row with `completed` and
--- every other column NULL. p_metrics is one JSON array of objects (or NULL): what a
--- client sends as one value, unpacked here. A function so that the statement a client
+-- every other column NULL. p_metrics is one JSON array of objects (or NULL), as
+-- campaign_metrics takes it. A function so that the statement a client
 -- sends is a plain call, cheap to parse and plan each time (a client that cannot prepare
 -- it, behind a transaction-mode pooler, parses and plans it on every call). Every
 -- argument is given: the defaults are campaign_claim's, kept there alone (p_run_id NULL:
@@ -34,22 +34,11 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
-    v_metrics jsonb[];
     v_completed bigint[];
 BEGIN
-    IF p_metrics IS NOT NULL THEN
-        IF jsonb_typeof(p_metrics) <> 'array' THEN
-            PERFORM pgcoord.raise_bad_argument(
-                'p_metrics', p_metrics, 'NULL or a JSON array of objects'
-            );
-        END IF;
-        v_metrics := array(
-            SELECT e.metrics
-            FROM jsonb_array_elements(p_metrics) WITH ORDINALITY AS e (metrics, n)
-            ORDER BY e.n
-        );
-    END IF;
-    v_completed := pgcoord.campaign_completed(p_message_ids, p_claim_tokens, v_metrics);
+    v_completed := pgcoord.campaign_completed(
+        p_message_ids, p_claim_tokens, pgcoord.campaign_metrics(p_metrics)
+    );
     RETURN QUERY
     SELECT
         CASE WHEN c.n = 1 THEN v_completed END,
