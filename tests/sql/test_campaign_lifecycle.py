@@ -239,6 +239,24 @@ def test_an_orphan_whose_lost_lease_was_its_last_try_fails_for_good(conn: Conn) 
     assert counts(conn, run_id) == (0, 2, 0, 1, 0, 3)
 
 
+def test_a_claim_fills_its_limit_past_orphans_that_fail_for_good(conn: Conn) -> None:
+    """The claim reads a run's due groups through a cursor of at most p_limit groups;
+    orphans that fail for good take a group and no message, so the claim reads on past
+    them: as many as it asks for, the orphans oldest first."""
+    run_id = create(conn, max_retries=0)
+    orphans = [m for n in range(3) for m in enqueue_many(conn, run_id, 1, prefix=f"o{n}")]
+    held = claim(conn, limit=3, lease=SHORT)
+    assert [c.message_id for c in held] == orphans, "three groups of one"
+    until_lease_ran_out(conn, orphans[-1])
+    waiting = enqueue_many(conn, run_id, 4, prefix="w")  # due after the orphans
+
+    assert [c.message_id for c in claim(conn, limit=2)] == waiting[:2]
+    for message_id in orphans:
+        row = status_of(conn, message_id)
+        assert (row.status, row.last_error) == ("failed", "lease expired")
+    assert counts(conn, run_id) == (2, 2, 0, 3, 0, 7)
+
+
 def test_late_calls_succeed_while_no_other_claim_took_over(conn: Conn) -> None:
     run_id = create(conn, retry_backoff=[timedelta(0)])
     ids = enqueue_many(conn, run_id, 7)

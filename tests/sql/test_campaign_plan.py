@@ -8,21 +8,18 @@ index read backwards), whatever the run's length."""
 from __future__ import annotations
 
 import pytest
-from campaignkit import claim, counts, create, stats_of
+from campaignkit import claim, counts, create, enqueue, item, stats_of
 from sqlkit import Conn, scalar
 from test_inbox_plan import nodes, scans_of
 
 MESSAGES, SENT = 1_000_000, 990_000
 BUFFERS_PER_MESSAGE = 10
 
-# campaign_claim's candidate query for one run (db/src/functions/campaign_claim.sql),
-# with its variables as parameters: p_run_id and v_now
+# campaign_claim's cursor over one run's due groups (db/src/functions/campaign_claim.sql),
+# with its variables as parameters: the run's id, v_now and p_limit
 CANDIDATES = (
-    "SELECT g.token FROM pgcoord.campaign_runs AS r CROSS JOIN LATERAL ("
-    " SELECT q.token, q.run_id, q.claimed_by, q.tries, q.message_ids"
-    " FROM pgcoord.campaign_queue AS q WHERE q.run_id = r.id AND q.due_at <= $2"
-    " ORDER BY q.due_at LIMIT 1 FOR UPDATE SKIP LOCKED) AS g"
-    " WHERE r.id = $1 AND r.status = 'running'"
+    "SELECT q.* FROM pgcoord.campaign_queue AS q WHERE q.run_id = $1 AND q.due_at <= $2"
+    " ORDER BY q.due_at LIMIT $3 FOR UPDATE SKIP LOCKED"
 )
 
 
@@ -65,9 +62,9 @@ def big_run(conn: Conn) -> int:
 
 def queue_scans(conn: Conn, plan_cache_mode: str, run_id: int) -> list[tuple[str, str | None]]:
     """How the candidate query, planned custom or generic, reads pgcoord.campaign_queue."""
-    values = f"{int(run_id)}, clock_timestamp()"
+    values = f"{int(run_id)}, clock_timestamp(), 15"
     return scans_of(
-        conn, plan_cache_mode, CANDIDATES, "bigint, timestamptz", values, "campaign_queue"
+        conn, plan_cache_mode, CANDIDATES, "bigint, timestamptz, integer", values, "campaign_queue"
     )
 
 
@@ -158,3 +155,20 @@ def assert_the_stats_read_the_recent_sends_only(conn: Conn, run_id: int, pages: 
     assert (row.retries, row.snoozes) == (0, 0)
     # the last 1000 sent took 0 to 99 ms, ten of each
     assert (row.handler_p50_ms, row.handler_p95_ms) == (49.5, pytest.approx(94.05))
+
+
+def test_a_claim_of_messages_enqueued_one_at_a_time_descends_the_index_once(conn: Conn) -> None:
+    """Messages enqueued one per call are groups of one: a claim of 15 from the one
+    running run takes 15 groups through one scan of campaign_queue_due, not one per group
+    (each scan steps over the entries of every group claimed since the last vacuum)."""
+    run_id = create(conn, "one at a time")
+    for n in range(20):
+        enqueue(conn, run_id, [item(f"+1555{n}")])
+    for given in (None, run_id):
+        with conn.transaction():
+            [before] = index_scans(conn, "campaign_queue_due")
+            claimed = claim(conn, limit=15 if given is None else 5, run_id=given)
+            [after] = index_scans(conn, "campaign_queue_due")
+        assert len({c.claim_token for c in claimed}) == len(claimed)
+        assert after - before == 1, f"{after - before} scans of the index for one claim"
+    assert [c.recipient for c in claimed] == [f"+1555{n}" for n in range(15, 20)], "oldest first"

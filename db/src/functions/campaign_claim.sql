@@ -4,9 +4,14 @@
 -- each became due: its scheduled_at, its retry time after a fail or snooze, its lease's
 -- end for an orphan. Groups are taken one at a time, the oldest due group of any
 -- running run that no other claimer holds (FOR UPDATE SKIP LOCKED): claimers never wait
--- on each other nor share a message. With several running runs, each step locks the
--- oldest due group of each and takes the oldest of these; the others stay locked by the
--- claim until it commits (a few rows, skipped meanwhile by other claimers).
+-- on each other nor share a message. With one running run (or p_run_id given), its due
+-- groups are read through one cursor per claim, in due order (a cursor locks only the
+-- groups it has fetched): the claim descends the run's index once however many groups
+-- it takes, so it steps over the entries of the groups claimed since the last vacuum,
+-- which lie before the due ones, once per claim and not once per group (messages
+-- enqueued one per call are groups of one). With several running runs, each step locks
+-- the oldest due group of each and takes the oldest of these; the others stay locked by
+-- the claim until it commits (a few rows, skipped meanwhile by other claimers).
 -- A lost lease counts as a failed try: attempt = 1 + failed tries. When it was the
 -- message's last allowed try (tries > the run's max_retries), the message is not sent
 -- again: it ends 'failed' with the error 'lease expired', and is not returned.
@@ -36,6 +41,11 @@ AS $$
 DECLARE
     v_now constant timestamptz := clock_timestamp();
     v_left integer := p_limit;
+    v_runs integer;
+    v_run bigint;
+    v_max_retries integer;
+    v_cursor refcursor;
+    v_fetched integer := 0;
     v_group record;
     v_size integer;
     v_take integer;
@@ -64,8 +74,39 @@ BEGIN
         );
     END IF;
 
-    LOOP
-        IF p_run_id IS NULL THEN
+    -- the running runs (p_run_id when given): with one, its due groups come through one
+    -- cursor, in due order, at most p_limit of them (a group holds one message or more)
+    SELECT count(*)::integer, min(r.id), min(r.max_retries)
+    INTO v_runs, v_run, v_max_retries
+    FROM pgcoord.campaign_runs AS r
+    WHERE r.status = 'running' AND (r.id = p_run_id OR p_run_id IS NULL);
+
+    WHILE v_left > 0 AND v_runs > 0 LOOP
+        IF v_runs = 1 THEN
+            LOOP
+                IF v_cursor IS NULL THEN
+                    OPEN v_cursor FOR
+                    SELECT
+                        q.token, q.run_id, q.claimed_by, q.tries, q.message_ids,
+                        v_max_retries AS max_retries
+                    FROM pgcoord.campaign_queue AS q
+                    WHERE q.run_id = v_run AND q.due_at <= v_now
+                    ORDER BY q.due_at
+                    LIMIT p_limit
+                    FOR UPDATE SKIP LOCKED;
+                    v_fetched := 0;
+                END IF;
+                FETCH v_cursor INTO v_group;
+                -- its limit reached with messages still wanted: groups failed for good
+                -- on the way (each took a row and no message); the next ones, anew
+                EXIT WHEN FOUND OR v_fetched < p_limit;
+                CLOSE v_cursor;
+                v_cursor := NULL;
+            END LOOP;
+            v_fetched := v_fetched + 1;
+        ELSE
+            -- with several, the oldest due group of each is locked and the oldest of them
+            -- taken, one group per statement
             SELECT g.token, g.run_id, g.claimed_by, g.tries, g.message_ids, r.max_retries
             INTO v_group
             FROM pgcoord.campaign_runs AS r
@@ -77,22 +118,9 @@ BEGIN
                 LIMIT 1
                 FOR UPDATE SKIP LOCKED
             ) AS g
-            WHERE r.status = 'running'
+            WHERE r.status = 'running' AND (r.id = p_run_id OR p_run_id IS NULL)
             ORDER BY g.due_at
             LIMIT 1;
-        ELSE
-            SELECT g.token, g.run_id, g.claimed_by, g.tries, g.message_ids, r.max_retries
-            INTO v_group
-            FROM pgcoord.campaign_runs AS r
-            CROSS JOIN LATERAL (
-                SELECT q.token, q.run_id, q.claimed_by, q.tries, q.message_ids
-                FROM pgcoord.campaign_queue AS q
-                WHERE q.run_id = r.id AND q.due_at <= v_now
-                ORDER BY q.due_at
-                LIMIT 1
-                FOR UPDATE SKIP LOCKED
-            ) AS g
-            WHERE r.id = p_run_id AND r.status = 'running';
         END IF;
         EXIT WHEN NOT FOUND;
 
@@ -111,51 +139,56 @@ BEGIN
             )
             SELECT m.id, gone.run_id, 'failed', v_now, v_tries, gone.snoozes, 'lease expired'
             FROM gone CROSS JOIN LATERAL unnest(gone.message_ids) AS m (id);
-            CONTINUE;
-        END IF;
-
-        v_token := nextval('pgcoord.campaign_token');
-        v_size := cardinality(v_group.message_ids);
-        v_take := least(v_size, v_left);
-        IF v_take = v_size THEN
-            -- the whole group
-            UPDATE pgcoord.campaign_queue AS q
-            SET token = v_token,
-                due_at = v_now + p_lease,
-                claimed_by = p_worker,
-                tries = v_tries,
-                last_error = CASE
-                    WHEN v_group.claimed_by IS NULL THEN q.last_error ELSE 'lease expired'
-                END
-            WHERE q.token = v_group.token;
         ELSE
-            -- the first v_take messages; the rest stay in the row as they were (a HOT
-            -- update: no indexed column changes)
-            WITH rest AS (
+            v_token := nextval('pgcoord.campaign_token');
+            v_size := cardinality(v_group.message_ids);
+            v_take := least(v_size, v_left);
+            IF v_take = v_size THEN
+                -- the whole group
                 UPDATE pgcoord.campaign_queue AS q
-                SET message_ids = q.message_ids[v_take + 1:]
-                WHERE q.token = v_group.token
-                RETURNING q.run_id, q.scheduled_at, q.snoozes, q.last_error
-            )
+                SET token = v_token,
+                    due_at = v_now + p_lease,
+                    claimed_by = p_worker,
+                    tries = v_tries,
+                    last_error = CASE
+                        WHEN v_group.claimed_by IS NULL THEN q.last_error ELSE 'lease expired'
+                    END
+                WHERE q.token = v_group.token;
+            ELSE
+                -- the first v_take messages; the rest stay in the row as they were (a HOT
+                -- update: no indexed column changes)
+                WITH rest AS (
+                    UPDATE pgcoord.campaign_queue AS q
+                    SET message_ids = q.message_ids[v_take + 1:]
+                    WHERE q.token = v_group.token
+                    RETURNING q.run_id, q.scheduled_at, q.snoozes, q.last_error
+                )
 
-            INSERT INTO pgcoord.campaign_queue (
-                token, run_id, due_at, scheduled_at, claimed_by, tries, snoozes, last_error,
-                message_ids
-            )
-            SELECT
-                v_token, rest.run_id, v_now + p_lease, rest.scheduled_at, p_worker, v_tries,
-                rest.snoozes,
-                CASE WHEN v_group.claimed_by IS NULL THEN rest.last_error ELSE 'lease expired' END,
-                v_group.message_ids[:v_take]
-            FROM rest;
+                INSERT INTO pgcoord.campaign_queue (
+                    token, run_id, due_at, scheduled_at, claimed_by, tries, snoozes,
+                    last_error, message_ids
+                )
+                SELECT
+                    v_token, rest.run_id, v_now + p_lease, rest.scheduled_at, p_worker,
+                    v_tries, rest.snoozes,
+                    CASE
+                        WHEN v_group.claimed_by IS NULL THEN rest.last_error
+                        ELSE 'lease expired'
+                    END,
+                    v_group.message_ids[:v_take]
+                FROM rest;
+            END IF;
+
+            v_ids := v_ids || v_group.message_ids[:v_take];
+            v_tokens := v_tokens || array_fill(v_token, ARRAY[v_take]);
+            v_attempts := v_attempts || array_fill(v_tries + 1, ARRAY[v_take]);
+            v_left := v_left - v_take;
         END IF;
-
-        v_ids := v_ids || v_group.message_ids[:v_take];
-        v_tokens := v_tokens || array_fill(v_token, ARRAY[v_take]);
-        v_attempts := v_attempts || array_fill(v_tries + 1, ARRAY[v_take]);
-        v_left := v_left - v_take;
-        EXIT WHEN v_left = 0;
     END LOOP;
+
+    IF v_cursor IS NOT NULL THEN
+        CLOSE v_cursor;
+    END IF;
 
     IF cardinality(v_ids) = 0 THEN
         IF p_run_id IS NOT NULL AND NOT EXISTS (
