@@ -4,14 +4,15 @@
 -- each became due: its scheduled_at, its retry time after a fail or snooze, its lease's
 -- end for an orphan. Groups are taken one at a time, the oldest due group of any
 -- running run that no other claimer holds (FOR UPDATE SKIP LOCKED): claimers never wait
--- on each other nor share a message. With one running run (or p_run_id given), its due
--- groups are read through one cursor per claim, in due order (a cursor locks only the
--- groups it has fetched): the claim descends the run's index once however many groups
--- it takes, so it steps over the entries of the groups claimed since the last vacuum,
--- which lie before the due ones, once per claim and not once per group (messages
--- enqueued one per call are groups of one). With several running runs, each step locks
--- the oldest due group of each and takes the oldest of these; the others stay locked by
--- the claim until it commits (a few rows, skipped meanwhile by other claimers).
+-- on each other nor share a message. Each step locks the oldest due group of each
+-- running run and takes the oldest of these; the others stay locked by the claim until
+-- it commits (a few rows, skipped meanwhile by other claimers). When more messages are
+-- wanted after the first group (groups of fewer messages than the limit, as an enqueue
+-- of one message per call makes) and one run is running (or p_run_id is given), the rest
+-- come through one cursor over that run's due groups, in due order (a cursor locks only
+-- the groups it has fetched): the claim descends the run's index twice however many
+-- groups it takes, so it steps over the entries of the groups claimed since the last
+-- vacuum, which lie before the due ones, twice per claim and not once per group.
 -- A lost lease counts as a failed try: attempt = 1 + failed tries. When it was the
 -- message's last allowed try (tries > the run's max_retries), the message is not sent
 -- again: it ends 'failed' with the error 'lease expired', and is not returned.
@@ -41,11 +42,12 @@ AS $$
 DECLARE
     v_now constant timestamptz := clock_timestamp();
     v_left integer := p_limit;
-    v_runs integer;
+    v_one_run boolean;  -- NULL until the first group is taken
     v_run bigint;
     v_max_retries integer;
-    v_cursor refcursor;
-    v_fetched integer := 0;
+    v_cursor refcursor;  -- NULL until opened
+    v_open boolean := false;  -- whether to open it (again) before the next group
+    v_fetched integer := 0;  -- the groups it gave
     v_group record;
     v_size integer;
     v_take integer;
@@ -74,39 +76,23 @@ BEGIN
         );
     END IF;
 
-    -- the running runs (p_run_id when given): with one, its due groups come through one
-    -- cursor, in due order, at most p_limit of them (a group holds one message or more)
-    SELECT count(*)::integer, min(r.id), min(r.max_retries)
-    INTO v_runs, v_run, v_max_retries
-    FROM pgcoord.campaign_runs AS r
-    WHERE r.status = 'running' AND (r.id = p_run_id OR p_run_id IS NULL);
-
-    WHILE v_left > 0 AND v_runs > 0 LOOP
-        IF v_runs = 1 THEN
-            LOOP
-                IF v_cursor IS NULL THEN
-                    OPEN v_cursor FOR
-                    SELECT
-                        q.token, q.run_id, q.claimed_by, q.tries, q.message_ids,
-                        v_max_retries AS max_retries
-                    FROM pgcoord.campaign_queue AS q
-                    WHERE q.run_id = v_run AND q.due_at <= v_now
-                    ORDER BY q.due_at
-                    LIMIT p_limit
-                    FOR UPDATE SKIP LOCKED;
-                    v_fetched := 0;
-                END IF;
-                FETCH v_cursor INTO v_group;
-                -- its limit reached with messages still wanted: groups failed for good
-                -- on the way (each took a row and no message); the next ones, anew
-                EXIT WHEN FOUND OR v_fetched < p_limit;
-                CLOSE v_cursor;
-                v_cursor := NULL;
-            END LOOP;
-            v_fetched := v_fetched + 1;
-        ELSE
-            -- with several, the oldest due group of each is locked and the oldest of them
-            -- taken, one group per statement
+    LOOP
+        IF v_open THEN
+            OPEN v_cursor FOR
+            SELECT
+                q.token, q.run_id, q.claimed_by, q.tries, q.message_ids,
+                v_max_retries AS max_retries
+            FROM pgcoord.campaign_queue AS q
+            WHERE q.run_id = v_run AND q.due_at <= v_now
+            ORDER BY q.due_at
+            LIMIT p_limit
+            FOR UPDATE SKIP LOCKED;
+            v_open := false;
+            v_fetched := 0;
+        END IF;
+        IF v_cursor IS NULL THEN
+            -- the oldest due group of each running run (of p_run_id when given) is
+            -- locked and the oldest of these taken: one statement per group
             SELECT g.token, g.run_id, g.claimed_by, g.tries, g.message_ids, r.max_retries
             INTO v_group
             FROM pgcoord.campaign_runs AS r
@@ -121,6 +107,17 @@ BEGIN
             WHERE r.status = 'running' AND (r.id = p_run_id OR p_run_id IS NULL)
             ORDER BY g.due_at
             LIMIT 1;
+        ELSE
+            -- the run's next due group through its cursor
+            FETCH v_cursor INTO v_group;
+            IF NOT FOUND AND v_fetched = p_limit THEN
+                -- its limit reached with messages still wanted: groups failed for good
+                -- on the way (each took a row and no message); the next ones, anew
+                CLOSE v_cursor;
+                v_open := true;
+                CONTINUE;
+            END IF;
+            v_fetched := v_fetched + 1;
         END IF;
         EXIT WHEN NOT FOUND;
 
@@ -183,6 +180,22 @@ BEGIN
             v_tokens := v_tokens || array_fill(v_token, ARRAY[v_take]);
             v_attempts := v_attempts || array_fill(v_tries + 1, ARRAY[v_take]);
             v_left := v_left - v_take;
+        END IF;
+        EXIT WHEN v_left = 0;
+
+        -- more wanted after the first group (groups of fewer messages than the limit, as
+        -- an enqueue of one message per call makes): from one running run, the rest come
+        -- through one cursor over its due groups in due order, one descent of its index
+        -- for the whole claim (a cursor locks only the groups it has fetched)
+        IF v_one_run IS NULL THEN
+            v_one_run := p_run_id IS NOT NULL OR (
+                SELECT count(*) FROM pgcoord.campaign_runs AS r WHERE r.status = 'running'
+            ) = 1;
+            IF v_one_run THEN
+                v_run := v_group.run_id;
+                v_max_retries := v_group.max_retries;
+                v_open := true;
+            END IF;
         END IF;
     END LOOP;
 
