@@ -60,8 +60,8 @@ FROM generate_series(1, %(count)s) AS n
 """
 
 PGCOORD_TABLES: LiteralString = (
-    "pgcoord.campaign_runs, pgcoord.campaign_messages, pgcoord.campaign_queue, "
-    "pgcoord.campaign_outcomes"
+    "pgcoord.campaign_runs, pgcoord.campaign_enqueues, pgcoord.campaign_messages, "
+    "pgcoord.campaign_queue, pgcoord.campaign_outcomes"
 )
 
 

@@ -17,10 +17,12 @@
 -- its own). A sent message leaves the queue, so the queue and its indexes stay the size
 -- of the backlog however many messages were sent, and the claim reads a few pages per
 -- message however old the run is. A claim, a complete_many, a fail are each one
--- transaction of a few statements; no claim or completion writes a shared row. Progress
--- is counted without reading the sent messages: total and skipped are counters kept on
--- the run by enqueue and skip_stale, pending and processing are summed over the run's
--- queue rows, failed is counted on a partial index, and sent is what remains.
+-- transaction of a few statements; no enqueue, claim or completion writes a shared row.
+-- Progress is counted without reading the sent messages: total is summed over the run's
+-- rows of campaign_enqueues (one per enqueue call) less what campaign_prune deleted,
+-- skipped is a counter kept on the run by skip_stale, pending and processing are summed
+-- over the run's queue rows, failed is counted on a partial index, and sent is what
+-- remains.
 --
 -- Claim tokens come from one sequence, one per group and claim, so a newer claim of a
 -- message always has a larger token. A group's token is its key: complete, fail, snooze,
@@ -29,8 +31,11 @@
 -- extends them all). A group is due at due_at: its scheduled (or retry) time while
 -- pending, its lease's end while held (an orphan is a held group whose lease has run out).
 
--- One row per run. The counters change only with an enqueue (total) or a skip_stale
--- (skipped), under the run's row lock, so a claim or a completion never writes here.
+-- One row per run. Its counters change only with a skip_stale (skipped) or a prune
+-- (pruned, and skipped), so an enqueue (which only locks the row), a claim or a
+-- completion never writes here: a counter that every enqueue updated would leave a
+-- version of this row per enqueue call, and while a long transaction holds back vacuum
+-- every enqueue and claim would walk them all.
 CREATE TABLE IF NOT EXISTS pgcoord.campaign_runs (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     name text NOT NULL,
@@ -41,12 +46,8 @@ CREATE TABLE IF NOT EXISTS pgcoord.campaign_runs (
     stale_after interval NOT NULL,
     created_at timestamptz NOT NULL,
     status_changed_at timestamptz NOT NULL,
-    total bigint NOT NULL DEFAULT 0,  -- messages enqueued (less those pruned)
     skipped bigint NOT NULL DEFAULT 0,  -- messages skipped as stale (less those pruned)
-    -- the ids of its first and last message: campaign_prune finds its messages between
-    -- them (ids grow with each enqueue, which holds the run's row lock)
-    first_message_id bigint,
-    last_message_id bigint
+    pruned bigint NOT NULL DEFAULT 0  -- messages deleted by campaign_prune
 ) WITH (fillfactor = 80);
 
 -- the claim's way to the running runs (few, however many runs are kept)
@@ -61,6 +62,21 @@ CREATE TABLE IF NOT EXISTS pgcoord.campaign_messages (
     recipient text NOT NULL,
     payload jsonb NOT NULL,
     scheduled_at timestamptz NOT NULL
+) WITH (fillfactor = 100);
+
+-- One row per enqueue call that stored messages: how many, and the ids of the first and
+-- the last (ids grow with each enqueue, which holds the run's row lock, so a run's calls
+-- never overlap; another run's messages may lie between). Insert-only: a run's total is
+-- the sum of its rows (less its pruned counter), and campaign_prune finds its messages
+-- between the smallest and the largest id. A run enqueued in batches has a row per
+-- batch; one enqueued a message per call, a row per message (an entry of the primary
+-- key, read by campaign_progress and campaign_prune only).
+CREATE TABLE IF NOT EXISTS pgcoord.campaign_enqueues (
+    run_id bigint NOT NULL,
+    first_message_id bigint NOT NULL,
+    last_message_id bigint NOT NULL,
+    messages integer NOT NULL,
+    PRIMARY KEY (run_id, first_message_id) INCLUDE (last_message_id, messages)
 ) WITH (fillfactor = 100);
 
 -- Open work: groups of up to 15 messages of one run in one state. claimed_by is NULL

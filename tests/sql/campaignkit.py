@@ -405,11 +405,21 @@ def status_of(conn: Conn, message_id: int) -> MessageStatus:
     return row
 
 
+# every table of section 3
+TABLES = (
+    "campaign_runs",
+    "campaign_enqueues",
+    "campaign_messages",
+    "campaign_queue",
+    "campaign_outcomes",
+)
+
+
 def snapshot(conn: Conn) -> dict[str, Any]:
     """Everything section 3 stores, and the sequences behind its ids and tokens."""
     state: dict[str, Any] = {
         table: conn.execute(f"SELECT * FROM pgcoord.{table} ORDER BY 1").fetchall()
-        for table in ("campaign_runs", "campaign_messages", "campaign_queue", "campaign_outcomes")
+        for table in TABLES
     }
     state["campaign_token"] = conn.execute(
         "SELECT last_value, is_called FROM pgcoord.campaign_token"

@@ -8,7 +8,7 @@ index read backwards), whatever the run's length."""
 from __future__ import annotations
 
 import pytest
-from campaignkit import claim, counts, create, enqueue, item, stats_of
+from campaignkit import TABLES, claim, counts, create, enqueue, item, stats_of
 from sqlkit import Conn, scalar
 from test_inbox_plan import nodes, scans_of
 
@@ -53,8 +53,13 @@ def big_run(conn: Conn) -> int:
         " GROUP BY p.g",
         {"run": run_id, "sent": SENT},
     )
-    conn.execute("UPDATE pgcoord.campaign_runs SET total = %s WHERE id = %s", (MESSAGES, run_id))
-    for table in ("campaign_runs", "campaign_messages", "campaign_queue", "campaign_outcomes"):
+    conn.execute(
+        "INSERT INTO pgcoord.campaign_enqueues"
+        " SELECT run_id, min(id), max(id), count(*) FROM pgcoord.campaign_messages"
+        " WHERE run_id = %s GROUP BY run_id",
+        (run_id,),
+    )
+    for table in TABLES:
         conn.execute(f"ANALYZE pgcoord.{table}")
     assert counts(conn, run_id) == (MESSAGES - SENT, 0, SENT, 0, 0, MESSAGES)
     return run_id

@@ -13,6 +13,7 @@ from typing import Any
 
 from campaignkit import (
     GROUP_SIZE,
+    TABLES,
     claim,
     complete,
     complete_all,
@@ -52,9 +53,9 @@ def rows_of(conn: Conn, run_ids: list[int]) -> dict[str, Any]:
         table: [
             row
             for row in state[table]
-            if (row[0] if table == "campaign_runs" else row[1]) in run_ids
+            if (row[0] if table in ("campaign_runs", "campaign_enqueues") else row[1]) in run_ids
         ]
-        for table in ("campaign_runs", "campaign_messages", "campaign_queue", "campaign_outcomes")
+        for table in TABLES
     }
 
 

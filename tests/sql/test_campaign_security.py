@@ -7,12 +7,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from campaignkit import HELPERS, SECTION_3, VIEWS
+from campaignkit import HELPERS, SECTION_3, TABLES, VIEWS
 from psycopg import sql
 from sqlkit import Conn, one_row, scalar
 from test_lock_security import assert_refused, connect_as
-
-TABLES = ("campaign_runs", "campaign_messages", "campaign_queue", "campaign_outcomes")
 
 
 def test_only_pgcoord_client_may_execute_the_campaign_functions(conn: Conn) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from campaignkit import (
     SHORT,
+    TABLES,
     claim,
     claim_one,
     complete,
@@ -87,7 +88,7 @@ SCENARIOS: dict[str, dict[str, Callable[[Conn], Any]]] = {
 
 
 def setup(conn: Conn) -> None:
-    for table in ("campaign_runs", "campaign_messages", "campaign_queue", "campaign_outcomes"):
+    for table in TABLES:
         conn.execute(f"DELETE FROM pgcoord.{table}")
     STATE["run"] = run_id = create(conn)
     enqueue_many(conn, run_id, 3)

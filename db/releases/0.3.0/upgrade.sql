@@ -161,10 +161,12 @@ CREATE SEQUENCE IF NOT EXISTS pgcoord.claim_token AS bigint;
 -- its own). A sent message leaves the queue, so the queue and its indexes stay the size
 -- of the backlog however many messages were sent, and the claim reads a few pages per
 -- message however old the run is. A claim, a complete_many, a fail are each one
--- transaction of a few statements; no claim or completion writes a shared row. Progress
--- is counted without reading the sent messages: total and skipped are counters kept on
--- the run by enqueue and skip_stale, pending and processing are summed over the run's
--- queue rows, failed is counted on a partial index, and sent is what remains.
+-- transaction of a few statements; no enqueue, claim or completion writes a shared row.
+-- Progress is counted without reading the sent messages: total is summed over the run's
+-- rows of campaign_enqueues (one per enqueue call) less what campaign_prune deleted,
+-- skipped is a counter kept on the run by skip_stale, pending and processing are summed
+-- over the run's queue rows, failed is counted on a partial index, and sent is what
+-- remains.
 --
 -- Claim tokens come from one sequence, one per group and claim, so a newer claim of a
 -- message always has a larger token. A group's token is its key: complete, fail, snooze,
@@ -173,8 +175,11 @@ CREATE SEQUENCE IF NOT EXISTS pgcoord.claim_token AS bigint;
 -- extends them all). A group is due at due_at: its scheduled (or retry) time while
 -- pending, its lease's end while held (an orphan is a held group whose lease has run out).
 
--- One row per run. The counters change only with an enqueue (total) or a skip_stale
--- (skipped), under the run's row lock, so a claim or a completion never writes here.
+-- One row per run. Its counters change only with a skip_stale (skipped) or a prune
+-- (pruned, and skipped), so an enqueue (which only locks the row), a claim or a
+-- completion never writes here: a counter that every enqueue updated would leave a
+-- version of this row per enqueue call, and while a long transaction holds back vacuum
+-- every enqueue and claim would walk them all.
 CREATE TABLE IF NOT EXISTS pgcoord.campaign_runs (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     name text NOT NULL,
@@ -185,12 +190,8 @@ CREATE TABLE IF NOT EXISTS pgcoord.campaign_runs (
     stale_after interval NOT NULL,
     created_at timestamptz NOT NULL,
     status_changed_at timestamptz NOT NULL,
-    total bigint NOT NULL DEFAULT 0,  -- messages enqueued (less those pruned)
     skipped bigint NOT NULL DEFAULT 0,  -- messages skipped as stale (less those pruned)
-    -- the ids of its first and last message: campaign_prune finds its messages between
-    -- them (ids grow with each enqueue, which holds the run's row lock)
-    first_message_id bigint,
-    last_message_id bigint
+    pruned bigint NOT NULL DEFAULT 0  -- messages deleted by campaign_prune
 ) WITH (fillfactor = 80);
 
 -- the claim's way to the running runs (few, however many runs are kept)
@@ -205,6 +206,21 @@ CREATE TABLE IF NOT EXISTS pgcoord.campaign_messages (
     recipient text NOT NULL,
     payload jsonb NOT NULL,
     scheduled_at timestamptz NOT NULL
+) WITH (fillfactor = 100);
+
+-- One row per enqueue call that stored messages: how many, and the ids of the first and
+-- the last (ids grow with each enqueue, which holds the run's row lock, so a run's calls
+-- never overlap; another run's messages may lie between). Insert-only: a run's total is
+-- the sum of its rows (less its pruned counter), and campaign_prune finds its messages
+-- between the smallest and the largest id. A run enqueued in batches has a row per
+-- batch; one enqueued a message per call, a row per message (an entry of the primary
+-- key, read by campaign_progress and campaign_prune only).
+CREATE TABLE IF NOT EXISTS pgcoord.campaign_enqueues (
+    run_id bigint NOT NULL,
+    first_message_id bigint NOT NULL,
+    last_message_id bigint NOT NULL,
+    messages integer NOT NULL,
+    PRIMARY KEY (run_id, first_message_id) INCLUDE (last_message_id, messages)
 ) WITH (fillfactor = 100);
 
 -- Open work: groups of up to 15 messages of one run in one state. claimed_by is NULL
@@ -1707,12 +1723,8 @@ BEGIN
     INTO v_first, v_low, v_high
     FROM (SELECT min(stored.id) AS low, max(stored.id) AS high FROM stored) AS ids;
 
-    UPDATE pgcoord.campaign_runs AS r
-    SET
-        total = r.total + v_count,
-        first_message_id = least(r.first_message_id, v_low),
-        last_message_id = greatest(r.last_message_id, v_high)
-    WHERE r.id = p_run_id;
+    INSERT INTO pgcoord.campaign_enqueues (run_id, first_message_id, last_message_id, messages)
+    VALUES (p_run_id, v_low, v_high, v_count);
 
     IF v_status = 'running' THEN
         PERFORM pgcoord.campaign_wake(p_run_id, v_now, v_first);
@@ -1990,7 +2002,7 @@ COMMENT ON FUNCTION pgcoord.campaign_metrics(jsonb) IS
 -- + 14. Returns how many messages were deleted: run it from a scheduled job until it
 -- returns less than p_limit. Running and paused runs are never touched. While
 -- a run is pruned over several calls, campaign_progress counts what is left of it (its
--- total and skipped counters go down with what is deleted). A claim still held on a
+-- total and skipped go down with what is deleted). A claim still held on a
 -- pruned cancelled run is stale afterwards, so keep runs longer than their leases.
 -- Concurrent calls prune different runs (a run's row lock, skipped when taken).
 CREATE OR REPLACE FUNCTION pgcoord.campaign_prune(
@@ -2010,13 +2022,15 @@ DECLARE
     v_done integer;
     v_skipped integer;
     v_total bigint;
+    v_first bigint;
+    v_last bigint;
 BEGIN
     PERFORM pgcoord.check_prune_arguments(p_older_than, p_limit);
     v_cutoff := clock_timestamp() - p_older_than;
     v_left := p_limit;
 
     FOR v_run IN
-        SELECT r.id, r.first_message_id, r.last_message_id
+        SELECT r.id
         FROM pgcoord.campaign_runs AS r
         WHERE r.status IN ('finished', 'cancelled') AND r.status_changed_at < v_cutoff
         ORDER BY r.status_changed_at, r.id
@@ -2060,11 +2074,14 @@ BEGIN
             v_left > 0
             AND NOT EXISTS (SELECT FROM pgcoord.campaign_queue AS q WHERE q.run_id = v_run.id)
         THEN
+            SELECT min(e.first_message_id), max(e.last_message_id) INTO v_first, v_last
+            FROM pgcoord.campaign_enqueues AS e
+            WHERE e.run_id = v_run.id;
             WITH picked AS (
                 SELECT m.id
                 FROM pgcoord.campaign_messages AS m
                 WHERE
-                    m.id BETWEEN v_run.first_message_id AND v_run.last_message_id
+                    m.id BETWEEN v_first AND v_last
                     AND m.run_id = v_run.id
                 ORDER BY m.id
                 LIMIT v_left
@@ -2094,11 +2111,18 @@ BEGIN
 
         UPDATE pgcoord.campaign_runs AS r
         SET
-            total = r.total - v_done,
+            pruned = r.pruned + v_done,
             skipped = r.skipped - v_skipped
         WHERE r.id = v_run.id
-        RETURNING r.total INTO v_total;
+        RETURNING
+            (
+                SELECT coalesce(sum(e.messages), 0)
+                FROM pgcoord.campaign_enqueues AS e
+                WHERE e.run_id = v_run.id
+            ) - r.pruned
+        INTO v_total;
         IF v_total = 0 THEN
+            DELETE FROM pgcoord.campaign_enqueues AS e WHERE e.run_id = v_run.id;
             DELETE FROM pgcoord.campaign_runs AS r WHERE r.id = v_run.id;
         END IF;
         EXIT WHEN v_left <= 0;
@@ -3388,9 +3412,10 @@ COMMENT ON VIEW pgcoord.campaign_message_status IS
 -- db/src/views/campaign_progress.sql
 -- One row per campaign run, counted without reading its sent messages: pending and
 -- processing (held, an orphan included until it is claimed again) are summed over the
--- run's open groups, failed is counted on a partial index of the outcomes, total and
--- skipped are the run's counters, and sent is the rest. Cheap for a run of a million
--- messages: it reads the backlog's groups and the failures only.
+-- run's open groups, failed is counted on a partial index of the outcomes, total is
+-- summed over the run's enqueue calls less its pruned messages, skipped is the run's
+-- counter, and sent is the rest. Cheap for a run of a million
+-- messages: it reads the backlog's groups, the failures and a row per enqueue call.
 -- The columns are in the contract's order.
 CREATE OR REPLACE VIEW pgcoord.campaign_progress AS
 SELECT  -- noqa: ST06
@@ -3399,11 +3424,17 @@ SELECT  -- noqa: ST06
     r.status,
     o.pending,
     o.processing,
-    r.total - o.pending - o.processing - f.failed - r.skipped AS sent,
+    e.total - o.pending - o.processing - f.failed - r.skipped AS sent,
     f.failed,
     r.skipped,
-    r.total
+    e.total
 FROM pgcoord.campaign_runs AS r
+CROSS JOIN
+    LATERAL (
+        SELECT coalesce(sum(x.messages), 0) - r.pruned AS total
+        FROM pgcoord.campaign_enqueues AS x
+        WHERE x.run_id = r.id
+    ) AS e
 CROSS JOIN
     LATERAL (
         SELECT

@@ -174,12 +174,8 @@ BEGIN
     INTO v_first, v_low, v_high
     FROM (SELECT min(stored.id) AS low, max(stored.id) AS high FROM stored) AS ids;
 
-    UPDATE pgcoord.campaign_runs AS r
-    SET
-        total = r.total + v_count,
-        first_message_id = least(r.first_message_id, v_low),
-        last_message_id = greatest(r.last_message_id, v_high)
-    WHERE r.id = p_run_id;
+    INSERT INTO pgcoord.campaign_enqueues (run_id, first_message_id, last_message_id, messages)
+    VALUES (p_run_id, v_low, v_high, v_count);
 
     IF v_status = 'running' THEN
         PERFORM pgcoord.campaign_wake(p_run_id, v_now, v_first);

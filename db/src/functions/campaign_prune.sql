@@ -6,7 +6,7 @@
 -- + 14. Returns how many messages were deleted: run it from a scheduled job until it
 -- returns less than p_limit. Running and paused runs are never touched. While
 -- a run is pruned over several calls, campaign_progress counts what is left of it (its
--- total and skipped counters go down with what is deleted). A claim still held on a
+-- total and skipped go down with what is deleted). A claim still held on a
 -- pruned cancelled run is stale afterwards, so keep runs longer than their leases.
 -- Concurrent calls prune different runs (a run's row lock, skipped when taken).
 CREATE OR REPLACE FUNCTION pgcoord.campaign_prune(
@@ -26,13 +26,15 @@ DECLARE
     v_done integer;
     v_skipped integer;
     v_total bigint;
+    v_first bigint;
+    v_last bigint;
 BEGIN
     PERFORM pgcoord.check_prune_arguments(p_older_than, p_limit);
     v_cutoff := clock_timestamp() - p_older_than;
     v_left := p_limit;
 
     FOR v_run IN
-        SELECT r.id, r.first_message_id, r.last_message_id
+        SELECT r.id
         FROM pgcoord.campaign_runs AS r
         WHERE r.status IN ('finished', 'cancelled') AND r.status_changed_at < v_cutoff
         ORDER BY r.status_changed_at, r.id
@@ -76,11 +78,14 @@ BEGIN
             v_left > 0
             AND NOT EXISTS (SELECT FROM pgcoord.campaign_queue AS q WHERE q.run_id = v_run.id)
         THEN
+            SELECT min(e.first_message_id), max(e.last_message_id) INTO v_first, v_last
+            FROM pgcoord.campaign_enqueues AS e
+            WHERE e.run_id = v_run.id;
             WITH picked AS (
                 SELECT m.id
                 FROM pgcoord.campaign_messages AS m
                 WHERE
-                    m.id BETWEEN v_run.first_message_id AND v_run.last_message_id
+                    m.id BETWEEN v_first AND v_last
                     AND m.run_id = v_run.id
                 ORDER BY m.id
                 LIMIT v_left
@@ -110,11 +115,18 @@ BEGIN
 
         UPDATE pgcoord.campaign_runs AS r
         SET
-            total = r.total - v_done,
+            pruned = r.pruned + v_done,
             skipped = r.skipped - v_skipped
         WHERE r.id = v_run.id
-        RETURNING r.total INTO v_total;
+        RETURNING
+            (
+                SELECT coalesce(sum(e.messages), 0)
+                FROM pgcoord.campaign_enqueues AS e
+                WHERE e.run_id = v_run.id
+            ) - r.pruned
+        INTO v_total;
         IF v_total = 0 THEN
+            DELETE FROM pgcoord.campaign_enqueues AS e WHERE e.run_id = v_run.id;
             DELETE FROM pgcoord.campaign_runs AS r WHERE r.id = v_run.id;
         END IF;
         EXIT WHEN v_left <= 0;

@@ -1,8 +1,9 @@
 -- One row per campaign run, counted without reading its sent messages: pending and
 -- processing (held, an orphan included until it is claimed again) are summed over the
--- run's open groups, failed is counted on a partial index of the outcomes, total and
--- skipped are the run's counters, and sent is the rest. Cheap for a run of a million
--- messages: it reads the backlog's groups and the failures only.
+-- run's open groups, failed is counted on a partial index of the outcomes, total is
+-- summed over the run's enqueue calls less its pruned messages, skipped is the run's
+-- counter, and sent is the rest. Cheap for a run of a million
+-- messages: it reads the backlog's groups, the failures and a row per enqueue call.
 -- The columns are in the contract's order.
 CREATE OR REPLACE VIEW pgcoord.campaign_progress AS
 SELECT  -- noqa: ST06
@@ -11,11 +12,17 @@ SELECT  -- noqa: ST06
     r.status,
     o.pending,
     o.processing,
-    r.total - o.pending - o.processing - f.failed - r.skipped AS sent,
+    e.total - o.pending - o.processing - f.failed - r.skipped AS sent,
     f.failed,
     r.skipped,
-    r.total
+    e.total
 FROM pgcoord.campaign_runs AS r
+CROSS JOIN
+    LATERAL (
+        SELECT coalesce(sum(x.messages), 0) - r.pruned AS total
+        FROM pgcoord.campaign_enqueues AS x
+        WHERE x.run_id = r.id
+    ) AS e
 CROSS JOIN
     LATERAL (
         SELECT
