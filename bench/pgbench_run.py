@@ -57,13 +57,15 @@ def run_script(
     options: str | None = None,
     variables: dict[str, str] | None = None,
     protocol: str = "prepared",
+    rate: int | None = None,
 ) -> PgbenchResult:
     """Run bench/pgbench/<script>.sql with `clients` connections for `seconds` (or
     `transactions` script runs per client), each statement in its own transaction, with
     prepared statements (`protocol` "extended": unprepared, each statement parsed and
     planned again, as a client that never prepares sends it). `options` goes to the
     server sessions as PGOPTIONS (e.g. "-c synchronous_commit=off"); `variables` are the
-    script's :names (--define)."""
+    script's :names (--define); `rate` caps the script runs per second (--rate), as a
+    producer at a fixed pace."""
     threads = max(1, min(clients, os.cpu_count() or 1))
     command = [
         pgbench_path(),
@@ -77,6 +79,8 @@ def run_script(
     command += [f"--define={name}={value}" for name, value in (variables or {}).items()]
     if per_statement:
         command.append("--report-per-command")
+    if rate is not None:
+        command.append(f"--rate={rate}")
     command.append(url)
     env = dict(os.environ)
     if options:

@@ -400,3 +400,36 @@ def test_pickup_bench_times_messages_due_now_and_scheduled(server_url: str, tmp_
     assert "# Pickup: how soon an idle fleet sends a message once it is due" in markdown
     assert "PgQueuer: not run (left out): --no-peers" in markdown
     assert "campaign worker" in done.stdout
+
+
+def test_trickle_bench_counts_what_each_queue_processed_and_held_back(
+    server_url: str, tmp_path: Path
+) -> None:
+    stem = tmp_path / "trickle"
+    done = run_bench("trickle", stem, server_url, "--seconds=2", "--rate=50", "--consumers=2")
+
+    result = json.loads(stem.with_suffix(".json").read_text())
+    assert [(run["queue"], run["phase"]) for run in result["runs"]] == [
+        ("pgcoord", "clean"),
+        ("plain", "clean"),
+        ("pgcoord", "held"),
+        ("plain", "held"),
+    ]
+    for run in result["runs"]:
+        # every message enqueued was processed or is still in the backlog
+        assert run["enqueued"] > 0 and run["processed"] > 0, run
+        assert run["backlog"] == run["enqueued"] - run["processed"] >= 0, run
+        assert run["claims_per_second"] > 0, run
+    clean = [run for run in result["runs"] if run["phase"] == "clean"]
+    held = [run for run in result["runs"] if run["phase"] == "held"]
+    # vacuumed at the phase's end: nothing left while nothing holds it back; while a
+    # snapshot is held, each message enqueued one per call left its claim's and its
+    # completion's versions, in either queue
+    assert all(run["dead_tuples"] == 0 for run in clean), clean
+    for run in held:
+        assert 1.5 <= run["dead_per_message"] <= 2.5, run
+
+    markdown = stem.with_suffix(".md").read_text()
+    assert "# Messages enqueued one per call" in markdown
+    assert "pgcoord functions" in markdown and "plain table" in markdown
+    assert "dead tuples per message" in done.stdout

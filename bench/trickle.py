@@ -1,0 +1,219 @@
+"""Messages enqueued one per call: a producer at a fixed pace (pgbench --rate) sending
+one message per statement, beside consumers claiming 15 at a time and completing them as
+fast as they can; first with nothing else running ("clean"), then while one transaction
+holds its snapshot (REPEATABLE READ) and so holds back vacuum ("held"). The shape of a
+queue fed by webhooks, and of public queue benchmarks whose producer sends one message
+per statement. Two queues, each with its own statements: pgcoord's functions
+(campaign_enqueue of one item; campaign_claim and campaign_complete_many) and the plain
+row-per-message table of the campaign bench (one INSERT; its ceiling's claim and
+completion).
+
+    python -m bench.trickle [--seconds 30] [--rate 1000] [--consumers 4]
+
+Per queue and phase: the enqueues and completions per second, the messages processed
+per second in the phase's last fifth, the backlog left, the consumers' claims per second
+and their average time, and (held) the dead tuples VACUUM could not remove, per message
+enqueued. The server is DATABASE_URL when set, else an embedded PostgreSQL; the bench
+works in a scratch database of its own and writes <output>.md and .json. It measures and
+has no target: it exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import IsolationLevel
+from tabulate import tabulate
+
+from . import held_back, pgbench_run, queues, report
+from .database import ScratchDatabase, scratch_database, server
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# per queue: the producer's script and the consumers' (bench/pgbench/)
+SCRIPTS = {
+    queues.PGCOORD.name: ("trickle_functions", "campaign_functions"),
+    queues.PLAIN.name: ("trickle_plain", "campaign_plain"),
+}
+LABELS = {queues.PGCOORD.name: "pgcoord functions", queues.PLAIN.name: "plain table"}
+PHASES = ("clean", "held")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    url = os.environ.get("DATABASE_URL") or None
+    with server(url) as server_url, scratch_database(server_url) as db:
+        queues.PLAIN.install(db.url)
+        db.wait_until_idle()
+        result = {
+            **report.environment(
+                db, "trickle", args.command, "DATABASE_URL" if url else "embedded"
+            ),
+            "pgbench": pgbench_run.pgbench_version(),
+            "settings": {
+                "seconds": args.seconds,
+                "rate": args.rate,
+                "consumers": args.consumers,
+            },
+        }
+        runs = [
+            one_run(db, queue, phase, args)
+            for phase in PHASES
+            for queue in (queues.PGCOORD, queues.PLAIN)
+        ]
+    md, js = report.write_files(args.output, markdown(result, runs), {**result, "runs": runs})
+    print()
+    print(table(runs, "simple"))
+    print(f"written: {md.relative_to(ROOT) if md.is_relative_to(ROOT) else md}, {js.name}")
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench trickle", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--seconds", type=int, default=30, help="length of each phase (30)")
+    parser.add_argument("--rate", type=int, default=1000, help="enqueues per second (1000)")
+    parser.add_argument("--consumers", type=int, default=4, help="consumer connections (4)")
+    report.add_output(parser, "trickle")
+    args = parser.parse_args(argv)
+    if min(args.seconds, args.rate, args.consumers) < 1:
+        parser.error("--seconds, --rate and --consumers must be at least 1")
+    args.command = " ".join(["scripts/bench trickle", *map(shlex.quote, argv or sys.argv[1:])])
+    return args
+
+
+def one_run(
+    db: ScratchDatabase, queue: queues.Queue, phase: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    """The queue emptied and vacuumed; the producer and the consumers for --seconds (with
+    a transaction holding its snapshot throughout in the held phase); then the counts."""
+    queue.reset(db.url)
+    variables = {}
+    if queue is queues.PGCOORD:
+        variables["run_id"] = str(queues.pgcoord_load(db.url, 0))
+    db.wait_until_idle()
+    before = held_back.vacuumed(db, queue.schema)
+    producer, consumer = SCRIPTS[queue.name]
+    with psycopg.connect(db.url) as holder, ThreadPoolExecutor(2) as pool:
+        if phase == "held":
+            holder.isolation_level = IsolationLevel.REPEATABLE_READ
+            holder.execute("SELECT 1")  # the snapshot, held until the rollback
+        started = time.perf_counter()
+        marks = [(0.0, processed(db, queue))]  # none: the queue was emptied
+        produced = pool.submit(
+            pgbench_run.run_script,
+            db.url,
+            producer,
+            1,
+            args.seconds,
+            variables=variables,
+            rate=args.rate,
+        )
+        consumed = pool.submit(
+            pgbench_run.run_script, db.url, consumer, args.consumers, args.seconds
+        )
+        time.sleep(args.seconds * 0.8)
+        marks.append((time.perf_counter() - started, processed(db, queue)))
+        enqueues, claims = produced.result(), consumed.result()
+        marks.append((time.perf_counter() - started, processed(db, queue)))
+        held = held_back.vacuumed(db, queue.schema)
+        holder.rollback()
+    enqueued = enqueues.transactions
+    (_, at_start), (late_at, late), (end_at, at_end) = marks
+    done = at_end - at_start
+    return {
+        "queue": queue.name,
+        "phase": phase,
+        "seconds": round(end_at, 2),
+        "enqueued": enqueued,
+        "enqueues_per_second": round(enqueues.tps, 1),
+        "processed": done,
+        "processed_per_second": round(done / end_at, 1),
+        "processed_per_second_last_fifth": round((at_end - late) / (end_at - late_at), 1),
+        "backlog": enqueued - done,
+        "claims_per_second": round(claims.tps, 1),
+        "claim_ms": claims.latency_ms,
+        "dead_tuples": held_back.dead(held) - held_back.dead(before),
+        "dead_per_message": round(
+            (held_back.dead(held) - held_back.dead(before)) / max(enqueued, 1), 3
+        ),
+        "tables": held,
+    }
+
+
+def processed(db: ScratchDatabase, queue: queues.Queue) -> int:
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        return queue.done(conn, 0)
+
+
+def table(runs: list[dict[str, Any]], fmt: str) -> str:
+    rows = [
+        [
+            LABELS[r["queue"]],
+            r["phase"],
+            f"{r['enqueues_per_second']:,.0f}",
+            f"{r['processed_per_second']:,.0f}",
+            f"{r['processed_per_second_last_fifth']:,.0f}",
+            f"{r['backlog']:,}",
+            f"{r['claims_per_second']:,.0f}",
+            f"{r['claim_ms']:.2f}",
+            f"{r['dead_per_message']:.3f}",
+        ]
+        for r in runs
+    ]
+    return tabulate(
+        rows,
+        headers=[
+            "queue",
+            "phase",
+            "enqueues/s",
+            "processed/s",
+            "processed/s, last fifth",
+            "backlog left",
+            "claims/s",
+            "ms per claim",
+            "dead tuples per message",
+        ],
+        tablefmt=fmt,
+        colalign=("left", "left", *("right",) * 7),
+        disable_numparse=True,
+    )
+
+
+def markdown(result: dict[str, Any], runs: list[dict[str, Any]]) -> str:
+    settings = result["settings"]
+    lines = [
+        "# Messages enqueued one per call",
+        "",
+        f"{result['date']}, `{result['command']}`",
+        "",
+        f"One producer connection at {settings['rate']:,} enqueues/s (pgbench --rate), one "
+        f"message per statement, beside {settings['consumers']} consumer connections "
+        "claiming up to 15 and completing them, as fast as they can, for "
+        f"{settings['seconds']} s per phase: clean, then while a REPEATABLE READ "
+        "transaction holds its snapshot (held). Processed: completed in the phase; the "
+        "last fifth shows where a queue was heading. Dead tuples: what VACUUM could not "
+        "remove at the end of the phase, per message enqueued (clean: what was left "
+        "since the last autovacuum).",
+        "",
+        table(runs, "github"),
+        "",
+        "## Setup",
+        "",
+        *report.setup_lines(result),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
