@@ -2113,14 +2113,8 @@ BEGIN
         SET
             pruned = r.pruned + v_done,
             skipped = r.skipped - v_skipped
-        WHERE r.id = v_run.id
-        RETURNING
-            (
-                SELECT coalesce(sum(e.messages), 0)
-                FROM pgcoord.campaign_enqueues AS e
-                WHERE e.run_id = v_run.id
-            ) - r.pruned
-        INTO v_total;
+        WHERE r.id = v_run.id;
+        SELECT p.total INTO v_total FROM pgcoord.campaign_progress AS p WHERE p.run_id = v_run.id;
         IF v_total = 0 THEN
             DELETE FROM pgcoord.campaign_enqueues AS e WHERE e.run_id = v_run.id;
             DELETE FROM pgcoord.campaign_runs AS r WHERE r.id = v_run.id;
