@@ -212,11 +212,14 @@ OVER_BY_THE_CALENDAR = {
 
 @contextmanager
 def daylight_saving_within_a_day(conn: Conn) -> Iterator[None]:
-    """The session's time zone (a POSIX rule) springs forward at the next midnight UTC,
-    so the day from now has 23 hours: '1 day -23 hours -30 minutes' compares as 30
-    minutes, yet ends 30 minutes before the clock. UTC otherwise."""
-    day = int(scalar(conn, "SELECT extract(doy FROM clock_timestamp() + interval '1 day')"))
-    zone = f"SPRING0SUMMER,{day - 1}/0,{(day - 1 + 30) % 365}/0"
+    """The session's time zone (a POSIX rule) springs forward 12 hours from now, so the
+    day from now has 23 hours: '1 day -23 hours -30 minutes' compares as 30 minutes, yet
+    ends 30 minutes before the clock. UTC otherwise. (Not at a midnight: a day added
+    within the hour after it would land in the hour the clock skips, and keep 24.)"""
+    switch = scalar(conn, "SELECT clock_timestamp() AT TIME ZONE 'UTC' + interval '12 hours'")
+    assert isinstance(switch, datetime)
+    day = switch.timetuple().tm_yday - 1  # zero-based, February 29 counted, as POSIX has it
+    zone = f"SPRING0SUMMER,{day}/{switch:%H:%M:%S},{(day + 30) % 365}/0"
     conn.execute(sql.SQL("SET TIME ZONE {}").format(sql.Literal(zone)))
     try:
         one_day = scalar(conn, "SELECT clock_timestamp() + interval '1 day' - clock_timestamp()")
