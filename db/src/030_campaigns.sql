@@ -32,7 +32,7 @@
 -- pending, its lease's end while held (an orphan is a held group whose lease has run out).
 
 -- One row per run. Its counters change only with a skip_stale (skipped) or a prune
--- (pruned, and skipped), so an enqueue (which only locks the row), a claim or a
+-- (pruned, and skipped), so an enqueue (which only share-locks the row), a claim or a
 -- completion never writes here: a counter that every enqueue updated would leave a
 -- version of this row per enqueue call, and while a long transaction holds back vacuum
 -- every enqueue and claim would walk them all.
@@ -65,10 +65,9 @@ CREATE TABLE IF NOT EXISTS pgcoord.campaign_messages (
 ) WITH (fillfactor = 100);
 
 -- One row per enqueue call that stored messages: how many, and the ids of the first and
--- the last (ids grow with each enqueue, which holds the run's row lock, so a run's calls
--- never overlap; another run's messages may lie between). Insert-only: a run's total is
--- the sum of its rows (less its pruned counter), and campaign_prune finds its messages
--- between the smallest and the largest id. A run enqueued in batches has a row per
+-- the last (other messages, of concurrent calls into this run or others, may lie
+-- between). Insert-only: a run's total is the sum of its rows (less its pruned counter),
+-- and campaign_prune finds its messages between the smallest and the largest id. A run enqueued in batches has a row per
 -- batch; one enqueued a message per call, a row per message (an entry of the primary
 -- key, read by campaign_progress and campaign_prune only).
 CREATE TABLE IF NOT EXISTS pgcoord.campaign_enqueues (

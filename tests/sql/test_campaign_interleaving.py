@@ -159,3 +159,20 @@ def test_an_enqueue_waiting_on_a_cancel_is_refused(db_url: str, conn: Conn) -> N
         with pytest.raises(psycopg.errors.InvalidParameterValue, match="cancelled"):
             late.join()
     assert counts(conn, run_id) == (0, 0, 0, 0, 0, 0)
+
+
+def test_enqueues_into_one_run_do_not_wait_for_each_other(db_url: str, conn: Conn) -> None:
+    """An enqueue share-locks its run's row: a second enqueue into the run goes through
+    while the first is still open (an exclusive lock made every enqueue into a run wait
+    for the one before it to commit), and a cancel still waits for the open one."""
+    run_id = create(conn)
+    with connections(db_url, 3) as (first, second, canceller):
+        second.execute("SET lock_timeout = '2s'")  # a wait fails the test fast
+        with first.transaction():
+            assert enqueue(first, run_id, [item("+1")]) == 1
+            assert enqueue(second, run_id, [item("+2")]) == 1
+            cancel = Background(lambda: set_status(canceller, run_id, "cancelled"))
+            poll(lambda: blocked(conn, canceller.info.backend_pid), "the cancel to wait")
+            assert blockers(conn, canceller.info.backend_pid) == [first.info.backend_pid]
+        assert cancel.join() == "running"
+    assert counts(conn, run_id)[-1] == 2

@@ -176,7 +176,7 @@ CREATE SEQUENCE IF NOT EXISTS pgcoord.claim_token AS bigint;
 -- pending, its lease's end while held (an orphan is a held group whose lease has run out).
 
 -- One row per run. Its counters change only with a skip_stale (skipped) or a prune
--- (pruned, and skipped), so an enqueue (which only locks the row), a claim or a
+-- (pruned, and skipped), so an enqueue (which only share-locks the row), a claim or a
 -- completion never writes here: a counter that every enqueue updated would leave a
 -- version of this row per enqueue call, and while a long transaction holds back vacuum
 -- every enqueue and claim would walk them all.
@@ -209,10 +209,9 @@ CREATE TABLE IF NOT EXISTS pgcoord.campaign_messages (
 ) WITH (fillfactor = 100);
 
 -- One row per enqueue call that stored messages: how many, and the ids of the first and
--- the last (ids grow with each enqueue, which holds the run's row lock, so a run's calls
--- never overlap; another run's messages may lie between). Insert-only: a run's total is
--- the sum of its rows (less its pruned counter), and campaign_prune finds its messages
--- between the smallest and the largest id. A run enqueued in batches has a row per
+-- the last (other messages, of concurrent calls into this run or others, may lie
+-- between). Insert-only: a run's total is the sum of its rows (less its pruned counter),
+-- and campaign_prune finds its messages between the smallest and the largest id. A run enqueued in batches has a row per
 -- batch; one enqueued a message per call, a row per message (an entry of the primary
 -- key, read by campaign_progress and campaign_prune only).
 CREATE TABLE IF NOT EXISTS pgcoord.campaign_enqueues (
@@ -1605,9 +1604,10 @@ BEGIN
     WHERE s.field IS NOT NULL
     ORDER BY s.n
     LIMIT 1;
-    IF NOT FOUND THEN
+    IF NOT FOUND AND p_items @? '$[*].scheduled_at' THEN
         -- every scheduled_at is a string: the first that is no timestamp a client can
-        -- read (years 1 to 9999)
+        -- read (years 1 to 9999; a block with an exception handler costs a
+        -- subtransaction, so only when some item has one)
         BEGIN
             SELECT t.n - 1, t.item INTO v_index, v_item
             FROM jsonb_array_elements(p_items) WITH ORDINALITY AS t (item, n)
@@ -1666,11 +1666,14 @@ BEGIN
             USING ERRCODE = '22023';
     END IF;
 
-    -- the run's row lock orders this call with a concurrent change of its status
+    -- the run's row, share-locked: a concurrent change of its status (which locks it for
+    -- update) waits for this call or this call for it, while enqueues into one run never
+    -- wait for each other (an exclusive lock held to the commit made them take turns,
+    -- one commit at a time)
     SELECT r.status INTO v_status
     FROM pgcoord.campaign_runs AS r
     WHERE r.id = p_run_id
-    FOR NO KEY UPDATE;
+    FOR SHARE;
     IF NOT FOUND THEN
         PERFORM pgcoord.raise_bad_argument('p_run_id', p_run_id, 'the id of a campaign run');
     END IF;

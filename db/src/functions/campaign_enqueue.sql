@@ -56,9 +56,10 @@ BEGIN
     WHERE s.field IS NOT NULL
     ORDER BY s.n
     LIMIT 1;
-    IF NOT FOUND THEN
+    IF NOT FOUND AND p_items @? '$[*].scheduled_at' THEN
         -- every scheduled_at is a string: the first that is no timestamp a client can
-        -- read (years 1 to 9999)
+        -- read (years 1 to 9999; a block with an exception handler costs a
+        -- subtransaction, so only when some item has one)
         BEGIN
             SELECT t.n - 1, t.item INTO v_index, v_item
             FROM jsonb_array_elements(p_items) WITH ORDINALITY AS t (item, n)
@@ -117,11 +118,14 @@ BEGIN
             USING ERRCODE = '22023';
     END IF;
 
-    -- the run's row lock orders this call with a concurrent change of its status
+    -- the run's row, share-locked: a concurrent change of its status (which locks it for
+    -- update) waits for this call or this call for it, while enqueues into one run never
+    -- wait for each other (an exclusive lock held to the commit made them take turns,
+    -- one commit at a time)
     SELECT r.status INTO v_status
     FROM pgcoord.campaign_runs AS r
     WHERE r.id = p_run_id
-    FOR NO KEY UPDATE;
+    FOR SHARE;
     IF NOT FOUND THEN
         PERFORM pgcoord.raise_bad_argument('p_run_id', p_run_id, 'the id of a campaign run');
     END IF;
