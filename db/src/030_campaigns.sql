@@ -67,9 +67,10 @@ CREATE TABLE IF NOT EXISTS pgcoord.campaign_messages (
 -- One row per enqueue call that stored messages: how many, and the ids of the first and
 -- the last (other messages, of concurrent calls into this run or others, may lie
 -- between). Insert-only: a run's total is the sum of its rows (less its pruned counter),
--- and campaign_prune finds its messages between the smallest and the largest id. A run enqueued in batches has a row per
--- batch; one enqueued a message per call, a row per message (an entry of the primary
--- key, read by campaign_progress and campaign_prune only).
+-- and campaign_prune finds its messages between the smallest and the largest id. A run
+-- enqueued in batches has a row per batch; one enqueued a message per call, a row per
+-- message (an entry of the primary key, read by campaign_progress and campaign_prune
+-- only).
 CREATE TABLE IF NOT EXISTS pgcoord.campaign_enqueues (
     run_id bigint NOT NULL,
     first_message_id bigint NOT NULL,
