@@ -45,6 +45,51 @@ def test_the_defaults_are_an_empty_payload_and_the_server_clock_at_the_call(conn
     assert started < before <= rows[0][2] <= after
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"payload": {"text": "hi", "n": [1, 2]}},
+        {"scheduled_at": "2001-02-03 04:05:06+07:30"},
+        {"payload": {}, "scheduled_at": "2999-01-01T00:00:00Z"},
+    ],
+)
+def test_one_item_is_stored_as_the_same_item_in_a_batch(conn: Conn, fields: Any) -> None:
+    """An enqueue of one item takes a shorter way (two plain inserts) than one of many:
+    the message, its group (of one) and the enqueue's row come out the same."""
+    alone, batched = create(conn, "alone"), create(conn, "batched")
+    one = {"recipient": "+1", **fields}
+    partner = {"recipient": "+2", "scheduled_at": "1999-01-01T00:00:00Z"}  # a group apart
+    started = server_clock(conn)
+    assert enqueue(conn, alone, [one]) == 1
+    assert enqueue(conn, batched, [partner, one]) == 2
+
+    def stored(run_id: int) -> list[Any]:
+        return conn.execute(
+            "SELECT m.recipient, m.payload, m.scheduled_at,"
+            " q.due_at = m.scheduled_at, q.scheduled_at = m.scheduled_at, q.claimed_by,"
+            " q.tries, q.snoozes, q.last_error, q.message_ids = ARRAY[m.id]"
+            " FROM pgcoord.campaign_messages AS m"
+            " JOIN pgcoord.campaign_queue AS q ON m.id = any(q.message_ids)"
+            " WHERE m.run_id = %s AND m.recipient = '+1'",
+            (run_id,),
+        ).fetchall()
+
+    [row] = stored(alone)
+    assert row[3:] == (True, True, None, 0, 0, None, True), row
+    if "scheduled_at" in fields:
+        assert stored(batched) == [row]
+    else:  # the server clock at each call
+        [other] = stored(batched)
+        assert (row[:2], row[3:]) == (other[:2], other[3:])
+        assert started <= row[2] <= other[2]
+    enqueues = conn.execute(
+        "SELECT run_id, messages, last_message_id - first_message_id"
+        " FROM pgcoord.campaign_enqueues ORDER BY run_id"
+    ).fetchall()
+    assert enqueues == [(alone, 1, 0), (batched, 2, 1)]
+
+
 def test_an_empty_array_enqueues_nothing(conn: Conn) -> None:
     run_id = create(conn)
     before = snapshot(conn)
