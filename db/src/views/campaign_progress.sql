@@ -2,8 +2,8 @@
 -- processing (held, an orphan included until it is claimed again) are summed over the
 -- run's open groups, failed is counted on a partial index of the outcomes, total is
 -- summed over the run's enqueue calls less its pruned messages, skipped is the run's
--- counter, and sent is the rest. Cheap for a run of a million
--- messages: it reads the backlog's groups, the failures and a row per enqueue call.
+-- counter, and sent is the rest. Cheap for a run of a million messages: it reads the
+-- backlog's groups, the failures and a row per enqueue call.
 -- The columns are in the contract's order.
 CREATE OR REPLACE VIEW pgcoord.campaign_progress AS
 SELECT  -- noqa: ST06
