@@ -14,7 +14,11 @@
 -- when a claim needs fewer than it holds (the claimed part becomes a row of its own; the
 -- rest stays pending in place, a HOT update: only message_ids changes, nothing indexed)
 -- and when one message leaves a claim (a fail, snooze or release moves it to a group of
--- its own). A sent message leaves the queue, so the queue and its indexes stay the size
+-- its own). Groups join when one claim takes several whole that agree on their run,
+-- tries, snoozes and last error (groups of one, as an enqueue of one message per call
+-- makes): they are deleted and one held row inserted, so such a message leaves one dead
+-- tuple and its claim of 15 one more, where holding each in place would leave two per
+-- message. A sent message leaves the queue, so the queue and its indexes stay the size
 -- of the backlog however many messages were sent, and the claim reads a few pages per
 -- message however old the run is. A claim, a complete_many, a fail are each one
 -- transaction of a few statements; no enqueue, claim or completion writes a shared row.
@@ -30,6 +34,8 @@
 -- returned by one claim with the same claim_token share one lease (extending one
 -- extends them all). A group is due at due_at: its scheduled (or retry) time while
 -- pending, its lease's end while held (an orphan is a held group whose lease has run out).
+-- A pending group's scheduled_at is that of each of its messages (skip_stale reads it);
+-- a held one's, the earliest of its messages' (a message given back takes its own).
 
 -- One row per run. Its counters change only with a skip_stale (skipped) or a prune
 -- (pruned, and skipped), so an enqueue (which only share-locks the row), a claim or a

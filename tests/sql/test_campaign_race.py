@@ -32,12 +32,25 @@ MESSAGES = 2000
 
 
 def test_8_claimers_share_no_message_and_miss_none(db_url: str, conn: Conn) -> None:
+    """Even rounds enqueue messages of one instant (groups of 15), odd rounds each at an
+    instant of its own (groups of one, which a claim holds together as one row)."""
     run_id = create(conn)
-    later = server_clock(conn) + timedelta(hours=1)
+    now = server_clock(conn)
+    later = now + timedelta(hours=1)
     last_token = 0
     with connections(db_url, CLAIMERS) as conns:
         for round_no in range(ROUNDS):
-            assert enqueue(conn, run_id, [item(f"r{round_no}-{i}") for i in range(MESSAGES)])
+            assert enqueue(
+                conn,
+                run_id,
+                [
+                    item(
+                        f"r{round_no}-{i}",
+                        scheduled_at=now - timedelta(microseconds=i) if round_no % 2 else None,
+                    )
+                    for i in range(MESSAGES)
+                ],
+            )
             enqueue(conn, run_id, [item(f"r{round_no}-later", scheduled_at=later)])
 
             def drain(i: int, c: Conn, round_no: int = round_no) -> list[Claimed]:

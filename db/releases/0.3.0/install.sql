@@ -158,7 +158,11 @@ CREATE SEQUENCE IF NOT EXISTS pgcoord.claim_token AS bigint;
 -- when a claim needs fewer than it holds (the claimed part becomes a row of its own; the
 -- rest stays pending in place, a HOT update: only message_ids changes, nothing indexed)
 -- and when one message leaves a claim (a fail, snooze or release moves it to a group of
--- its own). A sent message leaves the queue, so the queue and its indexes stay the size
+-- its own). Groups join when one claim takes several whole that agree on their run,
+-- tries, snoozes and last error (groups of one, as an enqueue of one message per call
+-- makes): they are deleted and one held row inserted, so such a message leaves one dead
+-- tuple and its claim of 15 one more, where holding each in place would leave two per
+-- message. A sent message leaves the queue, so the queue and its indexes stay the size
 -- of the backlog however many messages were sent, and the claim reads a few pages per
 -- message however old the run is. A claim, a complete_many, a fail are each one
 -- transaction of a few statements; no enqueue, claim or completion writes a shared row.
@@ -174,6 +178,8 @@ CREATE SEQUENCE IF NOT EXISTS pgcoord.claim_token AS bigint;
 -- returned by one claim with the same claim_token share one lease (extending one
 -- extends them all). A group is due at due_at: its scheduled (or retry) time while
 -- pending, its lease's end while held (an orphan is a held group whose lease has run out).
+-- A pending group's scheduled_at is that of each of its messages (skip_stale reads it);
+-- a held one's, the earliest of its messages' (a message given back takes its own).
 
 -- One row per run. Its counters change only with a skip_stale (skipped) or a prune
 -- (pruned, and skipped), so an enqueue (which only share-locks the row), a claim or a
@@ -883,6 +889,10 @@ COMMENT ON FUNCTION pgcoord.buffer_revive(text) IS
 -- the groups it has fetched): the claim descends the run's index twice however many
 -- groups it takes, so it steps over the entries of the groups claimed since the last
 -- vacuum, which lie before the due ones, twice per claim and not once per group.
+-- The pending groups it takes whole that agree on run, tries, snoozes and last error
+-- become one held row (one group: held in place; several: deleted, and one row inserted
+-- with their messages), so that completing them deletes one row; a group taken in part
+-- or unlike the first is held as a row of its own.
 -- A lost lease counts as a failed try: attempt = 1 + failed tries. When it was the
 -- message's last allowed try (tries > the run's max_retries), the message is not sent
 -- again: it ends 'failed' with the error 'lease expired', and is not returned.
@@ -923,6 +933,17 @@ DECLARE
     v_take integer;
     v_tries integer;
     v_token bigint;
+    v_error text;
+    -- the claim's own held group: the pending groups it takes whole that share a run,
+    -- tries, snoozes and last error, written as one row after the loop
+    v_set_token bigint;  -- NULL until a group joins it
+    v_set_run bigint;
+    v_set_tries integer;
+    v_set_snoozes integer;
+    v_set_error text;
+    v_set_scheduled timestamptz;
+    v_set_tokens bigint[] := '{}'::bigint[];
+    v_set_ids bigint[] := '{}'::bigint[];
     v_ids bigint[] := '{}'::bigint[];
     v_tokens bigint[] := '{}'::bigint[];
     v_attempts integer[] := '{}'::integer[];
@@ -950,10 +971,10 @@ BEGIN
         IF v_open THEN
             OPEN v_cursor FOR
             SELECT
-                q.token, q.run_id, q.claimed_by, q.tries, q.message_ids,
-                v_max_retries AS max_retries
+                q.token, q.run_id, q.claimed_by, q.tries, q.snoozes, q.last_error,
+                q.scheduled_at, q.message_ids, v_max_retries AS max_retries
             FROM pgcoord.campaign_queue AS q
-            WHERE q.run_id = v_run AND q.due_at <= v_now
+            WHERE q.run_id = v_run AND q.due_at <= v_now AND q.token <> all(v_set_tokens)
             ORDER BY q.due_at
             LIMIT p_limit
             FOR UPDATE SKIP LOCKED;
@@ -963,13 +984,17 @@ BEGIN
         IF v_cursor IS NULL THEN
             -- the oldest due group of each running run (of p_run_id when given) is
             -- locked and the oldest of these taken: one statement per group
-            SELECT g.token, g.run_id, g.claimed_by, g.tries, g.message_ids, r.max_retries
+            SELECT
+                g.token, g.run_id, g.claimed_by, g.tries, g.snoozes, g.last_error,
+                g.scheduled_at, g.message_ids, r.max_retries
             INTO v_group
             FROM pgcoord.campaign_runs AS r
             CROSS JOIN LATERAL (
-                SELECT q.token, q.run_id, q.due_at, q.claimed_by, q.tries, q.message_ids
+                SELECT
+                    q.token, q.run_id, q.due_at, q.claimed_by, q.tries, q.snoozes,
+                    q.last_error, q.scheduled_at, q.message_ids
                 FROM pgcoord.campaign_queue AS q
-                WHERE q.run_id = r.id AND q.due_at <= v_now
+                WHERE q.run_id = r.id AND q.due_at <= v_now AND q.token <> all(v_set_tokens)
                 ORDER BY q.due_at
                 LIMIT 1
                 FOR UPDATE SKIP LOCKED
@@ -1007,28 +1032,48 @@ BEGIN
             SELECT m.id, gone.run_id, 'failed', v_now, v_tries, gone.snoozes, 'lease expired'
             FROM gone CROSS JOIN LATERAL unnest(gone.message_ids) AS m (id);
         ELSE
-            v_token := nextval('pgcoord.campaign_token');
             v_size := cardinality(v_group.message_ids);
             v_take := least(v_size, v_left);
-            IF v_take = v_size THEN
-                -- the whole group
+            v_error := CASE
+                WHEN v_group.claimed_by IS NULL THEN v_group.last_error ELSE 'lease expired'
+            END;
+            IF v_take = v_size AND (
+                v_set_token IS NULL
+                OR v_group.run_id = v_set_run AND v_tries = v_set_tries
+                AND v_group.snoozes = v_set_snoozes AND v_error IS NOT DISTINCT FROM v_set_error
+            ) THEN
+                -- taken whole: into the claim's held group (written after the loop)
+                IF v_set_token IS NULL THEN
+                    v_set_token := nextval('pgcoord.campaign_token');
+                    v_set_run := v_group.run_id;
+                    v_set_tries := v_tries;
+                    v_set_snoozes := v_group.snoozes;
+                    v_set_error := v_error;
+                    v_set_scheduled := v_group.scheduled_at;
+                END IF;
+                v_set_scheduled := least(v_set_scheduled, v_group.scheduled_at);
+                v_set_tokens := v_set_tokens || v_group.token;
+                v_set_ids := v_set_ids || v_group.message_ids;
+                v_token := v_set_token;
+            ELSIF v_take = v_size THEN
+                -- taken whole, unlike the claim's held group: a row of its own
+                v_token := nextval('pgcoord.campaign_token');
                 UPDATE pgcoord.campaign_queue AS q
                 SET token = v_token,
                     due_at = v_now + p_lease,
                     claimed_by = p_worker,
                     tries = v_tries,
-                    last_error = CASE
-                        WHEN v_group.claimed_by IS NULL THEN q.last_error ELSE 'lease expired'
-                    END
+                    last_error = v_error
                 WHERE q.token = v_group.token;
             ELSE
                 -- the first v_take messages; the rest stay in the row as they were (a HOT
                 -- update: no indexed column changes)
+                v_token := nextval('pgcoord.campaign_token');
                 WITH rest AS (
                     UPDATE pgcoord.campaign_queue AS q
                     SET message_ids = q.message_ids[v_take + 1:]
                     WHERE q.token = v_group.token
-                    RETURNING q.run_id, q.scheduled_at, q.snoozes, q.last_error
+                    RETURNING q.run_id, q.scheduled_at, q.snoozes
                 )
 
                 INSERT INTO pgcoord.campaign_queue (
@@ -1037,12 +1082,7 @@ BEGIN
                 )
                 SELECT
                     v_token, rest.run_id, v_now + p_lease, rest.scheduled_at, p_worker,
-                    v_tries, rest.snoozes,
-                    CASE
-                        WHEN v_group.claimed_by IS NULL THEN rest.last_error
-                        ELSE 'lease expired'
-                    END,
-                    v_group.message_ids[:v_take]
+                    v_tries, rest.snoozes, v_error, v_group.message_ids[:v_take]
                 FROM rest;
             END IF;
 
@@ -1071,6 +1111,32 @@ BEGIN
 
     IF v_cursor IS NOT NULL THEN
         CLOSE v_cursor;
+    END IF;
+
+    IF cardinality(v_set_tokens) = 1 THEN
+        -- one group: held in place
+        UPDATE pgcoord.campaign_queue AS q
+        SET token = v_set_token,
+            due_at = v_now + p_lease,
+            claimed_by = p_worker,
+            tries = v_set_tries,
+            last_error = v_set_error
+        WHERE q.token = v_set_tokens[1];
+    ELSIF cardinality(v_set_tokens) > 1 THEN
+        -- several (groups of fewer messages than the claim wanted, as an enqueue of one
+        -- message per call makes): they leave the queue and one row holds their messages,
+        -- so the claim leaves a dead tuple per group and its completion one in all, where
+        -- holding each in place would leave one per group at each. Its scheduled_at is
+        -- the earliest of theirs (a message given back takes its own again).
+        DELETE FROM pgcoord.campaign_queue AS q WHERE q.token = any(v_set_tokens);
+        INSERT INTO pgcoord.campaign_queue (
+            token, run_id, due_at, scheduled_at, claimed_by, tries, snoozes, last_error,
+            message_ids
+        )
+        VALUES (
+            v_set_token, v_set_run, v_now + p_lease, v_set_scheduled, p_worker, v_set_tries,
+            v_set_snoozes, v_set_error, v_set_ids
+        );
     END IF;
 
     IF cardinality(v_ids) = 0 THEN
@@ -1905,11 +1971,14 @@ DECLARE
     v_due timestamptz;
 BEGIN
     SELECT
-        q.run_id, q.tries, q.snoozes, q.last_error, q.scheduled_at,
+        q.run_id, q.tries, q.snoozes, q.last_error, m.scheduled_at,
         cardinality(q.message_ids) AS size, r.max_retries, r.retry_backoff
     INTO v_group
     FROM pgcoord.campaign_queue AS q
     INNER JOIN pgcoord.campaign_runs AS r ON q.run_id = r.id
+    -- the message's own scheduled_at: a held group that a claim made of several holds
+    -- the earliest of its messages'
+    INNER JOIN pgcoord.campaign_messages AS m ON m.id = p_message_id
     WHERE
         q.token = p_claim_token AND q.claimed_by IS NOT NULL
         AND p_message_id = any(q.message_ids)
@@ -1938,6 +2007,7 @@ BEGIN
         UPDATE pgcoord.campaign_queue AS q
         SET token = nextval('pgcoord.campaign_token'),
             due_at = v_due,
+            scheduled_at = v_group.scheduled_at,
             claimed_by = NULL,
             tries = v_tries,
             snoozes = v_snoozes,

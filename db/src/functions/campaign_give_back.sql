@@ -27,11 +27,14 @@ DECLARE
     v_due timestamptz;
 BEGIN
     SELECT
-        q.run_id, q.tries, q.snoozes, q.last_error, q.scheduled_at,
+        q.run_id, q.tries, q.snoozes, q.last_error, m.scheduled_at,
         cardinality(q.message_ids) AS size, r.max_retries, r.retry_backoff
     INTO v_group
     FROM pgcoord.campaign_queue AS q
     INNER JOIN pgcoord.campaign_runs AS r ON q.run_id = r.id
+    -- the message's own scheduled_at: a held group that a claim made of several holds
+    -- the earliest of its messages'
+    INNER JOIN pgcoord.campaign_messages AS m ON m.id = p_message_id
     WHERE
         q.token = p_claim_token AND q.claimed_by IS NOT NULL
         AND p_message_id = any(q.message_ids)
@@ -60,6 +63,7 @@ BEGIN
         UPDATE pgcoord.campaign_queue AS q
         SET token = nextval('pgcoord.campaign_token'),
             due_at = v_due,
+            scheduled_at = v_group.scheduled_at,
             claimed_by = NULL,
             tries = v_tries,
             snoozes = v_snoozes,
