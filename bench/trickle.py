@@ -6,9 +6,13 @@ queue fed by webhooks, and of public queue benchmarks whose producer sends one m
 per statement. Two queues, each with its own statements: pgcoord's functions
 (campaign_enqueue of one item; campaign_claim and campaign_complete_many) and the plain
 row-per-message table of the campaign bench (one INSERT; its ceiling's claim and
-completion).
+completion). A third phase ("backlog, held") drains a backlog so enqueued: --backlog
+messages stored one per call beforehand (pgcoord: one campaign_enqueue call each, from a
+server-side loop; plain: the same rows), then --drainers consumers work it off while the
+snapshot is held, as a queue benchmark at a fixed backlog does.
 
     python -m bench.trickle [--seconds 30] [--rate 1000] [--consumers 4]
+                            [--backlog 30000] [--drainers 8]
 
 Per queue and phase: the enqueues and completions per second, the messages processed
 per second in the phase's last fifth, the backlog left, the consumers' claims per second
@@ -27,10 +31,10 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
-from psycopg import IsolationLevel
+from psycopg import IsolationLevel, sql
 from tabulate import tabulate
 
 from . import held_back, pgbench_run, queues, report
@@ -44,7 +48,20 @@ SCRIPTS = {
     queues.PLAIN.name: ("trickle_plain", "campaign_plain"),
 }
 LABELS = {queues.PGCOORD.name: "pgcoord functions", queues.PLAIN.name: "plain table"}
-PHASES = ("clean", "held")
+PHASES = ("clean", "held", "backlog, held")
+
+# the backlog of the third phase, enqueued one message per call into a paused run
+SINGLES: LiteralString = """
+DO $$
+BEGIN
+    FOR n IN 1..{count} LOOP
+        PERFORM pgcoord.campaign_enqueue(
+            {run_id}, jsonb_build_array(jsonb_build_object('recipient', '+1555' || n))
+        );
+    END LOOP;
+END;
+$$
+"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,10 +79,12 @@ def main(argv: list[str] | None = None) -> int:
                 "seconds": args.seconds,
                 "rate": args.rate,
                 "consumers": args.consumers,
+                "backlog": args.backlog,
+                "drainers": args.drainers,
             },
         }
         runs = [
-            one_run(db, queue, phase, args)
+            (one_run if phase in ("clean", "held") else backlog_run)(db, queue, phase, args)
             for phase in PHASES
             for queue in (queues.PGCOORD, queues.PLAIN)
         ]
@@ -83,10 +102,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=int, default=30, help="length of each phase (30)")
     parser.add_argument("--rate", type=int, default=1000, help="enqueues per second (1000)")
     parser.add_argument("--consumers", type=int, default=4, help="consumer connections (4)")
+    parser.add_argument(
+        "--backlog", type=int, default=30_000, help="messages of the backlog phase (30000)"
+    )
+    parser.add_argument(
+        "--drainers", type=int, default=8, help="consumer connections draining it (8)"
+    )
     report.add_output(parser, "trickle")
     args = parser.parse_args(argv)
-    if min(args.seconds, args.rate, args.consumers) < 1:
-        parser.error("--seconds, --rate and --consumers must be at least 1")
+    if min(args.seconds, args.rate, args.consumers, args.drainers) < 1:
+        parser.error("--seconds, --rate, --consumers and --drainers must be at least 1")
+    if args.backlog < 15 * args.drainers:
+        parser.error("--backlog must be at least 15 per drainer")
     args.command = " ".join(["scripts/bench trickle", *map(shlex.quote, argv or sys.argv[1:])])
     return args
 
@@ -150,6 +177,60 @@ def one_run(
     }
 
 
+def backlog_run(
+    db: ScratchDatabase, queue: queues.Queue, phase: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    """--backlog messages stored one per call, then drained by --drainers consumers (each
+    claiming as many times as its share of the backlog takes at 15 a claim) while a
+    transaction holds its snapshot; then the counts."""
+    queue.reset(db.url)
+    started = time.perf_counter()
+    if queue is queues.PGCOORD:
+        run_id = queues.pgcoord_load(db.url, 0, status="paused")
+        with psycopg.connect(db.url, autocommit=True) as conn:
+            conn.execute(sql.SQL(SINGLES).format(count=args.backlog, run_id=run_id))
+            conn.execute("SELECT pgcoord.campaign_set_status(%s, 'running')", (run_id,))
+    else:
+        queue.load(db.url, args.backlog)
+    loaded = time.perf_counter() - started
+    db.wait_until_idle()
+    before = held_back.vacuumed(db, queue.schema)
+    _, consumer = SCRIPTS[queue.name]
+    with psycopg.connect(db.url) as holder:
+        holder.isolation_level = IsolationLevel.REPEATABLE_READ
+        holder.execute("SELECT 1")  # the snapshot, held until the rollback
+        started = time.perf_counter()
+        claims = pgbench_run.run_script(
+            db.url,
+            consumer,
+            args.drainers,
+            None,
+            transactions=-(-args.backlog // (15 * args.drainers)),
+        )
+        seconds = time.perf_counter() - started
+        done = processed(db, queue)
+        held = held_back.vacuumed(db, queue.schema)
+        holder.rollback()
+    return {
+        "queue": queue.name,
+        "phase": phase,
+        "seconds": round(seconds, 2),
+        "enqueued": args.backlog,
+        "enqueues_per_second": round(args.backlog / loaded, 1),
+        "processed": done,
+        "processed_per_second": round(done / seconds, 1),
+        "processed_per_second_last_fifth": None,
+        "backlog": args.backlog - done,
+        "claims_per_second": round(claims.tps, 1),
+        "claim_ms": claims.latency_ms,
+        "dead_tuples": held_back.dead(held) - held_back.dead(before),
+        "dead_per_message": round(
+            (held_back.dead(held) - held_back.dead(before)) / max(done, 1), 3
+        ),
+        "tables": held,
+    }
+
+
 def processed(db: ScratchDatabase, queue: queues.Queue) -> int:
     with psycopg.connect(db.url, autocommit=True) as conn:
         return queue.done(conn, 0)
@@ -162,7 +243,9 @@ def table(runs: list[dict[str, Any]], fmt: str) -> str:
             r["phase"],
             f"{r['enqueues_per_second']:,.0f}",
             f"{r['processed_per_second']:,.0f}",
-            f"{r['processed_per_second_last_fifth']:,.0f}",
+            "-"
+            if r["processed_per_second_last_fifth"] is None
+            else f"{r['processed_per_second_last_fifth']:,.0f}",
             f"{r['backlog']:,}",
             f"{r['claims_per_second']:,.0f}",
             f"{r['claim_ms']:.2f}",
@@ -203,7 +286,11 @@ def markdown(result: dict[str, Any], runs: list[dict[str, Any]]) -> str:
         "transaction holds its snapshot (held). Processed: completed in the phase; the "
         "last fifth shows where a queue was heading. Dead tuples: what VACUUM could not "
         "remove at the end of the phase, per message enqueued (clean: what was left "
-        "since the last autovacuum).",
+        "since the last autovacuum). Backlog, held: "
+        f"{settings['backlog']:,} messages enqueued one per call beforehand (enqueues/s: "
+        "how fast they were stored), drained by "
+        f"{settings['drainers']} consumers while the snapshot is held; processed/s is "
+        "the drain's, dead tuples are per message processed.",
         "",
         table(runs, "github"),
         "",

@@ -406,7 +406,16 @@ def test_trickle_bench_counts_what_each_queue_processed_and_held_back(
     server_url: str, tmp_path: Path
 ) -> None:
     stem = tmp_path / "trickle"
-    done = run_bench("trickle", stem, server_url, "--seconds=2", "--rate=50", "--consumers=2")
+    done = run_bench(
+        "trickle",
+        stem,
+        server_url,
+        "--seconds=2",
+        "--rate=50",
+        "--consumers=2",
+        "--backlog=900",
+        "--drainers=2",
+    )
 
     result = json.loads(stem.with_suffix(".json").read_text())
     assert [(run["queue"], run["phase"]) for run in result["runs"]] == [
@@ -414,6 +423,8 @@ def test_trickle_bench_counts_what_each_queue_processed_and_held_back(
         ("plain", "clean"),
         ("pgcoord", "held"),
         ("plain", "held"),
+        ("pgcoord", "backlog, held"),
+        ("plain", "backlog, held"),
     ]
     for run in result["runs"]:
         # every message enqueued was processed or is still in the backlog
@@ -428,6 +439,12 @@ def test_trickle_bench_counts_what_each_queue_processed_and_held_back(
     assert all(run["dead_tuples"] == 0 for run in clean), clean
     for run in held:
         assert 1.5 <= run["dead_per_message"] <= 2.5, run
+    # a backlog enqueued one per call: pgcoord's claims of 15 groups of one hold them as
+    # one row (15 deleted, then that one: 16 per 15); the plain table, 2 per message
+    backlog = {run["queue"]: run for run in result["runs"] if run["phase"] == "backlog, held"}
+    assert all(run["enqueued"] == 900 for run in backlog.values()), backlog
+    assert backlog["pgcoord"]["dead_per_message"] < 1.2, backlog["pgcoord"]
+    assert 1.9 <= backlog["plain"]["dead_per_message"] <= 2.1, backlog["plain"]
 
     markdown = stem.with_suffix(".md").read_text()
     assert "# Messages enqueued one per call" in markdown
