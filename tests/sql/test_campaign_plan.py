@@ -8,8 +8,8 @@ index read backwards), whatever the run's length."""
 from __future__ import annotations
 
 import pytest
-from campaignkit import TABLES, claim, counts, create, enqueue, item, stats_of
-from sqlkit import Conn, scalar
+from campaignkit import TABLES, claim, complete_all, counts, create, enqueue, item, stats_of
+from sqlkit import Conn, connections, scalar
 from test_inbox_plan import nodes, scans_of
 
 MESSAGES, SENT = 1_000_000, 990_000
@@ -178,3 +178,36 @@ def test_a_claim_of_messages_enqueued_one_at_a_time_descends_the_index_once(conn
         assert len({c.claim_token for c in claimed}) == 1, "held as one group"
         assert after - before == 2, f"{after - before} scans of the index for one claim"
     assert [c.recipient for c in claimed] == [f"+1555{n}" for n in range(15, 20)], "oldest first"
+
+
+def test_a_claim_steps_once_over_what_was_claimed_while_vacuum_is_held_back(
+    db_url: str, conn: Conn
+) -> None:
+    """While a snapshot holds back vacuum, the entries of every group claimed since lie in
+    the due index before the due ones, and no claim can drop them. A claim of groups of
+    one steps over them once: its cursor starts at its first group's due time."""
+    run_id = create(conn, "held back")
+    for n in range(330):
+        enqueue(conn, run_id, [item(f"+1555{n}")])
+    with connections(db_url, 1) as [holder]:
+        holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        holder.execute("SELECT 1")  # the snapshot, held until the rollback
+        for _ in range(20):
+            assert complete_all(conn, claim(conn, limit=15)) == 15
+        with conn.transaction():
+            before = entries_read(conn)
+            claimed = claim(conn, limit=15)
+            read = entries_read(conn) - before
+        holder.rollback()
+    assert [c.recipient for c in claimed] == [f"+1555{n}" for n in range(300, 315)]
+    # 300 dead entries and the 15 taken (twice as many when the cursor started over)
+    assert 300 <= read < 400, f"{read} entries of campaign_queue_due read by one claim"
+
+
+def entries_read(conn: Conn) -> int:
+    """Entries of campaign_queue_due that this transaction's scans have returned so far."""
+    return int(
+        scalar(
+            conn, "SELECT pg_stat_get_xact_tuples_returned('pgcoord.campaign_queue_due'::regclass)"
+        )
+    )

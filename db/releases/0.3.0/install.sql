@@ -885,10 +885,11 @@ COMMENT ON FUNCTION pgcoord.buffer_revive(text) IS
 -- it commits (a few rows, skipped meanwhile by other claimers). When more messages are
 -- wanted after the first group (groups of fewer messages than the limit, as an enqueue
 -- of one message per call makes) and one run is running (or p_run_id is given), the rest
--- come through one cursor over that run's due groups, in due order (a cursor locks only
--- the groups it has fetched): the claim descends the run's index twice however many
--- groups it takes, so it steps over the entries of the groups claimed since the last
--- vacuum, which lie before the due ones, twice per claim and not once per group.
+-- come through one cursor over that run's due groups from the first one's due time on,
+-- in due order (a cursor locks only the groups it has fetched): the claim descends the
+-- run's index twice however many groups it takes, and steps once over the entries of
+-- the groups claimed since the last vacuum, which lie before the due ones (a group that
+-- fell due before the first one meanwhile waits for the next claim).
 -- The pending groups it takes whole that agree on run, tries, snoozes and last error
 -- become one held row (one group: held in place; several: deleted, and one row inserted
 -- with their messages), so that completing them deletes one row; a group taken in part
@@ -924,6 +925,7 @@ DECLARE
     v_left integer := p_limit;
     v_one_run boolean;  -- NULL until the first group is taken
     v_run bigint;
+    v_from timestamptz;  -- the first group's due time, where the cursor starts
     v_max_retries integer;
     v_cursor refcursor;  -- NULL until opened
     v_open boolean := false;  -- whether to open it (again) before the next group
@@ -974,7 +976,9 @@ BEGIN
                 q.token, q.run_id, q.claimed_by, q.tries, q.snoozes, q.last_error,
                 q.scheduled_at, q.message_ids, v_max_retries AS max_retries
             FROM pgcoord.campaign_queue AS q
-            WHERE q.run_id = v_run AND q.due_at <= v_now AND q.token <> all(v_set_tokens)
+            WHERE
+                q.run_id = v_run AND q.due_at >= v_from AND q.due_at <= v_now
+                AND q.token <> all(v_set_tokens)
             ORDER BY q.due_at
             LIMIT p_limit
             FOR UPDATE SKIP LOCKED;
@@ -985,7 +989,7 @@ BEGIN
             -- the oldest due group of each running run (of p_run_id when given) is
             -- locked and the oldest of these taken: one statement per group
             SELECT
-                g.token, g.run_id, g.claimed_by, g.tries, g.snoozes, g.last_error,
+                g.token, g.run_id, g.due_at, g.claimed_by, g.tries, g.snoozes, g.last_error,
                 g.scheduled_at, g.message_ids, r.max_retries
             INTO v_group
             FROM pgcoord.campaign_runs AS r
@@ -1103,6 +1107,7 @@ BEGIN
             ) = 1;
             IF v_one_run THEN
                 v_run := v_group.run_id;
+                v_from := v_group.due_at;
                 v_max_retries := v_group.max_retries;
                 v_open := true;
             END IF;
