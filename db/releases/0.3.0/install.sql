@@ -973,7 +973,7 @@ BEGIN
         IF v_open THEN
             OPEN v_cursor FOR
             SELECT
-                q.token, q.run_id, q.claimed_by, q.tries, q.snoozes, q.last_error,
+                q.token, q.run_id, q.due_at, q.claimed_by, q.tries, q.snoozes, q.last_error,
                 q.scheduled_at, q.message_ids, v_max_retries AS max_retries
             FROM pgcoord.campaign_queue AS q
             WHERE
