@@ -1,8 +1,9 @@
-"""A claim holds the pending groups it takes whole as one row when they agree on run,
-tries, snoozes and last error (groups of one, as an enqueue of one message per call
-makes): it deletes them and inserts one held row, which its completion deletes, so a
-message leaves a dead tuple and not two. Groups that differ are held apart, and a
-message given back from a held row takes its own scheduled_at again."""
+"""A claim from one run holds the pending groups it takes whole as one row when they
+agree on tries, snoozes and last error (groups of one, as an enqueue of one message per
+call makes): it deletes them and inserts one held row, which its completion deletes, so
+a message leaves a dead tuple and not two. Groups that differ, and groups taken while
+several runs are running, are held apart; a message given back from a held row takes
+its own scheduled_at again."""
 
 from __future__ import annotations
 
@@ -141,3 +142,39 @@ def test_a_message_given_back_from_a_held_row_takes_its_own_scheduled_at(conn: C
     assert skip_stale(conn, HOUR) == 0, "new and newer were scheduled now"
     assert skip_stale(conn, timedelta(0)) == 2
     assert {status_of(conn, claimed[r].message_id).status for r in ("new", "newer")} == {"skipped"}
+
+
+def test_with_several_runs_running_each_group_is_held_in_place(conn: Conn) -> None:
+    """Each group is then found by a search of its own, which must not find the groups
+    taken before it: each is held at once, in place."""
+    runs = [create(conn, "a"), create(conn, "b")]
+    for n in range(2):
+        for run_id in runs:
+            enqueue(conn, run_id, [item(f"{run_id}-{n}")])
+    claimed: list[Claimed] = []
+    assert writes_of(conn, lambda: claimed.extend(claim(conn, limit=4))) == (0, 4, 0)
+    assert len({c.claim_token for c in claimed}) == 4
+    assert {c.run_id for c in claimed} == set(runs)
+    assert complete_all(conn, claimed) == 4
+
+
+def test_a_cursor_opened_again_gives_none_of_the_groups_before(conn: Conn) -> None:
+    """Orphans that fail for good take the cursor's groups and no message, so it is opened
+    again; the groups held so far are written first (a row of their own), and none is
+    given twice."""
+    now = server_clock(conn)
+    run_id = create(conn, max_retries=0)
+    orphans = singles(conn, run_id, 3, prefix="o")
+    for message_id in orphans:
+        [held] = claim(conn, limit=1, lease=SHORT)
+        assert held.message_id == message_id
+    until_lease_ran_out(conn, orphans[-1])
+    [first] = enqueue_many(conn, run_id, 1, prefix="f", scheduled_at=now - HOUR)
+    rest = singles(conn, run_id, 2, prefix="r")
+
+    claimed = claim(conn, limit=3)
+    assert [c.message_id for c in claimed] == [first, *rest]
+    tokens = [c.claim_token for c in claimed]
+    assert tokens[1] == tokens[2] != tokens[0], "the first group, then the two after"
+    assert {status_of(conn, m).status for m in orphans} == {"failed"}
+    assert complete_all(conn, claimed) == 3

@@ -890,10 +890,11 @@ COMMENT ON FUNCTION pgcoord.buffer_revive(text) IS
 -- run's index twice however many groups it takes, and steps once over the entries of
 -- the groups claimed since the last vacuum, which lie before the due ones (a group that
 -- fell due before the first one meanwhile waits for the next claim).
--- The pending groups it takes whole that agree on run, tries, snoozes and last error
--- become one held row (one group: held in place; several: deleted, and one row inserted
--- with their messages), so that completing them deletes one row; a group taken in part
--- or unlike the first is held as a row of its own.
+-- The pending groups it takes whole from that run (its first and the cursor's) that agree
+-- on tries, snoozes and last error become one held row (one group: held in place;
+-- several: deleted, and one row inserted with their messages), so that completing them
+-- deletes one row; a group taken in part or unlike the first, or any group while several
+-- runs are running, is held as a row of its own.
 -- A lost lease counts as a failed try: attempt = 1 + failed tries. When it was the
 -- message's last allowed try (tries > the run's max_retries), the message is not sent
 -- again: it ends 'failed' with the error 'lease expired', and is not returned.
@@ -929,6 +930,8 @@ DECLARE
     v_max_retries integer;
     v_cursor refcursor;  -- NULL until opened
     v_open boolean := false;  -- whether to open it (again) before the next group
+    v_hold boolean := false;  -- whether to write the claim's held group before going on
+    v_done boolean := false;
     v_fetched integer := 0;  -- the groups it gave
     v_group record;
     v_size integer;
@@ -936,8 +939,9 @@ DECLARE
     v_tries integer;
     v_token bigint;
     v_error text;
-    -- the claim's own held group: the pending groups it takes whole that share a run,
-    -- tries, snoozes and last error, written as one row after the loop
+    -- the claim's held group: the pending groups it takes whole from one run (the first,
+    -- and those its cursor gives) that agree on tries, snoozes and last error, written as
+    -- one row once the claim has them all (or before its cursor opens again)
     v_set_token bigint;  -- NULL until a group joins it
     v_set_run bigint;
     v_set_tries integer;
@@ -970,6 +974,40 @@ BEGIN
     END IF;
 
     LOOP
+        IF v_hold THEN
+            IF cardinality(v_set_tokens) = 1 THEN
+                -- one group: held in place
+                UPDATE pgcoord.campaign_queue AS q
+                SET token = v_set_token,
+                    due_at = v_now + p_lease,
+                    claimed_by = p_worker,
+                    tries = v_set_tries,
+                    last_error = v_set_error
+                WHERE q.token = v_set_tokens[1];
+            ELSIF cardinality(v_set_tokens) > 1 THEN
+                -- several (groups of fewer messages than the claim wanted, as an enqueue
+                -- of one message per call makes): they leave the queue and one row holds
+                -- their messages, so the claim leaves a dead tuple per group and its
+                -- completion one in all, where holding each in place would leave one per
+                -- group at each. Its scheduled_at is the earliest of theirs (a message
+                -- given back takes its own again).
+                DELETE FROM pgcoord.campaign_queue AS q WHERE q.token = any(v_set_tokens);
+                INSERT INTO pgcoord.campaign_queue (
+                    token, run_id, due_at, scheduled_at, claimed_by, tries, snoozes,
+                    last_error, message_ids
+                )
+                VALUES (
+                    v_set_token, v_set_run, v_now + p_lease, v_set_scheduled, p_worker,
+                    v_set_tries, v_set_snoozes, v_set_error, v_set_ids
+                );
+            END IF;
+            v_set_token := NULL;
+            v_set_tokens := '{}'::bigint[];
+            v_set_ids := '{}'::bigint[];
+            v_hold := false;
+        END IF;
+        EXIT WHEN v_done;
+
         IF v_open THEN
             OPEN v_cursor FOR
             SELECT
@@ -978,6 +1016,7 @@ BEGIN
             FROM pgcoord.campaign_queue AS q
             WHERE
                 q.run_id = v_run AND q.due_at >= v_from AND q.due_at <= v_now
+                -- the first group, when it waits to be held with the cursor's
                 AND q.token <> all(v_set_tokens)
             ORDER BY q.due_at
             LIMIT p_limit
@@ -998,7 +1037,7 @@ BEGIN
                     q.token, q.run_id, q.due_at, q.claimed_by, q.tries, q.snoozes,
                     q.last_error, q.scheduled_at, q.message_ids
                 FROM pgcoord.campaign_queue AS q
-                WHERE q.run_id = r.id AND q.due_at <= v_now AND q.token <> all(v_set_tokens)
+                WHERE q.run_id = r.id AND q.due_at <= v_now
                 ORDER BY q.due_at
                 LIMIT 1
                 FOR UPDATE SKIP LOCKED
@@ -1014,11 +1053,16 @@ BEGIN
                 -- on the way (each took a row and no message); the next ones, anew
                 CLOSE v_cursor;
                 v_open := true;
+                v_hold := true;  -- so that it gives none of them again
                 CONTINUE;
             END IF;
             v_fetched := v_fetched + 1;
         END IF;
-        EXIT WHEN NOT FOUND;
+        IF NOT FOUND THEN
+            v_done := true;
+            v_hold := true;
+            CONTINUE;
+        END IF;
 
         -- an orphan: its lost lease is a failed try
         v_tries := v_group.tries + (v_group.claimed_by IS NOT NULL)::integer;
@@ -1041,12 +1085,12 @@ BEGIN
             v_error := CASE
                 WHEN v_group.claimed_by IS NULL THEN v_group.last_error ELSE 'lease expired'
             END;
-            IF v_take = v_size AND (
+            IF v_take = v_size AND v_one_run IS NOT FALSE AND (
                 v_set_token IS NULL
-                OR v_group.run_id = v_set_run AND v_tries = v_set_tries
-                AND v_group.snoozes = v_set_snoozes AND v_error IS NOT DISTINCT FROM v_set_error
+                OR v_tries = v_set_tries AND v_group.snoozes = v_set_snoozes
+                AND v_error IS NOT DISTINCT FROM v_set_error
             ) THEN
-                -- taken whole: into the claim's held group (written after the loop)
+                -- taken whole: into the claim's held group (still pending until written)
                 IF v_set_token IS NULL THEN
                     v_set_token := nextval('pgcoord.campaign_token');
                     v_set_run := v_group.run_id;
@@ -1060,7 +1104,8 @@ BEGIN
                 v_set_ids := v_set_ids || v_group.message_ids;
                 v_token := v_set_token;
             ELSIF v_take = v_size THEN
-                -- taken whole, unlike the claim's held group: a row of its own
+                -- taken whole, unlike the claim's held group (or with several runs
+                -- running): a row of its own
                 v_token := nextval('pgcoord.campaign_token');
                 UPDATE pgcoord.campaign_queue AS q
                 SET token = v_token,
@@ -1095,7 +1140,11 @@ BEGIN
             v_attempts := v_attempts || array_fill(v_tries + 1, ARRAY[v_take]);
             v_left := v_left - v_take;
         END IF;
-        EXIT WHEN v_left = 0;
+        IF v_left = 0 THEN
+            v_done := true;
+            v_hold := true;
+            CONTINUE;
+        END IF;
 
         -- more wanted after the first group (groups of fewer messages than the limit, as
         -- an enqueue of one message per call makes): from one running run, the rest come
@@ -1110,38 +1159,16 @@ BEGIN
                 v_from := v_group.due_at;
                 v_max_retries := v_group.max_retries;
                 v_open := true;
+            ELSE
+                -- with several runs running, each group is found by the statement above,
+                -- which must not find the first one again: held now, the rest at once
+                v_hold := true;
             END IF;
         END IF;
     END LOOP;
 
     IF v_cursor IS NOT NULL THEN
         CLOSE v_cursor;
-    END IF;
-
-    IF cardinality(v_set_tokens) = 1 THEN
-        -- one group: held in place
-        UPDATE pgcoord.campaign_queue AS q
-        SET token = v_set_token,
-            due_at = v_now + p_lease,
-            claimed_by = p_worker,
-            tries = v_set_tries,
-            last_error = v_set_error
-        WHERE q.token = v_set_tokens[1];
-    ELSIF cardinality(v_set_tokens) > 1 THEN
-        -- several (groups of fewer messages than the claim wanted, as an enqueue of one
-        -- message per call makes): they leave the queue and one row holds their messages,
-        -- so the claim leaves a dead tuple per group and its completion one in all, where
-        -- holding each in place would leave one per group at each. Its scheduled_at is
-        -- the earliest of theirs (a message given back takes its own again).
-        DELETE FROM pgcoord.campaign_queue AS q WHERE q.token = any(v_set_tokens);
-        INSERT INTO pgcoord.campaign_queue (
-            token, run_id, due_at, scheduled_at, claimed_by, tries, snoozes, last_error,
-            message_ids
-        )
-        VALUES (
-            v_set_token, v_set_run, v_now + p_lease, v_set_scheduled, p_worker, v_set_tries,
-            v_set_snoozes, v_set_error, v_set_ids
-        );
     END IF;
 
     IF cardinality(v_ids) = 0 THEN
