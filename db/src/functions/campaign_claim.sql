@@ -125,12 +125,12 @@ BEGIN
                     v_set_tries, v_set_snoozes, v_set_error, v_set_ids
                 );
             END IF;
+            EXIT WHEN v_done;
             v_set_token := NULL;
             v_set_tokens := '{}'::bigint[];
             v_set_ids := '{}'::bigint[];
             v_hold := false;
         END IF;
-        EXIT WHEN v_done;
 
         IF v_open THEN
             OPEN v_cursor FOR
@@ -210,11 +210,12 @@ BEGIN
                 WHEN v_group.claimed_by IS NULL THEN v_group.last_error ELSE 'lease expired'
             END;
             IF v_take = v_size AND v_one_run IS NOT FALSE AND (
-                v_set_token IS NULL
+                v_set_token IS NULL AND v_take < v_left
                 OR v_tries = v_set_tries AND v_group.snoozes = v_set_snoozes
                 AND v_error IS NOT DISTINCT FROM v_set_error
             ) THEN
-                -- taken whole: into the claim's held group (still pending until written)
+                -- taken whole, with more wanted or after others: into the claim's held
+                -- group (still pending until written)
                 IF v_set_token IS NULL THEN
                     v_set_token := nextval('pgcoord.campaign_token');
                     v_set_run := v_group.run_id;
@@ -228,8 +229,8 @@ BEGIN
                 v_set_ids := v_set_ids || v_group.message_ids;
                 v_token := v_set_token;
             ELSIF v_take = v_size THEN
-                -- taken whole, unlike the claim's held group (or with several runs
-                -- running): a row of its own
+                -- taken whole, alone (a group that fills the claim), unlike the claim's
+                -- held group, or with several runs running: a row of its own
                 v_token := nextval('pgcoord.campaign_token');
                 UPDATE pgcoord.campaign_queue AS q
                 SET token = v_token,
