@@ -15,10 +15,10 @@
 -- the groups claimed since the last vacuum, which lie before the due ones (a group that
 -- fell due before the first one meanwhile waits for the next claim).
 -- The pending groups it takes whole from that run (its first and the cursor's) that agree
--- on tries, snoozes and last error become one held row (one group: held in place;
--- several: deleted, and one row inserted with their messages), so that completing them
--- deletes one row; a group taken in part or unlike the first, or any group while several
--- runs are running, is held as a row of its own.
+-- on tries, snoozes and last error become one held row (they are deleted, and one row
+-- inserted with their messages), so that completing them deletes one row; a group that
+-- fills the claim alone, a group taken in part or unlike the first, and any group while
+-- several runs are running, is held in place (or its part as a row of its own).
 -- A lost lease counts as a failed try: attempt = 1 + failed tries. When it was the
 -- message's last allowed try (tries > the run's max_retries), the message is not sent
 -- again: it ends 'failed' with the error 'lease expired', and is not returned.
@@ -48,7 +48,7 @@ AS $$
 DECLARE
     v_now constant timestamptz := clock_timestamp();
     v_left integer := p_limit;
-    v_one_run boolean;  -- NULL until the first group is taken
+    v_one_run boolean;  -- NULL until a group leaves more wanted
     v_run bigint;
     v_from timestamptz;  -- the first group's due time, where the cursor starts
     v_max_retries integer;
@@ -99,22 +99,12 @@ BEGIN
 
     LOOP
         IF v_hold THEN
-            IF cardinality(v_set_tokens) = 1 THEN
-                -- one group: held in place
-                UPDATE pgcoord.campaign_queue AS q
-                SET token = v_set_token,
-                    due_at = v_now + p_lease,
-                    claimed_by = p_worker,
-                    tries = v_set_tries,
-                    last_error = v_set_error
-                WHERE q.token = v_set_tokens[1];
-            ELSIF cardinality(v_set_tokens) > 1 THEN
-                -- several (groups of fewer messages than the claim wanted, as an enqueue
-                -- of one message per call makes): they leave the queue and one row holds
-                -- their messages, so the claim leaves a dead tuple per group and its
-                -- completion one in all, where holding each in place would leave one per
-                -- group at each. Its scheduled_at is the earliest of theirs (a message
-                -- given back takes its own again).
+            IF cardinality(v_set_tokens) > 0 THEN
+                -- the groups leave the queue and one row holds their messages, so the
+                -- claim leaves a dead tuple per group and its completion one in all,
+                -- where holding each in place would leave one per group at each (for a
+                -- group alone, as an UPDATE would). Its scheduled_at is the earliest of
+                -- theirs (a message given back takes its own again).
                 DELETE FROM pgcoord.campaign_queue AS q WHERE q.token = any(v_set_tokens);
                 INSERT INTO pgcoord.campaign_queue (
                     token, run_id, due_at, scheduled_at, claimed_by, tries, snoozes,
@@ -190,6 +180,25 @@ BEGIN
 
         -- an orphan: its lost lease is a failed try
         v_tries := v_group.tries + (v_group.claimed_by IS NOT NULL)::integer;
+
+        -- more wanted after the first group (groups of fewer messages than the limit, as
+        -- an enqueue of one message per call makes): from one running run, the rest come
+        -- through one cursor over its due groups in due order, one descent of its index
+        -- for the whole claim (a cursor locks only the groups it has fetched)
+        IF v_one_run IS NULL AND (
+            v_tries > v_group.max_retries OR cardinality(v_group.message_ids) < v_left
+        ) THEN
+            v_one_run := p_run_id IS NOT NULL OR (
+                SELECT count(*) FROM pgcoord.campaign_runs AS r WHERE r.status = 'running'
+            ) = 1;
+            IF v_one_run THEN
+                v_run := v_group.run_id;
+                v_from := v_group.due_at;
+                v_max_retries := v_group.max_retries;
+                v_open := true;
+            END IF;
+        END IF;
+
         IF v_tries > v_group.max_retries THEN
             -- that was its last allowed try: failed for good, not sent again
             WITH gone AS (
@@ -209,13 +218,13 @@ BEGIN
             v_error := CASE
                 WHEN v_group.claimed_by IS NULL THEN v_group.last_error ELSE 'lease expired'
             END;
-            IF v_take = v_size AND v_one_run IS NOT FALSE AND (
-                v_set_token IS NULL AND v_take < v_left
+            IF v_take = v_size AND v_one_run AND (
+                v_set_token IS NULL
                 OR v_tries = v_set_tries AND v_group.snoozes = v_set_snoozes
                 AND v_error IS NOT DISTINCT FROM v_set_error
             ) THEN
-                -- taken whole, with more wanted or after others: into the claim's held
-                -- group (still pending until written)
+                -- taken whole from the one run: into the claim's held group (still
+                -- pending until written)
                 IF v_set_token IS NULL THEN
                     v_set_token := nextval('pgcoord.campaign_token');
                     v_set_run := v_group.run_id;
@@ -229,8 +238,8 @@ BEGIN
                 v_set_ids := v_set_ids || v_group.message_ids;
                 v_token := v_set_token;
             ELSIF v_take = v_size THEN
-                -- taken whole, alone (a group that fills the claim), unlike the claim's
-                -- held group, or with several runs running: a row of its own
+                -- taken whole: alone (it fills the claim), unlike the claim's held
+                -- group, or with several runs running: held in place
                 v_token := nextval('pgcoord.campaign_token');
                 UPDATE pgcoord.campaign_queue AS q
                 SET token = v_token,
@@ -268,27 +277,6 @@ BEGIN
         IF v_left = 0 THEN
             v_done := true;
             v_hold := true;
-            CONTINUE;
-        END IF;
-
-        -- more wanted after the first group (groups of fewer messages than the limit, as
-        -- an enqueue of one message per call makes): from one running run, the rest come
-        -- through one cursor over its due groups in due order, one descent of its index
-        -- for the whole claim (a cursor locks only the groups it has fetched)
-        IF v_one_run IS NULL THEN
-            v_one_run := p_run_id IS NOT NULL OR (
-                SELECT count(*) FROM pgcoord.campaign_runs AS r WHERE r.status = 'running'
-            ) = 1;
-            IF v_one_run THEN
-                v_run := v_group.run_id;
-                v_from := v_group.due_at;
-                v_max_retries := v_group.max_retries;
-                v_open := true;
-            ELSE
-                -- with several runs running, each group is found by the statement above,
-                -- which must not find the first one again: held now, the rest at once
-                v_hold := true;
-            END IF;
         END IF;
     END LOOP;
 
