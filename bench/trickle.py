@@ -158,22 +158,9 @@ def one_run(
     (_, at_start), (late_at, late), (end_at, at_end) = marks
     done = at_end - at_start
     return {
-        "queue": queue.name,
-        "phase": phase,
-        "seconds": round(end_at, 2),
-        "enqueued": enqueued,
-        "enqueues_per_second": round(enqueues.tps, 1),
-        "processed": done,
-        "processed_per_second": round(done / end_at, 1),
+        **figures(queue, phase, end_at, enqueued, enqueues.tps, done, claims),
         "processed_per_second_last_fifth": round((at_end - late) / (end_at - late_at), 1),
-        "backlog": enqueued - done,
-        "claims_per_second": round(claims.tps, 1),
-        "claim_ms": claims.latency_ms,
-        "dead_tuples": held_back.dead(held) - held_back.dead(before),
-        "dead_per_message": round(
-            (held_back.dead(held) - held_back.dead(before)) / max(enqueued, 1), 3
-        ),
-        "tables": held,
+        **dead_tuples(before, held, enqueued),
     }
 
 
@@ -212,21 +199,44 @@ def backlog_run(
         held = held_back.vacuumed(db, queue.schema)
         holder.rollback()
     return {
+        **figures(queue, phase, seconds, args.backlog, args.backlog / loaded, done, claims),
+        "processed_per_second_last_fifth": None,
+        **dead_tuples(before, held, done),
+    }
+
+
+def figures(
+    queue: queues.Queue,
+    phase: str,
+    seconds: float,
+    enqueued: int,
+    enqueues_per_second: float,
+    done: int,
+    claims: pgbench_run.PgbenchResult,
+) -> dict[str, Any]:
+    """A run's counts and rates."""
+    return {
         "queue": queue.name,
         "phase": phase,
         "seconds": round(seconds, 2),
-        "enqueued": args.backlog,
-        "enqueues_per_second": round(args.backlog / loaded, 1),
+        "enqueued": enqueued,
+        "enqueues_per_second": round(enqueues_per_second, 1),
         "processed": done,
         "processed_per_second": round(done / seconds, 1),
-        "processed_per_second_last_fifth": None,
-        "backlog": args.backlog - done,
+        "backlog": enqueued - done,
         "claims_per_second": round(claims.tps, 1),
         "claim_ms": claims.latency_ms,
-        "dead_tuples": held_back.dead(held) - held_back.dead(before),
-        "dead_per_message": round(
-            (held_back.dead(held) - held_back.dead(before)) / max(done, 1), 3
-        ),
+    }
+
+
+def dead_tuples(
+    before: dict[str, dict[str, int]], held: dict[str, dict[str, int]], messages: int
+) -> dict[str, Any]:
+    """What VACUUM could not remove at the end of a run, in all and per message."""
+    dead = held_back.dead(held) - held_back.dead(before)
+    return {
+        "dead_tuples": dead,
+        "dead_per_message": round(dead / max(messages, 1), 3),
         "tables": held,
     }
 
