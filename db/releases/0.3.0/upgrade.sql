@@ -158,11 +158,11 @@ CREATE SEQUENCE IF NOT EXISTS pgcoord.claim_token AS bigint;
 -- when a claim needs fewer than it holds (the claimed part becomes a row of its own; the
 -- rest stays pending in place, a HOT update: only message_ids changes, nothing indexed)
 -- and when one message leaves a claim (a fail, snooze or release moves it to a group of
--- its own). Groups join when one claim takes several whole that agree on their run,
--- tries, snoozes and last error (groups of one, as an enqueue of one message per call
--- makes): they are deleted and one held row inserted, so such a message leaves one dead
--- tuple and its claim of 15 one more, where holding each in place would leave two per
--- message. A sent message leaves the queue, so the queue and its indexes stay the size
+-- its own). Groups join when a claim from one run (the one running, or the one it
+-- names) takes several whole that agree on tries, snoozes and last error (groups of one,
+-- as an enqueue of one message per call makes): they are deleted and one held row
+-- inserted, so such a message leaves one dead tuple and its claim of 15 one more, where
+-- holding each in place would leave two per message. A sent message leaves the queue, so the queue and its indexes stay the size
 -- of the backlog however many messages were sent, and the claim reads a few pages per
 -- message however old the run is. A claim, a complete_many, a fail are each one
 -- transaction of a few statements; no enqueue, claim or completion writes a shared row.
@@ -890,7 +890,7 @@ COMMENT ON FUNCTION pgcoord.buffer_revive(text) IS
 -- run's index twice however many groups it takes, and steps once over the entries of
 -- the groups claimed since the last vacuum, which lie before the due ones (a group that
 -- fell due before the first one meanwhile waits for the next claim).
--- The pending groups it takes whole from that run (its first and the cursor's) that agree
+-- The groups it takes whole from that run (its first and the cursor's) that agree
 -- on tries, snoozes and last error become one held row (they are deleted, and one row
 -- inserted with their messages), so that completing them deletes one row; a group that
 -- fills the claim alone, a group taken in part or unlike the first, and any group while

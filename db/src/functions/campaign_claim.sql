@@ -14,7 +14,7 @@
 -- run's index twice however many groups it takes, and steps once over the entries of
 -- the groups claimed since the last vacuum, which lie before the due ones (a group that
 -- fell due before the first one meanwhile waits for the next claim).
--- The pending groups it takes whole from that run (its first and the cursor's) that agree
+-- The groups it takes whole from that run (its first and the cursor's) that agree
 -- on tries, snoozes and last error become one held row (they are deleted, and one row
 -- inserted with their messages), so that completing them deletes one row; a group that
 -- fills the claim alone, a group taken in part or unlike the first, and any group while
