@@ -162,9 +162,9 @@ CREATE SEQUENCE IF NOT EXISTS pgcoord.claim_token AS bigint;
 -- names) takes several whole that agree on tries, snoozes and last error (groups of one,
 -- as an enqueue of one message per call makes): they are deleted and one held row
 -- inserted, so such a message leaves one dead tuple and its claim of 15 one more, where
--- holding each in place would leave two per message. A sent message leaves the queue, so the queue and its indexes stay the size
--- of the backlog however many messages were sent, and the claim reads a few pages per
--- message however old the run is. A claim, a complete_many, a fail are each one
+-- holding each in place would leave two per message. A sent message leaves the queue,
+-- so the queue and its indexes stay the size of the backlog however many messages were
+-- sent, and the claim reads a few pages per message however old the run is. A claim, a complete_many, a fail are each one
 -- transaction of a few statements; no enqueue, claim or completion writes a shared row.
 -- Progress is counted without reading the sent messages: total is summed over the run's
 -- rows of campaign_enqueues (one per enqueue call) less what campaign_prune deleted,
