@@ -20,8 +20,9 @@
 -- inserted, so such a message leaves one dead tuple and its claim of 15 one more, where
 -- holding each in place would leave two per message. A sent message leaves the queue,
 -- so the queue and its indexes stay the size of the backlog however many messages were
--- sent, and the claim reads a few pages per message however old the run is. A claim, a complete_many, a fail are each one
--- transaction of a few statements; no enqueue, claim or completion writes a shared row.
+-- sent, and the claim reads a few pages per message however old the run is. A claim, a
+-- complete_many, a fail are each one transaction of a few statements; no enqueue, claim
+-- or completion writes a shared row.
 -- Progress is counted without reading the sent messages: total is summed over the run's
 -- rows of campaign_enqueues (one per enqueue call) less what campaign_prune deleted,
 -- skipped is a counter kept on the run by skip_stale, pending and processing are summed
