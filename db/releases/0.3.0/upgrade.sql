@@ -926,7 +926,7 @@ DECLARE
     v_now constant timestamptz := clock_timestamp();
     v_left integer := p_limit;
     v_one_run boolean;  -- NULL until a group leaves more wanted
-    v_run bigint;
+    v_run bigint;  -- the one run, when v_one_run (that of the claim's held group)
     v_from timestamptz;  -- the first group's due time, where the cursor starts
     v_max_retries integer;
     v_cursor refcursor;  -- NULL until opened
@@ -944,7 +944,6 @@ DECLARE
     -- and those its cursor gives) that agree on tries, snoozes and last error, written as
     -- one row once the claim has them all (or before its cursor opens again)
     v_set_token bigint;  -- NULL until a group joins it
-    v_set_run bigint;
     v_set_tries integer;
     v_set_snoozes integer;
     v_set_error text;
@@ -988,7 +987,7 @@ BEGIN
                     last_error, message_ids
                 )
                 VALUES (
-                    v_set_token, v_set_run, v_now + p_lease, v_set_scheduled, p_worker,
+                    v_set_token, v_run, v_now + p_lease, v_set_scheduled, p_worker,
                     v_set_tries, v_set_snoozes, v_set_error, v_set_ids
                 );
             END IF;
@@ -1104,7 +1103,6 @@ BEGIN
                 -- pending until written)
                 IF v_set_token IS NULL THEN
                     v_set_token := nextval('pgcoord.campaign_token');
-                    v_set_run := v_group.run_id;
                     v_set_tries := v_tries;
                     v_set_snoozes := v_group.snoozes;
                     v_set_error := v_error;
