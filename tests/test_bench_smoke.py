@@ -450,3 +450,31 @@ def test_trickle_bench_counts_what_each_queue_processed_and_held_back(
     assert "# Messages enqueued one per call" in markdown
     assert "pgcoord functions" in markdown and "plain table" in markdown
     assert "dead tuples per message" in done.stdout
+
+
+def test_producers_bench_notifies_only_while_a_worker_is_idle(
+    server_url: str, tmp_path: Path
+) -> None:
+    stem = tmp_path / "producers"
+    run_bench("producers", stem, server_url, "--seconds=1", "--rounds=2", "--clients=2")
+
+    result = json.loads(stem.with_suffix(".json").read_text())
+    runs = result["runs"]
+    assert [(r["round"], r["variant"]) for r in runs[:4]] == [
+        (1, "plain INSERT"),
+        (1, "pgcoord, running run, workers busy"),
+        (1, "pgcoord, running run, a worker idle"),
+        (1, "pgcoord, paused run"),
+    ]
+    assert [r["variant"] for r in runs[4:]] == [r["variant"] for r in reversed(runs[:4])]
+    summary = {row["variant"]: row for row in result["summary"]}
+    assert summary["plain INSERT"]["of_plain"] == 1.0
+    assert all(row["calls"] > 0 for row in summary.values()), summary
+    # one notification per enqueue while a worker is idle; while all are busy, none but
+    # those of enqueues that took another's test of the mark for a mark (about 1%)
+    idle = summary["pgcoord, running run, a worker idle"]
+    assert idle["notifications"] == idle["calls"], idle
+    busy = summary["pgcoord, running run, workers busy"]
+    assert busy["notifications"] <= 0.05 * busy["calls"], busy
+    assert summary["pgcoord, paused run"]["notifications"] == 0
+    assert "calls/s (median)" in stem.with_suffix(".md").read_text()

@@ -85,6 +85,8 @@ GRANT EXECUTE ON FUNCTION pgcoord.campaign_skip_stale(interval) TO pgcoord_clien
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_extend(bigint, bigint, interval) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_release(bigint, bigint) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_due_in(bigint) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.campaign_idle(bigint) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.campaign_busy() TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_stats(bigint) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_prune(interval, integer) TO pgcoord_client;
 

@@ -32,7 +32,13 @@ from .config import (
     CAMPAIGN_STALE_AFTER,
     PRUNE_LIMIT,
 )
-from .types import CampaignFailure, CampaignMessage, CampaignProgress, CampaignStats
+from .types import (
+    CampaignFailure,
+    CampaignIdle,
+    CampaignMessage,
+    CampaignProgress,
+    CampaignStats,
+)
 
 
 def campaign_create(
@@ -254,6 +260,21 @@ def campaign_due_in(conn: psycopg.Connection[Any], run_id: int | None = None) ->
     orphaned claim runs out (zero: now); None when there is none."""
     due_in: timedelta | None = query.value(conn, sql.CAMPAIGN_DUE_IN, {"run_id": run_id})
     return due_in
+
+
+def campaign_idle(conn: psycopg.Connection[Any], run_id: int | None = None) -> CampaignIdle:
+    """For a worker about to sleep, on the connection where it LISTENs pgcoord_campaigns
+    (its own session, in autocommit, never through a transaction pooler): mark the
+    session an idle worker of `run_id` (of every run when None) until `campaign_busy`, so
+    that enqueues notify it, then how long it may sleep. Enqueues notify only while some
+    worker of their run is marked idle."""
+    return query.one(conn, CampaignIdle, sql.CAMPAIGN_IDLE, {"run_id": run_id})
+
+
+def campaign_busy(conn: psycopg.Connection[Any]) -> None:
+    """End the mark of `campaign_idle` on this connection's session (nothing without
+    one): enqueues stop notifying it."""
+    query.value(conn, sql.CAMPAIGN_BUSY)
 
 
 def campaign_progress(

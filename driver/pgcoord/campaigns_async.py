@@ -30,7 +30,13 @@ from .config import (
     CAMPAIGN_STALE_AFTER,
     PRUNE_LIMIT,
 )
-from .types import CampaignFailure, CampaignMessage, CampaignProgress, CampaignStats
+from .types import (
+    CampaignFailure,
+    CampaignIdle,
+    CampaignMessage,
+    CampaignProgress,
+    CampaignStats,
+)
 
 
 async def campaign_create(
@@ -262,6 +268,23 @@ async def campaign_due_in(
         conn, sql.CAMPAIGN_DUE_IN, {"run_id": run_id}
     )
     return due_in
+
+
+async def campaign_idle(
+    conn: psycopg.AsyncConnection[Any], run_id: int | None = None
+) -> CampaignIdle:
+    """For a worker about to sleep, on the connection where it LISTENs pgcoord_campaigns
+    (its own session, in autocommit, never through a transaction pooler): mark the
+    session an idle worker of `run_id` (of every run when None) until `campaign_busy`, so
+    that enqueues notify it, then how long it may sleep. Enqueues notify only while some
+    worker of their run is marked idle."""
+    return await query_async.one(conn, CampaignIdle, sql.CAMPAIGN_IDLE, {"run_id": run_id})
+
+
+async def campaign_busy(conn: psycopg.AsyncConnection[Any]) -> None:
+    """End the mark of `campaign_idle` on this connection's session (nothing without
+    one): enqueues stop notifying it."""
+    await query_async.value(conn, sql.CAMPAIGN_BUSY)
 
 
 async def campaign_progress(

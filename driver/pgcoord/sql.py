@@ -166,6 +166,10 @@ CAMPAIGN_SKIP_STALE: LiteralString = (
     "SELECT pgcoord.campaign_skip_stale(p_older_than => %(older_than)s)"
 )
 CAMPAIGN_DUE_IN: LiteralString = "SELECT pgcoord.campaign_due_in(p_run_id => %(run_id)s)"
+CAMPAIGN_IDLE: LiteralString = (
+    "SELECT due_in, settled FROM pgcoord.campaign_idle(p_run_id => %(run_id)s)"
+)
+CAMPAIGN_BUSY: LiteralString = "SELECT pgcoord.campaign_busy()"
 CAMPAIGN_PROGRESS: LiteralString = (
     "SELECT run_id, name, status, pending, processing, sent, failed, skipped, total"
     " FROM pgcoord.campaign_progress ORDER BY run_id"

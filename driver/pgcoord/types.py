@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 
@@ -100,6 +100,17 @@ class CampaignMessage:
     attempt: int
     claim_token: int
     scheduled_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignIdle:
+    """A row of pgcoord.campaign_idle: how long an idle worker may sleep (as
+    campaign_due_in: zero when a message is due now, None when nothing is pending or
+    held), and whether that look is settled (False: an enqueue still committing may be
+    missing from it, so look again soon)."""
+
+    due_in: timedelta | None
+    settled: bool
 
 
 @dataclass(frozen=True, slots=True)

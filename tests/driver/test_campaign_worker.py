@@ -532,19 +532,20 @@ def test_an_idle_worker_sends_a_message_due_in_seconds_when_it_falls_due(
     """A worker that found nothing due sleeps its longest idle poll (5 s). A message
     enqueued meanwhile, due within that sleep, is sent when it falls due, not when the
     sleep ends: the enqueue wakes the worker, which sleeps on until the message is due
-    (campaign_due_in), without polling hard."""
-    due_in = campaigns_async.campaign_due_in
+    (campaign_idle: marked idle, so that the enqueue notifies, and campaign_due_in),
+    without polling hard."""
+    idle = campaigns_async.campaign_idle
     answers: list[timedelta | None] = []
     asleep = asyncio.Event()
 
-    async def spied_due_in(conn: psycopg.AsyncConnection[Any], *args: Any) -> Any:
-        found = await due_in(conn, *args)
-        answers.append(found)
-        if found is None:
+    async def spied_idle(conn: psycopg.AsyncConnection[Any], *args: Any) -> Any:
+        look = await idle(conn, *args)
+        answers.append(look.due_in)
+        if look.due_in is None and look.settled:
             asleep.set()
-        return found
+        return look
 
-    monkeypatch.setattr(campaigns_async, "campaign_due_in", spied_due_in)
+    monkeypatch.setattr(campaigns_async, "campaign_idle", spied_idle)
 
     async def test(queue: Queue) -> None:
         run_id = await queue.run()
@@ -565,6 +566,58 @@ def test_an_idle_worker_sends_a_message_due_in_seconds_when_it_falls_due(
         # woken: nothing due yet, a sleep until it is; after its claim, nothing more
         # due: a few looks in all over those 2 s, not a tight loop
         assert len(answers) - asked <= 4
+
+    run(test, db_url)
+
+
+# the idle mark of a worker of one run (campaign_idle): a shared advisory lock of its
+# LISTEN connection's session
+IDLE_MARKS = (
+    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    " AND classid = 1885823845 AND objid = %s::oid"
+)
+
+
+def test_the_worker_is_marked_idle_only_while_it_finds_less_than_it_claims(db_url: str) -> None:
+    """Enqueues notify only while a worker is marked idle: a worker that found nothing
+    holds the mark (and an enqueue wakes it at once), one whose claims come back full
+    lets it go, and takes it again once the run has nothing left for it."""
+
+    async def test(queue: Queue) -> None:
+        run_id = await queue.run()
+        release = asyncio.Event()
+        started: list[int] = []
+
+        async def send(message: CampaignMessage) -> None:
+            started.append(message.message_id)
+            await release.wait()
+
+        async def marks() -> int:
+            cur = await queue.conn.execute(IDLE_MARKS, (run_id,))
+            row = await cur.fetchone()
+            assert row is not None
+            return int(row[0])
+
+        async def marked(count: int) -> bool:
+            return await marks() == count
+
+        w = worker(
+            send, db_url, run_id=run_id, concurrency=4, batch=4, idle_poll=timedelta(seconds=5)
+        )
+        async with running(w):
+            await wait_until(lambda: marked(1), "the idle worker's mark")
+            await queue.enqueue(run_id, 40)
+            woken = time.monotonic()
+
+            async def busy() -> bool:
+                return len(started) == 4 and await marked(0)
+
+            await wait_until(busy, "a busy worker, unmarked")
+            assert time.monotonic() - woken < 2, "woken by the enqueue, not its 5 s poll"
+            release.set()
+            await wait_until(lambda: queue.done(run_id, 40), "every message sent")
+            await wait_until(lambda: marked(1), "idle again, marked again")
 
     run(test, db_url)
 

@@ -55,11 +55,12 @@ CAMPAIGN_CONTRACT: dict[str, tuple[str, str]] = {
 }
 SECTION_3 = tuple(CAMPAIGN_CONTRACT)
 # Not in API.md, granted like the API, for the worker: a heartbeat, giving a claim back
-# without spending a try (a worker that stops), how long an idle worker may sleep, a
-# batched completion answering which messages it marked sent, that completion followed
-# by the next claim in one call, and the metrics of many messages unpacked from one JSON
-# array; for operators, a run's throughput, retries, snoozes and handler times, and the
-# retention of ended runs.
+# without spending a try (a worker that stops), how long an idle worker may sleep (and
+# the mark of an idle worker, which enqueues notify, and its end), a batched completion
+# answering which messages it marked sent, that completion followed by the next claim
+# in one call, and the metrics of many messages unpacked from one JSON array; for
+# operators, a run's throughput, retries, snoozes and handler times, and the retention
+# of ended runs.
 CAMPAIGN_HELPERS: dict[str, tuple[str, str]] = {
     "campaign_extend": (
         "p_message_id bigint, p_claim_token bigint, p_lease interval DEFAULT '00:05:00'::interval",
@@ -67,6 +68,11 @@ CAMPAIGN_HELPERS: dict[str, tuple[str, str]] = {
     ),
     "campaign_release": ("p_message_id bigint, p_claim_token bigint", "boolean"),
     "campaign_due_in": ("p_run_id bigint DEFAULT NULL::bigint", "interval"),
+    "campaign_idle": (
+        "p_run_id bigint DEFAULT NULL::bigint, OUT due_in interval, OUT settled boolean",
+        "record",
+    ),
+    "campaign_busy": ("", "void"),
     "campaign_completed": (
         "p_message_ids bigint[], p_claim_tokens bigint[], p_metrics jsonb[] DEFAULT NULL::jsonb[]",
         "bigint[]",
@@ -358,6 +364,28 @@ def due_in(conn: Conn, run_id: int | None = None) -> timedelta | None:
     value = scalar(conn, "SELECT pgcoord.campaign_due_in(p_run_id => %s::bigint)", run_id)
     assert value is None or isinstance(value, timedelta)
     return value
+
+
+def idle(conn: Conn, run_id: int | None = None) -> tuple[timedelta | None, bool]:
+    """campaign_idle: mark `conn`'s session an idle worker; how long it may sleep, and
+    whether that look is settled."""
+    row = conn.execute(
+        "SELECT due_in, settled FROM pgcoord.campaign_idle(p_run_id => %s::bigint)", (run_id,)
+    ).fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+def busy(conn: Conn) -> None:
+    conn.execute("SELECT pgcoord.campaign_busy()")
+
+
+def notified(listener: Conn) -> list[str]:
+    """The pgcoord_campaigns payloads delivered to `listener` so far."""
+    listener.execute("SELECT 1")  # a round trip delivers what has arrived
+    return [
+        n.payload for n in listener.notifies(timeout=0.2, stop_after=100) if n.channel == CHANNEL
+    ]
 
 
 def progress(conn: Conn, run_id: int) -> Progress:

@@ -16,7 +16,9 @@ from campaignkit import (
     counts,
     create,
     enqueue,
+    idle,
     item,
+    notified,
     set_status,
     snapshot,
     statuses,
@@ -248,47 +250,40 @@ def test_ids_follow_the_items_and_the_status_view_shows_each(conn: Conn) -> None
     ]
 
 
-def notifications(listener: Conn) -> list[str]:
-    """The pgcoord_campaigns payloads delivered to `listener` so far."""
-    listener.execute("SELECT 1")  # a round trip delivers what has arrived
-    return [
-        n.payload for n in listener.notifies(timeout=0.2, stop_after=100) if n.channel == CHANNEL
-    ]
-
-
 def test_an_enqueue_notifies_once_when_something_is_due_soon(db_url: str, conn: Conn) -> None:
     run_id, paused = create(conn), create(conn)
     set_status(conn, paused, "paused")
     with connect(db_url) as listener:
         listener.execute(f"LISTEN {CHANNEL}")
-        assert notifications(listener) == []
+        idle(listener)  # a worker of every run, asleep: enqueues notify it
+        assert notified(listener) == []
 
         enqueue(conn, run_id, [item(f"+{i}") for i in range(40)])
-        assert notifications(listener) == [str(run_id)], "once per call"
+        assert notified(listener) == [str(run_id)], "once per call"
         soon = server_clock(conn) + LONGEST_SLEEP - timedelta(seconds=1)
         enqueue(conn, run_id, [item("soon", scheduled_at=soon)])
-        assert notifications(listener) == [str(run_id)], "due within an idle worker's sleep"
+        assert notified(listener) == [str(run_id)], "due within an idle worker's sleep"
         beyond = server_clock(conn) + LONGEST_SLEEP + timedelta(seconds=1)
         later = server_clock(conn) + timedelta(minutes=5)
         enqueue(conn, run_id, [item("beyond", scheduled_at=beyond)])
         enqueue(conn, run_id, [item("later", scheduled_at=later)])
         enqueue(conn, run_id, [])
-        assert notifications(listener) == [], "nothing due within an idle worker's sleep"
+        assert notified(listener) == [], "nothing due within an idle worker's sleep"
         enqueue(conn, run_id, [item("later", scheduled_at=later), item("now")])
-        assert notifications(listener) == [str(run_id)]
+        assert notified(listener) == [str(run_id)]
         enqueue(conn, paused, [item("+1")])
-        assert notifications(listener) == [], "a paused run's messages wait"
+        assert notified(listener) == [], "a paused run's messages wait"
         set_status(conn, paused, "running")
-        assert notifications(listener) == [str(paused)], "resumed with a message due"
+        assert notified(listener) == [str(paused)], "resumed with a message due"
         set_status(conn, paused, "paused")
-        assert notifications(listener) == []
+        assert notified(listener) == []
         claim(conn, limit=100)  # all but the three due later
         set_status(conn, run_id, "paused")
         set_status(conn, run_id, "running")
-        assert notifications(listener) == [str(run_id)], "resumed with one due within that sleep"
+        assert notified(listener) == [str(run_id)], "resumed with one due within that sleep"
         waiting = create(conn)
         beyond = server_clock(conn) + LONGEST_SLEEP + timedelta(seconds=1)
         enqueue(conn, waiting, [item("beyond", scheduled_at=beyond)])
         set_status(conn, waiting, "paused")
         set_status(conn, waiting, "running")
-        assert notifications(listener) == [], "resumed with nothing due within it"
+        assert notified(listener) == [], "resumed with nothing due within it"

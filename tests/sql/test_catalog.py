@@ -7,7 +7,7 @@ import dataclasses
 import re
 import types
 import typing
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import campaignkit
@@ -21,6 +21,7 @@ from pgcoord.types import (
     Batch,
     BufferStatus,
     CampaignFailure,
+    CampaignIdle,
     CampaignMessage,
     CampaignProgress,
     CampaignStats,
@@ -39,6 +40,7 @@ PYTHON_TYPES = {
     "integer": int,
     "double precision": float,
     "timestamp with time zone": datetime,
+    "interval": timedelta,
     "bigint[]": list[int],
     "text[]": list[str],
     "jsonb": dict[str, Any],
@@ -234,6 +236,11 @@ def holds(value: Any, hint: Any) -> bool:
             " p_error => 'e') LIMIT 0",
         ),
         (
+            CampaignIdle,
+            lambda conn: result_columns(conn, "campaign_idle"),
+            "SELECT * FROM pgcoord.campaign_idle() LIMIT 0",
+        ),
+        (
             CampaignProgress,
             lambda conn: view_columns(conn, "pgcoord.campaign_progress"),
             "SELECT * FROM pgcoord.campaign_progress LIMIT 0",
@@ -267,6 +274,7 @@ def holds(value: Any, hint: Any) -> bool:
         "BufferStatus=buffer_status",
         "CampaignMessage=campaign_claim",
         "CampaignFailure=campaign_fail",
+        "CampaignIdle=campaign_idle",
         "CampaignProgress=campaign_progress",
         "MessageStatus=campaign_message_status",
         "CampaignStats=campaign_stats",

@@ -32,7 +32,10 @@ the fleet never exceeds it. Every `skip_stale_every` one worker of the fleet (wh
 takes the lease lock `pgcoord:campaign_skip_stale`) marks too-old pending messages
 skipped. Waking, stopping and outages work as for `BufferWorker`: LISTEN
 pgcoord_campaigns (notified at most once per enqueue), a timed sleep until the next due
-message otherwise, SIGTERM/SIGINT give the rest back without spending a try.
+message otherwise, SIGTERM/SIGINT give the rest back without spending a try. An idle
+worker marks itself so on its LISTEN connection (campaign_idle), and lets the mark go
+once a claim comes back full (campaign_busy): enqueues notify only while a worker of
+their run is idle, so that producers feeding busy workers never take turns at the commit.
 """
 
 from __future__ import annotations
@@ -85,6 +88,15 @@ class CampaignWork(Work[CampaignMessage]):
 
     async def due_in(self, conn: AsyncConn) -> timedelta | None:
         return await campaigns_async.campaign_due_in(conn, self.run_id)
+
+    marks_idle = True  # campaign_enqueue notifies only while a worker is idle
+
+    async def idle(self, conn: AsyncConn) -> tuple[timedelta | None, bool]:
+        look = await campaigns_async.campaign_idle(conn, self.run_id)
+        return look.due_in, look.settled
+
+    async def busy(self, conn: AsyncConn) -> None:
+        await campaigns_async.campaign_busy(conn)
 
     async def extend(
         self, conn: AsyncConn, item: CampaignMessage, lease: timedelta

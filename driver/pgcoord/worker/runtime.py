@@ -22,7 +22,9 @@ snooze or give back one of them. The runtime owns everything else, once:
   busy worker makes one round trip per batch;
 - wake-ups: LISTEN on the work's channel (on the pool's server, a direct connection of
   its own, or none, chosen with `listen`), and otherwise a timed sleep until the next
-  item is due, at most `idle_poll`;
+  item is due, at most `idle_poll`; when the work marks idle workers (campaigns), the
+  look before a sleep is made on the LISTEN connection after the mark, and the mark is
+  let go once a claim comes back full;
 - stop: `stop()` or SIGTERM/SIGINT stops claiming, lets handlers finish for `grace`,
   then cancels them and gives their items back without spending a try; a second stop
   (Ctrl-C again) ends the grace at once;
@@ -66,10 +68,16 @@ Item = TypeVar("Item")
 T = TypeVar("T")
 AsyncConn = psycopg.AsyncConnection[Any]
 AsyncPool = AsyncConnectionPool[AsyncConn]
+# a call to make on the LISTEN connection, and the future of its result
+ListenerCall = tuple[Callable[[AsyncConn], Awaitable[Any]], "asyncio.Future[Any]"]
 
 # when items are due but all held by others (a concurrent claim's row locks), look again
 # after this long, doubling up to idle_poll while nothing can be claimed
 BUSY_PAUSE = 0.05
+# when an idle worker's look was not settled (an item still being committed may be
+# missing from it, and its producer may not notify), look again after this long, doubling
+# up to idle_poll while it stays so
+UNSETTLED_PAUSE = 0.01
 MAX_ERROR_PAUSE = 5.0
 # how long run() waits for LISTEN before its first claim (it goes on without it)
 LISTEN_TIMEOUT = 5.0
@@ -145,6 +153,20 @@ class Work(ABC, Generic[Item]):
     @abstractmethod
     async def due_in(self, conn: AsyncConn) -> timedelta | None:
         """How long until an item is due (zero: now), None when there is none."""
+
+    # whether an idle worker says so on its LISTEN connection (`idle`, then `busy` once
+    # it has work again), producers notifying only while some worker is idle
+    marks_idle: ClassVar[bool] = False
+
+    async def idle(self, conn: AsyncConn) -> tuple[timedelta | None, bool]:
+        """On the LISTEN connection: mark the session idle, then `due_in`, and whether
+        that look is settled (False: an item still being committed may be missing from
+        it, and its producer may not notify: look again soon)."""
+        raise NotImplementedError
+
+    async def busy(self, conn: AsyncConn) -> None:
+        """On the LISTEN connection: end the mark of `idle`."""
+        raise NotImplementedError
 
     @abstractmethod
     async def extend(self, conn: AsyncConn, item: Item, lease: timedelta) -> datetime | None:
@@ -324,6 +346,12 @@ async def _resolved(value: Any) -> Any:
     return value
 
 
+def _quietly(call: asyncio.Future[Any]) -> None:
+    """Done callback of a call whose outcome nobody awaits: its error is dropped."""
+    if not call.cancelled():
+        call.exception()
+
+
 async def _wait(event: asyncio.Event, timeout: float | None) -> None:
     """Until `event` is set or `timeout` seconds have passed (None: no limit), without a
     task of its own (asyncio.wait_for makes one on Python 3.11)."""
@@ -449,6 +477,12 @@ class Runtime(Generic[Item]):
         self._refused: InvalidArgument | None = None  # the worker's settings, by the server
         self._done: list[tuple[Flight[Item], Any]] = []  # successes to complete
         self._done_ready = asyncio.Event()
+        # calls the claim loop makes on the LISTEN connection (the work's idle mark)
+        self._listener_calls: asyncio.Queue[ListenerCall] = asyncio.Queue()
+        self._listening = False  # LISTEN is in force on a live connection
+        self._marked = False  # that connection's session holds the work's idle mark
+        self._unsettled_pause = UNSETTLED_PAUSE
+        self._last_want = 0  # what the last completion call claimed at most
         self.processed = 0  # items completed
         self.failed = 0  # items given back: failed tries, snoozes, and at the stop
 
@@ -615,11 +649,45 @@ class Runtime(Generic[Item]):
             self._claiming = False
         self._hold(items)
         if len(items) == want:
+            self._busy()
             return len(items), None if self._want() == 0 else 0
-        due_in = await self._db(self.work.due_in)
+        return len(items), await self._look()
+
+    async def _look(self) -> float:
+        """How long to sleep once a claim found less than it wanted: until the next item
+        is due, at most idle_poll. When the work marks idle workers, this look is made on
+        the LISTEN connection after the mark (producers notify from then on); a look that
+        is not settled is made again soon."""
+        if self.work.marks_idle and self._listening:
+            try:
+                due_in, settled = await self._on_listener(self._mark)
+            except (TimeoutError, psycopg.OperationalError):
+                pass  # the connection was lost meanwhile: the pooled look below
+            else:
+                pause = self._pause(due_in)
+                if settled:
+                    self._unsettled_pause = UNSETTLED_PAUSE
+                    return pause
+                pause = min(pause, self._unsettled_pause)
+                self._unsettled_pause = min(self._unsettled_pause * 2, self.idle_poll)
+                return pause
+        return self._pause(await self._db(self.work.due_in))
+
+    def _pause(self, due_in: timedelta | None) -> float:
         if due_in is None:
-            return len(items), self.idle_poll
-        return len(items), min(due_in.total_seconds(), self.idle_poll)
+            return self.idle_poll
+        return min(due_in.total_seconds(), self.idle_poll)
+
+    async def _mark(self, conn: AsyncConn) -> tuple[timedelta | None, bool]:
+        look = await self.work.idle(conn)
+        self._marked = True
+        return look
+
+    def _busy(self) -> None:
+        """A claim found all it wanted: end the idle mark, if held (without waiting)."""
+        if self._marked:
+            self._marked = False
+            self._on_listener(self.work.busy).add_done_callback(_quietly)
 
     def _hold(self, items: list[Item]) -> None:
         """Hold claimed items, queued for a slot; one lease (heartbeat) per claim token
@@ -1004,6 +1072,8 @@ class Runtime(Generic[Item]):
                         )
                     self._forget(flight)
                 self._hold(claimed)
+                if claimed and len(claimed) == self._last_want:
+                    self._busy()
 
     async def _complete(
         self, batch: list[tuple[Flight[Item], Any]]
@@ -1015,6 +1085,7 @@ class Runtime(Generic[Item]):
         want = 0
         if self._claims_with_completions and not self._stopping.is_set():
             want = self._want(freed=len(batch))
+        self._last_want = want
         try:
             if want:
                 self._claiming = True
@@ -1109,13 +1180,68 @@ class Runtime(Generic[Item]):
                         self._wake.set()  # notifications may have been missed meanwhile
                     listening.set()
                     pause = 0.5
-                    async for _ in conn.notifies():
-                        self._wake.set()
+                    await self._serve(conn)
             except Exception as exc:
                 self._fault(exc, "listening on %s failed; retrying", channel)
             listening.set()
             await asyncio.sleep(pause)
             pause = min(pause * 2, MAX_ERROR_PAUSE)
+
+    async def _serve(self, conn: AsyncConn) -> None:
+        """Wake the claim loop on every notification; between them, make the calls it asks
+        for on this connection (the idle mark, a session's). Returns or raises when the
+        connection is lost; the calls still waiting then fail."""
+        self._listening = True
+        try:
+            while True:
+                heard = asyncio.create_task(self._heard(conn))
+                asked = asyncio.create_task(self._listener_calls.get())
+                try:
+                    await asyncio.wait({heard, asked}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for task in (heard, asked):
+                        task.cancel()
+                    await asyncio.gather(heard, asked, return_exceptions=True)
+                if not asked.cancelled():
+                    await self._answer(conn, *asked.result())
+                if not heard.cancelled():
+                    heard.result()  # the connection failed: raises
+        finally:
+            self._listening = False
+            self._marked = False  # the session's locks went with it
+            lost = psycopg.OperationalError("the LISTEN connection was lost")
+            while not self._listener_calls.empty():
+                _, future = self._listener_calls.get_nowait()
+                if not future.done():
+                    future.set_exception(lost)
+
+    async def _heard(self, conn: AsyncConn) -> None:
+        async for _ in conn.notifies():
+            self._wake.set()
+        raise psycopg.OperationalError("the LISTEN connection stopped delivering")
+
+    async def _answer(
+        self,
+        conn: AsyncConn,
+        call: Callable[[AsyncConn], Awaitable[Any]],
+        future: asyncio.Future[Any],
+    ) -> None:
+        if future.done():  # its caller gave up waiting
+            return
+        try:
+            future.set_result(await call(conn))
+        except Exception as exc:
+            if not future.done():
+                future.set_exception(exc)
+            if isinstance(exc, FAULTS):
+                raise
+
+    def _on_listener(self, call: Callable[[AsyncConn], Awaitable[T]]) -> asyncio.Future[T]:
+        """`call` on the LISTEN connection, between notifications: its future, which
+        fails when the connection is lost first; awaited, bounded by call_timeout."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._listener_calls.put_nowait((call, future))
+        return asyncio.ensure_future(asyncio.wait_for(future, self.call_timeout))
 
     async def _housekeep(self) -> None:
         every = self.work.housekeeping_every

@@ -1,0 +1,182 @@
+"""campaign_idle and campaign_busy: an enqueue notifies only while a worker of its run is
+marked idle, and no wake-up is lost between a worker's last look and its sleep (the gate
+that every enqueue into a running run holds to its commit)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import psycopg
+import pytest
+from campaignkit import CHANNEL, busy, create, enqueue, idle, item, notified, set_status
+from sqlkit import Conn, connect, fan_out, server_clock
+
+ROUNDS = 150
+
+
+def listening(db_url: str) -> Conn:
+    listener = connect(db_url)
+    listener.execute(f"LISTEN {CHANNEL}")
+    return listener
+
+
+def advisory_locks(conn: Conn, pid: int) -> int:
+    return int(
+        conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = %s", (pid,)
+        ).fetchone()[0]  # type: ignore[index]
+    )
+
+
+def test_an_enqueue_notifies_only_while_a_worker_is_idle(db_url: str, conn: Conn) -> None:
+    run_id = create(conn)
+    with listening(db_url) as listener:
+        enqueue(conn, run_id, [item("+1")])
+        assert notified(listener) == [], "no worker is idle: no one to tell"
+        idle(listener)
+        enqueue(conn, run_id, [item("+2")])
+        assert notified(listener) == [str(run_id)]
+        busy(listener)
+        enqueue(conn, run_id, [item("+3")])
+        assert notified(listener) == [], "busy again"
+
+
+def test_a_worker_of_one_run_is_told_of_that_run_only(db_url: str, conn: Conn) -> None:
+    mine, other = create(conn), create(conn)
+    with listening(db_url) as listener:
+        idle(listener, mine)
+        enqueue(conn, other, [item("+1")])
+        assert notified(listener) == []
+        enqueue(conn, mine, [item("+2")])
+        assert notified(listener) == [str(mine)]
+        idle(listener)  # now of every run: the run's mark is let go
+        enqueue(conn, other, [item("+3")])
+        assert notified(listener) == [str(other)]
+        busy(listener)
+        enqueue(conn, mine, [item("+4")])
+        enqueue(conn, other, [item("+5")])
+        assert notified(listener) == []
+
+
+def test_idle_again_keeps_one_mark_and_busy_ends_it(db_url: str, conn: Conn) -> None:
+    run_id = create(conn)
+    with listening(db_url) as listener:
+        pid = listener.info.backend_pid
+        for _ in range(3):
+            idle(listener, run_id)
+        assert advisory_locks(conn, pid) == 1
+        busy(listener)
+        assert advisory_locks(conn, pid) == 0
+        enqueue(conn, run_id, [item("+1")])
+        assert notified(listener) == []
+
+
+def test_busy_without_a_mark_changes_nothing_and_says_nothing(db_url: str) -> None:
+    notices: list[str] = []
+    with connect(db_url) as worker:
+        worker.add_notice_handler(
+            lambda diagnostic: notices.append(str(diagnostic.message_primary))
+        )
+        worker.execute("SET client_min_messages = debug1")
+        busy(worker)
+        busy(worker)
+        assert advisory_locks(worker, worker.info.backend_pid) == 0
+    assert notices == []
+
+
+def test_a_mark_ends_with_its_session(db_url: str, conn: Conn) -> None:
+    run_id = create(conn)
+    with listening(db_url) as listener:
+        with connect(db_url) as gone:
+            idle(gone, run_id)
+            enqueue(conn, run_id, [item("+1")])
+            assert notified(listener) == [str(run_id)], "another session's mark"
+        enqueue(conn, run_id, [item("+2")])
+        assert notified(listener) == [], "that session has ended"
+
+
+def test_idle_answers_as_campaign_due_in(db_url: str, conn: Conn) -> None:
+    empty, due, later = create(conn), create(conn), create(conn)
+    enqueue(conn, due, [item("+1")])
+    enqueue(conn, later, [item("+2", scheduled_at=server_clock(conn) + timedelta(minutes=5))])
+    with connect(db_url) as worker:
+        assert idle(worker, empty) == (None, True)
+        assert idle(worker, due) == (timedelta(0), True)
+        due_in, settled = idle(worker, later)
+        assert settled and timedelta(minutes=4) < due_in <= timedelta(minutes=5)  # type: ignore[operator]
+        assert idle(worker) == (timedelta(0), True), "every run: one is due now"
+
+
+def test_an_unknown_run_is_refused_and_marks_nothing(db_url: str, conn: Conn) -> None:
+    run_id = create(conn)
+    unknown = run_id + 1000
+    with listening(db_url) as listener:
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="p_run_id"):
+            idle(listener, unknown)
+        assert advisory_locks(conn, listener.info.backend_pid) == 0
+        enqueue(conn, run_id, [item("+1")])
+        assert notified(listener) == []
+
+
+def test_an_enqueue_still_committing_unsettles_the_look(db_url: str, conn: Conn) -> None:
+    """The lost wake-up the gate prevents: an enqueue looked for idle workers before the
+    worker's mark (none: it will not notify), and commits after the worker's look."""
+    run_id = create(conn)
+    with listening(db_url) as worker, connect(db_url) as producer:
+        with producer.transaction():
+            enqueue(producer, run_id, [item("+1")])  # no worker idle yet
+            assert idle(worker, run_id) == (None, False), "the look misses it: not settled"
+        assert notified(worker) == [], "that enqueue notifies no one"
+        assert idle(worker, run_id) == (timedelta(0), True), "the next look finds it"
+
+        with producer.transaction():
+            enqueue(producer, run_id, [item("+2")])  # after the mark: it will notify
+            assert idle(worker, run_id) == (timedelta(0), False)
+        assert notified(worker) == [str(run_id)]
+
+
+def test_enqueues_into_a_paused_run_leave_the_look_settled(db_url: str, conn: Conn) -> None:
+    paused = create(conn)
+    set_status(conn, paused, "paused")
+    with connect(db_url) as worker, connect(db_url) as producer, producer.transaction():
+        enqueue(producer, paused, [item("+1")])
+        assert idle(worker) == (None, True)
+
+
+def test_enqueues_share_the_gate(db_url: str, conn: Conn) -> None:
+    """Enqueues into one running run, each in a transaction still open, never wait for
+    each other (the statement timeout would end one that did)."""
+    run_id = create(conn)
+    with (
+        connect(db_url) as first,
+        connect(db_url) as second,
+        first.transaction(),
+        second.transaction(),
+    ):
+        second.execute("SET LOCAL lock_timeout = '1s'")
+        enqueue(first, run_id, [item("+1")])
+        enqueue(second, run_id, [item("+2")])
+
+
+def test_no_wake_up_is_lost_between_a_look_and_a_sleep(db_url: str, conn: Conn) -> None:
+    """An enqueue and a worker going idle, released together, many rounds: the worker's
+    look finds the message, or the enqueue notifies it, or the look says it is not
+    settled (look again soon). Never none of the three."""
+    with listening(db_url) as worker, connect(db_url) as producer:
+        for round_ in range(ROUNDS):
+            run_id = create(conn)
+            busy(worker)
+            notified(worker)  # drop what earlier rounds sent
+
+            def go(
+                i: int, c: Conn, run_id: int = run_id, recipient: str = f"+{round_}"
+            ) -> tuple[timedelta | None, bool]:
+                if i == 0:
+                    enqueue(c, run_id, [item(recipient)])
+                    return None, True
+                return idle(c, run_id)
+
+            _, (due_in, settled) = fan_out([producer, worker], go)
+            told = str(run_id) in notified(worker)
+            found = due_in == timedelta(0)
+            assert found or told or not settled, f"round {round_}: a lost wake-up"
