@@ -380,11 +380,12 @@ def busy(conn: Conn) -> None:
     conn.execute("SELECT pgcoord.campaign_busy()")
 
 
-def notified(listener: Conn) -> list[str]:
-    """The pgcoord_campaigns payloads delivered to `listener` so far."""
+def notified(listener: Conn, wait: float = 0.2) -> list[str]:
+    """The pgcoord_campaigns payloads delivered to `listener` so far, waiting up to `wait`
+    seconds for more."""
     listener.execute("SELECT 1")  # a round trip delivers what has arrived
     return [
-        n.payload for n in listener.notifies(timeout=0.2, stop_after=100) if n.channel == CHANNEL
+        n.payload for n in listener.notifies(timeout=wait, stop_after=100) if n.channel == CHANNEL
     ]
 
 
