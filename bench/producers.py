@@ -1,11 +1,12 @@
 """Many producers: enqueues of one message per call at 16 connections (pgbench, one
 statement per transaction, synchronous_commit as the server has it), the shape of
 webhooks handing messages over as they come. pgcoord's campaign_enqueue into a running
-run whose workers are busy (none marked idle: no NOTIFY), into a running run with one
-worker idle (a connection marked by campaign_idle, LISTENing: every enqueue notifies),
-and into a paused run; beside the same producer on a plain row-per-message table (one
-INSERT), the ceiling. Interleaved, in the order below in odd rounds and reversed in even
-ones.
+run whose workers are busy (a connection marked by campaign_busy, as a busy
+CampaignWorker's LISTEN connection is, and none idle: no NOTIFY), into a running run
+with one worker idle (a connection marked by campaign_idle: every enqueue notifies, as
+it does when no worker has marked itself at all), and into a paused run; beside the
+same producer on a plain row-per-message table (one INSERT), the ceiling. Interleaved,
+in the order below in odd rounds and reversed in even ones.
 
     python -m bench.producers [--seconds 5] [--rounds 3] [--clients 16]
 
@@ -114,7 +115,8 @@ def one_run(
     script = "trickle_plain" if variant == PLAIN else "trickle_functions"
     run_id = paused if variant == PAUSED else running
     db.wait_until_idle()
-    with idle_worker(db.url, run_id, variant == IDLE) as heard:
+    mark = {BUSY: "busy", IDLE: "idle"}.get(variant)
+    with listening_worker(db.url, run_id, mark) as heard:
         result = pgbench_run.run_script(
             db.url, script, args.clients, args.seconds, variables={"run_id": str(run_id)}
         )
@@ -128,16 +130,18 @@ def one_run(
 
 
 @contextmanager
-def idle_worker(url: str, run_id: int, marked: bool) -> Iterator[list[int]]:
-    """A connection that LISTENs pgcoord_campaigns, marked idle for the run when `marked`
-    (campaign_idle, as an idle CampaignWorker's LISTEN connection is), counting the
-    notifications it hears until the block ends."""
+def listening_worker(url: str, run_id: int, mark: str | None) -> Iterator[list[int]]:
+    """A connection that LISTENs pgcoord_campaigns, marked "idle" or "busy" for the run
+    (campaign_idle, campaign_busy, as a CampaignWorker's LISTEN connection is), counting
+    the notifications it hears until the block ends."""
     heard = [0]
     stop = threading.Event()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("LISTEN pgcoord_campaigns")
-        if marked:
+        if mark == "idle":
             campaigns.campaign_idle(conn, run_id)
+        elif mark == "busy":
+            assert campaigns.campaign_busy(conn, run_id)
 
         def read() -> None:
             while not stop.is_set():
@@ -201,12 +205,13 @@ def markdown(result: dict[str, Any], rows: list[dict[str, Any]], runs: list[dict
         "rounds interleaved (the order below in odd rounds, reversed in even ones), "
         f"synchronous_commit {settings['synchronous_commit']}. pgcoord: "
         "`campaign_enqueue` of one item (bench/pgbench/trickle_functions.sql); plain: one "
-        "INSERT into a row-per-message table (trickle_plain.sql). A running run notifies "
-        "only while a worker of it is marked idle (`campaign_idle`, which an idle "
-        "CampaignWorker holds on its LISTEN connection), and PostgreSQL commits notifying "
-        "transactions one at a time; notifications heard: by a connection LISTENing "
-        "throughout each run (with the workers busy, those of enqueues that took "
-        "another's test of the idle mark, an instant's exclusive lock, for a mark).",
+        "INSERT into a row-per-message table (trickle_plain.sql). An enqueue into a running "
+        "run skips its NOTIFY while a worker of the run says it is busy (`campaign_busy`, "
+        "which a CampaignWorker whose claims come back full holds on its LISTEN "
+        "connection) and none is idle (`campaign_idle`); PostgreSQL commits notifying "
+        "transactions one at a time. Notifications heard: by the worker's connection, "
+        "LISTENing throughout each run (with the workers busy, those of enqueues that "
+        "took another's test of the idle mark, an instant's exclusive lock, for a mark).",
         "",
         table(rows, "github"),
         "",

@@ -86,7 +86,7 @@ GRANT EXECUTE ON FUNCTION pgcoord.campaign_extend(bigint, bigint, interval) TO p
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_release(bigint, bigint) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_due_in(bigint) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_idle(bigint) TO pgcoord_client;
-GRANT EXECUTE ON FUNCTION pgcoord.campaign_busy() TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.campaign_busy(bigint) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_stats(bigint) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_prune(interval, integer) TO pgcoord_client;
 

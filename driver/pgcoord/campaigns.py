@@ -264,17 +264,19 @@ def campaign_due_in(conn: psycopg.Connection[Any], run_id: int | None = None) ->
 
 def campaign_idle(conn: psycopg.Connection[Any], run_id: int | None = None) -> CampaignIdle:
     """For a worker about to sleep, on the connection where it LISTENs pgcoord_campaigns
-    (its own session, in autocommit, never through a transaction pooler): mark the
-    session an idle worker of `run_id` (of every run when None) until `campaign_busy`, so
-    that enqueues notify it, then how long it may sleep. Enqueues notify only while some
-    worker of their run is marked idle."""
+    (its own session, in autocommit, never through a transaction pooler): mark the session
+    an idle worker of `run_id` (of every run when None), so that enqueues notify it, then
+    how long it may sleep."""
     return query.one(conn, CampaignIdle, sql.CAMPAIGN_IDLE, {"run_id": run_id})
 
 
-def campaign_busy(conn: psycopg.Connection[Any]) -> None:
-    """End the mark of `campaign_idle` on this connection's session (nothing without
-    one): enqueues stop notifying it."""
-    query.value(conn, sql.CAMPAIGN_BUSY)
+def campaign_busy(conn: psycopg.Connection[Any], run_id: int | None = None) -> bool:
+    """For a worker whose claims come back full, on its LISTEN connection: end its idle
+    mark and say that a worker of `run_id` (of every run when None) is busy, so that
+    enqueues skip the NOTIFY while none is idle. True when this session holds that mark
+    (one worker at a time does), False when another does."""
+    held: bool = query.value(conn, sql.CAMPAIGN_BUSY, {"run_id": run_id})
+    return held
 
 
 def campaign_progress(

@@ -274,17 +274,19 @@ async def campaign_idle(
     conn: psycopg.AsyncConnection[Any], run_id: int | None = None
 ) -> CampaignIdle:
     """For a worker about to sleep, on the connection where it LISTENs pgcoord_campaigns
-    (its own session, in autocommit, never through a transaction pooler): mark the
-    session an idle worker of `run_id` (of every run when None) until `campaign_busy`, so
-    that enqueues notify it, then how long it may sleep. Enqueues notify only while some
-    worker of their run is marked idle."""
+    (its own session, in autocommit, never through a transaction pooler): mark the session
+    an idle worker of `run_id` (of every run when None), so that enqueues notify it, then
+    how long it may sleep."""
     return await query_async.one(conn, CampaignIdle, sql.CAMPAIGN_IDLE, {"run_id": run_id})
 
 
-async def campaign_busy(conn: psycopg.AsyncConnection[Any]) -> None:
-    """End the mark of `campaign_idle` on this connection's session (nothing without
-    one): enqueues stop notifying it."""
-    await query_async.value(conn, sql.CAMPAIGN_BUSY)
+async def campaign_busy(conn: psycopg.AsyncConnection[Any], run_id: int | None = None) -> bool:
+    """For a worker whose claims come back full, on its LISTEN connection: end its idle
+    mark and say that a worker of `run_id` (of every run when None) is busy, so that
+    enqueues skip the NOTIFY while none is idle. True when this session holds that mark
+    (one worker at a time does), False when another does."""
+    held: bool = await query_async.value(conn, sql.CAMPAIGN_BUSY, {"run_id": run_id})
+    return held
 
 
 async def campaign_progress(

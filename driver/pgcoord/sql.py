@@ -169,7 +169,7 @@ CAMPAIGN_DUE_IN: LiteralString = "SELECT pgcoord.campaign_due_in(p_run_id => %(r
 CAMPAIGN_IDLE: LiteralString = (
     "SELECT due_in, settled FROM pgcoord.campaign_idle(p_run_id => %(run_id)s)"
 )
-CAMPAIGN_BUSY: LiteralString = "SELECT pgcoord.campaign_busy()"
+CAMPAIGN_BUSY: LiteralString = "SELECT pgcoord.campaign_busy(p_run_id => %(run_id)s)"
 CAMPAIGN_PROGRESS: LiteralString = (
     "SELECT run_id, name, status, pending, processing, sent, failed, skipped, total"
     " FROM pgcoord.campaign_progress ORDER BY run_id"

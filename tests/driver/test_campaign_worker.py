@@ -570,19 +570,21 @@ def test_an_idle_worker_sends_a_message_due_in_seconds_when_it_falls_due(
     run(test, db_url)
 
 
-# the idle mark of a worker of one run (campaign_idle): a shared advisory lock of its
-# LISTEN connection's session
-IDLE_MARKS = (
-    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
-    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-    " AND classid = 1885823845 AND objid = %s::oid"
+# the marks of a worker of one run: idle (campaign_idle) and busy (campaign_busy), session
+# advisory locks of its LISTEN connection
+MARKS = (
+    "SELECT l.classid::bigint FROM pg_locks AS l WHERE l.locktype = 'advisory' AND l.granted"
+    " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    " AND l.classid IN (1885823845, 1885823846) AND l.objid = %s::oid"
 )
+IDLE, BUSY = 1885823845, 1885823846
 
 
-def test_the_worker_is_marked_idle_only_while_it_finds_less_than_it_claims(db_url: str) -> None:
-    """Enqueues notify only while a worker is marked idle: a worker that found nothing
-    holds the mark (and an enqueue wakes it at once), one whose claims come back full
-    lets it go, and takes it again once the run has nothing left for it."""
+def test_the_worker_says_when_it_is_idle_and_when_its_claims_come_back_full(db_url: str) -> None:
+    """Enqueues skip the NOTIFY only while the run's workers are busy and none is idle: a
+    worker that found nothing holds the idle mark (and an enqueue wakes it at once), one
+    whose claims come back full holds the busy mark instead, and is idle again once the
+    run has nothing left for it."""
 
     async def test(queue: Queue) -> None:
         run_id = await queue.run()
@@ -593,31 +595,26 @@ def test_the_worker_is_marked_idle_only_while_it_finds_less_than_it_claims(db_ur
             started.append(message.message_id)
             await release.wait()
 
-        async def marks() -> int:
-            cur = await queue.conn.execute(IDLE_MARKS, (run_id,))
-            row = await cur.fetchone()
-            assert row is not None
-            return int(row[0])
-
-        async def marked(count: int) -> bool:
-            return await marks() == count
+        async def marked(*expected: int) -> bool:
+            cur = await queue.conn.execute(MARKS, (run_id,))
+            return sorted(row[0] for row in await cur.fetchall()) == list(expected)
 
         w = worker(
             send, db_url, run_id=run_id, concurrency=4, batch=4, idle_poll=timedelta(seconds=5)
         )
         async with running(w):
-            await wait_until(lambda: marked(1), "the idle worker's mark")
+            await wait_until(lambda: marked(IDLE), "the idle worker's mark")
             await queue.enqueue(run_id, 40)
             woken = time.monotonic()
 
             async def busy() -> bool:
-                return len(started) == 4 and await marked(0)
+                return len(started) == 4 and await marked(BUSY)
 
-            await wait_until(busy, "a busy worker, unmarked")
+            await wait_until(busy, "a busy worker, marked busy")
             assert time.monotonic() - woken < 2, "woken by the enqueue, not its 5 s poll"
             release.set()
             await wait_until(lambda: queue.done(run_id, 40), "every message sent")
-            await wait_until(lambda: marked(1), "idle again, marked again")
+            await wait_until(lambda: marked(IDLE), "idle again, marked idle")
 
     run(test, db_url)
 

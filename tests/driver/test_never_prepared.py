@@ -62,7 +62,7 @@ def steps(round_: int) -> Steps:
     yield "campaign_enqueue", (run_id, recipients)
     yield "campaign_due_in", (run_id,)
     yield "campaign_idle", (run_id,)
-    yield "campaign_busy", ()
+    yield "campaign_busy", (run_id,)
     [a, b] = yield "campaign_claim", ("w", 2, LEASE, run_id)
     yield "campaign_extend", (a.message_id, a.claim_token)
     yield "campaign_complete", (a.message_id, a.claim_token, {"ms": 1})

@@ -56,7 +56,7 @@ CAMPAIGN_CONTRACT: dict[str, tuple[str, str]] = {
 SECTION_3 = tuple(CAMPAIGN_CONTRACT)
 # Not in API.md, granted like the API, for the worker: a heartbeat, giving a claim back
 # without spending a try (a worker that stops), how long an idle worker may sleep (and
-# the mark of an idle worker, which enqueues notify, and its end), a batched completion
+# the marks of an idle worker, which enqueues notify, and of a busy one), a batched completion
 # answering which messages it marked sent, that completion followed by the next claim
 # in one call, and the metrics of many messages unpacked from one JSON array; for
 # operators, a run's throughput, retries, snoozes and handler times, and the retention
@@ -72,7 +72,7 @@ CAMPAIGN_HELPERS: dict[str, tuple[str, str]] = {
         "p_run_id bigint DEFAULT NULL::bigint, OUT due_in interval, OUT settled boolean",
         "record",
     ),
-    "campaign_busy": ("", "void"),
+    "campaign_busy": ("p_run_id bigint DEFAULT NULL::bigint", "boolean"),
     "campaign_completed": (
         "p_message_ids bigint[], p_claim_tokens bigint[], p_metrics jsonb[] DEFAULT NULL::jsonb[]",
         "bigint[]",
@@ -376,8 +376,9 @@ def idle(conn: Conn, run_id: int | None = None) -> tuple[timedelta | None, bool]
     return row[0], row[1]
 
 
-def busy(conn: Conn) -> None:
-    conn.execute("SELECT pgcoord.campaign_busy()")
+def busy(conn: Conn, run_id: int | None = None) -> bool:
+    """campaign_busy: `conn`'s session says a worker is busy; whether it holds that mark."""
+    return bool(scalar(conn, "SELECT pgcoord.campaign_busy(p_run_id => %s::bigint)", run_id))
 
 
 def notified(listener: Conn, wait: float = 0.2) -> list[str]:

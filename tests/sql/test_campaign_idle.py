@@ -1,6 +1,6 @@
-"""campaign_idle and campaign_busy: an enqueue notifies only while a worker of its run is
-marked idle, and no wake-up is lost between a worker's last look and its sleep (the gate
-that every enqueue into a running run holds to its commit)."""
+"""campaign_idle and campaign_busy: an enqueue skips its NOTIFY only while a worker of its
+run says it is busy and none is idle, and no wake-up is lost between a worker's last look
+and its sleep (the gate that every enqueue into a running run holds to its commit)."""
 
 from __future__ import annotations
 
@@ -35,22 +35,28 @@ def advisory_locks(conn: Conn, pid: int) -> int:
     )
 
 
-def test_an_enqueue_notifies_only_while_a_worker_is_idle(db_url: str, conn: Conn) -> None:
+def test_an_enqueue_skips_the_notify_only_while_workers_are_busy_and_none_idle(
+    db_url: str, conn: Conn
+) -> None:
     run_id = create(conn)
-    with listening(db_url) as listener:
+    with listening(db_url) as listener, connect(db_url) as fleet:
         enqueue(conn, run_id, [item("+1")])
-        assert notified(listener) == [], "no worker is idle: no one to tell"
-        idle(listener)
+        assert notified(listener) == [str(run_id)], "no marks: a listener is told as ever"
+        assert busy(fleet)
         enqueue(conn, run_id, [item("+2")])
-        assert notified(listener) == [str(run_id)]
-        busy(listener)
+        assert notified(listener) == [], "the workers are busy, none idle"
+        idle(listener)
         enqueue(conn, run_id, [item("+3")])
+        assert notified(listener) == [str(run_id)], "one idle worker is enough"
+        assert not busy(listener), "the fleet's session holds the busy mark"
+        enqueue(conn, run_id, [item("+4")])
         assert notified(listener) == [], "busy again"
 
 
-def test_a_worker_of_one_run_is_told_of_that_run_only(db_url: str, conn: Conn) -> None:
+def test_marks_of_one_run_count_for_that_run_only(db_url: str, conn: Conn) -> None:
     mine, other = create(conn), create(conn)
-    with listening(db_url) as listener:
+    with listening(db_url) as listener, connect(db_url) as fleet:
+        assert busy(fleet)  # a busy worker of every run: no NOTIFY unless one is idle
         idle(listener, mine)
         enqueue(conn, other, [item("+1")])
         assert notified(listener) == []
@@ -59,47 +65,59 @@ def test_a_worker_of_one_run_is_told_of_that_run_only(db_url: str, conn: Conn) -
         idle(listener)  # now of every run: the run's mark is let go
         enqueue(conn, other, [item("+3")])
         assert notified(listener) == [str(other)]
-        busy(listener)
+    with listening(db_url) as listener, connect(db_url) as worker:
+        assert busy(worker, mine)  # busy for one run: the other's enqueues notify
         enqueue(conn, mine, [item("+4")])
         enqueue(conn, other, [item("+5")])
-        assert notified(listener) == []
+        assert notified(listener) == [str(other)]
 
 
-def test_idle_again_keeps_one_mark_and_busy_ends_it(db_url: str, conn: Conn) -> None:
+def test_a_session_holds_one_mark_and_one_session_the_busy_mark(db_url: str, conn: Conn) -> None:
     run_id = create(conn)
-    with listening(db_url) as listener:
-        pid = listener.info.backend_pid
+    with connect(db_url) as first, connect(db_url) as second:
+        pid = first.info.backend_pid
         for _ in range(3):
-            idle(listener, run_id)
+            idle(first, run_id)
         assert advisory_locks(conn, pid) == 1
-        busy(listener)
-        assert advisory_locks(conn, pid) == 0
-        enqueue(conn, run_id, [item("+1")])
-        assert notified(listener) == []
+        assert busy(first, run_id) and busy(first, run_id)
+        assert advisory_locks(conn, pid) == 1, "the idle mark let go, the busy one taken"
+        assert not busy(second, run_id), "one session at a time"
+        assert advisory_locks(conn, second.info.backend_pid) == 0
+        idle(first, run_id)
+        assert advisory_locks(conn, pid) == 1
+        assert busy(second, run_id), "free again once the first went idle"
+        idle(first)
+        assert busy(first), "a busy mark of every run is another mark"
 
 
-def test_busy_without_a_mark_changes_nothing_and_says_nothing(db_url: str) -> None:
+def test_marking_says_nothing(db_url: str) -> None:
     notices: list[str] = []
     with connect(db_url) as worker:
         worker.add_notice_handler(
             lambda diagnostic: notices.append(str(diagnostic.message_primary))
         )
         worker.execute("SET client_min_messages = debug1")
-        busy(worker)
-        busy(worker)
-        assert advisory_locks(worker, worker.info.backend_pid) == 0
+        for _ in range(2):
+            assert busy(worker)
+            idle(worker)
+            idle(worker)
+            assert busy(worker)
     assert notices == []
 
 
-def test_a_mark_ends_with_its_session(db_url: str, conn: Conn) -> None:
+def test_marks_end_with_their_session(db_url: str, conn: Conn) -> None:
     run_id = create(conn)
     with listening(db_url) as listener:
-        with connect(db_url) as gone:
-            idle(gone, run_id)
-            enqueue(conn, run_id, [item("+1")])
-            assert notified(listener) == [str(run_id)], "another session's mark"
-        enqueue(conn, run_id, [item("+2")])
-        assert notified(listener) == [], "that session has ended"
+        with connect(db_url) as fleet:
+            assert busy(fleet)
+            with connect(db_url) as gone:
+                idle(gone, run_id)
+                enqueue(conn, run_id, [item("+1")])
+                assert notified(listener) == [str(run_id)], "another session's mark"
+            enqueue(conn, run_id, [item("+2")])
+            assert notified(listener) == [], "that idle worker's session has ended"
+        enqueue(conn, run_id, [item("+3")])
+        assert notified(listener) == [str(run_id)], "and the busy one's: no marks"
 
 
 def test_idle_answers_as_campaign_due_in(db_url: str, conn: Conn) -> None:
@@ -117,12 +135,13 @@ def test_idle_answers_as_campaign_due_in(db_url: str, conn: Conn) -> None:
 def test_an_unknown_run_is_refused_and_marks_nothing(db_url: str, conn: Conn) -> None:
     run_id = create(conn)
     unknown = run_id + 1000
-    with listening(db_url) as listener:
+    with listening(db_url) as listener, connect(db_url) as fleet:
+        assert busy(fleet)
         with pytest.raises(psycopg.errors.InvalidParameterValue, match="p_run_id"):
             idle(listener, unknown)
         assert advisory_locks(conn, listener.info.backend_pid) == 0
         enqueue(conn, run_id, [item("+1")])
-        assert notified(listener) == []
+        assert notified(listener) == [], "no idle mark was left"
 
 
 def test_an_enqueue_still_committing_unsettles_the_look(db_url: str, conn: Conn) -> None:
@@ -130,8 +149,9 @@ def test_an_enqueue_still_committing_unsettles_the_look(db_url: str, conn: Conn)
     worker's mark (none: it will not notify), and commits after the worker's look."""
     run_id = create(conn)
     with listening(db_url) as worker, connect(db_url) as producer:
+        assert busy(worker, run_id)
         with producer.transaction():
-            enqueue(producer, run_id, [item("+1")])  # no worker idle yet
+            enqueue(producer, run_id, [item("+1")])  # the worker busy, none idle
             assert idle(worker, run_id) == (None, False), "the look misses it: not settled"
         assert notified(worker) == [], "that enqueue notifies no one"
         assert idle(worker, run_id) == (timedelta(0), True), "the next look finds it"

@@ -875,30 +875,45 @@ COMMENT ON FUNCTION pgcoord.buffer_revive(text) IS
 'argument, 22023 empty or over-long conversation key.';
 
 -- db/src/functions/campaign_busy.sql
--- A campaign worker that has work again: end the mark of campaign_idle, so that
--- enqueues stop notifying it. Nothing when the session holds none.
-CREATE OR REPLACE FUNCTION pgcoord.campaign_busy()
-RETURNS void
+-- A campaign worker whose claims come back full, on its LISTEN connection: end its idle
+-- mark (campaign_idle) and say that a worker of run p_run_id (of every run when NULL)
+-- is busy, so that enqueues into the run stop notifying while no worker of it is idle.
+-- One worker of a run says so at a time (an exclusive session lock, tried without
+-- waiting): true when this session now holds it, false when another does (this one
+-- then holds no mark; try again later, as the one holding it may go idle or away). An
+-- enqueue that finds no mark at all notifies, as for a listener that never marks.
+CREATE OR REPLACE FUNCTION pgcoord.campaign_busy(p_run_id bigint DEFAULT NULL)
+RETURNS boolean
 LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_mark constant text := coalesce(current_setting('pgcoord.campaign_idle', TRUE), '');
+    v_mark constant text := 'busy ' || coalesce(p_run_id::text, 'all');
+    v_held boolean;
 BEGIN
-    IF v_mark = 'all' THEN
-        PERFORM pg_advisory_unlock_shared(1885823844, 1);
-    ELSIF v_mark <> '' THEN
-        PERFORM pg_advisory_unlock_shared(1885823845, (v_mark::bigint & 2147483647)::integer);
+    IF coalesce(current_setting('pgcoord.campaign_mark', TRUE), '') = v_mark THEN
+        RETURN TRUE;
     END IF;
-    PERFORM set_config('pgcoord.campaign_idle', '', FALSE);
+    PERFORM pgcoord.campaign_unmark();
+    IF p_run_id IS NULL THEN
+        v_held := pg_try_advisory_lock(1885823844, 2);
+    ELSE
+        v_held := pg_try_advisory_lock(1885823846, (p_run_id & 2147483647)::integer);
+    END IF;
+    IF v_held THEN
+        PERFORM set_config('pgcoord.campaign_mark', v_mark, FALSE);
+    END IF;
+    RETURN v_held;
 END;
 $$;
 
-COMMENT ON FUNCTION pgcoord.campaign_busy() IS
-'End the session''s mark of campaign_idle: enqueues stop notifying it. Nothing when it '
-'holds none.';
+COMMENT ON FUNCTION pgcoord.campaign_busy(bigint) IS
+'For a campaign worker whose claims come back full, on its LISTEN connection: end its '
+'idle mark and say that a worker of run p_run_id (of every run when NULL) is busy, so '
+'that enqueues skip the NOTIFY while none is idle; true when this session holds that '
+'mark (one at a time), false when another does.';
 
 -- db/src/functions/campaign_claim.sql
 -- Claim up to p_limit messages that are due, of running runs (of p_run_id only when
@@ -1667,11 +1682,11 @@ COMMENT ON FUNCTION pgcoord.campaign_due_in(bigint) IS
 -- "scheduled_at" must not send at once). A paused run takes messages (they wait for it);
 -- a cancelled or finished one refuses them. Messages scheduled at the same instant are
 -- stored in groups of up to 15 (see 030_campaigns.sql); enqueue order is claim order
--- among them. When the run is running and a worker of it is idle (campaign_idle), the
--- workers are told once of the first message enqueued (campaign_wake: when it is due
--- within 5 seconds, the longest an idle campaign worker sleeps); busy workers find the
--- messages by their next claims, and enqueues notifying no one never take turns at the
--- commit.
+-- among them. When the run is running, the workers are told once of the first message
+-- enqueued (campaign_wake: when it is due within 5 seconds, the longest an idle
+-- campaign worker sleeps), unless its workers have said they are busy and none is idle
+-- (campaign_notify_wanted): busy workers find the messages by their next claims, and
+-- enqueues that notify no one never take turns at the commit.
 CREATE OR REPLACE FUNCTION pgcoord.campaign_enqueue(p_run_id bigint, p_items jsonb)
 RETURNS integer
 LANGUAGE plpgsql
@@ -1689,7 +1704,7 @@ DECLARE
     v_first timestamptz;
     v_low bigint;
     v_high bigint;
-    v_idle boolean := FALSE;
+    v_notify boolean := FALSE;
 BEGIN
     IF p_run_id IS NULL THEN
         PERFORM pgcoord.raise_bad_argument('p_run_id', p_run_id, 'a run id');
@@ -1802,7 +1817,7 @@ BEGIN
         RETURN 0;
     END IF;
     IF v_status = 'running' THEN
-        v_idle := pgcoord.campaign_idle_workers(p_run_id);
+        v_notify := pgcoord.campaign_notify_wanted(p_run_id);
     END IF;
 
     IF v_count = 1 THEN
@@ -1863,7 +1878,7 @@ BEGIN
     INSERT INTO pgcoord.campaign_enqueues (run_id, first_message_id, last_message_id, messages)
     VALUES (p_run_id, v_low, v_high, v_count);
 
-    IF v_idle THEN
+    IF v_notify THEN
         PERFORM pgcoord.campaign_wake(p_run_id, v_now, v_first);
     END IF;
     RETURN v_count;
@@ -2106,23 +2121,25 @@ COMMENT ON FUNCTION pgcoord.campaign_give_back(
 -- A campaign worker about to sleep, on the connection that LISTENs pgcoord_campaigns
 -- (its own session, in autocommit; not through a transaction pooler): mark the session
 -- as an idle worker of run p_run_id (of every run when NULL) until campaign_busy or the
--- session's end, then say how long it may sleep. campaign_enqueue notifies only while
--- some worker of its run is marked idle, so that enqueues into a run whose workers are
--- busy never take turns at the commit (a notifying commit holds a lock of the whole
--- server while it flushes).
+-- session's end, then say how long it may sleep. campaign_enqueue notifies while some
+-- worker of its run is marked idle, or while no worker has said it is busy
+-- (campaign_busy); it skips the NOTIFY when the run's workers are all busy, so that
+-- enqueues feeding them never take turns at the commit (a notifying commit holds a lock
+-- of the whole server while it flushes).
 --
 -- No wake-up is lost: an enqueue holds the gate, a lock shared by every enqueue into a
--- running run, from before it looks for idle workers to its commit. Marked first, this
--- call then takes the gate for an instant. Taken, every enqueue that began before is
+-- running run, from before it looks for marks to its commit. Marked first, this call
+-- then takes the gate for an instant. Taken, every enqueue that began before is
 -- committed, so the look at the queue that follows sees its messages, and every enqueue
 -- that begins after sees the mark and notifies. Not taken (an enqueue is still
 -- committing, which may have looked before the mark), settled is false: the look may
 -- have missed it, and the worker looks again soon rather than sleeping due_in.
 --
 -- due_in is campaign_due_in's: zero when a message is due now, NULL when nothing is
--- pending or held. The mark is a shared session advisory lock (key 1885823844, 1 for
--- every run; 1885823845 and the run id's low 31 bits for one run), recorded in the
--- setting pgcoord.campaign_idle so that calling again keeps one mark.
+-- pending or held. The marks are session advisory locks (first key 1885823844, second
+-- 0 for the gate, 1 for an idle worker of every run and 2 for a busy one; first keys
+-- 1885823845 and 1885823846 and the run id's low 31 bits for an idle and a busy worker
+-- of one run), recorded in the setting pgcoord.campaign_mark (campaign_unmark).
 CREATE OR REPLACE FUNCTION pgcoord.campaign_idle(
     p_run_id bigint DEFAULT NULL, OUT due_in interval, OUT settled boolean
 )
@@ -2132,20 +2149,20 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_mark constant text := coalesce(p_run_id::text, 'all');
+    v_mark constant text := 'idle ' || coalesce(p_run_id::text, 'all');
 BEGIN
     IF p_run_id IS NOT NULL
         AND NOT EXISTS (SELECT FROM pgcoord.campaign_runs AS r WHERE r.id = p_run_id) THEN
         PERFORM pgcoord.raise_bad_argument('p_run_id', p_run_id, 'the id of a campaign run');
     END IF;
-    IF coalesce(current_setting('pgcoord.campaign_idle', TRUE), '') <> v_mark THEN
-        PERFORM pgcoord.campaign_busy();
+    IF coalesce(current_setting('pgcoord.campaign_mark', TRUE), '') <> v_mark THEN
+        PERFORM pgcoord.campaign_unmark();
         IF p_run_id IS NULL THEN
             PERFORM pg_advisory_lock_shared(1885823844, 1);
         ELSE
             PERFORM pg_advisory_lock_shared(1885823845, (p_run_id & 2147483647)::integer);
         END IF;
-        PERFORM set_config('pgcoord.campaign_idle', v_mark, FALSE);
+        PERFORM set_config('pgcoord.campaign_mark', v_mark, FALSE);
     END IF;
 
     settled := pg_try_advisory_lock(1885823844, 0);
@@ -2163,40 +2180,6 @@ COMMENT ON FUNCTION pgcoord.campaign_idle(bigint) IS
 'campaign_enqueue notifies it; then due_in as campaign_due_in, and settled false when an '
 'enqueue still committing may be missing from it (look again soon). Errors: 22023 '
 'unknown p_run_id.';
-
--- db/src/functions/campaign_idle_workers.sql
--- Internal, for campaign_enqueue into a running run: take the gate (see campaign_idle),
--- shared until this transaction's end, then say whether a worker of run p_run_id (or of
--- every run) is marked idle, so that the enqueue notifies. A mark is tested by taking
--- its lock exclusively for an instant, so a concurrent enqueue testing the same mark
--- can be taken for one, and this enqueue then notifies for nothing: about 1% of
--- enqueues at 16 connections on 2 cores (bench/producers.py), where the one holding it
--- had been descheduled in that instant; retrying at once did not lower it.
-CREATE OR REPLACE FUNCTION pgcoord.campaign_idle_workers(p_run_id bigint)
-RETURNS boolean
-LANGUAGE plpgsql
-VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_run constant integer := (p_run_id & 2147483647)::integer;
-BEGIN
-    PERFORM pg_advisory_xact_lock_shared(1885823844, 0);
-    IF NOT pg_try_advisory_lock(1885823844, 1) THEN
-        RETURN TRUE;
-    END IF;
-    PERFORM pg_advisory_unlock(1885823844, 1);
-    IF NOT pg_try_advisory_lock(1885823845, v_run) THEN
-        RETURN TRUE;
-    END IF;
-    PERFORM pg_advisory_unlock(1885823845, v_run);
-    RETURN FALSE;
-END;
-$$;
-
-COMMENT ON FUNCTION pgcoord.campaign_idle_workers(bigint) IS
-'Internal. Take the enqueue gate (shared, to the transaction''s end) and say whether an '
-'idle worker of run p_run_id or of every run is marked (campaign_idle).';
 
 -- db/src/functions/campaign_metrics.sql
 -- The metrics of many messages as a client sends them, one JSON array (one value to
@@ -2229,6 +2212,53 @@ $$;
 COMMENT ON FUNCTION pgcoord.campaign_metrics(jsonb) IS
 'Many messages'' metrics, one JSON array (or NULL), as the jsonb[] the completions take. '
 'Errors: 22023 p_metrics not an array.';
+
+-- db/src/functions/campaign_notify_wanted.sql
+-- Internal, for campaign_enqueue into a running run: take the gate (see campaign_idle),
+-- shared until this transaction's end, then say whether to notify: when a worker of run
+-- p_run_id (or of every run) is marked idle, or when none has said it is busy (a
+-- listener that never marks is notified as before). An idle mark is tested by taking its
+-- lock exclusively for an instant, so a concurrent enqueue testing the same mark can be
+-- taken for one, and this enqueue then notifies for nothing: about 1% of enqueues at 16
+-- connections on 2 cores (bench/producers.py), where the one holding it had been
+-- descheduled in that instant. A busy mark is tested with a shared lock, which other
+-- enqueues' tests never block: an error there would skip a NOTIFY.
+CREATE OR REPLACE FUNCTION pgcoord.campaign_notify_wanted(p_run_id bigint)
+RETURNS boolean
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_run constant integer := (p_run_id & 2147483647)::integer;
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared(1885823844, 0);
+    -- an idle worker of every run, or of this one
+    IF NOT pg_try_advisory_lock(1885823844, 1) THEN
+        RETURN TRUE;
+    END IF;
+    PERFORM pg_advisory_unlock(1885823844, 1);
+    IF NOT pg_try_advisory_lock(1885823845, v_run) THEN
+        RETURN TRUE;
+    END IF;
+    PERFORM pg_advisory_unlock(1885823845, v_run);
+    -- none idle: a busy worker of every run, or of this one, finds the messages
+    IF NOT pg_try_advisory_lock_shared(1885823844, 2) THEN
+        RETURN FALSE;
+    END IF;
+    PERFORM pg_advisory_unlock_shared(1885823844, 2);
+    IF NOT pg_try_advisory_lock_shared(1885823846, v_run) THEN
+        RETURN FALSE;
+    END IF;
+    PERFORM pg_advisory_unlock_shared(1885823846, v_run);
+    RETURN TRUE;
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.campaign_notify_wanted(bigint) IS
+'Internal. Take the enqueue gate (shared, to the transaction''s end) and say whether to '
+'notify: a worker of run p_run_id or of every run is marked idle (campaign_idle), or '
+'none is marked busy (campaign_busy).';
 
 -- db/src/functions/campaign_prune.sql
 -- Retention: delete the messages of runs that ended (finished or cancelled) more than
@@ -2697,6 +2727,43 @@ COMMENT ON FUNCTION pgcoord.campaign_stats(bigint) IS
 'failed tries so far (retries), snoozes so far, and the median and 95th percentile of '
 'metrics.handler_ms over the last 1000 sent messages (NULL when none has it). Ranges: '
 'p_run_id NULL or the id of a run. Errors: 22023 unknown p_run_id.';
+
+-- db/src/functions/campaign_unmark.sql
+-- Internal. Let go of the session's campaign worker mark (campaign_idle, campaign_busy),
+-- as recorded in the setting pgcoord.campaign_mark; nothing without one.
+CREATE OR REPLACE FUNCTION pgcoord.campaign_unmark()
+RETURNS void
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_mark constant text[] := string_to_array(
+        coalesce(current_setting('pgcoord.campaign_mark', TRUE), ''), ' '
+    );
+    v_run integer;
+BEGIN
+    IF cardinality(v_mark) <> 2 THEN
+        RETURN;
+    END IF;
+    IF v_mark[2] <> 'all' THEN
+        v_run := (v_mark[2]::bigint & 2147483647)::integer;
+    END IF;
+    IF v_mark[1] = 'idle' AND v_run IS NULL THEN
+        PERFORM pg_advisory_unlock_shared(1885823844, 1);
+    ELSIF v_mark[1] = 'idle' THEN
+        PERFORM pg_advisory_unlock_shared(1885823845, v_run);
+    ELSIF v_run IS NULL THEN
+        PERFORM pg_advisory_unlock(1885823844, 2);
+    ELSE
+        PERFORM pg_advisory_unlock(1885823846, v_run);
+    END IF;
+    PERFORM set_config('pgcoord.campaign_mark', '', FALSE);
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.campaign_unmark() IS
+'Internal. Let go of the session''s campaign worker mark (campaign_idle, campaign_busy).';
 
 -- db/src/functions/campaign_wake.sql
 -- Internal. Tell idle campaign workers that run p_run_id has work falling due: NOTIFY
@@ -3815,7 +3882,7 @@ GRANT EXECUTE ON FUNCTION pgcoord.campaign_extend(bigint, bigint, interval) TO p
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_release(bigint, bigint) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_due_in(bigint) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_idle(bigint) TO pgcoord_client;
-GRANT EXECUTE ON FUNCTION pgcoord.campaign_busy() TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.campaign_busy(bigint) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_stats(bigint) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_prune(interval, integer) TO pgcoord_client;
 

@@ -1,24 +1,39 @@
--- A campaign worker that has work again: end the mark of campaign_idle, so that
--- enqueues stop notifying it. Nothing when the session holds none.
-CREATE OR REPLACE FUNCTION pgcoord.campaign_busy()
-RETURNS void
+-- A campaign worker whose claims come back full, on its LISTEN connection: end its idle
+-- mark (campaign_idle) and say that a worker of run p_run_id (of every run when NULL)
+-- is busy, so that enqueues into the run stop notifying while no worker of it is idle.
+-- One worker of a run says so at a time (an exclusive session lock, tried without
+-- waiting): true when this session now holds it, false when another does (this one
+-- then holds no mark; try again later, as the one holding it may go idle or away). An
+-- enqueue that finds no mark at all notifies, as for a listener that never marks.
+CREATE OR REPLACE FUNCTION pgcoord.campaign_busy(p_run_id bigint DEFAULT NULL)
+RETURNS boolean
 LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_mark constant text := coalesce(current_setting('pgcoord.campaign_idle', TRUE), '');
+    v_mark constant text := 'busy ' || coalesce(p_run_id::text, 'all');
+    v_held boolean;
 BEGIN
-    IF v_mark = 'all' THEN
-        PERFORM pg_advisory_unlock_shared(1885823844, 1);
-    ELSIF v_mark <> '' THEN
-        PERFORM pg_advisory_unlock_shared(1885823845, (v_mark::bigint & 2147483647)::integer);
+    IF coalesce(current_setting('pgcoord.campaign_mark', TRUE), '') = v_mark THEN
+        RETURN TRUE;
     END IF;
-    PERFORM set_config('pgcoord.campaign_idle', '', FALSE);
+    PERFORM pgcoord.campaign_unmark();
+    IF p_run_id IS NULL THEN
+        v_held := pg_try_advisory_lock(1885823844, 2);
+    ELSE
+        v_held := pg_try_advisory_lock(1885823846, (p_run_id & 2147483647)::integer);
+    END IF;
+    IF v_held THEN
+        PERFORM set_config('pgcoord.campaign_mark', v_mark, FALSE);
+    END IF;
+    RETURN v_held;
 END;
 $$;
 
-COMMENT ON FUNCTION pgcoord.campaign_busy() IS
-'End the session''s mark of campaign_idle: enqueues stop notifying it. Nothing when it '
-'holds none.';
+COMMENT ON FUNCTION pgcoord.campaign_busy(bigint) IS
+'For a campaign worker whose claims come back full, on its LISTEN connection: end its '
+'idle mark and say that a worker of run p_run_id (of every run when NULL) is busy, so '
+'that enqueues skip the NOTIFY while none is idle; true when this session holds that '
+'mark (one at a time), false when another does.';

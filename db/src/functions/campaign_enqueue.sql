@@ -6,11 +6,11 @@
 -- "scheduled_at" must not send at once). A paused run takes messages (they wait for it);
 -- a cancelled or finished one refuses them. Messages scheduled at the same instant are
 -- stored in groups of up to 15 (see 030_campaigns.sql); enqueue order is claim order
--- among them. When the run is running and a worker of it is idle (campaign_idle), the
--- workers are told once of the first message enqueued (campaign_wake: when it is due
--- within 5 seconds, the longest an idle campaign worker sleeps); busy workers find the
--- messages by their next claims, and enqueues notifying no one never take turns at the
--- commit.
+-- among them. When the run is running, the workers are told once of the first message
+-- enqueued (campaign_wake: when it is due within 5 seconds, the longest an idle
+-- campaign worker sleeps), unless its workers have said they are busy and none is idle
+-- (campaign_notify_wanted): busy workers find the messages by their next claims, and
+-- enqueues that notify no one never take turns at the commit.
 CREATE OR REPLACE FUNCTION pgcoord.campaign_enqueue(p_run_id bigint, p_items jsonb)
 RETURNS integer
 LANGUAGE plpgsql
@@ -28,7 +28,7 @@ DECLARE
     v_first timestamptz;
     v_low bigint;
     v_high bigint;
-    v_idle boolean := FALSE;
+    v_notify boolean := FALSE;
 BEGIN
     IF p_run_id IS NULL THEN
         PERFORM pgcoord.raise_bad_argument('p_run_id', p_run_id, 'a run id');
@@ -141,7 +141,7 @@ BEGIN
         RETURN 0;
     END IF;
     IF v_status = 'running' THEN
-        v_idle := pgcoord.campaign_idle_workers(p_run_id);
+        v_notify := pgcoord.campaign_notify_wanted(p_run_id);
     END IF;
 
     IF v_count = 1 THEN
@@ -202,7 +202,7 @@ BEGIN
     INSERT INTO pgcoord.campaign_enqueues (run_id, first_message_id, last_message_id, messages)
     VALUES (p_run_id, v_low, v_high, v_count);
 
-    IF v_idle THEN
+    IF v_notify THEN
         PERFORM pgcoord.campaign_wake(p_run_id, v_now, v_first);
     END IF;
     RETURN v_count;

@@ -33,9 +33,10 @@ takes the lease lock `pgcoord:campaign_skip_stale`) marks too-old pending messag
 skipped. Waking, stopping and outages work as for `BufferWorker`: LISTEN
 pgcoord_campaigns (notified at most once per enqueue), a timed sleep until the next due
 message otherwise, SIGTERM/SIGINT give the rest back without spending a try. An idle
-worker marks itself so on its LISTEN connection (campaign_idle), and lets the mark go
-once a claim comes back full (campaign_busy): enqueues notify only while a worker of
-their run is idle, so that producers feeding busy workers never take turns at the commit.
+worker marks itself so on its LISTEN connection (campaign_idle), and says it is busy once
+a claim comes back full (campaign_busy): enqueues skip the NOTIFY while the run's workers
+are busy and none is idle, so that producers feeding busy workers never take turns at
+the commit.
 """
 
 from __future__ import annotations
@@ -95,8 +96,8 @@ class CampaignWork(Work[CampaignMessage]):
         look = await campaigns_async.campaign_idle(conn, self.run_id)
         return look.due_in, look.settled
 
-    async def busy(self, conn: AsyncConn) -> None:
-        await campaigns_async.campaign_busy(conn)
+    async def busy(self, conn: AsyncConn) -> bool:
+        return await campaigns_async.campaign_busy(conn, self.run_id)
 
     async def extend(
         self, conn: AsyncConn, item: CampaignMessage, lease: timedelta

@@ -22,9 +22,9 @@ snooze or give back one of them. The runtime owns everything else, once:
   busy worker makes one round trip per batch;
 - wake-ups: LISTEN on the work's channel (on the pool's server, a direct connection of
   its own, or none, chosen with `listen`), and otherwise a timed sleep until the next
-  item is due, at most `idle_poll`; when the work marks idle workers (campaigns), the
-  look before a sleep is made on the LISTEN connection after the mark, and the mark is
-  let go once a claim comes back full;
+  item is due, at most `idle_poll`; when the work marks idle and busy workers
+  (campaigns), the look before a sleep is made on the LISTEN connection after the idle
+  mark, and a claim that comes back full marks the worker busy;
 - stop: `stop()` or SIGTERM/SIGINT stops claiming, lets handlers finish for `grace`,
   then cancels them and gives their items back without spending a try; a second stop
   (Ctrl-C again) ends the grace at once;
@@ -78,6 +78,9 @@ BUSY_PAUSE = 0.05
 # missing from it, and its producer may not notify), look again after this long, doubling
 # up to idle_poll while it stays so
 UNSETTLED_PAUSE = 0.01
+# a busy worker whose busy mark another worker holds tries to take it again at most this
+# often (that one may go idle or away)
+BUSY_MARK_RETRY = 1.0
 MAX_ERROR_PAUSE = 5.0
 # how long run() waits for LISTEN before its first claim (it goes on without it)
 LISTEN_TIMEOUT = 5.0
@@ -154,8 +157,8 @@ class Work(ABC, Generic[Item]):
     async def due_in(self, conn: AsyncConn) -> timedelta | None:
         """How long until an item is due (zero: now), None when there is none."""
 
-    # whether an idle worker says so on its LISTEN connection (`idle`, then `busy` once
-    # it has work again), producers notifying only while some worker is idle
+    # whether the worker says on its LISTEN connection when it is idle (`idle`) and when
+    # its claims come back full (`busy`): producers skip notifying busy workers
     marks_idle: ClassVar[bool] = False
 
     async def idle(self, conn: AsyncConn) -> tuple[timedelta | None, bool]:
@@ -164,8 +167,9 @@ class Work(ABC, Generic[Item]):
         it, and its producer may not notify: look again soon)."""
         raise NotImplementedError
 
-    async def busy(self, conn: AsyncConn) -> None:
-        """On the LISTEN connection: end the mark of `idle`."""
+    async def busy(self, conn: AsyncConn) -> bool:
+        """On the LISTEN connection: end the mark of `idle` and say the worker is busy;
+        whether this session holds that mark (one worker at a time may)."""
         raise NotImplementedError
 
     @abstractmethod
@@ -480,7 +484,11 @@ class Runtime(Generic[Item]):
         # calls the claim loop makes on the LISTEN connection (the work's idle mark)
         self._listener_calls: asyncio.Queue[ListenerCall] = asyncio.Queue()
         self._listening = False  # LISTEN is in force on a live connection
-        self._marked = False  # that connection's session holds the work's idle mark
+        # the mark that connection's session holds or was asked for: None, "idle" or
+        # "busy", and whether a busy mark was had (another worker may hold it)
+        self._marked: str | None = None
+        self._busy_held = False
+        self._busy_asked_at = 0.0
         self._unsettled_pause = UNSETTLED_PAUSE
         self._last_want = 0  # what the last completion call claimed at most
         self.processed = 0  # items completed
@@ -680,14 +688,24 @@ class Runtime(Generic[Item]):
 
     async def _mark(self, conn: AsyncConn) -> tuple[timedelta | None, bool]:
         look = await self.work.idle(conn)
-        self._marked = True
+        self._marked, self._busy_held = "idle", False
         return look
 
     def _busy(self) -> None:
-        """A claim found all it wanted: end the idle mark, if held (without waiting)."""
-        if self._marked:
-            self._marked = False
-            self._on_listener(self.work.busy).add_done_callback(_quietly)
+        """A claim found all it wanted: say the worker is busy (without waiting), unless
+        it has, and holds that mark or asked for it less than BUSY_MARK_RETRY ago."""
+        if not (self.work.marks_idle and self._listening):
+            return
+        now = time.monotonic()
+        if self._marked == "busy" and (
+            self._busy_held or now - self._busy_asked_at < BUSY_MARK_RETRY
+        ):
+            return
+        self._marked, self._busy_asked_at = "busy", now
+        self._on_listener(self._mark_busy).add_done_callback(_quietly)
+
+    async def _mark_busy(self, conn: AsyncConn) -> None:
+        self._busy_held = await self.work.busy(conn)
 
     def _hold(self, items: list[Item]) -> None:
         """Hold claimed items, queued for a slot; one lease (heartbeat) per claim token
@@ -1208,7 +1226,7 @@ class Runtime(Generic[Item]):
                     heard.result()  # the connection failed: raises
         finally:
             self._listening = False
-            self._marked = False  # the session's locks went with it
+            self._marked, self._busy_held = None, False  # gone with the session
             lost = psycopg.OperationalError("the LISTEN connection was lost")
             while not self._listener_calls.empty():
                 _, future = self._listener_calls.get_nowait()
