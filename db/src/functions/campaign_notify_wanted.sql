@@ -15,27 +15,25 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_run constant integer := (p_run_id & 2147483647)::integer;
+    -- the marks of a worker of every run and of this run: idle, then busy
+    v_idle constant integer[] := ARRAY[[1885823844, 1], [1885823845, v_run]];
+    v_busy constant integer[] := ARRAY[[1885823844, 2], [1885823846, v_run]];
+    v_key integer[];
 BEGIN
     PERFORM pg_advisory_xact_lock_shared(1885823844, 0);
-    -- an idle worker of every run, or of this one
-    IF NOT pg_try_advisory_lock(1885823844, 1) THEN
-        RETURN TRUE;
-    END IF;
-    PERFORM pg_advisory_unlock(1885823844, 1);
-    IF NOT pg_try_advisory_lock(1885823845, v_run) THEN
-        RETURN TRUE;
-    END IF;
-    PERFORM pg_advisory_unlock(1885823845, v_run);
-    -- none idle: a busy worker of every run, or of this one, finds the messages
-    IF NOT pg_try_advisory_lock_shared(1885823844, 2) THEN
-        RETURN FALSE;
-    END IF;
-    PERFORM pg_advisory_unlock_shared(1885823844, 2);
-    IF NOT pg_try_advisory_lock_shared(1885823846, v_run) THEN
-        RETURN FALSE;
-    END IF;
-    PERFORM pg_advisory_unlock_shared(1885823846, v_run);
-    RETURN TRUE;
+    FOREACH v_key SLICE 1 IN ARRAY v_idle LOOP
+        IF NOT pg_try_advisory_lock(v_key[1], v_key[2]) THEN
+            RETURN TRUE;  -- an idle worker
+        END IF;
+        PERFORM pg_advisory_unlock(v_key[1], v_key[2]);
+    END LOOP;
+    FOREACH v_key SLICE 1 IN ARRAY v_busy LOOP
+        IF NOT pg_try_advisory_lock_shared(v_key[1], v_key[2]) THEN
+            RETURN FALSE;  -- none idle, a busy one finds the messages
+        END IF;
+        PERFORM pg_advisory_unlock_shared(v_key[1], v_key[2]);
+    END LOOP;
+    RETURN TRUE;  -- no marks: a listener that never marks is notified
 END;
 $$;
 
