@@ -891,17 +891,14 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_mark constant text := 'busy ' || coalesce(p_run_id::text, 'all');
+    v_key constant integer[] := pgcoord.campaign_mark_key('busy', p_run_id);
     v_held boolean;
 BEGIN
     IF coalesce(current_setting('pgcoord.campaign_mark', TRUE), '') = v_mark THEN
         RETURN TRUE;
     END IF;
     PERFORM pgcoord.campaign_unmark();
-    IF p_run_id IS NULL THEN
-        v_held := pg_try_advisory_lock(1885823844, 2);
-    ELSE
-        v_held := pg_try_advisory_lock(1885823846, (p_run_id & 2147483647)::integer);
-    END IF;
+    v_held := pg_try_advisory_lock(v_key[1], v_key[2]);
     IF v_held THEN
         PERFORM set_config('pgcoord.campaign_mark', v_mark, FALSE);
     END IF;
@@ -2136,10 +2133,9 @@ COMMENT ON FUNCTION pgcoord.campaign_give_back(
 -- have missed it, and the worker looks again soon rather than sleeping due_in.
 --
 -- due_in is campaign_due_in's: zero when a message is due now, NULL when nothing is
--- pending or held. The marks are session advisory locks (first key 1885823844, second
--- 0 for the gate, 1 for an idle worker of every run and 2 for a busy one; first keys
--- 1885823845 and 1885823846 and the run id's low 31 bits for an idle and a busy worker
--- of one run), recorded in the setting pgcoord.campaign_mark (campaign_unmark).
+-- pending or held. The gate and the marks are session advisory locks
+-- (campaign_mark_key), the mark recorded in the setting pgcoord.campaign_mark
+-- (campaign_unmark).
 CREATE OR REPLACE FUNCTION pgcoord.campaign_idle(
     p_run_id bigint DEFAULT NULL, OUT due_in interval, OUT settled boolean
 )
@@ -2150,6 +2146,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_mark constant text := 'idle ' || coalesce(p_run_id::text, 'all');
+    v_key integer[];
 BEGIN
     IF p_run_id IS NOT NULL
         AND NOT EXISTS (SELECT FROM pgcoord.campaign_runs AS r WHERE r.id = p_run_id) THEN
@@ -2157,17 +2154,15 @@ BEGIN
     END IF;
     IF coalesce(current_setting('pgcoord.campaign_mark', TRUE), '') <> v_mark THEN
         PERFORM pgcoord.campaign_unmark();
-        IF p_run_id IS NULL THEN
-            PERFORM pg_advisory_lock_shared(1885823844, 1);
-        ELSE
-            PERFORM pg_advisory_lock_shared(1885823845, (p_run_id & 2147483647)::integer);
-        END IF;
+        v_key := pgcoord.campaign_mark_key('idle', p_run_id);
+        PERFORM pg_advisory_lock_shared(v_key[1], v_key[2]);
         PERFORM set_config('pgcoord.campaign_mark', v_mark, FALSE);
     END IF;
 
-    settled := pg_try_advisory_lock(1885823844, 0);
+    v_key := pgcoord.campaign_mark_key('gate', NULL);
+    settled := pg_try_advisory_lock(v_key[1], v_key[2]);
     IF settled THEN
-        PERFORM pg_advisory_unlock(1885823844, 0);
+        PERFORM pg_advisory_unlock(v_key[1], v_key[2]);
     END IF;
     -- a statement of its own: its snapshot is taken after the gate
     due_in := pgcoord.campaign_due_in(p_run_id);
@@ -2180,6 +2175,34 @@ COMMENT ON FUNCTION pgcoord.campaign_idle(bigint) IS
 'campaign_enqueue notifies it; then due_in as campaign_due_in, and settled false when an '
 'enqueue still committing may be missing from it (look again soon). Errors: 22023 '
 'unknown p_run_id.';
+
+-- db/src/functions/campaign_mark_key.sql
+-- Internal. The advisory lock key, as its two integers, of the enqueue gate ('gate') and
+-- of a campaign worker's marks ('idle', 'busy') for run p_run_id (of every run when
+-- NULL): first key 1885823844, second 0 for the gate and 1 and 2 for the marks of every
+-- run; first keys 1885823845 (idle) and 1885823846 (busy) with the run id's low 31 bits
+-- for one run (two runs more than 2^31 ids apart share their marks). See campaign_idle.
+CREATE OR REPLACE FUNCTION pgcoord.campaign_mark_key(p_mark text, p_run_id bigint)
+RETURNS integer[]
+LANGUAGE plpgsql
+IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN CASE
+        WHEN p_mark = 'gate' THEN ARRAY[1885823844, 0]
+        WHEN p_run_id IS NULL THEN ARRAY[1885823844, CASE p_mark WHEN 'idle' THEN 1 ELSE 2 END]
+        ELSE ARRAY[
+            CASE p_mark WHEN 'idle' THEN 1885823845 ELSE 1885823846 END,
+            (p_run_id & 2147483647)::integer
+        ]
+    END;
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.campaign_mark_key(text, bigint) IS
+'Internal. The advisory lock key (two integers) of the enqueue gate or of a campaign '
+'worker''s idle or busy mark, for run p_run_id or every run.';
 
 -- db/src/functions/campaign_metrics.sql
 -- The metrics of many messages as a client sends them, one JSON array (one value to
@@ -2230,20 +2253,22 @@ VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_run constant integer := (p_run_id & 2147483647)::integer;
-    -- the marks of a worker of every run and of this run: idle, then busy
-    v_idle constant integer[] := ARRAY[[1885823844, 1], [1885823845, v_run]];
-    v_busy constant integer[] := ARRAY[[1885823844, 2], [1885823846, v_run]];
+    v_gate constant integer[] := pgcoord.campaign_mark_key('gate', NULL);
+    -- the marks of a worker of every run, then of this run
+    v_runs constant bigint[] := ARRAY[NULL, p_run_id];
+    v_run bigint;
     v_key integer[];
 BEGIN
-    PERFORM pg_advisory_xact_lock_shared(1885823844, 0);
-    FOREACH v_key SLICE 1 IN ARRAY v_idle LOOP
+    PERFORM pg_advisory_xact_lock_shared(v_gate[1], v_gate[2]);
+    FOREACH v_run IN ARRAY v_runs LOOP
+        v_key := pgcoord.campaign_mark_key('idle', v_run);
         IF NOT pg_try_advisory_lock(v_key[1], v_key[2]) THEN
             RETURN TRUE;  -- an idle worker
         END IF;
         PERFORM pg_advisory_unlock(v_key[1], v_key[2]);
     END LOOP;
-    FOREACH v_key SLICE 1 IN ARRAY v_busy LOOP
+    FOREACH v_run IN ARRAY v_runs LOOP
+        v_key := pgcoord.campaign_mark_key('busy', v_run);
         IF NOT pg_try_advisory_lock_shared(v_key[1], v_key[2]) THEN
             RETURN FALSE;  -- none idle, a busy one finds the messages
         END IF;
@@ -2739,22 +2764,16 @@ DECLARE
     v_mark constant text[] := string_to_array(
         coalesce(current_setting('pgcoord.campaign_mark', TRUE), ''), ' '
     );
-    v_run integer;
+    v_key integer[];
 BEGIN
     IF cardinality(v_mark) <> 2 THEN
         RETURN;
     END IF;
-    IF v_mark[2] <> 'all' THEN
-        v_run := (v_mark[2]::bigint & 2147483647)::integer;
-    END IF;
-    IF v_mark[1] = 'idle' AND v_run IS NULL THEN
-        PERFORM pg_advisory_unlock_shared(1885823844, 1);
-    ELSIF v_mark[1] = 'idle' THEN
-        PERFORM pg_advisory_unlock_shared(1885823845, v_run);
-    ELSIF v_run IS NULL THEN
-        PERFORM pg_advisory_unlock(1885823844, 2);
+    v_key := pgcoord.campaign_mark_key(v_mark[1], nullif(v_mark[2], 'all')::bigint);
+    IF v_mark[1] = 'idle' THEN
+        PERFORM pg_advisory_unlock_shared(v_key[1], v_key[2]);
     ELSE
-        PERFORM pg_advisory_unlock(1885823846, v_run);
+        PERFORM pg_advisory_unlock(v_key[1], v_key[2]);
     END IF;
     PERFORM set_config('pgcoord.campaign_mark', '', FALSE);
 END;

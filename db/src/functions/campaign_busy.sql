@@ -14,17 +14,14 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_mark constant text := 'busy ' || coalesce(p_run_id::text, 'all');
+    v_key constant integer[] := pgcoord.campaign_mark_key('busy', p_run_id);
     v_held boolean;
 BEGIN
     IF coalesce(current_setting('pgcoord.campaign_mark', TRUE), '') = v_mark THEN
         RETURN TRUE;
     END IF;
     PERFORM pgcoord.campaign_unmark();
-    IF p_run_id IS NULL THEN
-        v_held := pg_try_advisory_lock(1885823844, 2);
-    ELSE
-        v_held := pg_try_advisory_lock(1885823846, (p_run_id & 2147483647)::integer);
-    END IF;
+    v_held := pg_try_advisory_lock(v_key[1], v_key[2]);
     IF v_held THEN
         PERFORM set_config('pgcoord.campaign_mark', v_mark, FALSE);
     END IF;

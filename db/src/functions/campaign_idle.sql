@@ -16,10 +16,9 @@
 -- have missed it, and the worker looks again soon rather than sleeping due_in.
 --
 -- due_in is campaign_due_in's: zero when a message is due now, NULL when nothing is
--- pending or held. The marks are session advisory locks (first key 1885823844, second
--- 0 for the gate, 1 for an idle worker of every run and 2 for a busy one; first keys
--- 1885823845 and 1885823846 and the run id's low 31 bits for an idle and a busy worker
--- of one run), recorded in the setting pgcoord.campaign_mark (campaign_unmark).
+-- pending or held. The gate and the marks are session advisory locks
+-- (campaign_mark_key), the mark recorded in the setting pgcoord.campaign_mark
+-- (campaign_unmark).
 CREATE OR REPLACE FUNCTION pgcoord.campaign_idle(
     p_run_id bigint DEFAULT NULL, OUT due_in interval, OUT settled boolean
 )
@@ -30,6 +29,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_mark constant text := 'idle ' || coalesce(p_run_id::text, 'all');
+    v_key integer[];
 BEGIN
     IF p_run_id IS NOT NULL
         AND NOT EXISTS (SELECT FROM pgcoord.campaign_runs AS r WHERE r.id = p_run_id) THEN
@@ -37,17 +37,15 @@ BEGIN
     END IF;
     IF coalesce(current_setting('pgcoord.campaign_mark', TRUE), '') <> v_mark THEN
         PERFORM pgcoord.campaign_unmark();
-        IF p_run_id IS NULL THEN
-            PERFORM pg_advisory_lock_shared(1885823844, 1);
-        ELSE
-            PERFORM pg_advisory_lock_shared(1885823845, (p_run_id & 2147483647)::integer);
-        END IF;
+        v_key := pgcoord.campaign_mark_key('idle', p_run_id);
+        PERFORM pg_advisory_lock_shared(v_key[1], v_key[2]);
         PERFORM set_config('pgcoord.campaign_mark', v_mark, FALSE);
     END IF;
 
-    settled := pg_try_advisory_lock(1885823844, 0);
+    v_key := pgcoord.campaign_mark_key('gate', NULL);
+    settled := pg_try_advisory_lock(v_key[1], v_key[2]);
     IF settled THEN
-        PERFORM pg_advisory_unlock(1885823844, 0);
+        PERFORM pg_advisory_unlock(v_key[1], v_key[2]);
     END IF;
     -- a statement of its own: its snapshot is taken after the gate
     due_in := pgcoord.campaign_due_in(p_run_id);

@@ -14,20 +14,22 @@ VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_run constant integer := (p_run_id & 2147483647)::integer;
-    -- the marks of a worker of every run and of this run: idle, then busy
-    v_idle constant integer[] := ARRAY[[1885823844, 1], [1885823845, v_run]];
-    v_busy constant integer[] := ARRAY[[1885823844, 2], [1885823846, v_run]];
+    v_gate constant integer[] := pgcoord.campaign_mark_key('gate', NULL);
+    -- the marks of a worker of every run, then of this run
+    v_runs constant bigint[] := ARRAY[NULL, p_run_id];
+    v_run bigint;
     v_key integer[];
 BEGIN
-    PERFORM pg_advisory_xact_lock_shared(1885823844, 0);
-    FOREACH v_key SLICE 1 IN ARRAY v_idle LOOP
+    PERFORM pg_advisory_xact_lock_shared(v_gate[1], v_gate[2]);
+    FOREACH v_run IN ARRAY v_runs LOOP
+        v_key := pgcoord.campaign_mark_key('idle', v_run);
         IF NOT pg_try_advisory_lock(v_key[1], v_key[2]) THEN
             RETURN TRUE;  -- an idle worker
         END IF;
         PERFORM pg_advisory_unlock(v_key[1], v_key[2]);
     END LOOP;
-    FOREACH v_key SLICE 1 IN ARRAY v_busy LOOP
+    FOREACH v_run IN ARRAY v_runs LOOP
+        v_key := pgcoord.campaign_mark_key('busy', v_run);
         IF NOT pg_try_advisory_lock_shared(v_key[1], v_key[2]) THEN
             RETURN FALSE;  -- none idle, a busy one finds the messages
         END IF;

@@ -10,22 +10,16 @@ DECLARE
     v_mark constant text[] := string_to_array(
         coalesce(current_setting('pgcoord.campaign_mark', TRUE), ''), ' '
     );
-    v_run integer;
+    v_key integer[];
 BEGIN
     IF cardinality(v_mark) <> 2 THEN
         RETURN;
     END IF;
-    IF v_mark[2] <> 'all' THEN
-        v_run := (v_mark[2]::bigint & 2147483647)::integer;
-    END IF;
-    IF v_mark[1] = 'idle' AND v_run IS NULL THEN
-        PERFORM pg_advisory_unlock_shared(1885823844, 1);
-    ELSIF v_mark[1] = 'idle' THEN
-        PERFORM pg_advisory_unlock_shared(1885823845, v_run);
-    ELSIF v_run IS NULL THEN
-        PERFORM pg_advisory_unlock(1885823844, 2);
+    v_key := pgcoord.campaign_mark_key(v_mark[1], nullif(v_mark[2], 'all')::bigint);
+    IF v_mark[1] = 'idle' THEN
+        PERFORM pg_advisory_unlock_shared(v_key[1], v_key[2]);
     ELSE
-        PERFORM pg_advisory_unlock(1885823846, v_run);
+        PERFORM pg_advisory_unlock(v_key[1], v_key[2]);
     END IF;
     PERFORM set_config('pgcoord.campaign_mark', '', FALSE);
 END;

@@ -90,7 +90,7 @@ class CampaignWork(Work[CampaignMessage]):
     async def due_in(self, conn: AsyncConn) -> timedelta | None:
         return await campaigns_async.campaign_due_in(conn, self.run_id)
 
-    marks_idle = True  # campaign_enqueue notifies only while a worker is idle
+    marks = True  # campaign_enqueue skips its NOTIFY while workers are busy, none idle
 
     async def idle(self, conn: AsyncConn) -> tuple[timedelta | None, bool]:
         look = await campaigns_async.campaign_idle(conn, self.run_id)

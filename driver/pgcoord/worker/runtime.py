@@ -157,9 +157,9 @@ class Work(ABC, Generic[Item]):
     async def due_in(self, conn: AsyncConn) -> timedelta | None:
         """How long until an item is due (zero: now), None when there is none."""
 
-    # whether the worker says on its LISTEN connection when it is idle (`idle`) and when
-    # its claims come back full (`busy`): producers skip notifying busy workers
-    marks_idle: ClassVar[bool] = False
+    # whether the worker marks itself on its LISTEN connection as idle (`idle`) and as
+    # busy when its claims come back full (`busy`): producers skip notifying busy workers
+    marks: ClassVar[bool] = False
 
     async def idle(self, conn: AsyncConn) -> tuple[timedelta | None, bool]:
         """On the LISTEN connection: mark the session idle, then `due_in`, and whether
@@ -490,7 +490,6 @@ class Runtime(Generic[Item]):
         self._busy_held = False
         self._busy_asked_at = 0.0
         self._unsettled_pause = UNSETTLED_PAUSE
-        self._last_want = 0  # what the last completion call claimed at most
         self.processed = 0  # items completed
         self.failed = 0  # items given back: failed tries, snoozes, and at the stop
 
@@ -666,7 +665,7 @@ class Runtime(Generic[Item]):
         is due, at most idle_poll. When the work marks idle workers, this look is made on
         the LISTEN connection after the mark (producers notify from then on); a look that
         is not settled is made again soon."""
-        if self.work.marks_idle and self._listening:
+        if self.work.marks and self._listening:
             try:
                 due_in, settled = await self._on_listener(self._mark)
             except (TimeoutError, psycopg.OperationalError):
@@ -694,7 +693,7 @@ class Runtime(Generic[Item]):
     def _busy(self) -> None:
         """A claim found all it wanted: say the worker is busy (without waiting), unless
         it has, and holds that mark or asked for it less than BUSY_MARK_RETRY ago."""
-        if not (self.work.marks_idle and self._listening):
+        if not (self.work.marks and self._listening):
             return
         now = time.monotonic()
         if self._marked == "busy" and (
@@ -1090,8 +1089,6 @@ class Runtime(Generic[Item]):
                         )
                     self._forget(flight)
                 self._hold(claimed)
-                if claimed and len(claimed) == self._last_want:
-                    self._busy()
 
     async def _complete(
         self, batch: list[tuple[Flight[Item], Any]]
@@ -1103,12 +1100,11 @@ class Runtime(Generic[Item]):
         want = 0
         if self._claims_with_completions and not self._stopping.is_set():
             want = self._want(freed=len(batch))
-        self._last_want = want
         try:
             if want:
                 self._claiming = True
                 try:
-                    return await self._db(
+                    outcomes, claimed = await self._db(
                         functools.partial(
                             self.work.complete_then_claim,
                             done=done,
@@ -1117,6 +1113,9 @@ class Runtime(Generic[Item]):
                             lease=self.lease,
                         )
                     )
+                    if len(claimed) == want:
+                        self._busy()
+                    return outcomes, claimed
                 except psycopg.Error as exc:
                     if isinstance(exc, FAULTS):
                         raise
