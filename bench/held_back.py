@@ -25,6 +25,12 @@ from .queues import Queue
 BATCH = 15  # what the pgbench scripts claim at a time (named in the report)
 CONNECTIONS = 8  # pgbench connections or worker processes per queue
 
+# the other processes of this database holding a snapshot (backend_xmin), whatever
+# their kind (client backends, autovacuum workers)
+SNAPSHOTS: LiteralString = """
+SELECT count(*) FROM pg_catalog.pg_stat_activity
+WHERE datname = current_database() AND backend_xmin IS NOT NULL AND pid <> pg_backend_pid()
+"""
 TABLES: LiteralString = """
 SELECT s.relname, s.n_dead_tup,
     pg_catalog.pg_table_size(s.relid) + pg_catalog.pg_indexes_size(s.relid)
@@ -59,6 +65,7 @@ def measure(
             seconds = time.perf_counter() - started
             held = vacuumed(db, queue.schema)
             holder.rollback()
+        without_snapshots(db)
         released = vacuumed(db, queue.schema)
         found.append(
             {
@@ -71,6 +78,18 @@ def measure(
             }
         )
     return found
+
+
+def without_snapshots(db: ScratchDatabase, timeout: float = 30.0) -> None:
+    """Wait until no other process of the database holds a snapshot (an autovacuum
+    worker's ANALYZE, started while the transaction held its snapshot, holds one too), so
+    that the VACUUM after the transaction shows what the transaction alone held back."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        while conn.execute(SNAPSHOTS).fetchone() != (0,):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"snapshots still held in {db.name} after {timeout} s")
+            time.sleep(0.02)
 
 
 def vacuumed(db: ScratchDatabase, schema: str) -> dict[str, dict[str, int]]:
