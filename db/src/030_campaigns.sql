@@ -86,6 +86,16 @@ CREATE TABLE IF NOT EXISTS pgcoord.campaign_enqueues (
     PRIMARY KEY (run_id, first_message_id) INCLUDE (last_message_id, messages)
 ) WITH (fillfactor = 100);
 
+-- The keys of campaign_enqueue_once: one row per key and run, written in the enqueue's
+-- transaction, so a retried call (its first answer lost with the connection) finds the
+-- key and enqueues nothing. Insert-only; deleted with the run by campaign_prune.
+CREATE TABLE IF NOT EXISTS pgcoord.campaign_enqueue_keys (
+    run_id bigint NOT NULL,
+    key text NOT NULL,
+    messages integer NOT NULL,
+    PRIMARY KEY (run_id, key)
+) WITH (fillfactor = 100);
+
 -- Open work: groups of up to 15 messages of one run in one state. claimed_by is NULL
 -- while the group is pending; due_at is then when it may be claimed, else when its
 -- lease ends. tries counts the failed tries of its messages (fails and lost leases),

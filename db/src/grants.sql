@@ -68,6 +68,7 @@ GRANT EXECUTE ON FUNCTION
 pgcoord.campaign_create(text, integer, interval[], interval) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_set_status(bigint, text) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_enqueue(bigint, jsonb) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.campaign_enqueue_once(bigint, text, jsonb) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION
 pgcoord.campaign_claim(text, integer, interval, bigint) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_complete(bigint, bigint, jsonb) TO pgcoord_client;

@@ -33,6 +33,7 @@ from .config import (
     PRUNE_LIMIT,
 )
 from .types import (
+    CampaignEnqueued,
     CampaignFailure,
     CampaignIdle,
     CampaignMessage,
@@ -82,12 +83,22 @@ def campaign_enqueue(
     Each item is a mapping with "recipient" (text), and optionally "payload" (a JSON
     object, default {}) and "scheduled_at" (a datetime or ISO text; default: now, on the
     server's clock)."""
-    try:
-        payload = Jsonb([dict(item) for item in items], dumps=_dumps)
-    except (TypeError, ValueError) as exc:
-        raise arguments.retyped(exc) from None
-    count: int = query.value(conn, sql.CAMPAIGN_ENQUEUE, {"run_id": run_id, "items": payload})
+    params = {"run_id": run_id, "items": _items(items)}
+    count: int = query.value(conn, sql.CAMPAIGN_ENQUEUE, params)
     return count
+
+
+def campaign_enqueue_once(
+    conn: psycopg.Connection[Any],
+    run_id: int,
+    key: str,
+    items: Iterable[Mapping[str, Any]],
+) -> CampaignEnqueued:
+    """`campaign_enqueue` under `key` (1 to 1024 bytes), once: safe to call again when
+    the answer of a call was lost. A call with a key the run already has enqueues nothing
+    and returns the first call's count with duplicate=True."""
+    params = {"run_id": run_id, "key": key, "items": _items(items)}
+    return query.one(conn, CampaignEnqueued, sql.CAMPAIGN_ENQUEUE_ONCE, params)
 
 
 def campaign_claim(
@@ -304,6 +315,14 @@ def campaign_prune(
     on a pruned cancelled run is stale afterwards: keep runs longer than their leases."""
     params = {"older_than": older_than, "limit": limit}
     return int(query.value(conn, sql.CAMPAIGN_PRUNE, params) or 0)
+
+
+def _items(items: Iterable[Mapping[str, Any]]) -> Jsonb:
+    """The items of an enqueue, as the JSON array the function takes."""
+    try:
+        return Jsonb([dict(item) for item in items], dumps=_dumps)
+    except (TypeError, ValueError) as exc:
+        raise arguments.retyped(exc) from None
 
 
 def _many(

@@ -159,6 +159,7 @@ class Client:
     campaign_create = pooled(campaigns.campaign_create)
     campaign_set_status = pooled(campaigns.campaign_set_status)
     campaign_enqueue = pooled(campaigns.campaign_enqueue)
+    campaign_enqueue_once = pooled(campaigns.campaign_enqueue_once)
     campaign_claim = pooled(campaigns.campaign_claim)
     campaign_complete = pooled(campaigns.campaign_complete)
     campaign_complete_many = pooled(campaigns.campaign_complete_many)

@@ -157,6 +157,7 @@ class AsyncClient:
     campaign_create = pooled(campaigns_async.campaign_create)
     campaign_set_status = pooled(campaigns_async.campaign_set_status)
     campaign_enqueue = pooled(campaigns_async.campaign_enqueue)
+    campaign_enqueue_once = pooled(campaigns_async.campaign_enqueue_once)
     campaign_claim = pooled(campaigns_async.campaign_claim)
     campaign_complete = pooled(campaigns_async.campaign_complete)
     campaign_complete_many = pooled(campaigns_async.campaign_complete_many)

@@ -107,6 +107,10 @@ CAMPAIGN_SET_STATUS: LiteralString = (
 CAMPAIGN_ENQUEUE: LiteralString = (
     "SELECT pgcoord.campaign_enqueue(p_run_id => %(run_id)s, p_items => %(items)s)"
 )
+CAMPAIGN_ENQUEUE_ONCE: LiteralString = (
+    "SELECT * FROM pgcoord.campaign_enqueue_once(p_run_id => %(run_id)s, p_key => %(key)s,"
+    " p_items => %(items)s)"
+)
 CAMPAIGN_CLAIM: LiteralString = (
     "SELECT * FROM pgcoord.campaign_claim(p_worker => %(worker)s, p_limit => %(limit)s,"
     " p_lease => %(lease)s, p_run_id => %(run_id)s)"

@@ -103,6 +103,15 @@ class CampaignMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class CampaignEnqueued:
+    """A row of pgcoord.campaign_enqueue_once: how many messages the key's first call
+    enqueued, and whether this call was a repeat of it (then it enqueued nothing)."""
+
+    enqueued: int
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
 class CampaignIdle:
     """A row of pgcoord.campaign_idle: how long an idle worker may sleep (as
     campaign_due_in: zero when a message is due now, None when nothing is pending or

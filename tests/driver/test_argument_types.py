@@ -65,6 +65,7 @@ WRONG: dict[str, tuple[dict[str, Any], str, Any]] = {
     "campaign_create": ({"name": 5}, "name", 5),
     "campaign_set_status": ({"run_id": 1.5, "status": "paused"}, "run_id", 1.5),
     "campaign_enqueue": ({"run_id": "one", "items": []}, "run_id", "one"),
+    "campaign_enqueue_once": ({"run_id": 1, "key": 7, "items": []}, "key", 7),
     "campaign_claim": ({"worker": "w", "limit": 2.5}, "limit", 2.5),
     "campaign_complete": ({"message_id": 1, "claim_token": "x"}, "claim_token", "x"),
     "campaign_complete_many": (
@@ -177,6 +178,7 @@ def test_a_wrong_type_names_the_argument_async(db_url: str) -> None:
 UNSENDABLE: dict[str, tuple[dict[str, Any], str, Any]] = {
     "campaign_create": ({"name": "n", "retry_backoff": 60}, "retry_backoff", 60),
     "campaign_enqueue": ({"run_id": 1, "items": [5]}, "items", [5]),
+    "campaign_enqueue_once": ({"run_id": 1, "key": "k", "items": [5]}, "items", [5]),
     "campaign_complete": ({"message_id": 1, "claim_token": 1, "metrics": "x"}, "metrics", "x"),
     "campaign_complete_many": (
         {"message_ids": [1], "claim_tokens": [1], "metrics": [5]},

@@ -45,6 +45,7 @@ CAMPAIGN_CALLS = [
     "campaign_create",
     "campaign_set_status",
     "campaign_enqueue",
+    "campaign_enqueue_once",
     "campaign_claim",
     "campaign_complete",
     "campaign_complete_many",

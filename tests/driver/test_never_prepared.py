@@ -60,6 +60,7 @@ def steps(round_: int) -> Steps:
     run_id = yield "campaign_create", (f"run-{round_}",)
     recipients = [{"recipient": f"+{i}"} for i in range(6)]
     yield "campaign_enqueue", (run_id, recipients)
+    yield "campaign_enqueue_once", (run_id, f"batch-{round_}", recipients)
     yield "campaign_due_in", (run_id,)
     yield "campaign_idle", (run_id,)
     yield "campaign_busy", (run_id,)

@@ -60,7 +60,7 @@ SECTION_3 = tuple(CAMPAIGN_CONTRACT)
 # answering which messages it marked sent, that completion followed by the next claim
 # in one call, and the metrics of many messages unpacked from one JSON array; for
 # operators, a run's throughput, retries, snoozes and handler times, and the retention
-# of ended runs.
+# of ended runs; for producers, an enqueue under a key, safe to call again.
 CAMPAIGN_HELPERS: dict[str, tuple[str, str]] = {
     "campaign_extend": (
         "p_message_id bigint, p_claim_token bigint, p_lease interval DEFAULT '00:05:00'::interval",
@@ -91,6 +91,10 @@ CAMPAIGN_HELPERS: dict[str, tuple[str, str]] = {
         " handler_p50_ms double precision, handler_p95_ms double precision)",
     ),
     "campaign_prune": ("p_older_than interval, p_limit integer DEFAULT 10000", "integer"),
+    "campaign_enqueue_once": (
+        "p_run_id bigint, p_key text, p_items jsonb",
+        "TABLE(enqueued integer, duplicate boolean)",
+    ),
 }
 HELPERS = tuple(CAMPAIGN_HELPERS)
 VIEWS = ("campaign_progress", "campaign_message_status")
@@ -218,6 +222,16 @@ def enqueue(conn: Conn, run_id: int, items: Any) -> int:
         run_id,
         Jsonb(items),
     )
+
+
+def enqueue_once(conn: Conn, run_id: int, key: Any, items: Any) -> tuple[int, bool]:
+    """campaign_enqueue_once: (enqueued, duplicate)."""
+    row = conn.execute(
+        "SELECT * FROM pgcoord.campaign_enqueue_once(p_run_id => %s, p_key => %s, p_items => %s)",
+        (run_id, key, Jsonb(items)),
+    ).fetchone()
+    assert row is not None
+    return row[0], row[1]
 
 
 def enqueue_many(
@@ -439,6 +453,7 @@ def status_of(conn: Conn, message_id: int) -> MessageStatus:
 TABLES = (
     "campaign_runs",
     "campaign_enqueues",
+    "campaign_enqueue_keys",
     "campaign_messages",
     "campaign_queue",
     "campaign_outcomes",

@@ -17,6 +17,7 @@ from campaignkit import (
     complete_many,
     create,
     enqueue_many,
+    enqueue_once,
     extend,
     fail,
     prune,
@@ -59,6 +60,7 @@ TYPES = {
     "p_retry_after": "interval",
     "p_delay": "interval",
     "p_older_than": "interval",
+    "p_key": "text",
 }
 
 NAME = [
@@ -88,6 +90,7 @@ def interval_cases(low: str, high: str, nullable: bool = False) -> list[tuple[An
 
 CASES: dict[str, list[tuple[Any, str, str]]] = {
     "p_name": NAME,
+    "p_key": NAME,
     "p_worker": NAME,
     "p_max_retries": [(None, NULL, "null"), (-1, INVALID, "negative"), (101, INVALID, "101")],
     "p_retry_backoff": [
@@ -195,6 +198,9 @@ def bases(function: str, state: dict[str, Any]) -> list[dict[str, Any]]:
         ],
         "campaign_set_status": [{"p_run_id": run_id, "p_status": "paused"}],
         "campaign_enqueue": [{"p_run_id": run_id, "p_items": '[{"recipient": "+1"}]'}],
+        "campaign_enqueue_once": [
+            {"p_run_id": run_id, "p_key": "k", "p_items": '[{"recipient": "+1"}]'}
+        ],
         "campaign_claim": [
             {"p_worker": "w", "p_limit": 10, "p_lease": LONG, "p_run_id": run_id},
         ],
@@ -227,6 +233,7 @@ FUNCTIONS = [
     "campaign_create",
     "campaign_set_status",
     "campaign_enqueue",
+    "campaign_enqueue_once",
     "campaign_claim",
     "campaign_complete",
     "campaign_fail",
@@ -308,6 +315,8 @@ def test_the_edges_of_each_range_are_accepted(conn: Conn) -> None:
         "SELECT pgcoord.campaign_create(p_name => 'x', p_stale_after => '100 years')",
     )
     [message_id, other] = enqueue_many(conn, run_id, 2)
+    assert enqueue_once(conn, run_id, "k" * 1024, []) == (0, False)
+    assert enqueue_once(conn, run_id, "é" * 512, []) == (0, False)
     [claimed] = claim(conn, "w" * 1024, limit=1, lease=timedelta(days=1))
     assert extend(conn, message_id, claimed.claim_token, timedelta(microseconds=1)) is not None
     assert snooze(conn, message_id, claimed.claim_token, timedelta(days=30))

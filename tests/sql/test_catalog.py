@@ -20,6 +20,7 @@ from sqlkit import SECTION_1, Conn, acquire
 from pgcoord.types import (
     Batch,
     BufferStatus,
+    CampaignEnqueued,
     CampaignFailure,
     CampaignIdle,
     CampaignMessage,
@@ -236,6 +237,12 @@ def holds(value: Any, hint: Any) -> bool:
             " p_error => 'e') LIMIT 0",
         ),
         (
+            CampaignEnqueued,
+            lambda conn: result_columns(conn, "campaign_enqueue_once"),
+            "SELECT * FROM pgcoord.campaign_enqueue_once(p_run_id => 1, p_key => 'k',"
+            " p_items => '[]') LIMIT 0",
+        ),
+        (
             CampaignIdle,
             lambda conn: result_columns(conn, "campaign_idle"),
             "SELECT * FROM pgcoord.campaign_idle() LIMIT 0",
@@ -274,6 +281,7 @@ def holds(value: Any, hint: Any) -> bool:
         "BufferStatus=buffer_status",
         "CampaignMessage=campaign_claim",
         "CampaignFailure=campaign_fail",
+        "CampaignEnqueued=campaign_enqueue_once",
         "CampaignIdle=campaign_idle",
         "CampaignProgress=campaign_progress",
         "MessageStatus=campaign_message_status",

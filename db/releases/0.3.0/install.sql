@@ -230,6 +230,16 @@ CREATE TABLE IF NOT EXISTS pgcoord.campaign_enqueues (
     PRIMARY KEY (run_id, first_message_id) INCLUDE (last_message_id, messages)
 ) WITH (fillfactor = 100);
 
+-- The keys of campaign_enqueue_once: one row per key and run, written in the enqueue's
+-- transaction, so a retried call (its first answer lost with the connection) finds the
+-- key and enqueues nothing. Insert-only; deleted with the run by campaign_prune.
+CREATE TABLE IF NOT EXISTS pgcoord.campaign_enqueue_keys (
+    run_id bigint NOT NULL,
+    key text NOT NULL,
+    messages integer NOT NULL,
+    PRIMARY KEY (run_id, key)
+) WITH (fillfactor = 100);
+
 -- Open work: groups of up to 15 messages of one run in one state. claimed_by is NULL
 -- while the group is pending; due_at is then when it may be claimed, else when its
 -- lease ends. tries counts the failed tries of its messages (fails and lost leases),
@@ -1889,6 +1899,63 @@ COMMENT ON FUNCTION pgcoord.campaign_enqueue(bigint, jsonb) IS
 '22023 p_items not an array, a malformed item (named by its index from 0 and its '
 'field), unknown run, or a cancelled or finished run.';
 
+-- db/src/functions/campaign_enqueue_once.sql
+-- campaign_enqueue with a key (not in API.md): safe to call again when the answer of a
+-- call was lost (the connection dropped during the commit, a timeout, a retried HTTP
+-- request), which campaign_enqueue is not: a retry of that would enqueue the items
+-- twice. The key is recorded with the run in the enqueue's transaction. A call with a
+-- key the run already has enqueues nothing and returns the first call's count with
+-- duplicate = true; a call while another with the same key is in flight waits for it
+-- (and enqueues only if that one rolled back). The items of a repeat are not compared
+-- with the first call's: the key says they are the same.
+CREATE OR REPLACE FUNCTION pgcoord.campaign_enqueue_once(
+    p_run_id bigint, p_key text, p_items jsonb
+)
+RETURNS TABLE (enqueued integer, duplicate boolean)
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_run_id IS NULL THEN
+        PERFORM pgcoord.raise_bad_argument('p_run_id', p_run_id, 'a run id');
+    END IF;
+    IF coalesce(octet_length(p_key), 0) NOT BETWEEN 1 AND 1024 THEN
+        PERFORM pgcoord.raise_bad_argument('p_key', p_key, 'a text of 1 to 1024 bytes');
+    END IF;
+    IF coalesce(jsonb_typeof(p_items), '') <> 'array' THEN
+        PERFORM pgcoord.raise_bad_argument('p_items', p_items, 'a JSON array of items');
+    END IF;
+    -- the key first: a concurrent call with the same key waits here for this one
+    INSERT INTO pgcoord.campaign_enqueue_keys AS k (run_id, key, messages)
+    SELECT r.id, p_key, jsonb_array_length(p_items)
+    FROM pgcoord.campaign_runs AS r
+    WHERE r.id = p_run_id
+    ON CONFLICT ON CONSTRAINT campaign_enqueue_keys_pkey DO NOTHING;
+    IF NOT FOUND THEN
+        SELECT k.messages INTO enqueued
+        FROM pgcoord.campaign_enqueue_keys AS k
+        WHERE k.run_id = p_run_id AND k.key = p_key;
+        IF FOUND THEN
+            duplicate := TRUE;
+            RETURN NEXT;
+            RETURN;
+        END IF;
+        -- no such run: campaign_enqueue says so
+    END IF;
+    enqueued := pgcoord.campaign_enqueue(p_run_id => p_run_id, p_items => p_items);
+    duplicate := FALSE;
+    RETURN NEXT;
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.campaign_enqueue_once(bigint, text, jsonb) IS
+'campaign_enqueue of p_items into run p_run_id under the key p_key (1 to 1024 bytes), '
+'once: a call with a key the run already has enqueues nothing and returns the first '
+'call''s count with duplicate = true. Returns (enqueued, duplicate). Errors: those of '
+'campaign_enqueue; 22004 NULL argument, 22023 p_key out of range.';
+
 -- db/src/functions/campaign_extend.sql
 -- Heartbeat: push the lease of a current claim to now + p_lease. The messages that the
 -- claim returned with the same claim_token share this lease: extending one extends them
@@ -2286,10 +2353,10 @@ COMMENT ON FUNCTION pgcoord.campaign_notify_wanted(bigint) IS
 -- db/src/functions/campaign_prune.sql
 -- Retention: delete the messages of runs that ended (finished or cancelled) more than
 -- p_older_than ago, with their outcomes and the open work a cancelled run left, about
--- p_limit messages per call, the run that ended first first; a run is deleted with its
--- last message. Open work goes in whole groups (up to 15 messages, see
--- 030_campaigns.sql), each started within the limit, so a call deletes at most p_limit
--- + 14. Returns how many messages were deleted: run it from a scheduled job until it
+-- p_limit messages per call, the run that ended first first; a run is deleted (with its
+-- enqueue keys) with its last message. Open work goes in whole groups (up to 15
+-- messages, see 030_campaigns.sql), each started within the limit, so a call deletes at
+-- most p_limit + 14. Returns how many messages were deleted: run it from a scheduled job until it
 -- returns less than p_limit. Running and paused runs are never touched. While
 -- a run is pruned over several calls, campaign_progress counts what is left of it (its
 -- total and skipped go down with what is deleted). A claim still held on a
@@ -2407,6 +2474,7 @@ BEGIN
         SELECT p.total INTO v_total FROM pgcoord.campaign_progress AS p WHERE p.run_id = v_run.id;
         IF v_total = 0 THEN
             DELETE FROM pgcoord.campaign_enqueues AS e WHERE e.run_id = v_run.id;
+            DELETE FROM pgcoord.campaign_enqueue_keys AS k WHERE k.run_id = v_run.id;
             DELETE FROM pgcoord.campaign_runs AS r WHERE r.id = v_run.id;
         END IF;
         EXIT WHEN v_left <= 0;
@@ -3881,6 +3949,7 @@ GRANT EXECUTE ON FUNCTION
 pgcoord.campaign_create(text, integer, interval[], interval) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_set_status(bigint, text) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_enqueue(bigint, jsonb) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.campaign_enqueue_once(bigint, text, jsonb) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION
 pgcoord.campaign_claim(text, integer, interval, bigint) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_complete(bigint, bigint, jsonb) TO pgcoord_client;

@@ -1,9 +1,9 @@
 -- Retention: delete the messages of runs that ended (finished or cancelled) more than
 -- p_older_than ago, with their outcomes and the open work a cancelled run left, about
--- p_limit messages per call, the run that ended first first; a run is deleted with its
--- last message. Open work goes in whole groups (up to 15 messages, see
--- 030_campaigns.sql), each started within the limit, so a call deletes at most p_limit
--- + 14. Returns how many messages were deleted: run it from a scheduled job until it
+-- p_limit messages per call, the run that ended first first; a run is deleted (with its
+-- enqueue keys) with its last message. Open work goes in whole groups (up to 15
+-- messages, see 030_campaigns.sql), each started within the limit, so a call deletes at
+-- most p_limit + 14. Returns how many messages were deleted: run it from a scheduled job until it
 -- returns less than p_limit. Running and paused runs are never touched. While
 -- a run is pruned over several calls, campaign_progress counts what is left of it (its
 -- total and skipped go down with what is deleted). A claim still held on a
@@ -121,6 +121,7 @@ BEGIN
         SELECT p.total INTO v_total FROM pgcoord.campaign_progress AS p WHERE p.run_id = v_run.id;
         IF v_total = 0 THEN
             DELETE FROM pgcoord.campaign_enqueues AS e WHERE e.run_id = v_run.id;
+            DELETE FROM pgcoord.campaign_enqueue_keys AS k WHERE k.run_id = v_run.id;
             DELETE FROM pgcoord.campaign_runs AS r WHERE r.id = v_run.id;
         END IF;
         EXIT WHEN v_left <= 0;
