@@ -19,9 +19,9 @@ import psycopg
 import pytest
 
 import pgcoord.demo
-from pgcoord import BufferStatus, Lock, embedded, releases
+from pgcoord import BufferStatus, CampaignEnqueued, Lock, embedded, releases
 from pgcoord.demo import campaign_scene, locks_scene, server
-from pgcoord.demo.checks import Check, race_checks, storm_checks
+from pgcoord.demo.checks import Check, enqueued_once, race_checks, storm_checks
 from pgcoord.demo.facts import Takeover, Webhook, analyse
 from pgcoord.demo.ledger import Claim, Ledger, Reply, Stored
 from pgcoord.demo.main import main
@@ -34,7 +34,7 @@ from pgcoord.demo.workers import WorkerProcess, storm_process, wait_ready
 ROOT = Path(__file__).resolve().parent.parent
 CHECKS = 11  # the lock scenes'
 STORM_CHECKS = 8
-CAMPAIGN_CHECKS = 8
+CAMPAIGN_CHECKS = 9
 SMALL_CAMPAIGN = ["--messages", "200"]  # the tests' campaign: a few seconds
 
 
@@ -133,7 +133,11 @@ def test_the_campaign_scene_sends_each_message_once_within_the_gateway_limit(
     assert re.search(r"fake provider on http://127\.0\.0\.1:\d+: model and gateway answer", out)
     assert "4 worker processes (python -m pgcoord.demo.campaign_worker) ready in" in out
     assert "rate_acquire('whatsapp-gateway', 180/s, burst 10), one budget for the fleet" in out
-    assert "run 1: 200 messages enqueued in one call in " in out
+    assert "run 1: 200 messages enqueued in one call (key 'recipients.csv') in " in out
+    assert (
+        "ok enqueued once: the same call again with its key 'recipients.csv' (a producer's "
+        "retry after a lost answer) added nothing to the 200 messages"
+    ) in out
     assert re.search(
         r"worker-4 works alone, and hangs once it has sent a message, before it records the "
         r"send; it holds \d+ messages? \(claimed_by worker-4 in campaign_message_status\), "
@@ -343,6 +347,14 @@ def test_race_checks_fail_when_the_reply_is_missing_or_doubled() -> None:
     assert not race_checks(fair_burst(), [])[2].held
     assert not race_checks(fair_burst(), ["webhook-1", "webhook-1"])[2].held
     assert not race_checks(fair_burst(), ["webhook-3"])[2].held
+
+
+def test_the_enqueue_check_fails_when_the_call_again_enqueued_or_was_the_first() -> None:
+    first, repeat = CampaignEnqueued(5, False), CampaignEnqueued(5, True)
+    assert enqueued_once("k", first, repeat).held
+    assert not enqueued_once("k", first, first).held  # enqueued twice
+    assert not enqueued_once("k", repeat, repeat).held  # the key was there before
+    assert not enqueued_once("k", first, CampaignEnqueued(4, True)).held
 
 
 def test_summary_names_the_failed_checks() -> None:
@@ -645,7 +657,7 @@ def test_demo_reports_failure_when_the_budget_exceeds_the_gateway_limit(
     assert re.search(r"answered 429\)", out)  # the detail: a second over the limit
     assert "ok none lost or stuck: the 30 messages enqueued are all there" in out
     assert "ok each of the " in out and "parts accepted once by the gateway" in out
-    assert "1 of 8 checks FAILED" in out
+    assert f"1 of {CAMPAIGN_CHECKS} checks FAILED" in out
     assert scratch_leftovers(db_url, out, "_campaign") == ([], [])
 
 

@@ -27,7 +27,7 @@ from pgcoord import CampaignProgress
 from pgcoord.campaigns import (
     campaign_complete,
     campaign_create,
-    campaign_enqueue,
+    campaign_enqueue_once,
     campaign_extend,
     campaign_progress,
 )
@@ -45,6 +45,7 @@ from .waiting import STEP_TIMEOUT, SceneError, poll
 from .workers import WorkerProcess, stop_all
 
 SEED = 11  # the same campaign and the same provider every run
+ENQUEUE_KEY = "recipients.csv"  # the producer's key for its one enqueue call
 MAX_RETRIES = 3
 BACKOFF = (timedelta(seconds=1), timedelta(seconds=2))  # the last repeats
 # the provider: every call 20-200 ms, 4% answered 503, 1% 429 with Retry-After: 1, 0.4%
@@ -183,17 +184,21 @@ class CampaignScene(Scene):
         return crew, victim
 
     def _enqueue(self, run: Run, messages: int) -> tuple[int, datetime]:
-        """Enqueue the campaign in one call; how many, and when (server clock)."""
+        """Enqueue the campaign in one call under a key, then make the call again as a
+        producer whose answer was lost would; how many, and when (server clock)."""
         started = server_clock(run.conn)
-        enqueued = campaign_enqueue(run.conn, run.run_id, campaign_items(messages, SEED))
+        items = campaign_items(messages, SEED)
+        first = campaign_enqueue_once(run.conn, run.run_id, ENQUEUE_KEY, items)
         seconds = (server_clock(run.conn) - started).total_seconds()
+        again = campaign_enqueue_once(run.conn, run.run_id, ENQUEUE_KEY, items)
         backoff = ", ".join(f"{b.total_seconds():g} s" for b in BACKOFF)
         self.report.line(
-            f"run {run.run_id}: {plural(enqueued, 'message')} enqueued in one call in "
-            f"{seconds:.2f} s; "
+            f"run {run.run_id}: {plural(first.enqueued, 'message')} enqueued in one call "
+            f"(key {ENQUEUE_KEY!r}) in {seconds:.2f} s; "
             f"up to {MAX_RETRIES} retries each, after {backoff} (the last repeats)"
         )
-        return enqueued, started
+        self.report.add(checks.enqueued_once(ENQUEUE_KEY, first, again))
+        return first.enqueued, started
 
     def _kill_mid_batch(self, run: Run, victim: WorkerProcess) -> Kill:
         """Wait until the victim, alone at work, holds messages, one of them with a part

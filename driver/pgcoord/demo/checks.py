@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from pgcoord import Lock, LockStatus
+from pgcoord import CampaignEnqueued, Lock, LockStatus
 
 from .facts import (
     Fault,
@@ -335,6 +335,17 @@ def campaign_checks(
         parts_accepted_once(ledger),
         within_gateway_limit(ledger),
     ]
+
+
+def enqueued_once(key: str, first: CampaignEnqueued, again: CampaignEnqueued) -> Check:
+    """The enqueue made again with its key (a producer's retry after a lost answer)
+    enqueued nothing more."""
+    return Check(
+        f"enqueued once: the same call again with its key {key!r} (a producer's retry "
+        f"after a lost answer) added nothing to the {first.enqueued:,} messages",
+        not first.duplicate and again.duplicate and again.enqueued == first.enqueued,
+        f"first call {first}, the call again {again}",
+    )
 
 
 def none_lost_or_stuck(messages: Sequence[QueuedMessage], enqueued: int) -> Check:
