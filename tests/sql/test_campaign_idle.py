@@ -9,7 +9,7 @@ from datetime import timedelta
 import psycopg
 import pytest
 from campaignkit import CHANNEL, busy, create, enqueue, idle, item, notified, set_status
-from sqlkit import Conn, connect, fan_out, server_clock
+from sqlkit import Conn, connect, fan_out, poll, server_clock
 
 ROUNDS = 300
 
@@ -110,12 +110,17 @@ def test_marks_end_with_their_session(db_url: str, conn: Conn) -> None:
     with listening(db_url) as listener:
         with connect(db_url) as fleet:
             assert busy(fleet)
+            fleet_pid = fleet.info.backend_pid
             with connect(db_url) as gone:
                 idle(gone, run_id)
                 enqueue(conn, run_id, [item("+1")])
                 assert notified(listener) == [str(run_id)], "another session's mark"
+                pid = gone.info.backend_pid
+            # the server ends the session after the client has closed it
+            poll(lambda: advisory_locks(conn, pid) == 0, "the closed session's locks to go")
             enqueue(conn, run_id, [item("+2")])
             assert notified(listener) == [], "that idle worker's session has ended"
+        poll(lambda: advisory_locks(conn, fleet_pid) == 0, "the busy session's locks to go")
         enqueue(conn, run_id, [item("+3")])
         assert notified(listener) == [str(run_id)], "and the busy one's: no marks"
 
