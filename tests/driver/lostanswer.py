@@ -62,9 +62,9 @@ class LostAnswer:
         self._shut(source, sink)
 
     def _answers(self, server: socket.socket, client: socket.socket) -> None:
-        """Pass the server's messages on; once armed, drop them up to a ReadyForQuery and
-        close the client's connection there. The first message (the answer to a startup
-        or SSL request) has no type byte only when it is the one-byte SSL answer."""
+        """Pass the server's messages on; once armed (between statements, so at a message
+        boundary), drop them up to a ReadyForQuery and close the client's connection
+        there."""
         buffer = b""
         with contextlib.suppress(OSError):
             while data := server.recv(65536):

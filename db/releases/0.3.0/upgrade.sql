@@ -1918,9 +1918,8 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF p_run_id IS NULL THEN
-        PERFORM pgcoord.raise_bad_argument('p_run_id', p_run_id, 'a run id');
-    END IF;
+    -- p_run_id and the items are campaign_enqueue's to judge; the items' shape is tested
+    -- here too, before they are counted, so that a repeat is refused bad items as well
     IF coalesce(octet_length(p_key), 0) NOT BETWEEN 1 AND 1024 THEN
         PERFORM pgcoord.raise_bad_argument('p_key', p_key, 'a text of 1 to 1024 bytes');
     END IF;
@@ -1942,7 +1941,7 @@ BEGIN
             RETURN NEXT;
             RETURN;
         END IF;
-        -- no such run: campaign_enqueue says so
+        -- no such run (or a NULL p_run_id): campaign_enqueue says so
     END IF;
     enqueued := pgcoord.campaign_enqueue(p_run_id => p_run_id, p_items => p_items);
     duplicate := FALSE;
