@@ -19,8 +19,10 @@ import pytest
 from poolerkit import Pooler
 from test_demo import calm_storm
 
+from pgcoord import CampaignEnqueued
 from pgcoord.demo import checks
 from pgcoord.demo.facts import (
+    Chunk,
     Fault,
     QueuedMessage,
     Zombie,
@@ -104,7 +106,7 @@ def test_a_run_through_the_pooler_holds_every_check_and_leaves_nothing_behind(
     # a server given by URL is not restarted
     assert report["injected"] == {"kill": 1, "stop": 1, "terminate": 1}, out
     assert "a server given by URL is not restarted: no restart fault" in out
-    assert "the processes and webhooks connect through the pooler" in out
+    assert "the processes, webhooks and producer connect through the pooler" in out
     database = f"pgcoord_torture_{report['run']}"
     with psycopg.connect(server_url, autocommit=True) as conn:
         left = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [database])
@@ -352,3 +354,56 @@ def test_a_message_without_its_first_answer_counts_once_only_when_the_answer_was
     twice = [*deliveries, replace(first, duplicate=False)]
     lost = {first.provider_message_id}
     assert not checks.stored_once(analyse(plan, twice, rows, claims, replies, [], lost)).held
+
+
+def chunk(n: int, answer: tuple[int, bool], failed: int = 0, cut: bool = False) -> Chunk:
+    return Chunk(f"chunk-{n}", 2, CampaignEnqueued(*answer), failed, cut)
+
+
+def queued(*recipients: str) -> list[QueuedMessage]:
+    return [QueuedMessage(i, r, "sent", 1, None, {}) for i, r in enumerate(recipients, 1)]
+
+
+FAIR_CHUNKS = [
+    chunk(0, (2, False)),
+    chunk(1, (2, True), failed=1, cut=True),  # the proxy lost its answer after the commit
+    chunk(2, (2, False), failed=1),  # a terminate cut the call before it committed
+    chunk(3, (2, True), failed=2),  # cut after the commit by a fault
+]
+FAIR_QUEUE = queued(*(f"+{i}" for i in range(8)))
+
+
+def test_the_producer_check_holds_when_each_chunk_was_enqueued_once() -> None:
+    check = checks.enqueued_once_under_faults(FAIR_CHUNKS, FAIR_QUEUE)
+    assert check.held, check.detail
+    assert "4 chunks" in check.label and "4 calls made again" in check.label
+    assert "1 lost after the commit" in check.label
+
+
+@pytest.mark.parametrize(
+    ("chunks", "messages"),
+    [
+        # the chunk whose answer was lost after the commit was enqueued again
+        (
+            [*FAIR_CHUNKS[:1], chunk(1, (2, False), failed=1, cut=True), *FAIR_CHUNKS[2:]],
+            [*FAIR_QUEUE, *queued("+2", "+3")],
+        ),
+        # a chunk whose one call never failed found its key already taken
+        ([*FAIR_CHUNKS[:2], chunk(2, (2, True)), *FAIR_CHUNKS[3:]], FAIR_QUEUE),
+        # a chunk answered with another count than its size
+        ([*FAIR_CHUNKS[:3], chunk(3, (3, True), failed=2)], FAIR_QUEUE),
+        # a recipient twice in the queue (as many messages as the chunks hold)
+        (FAIR_CHUNKS, [*FAIR_QUEUE[:-1], *queued("+5")]),
+        # a message more than the chunks hold
+        (FAIR_CHUNKS, [*FAIR_QUEUE, *queued("+9")]),
+        # a message missing
+        (FAIR_CHUNKS, FAIR_QUEUE[:-1]),
+        # no answer was lost after the commit: the check tested nothing
+        ([c for c in FAIR_CHUNKS if not c.cut], FAIR_QUEUE[:6]),
+        ([], []),
+    ],
+)
+def test_the_producer_check_fails_on_a_chunk_enqueued_twice_or_lost(
+    chunks: list[Chunk], messages: list[QueuedMessage]
+) -> None:
+    assert not checks.enqueued_once_under_faults(chunks, messages).held

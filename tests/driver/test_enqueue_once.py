@@ -9,9 +9,9 @@ import asyncio
 
 import psycopg
 import pytest
-from lostanswer import lost_answer
 
 from pgcoord import AsyncClient, CampaignEnqueued, Client, campaigns
+from pgcoord.demo.lostanswer import lost_answer
 
 RECIPIENTS = [{"recipient": f"+1555{i}", "payload": {"n": i}} for i in range(40)]
 

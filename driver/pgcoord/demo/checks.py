@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from pgcoord import CampaignEnqueued, Lock, LockStatus
 
 from .facts import (
+    Chunk,
     Fault,
     Handover,
     LockOutcome,
@@ -345,6 +346,33 @@ def enqueued_once(key: str, first: CampaignEnqueued, again: CampaignEnqueued) ->
         f"after a lost answer) added nothing to the {first.enqueued:,} messages",
         not first.duplicate and again.duplicate and again.enqueued == first.enqueued,
         f"first call {first}, the call again {again}",
+    )
+
+
+def enqueued_once_under_faults(chunks: Sequence[Chunk], messages: Sequence[QueuedMessage]) -> Check:
+    """The torture's producer enqueued each chunk once, however often a fault cut a
+    call's answer: each chunk answered with its whole size, found enqueued when its lost
+    answer came after the commit (at least one did) and new when no call of it failed;
+    the queue holds each recipient once and as many messages as the chunks."""
+    wrong = [
+        c
+        for c in chunks
+        if c.answer.enqueued != c.size
+        or (c.cut and not c.answer.duplicate)
+        or (not c.failed and c.answer.duplicate)
+    ]
+    doubled = [r for r, n in Counter(m.recipient for m in messages).items() if n > 1]
+    size = sum(c.size for c in chunks)
+    again = sum(c.failed for c in chunks)
+    cut = sum(c.cut for c in chunks)
+    return Check(
+        f"enqueued once under faults: {plural(len(chunks), 'chunk')} under their keys, "
+        f"{plural(again, 'call')} made again after a lost answer ({cut} lost after the "
+        f"commit, found enqueued); the queue holds each of the {size:,} messages once",
+        bool(chunks) and cut > 0 and not wrong and not doubled and len(messages) == size,
+        f"answered wrongly: {[(c.key, c.answer, c.failed, c.cut) for c in wrong[:5]]}; "
+        f"recipients twice: {doubled[:5]}; {len(messages)} messages for {size} enqueued; "
+        f"{cut} answers lost after the commit",
     )
 
 

@@ -2,8 +2,8 @@
 what became of the killed worker's batch, what the storm's deliveries, stored
 messages, claims and replies show (`analyse`), what a campaign's queue holds after
 its run and what became of the messages its killed worker held (`handover`), and, for
-the torture, the faults it injected, its zombies and what the lock contenders' fenced
-writes show (`analyse_locks`)."""
+the torture, the faults it injected, its zombies, what the lock contenders' fenced
+writes show (`analyse_locks`) and the keyed enqueues of its campaign's producer."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pgcoord import BufferStatus, Lock
+from pgcoord import BufferStatus, CampaignEnqueued, Lock
 
 from .ledger import Claim, Reply, Stored, Try
 from .plan import Plan
@@ -87,6 +87,19 @@ class QueuedMessage:
     error: str | None  # what its last failed try said
     metrics: Mapping[str, Any] | None  # what the handler returned when it was sent
     finished_at: datetime | None = None  # when it was sent or failed for good
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One keyed enqueue of the torture's producer (`campaign_enqueue_once`): the
+    answer of its one call that got an answer, after `failed` calls whose connection
+    failed (their answers lost), each made again with the same key."""
+
+    key: str
+    size: int  # messages in the chunk
+    answer: CampaignEnqueued
+    failed: int
+    cut: bool  # its first call landed and the proxy lost its answer after the commit
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,14 +7,15 @@ their answer), buffer workers answer the bursts with fenced replies (`storm_work
 lock contenders take a few keys with a short lease and write their fencing token fenced
 by `lock_is_current` (`torture_lockers`), and campaign workers send a campaign whose
 messages fall due all along through a fake model and WhatsApp gateway
-(`torture_campaign`). Meanwhile the faults strike on a seeded schedule
-(`torture_faults`): SIGKILL of workers mid-batch, SIGSTOP of a lock holder and of
-workers past their leases then SIGCONT (zombies), pg_terminate_backend of every client
-connection, and a crash and restart of the server; after each, the time until work
-flowed again is measured. Then the webhooks stop, the work drains, and the ledgers, the
-database and the gateway are checked: no duplicate effect, nothing lost, nothing stuck,
-every zombie's late write refused. Exit status 0 when every check held, 1 when one did
-not (or the run broke), 2 on bad usage.
+(`torture_campaign`), enqueued while the faults strike in keyed chunks, some of whose
+answers a proxy loses after the commit (`torture_producer`). Meanwhile the faults
+strike on a seeded schedule (`torture_faults`): SIGKILL of workers mid-batch, SIGSTOP
+of a lock holder and of workers past their leases then SIGCONT (zombies),
+pg_terminate_backend of every client connection, and a crash and restart of the
+server; after each, the time until work flowed again is measured. Then the webhooks
+stop, the work drains, and the ledgers, the database and the gateway are checked: no
+duplicate effect, nothing lost, nothing stuck, every zombie's late write refused. Exit
+status 0 when every check held, 1 when one did not (or the run broke), 2 on bad usage.
 
 The server is --database-url, else DATABASE_URL, else an embedded PostgreSQL of the
 torture's own, the only one it crashes and restarts. Everything runs in a scratch
@@ -79,6 +80,7 @@ from .torture_campaign import PER_SECOND, Campaign
 from .torture_crew import Crew, TortureLedger
 from .torture_faults import KINDS, RECOVERY_TIMEOUT, Injector, Stage, Suspended, schedule
 from .torture_lockers import LockTry, LockWrite
+from .torture_producer import LEAD, PATIENCE, Producer
 from .torture_server import RestartableServer
 from .waiting import SceneError, poll, wait_until
 
@@ -220,7 +222,11 @@ class Torture:
             self._describe_storm(plan, storm)
             stage = Stage(link, ledger, plan, storm, keys, campaign, crew)
             injector = Injector(stage, self.seed, self.restart)
-            deliveries = self._strike(stage, injector)
+            producer = link.call(
+                lambda conn: campaign.produce(conn, clients, self.seconds, self.seed)
+            )
+            stack.callback(producer.stop)
+            deliveries = self._strike(stage, injector, producer)
             drained = link.call(
                 lambda conn: wait_until(
                     lambda: ledger.drained(conn, plan) and campaign.settled(conn), DRAIN_TIMEOUT
@@ -239,8 +245,9 @@ class Torture:
         return "a server given by URL is not restarted: no restart fault"
 
     def _clients(self, direct: str, name: str) -> str:
-        """Where the processes and webhooks connect: the scratch database, through the
-        pooler when there is one (the torture itself always connects directly)."""
+        """Where the processes, webhooks and producer connect: the scratch database,
+        through the pooler when there is one (the torture itself always connects
+        directly)."""
         pooler = self.args.through_pooler
         if not pooler:
             return direct
@@ -251,7 +258,7 @@ class Torture:
         except psycopg.OperationalError as exc:
             raise CannotRun(f"the pooler does not reach the scratch database: {exc}") from exc
         self.report.line(
-            f"the processes and webhooks connect through the pooler at {describe(pooled)}"
+            f"the processes, webhooks and producer connect through the pooler at {describe(pooled)}"
         )
         return pooled
 
@@ -276,8 +283,10 @@ class Torture:
         options = campaign.provider.options
         self.report.line(
             f"campaign: run {campaign.run_id}, {PER_SECOND} messages falling due a second, "
-            f"through a fake provider on {campaign.provider.url} ({options.errors:.0%} of "
-            f"calls 503, {options.throttled:.0%} 429), up to {MAX_RETRIES} retries each"
+            f"enqueued {LEAD:g} s ahead a second's worth at a time under a key while the "
+            "faults strike (a proxy loses some answers after the commit), through a fake "
+            f"provider on {campaign.provider.url} ({options.errors:.0%} of calls 503, "
+            f"{options.throttled:.0%} 429), up to {MAX_RETRIES} retries each"
         )
         return campaign
 
@@ -290,16 +299,16 @@ class Torture:
             "connections, each delivery made again while a fault cuts its answer"
         )
 
-    def _strike(self, stage: Stage, injector: Injector) -> list[Delivery]:
-        """Send the webhooks and the campaign and inject the faults on their schedule; the
-        deliveries."""
+    def _strike(self, stage: Stage, injector: Injector, producer: Producer) -> list[Delivery]:
+        """Send the webhooks, enqueue and send the campaign, and inject the faults on
+        their schedule; the deliveries."""
         due = schedule(self.seed, self.seconds, self.kinds)
         self.report.heading(
             f"1. {plural(len(due), 'fault')} in a seeded order; after each, the time until "
             "work flowed again"
         )
         storm = stage.storm
-        stage.link.call(lambda conn: stage.campaign.enqueue(conn, self.seconds, self.seed))
+        producer.start()
         storm.start()
         if poll(lambda: storm.started or None, RECOVERY_TIMEOUT) is None:
             raise SceneError("the webhooks did not start")
@@ -310,6 +319,11 @@ class Torture:
             fault = injector.inject(kind)
             self.faults.append(fault)
             self.report.line(_fault_line(fault))
+        if not producer.join(self.seconds + PATIENCE):
+            raise SceneError(
+                "the campaign's producer did not enqueue every chunk: "
+                + (one_line(producer.errors[0]) if producer.errors else "it did not finish")
+            )
         return storm.join(self.seconds + REDELIVER_FOR + RECOVERY_TIMEOUT)
 
     # the end --------------------------------------------------------------------------
@@ -337,6 +351,7 @@ class Torture:
         )
         tries = link.call(ledger.tries)
         queued = link.call(campaign.queued)
+        chunks = campaign.producer.chunks if campaign.producer else []
         gateway = campaign.provider.ledger()
         zombies = [_zombie(z, lock_tries, writes, replies, tries, queued) for z in injector.zombies]
         handovers = [handover(name, held, tries, (), queued) for name, held in injector.handovers]
@@ -353,6 +368,7 @@ class Torture:
             checks.lock_writes_fenced(locks),
             checks.no_lease_left(locks),
             *checks.campaign_checks(queued, campaign.enqueued, MAX_RETRIES, gateway),
+            checks.enqueued_once_under_faults(chunks, queued),
             *(checks.messages_delivered_again(h, MAX_RETRIES) for h in handovers),
             checks.zombie_writes_refused(zombies),
             checks.workers_stopped_cleanly(stage.crew.survivors, codes),
@@ -523,8 +539,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--through-pooler",
         metavar="URL",
         default=None,
-        help="connect the processes and webhooks through this transaction-mode pooler in "
-        "front of --database-url's server (it must serve any database of that server)",
+        help="connect the processes, webhooks and campaign producer through this "
+        "transaction-mode pooler in front of --database-url's server (it must serve any "
+        "database of that server)",
     )
     parser.add_argument(
         "--json",

@@ -1,7 +1,8 @@
-"""The torture's campaign: a run whose messages are scheduled all through the load, sent
-by campaign worker processes (`campaign_worker`, as the campaign scene runs them) through
-the fake provider (`provider`) under the fleet's budget; with what the faults and the
-checks need to know of it."""
+"""The torture's campaign: a run whose messages are scheduled all through the load and
+enqueued while it lasts (`torture_producer`), sent by campaign worker processes
+(`campaign_worker`, as the campaign scene runs them) through the fake provider
+(`provider`) under the fleet's budget; with what the faults and the checks need to know
+of it."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any, LiteralString
 
 import psycopg
 
-from pgcoord.campaigns import campaign_create, campaign_enqueue, campaign_progress
+from pgcoord.campaigns import campaign_create, campaign_progress
 
 from .campaign_scene import (
     BACKOFF,
@@ -26,6 +27,7 @@ from .campaign_scene import (
 from .facts import QueuedMessage
 from .provider import FakeProvider
 from .server import server_clock
+from .torture_producer import Producer
 
 PER_SECOND = 4  # messages scheduled per second of load
 CONCURRENCY = 4  # messages a worker process sends at once
@@ -42,11 +44,12 @@ AHEAD: LiteralString = (
 @dataclass(slots=True)
 class Campaign:
     """The torture's campaign run: the fake provider it sends through, its id, and once
-    enqueued, how many messages and when the last is due (server clock)."""
+    its producer is made, the producer and when the last message is due (server
+    clock)."""
 
     provider: FakeProvider
     run_id: int
-    enqueued: int = 0
+    producer: Producer | None = None
     last_due: datetime | None = None
 
     @classmethod
@@ -65,15 +68,23 @@ class Campaign:
             f"--lease-ms={LEASE.total_seconds() * 1000:.0f}",
         ]
 
-    def enqueue(self, conn: psycopg.Connection[Any], seconds: float, seed: int) -> None:
-        """Enqueue PER_SECOND messages for each of `seconds` seconds from now, each due
-        at its own instant."""
+    def produce(
+        self, conn: psycopg.Connection[Any], url: str, seconds: float, seed: int
+    ) -> Producer:
+        """The producer (not started yet) of PER_SECOND messages for each of `seconds`
+        seconds from now, each due at its own instant, enqueued a second's worth at a
+        time into the run on the server at `url` (see `torture_producer`)."""
         count = max(1, int(PER_SECOND * seconds))
         every = timedelta(seconds=1 / PER_SECOND)
         first = server_clock(conn)
         items = campaign_items(count, seed, first, every)
-        self.enqueued = campaign_enqueue(conn, self.run_id, items)
+        self.producer = Producer(url, self.run_id, items, PER_SECOND, seed)
         self.last_due = first + (count - 1) * every
+        return self.producer
+
+    @property
+    def enqueued(self) -> int:
+        return self.producer.enqueued if self.producer else 0
 
     def active(self, now: datetime) -> bool:
         """Whether messages are still to fall due at `now`."""

@@ -2,7 +2,8 @@
 passes the next statement to the server, reads the server's answer up to ReadyForQuery
 (by then the statement's transaction has committed) and closes the client's connection
 instead of passing it on. The client sees its connection fail and cannot tell whether
-its call landed, as when a network or a pooler drops a connection during a commit."""
+its call landed, as when a network or a pooler drops a connection during a commit. The
+torture's producer loses answers with it, and so do the tests."""
 
 from __future__ import annotations
 
@@ -29,12 +30,17 @@ class LostAnswer:
             target, host="127.0.0.1", port=self._listener.getsockname()[1], sslmode="disable"
         )
         self._armed = threading.Event()
-        self.lost = threading.Event()  # an answer was lost
+        # the answer of a statement that succeeded (no ErrorResponse) was lost since the
+        # proxy was last armed
+        self.lost = threading.Event()
         self._sockets: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def arm(self) -> None:
-        """Lose the answer of the next statement the server completes."""
+        """Lose the answer of the next statement the server completes on a connection
+        already open (a new connection disarms the proxy: its start ends with a
+        ReadyForQuery too)."""
+        self.lost.clear()
         self._armed.set()
 
     def close(self) -> None:
@@ -48,9 +54,14 @@ class LostAnswer:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            self._armed.clear()
             family = socket.AF_UNIX if isinstance(self._target, str) else socket.AF_INET
             server = socket.socket(family, socket.SOCK_STREAM)
-            server.connect(self._target)
+            try:
+                server.connect(self._target)
+            except OSError:  # the server is down: so is this connection
+                self._shut(client, server)
+                continue
             self._sockets += [client, server]
             threading.Thread(target=self._pump, args=(client, server), daemon=True).start()
             threading.Thread(target=self._answers, args=(server, client), daemon=True).start()
@@ -66,6 +77,7 @@ class LostAnswer:
         boundary), drop them up to a ReadyForQuery and close the client's connection
         there."""
         buffer = b""
+        failed = False  # the dropped answer holds an ErrorResponse
         with contextlib.suppress(OSError):
             while data := server.recv(65536):
                 if not self._armed.is_set():
@@ -77,9 +89,11 @@ class LostAnswer:
                     if len(buffer) < 1 + length:
                         break
                     buffer = buffer[1 + length :]
+                    failed = failed or kind == b"E"
                     if kind == b"Z":  # ReadyForQuery: the transaction has ended
                         self._armed.clear()
-                        self.lost.set()
+                        if not failed:
+                            self.lost.set()
                         self._shut(server, client)
                         return
         self._shut(server, client)
