@@ -211,3 +211,73 @@ def entries_read(conn: Conn) -> int:
             conn, "SELECT pg_stat_get_xact_tuples_returned('pgcoord.campaign_queue_due'::regclass)"
         )
     )
+
+
+# every call a worker or a producer makes on the queue, in a session of its own; each
+# takes the session's first claimed message (id, token) and the run
+QUEUE_READERS: dict[str, str] = {
+    "claim": "SELECT * FROM pgcoord.campaign_claim('w', 15, interval '1 min', %(run)s)",
+    "claim of any run": "SELECT * FROM pgcoord.campaign_claim('w', 15, interval '1 min')",
+    "completed then claim": "SELECT * FROM pgcoord.campaign_completed_then_claim("
+    "ARRAY[%(id)s], ARRAY[%(token)s], NULL, 'w', 15, interval '1 min', %(run)s)",
+    "complete many": "SELECT pgcoord.campaign_complete_many(ARRAY[%(id)s], ARRAY[%(token)s])",
+    "complete": "SELECT pgcoord.campaign_complete(%(id)s, %(token)s)",
+    "fail": "SELECT * FROM pgcoord.campaign_fail(%(id)s, %(token)s, 'boom')",
+    "snooze": "SELECT pgcoord.campaign_snooze(%(id)s, %(token)s, interval '1 min')",
+    "extend": "SELECT pgcoord.campaign_extend(%(id)s, %(token)s, interval '1 min')",
+    "release": "SELECT pgcoord.campaign_release(%(id)s, %(token)s)",
+    "due in": "SELECT pgcoord.campaign_due_in(%(run)s)",
+    "idle": "SELECT * FROM pgcoord.campaign_idle(%(run)s)",
+    "pause and resume": "SELECT pgcoord.campaign_set_status(%(run)s, 'paused'),"
+    " pgcoord.campaign_set_status(%(run)s, 'running')",
+}
+GROUPS = 3_000
+
+
+def queue_rows_read(conn: Conn) -> int:
+    """Rows of campaign_queue that this transaction's scans have returned so far: from
+    the table's sequential scans and from its indexes."""
+    return int(
+        scalar(
+            conn,
+            "SELECT sum(pg_stat_get_xact_tuples_returned(c.oid)) FROM pg_class AS c"
+            " WHERE c.oid = 'pgcoord.campaign_queue'::regclass OR c.oid IN ("
+            "  SELECT i.indexrelid FROM pg_index AS i"
+            "  WHERE i.indrelid = 'pgcoord.campaign_queue'::regclass)",
+        )
+    )
+
+
+def test_a_session_that_planned_on_the_empty_queue_still_reads_only_what_it_works_on(
+    db_url: str, conn: Conn
+) -> None:
+    """Workers start on an empty queue, and autovacuum analyzes it so between campaigns. A
+    session keeps the plans it made then (the claim's on a generic plan for the session's
+    life, the others once they go generic after a few calls) until the queue is analyzed
+    again. Once 3,000 groups have arrived, each call of such a session still reads only
+    the groups it works on: never a scan of the whole queue, nor of one of its indexes."""
+    run_id = create(conn, "planned on empty")
+    conn.execute("ANALYZE pgcoord.campaign_queue")
+    assert (
+        scalar(
+            conn, "SELECT reltuples FROM pg_class WHERE oid = 'pgcoord.campaign_queue'::regclass"
+        )
+        == 0
+    )
+    none = {"run": run_id, "id": 0, "token": 0}
+    with connections(db_url, len(QUEUE_READERS)) as sessions:
+        by_call = dict(zip(QUEUE_READERS.items(), sessions, strict=True))
+        for (_, statement), session in by_call.items():
+            for _ in range(6):  # past the custom plans a cached plan starts with
+                session.execute(statement, none)
+        enqueue(conn, run_id, [item(f"+1555{n}") for n in range(GROUPS * 15)])
+        read = {}
+        for (name, statement), session in by_call.items():
+            [mine] = claim(session, limit=1, run_id=run_id)
+            with session.transaction():
+                before = queue_rows_read(session)
+                session.execute(
+                    statement, {"run": run_id, "id": mine.message_id, "token": mine.claim_token}
+                )
+                read[name] = queue_rows_read(session) - before
+    assert {name: n for name, n in read.items() if n > 40} == {}, read

@@ -253,6 +253,11 @@ CREATE TABLE IF NOT EXISTS pgcoord.campaign_enqueue_keys (
 -- space map is filled by vacuum only). Autovacuum runs at a fixed number of dead
 -- tuples, whatever the table's size, and without cost delay: the table is small and
 -- churns, and each pass returns the space of completed groups to the free space map.
+-- The functions that read the queue run with enable_seqscan off: they plan their
+-- statements once per session (some on a generic plan), and a session that planned
+-- while the queue was empty, and analyzed so, would otherwise scan the whole queue on
+-- every call until the next analyze; read through its indexes, a claim costs the same
+-- whatever the queue held then (tests/sql/test_campaign_plan.py).
 CREATE TABLE IF NOT EXISTS pgcoord.campaign_queue (
     token bigint PRIMARY KEY,
     run_id bigint NOT NULL,
@@ -967,6 +972,8 @@ LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- the queue through its indexes, whatever it held when the plan was made (030_campaigns.sql)
+SET enable_seqscan = off
 -- the same few statements every call: plan them once per session
 SET plan_cache_mode = force_generic_plan
 AS $$
@@ -1247,6 +1254,8 @@ LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- the queue through its indexes, whatever it held when the plan was made (030_campaigns.sql)
+SET enable_seqscan = off
 AS $$
 BEGIN
     -- one lean test on the hot path; the checks naming the bad argument run only when
@@ -1279,14 +1288,15 @@ BEGIN
     emptied AS (
         DELETE FROM pgcoord.campaign_queue AS q
         USING held
-        WHERE q.token = held.token AND held.size = 1
+        -- q read by the token alone, whatever the plan's estimates
+        WHERE q.token = held.token AND held.size = 1 AND q.token = p_claim_token
     ),
 
     shrunk AS (
         UPDATE pgcoord.campaign_queue AS q
         SET message_ids = array_remove(q.message_ids, p_message_id)
         FROM held
-        WHERE q.token = held.token AND held.size > 1
+        WHERE q.token = held.token AND held.size > 1 AND q.token = p_claim_token
     )
 
     INSERT INTO pgcoord.campaign_outcomes (
@@ -1351,6 +1361,8 @@ LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- the queue through its indexes, whatever it held when the plan was made (030_campaigns.sql)
+SET enable_seqscan = off
 -- its statement filters on arrays: a custom plan would be made afresh every call
 SET plan_cache_mode = force_generic_plan
 AS $$
@@ -1446,6 +1458,8 @@ BEGIN
         WHERE
             q.token = p.token AND h.token = p.token
             AND cardinality(p.ids) = cardinality(h.message_ids)
+            -- implied by held; said again so that q is read by these tokens alone
+            AND q.token = any(p_claim_tokens)
     ),
 
     shrunk AS (
@@ -1459,6 +1473,7 @@ BEGIN
         WHERE
             q.token = p.token AND h.token = p.token
             AND cardinality(p.ids) < cardinality(h.message_ids)
+            AND q.token = any(p_claim_tokens)
     ),
 
     sent AS (
@@ -1516,6 +1531,8 @@ LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- the queue through its indexes, whatever it held when the plan was made (030_campaigns.sql)
+SET enable_seqscan = off
 SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
@@ -1643,6 +1660,8 @@ LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- the queue through its indexes, whatever it held when the plan was made (030_campaigns.sql)
+SET enable_seqscan = off
 AS $$
 DECLARE
     v_next timestamptz;
@@ -1662,10 +1681,17 @@ BEGIN
         IF NOT EXISTS (SELECT FROM pgcoord.campaign_runs AS r WHERE r.id = p_run_id) THEN
             PERFORM pgcoord.raise_bad_argument('p_run_id', p_run_id, 'the id of a campaign run');
         END IF;
-        SELECT min(q.due_at) INTO v_next
+        -- the first of the run's groups in its index order (no rows: NULL)
+        SELECT q.due_at INTO v_next
         FROM pgcoord.campaign_queue AS q
-        INNER JOIN pgcoord.campaign_runs AS r ON q.run_id = r.id
-        WHERE r.id = p_run_id AND r.status = 'running';
+        WHERE
+            q.run_id = p_run_id
+            AND EXISTS (
+                SELECT FROM pgcoord.campaign_runs AS r
+                WHERE r.id = p_run_id AND r.status = 'running'
+            )
+        ORDER BY q.due_at
+        LIMIT 1;
     END IF;
     -- greatest() ignores NULL: nothing to wait for must stay NULL, not zero
     IF v_next IS NULL THEN
@@ -1970,6 +1996,8 @@ LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- the queue through its indexes, whatever it held when the plan was made (030_campaigns.sql)
+SET enable_seqscan = off
 AS $$
 DECLARE
     v_now constant timestamptz := clock_timestamp();  -- for the argument check
@@ -2092,6 +2120,8 @@ RETURNS TABLE (status text, next_attempt_at timestamptz)
 LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
+-- the queue through its indexes, whatever it held when the plan was made (030_campaigns.sql)
+SET enable_seqscan = off
 AS $$
 DECLARE
     v_group record;
@@ -2100,19 +2130,25 @@ DECLARE
     v_error text;
     v_due timestamptz;
 BEGIN
+    -- the queue alone in FROM, read by its token whatever the plan's estimates; the run
+    -- and the message by their keys
     SELECT
-        q.run_id, q.tries, q.snoozes, q.last_error, m.scheduled_at,
-        cardinality(q.message_ids) AS size, r.max_retries, r.retry_backoff
+        q.run_id, q.tries, q.snoozes, q.last_error,
+        -- the message's own scheduled_at: a held group that a claim made of several
+        -- holds the earliest of its messages'
+        (SELECT m.scheduled_at FROM pgcoord.campaign_messages AS m WHERE m.id = p_message_id)
+        AS scheduled_at,
+        cardinality(q.message_ids) AS size,
+        (SELECT r.max_retries FROM pgcoord.campaign_runs AS r WHERE r.id = q.run_id)
+        AS max_retries,
+        (SELECT r.retry_backoff FROM pgcoord.campaign_runs AS r WHERE r.id = q.run_id)
+        AS retry_backoff
     INTO v_group
     FROM pgcoord.campaign_queue AS q
-    INNER JOIN pgcoord.campaign_runs AS r ON q.run_id = r.id
-    -- the message's own scheduled_at: a held group that a claim made of several holds
-    -- the earliest of its messages'
-    INNER JOIN pgcoord.campaign_messages AS m ON m.id = p_message_id
     WHERE
         q.token = p_claim_token AND q.claimed_by IS NOT NULL
         AND p_message_id = any(q.message_ids)
-    FOR UPDATE OF q;
+    FOR UPDATE;
     IF NOT FOUND THEN
         RETURN;
     END IF;
@@ -2536,6 +2572,8 @@ LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- the queue through its indexes, whatever it held when the plan was made (030_campaigns.sql)
+SET enable_seqscan = off
 AS $$
 DECLARE
     v_now constant timestamptz := clock_timestamp();
@@ -2600,6 +2638,8 @@ LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- the queue through its indexes, whatever it held when the plan was made (030_campaigns.sql)
+SET enable_seqscan = off
 AS $$
 DECLARE
     v_now constant timestamptz := clock_timestamp();

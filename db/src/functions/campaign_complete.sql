@@ -12,6 +12,8 @@ LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- the queue through its indexes, whatever it held when the plan was made (030_campaigns.sql)
+SET enable_seqscan = off
 AS $$
 BEGIN
     -- one lean test on the hot path; the checks naming the bad argument run only when
@@ -44,14 +46,15 @@ BEGIN
     emptied AS (
         DELETE FROM pgcoord.campaign_queue AS q
         USING held
-        WHERE q.token = held.token AND held.size = 1
+        -- q read by the token alone, whatever the plan's estimates
+        WHERE q.token = held.token AND held.size = 1 AND q.token = p_claim_token
     ),
 
     shrunk AS (
         UPDATE pgcoord.campaign_queue AS q
         SET message_ids = array_remove(q.message_ids, p_message_id)
         FROM held
-        WHERE q.token = held.token AND held.size > 1
+        WHERE q.token = held.token AND held.size > 1 AND q.token = p_claim_token
     )
 
     INSERT INTO pgcoord.campaign_outcomes (

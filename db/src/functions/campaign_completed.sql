@@ -14,6 +14,8 @@ LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- the queue through its indexes, whatever it held when the plan was made (030_campaigns.sql)
+SET enable_seqscan = off
 -- its statement filters on arrays: a custom plan would be made afresh every call
 SET plan_cache_mode = force_generic_plan
 AS $$
@@ -109,6 +111,8 @@ BEGIN
         WHERE
             q.token = p.token AND h.token = p.token
             AND cardinality(p.ids) = cardinality(h.message_ids)
+            -- implied by held; said again so that q is read by these tokens alone
+            AND q.token = any(p_claim_tokens)
     ),
 
     shrunk AS (
@@ -122,6 +126,7 @@ BEGIN
         WHERE
             q.token = p.token AND h.token = p.token
             AND cardinality(p.ids) < cardinality(h.message_ids)
+            AND q.token = any(p_claim_tokens)
     ),
 
     sent AS (

@@ -9,6 +9,8 @@ LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- the queue through its indexes, whatever it held when the plan was made (030_campaigns.sql)
+SET enable_seqscan = off
 AS $$
 DECLARE
     v_next timestamptz;
@@ -28,10 +30,17 @@ BEGIN
         IF NOT EXISTS (SELECT FROM pgcoord.campaign_runs AS r WHERE r.id = p_run_id) THEN
             PERFORM pgcoord.raise_bad_argument('p_run_id', p_run_id, 'the id of a campaign run');
         END IF;
-        SELECT min(q.due_at) INTO v_next
+        -- the first of the run's groups in its index order (no rows: NULL)
+        SELECT q.due_at INTO v_next
         FROM pgcoord.campaign_queue AS q
-        INNER JOIN pgcoord.campaign_runs AS r ON q.run_id = r.id
-        WHERE r.id = p_run_id AND r.status = 'running';
+        WHERE
+            q.run_id = p_run_id
+            AND EXISTS (
+                SELECT FROM pgcoord.campaign_runs AS r
+                WHERE r.id = p_run_id AND r.status = 'running'
+            )
+        ORDER BY q.due_at
+        LIMIT 1;
     END IF;
     -- greatest() ignores NULL: nothing to wait for must stay NULL, not zero
     IF v_next IS NULL THEN

@@ -12,6 +12,8 @@ LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- the queue through its indexes, whatever it held when the plan was made (030_campaigns.sql)
+SET enable_seqscan = off
 AS $$
 DECLARE
     v_now constant timestamptz := clock_timestamp();  -- for the argument check

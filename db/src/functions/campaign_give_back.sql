@@ -18,6 +18,8 @@ RETURNS TABLE (status text, next_attempt_at timestamptz)
 LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
+-- the queue through its indexes, whatever it held when the plan was made (030_campaigns.sql)
+SET enable_seqscan = off
 AS $$
 DECLARE
     v_group record;
@@ -26,19 +28,25 @@ DECLARE
     v_error text;
     v_due timestamptz;
 BEGIN
+    -- the queue alone in FROM, read by its token whatever the plan's estimates; the run
+    -- and the message by their keys
     SELECT
-        q.run_id, q.tries, q.snoozes, q.last_error, m.scheduled_at,
-        cardinality(q.message_ids) AS size, r.max_retries, r.retry_backoff
+        q.run_id, q.tries, q.snoozes, q.last_error,
+        -- the message's own scheduled_at: a held group that a claim made of several
+        -- holds the earliest of its messages'
+        (SELECT m.scheduled_at FROM pgcoord.campaign_messages AS m WHERE m.id = p_message_id)
+        AS scheduled_at,
+        cardinality(q.message_ids) AS size,
+        (SELECT r.max_retries FROM pgcoord.campaign_runs AS r WHERE r.id = q.run_id)
+        AS max_retries,
+        (SELECT r.retry_backoff FROM pgcoord.campaign_runs AS r WHERE r.id = q.run_id)
+        AS retry_backoff
     INTO v_group
     FROM pgcoord.campaign_queue AS q
-    INNER JOIN pgcoord.campaign_runs AS r ON q.run_id = r.id
-    -- the message's own scheduled_at: a held group that a claim made of several holds
-    -- the earliest of its messages'
-    INNER JOIN pgcoord.campaign_messages AS m ON m.id = p_message_id
     WHERE
         q.token = p_claim_token AND q.claimed_by IS NOT NULL
         AND p_message_id = any(q.message_ids)
-    FOR UPDATE OF q;
+    FOR UPDATE;
     IF NOT FOUND THEN
         RETURN;
     END IF;
