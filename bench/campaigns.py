@@ -6,8 +6,9 @@ PgQueuer (its batch tuned) and Procrastinate, at 1 and 8 workers, interleaved in
 Also: enqueue of 100,000 messages in one call; per message at batch 15 (8 workers, a
 drained backlog): transactions, WAL flushes, WAL bytes and the workers' CPU; the dead
 tuples left while a long transaction holds back vacuum (bench/held_back.py); with --size,
-the queue's size after 1,000,000 messages against its size after the first 100,000, with
-the server's autovacuum_naptime and with the 5 s docs/vacuum.md recommends (the target's).
+the queue's size at its largest after the first 100,000 of 1,000,000 messages against its
+size during them, with the server's autovacuum_naptime and with the 2 s docs/vacuum.md
+recommends (the target's).
 
     python -m bench.campaigns [--seconds 4] [--rounds 3] [--workers 1,8] [--no-peers] [--size]
 
@@ -81,20 +82,20 @@ SYSTEMS = {
 # or the best measured so far when higher, doubled after a run whose backlog ran dry
 BACKLOG_MARGIN = 2.0
 GUESS = {
-    PLAIN: 25_000,
-    UNPREPARED: 20_000,
-    FUNCTIONS: 25_000,
-    PSYCOPG: 15_000,
-    PGCOORD: 10_000,
-    TUNED: 20_000,
-    PGQUEUER: 12_000,
-    PROCRASTINATE: 500,
+    PLAIN: 35_000,
+    UNPREPARED: 25_000,
+    FUNCTIONS: 40_000,
+    PSYCOPG: 20_000,
+    PGCOORD: 15_000,
+    TUNED: 30_000,
+    PGQUEUER: 15_000,
+    PROCRASTINATE: 1_000,
 }
 
 DRAIN_TIMEOUT = 300.0  # the most a backlog processed to its end may take, s
 # the size part runs again with the autovacuum_naptime docs/vacuum.md recommends for a
 # database that holds a busy campaign queue: the target's measurement
-SIZE_NAPTIME: LiteralString = "5s"
+SIZE_NAPTIME: LiteralString = "2s"
 # a value of autovacuum_naptime set by an earlier ALTER SYSTEM, to put back after
 AUTO_CONF_NAPTIME: LiteralString = """
 SELECT setting FROM pg_catalog.pg_file_settings
@@ -167,16 +168,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--pgqueuer-batches",
         type=report.integers,
-        default=[10, 50, 100, 250, 500, 1000],
+        default=[10, 50, 100, 250, 500, 1000, 2000, 4000],
         help="PgQueuer batch sizes tried at the largest worker count; the best runs the "
-        "rounds (10,50,100,250,500,1000: its messages/s grew with every batch up to 250)",
+        "rounds (10,50,100,250,500,1000,2000,4000: its messages/s grew up to 1,000 or "
+        "2,000)",
     )
     parser.add_argument(
         "--pgcoord-batches",
         type=report.integers,
-        default=[15, 60, 120, 240],
+        default=[15, 60, 120, 240, 480, 960],
         help="campaign worker batch sizes tried at the largest worker count; the best runs "
-        "the rounds beside batch 15 (15,60,120,240: multiples of 15, the queue's groups)",
+        "the rounds beside batch 15 (15,60,120,240,480,960: multiples of 15, the queue's "
+        "groups)",
     )
     parser.add_argument(
         "--enqueue-messages",
@@ -207,9 +210,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--size",
         action="store_true",
         help="also process --size-messages (in chunks of --size-chunk) and compare the "
-        "queue's size with its size after the first chunk, with the server's "
-        "autovacuum_naptime and again with 5s (set with ALTER SYSTEM for the length of it, "
-        "for every database of the server, then put back; minutes)",
+        "queue's largest size after the first chunk with its size during it, with the "
+        f"server's autovacuum_naptime and again with {SIZE_NAPTIME} (set with ALTER SYSTEM "
+        "for the length of it, for every database of the server, then put back; minutes)",
     )
     parser.add_argument("--size-messages", type=int, default=1_000_000, help="(1000000)")
     parser.add_argument("--size-chunk", type=int, default=100_000, help="(100000)")

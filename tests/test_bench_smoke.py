@@ -303,9 +303,11 @@ def test_campaign_bench_writes_rates_ratios_costs_and_sizes(
     transactions = targets["transactions per message, batch 15 (xact_commit)"]
     assert transactions["met"] is (per_message["transactions"] <= 0.25)
     assert targets["the backlog outlasted every measured window"]["met"] is not None
-    # judged with autovacuum_naptime = 5s where the bench may set it; where autovacuum is
+    # judged with autovacuum_naptime = 2s where the bench may set it; where autovacuum is
     # off (the system server of CI) that run is skipped, and the target says why
-    growth = targets["campaign_queue + indexes, last chunk of 600 messages / first chunk"]
+    growth = targets[
+        "campaign_queue + indexes, largest after the first chunk of 600 messages / first chunk"
+    ]
     if result["autovacuum"]["server"]["autovacuum"] == "on":
         assert growth["met"] is not None, growth
         assert "skipped" not in result["size_naptime"], result["size_naptime"]
