@@ -113,7 +113,7 @@ CREATE TABLE IF NOT EXISTS pgcoord.campaign_enqueue_keys (
 -- statements once per session (some on a generic plan), and a session that planned
 -- while the queue was empty, and analyzed so, would otherwise scan the whole queue on
 -- every call until the next analyze; read through its indexes, a claim costs the same
--- whatever the queue held then (tests/sql/test_campaign_plan.py).
+-- whatever the queue held then (tests/sql/test_plans_on_empty.py).
 CREATE TABLE IF NOT EXISTS pgcoord.campaign_queue (
     token bigint PRIMARY KEY,
     run_id bigint NOT NULL,

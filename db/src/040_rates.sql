@@ -9,6 +9,8 @@
 -- Every grant of a hot key writes a new version of its row and changes no indexed
 -- column, so the update is HOT when the page has room: fillfactor 50 keeps half of
 -- each page free for the new versions (the table has one small row per key).
+-- The functions read it by its key with enable_seqscan off, whatever it held when their
+-- plans were made (010_locks.sql).
 
 CREATE TABLE IF NOT EXISTS pgcoord.rates (
     key text PRIMARY KEY,

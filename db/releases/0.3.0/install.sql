@@ -62,6 +62,10 @@ CREATE TABLE IF NOT EXISTS pgcoord.schema_version (
 -- db/src/010_locks.sql
 -- Lease locks: one row per held key. Releasing deletes the row; every grant takes its
 -- token from one sequence, so a later grant of a key always has a larger token.
+-- The functions read it with enable_seqscan off: they plan their statements once per
+-- session, and a session that planned while the table was empty, and analyzed so, would
+-- otherwise scan every lease on each call until the next analyze
+-- (tests/sql/test_plans_on_empty.py; the inbox, the queue and the rates do the same).
 
 CREATE TABLE IF NOT EXISTS pgcoord.locks (
     key text PRIMARY KEY,
@@ -138,6 +142,16 @@ WHERE NOT dead;
 CREATE INDEX IF NOT EXISTS buffers_due
 ON pgcoord.buffers (due_at)
 WHERE NOT dead;
+
+-- the parked batches of a conversation, for buffer_revive
+CREATE INDEX IF NOT EXISTS buffers_parked
+ON pgcoord.buffers (conversation_key)
+WHERE dead;
+
+-- The functions that read these tables run with enable_seqscan off: they plan their
+-- statements once per session (the claim on a generic plan), and a session that planned
+-- while the inbox was empty, and analyzed so, would otherwise scan a whole table or index
+-- on every call until the next analyze (tests/sql/test_plans_on_empty.py).
 
 CREATE SEQUENCE IF NOT EXISTS pgcoord.claim_token AS bigint;
 
@@ -257,7 +271,7 @@ CREATE TABLE IF NOT EXISTS pgcoord.campaign_enqueue_keys (
 -- statements once per session (some on a generic plan), and a session that planned
 -- while the queue was empty, and analyzed so, would otherwise scan the whole queue on
 -- every call until the next analyze; read through its indexes, a claim costs the same
--- whatever the queue held then (tests/sql/test_campaign_plan.py).
+-- whatever the queue held then (tests/sql/test_plans_on_empty.py).
 CREATE TABLE IF NOT EXISTS pgcoord.campaign_queue (
     token bigint PRIMARY KEY,
     run_id bigint NOT NULL,
@@ -331,6 +345,8 @@ CREATE SEQUENCE IF NOT EXISTS pgcoord.campaign_token AS bigint;
 -- Every grant of a hot key writes a new version of its row and changes no indexed
 -- column, so the update is HOT when the page has room: fillfactor 50 keeps half of
 -- each page free for the new versions (the table has one small row per key).
+-- The functions read it by its key with enable_seqscan off, whatever it held when their
+-- plans were made (010_locks.sql).
 
 CREATE TABLE IF NOT EXISTS pgcoord.rates (
     key text PRIMARY KEY,
@@ -367,6 +383,8 @@ LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- the inbox through its indexes, whatever it held when the plan was made (020_inbox.sql)
+SET enable_seqscan = off
 -- its statements filter on an array of ids; a custom plan per call would be planned from
 -- scratch every time (about half the claim's work)
 SET plan_cache_mode = force_generic_plan
@@ -494,6 +512,8 @@ LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- the inbox through its indexes, whatever it held when the plan was made (020_inbox.sql)
+SET enable_seqscan = off
 AS $$
 BEGIN
     -- one lean test on the hot path; the checks naming the bad argument run only when
@@ -589,6 +609,8 @@ LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- the inbox through its indexes, whatever it held when the plan was made (020_inbox.sql)
+SET enable_seqscan = off
 AS $$
 DECLARE
     v_now constant timestamptz := clock_timestamp();
@@ -653,6 +675,8 @@ LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- the inbox through its indexes, whatever it held when the plan was made (020_inbox.sql)
+SET enable_seqscan = off
 AS $$
 DECLARE
     v_now constant timestamptz := clock_timestamp();
@@ -724,6 +748,8 @@ RETURNS boolean
 LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
+-- the inbox through its indexes, whatever it held when the plan was made (020_inbox.sql)
+SET enable_seqscan = off
 AS $$
 DECLARE
     v_row pgcoord.buffers%ROWTYPE;
@@ -783,6 +809,8 @@ LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- the inbox through its indexes, whatever it held when the plan was made (020_inbox.sql)
+SET enable_seqscan = off
 AS $$
 DECLARE
     v_now constant timestamptz := clock_timestamp();
@@ -831,6 +859,8 @@ LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- the inbox through its indexes, whatever it held when the plan was made (020_inbox.sql)
+SET enable_seqscan = off
 AS $$
 DECLARE
     v_now constant timestamptz := clock_timestamp();
@@ -2975,6 +3005,8 @@ LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- its table through its key, whatever it held when the plan was made (010_locks.sql)
+SET enable_seqscan = off
 AS $$
 DECLARE
     v_now timestamptz := clock_timestamp();
@@ -3116,6 +3148,8 @@ LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- its table through its key, whatever it held when the plan was made (010_locks.sql)
+SET enable_seqscan = off
 AS $$
 DECLARE
     v_now timestamptz := clock_timestamp();
@@ -3168,6 +3202,8 @@ LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- its table through its key, whatever it held when the plan was made (010_locks.sql)
+SET enable_seqscan = off
 AS $$
 BEGIN
     -- one lean test on the hot path; the checks naming the bad argument run only when
@@ -3205,6 +3241,8 @@ LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- its table through its key, whatever it held when the plan was made (010_locks.sql)
+SET enable_seqscan = off
 AS $$
 BEGIN
     -- one lean test on the hot path; the checks naming the bad argument run only when
@@ -3557,6 +3595,8 @@ LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- its table through its key, whatever it held when the plan was made (040_rates.sql)
+SET enable_seqscan = off
 AS $$
 DECLARE
     v_now constant timestamptz := clock_timestamp();
@@ -3670,6 +3710,8 @@ LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- its table through its key, whatever it held when the plan was made (040_rates.sql)
+SET enable_seqscan = off
 AS $$
 DECLARE
     v_now constant timestamptz := clock_timestamp();
@@ -3722,6 +3764,8 @@ LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- its table through its key, whatever it held when the plan was made (040_rates.sql)
+SET enable_seqscan = off
 AS $$
 BEGIN
     IF coalesce(octet_length(p_key), 0) NOT BETWEEN 1 AND 1024 THEN

@@ -22,6 +22,8 @@ LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- the inbox through its indexes, whatever it held when the plan was made (020_inbox.sql)
+SET enable_seqscan = off
 -- its statements filter on an array of ids; a custom plan per call would be planned from
 -- scratch every time (about half the claim's work)
 SET plan_cache_mode = force_generic_plan

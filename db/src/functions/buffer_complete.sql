@@ -9,6 +9,8 @@ LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- the inbox through its indexes, whatever it held when the plan was made (020_inbox.sql)
+SET enable_seqscan = off
 AS $$
 BEGIN
     -- one lean test on the hot path; the checks naming the bad argument run only when

@@ -10,6 +10,8 @@ RETURNS boolean
 LANGUAGE plpgsql
 VOLATILE
 SET search_path = pg_catalog, pg_temp
+-- the inbox through its indexes, whatever it held when the plan was made (020_inbox.sql)
+SET enable_seqscan = off
 AS $$
 DECLARE
     v_row pgcoord.buffers%ROWTYPE;

@@ -5,6 +5,8 @@ LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- its table through its key, whatever it held when the plan was made (010_locks.sql)
+SET enable_seqscan = off
 AS $$
 BEGIN
     -- one lean test on the hot path; the checks naming the bad argument run only when

@@ -7,6 +7,8 @@ LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- its table through its key, whatever it held when the plan was made (040_rates.sql)
+SET enable_seqscan = off
 AS $$
 BEGIN
     IF coalesce(octet_length(p_key), 0) NOT BETWEEN 1 AND 1024 THEN
