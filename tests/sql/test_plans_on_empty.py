@@ -151,6 +151,8 @@ INBOX_CALLS: dict[str, str] = {
     "release": "SELECT pgcoord.buffer_release(%(key)s, %(token)s)",
     "due in": "SELECT pgcoord.buffer_due_in()",
     "revive": "SELECT pgcoord.buffer_revive(%(key)s)",
+    "payloads": "SELECT * FROM pgcoord.message_payloads(%(ids)s)",
+    "prune": "SELECT pgcoord.message_prune(interval '1 day', 100)",
 }
 
 
@@ -163,7 +165,7 @@ def test_inbox_calls_read_the_conversations_they_work_on(db_url: str, conn: Conn
 
     def mine(session: Conn, n: int) -> dict[str, Any]:
         [batch] = buffer_claim(session, limit=1)
-        return {"key": batch.conversation_key, "token": batch.claim_token}
+        return {"key": batch.conversation_key, "token": batch.claim_token, "ids": batch.message_ids}
 
     read = reads_after_planning_on_empty(
         db_url,
@@ -172,7 +174,7 @@ def test_inbox_calls_read_the_conversations_they_work_on(db_url: str, conn: Conn
         INBOX_CALLS,
         fill,
         mine,
-        {"key": "nobody", "token": 0},
+        {"key": "nobody", "token": 0, "ids": [0]},
     )
     # the claim works on ten conversations: about 9 entries each (the due entry, the
     # buffer's key in each statement, its messages)

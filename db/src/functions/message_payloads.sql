@@ -8,6 +8,8 @@ LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- the inbox through its indexes, whatever it held when the plan was made (020_inbox.sql)
+SET enable_seqscan = off
 AS $$
 BEGIN
     IF (cardinality(p_message_ids) <= 10000) IS NOT TRUE THEN
@@ -19,6 +21,8 @@ BEGIN
     SELECT m.id, m.payload
     FROM unnest(p_message_ids) WITH ORDINALITY AS given (id, position)
     INNER JOIN pgcoord.messages AS m ON given.id = m.id
+    -- the given ids, looked up by key, whatever the plan estimated the table to hold
+    WHERE m.id = any(p_message_ids)
     ORDER BY given.position;
 END;
 $$;

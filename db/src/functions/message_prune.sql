@@ -13,6 +13,8 @@ LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- the inbox through its indexes, whatever it held when the plan was made (020_inbox.sql)
+SET enable_seqscan = off
 AS $$
 DECLARE
     v_cutoff timestamptz;
