@@ -51,6 +51,7 @@ from .campaigns_report import (
 )
 from .database import ScratchDatabase, scratch_database, server
 from .fleet import Fleet
+from .horizon import HorizonWatch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -328,7 +329,18 @@ def progress(run: Run, label: str) -> None:
     print(
         f"{label:<11}  workers {run.workers:>2}  {run.variant:<14}"
         f" {run.per_second:>9,.0f} messages/s"
-        + ("  (the backlog ran dry)" if run.detail.get("dry") else ""),
+        + ("  (the backlog ran dry)" if run.detail.get("dry") else "")
+        + (
+            f"  {run.detail['rows_read_per_message']} rows read per message"
+            if "rows_read_per_message" in run.detail
+            else ""
+        )
+        + (
+            f"  (a snapshot held {run.detail['longest_snapshot_s']} s:"
+            f" {run.detail['snapshot_holder']})"
+            if run.detail.get("longest_snapshot_s", 0) >= 1
+            else ""
+        ),
         file=sys.stderr,
         flush=True,
     )
@@ -361,14 +373,21 @@ def pgbench_run_of(
     queue.reset(db.url)
     queue.load(db.url, backlog)
     db.wait_until_idle()
+    read = queue.rows_read(db.url)
     before, cpu_before = db.committed_transactions(), db.server_cpu_seconds()
-    result = pgbench_run.run_script(
-        db.url, SCRIPTS[variant], workers, args.seconds, protocol=PROTOCOLS.get(variant, "prepared")
-    )
+    with HorizonWatch(db.server_url, db.name) as horizon:
+        result = pgbench_run.run_script(
+            db.url,
+            SCRIPTS[variant],
+            workers,
+            args.seconds,
+            protocol=PROTOCOLS.get(variant, "prepared"),
+        )
     db.wait_until_idle()
     transactions, cpu_after = db.committed_transactions() - before, db.server_cpu_seconds()
     with psycopg.connect(db.url, autocommit=True) as conn:
         done = queue.done(conn, backlog)
+    read = queue.rows_read(db.url) - read
     # a script run is one claim and, unless it came back empty, one complete
     rate = result.tps * done / max(result.transactions, 1)
     detail: dict[str, Any] = {
@@ -377,6 +396,8 @@ def pgbench_run_of(
         "claims": result.transactions,
         "transactions_per_message": round(transactions / max(done, 1), 4),
         "client_cpu_us": round(1e6 * result.client_cpu / max(done, 1), 1),
+        "rows_read_per_message": round(read / max(done, 1), 2),
+        **horizon.detail(),
     }
     if cpu_before is not None and cpu_after is not None:
         detail["server_cpu_us"] = round(1e6 * (cpu_after - cpu_before) / max(done, 1), 1)
@@ -398,6 +419,8 @@ def fleet_run(
     queue = QUEUES[variant]
     queue.reset(db.url)
     db.wait_until_idle()
+    read = queue.rows_read(db.url)
+    horizon = HorizonWatch(db.server_url, db.name)
     with (
         Fleet(SYSTEMS[variant], db.url, workers, batch=batch, concurrency=CONCURRENCY) as fleet,
         psycopg.connect(db.url, autocommit=True) as conn,
@@ -405,11 +428,16 @@ def fleet_run(
         loading = time.perf_counter()
         queue.load(db.url, backlog)
         arrived = time.perf_counter()
-        time.sleep(args.warmup)
-        first = sample(db, conn, queue, backlog, fleet)
-        time.sleep(args.seconds)
-        last = sample(db, conn, queue, backlog, fleet)
+        with horizon:  # from the backlog's arrival (its load is one long transaction)
+            time.sleep(args.warmup)
+            first = sample(db, conn, queue, backlog, fleet)
+            time.sleep(args.seconds)
+            last = sample(db, conn, queue, backlog, fleet)
     db.wait_until_idle()
+    # from the backlog's arrival to the workers' exit: all they have done
+    read = queue.rows_read(db.url) - read
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        processed = queue.done(conn, backlog)
     messages = last["done"] - first["done"]
     seconds = last["time"] - first["time"]
     detail: dict[str, Any] = {
@@ -422,6 +450,8 @@ def fleet_run(
             (last["transactions"] - first["transactions"]) / max(messages, 1), 4
         ),
         "wal_bytes_per_message": round((last["wal"] - first["wal"]) / max(messages, 1), 1),
+        "rows_read_per_message": round(read / max(processed, 1), 2),
+        **horizon.detail(),
     }
     if variant in (TUNED, PGQUEUER):
         detail["batch"] = batch

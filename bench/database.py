@@ -36,6 +36,7 @@ class ScratchDatabase:
 
     def __init__(self, server_url: str, name: str, admin: psycopg.Connection[Any]) -> None:
         self.name = name
+        self.server_url = server_url
         self.url = make_conninfo(server_url, dbname=name)
         self._admin = admin
         self.server_cpu: ServerCpu | None = None

@@ -91,6 +91,21 @@ class Queue:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f"TRUNCATE {self.tables}")
 
+    def rows_read(self, url: str) -> int:
+        """Rows the queue's tables have given to scans so far (sequential scans' rows and
+        index entries), as the server's statistics count them once a backend has reported:
+        a claim that steps over dead entries, or a plan that reads a whole table, shows
+        here."""
+        with psycopg.connect(url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT coalesce((SELECT sum(seq_tup_read) FROM pg_catalog.pg_stat_user_tables"
+                "  WHERE schemaname = %(schema)s), 0)"
+                " + coalesce((SELECT sum(idx_tup_read) FROM pg_catalog.pg_stat_user_indexes"
+                "  WHERE schemaname = %(schema)s), 0)",
+                {"schema": self.schema},
+            ).fetchone()
+        return int(row[0]) if row else 0
+
     def done(self, conn: psycopg.Connection[Any], backlog: int) -> int:
         row = conn.execute(self.done_sql, {"backlog": backlog}).fetchone()
         assert row is not None

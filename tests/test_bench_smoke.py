@@ -246,6 +246,11 @@ def test_campaign_bench_writes_rates_ratios_costs_and_sizes(
     for run in result["runs"]:
         assert run["messages"] > 0 and run["per_second"] > 0, run
         assert run["detail"]["client_cpu_us"] > 0, run
+        # each claim reads the queue's index (a run that read little or nothing would
+        # not have claimed); the snapshot held longest while it ran, and by whom
+        assert run["detail"]["rows_read_per_message"] > 0, run
+        assert run["detail"]["longest_snapshot_s"] >= 0, run
+        assert isinstance(run["detail"]["snapshot_holder"], str), run
     for peer in ("pgqueuer", "procrastinate"):
         assert result["peers"][peer] == {"status": "left out", "reason": "--no-peers"}
     assert result["pgqueuer_tuning"] == []
