@@ -25,6 +25,7 @@ import os
 import shlex
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -332,6 +333,7 @@ def progress(run: Run, label: str) -> None:
         + ("  (the backlog ran dry)" if run.detail.get("dry") else "")
         + (
             f"  {run.detail['rows_read_per_message']} rows read per message"
+            f" {run.detail['rows_read_by']}"
             if "rows_read_per_message" in run.detail
             else ""
         )
@@ -386,8 +388,8 @@ def pgbench_run_of(
     db.wait_until_idle()
     transactions, cpu_after = db.committed_transactions() - before, db.server_cpu_seconds()
     with psycopg.connect(db.url, autocommit=True) as conn:
-        done = queue.done(conn, backlog)
-    read = queue.rows_read(db.url) - read
+        done, counting = queue.counted(conn, backlog)
+    read = queue.rows_read(db.url) - read - counting
     queue.reset(db.url)  # nothing left for autovacuum to work on during the next run
     # a script run is one claim and, unless it came back empty, one complete
     rate = result.tps * done / max(result.transactions, 1)
@@ -397,7 +399,7 @@ def pgbench_run_of(
         "claims": result.transactions,
         "transactions_per_message": round(transactions / max(done, 1), 4),
         "client_cpu_us": round(1e6 * result.client_cpu / max(done, 1), 1),
-        "rows_read_per_message": round(read / max(done, 1), 2),
+        **rows_read(read, done),
         **horizon.detail(),
     }
     if cpu_before is not None and cpu_after is not None:
@@ -436,7 +438,7 @@ def fleet_run(
             last = sample(db, conn, queue, backlog, fleet)
     db.wait_until_idle()
     # from the backlog's arrival to the workers' exit: all they have done
-    read = queue.rows_read(db.url) - read
+    read = queue.rows_read(db.url) - read - first["counting"] - last["counting"]
     with psycopg.connect(db.url, autocommit=True) as conn:
         processed = queue.done(conn, backlog)
     # nothing left for autovacuum to work on during the next run: its VACUUM ANALYZE of
@@ -455,7 +457,7 @@ def fleet_run(
             (last["transactions"] - first["transactions"]) / max(messages, 1), 4
         ),
         "wal_bytes_per_message": round((last["wal"] - first["wal"]) / max(messages, 1), 1),
-        "rows_read_per_message": round(read / max(processed, 1), 2),
+        **rows_read(read, processed),
         **horizon.detail(),
     }
     if variant in (TUNED, PGQUEUER):
@@ -467,6 +469,16 @@ def fleet_run(
     return Run(variant, workers, round_no, messages / seconds, messages, detail)
 
 
+def rows_read(read: Counter[str], messages: int) -> dict[str, Any]:
+    """Rows the queue's tables and indexes gave to the run's scans (the bench's own counts
+    left out), per message processed: in all, and by the three that gave the most."""
+    per = max(messages, 1)
+    return {
+        "rows_read_per_message": round(read.total() / per, 2),
+        "rows_read_by": {name: round(n / per, 2) for name, n in read.most_common(3)},
+    }
+
+
 def sample(
     db: ScratchDatabase,
     conn: psycopg.Connection[Any],
@@ -474,9 +486,11 @@ def sample(
     backlog: int,
     fleet: Fleet,
 ) -> dict[str, Any]:
+    done, counting = queue.counted(conn, backlog)
     return {
         "time": time.perf_counter(),
-        "done": queue.done(conn, backlog),
+        "done": done,
+        "counting": counting,  # what the count read, left out of the run's rows read
         "cpu": fleet.cpu_seconds(),
         "server_cpu": db.server_cpu_seconds(),
         "transactions": db.committed_transactions(),

@@ -18,11 +18,13 @@ import asyncio
 import json
 import os
 import sys
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, LiteralString
+from typing import Any, Literal, LiteralString
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgcoord import campaigns
@@ -91,25 +93,42 @@ class Queue:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f"TRUNCATE {self.tables}")
 
-    def rows_read(self, url: str) -> int:
-        """Rows the queue's tables have given to scans so far (sequential scans' rows and
-        index entries), as the server's statistics count them once a backend has reported:
-        a claim that steps over dead entries, or a plan that reads a whole table, shows
-        here."""
+    def rows_read(self, url: str) -> Counter[str]:
+        """Rows each table and index of the queue has given to scans so far (a table's
+        sequential scans' rows, an index's entries), as the server's statistics count them
+        once a backend has reported: a claim that steps over dead entries, or a plan that
+        reads a whole table, shows here."""
         with psycopg.connect(url, autocommit=True) as conn:
-            row = conn.execute(
-                "SELECT coalesce((SELECT sum(seq_tup_read) FROM pg_catalog.pg_stat_user_tables"
-                "  WHERE schemaname = %(schema)s), 0)"
-                " + coalesce((SELECT sum(idx_tup_read) FROM pg_catalog.pg_stat_user_indexes"
-                "  WHERE schemaname = %(schema)s), 0)",
-                {"schema": self.schema},
-            ).fetchone()
-        return int(row[0]) if row else 0
+            return read_by(conn, self.schema, "pg_stat_get_tuples_returned")
 
     def done(self, conn: psycopg.Connection[Any], backlog: int) -> int:
         row = conn.execute(self.done_sql, {"backlog": backlog}).fetchone()
         assert row is not None
         return int(row[0])
+
+    def counted(self, conn: psycopg.Connection[Any], backlog: int) -> tuple[int, Counter[str]]:
+        """done(), and the rows its own count read (to leave out of rows_read)."""
+        with conn.transaction():
+            done = self.done(conn, backlog)
+            return done, read_by(conn, self.schema, "pg_stat_get_xact_tuples_returned")
+
+
+def read_by(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    function: Literal["pg_stat_get_tuples_returned", "pg_stat_get_xact_tuples_returned"],
+) -> Counter[str]:
+    """Rows returned to scans by each table and index of `schema`: so far, or in this
+    transaction."""
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT c.relname::text, pg_catalog.{}(c.oid) FROM pg_catalog.pg_class AS c"
+            " JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND c.relkind IN ('r', 'i', 'p')"
+        ).format(sql.Identifier(function)),
+        [schema],
+    ).fetchall()
+    return Counter({str(name): int(n) for name, n in rows if n})
 
 
 def _pgcoord_install(url: str) -> None:

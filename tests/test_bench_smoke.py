@@ -249,6 +249,7 @@ def test_campaign_bench_writes_rates_ratios_costs_and_sizes(
         # each claim reads the queue's index (a run that read little or nothing would
         # not have claimed); the snapshot held longest while it ran, and by whom
         assert run["detail"]["rows_read_per_message"] > 0, run
+        assert 1 <= len(run["detail"]["rows_read_by"]) <= 3, run
         assert run["detail"]["longest_snapshot_s"] >= 0, run
         assert isinstance(run["detail"]["snapshot_holder"], str), run
     for peer in ("pgqueuer", "procrastinate"):
