@@ -456,6 +456,16 @@ def markdown(result: dict[str, Any], rows: list[Row], runs: list[Run], found: li
         "",
         "## Every run",
         "",
+        "Rows read per message: the rows the queue's tables and indexes gave to the run's "
+        "scans (a table's sequential scans' rows, an index's entries; the bench's own counts "
+        "left out), per message processed from the backlog's arrival to the workers' exit, "
+        "and the three tables or indexes that gave the most. Longest snapshot: the "
+        "snapshot held longest in the database from the backlog's arrival to the window's "
+        "end, when held a second or more, and its holder (bench/horizon.py). A snapshot "
+        "holds back the horizon of every table in the database, so that claims step over "
+        "entries vacuum may not yet remove; a round that read many more rows per message "
+        "than the others of its variant shows a plan or a horizon gone wrong.",
+        "",
         runs_table(runs, "github"),
         "",
         "## Setup",
@@ -819,6 +829,9 @@ def runs_table(runs: list[Run], fmt: str) -> str:
                 f"{run.detail.get('transactions_per_message', float('nan')):.3f}",
                 format_us(run.detail.get("client_cpu_us")),
                 format_us(run.detail.get("server_cpu_us")),
+                f"{run.detail.get('rows_read_per_message', float('nan')):.1f}",
+                read_most(run.detail),
+                snapshot(run.detail),
             ]
             for run in runs
         ],
@@ -833,11 +846,29 @@ def runs_table(runs: list[Run], fmt: str) -> str:
             "xacts/message",
             "client CPU µs",
             "server CPU µs",
+            "rows read/message",
+            "read most",
+            "longest snapshot",
         ],
         tablefmt=fmt,
         disable_numparse=True,
-        colalign=("right", "right", "left") + ("right",) * 7,
+        colalign=("right", "right", "left") + ("right",) * 8 + ("left", "left"),
     )
+
+
+def read_most(detail: dict[str, Any]) -> str:
+    """The tables and indexes that gave a run the most rows, each with its rows per message."""
+    return ", ".join(f"{name} {n:g}" for name, n in detail.get("rows_read_by", {}).items())
+
+
+def snapshot(detail: dict[str, Any]) -> str:
+    """The snapshot held longest during a run, when it was held a second or more: its
+    seconds and its holder (the kind of process and its statement, shortened)."""
+    held = detail.get("longest_snapshot_s", 0)
+    if held < 1:
+        return ""
+    holder = " ".join(str(detail.get("snapshot_holder", "")).split())
+    return f"{held:g} s: {holder[:60]}"
 
 
 def write(

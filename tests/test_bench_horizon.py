@@ -40,3 +40,17 @@ def test_a_snapshot_held_in_the_database_is_seen(server_url: str, db_url: str) -
         holder.rollback()
     assert watch.longest >= 0.3
     assert watch.holder == "client backend: SELECT 'held' AS snapshot"
+
+
+def test_the_report_shows_a_snapshot_held_a_second_or_more_and_what_was_read() -> None:
+    from bench.campaigns_report import read_most, snapshot
+
+    assert snapshot({"longest_snapshot_s": 0.9, "snapshot_holder": "client backend: x"}) == ""
+    holder = "autovacuum worker: autovacuum:\n    VACUUM ANALYZE pgqueuer.pgqueuer" + " x" * 40
+    shown = snapshot({"longest_snapshot_s": 2.5, "snapshot_holder": holder})
+    assert shown.startswith("2.5 s: autovacuum worker: autovacuum: VACUUM ANALYZE pgqueuer.")
+    assert len(shown) == len("2.5 s: ") + 60
+    assert read_most(
+        {"rows_read_by": {"campaign_queue_due": 7.4, "campaign_messages_pkey": 1.0}}
+    ) == ("campaign_queue_due 7.4, campaign_messages_pkey 1")
+    assert read_most({}) == ""
