@@ -88,10 +88,13 @@ def test_status_shows_the_runs_and_the_rate_keys(
 
     assert cli.main(["status", "--database-url", db_url]) == 0
 
-    locks_part, buffers_part, runs_part, rates_part = (
+    locks_part, buffers_part, runs_part, rates_part, *hint = (
         capsys.readouterr().out.rstrip("\n").split("\n\n")
     )
     assert (locks_part, buffers_part) == ("no locks are held", "no buffered conversations")
+    # runs are running: a last line when this server's autovacuum is not as recommended
+    expected = status.vacuum_hint(*status.autovacuum_settings(conn))
+    assert hint == ([expected] if expected else [])
     assert table(runs_part) == [
         list(status.RUN_COLUMNS),
         [str(spring), "spring", "running", "2", "1", "0", "0", "0", "3"],
@@ -102,6 +105,28 @@ def test_status_shows_the_runs_and_the_rate_keys(
     assert sms[:5] == ["sms", "", "", "", when(paused_until)]
     assert whatsapp[0] == "whatsapp" and whatsapp[2:5] == ["10", "20", ""]
     assert 19 <= float(whatsapp[1]) <= 20  # one spent, refilling at 10 a second
+
+
+def test_status_says_when_autovacuum_lets_a_busy_queue_grow() -> None:
+    assert status.vacuum_hint(autovacuum=True, naptime=2) is None
+    assert status.vacuum_hint(autovacuum=True, naptime=1) is None
+    assert status.vacuum_hint(autovacuum=True, naptime=60) == (
+        "autovacuum_naptime is 60s on this server: a busy campaign queue grows between"
+        " autovacuum's visits (docs/vacuum.md recommends 2s)"
+    )
+    assert status.vacuum_hint(autovacuum=False, naptime=2) == (
+        "autovacuum is off on this server: a busy campaign queue grows until something"
+        " vacuums it (docs/vacuum.md: autovacuum on, autovacuum_naptime 2s)"
+    )
+
+
+def test_status_reads_the_servers_autovacuum_settings(conn: Conn) -> None:
+    autovacuum, naptime = status.autovacuum_settings(conn)
+    [[on, seconds]] = conn.execute(
+        "SELECT setting = 'on', (SELECT setting::integer FROM pg_settings"
+        "  WHERE name = 'autovacuum_naptime') FROM pg_settings WHERE name = 'autovacuum'"
+    ).fetchall()
+    assert (autovacuum, naptime) == (on, seconds)
 
 
 def test_status_on_a_release_before_the_campaign_queue(

@@ -1,10 +1,15 @@
 """`pgcoord status`: the held locks, the buffered conversations (dead batches first), the
 campaign runs with their progress, and the rate keys, as tables. A section of a release
-that the database does not have yet is one line saying so."""
+that the database does not have yet is one line saying so. While a run is running on a
+server whose autovacuum visits the database less often than docs/vacuum.md recommends,
+a last line says so."""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+import psycopg
 
 from .. import campaigns, inbox, locks, migrations, rates
 from ..errors import NotInstalled
@@ -45,6 +50,9 @@ NO_BUFFERS = "no buffered conversations"
 NO_RUNS = "no campaign runs"
 NO_RATES = "no rate keys"
 LAST_ERROR_WIDTH = 60  # characters of buffer_status.last_error shown
+# docs/vacuum.md: how often autovacuum should visit a database holding a busy campaign
+# queue (inserts reuse the space of sent groups only once a vacuum has recorded it)
+RECOMMENDED_NAPTIME = 2  # seconds
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,10 +71,11 @@ def run(args: argparse.Namespace) -> int:
             version = migrations.installed_version(conn)
             buffers = f"no buffers: pgcoord {version} has no inbox (pgcoord migrate installs it)"
         try:
-            sections = [
-                runs_table(campaigns.campaign_progress(conn)),
-                rates_table(rates.rate_status(conn)),
-            ]
+            progress = campaigns.campaign_progress(conn)
+            sections = [runs_table(progress), rates_table(rates.rate_status(conn))]
+            if any(run.status == "running" for run in progress):
+                hint = vacuum_hint(*autovacuum_settings(conn))
+                sections += [hint] if hint else []
         except NotInstalled:  # a release before the campaign queue and the rate limits
             version = migrations.installed_version(conn)
             sections = [
@@ -75,6 +84,33 @@ def run(args: argparse.Namespace) -> int:
             ]
     print("\n\n".join([locks_table(held), buffers, *sections]))
     return 0
+
+
+def autovacuum_settings(conn: psycopg.Connection[Any]) -> tuple[bool, int]:
+    """Whether autovacuum runs on the server, and its naptime in seconds."""
+    row = conn.execute(
+        "SELECT current_setting('autovacuum')::boolean,"
+        " current_setting('autovacuum_naptime')::interval"
+    ).fetchone()
+    assert row is not None
+    return bool(row[0]), int(row[1].total_seconds())
+
+
+def vacuum_hint(autovacuum: bool, naptime: int) -> str | None:
+    """What to change on the server for a busy campaign queue, when anything."""
+    if not autovacuum:
+        return (
+            "autovacuum is off on this server: a busy campaign queue grows until something"
+            f" vacuums it (docs/vacuum.md: autovacuum on, autovacuum_naptime"
+            f" {RECOMMENDED_NAPTIME}s)"
+        )
+    if naptime > RECOMMENDED_NAPTIME:
+        return (
+            f"autovacuum_naptime is {naptime}s on this server: a busy campaign queue grows"
+            " between autovacuum's visits (docs/vacuum.md recommends"
+            f" {RECOMMENDED_NAPTIME}s)"
+        )
+    return None
 
 
 def locks_table(held: list[LockStatus]) -> str:
