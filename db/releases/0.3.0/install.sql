@@ -2169,10 +2169,7 @@ BEGIN
         (SELECT m.scheduled_at FROM pgcoord.campaign_messages AS m WHERE m.id = p_message_id)
         AS scheduled_at,
         cardinality(q.message_ids) AS size,
-        (SELECT r.max_retries FROM pgcoord.campaign_runs AS r WHERE r.id = q.run_id)
-        AS max_retries,
-        (SELECT r.retry_backoff FROM pgcoord.campaign_runs AS r WHERE r.id = q.run_id)
-        AS retry_backoff
+        (SELECT r FROM pgcoord.campaign_runs AS r WHERE r.id = q.run_id) AS run
     INTO v_group
     FROM pgcoord.campaign_queue AS q
     WHERE
@@ -2191,9 +2188,11 @@ BEGIN
     ELSE
         v_tries := v_group.tries + 1;
         v_error := p_error;
-        IF v_tries <= v_group.max_retries THEN
+        IF v_tries <= (v_group.run).max_retries THEN
             v_due := p_now + greatest(
-                v_group.retry_backoff[least(v_tries, cardinality(v_group.retry_backoff))],
+                (v_group.run).retry_backoff[
+                    least(v_tries, cardinality((v_group.run).retry_backoff))
+                ],
                 coalesce(p_delay, interval '0')
             );
         END IF;
