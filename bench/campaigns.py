@@ -34,7 +34,7 @@ from typing import Any, LiteralString
 import psycopg
 from psycopg import sql
 
-from pgcoord import campaigns
+from pgcoord import campaigns, config
 
 from . import campaigns_report, held_back, pgbench_run, queues, report
 from .campaigns_report import (
@@ -97,7 +97,7 @@ GUESS = {
 DRAIN_TIMEOUT = 300.0  # the most a backlog processed to its end may take, s
 # the size part runs again with the autovacuum_naptime docs/vacuum.md recommends for a
 # database that holds a busy campaign queue: the target's measurement
-SIZE_NAPTIME: LiteralString = "2s"
+SIZE_NAPTIME = f"{config.AUTOVACUUM_NAPTIME}s"  # as SHOW prints it
 # a value of autovacuum_naptime set by an earlier ALTER SYSTEM, to put back after
 AUTO_CONF_NAPTIME: LiteralString = """
 SELECT setting FROM pg_catalog.pg_file_settings
@@ -806,7 +806,11 @@ def measure_size_with_naptime(
             }
         try:
             row = conn.execute(AUTO_CONF_NAPTIME).fetchone()
-            conn.execute(f"ALTER SYSTEM SET autovacuum_naptime = '{SIZE_NAPTIME}'")
+            conn.execute(
+                sql.SQL("ALTER SYSTEM SET autovacuum_naptime = {}").format(
+                    sql.Literal(SIZE_NAPTIME)
+                )
+            )
         except psycopg.errors.InsufficientPrivilege as exc:
             return {"autovacuum_naptime": SIZE_NAPTIME, "skipped": str(exc).strip()}
         prior = None if row is None else str(row[0])

@@ -19,6 +19,12 @@ AsyncPool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
 # prepared on the server (one round trip always; safe behind transaction-mode poolers).
 CONNECTION_OPTIONS: dict[str, Any] = {"autocommit": True, "prepare_threshold": None}
 
+# seconds between autovacuum's visits to a database holding a busy campaign queue, as
+# docs/vacuum.md recommends (inserts reuse the space of sent groups only once a vacuum has
+# recorded it): `pgcoord status` says when the server's is longer, and the campaign bench
+# measures the queue's size with it
+AUTOVACUUM_NAPTIME = 2
+
 # seconds a single connection attempt of the CLI and of migrations may take, unless the
 # conninfo sets its own connect_timeout
 CONNECT_TIMEOUT = 10

@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 
 from .. import campaigns, inbox, locks, migrations, rates
+from ..config import AUTOVACUUM_NAPTIME
 from ..errors import NotInstalled
 from ..types import BufferStatus, CampaignProgress, LockStatus, RateStatus
 from . import database
@@ -50,9 +51,6 @@ NO_BUFFERS = "no buffered conversations"
 NO_RUNS = "no campaign runs"
 NO_RATES = "no rate keys"
 LAST_ERROR_WIDTH = 60  # characters of buffer_status.last_error shown
-# docs/vacuum.md: how often autovacuum should visit a database holding a busy campaign
-# queue (inserts reuse the space of sent groups only once a vacuum has recorded it)
-RECOMMENDED_NAPTIME = 2  # seconds
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,13 +100,13 @@ def vacuum_hint(autovacuum: bool, naptime: int) -> str | None:
         return (
             "autovacuum is off on this server: a busy campaign queue grows until something"
             f" vacuums it (docs/vacuum.md: autovacuum on, autovacuum_naptime"
-            f" {RECOMMENDED_NAPTIME}s)"
+            f" {AUTOVACUUM_NAPTIME}s)"
         )
-    if naptime > RECOMMENDED_NAPTIME:
+    if naptime > AUTOVACUUM_NAPTIME:
         return (
             f"autovacuum_naptime is {naptime}s on this server: a busy campaign queue grows"
             " between autovacuum's visits (docs/vacuum.md recommends"
-            f" {RECOMMENDED_NAPTIME}s)"
+            f" {AUTOVACUUM_NAPTIME}s)"
         )
     return None
 
