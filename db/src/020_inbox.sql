@@ -68,9 +68,7 @@ CREATE INDEX IF NOT EXISTS buffers_parked
 ON pgcoord.buffers (conversation_key)
 WHERE dead;
 
--- The functions that read these tables run with enable_seqscan off: they plan their
--- statements once per session (the claim on a generic plan), and a session that planned
--- while the inbox was empty, and analyzed so, would otherwise scan a whole table or index
--- on every call until the next analyze (tests/sql/test_plans_on_empty.py).
+-- The functions that read these tables run with enable_seqscan off, whatever they held
+-- when their plans were made (010_locks.sql says why).
 
 CREATE SEQUENCE IF NOT EXISTS pgcoord.claim_token AS bigint;

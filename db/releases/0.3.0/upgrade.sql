@@ -148,10 +148,8 @@ CREATE INDEX IF NOT EXISTS buffers_parked
 ON pgcoord.buffers (conversation_key)
 WHERE dead;
 
--- The functions that read these tables run with enable_seqscan off: they plan their
--- statements once per session (the claim on a generic plan), and a session that planned
--- while the inbox was empty, and analyzed so, would otherwise scan a whole table or index
--- on every call until the next analyze (tests/sql/test_plans_on_empty.py).
+-- The functions that read these tables run with enable_seqscan off, whatever they held
+-- when their plans were made (010_locks.sql says why).
 
 CREATE SEQUENCE IF NOT EXISTS pgcoord.claim_token AS bigint;
 
@@ -267,11 +265,9 @@ CREATE TABLE IF NOT EXISTS pgcoord.campaign_enqueue_keys (
 -- space map is filled by vacuum only). Autovacuum runs at a fixed number of dead
 -- tuples, whatever the table's size, and without cost delay: the table is small and
 -- churns, and each pass returns the space of completed groups to the free space map.
--- The functions that read the queue run with enable_seqscan off: they plan their
--- statements once per session (some on a generic plan), and a session that planned
--- while the queue was empty, and analyzed so, would otherwise scan the whole queue on
--- every call until the next analyze; read through its indexes, a claim costs the same
--- whatever the queue held then (tests/sql/test_plans_on_empty.py).
+-- The functions that read the queue run with enable_seqscan off (010_locks.sql says why):
+-- read through its indexes, a claim costs the same whatever the queue held when the
+-- session made its plans.
 CREATE TABLE IF NOT EXISTS pgcoord.campaign_queue (
     token bigint PRIMARY KEY,
     run_id bigint NOT NULL,
