@@ -208,6 +208,14 @@ OVER_BY_THE_CALENDAR = {
     "30 days": "1 year -330 days",
     "100 years": "101 years -360 days",
 }
+# Intervals whose parts cancel out: each compares as 1 hour, within every range, yet one
+# part alone (its days, or its months) added to the clock reaches past the dates the
+# server can represent: no part of an interval may reach more than 100 years either way.
+PARTS_PAST_THE_DATES = [
+    "-100000000 days 2400000001:00:00",
+    "-1000000 years 360000000 days 01:00:00",
+    "1000000 years -360000000 days 01:00:00",
+]
 
 
 @contextmanager

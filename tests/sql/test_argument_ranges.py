@@ -22,6 +22,7 @@ from ratekit import snapshot as rate_snapshot
 from sqlkit import (
     BELOW_ZERO_BY_THE_CALENDAR,
     OVER_BY_THE_CALENDAR,
+    PARTS_PAST_THE_DATES,
     Conn,
     assert_all_refused,
     call,
@@ -199,6 +200,25 @@ def test_the_calendar_cases_compare_as_within_the_range(conn: Conn) -> None:
         assert scalar(conn, "SELECT %s::interval = %s::interval", over, maximum)
         later = "SELECT now() + %s::interval > now() + %s::interval + interval '4 days'"
         assert scalar(conn, later, over, maximum), (over, maximum)
+
+
+@pytest.mark.parametrize("where", INTERVALS, ids=str)
+def test_an_interval_with_a_part_past_the_dates_is_refused(conn: Conn, where: Range) -> None:
+    """An interval whose parts cancel out compares as within the range, but the server
+    adds it to the clock part by part: its days (or months) alone would reach a date it
+    cannot represent. It is refused naming the argument, not failed by the arithmetic."""
+    values = [(parts, "a part past the dates") for parts in PARTS_PAST_THE_DATES]
+    assert_refused_with_every_base(conn, where, values)
+
+
+def test_the_parts_past_the_dates_compare_as_an_hour(conn: Conn) -> None:
+    """The premise: each compares as 1 hour, yet the clock plus it is out of the server's
+    range of dates."""
+    for parts in PARTS_PAST_THE_DATES:
+        assert scalar(conn, "SELECT %s::interval = '1 hour'", parts), parts
+        with pytest.raises(psycopg.errors.DatetimeFieldOverflow):
+            scalar(conn, "SELECT clock_timestamp() + %s::interval", parts)
+        conn.rollback()
 
 
 LEASES = [where for where in INTERVALS if where.argument in {"p_ttl", "p_lease"}]

@@ -31,6 +31,7 @@ from campaignkit import (
 from sqlkit import (
     BELOW_ZERO_BY_THE_CALENDAR,
     OVER_BY_THE_CALENDAR,
+    PARTS_PAST_THE_DATES,
     Conn,
     bad_call_problem,
     call_named,
@@ -83,6 +84,10 @@ def interval_cases(low: str, high: str, nullable: bool = False) -> list[tuple[An
         (BELOW_ZERO_BY_THE_CALENDAR, INVALID, "below-0-by-the-calendar"),
         (OVER_BY_THE_CALENDAR[high], INVALID, "over-by-the-calendar"),
     ]
+    # within the range as compared, yet a part alone reaches past the dates there are
+    cases += [
+        (parts, INVALID, f"parts-past-the-dates-{n}") for n, parts in enumerate(PARTS_PAST_THE_DATES)
+    ]
     if low == ">0":
         cases.append((timedelta(0), INVALID, "zero"))
     return cases
@@ -101,6 +106,7 @@ CASES: dict[str, list[tuple[Any, str, str]]] = {
         ("{31 days}", INVALID, "over-30-days"),
         ("{1 mon}", INVALID, "a-month"),
         ("{" + BELOW_ZERO_BY_THE_CALENDAR + "}", INVALID, "below-0-by-the-calendar"),
+        ("{" + PARTS_PAST_THE_DATES[0] + "}", INVALID, "a-part-past-the-dates"),
         ("{{1 second},{2 seconds}}", INVALID, "two-dimensions"),
         ("{" + ",".join(["1 second"] * 101) + "}", INVALID, "101-elements"),
         ("[0:1]={1 second,2 seconds}", INVALID, "starting-at-0"),

@@ -396,7 +396,8 @@ BEGIN
         octet_length(p_worker) BETWEEN 1 AND 1024
         AND p_limit BETWEEN 1 AND 10000
         AND p_lease > interval '0' AND p_lease <= interval '1 day'
-        AND date_trunc('month', p_lease) = interval '0' AND v_now + p_lease > v_now
+        AND date_trunc('month', p_lease) = interval '0'
+        AND abs(extract(DAY FROM p_lease)) <= 36500 AND v_now + p_lease > v_now
     ) IS NOT TRUE THEN
         IF coalesce(octet_length(p_worker), 0) NOT BETWEEN 1 AND 1024 THEN
             PERFORM pgcoord.raise_bad_argument('p_worker', p_worker, 'a text of 1 to 1024 bytes');
@@ -406,7 +407,8 @@ BEGIN
         END IF;
         IF NOT coalesce(
             p_lease > interval '0' AND p_lease <= interval '1 day'
-            AND date_trunc('month', p_lease) = interval '0' AND v_now + p_lease > v_now,
+            AND date_trunc('month', p_lease) = interval '0'
+            AND abs(extract(DAY FROM p_lease)) <= 36500 AND v_now + p_lease > v_now,
             false
         ) THEN
             PERFORM pgcoord.raise_bad_argument(
@@ -618,7 +620,8 @@ BEGIN
         octet_length(p_conversation_key) BETWEEN 1 AND 1024
         AND p_claim_token IS NOT NULL
         AND p_lease > interval '0' AND p_lease <= interval '1 day'
-        AND date_trunc('month', p_lease) = interval '0' AND v_now + p_lease > v_now
+        AND date_trunc('month', p_lease) = interval '0'
+        AND abs(extract(DAY FROM p_lease)) <= 36500 AND v_now + p_lease > v_now
     ) IS NOT TRUE THEN
         IF coalesce(octet_length(p_conversation_key), 0) NOT BETWEEN 1 AND 1024 THEN
             PERFORM pgcoord.raise_bad_argument(
@@ -630,7 +633,8 @@ BEGIN
         END IF;
         IF NOT coalesce(
             p_lease > interval '0' AND p_lease <= interval '1 day'
-            AND date_trunc('month', p_lease) = interval '0' AND v_now + p_lease > v_now,
+            AND date_trunc('month', p_lease) = interval '0'
+            AND abs(extract(DAY FROM p_lease)) <= 36500 AND v_now + p_lease > v_now,
             false
         ) THEN
             PERFORM pgcoord.raise_bad_argument(
@@ -686,6 +690,7 @@ BEGIN
         AND p_error IS NOT NULL
         AND p_retry_in >= interval '0' AND p_retry_in <= interval '30 days'
         AND date_trunc('month', p_retry_in) = interval '0'
+        AND abs(extract(DAY FROM p_retry_in)) <= 36500
     ) IS NOT TRUE THEN
         IF coalesce(octet_length(p_conversation_key), 0) NOT BETWEEN 1 AND 1024 THEN
             PERFORM pgcoord.raise_bad_argument(
@@ -700,7 +705,8 @@ BEGIN
         END IF;
         IF NOT coalesce(
             p_retry_in >= interval '0' AND p_retry_in <= interval '30 days'
-            AND date_trunc('month', p_retry_in) = interval '0',
+            AND date_trunc('month', p_retry_in) = interval '0'
+            AND abs(extract(DAY FROM p_retry_in)) <= 36500,
             false
         ) THEN
             PERFORM pgcoord.raise_bad_argument(
@@ -1041,7 +1047,8 @@ BEGIN
         octet_length(p_worker) BETWEEN 1 AND 1024
         AND p_limit BETWEEN 1 AND 10000
         AND p_lease > interval '0' AND p_lease <= interval '1 day'
-        AND date_trunc('month', p_lease) = interval '0' AND v_now + p_lease > v_now
+        AND date_trunc('month', p_lease) = interval '0'
+        AND abs(extract(DAY FROM p_lease)) <= 36500 AND v_now + p_lease > v_now
     ) IS NOT TRUE THEN
         IF coalesce(octet_length(p_worker), 0) NOT BETWEEN 1 AND 1024 THEN
             PERFORM pgcoord.raise_bad_argument('p_worker', p_worker, 'a text of 1 to 1024 bytes');
@@ -1628,7 +1635,8 @@ BEGIN
                     bool_and(
                         coalesce(
                             b.delay >= interval '0' AND b.delay <= interval '30 days'
-                            AND date_trunc('month', b.delay) = interval '0',
+                            AND date_trunc('month', b.delay) = interval '0'
+                            AND abs(extract(DAY FROM b.delay)) <= 36500,
                             false
                         )
                     )
@@ -2035,7 +2043,8 @@ BEGIN
         p_message_id IS NOT NULL
         AND p_claim_token IS NOT NULL
         AND p_lease > interval '0' AND p_lease <= interval '1 day'
-        AND date_trunc('month', p_lease) = interval '0' AND v_now + p_lease > v_now
+        AND date_trunc('month', p_lease) = interval '0'
+        AND abs(extract(DAY FROM p_lease)) <= 36500 AND v_now + p_lease > v_now
     ) IS NOT TRUE THEN
         IF p_message_id IS NULL THEN
             PERFORM pgcoord.raise_bad_argument('p_message_id', p_message_id, 'a message id');
@@ -2094,6 +2103,7 @@ BEGIN
             p_retry_after IS NULL
             OR p_retry_after >= interval '0' AND p_retry_after <= interval '30 days'
             AND date_trunc('month', p_retry_after) = interval '0'
+            AND abs(extract(DAY FROM p_retry_after)) <= 36500
         )
     ) IS NOT TRUE THEN
         IF p_message_id IS NULL THEN
@@ -2677,6 +2687,9 @@ BEGIN
         OR p_older_than >= interval '0' AND p_older_than <= interval '100 years'
         -- the cutoff lies in the past, and within 100 years, by the calendar too (the
         -- comparison counts a month as 30 days, the subtraction does not)
+        -- its months and days alone within 100 years (raise_bad_argument.sql says why)
+        AND abs(extract(YEAR FROM p_older_than)) <= 100
+        AND abs(extract(DAY FROM p_older_than)) <= 36500
         AND v_now - p_older_than <= v_now
         AND v_now - p_older_than >= v_now - interval '100 years',
         false
@@ -2755,6 +2768,7 @@ BEGIN
         AND p_claim_token IS NOT NULL
         AND p_delay >= interval '0' AND p_delay <= interval '30 days'
         AND date_trunc('month', p_delay) = interval '0'
+        AND abs(extract(DAY FROM p_delay)) <= 36500
     ) IS NOT TRUE THEN
         IF p_message_id IS NULL THEN
             PERFORM pgcoord.raise_bad_argument('p_message_id', p_message_id, 'a message id');
@@ -2961,6 +2975,9 @@ DECLARE
 BEGIN
     IF NOT coalesce(
         p_older_than > interval '0' AND p_older_than <= interval '100 years'
+        -- its months and days alone within 100 years (raise_bad_argument.sql says why)
+        AND abs(extract(YEAR FROM p_older_than)) <= 100
+        AND abs(extract(DAY FROM p_older_than)) <= 36500
         AND v_now - p_older_than < v_now
         AND v_now - p_older_than >= v_now - interval '100 years',
         false
@@ -3015,9 +3032,11 @@ BEGIN
         octet_length(p_key) BETWEEN 1 AND 1024
         AND octet_length(p_owner) BETWEEN 1 AND 1024
         AND p_ttl > interval '0' AND p_ttl <= interval '1 day'
-        AND date_trunc('month', p_ttl) = interval '0' AND v_now + p_ttl > v_now
+        AND date_trunc('month', p_ttl) = interval '0'
+        AND abs(extract(DAY FROM p_ttl)) <= 36500 AND v_now + p_ttl > v_now
         AND p_wait >= interval '0' AND p_wait <= interval '1 hour'
         AND date_trunc('month', p_wait) = interval '0'
+        AND abs(extract(DAY FROM p_wait)) <= 36500
     ) IS NOT TRUE THEN
         IF coalesce(octet_length(p_key), 0) NOT BETWEEN 1 AND 1024 THEN
             PERFORM pgcoord.raise_bad_argument('p_key', p_key, 'a text of 1 to 1024 bytes');
@@ -3027,7 +3046,8 @@ BEGIN
         END IF;
         IF NOT coalesce(
             p_ttl > interval '0' AND p_ttl <= interval '1 day'
-            AND date_trunc('month', p_ttl) = interval '0' AND v_now + p_ttl > v_now,
+            AND date_trunc('month', p_ttl) = interval '0'
+            AND abs(extract(DAY FROM p_ttl)) <= 36500 AND v_now + p_ttl > v_now,
             false
         ) THEN
             PERFORM pgcoord.raise_bad_argument(
@@ -3036,7 +3056,8 @@ BEGIN
         END IF;
         IF NOT coalesce(
             p_wait >= interval '0' AND p_wait <= interval '1 hour'
-            AND date_trunc('month', p_wait) = interval '0',
+            AND date_trunc('month', p_wait) = interval '0'
+            AND abs(extract(DAY FROM p_wait)) <= 36500,
             false
         ) THEN
             PERFORM pgcoord.raise_bad_argument(
@@ -3156,7 +3177,8 @@ BEGIN
         octet_length(p_key) BETWEEN 1 AND 1024
         AND octet_length(p_owner) BETWEEN 1 AND 1024
         AND p_ttl > interval '0' AND p_ttl <= interval '1 day'
-        AND date_trunc('month', p_ttl) = interval '0' AND v_now + p_ttl > v_now
+        AND date_trunc('month', p_ttl) = interval '0'
+        AND abs(extract(DAY FROM p_ttl)) <= 36500 AND v_now + p_ttl > v_now
     ) IS NOT TRUE THEN
         IF coalesce(octet_length(p_key), 0) NOT BETWEEN 1 AND 1024 THEN
             PERFORM pgcoord.raise_bad_argument('p_key', p_key, 'a text of 1 to 1024 bytes');
@@ -3166,7 +3188,8 @@ BEGIN
         END IF;
         IF NOT coalesce(
             p_ttl > interval '0' AND p_ttl <= interval '1 day'
-            AND date_trunc('month', p_ttl) = interval '0' AND v_now + p_ttl > v_now,
+            AND date_trunc('month', p_ttl) = interval '0'
+            AND abs(extract(DAY FROM p_ttl)) <= 36500 AND v_now + p_ttl > v_now,
             false
         ) THEN
             PERFORM pgcoord.raise_bad_argument(
@@ -3308,8 +3331,10 @@ BEGIN
         AND jsonb_typeof(p_payload) = 'object'
         AND p_debounce >= interval '0' AND p_debounce <= interval '1 day'
         AND date_trunc('month', p_debounce) = interval '0'
+        AND abs(extract(DAY FROM p_debounce)) <= 36500
         AND p_max_wait >= interval '0' AND p_max_wait <= interval '7 days'
         AND date_trunc('month', p_max_wait) = interval '0'
+        AND abs(extract(DAY FROM p_max_wait)) <= 36500
     ) IS NOT TRUE THEN
         IF coalesce(octet_length(p_provider), 0) NOT BETWEEN 1 AND 1024 THEN
             PERFORM pgcoord.raise_bad_argument('p_provider', p_provider, 'a text of 1 to 1024 bytes');
@@ -3332,7 +3357,8 @@ BEGIN
         END IF;
         IF NOT coalesce(
             p_debounce >= interval '0' AND p_debounce <= interval '1 day'
-            AND date_trunc('month', p_debounce) = interval '0',
+            AND date_trunc('month', p_debounce) = interval '0'
+            AND abs(extract(DAY FROM p_debounce)) <= 36500,
             false
         ) THEN
             PERFORM pgcoord.raise_bad_argument(
@@ -3341,7 +3367,8 @@ BEGIN
         END IF;
         IF NOT coalesce(
             p_max_wait >= interval '0' AND p_max_wait <= interval '7 days'
-            AND date_trunc('month', p_max_wait) = interval '0',
+            AND date_trunc('month', p_max_wait) = interval '0'
+            AND abs(extract(DAY FROM p_max_wait)) <= 36500,
             false
         ) THEN
             PERFORM pgcoord.raise_bad_argument(
@@ -3532,6 +3559,10 @@ COMMENT ON FUNCTION pgcoord.message_prune(interval, integer) IS
 -- the hot path costs more than the test) and call this only when it fails. The value is
 -- shown in the message: a text in double quotes (so an empty one shows as ""), and a
 -- value longer than 80 characters cut there and marked with ... after it.
+-- Besides its range, an interval argument has its days within 36500 either way (and, where
+-- months are allowed, its years within 100): the server adds an interval to the clock
+-- part by part, and compares intervals by their sum, so '-100000000 days 2400000001:00:00'
+-- compares as 1 hour yet its days alone would reach a date the server cannot represent.
 CREATE OR REPLACE FUNCTION pgcoord.raise_bad_argument(
     p_name text, p_value anyelement, p_requirement text
 )
@@ -3724,13 +3755,15 @@ BEGIN
         octet_length(p_key) BETWEEN 1 AND 1024
         AND p_for >= interval '0' AND p_for <= interval '1 day'
         AND date_trunc('month', p_for) = interval '0'
+        AND abs(extract(DAY FROM p_for)) <= 36500
     ) IS NOT TRUE THEN
         IF coalesce(octet_length(p_key), 0) NOT BETWEEN 1 AND 1024 THEN
             PERFORM pgcoord.raise_bad_argument('p_key', p_key, 'a text of 1 to 1024 bytes');
         END IF;
         IF NOT coalesce(
             p_for >= interval '0' AND p_for <= interval '1 day'
-            AND date_trunc('month', p_for) = interval '0',
+            AND date_trunc('month', p_for) = interval '0'
+            AND abs(extract(DAY FROM p_for)) <= 36500,
             false
         ) THEN
             PERFORM pgcoord.raise_bad_argument(

@@ -22,7 +22,8 @@ BEGIN
         octet_length(p_conversation_key) BETWEEN 1 AND 1024
         AND p_claim_token IS NOT NULL
         AND p_lease > interval '0' AND p_lease <= interval '1 day'
-        AND date_trunc('month', p_lease) = interval '0' AND v_now + p_lease > v_now
+        AND date_trunc('month', p_lease) = interval '0'
+        AND abs(extract(DAY FROM p_lease)) <= 36500 AND v_now + p_lease > v_now
     ) IS NOT TRUE THEN
         IF coalesce(octet_length(p_conversation_key), 0) NOT BETWEEN 1 AND 1024 THEN
             PERFORM pgcoord.raise_bad_argument(
@@ -34,7 +35,8 @@ BEGIN
         END IF;
         IF NOT coalesce(
             p_lease > interval '0' AND p_lease <= interval '1 day'
-            AND date_trunc('month', p_lease) = interval '0' AND v_now + p_lease > v_now,
+            AND date_trunc('month', p_lease) = interval '0'
+            AND abs(extract(DAY FROM p_lease)) <= 36500 AND v_now + p_lease > v_now,
             false
         ) THEN
             PERFORM pgcoord.raise_bad_argument(

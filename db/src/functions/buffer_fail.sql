@@ -27,6 +27,7 @@ BEGIN
         AND p_error IS NOT NULL
         AND p_retry_in >= interval '0' AND p_retry_in <= interval '30 days'
         AND date_trunc('month', p_retry_in) = interval '0'
+        AND abs(extract(DAY FROM p_retry_in)) <= 36500
     ) IS NOT TRUE THEN
         IF coalesce(octet_length(p_conversation_key), 0) NOT BETWEEN 1 AND 1024 THEN
             PERFORM pgcoord.raise_bad_argument(
@@ -41,7 +42,8 @@ BEGIN
         END IF;
         IF NOT coalesce(
             p_retry_in >= interval '0' AND p_retry_in <= interval '30 days'
-            AND date_trunc('month', p_retry_in) = interval '0',
+            AND date_trunc('month', p_retry_in) = interval '0'
+            AND abs(extract(DAY FROM p_retry_in)) <= 36500,
             false
         ) THEN
             PERFORM pgcoord.raise_bad_argument(

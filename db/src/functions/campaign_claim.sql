@@ -85,7 +85,8 @@ BEGIN
         octet_length(p_worker) BETWEEN 1 AND 1024
         AND p_limit BETWEEN 1 AND 10000
         AND p_lease > interval '0' AND p_lease <= interval '1 day'
-        AND date_trunc('month', p_lease) = interval '0' AND v_now + p_lease > v_now
+        AND date_trunc('month', p_lease) = interval '0'
+        AND abs(extract(DAY FROM p_lease)) <= 36500 AND v_now + p_lease > v_now
     ) IS NOT TRUE THEN
         IF coalesce(octet_length(p_worker), 0) NOT BETWEEN 1 AND 1024 THEN
             PERFORM pgcoord.raise_bad_argument('p_worker', p_worker, 'a text of 1 to 1024 bytes');

@@ -37,7 +37,8 @@ BEGIN
                     bool_and(
                         coalesce(
                             b.delay >= interval '0' AND b.delay <= interval '30 days'
-                            AND date_trunc('month', b.delay) = interval '0',
+                            AND date_trunc('month', b.delay) = interval '0'
+                            AND abs(extract(DAY FROM b.delay)) <= 36500,
                             false
                         )
                     )

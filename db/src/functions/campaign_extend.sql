@@ -25,7 +25,8 @@ BEGIN
         p_message_id IS NOT NULL
         AND p_claim_token IS NOT NULL
         AND p_lease > interval '0' AND p_lease <= interval '1 day'
-        AND date_trunc('month', p_lease) = interval '0' AND v_now + p_lease > v_now
+        AND date_trunc('month', p_lease) = interval '0'
+        AND abs(extract(DAY FROM p_lease)) <= 36500 AND v_now + p_lease > v_now
     ) IS NOT TRUE THEN
         IF p_message_id IS NULL THEN
             PERFORM pgcoord.raise_bad_argument('p_message_id', p_message_id, 'a message id');

@@ -27,6 +27,7 @@ BEGIN
             p_retry_after IS NULL
             OR p_retry_after >= interval '0' AND p_retry_after <= interval '30 days'
             AND date_trunc('month', p_retry_after) = interval '0'
+            AND abs(extract(DAY FROM p_retry_after)) <= 36500
         )
     ) IS NOT TRUE THEN
         IF p_message_id IS NULL THEN

@@ -24,6 +24,9 @@ BEGIN
         OR p_older_than >= interval '0' AND p_older_than <= interval '100 years'
         -- the cutoff lies in the past, and within 100 years, by the calendar too (the
         -- comparison counts a month as 30 days, the subtraction does not)
+        -- its months and days alone within 100 years (raise_bad_argument.sql says why)
+        AND abs(extract(YEAR FROM p_older_than)) <= 100
+        AND abs(extract(DAY FROM p_older_than)) <= 36500
         AND v_now - p_older_than <= v_now
         AND v_now - p_older_than >= v_now - interval '100 years',
         false

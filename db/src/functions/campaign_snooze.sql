@@ -18,6 +18,7 @@ BEGIN
         AND p_claim_token IS NOT NULL
         AND p_delay >= interval '0' AND p_delay <= interval '30 days'
         AND date_trunc('month', p_delay) = interval '0'
+        AND abs(extract(DAY FROM p_delay)) <= 36500
     ) IS NOT TRUE THEN
         IF p_message_id IS NULL THEN
             PERFORM pgcoord.raise_bad_argument('p_message_id', p_message_id, 'a message id');

@@ -17,6 +17,9 @@ DECLARE
 BEGIN
     IF NOT coalesce(
         p_older_than > interval '0' AND p_older_than <= interval '100 years'
+        -- its months and days alone within 100 years (raise_bad_argument.sql says why)
+        AND abs(extract(YEAR FROM p_older_than)) <= 100
+        AND abs(extract(DAY FROM p_older_than)) <= 36500
         AND v_now - p_older_than < v_now
         AND v_now - p_older_than >= v_now - interval '100 years',
         false

@@ -20,7 +20,8 @@ BEGIN
         octet_length(p_key) BETWEEN 1 AND 1024
         AND octet_length(p_owner) BETWEEN 1 AND 1024
         AND p_ttl > interval '0' AND p_ttl <= interval '1 day'
-        AND date_trunc('month', p_ttl) = interval '0' AND v_now + p_ttl > v_now
+        AND date_trunc('month', p_ttl) = interval '0'
+        AND abs(extract(DAY FROM p_ttl)) <= 36500 AND v_now + p_ttl > v_now
     ) IS NOT TRUE THEN
         IF coalesce(octet_length(p_key), 0) NOT BETWEEN 1 AND 1024 THEN
             PERFORM pgcoord.raise_bad_argument('p_key', p_key, 'a text of 1 to 1024 bytes');
@@ -30,7 +31,8 @@ BEGIN
         END IF;
         IF NOT coalesce(
             p_ttl > interval '0' AND p_ttl <= interval '1 day'
-            AND date_trunc('month', p_ttl) = interval '0' AND v_now + p_ttl > v_now,
+            AND date_trunc('month', p_ttl) = interval '0'
+            AND abs(extract(DAY FROM p_ttl)) <= 36500 AND v_now + p_ttl > v_now,
             false
         ) THEN
             PERFORM pgcoord.raise_bad_argument(

@@ -40,8 +40,10 @@ BEGIN
         AND jsonb_typeof(p_payload) = 'object'
         AND p_debounce >= interval '0' AND p_debounce <= interval '1 day'
         AND date_trunc('month', p_debounce) = interval '0'
+        AND abs(extract(DAY FROM p_debounce)) <= 36500
         AND p_max_wait >= interval '0' AND p_max_wait <= interval '7 days'
         AND date_trunc('month', p_max_wait) = interval '0'
+        AND abs(extract(DAY FROM p_max_wait)) <= 36500
     ) IS NOT TRUE THEN
         IF coalesce(octet_length(p_provider), 0) NOT BETWEEN 1 AND 1024 THEN
             PERFORM pgcoord.raise_bad_argument('p_provider', p_provider, 'a text of 1 to 1024 bytes');
@@ -64,7 +66,8 @@ BEGIN
         END IF;
         IF NOT coalesce(
             p_debounce >= interval '0' AND p_debounce <= interval '1 day'
-            AND date_trunc('month', p_debounce) = interval '0',
+            AND date_trunc('month', p_debounce) = interval '0'
+            AND abs(extract(DAY FROM p_debounce)) <= 36500,
             false
         ) THEN
             PERFORM pgcoord.raise_bad_argument(
@@ -73,7 +76,8 @@ BEGIN
         END IF;
         IF NOT coalesce(
             p_max_wait >= interval '0' AND p_max_wait <= interval '7 days'
-            AND date_trunc('month', p_max_wait) = interval '0',
+            AND date_trunc('month', p_max_wait) = interval '0'
+            AND abs(extract(DAY FROM p_max_wait)) <= 36500,
             false
         ) THEN
             PERFORM pgcoord.raise_bad_argument(

@@ -2,6 +2,10 @@
 -- the hot path costs more than the test) and call this only when it fails. The value is
 -- shown in the message: a text in double quotes (so an empty one shows as ""), and a
 -- value longer than 80 characters cut there and marked with ... after it.
+-- Besides its range, an interval argument has its days within 36500 either way (and, where
+-- months are allowed, its years within 100): the server adds an interval to the clock
+-- part by part, and compares intervals by their sum, so '-100000000 days 2400000001:00:00'
+-- compares as 1 hour yet its days alone would reach a date the server cannot represent.
 CREATE OR REPLACE FUNCTION pgcoord.raise_bad_argument(
     p_name text, p_value anyelement, p_requirement text
 )

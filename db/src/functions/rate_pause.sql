@@ -20,13 +20,15 @@ BEGIN
         octet_length(p_key) BETWEEN 1 AND 1024
         AND p_for >= interval '0' AND p_for <= interval '1 day'
         AND date_trunc('month', p_for) = interval '0'
+        AND abs(extract(DAY FROM p_for)) <= 36500
     ) IS NOT TRUE THEN
         IF coalesce(octet_length(p_key), 0) NOT BETWEEN 1 AND 1024 THEN
             PERFORM pgcoord.raise_bad_argument('p_key', p_key, 'a text of 1 to 1024 bytes');
         END IF;
         IF NOT coalesce(
             p_for >= interval '0' AND p_for <= interval '1 day'
-            AND date_trunc('month', p_for) = interval '0',
+            AND date_trunc('month', p_for) = interval '0'
+            AND abs(extract(DAY FROM p_for)) <= 36500,
             false
         ) THEN
             PERFORM pgcoord.raise_bad_argument(
