@@ -85,9 +85,7 @@ def interval_cases(low: str, high: str, nullable: bool = False) -> list[tuple[An
         (OVER_BY_THE_CALENDAR[high], INVALID, "over-by-the-calendar"),
     ]
     # within the range as compared, yet a part alone reaches past the dates there are
-    cases += [
-        (parts, INVALID, f"parts-past-the-dates-{n}") for n, parts in enumerate(PARTS_PAST_THE_DATES)
-    ]
+    cases += [(parts, INVALID, f"parts-past-{n}") for n, parts in enumerate(PARTS_PAST_THE_DATES)]
     if low == ">0":
         cases.append((timedelta(0), INVALID, "zero"))
     return cases
