@@ -40,6 +40,10 @@ async def send(message):
 
 def not_async(message):
     pass
+
+
+async def send_two(message, payloads):
+    pass
 """
 
 
@@ -244,6 +248,18 @@ def test_a_handler_that_is_not_async_is_named_with_what_it_gets(
     assert capsys.readouterr().err == (
         f"pgcoord: error: {senders}:not_async is not an async function "
         "(async def handler(message))\n"
+    )
+
+
+def test_a_handler_that_does_not_take_one_message_is_refused_at_the_start(
+    senders: str, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused before any message is claimed: a wiring mistake spends no message's tries."""
+    command = ["work", "--campaign", f"{senders}:send_two", "--database-url", db_url]
+    assert cli.main(command) == 1
+    assert capsys.readouterr().err == (
+        f"pgcoord: error: {senders}:send_two: the handler takes one argument, the message "
+        "(a CampaignMessage)\n"
     )
 
 

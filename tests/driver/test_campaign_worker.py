@@ -18,7 +18,7 @@ from workerkit import running, wait_until
 from pgcoord import InvalidArgument, RateLimited, campaigns_async, rates_async
 from pgcoord.types import CampaignMessage
 from pgcoord.worker import RateBudget, runtime
-from pgcoord.worker.campaigns import CampaignWork
+from pgcoord.worker.campaigns import CampaignWork, CampaignWorker
 
 
 @pytest.fixture
@@ -640,3 +640,15 @@ def test_a_rate_budget_the_server_refuses_stops_the_worker_with_the_error(db_url
         assert all(s.attempt == 0 for s in states.values()), states  # no try spent
 
     run(test, db_url)
+
+
+def test_a_handler_must_take_one_argument_the_message() -> None:
+    async def two(message: CampaignMessage, extra: Any) -> None:
+        pass
+
+    async def none() -> None:
+        pass
+
+    for handler in (two, none):
+        with pytest.raises(TypeError, match=r"the handler takes one argument, the message"):
+            CampaignWorker(handler, "dbname=unused")  # type: ignore[arg-type]

@@ -48,7 +48,6 @@ Cancelling `run()` gives the batches in flight back at once.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -56,7 +55,7 @@ from typing import Any, cast
 from .. import inbox_async
 from ..config import BUFFER_LEASE, BUFFER_RETRY_IN
 from ..types import Batch, BatchWithPayloads
-from .runtime import AsyncConn, AsyncPool, Failure, RateBudget, Runtime, Work
+from .runtime import AsyncConn, AsyncPool, Failure, RateBudget, Runtime, Work, takes
 
 Handler = Callable[[Batch], Awaitable[None]]
 # the handler of BufferWorker(payloads=True): the batch, and the payloads of its messages
@@ -197,16 +196,11 @@ def with_payloads(handler: PayloadHandler) -> Handler:
 def _check_arguments(handler: Callable[..., Any], count: int) -> None:
     """TypeError at once when `handler` cannot be called with `count` arguments (the
     batch; with payloads=True, the batch and its payloads)."""
-    try:
-        inspect.signature(handler).bind(*[None] * count)
-    except TypeError:
-        if count == 2:
-            raise TypeError(
-                "with payloads=True the handler takes two arguments: (batch, payloads)"
-            ) from None
-        raise TypeError(
-            "the handler takes one argument, the batch (a handler of (batch, payloads) "
-            "needs payloads=True)"
-        ) from None
-    except ValueError:  # no signature to read: the first call will tell
-        pass
+    if takes(handler, count):
+        return
+    if count == 2:
+        raise TypeError("with payloads=True the handler takes two arguments: (batch, payloads)")
+    raise TypeError(
+        "the handler takes one argument, the batch (a handler of (batch, payloads) "
+        "needs payloads=True)"
+    )

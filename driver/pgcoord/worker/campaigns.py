@@ -48,7 +48,7 @@ from typing import Any
 from .. import campaigns_async, locks_async
 from ..config import CAMPAIGN_CLAIM_LIMIT, CAMPAIGN_LEASE
 from ..types import CampaignMessage
-from .runtime import AsyncConn, AsyncPool, Failure, RateBudget, Runtime, Work, log
+from .runtime import AsyncConn, AsyncPool, Failure, RateBudget, Runtime, Work, log, takes
 
 Handler = Callable[[CampaignMessage], Awaitable[Mapping[str, Any] | None]]
 
@@ -205,6 +205,8 @@ class CampaignWorker(Runtime[CampaignMessage]):
         rate: RateBudget | None = None,
         skip_stale_every: timedelta | None = timedelta(minutes=1),
     ) -> None:
+        if not takes(handler, 1):
+            raise TypeError("the handler takes one argument, the message (a CampaignMessage)")
         if skip_stale_every is not None and skip_stale_every <= timedelta(0):
             raise ValueError(f"skip_stale_every must be positive, got {skip_stale_every}")
         super().__init__(

@@ -377,6 +377,18 @@ async def _wait_either(first: asyncio.Event, second: asyncio.Event, timeout: flo
             wait.cancel()
 
 
+def takes(handler: Callable[..., Any], count: int) -> bool:
+    """Whether `handler` can be called with `count` positional arguments; True when its
+    signature cannot be read (the first call will tell)."""
+    try:
+        inspect.signature(handler).bind(*[None] * count)
+    except TypeError:
+        return False
+    except ValueError:
+        pass
+    return True
+
+
 def _positive(name: str, value: timedelta) -> None:
     arguments.check(name, value, timedelta)
     if value <= timedelta(0):
