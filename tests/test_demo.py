@@ -401,7 +401,7 @@ def test_demo_says_clearly_when_it_cannot_connect(capsys: pytest.CaptureFixture[
     assert main(["--database-url", url]) == 1  # a runtime error, as in every pgcoord command
 
     err = capsys.readouterr().err
-    assert "pgcoord demo: connection to 127.0.0.1:1/postgres failed" in err
+    assert "pgcoord demo: error: connection to 127.0.0.1:1/postgres failed" in err
     assert "Traceback" not in err
 
 

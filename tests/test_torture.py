@@ -125,7 +125,7 @@ def test_bad_usage_exits_2_with_one_line(
         assert capsys.readouterr().err.startswith("pgcoord torture: error: argument --se")
     assert main(["--through-pooler", "postgresql://127.0.0.1:1/x"]) == 2
     assert capsys.readouterr().err == (
-        "pgcoord torture: --through-pooler needs --database-url (or DATABASE_URL): the "
+        "pgcoord torture: error: --through-pooler needs --database-url (or DATABASE_URL): the "
         "server behind the pooler\n"
     )
     assert main(["--database-url", "postgresql:///x", "--through-pooler", "http://x"]) == 2

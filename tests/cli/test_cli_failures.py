@@ -471,7 +471,7 @@ def test_a_server_that_does_not_answer_fails_in_seconds(
     [
         ([str(PGCOORD), "migrate"], "pgcoord: error: interrupted\n"),
         ([sys.executable, "-m", "pgcoord.cli", "status"], "pgcoord: error: interrupted\n"),
-        ([sys.executable, "-m", "pgcoord.demo"], "pgcoord demo: interrupted\n"),
+        ([sys.executable, "-m", "pgcoord.demo"], "pgcoord demo: error: interrupted\n"),
     ],
 )
 def test_ctrl_c_is_one_line_and_status_130(
@@ -531,13 +531,13 @@ def test_python_m_pgcoord_cli_is_the_command() -> None:
         (
             "postgres://u:secret@[bad",
             2,
-            "pgcoord demo: invalid database URL: end of string reached when looking for "
+            "pgcoord demo: error: invalid database URL: end of string reached when looking for "
             'matching "]" in IPv6 host address in URI (--database-url)\n',
         ),
         (
             "postgresql://u:secret@127.0.0.1:1/postgres?connect_timeout=5",
             1,
-            "pgcoord demo: connection to 127.0.0.1:1/postgres failed: Connection refused; "
+            "pgcoord demo: error: connection to 127.0.0.1:1/postgres failed: Connection refused; "
             "is the server running on that host and accepting TCP/IP connections?\n",
         ),
     ],

@@ -107,7 +107,7 @@ WORKER_OPTIONS = (
         "--batch",
         "N",
         options.CLAIM_LIMIT,
-        "messages claimed in one call (at most --burst with a rate limit)",
+        "messages claimed in one call (capped at --burst with a rate limit)",
     ),
     WorkerOption(
         "--skip-stale-every",

@@ -65,7 +65,7 @@ TITLES = {
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; the exit status is that of every pgcoord command, 1 also when a
     check failed."""
-    return guarded("pgcoord demo: ", lambda: _play(build_parser().parse_args(argv)))
+    return guarded("pgcoord demo: error: ", lambda: _play(build_parser().parse_args(argv)))
 
 
 def _play(args: argparse.Namespace) -> int:

@@ -110,7 +110,7 @@ class Deadline(Exception):
 def main(argv: list[str] | None = None) -> int:
     """Run the torture; the exit status is that of every pgcoord command, 1 also when a
     check failed."""
-    return guarded("pgcoord torture: ", lambda: _play(build_parser().parse_args(argv)))
+    return guarded("pgcoord torture: error: ", lambda: _play(build_parser().parse_args(argv)))
 
 
 def _play(args: argparse.Namespace) -> int:
@@ -143,9 +143,14 @@ def _play(args: argparse.Namespace) -> int:
             finally:
                 result.update(torture.summary())
     except (CannotRun, Deadline, SceneError, psycopg.Error, PgcoordError) as exc:
-        result.update(ok=False, error=one_line(exc))
+        cause = (
+            database.connection_cause(exc)
+            if isinstance(exc, psycopg.OperationalError)
+            else one_line(exc)
+        )
+        result.update(ok=False, error=cause)
         _write(args.json, result, report)
-        raise CommandError(f"the run broke: {one_line(exc)}") from exc
+        raise CommandError(f"the run broke: {cause}") from exc
     took = time.perf_counter() - start
     ok = bool(report.checks) and not report.failed
     result.update(ok=ok, took=round(took, 1))
