@@ -149,6 +149,23 @@ def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
         assert f"    {command} " in out
 
 
+def test_version_option_names_the_driver(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"pgcoord {releases.latest()}\n"
+
+
+def test_options_may_come_before_their_command(
+    db_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    assert cli.main(["--database-url", db_url, "status"]) == 0
+    assert capsys.readouterr().out == EMPTY_STATUS
+    assert cli.main(["--database-url", db_url]) == 2
+    assert capsys.readouterr().err.startswith("pgcoord: error: no COMMAND given (one of migrate, ")
+
+
 def test_demo_gets_the_rest_of_the_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[list[str]] = []
 
@@ -159,6 +176,8 @@ def test_demo_gets_the_rest_of_the_command_line(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr("pgcoord.demo.main.main", fake_main)
     assert cli.main(["demo", "--help", "--database-url", "x"]) == 3
     assert seen == [["--help", "--database-url", "x"]]
+    assert cli.main(["--database-url", "x", "demo", "--seed", "1"]) == 3
+    assert seen[-1] == ["--database-url", "x", "--seed", "1"]
 
 
 def test_console_script(db_url: str) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 import psycopg
 
+from .. import __version__
 from ..errors import PgcoordError
 from .command import Command, Passthrough
 from .errors import FAILED, INTERRUPTED, USAGE, CommandError, UsageError, one_line
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Coordination primitives in PostgreSQL (schema pgcoord).",
         formatter_class=CommandsFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     for command in commands():
         if isinstance(command, Passthrough):
@@ -111,6 +113,7 @@ def _flush_stdout() -> None:
 
 
 def _dispatch(argv: list[str]) -> int:
+    argv = _command_first(argv)
     for command in commands():
         if isinstance(command, Passthrough) and argv[:1] == [command.name]:
             module = importlib.import_module(command.module)
@@ -118,6 +121,17 @@ def _dispatch(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
     return run(args)
+
+
+def _command_first(argv: list[str]) -> list[str]:
+    """`pgcoord --database-url URL status` as `pgcoord status --database-url URL`: the
+    options of a command may come before it too."""
+    if not argv or not argv[0].startswith("-") or argv[0] in {"-h", "--help", "--version"}:
+        return argv
+    for n, word in enumerate(argv):
+        if word in COMMANDS:
+            return [word, *argv[:n], *argv[n + 1 :]]
+    raise UsageError(f"no COMMAND given (one of {', '.join(COMMANDS)}; see {PROG} --help)")
 
 
 def _say(prefix: str, message: str) -> None:
