@@ -453,6 +453,13 @@ def test_the_throughput_is_what_the_watch_saw_over_the_last_minute() -> None:
     seen.add(80.0, 80)
     assert seen.per_second(stats) == 20 / 70  # the look at 0 s is more than a minute old
 
+    slow = watch.Throughput()
+    slow.add(0.0, 10)
+    slow.add(1.0, 10)
+    assert slow.per_second(stats) == 2.0  # nothing through yet: still the run's last minute
+    slow.add(61.0, 10)
+    assert slow.per_second(stats) == 0.0  # a whole minute seen without a message through
+
 
 def test_the_progress_never_reads_100_percent_before_the_end() -> None:
     assert (percent(1999, 2000), percent(2000, 2000), percent(0, 0)) == ("99.9%", "100.0%", "-")

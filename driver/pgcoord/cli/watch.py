@@ -61,7 +61,9 @@ class Throughput:
 
     def per_second(self, stats: CampaignStats) -> float:
         (first, before), (last, now) = self.samples[0], self.samples[-1]
-        if last > first:
+        # until the watch has seen a message through (or a whole window without one),
+        # the run's sends of the last minute: a slow run has an estimate from the start
+        if last > first and (now > before or last - first >= WINDOW):
             return (now - before) / (last - first)
         return stats.sent_last_minute / 60
 
