@@ -1166,6 +1166,11 @@ class Runtime(Generic[Item]):
 
     # -- stopping, waking, upkeep -----------------------------------------------------
 
+    def _in_flight(self) -> str:
+        """The items in flight, counted: '1 message', '3 messages'."""
+        count = len(self._flights)
+        return f"{count} {self.work.noun}{'' if count == 1 else 's'}"
+
     async def _drain(self, grace: float) -> None:
         """Wait up to `grace` for the items in flight, then cancel the handlers of the
         rest and wait while they are given back."""
@@ -1173,16 +1178,14 @@ class Runtime(Generic[Item]):
             return
         if grace > 0 and not self._hurry.is_set():
             log.info(
-                "stopping: waiting up to %g s for %d %ss in flight (stop again to give "
+                "stopping: waiting up to %g s for %s in flight (stop again to give "
                 "them back now)",
                 grace,
-                len(self._flights),
-                self.work.noun,
+                self._in_flight(),
             )
             await _wait_either(self._idle, self._hurry, grace)
             if self._hurry.is_set() and self._flights:
-                count, noun = len(self._flights), self.work.noun
-                log.info("stopped again: giving back %d %ss now", count, noun)
+                log.info("stopped again: giving back %s now", self._in_flight())
         for flight in list(self._flights):
             flight.cancel()
         self._admit.set()  # the queued ones are given back
