@@ -1,5 +1,6 @@
-"""BufferWorker through a database outage: every connection of the worker is cut and
-new ones are refused for a while, then the database is back."""
+"""The workers through a database outage: every connection of the worker is cut and new
+ones are refused for a while, or nothing gets through (a partition), then the database
+is back."""
 
 from __future__ import annotations
 
@@ -8,12 +9,16 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from queuekit import LEASE, Queue
+from queuekit import run as run_queue
+from queuekit import worker as campaign_worker
 from workerkit import Inbox, run, running, wait_until, worker
 
-from pgcoord.types import Batch
+from pgcoord.types import Batch, CampaignMessage
 
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
@@ -186,3 +191,60 @@ def test_a_frozen_database_is_noticed_within_the_lease_and_a_stop_is_not_held_up
 
     with caplog.at_level(logging.WARNING, logger="pgcoord.worker"):
         run(test, db_url)
+
+
+def test_a_claim_no_heartbeat_can_extend_is_let_go_before_its_lease_runs_out(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A partition while a handler runs: no beat reaches the database, and once the
+    lease may have run out (another worker may hold the message then) the handler is
+    cancelled, before the server's lease ends. Once the database answers again, the
+    message comes back as attempt 2, never while attempt 1 still runs."""
+
+    async def test(queue: Queue) -> None:
+        proxy = Proxy(db_url)
+        loop = asyncio.get_running_loop()
+        started: list[tuple[int, float]] = []  # (attempt, when)
+        cancelled: list[float] = []
+
+        async def send(message: CampaignMessage) -> dict[str, Any]:
+            started.append((message.attempt, loop.time()))
+            if message.attempt == 1:
+                try:
+                    await asyncio.sleep(30)
+                except asyncio.CancelledError:
+                    cancelled.append(loop.time())
+                    raise
+            return {}
+
+        async def began() -> bool:
+            return bool(started)
+
+        async def was_cancelled() -> bool:
+            return bool(cancelled)
+
+        run_id = await queue.run()
+        async with proxy.serving(db_url) as url:
+            w = campaign_worker(send, url, run_id=run_id, concurrency=1, batch=1, listen=False)
+            task = asyncio.create_task(w.run())
+            await queue.enqueue(run_id, 1)
+            await wait_until(began, "the handler to start")
+            proxy.freeze()
+            await wait_until(was_cancelled, "the handler to be cancelled", 10)
+            # within the lease from the claim, which was sent before the handler started
+            assert cancelled[0] - started[0][1] < LEASE.total_seconds()
+            proxy.thaw()
+            await wait_until(lambda: queue.done(run_id, sent=1), "the message to be sent", 30)
+            w.stop()
+            await asyncio.wait_for(task, 30)
+        assert [attempt for attempt, _ in started] == [1, 2]
+        assert started[1][1] > cancelled[0]
+        said = [r.getMessage() for r in caplog.records if r.name == "pgcoord.worker"]
+        ran_out = (
+            f" of run {run_id} may have run out: no heartbeat reached the database for 2.7 s "
+            "(its lease less 10%); its handlers are cancelled"
+        )
+        assert [line for line in said if ran_out in line], said
+
+    with caplog.at_level(logging.WARNING, logger="pgcoord.worker"):
+        run_queue(test, db_url)

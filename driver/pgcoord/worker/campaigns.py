@@ -20,8 +20,9 @@ never completed). That call also claims the next batch when places are free
 one round trip per batch; the messages of one claim share one heartbeat.
 
 A handler that raises, or runs past `timeout` (default 30 s, then it is cancelled),
-fails its try: the message comes back after the run's backoff (or after
-`Retry.after`), and is failed for good with its error kept after the run's last retry.
+fails its try: the message comes back after the run's backoff (or after `Retry.after`
+when that is later), and is failed for good with its error kept after the run's last
+retry.
 A handler that raises `RateLimited(after)` (the provider answered 429 with Retry-After)
 snoozes its message without spending a try and pauses the shared rate key, so every
 worker of the fleet waits.

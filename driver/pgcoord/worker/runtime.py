@@ -16,6 +16,9 @@ snooze or give back one of them. The runtime owns everything else, once:
 - per claim: one heartbeat extends the claim every third of the lease (once for all the
   items that share its token, when the work's items do), and cancels the handlers of
   its items when the claim is lost; a claim settled before its first beat costs a timer;
+  when no beat has reached the database for most of the lease (a partition, a frozen
+  server: the claim may be another worker's by the time the lease has run out), its
+  handlers are cancelled too, as `Client.lock` ends its lease (config.LEASE_SAFETY_MARGIN);
 - completions are batched: successes queue up while a completion call is in flight, and
   the next call completes all of them (one round trip for many, when the work allows);
   when the work can, that call also claims the next items (`complete_then_claim`), so a
@@ -57,7 +60,7 @@ from psycopg import sql as pgsql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .. import arguments, rates_async
-from ..config import async_pool
+from ..config import LEASE_SAFETY_MARGIN, async_pool
 from ..errors import ClaimLost, HandlerTimeout, InvalidArgument, RateLimited, Retry
 from ..lease import default_owner
 
@@ -267,6 +270,9 @@ class Lease(Generic[Item]):
     holding: int = 0  # flights whose claims still need the heartbeat
     timer: asyncio.TimerHandle | None = None
     beat: asyncio.Task[None] | None = None
+    # when the claim may have run out, by the loop's clock: the lease (less its safety
+    # margin) from the send of the claim or of its last extend that the database answered
+    expiry: asyncio.TimerHandle | None = None
 
     @property
     def beating(self) -> bool:
@@ -298,6 +304,8 @@ class Lease(Generic[Item]):
                 self.timer.cancel()
             if self.beat is not None:
                 self.beat.cancel()
+            if self.expiry is not None:
+                self.expiry.cancel()
 
 
 # the flight of the running handler's task, for complete_in
@@ -473,7 +481,9 @@ class Runtime(Generic[Item]):
         self._idle.set()
         self._tasks: set[asyncio.Task[None]] = set()  # the items' tasks and heartbeats
         self._beat_every = lease.total_seconds() / 3
+        self._safe_for = lease.total_seconds() * (1 - LEASE_SAFETY_MARGIN)
         self._claiming = False  # a claim call is in flight (of either loop)
+        self._claim_asked = 0.0  # when the completions' last call was sent (loop clock)
         # completions claim the next items with their call, when the work can
         self._claims_with_completions = (
             type(work).complete_then_claim is not Work.complete_then_claim
@@ -662,11 +672,12 @@ class Runtime(Generic[Item]):
         """Claim up to `want` items and queue them for a slot; return how many, and how
         long to sleep (None: until a place frees; 0: an item is due now)."""
         self._claiming = True
+        asked = asyncio.get_running_loop().time()
         try:
             items = await self._db(lambda conn: self.work.claim(conn, self.name, want, self.lease))
         finally:
             self._claiming = False
-        self._hold(items)
+        self._hold(items, asked)
         if len(items) == want:
             self._busy()
             return len(items), None if self._want() == 0 else 0
@@ -718,9 +729,10 @@ class Runtime(Generic[Item]):
     async def _mark_busy(self, conn: AsyncConn) -> None:
         self._busy_held = await self.work.busy(conn)
 
-    def _hold(self, items: list[Item]) -> None:
+    def _hold(self, items: list[Item], asked: float) -> None:
         """Hold claimed items, queued for a slot; one lease (heartbeat) per claim token
-        when the work's items share them."""
+        when the work's items share them. `asked`: when the claim was sent (the loop's
+        clock)."""
         if items:
             now = time.monotonic()
             loop = asyncio.get_running_loop()
@@ -732,6 +744,7 @@ class Runtime(Generic[Item]):
                 if lease is None:
                     lease = leases[key] = Lease()
                     lease.timer = loop.call_later(self._beat_every, self._first_beat, lease)
+                    lease.expiry = loop.call_at(asked + self._safe_for, self._ran_out, lease)
                 flight = Flight(self.work, item, lease, claimed=now)
                 lease.flights.append(flight)
                 lease.holding += 1
@@ -902,6 +915,8 @@ class Runtime(Generic[Item]):
             flight = lease.holder()
             if flight is None:
                 return
+            loop = asyncio.get_running_loop()
+            asked = loop.time()
             try:
                 until = await self._db(
                     functools.partial(self.work.extend, item=flight.item, lease=self.lease)
@@ -916,18 +931,43 @@ class Runtime(Generic[Item]):
             if until is None:
                 if flight.completed:
                     continue  # by complete_in: the others of the claim are still held
-                for other in lease.flights:
-                    if other.holding and not other.completed:
-                        other.lost = True
-                        if other.in_handler and other.task is not None:
-                            other.task.cancel()
-                        elif other.task is None:
-                            log.warning(
-                                "lost the claim of %s before its handler started",
-                                self.work.describe(other.item),
-                            )
+                self._lose(lease)
                 return
+            if lease.expiry is not None and lease.beating:
+                lease.expiry.cancel()
+                lease.expiry = loop.call_at(asked + self._safe_for, self._ran_out, lease)
             await asyncio.sleep(self._beat_every)
+
+    def _ran_out(self, lease: Lease[Item]) -> None:
+        """No beat has reached the database for the lease, less its safety margin: the
+        claim may be another worker's by now. Its handlers are cancelled, as for a lost
+        claim (the items are not given back: the lease decides)."""
+        flight = lease.holder()
+        if not lease.beating or flight is None:
+            return
+        log.warning(
+            "the claim of %s may have run out: no heartbeat reached the database for %s s "
+            "(its lease less %d%%); its handlers are cancelled",
+            self.work.describe(flight.item),
+            _seconds(timedelta(seconds=self._safe_for)),
+            round(LEASE_SAFETY_MARGIN * 100),
+        )
+        self._lose(lease)
+
+    def _lose(self, lease: Lease[Item]) -> None:
+        """The claim is lost: cancel the handlers of its items, and let those not started
+        go."""
+        for other in lease.flights:
+            if other.holding and not other.completed:
+                other.lost = True
+                if other.in_handler and other.task is not None:
+                    other.task.cancel()
+                elif other.task is None:
+                    log.warning(
+                        "lost the claim of %s before its handler started",
+                        self.work.describe(other.item),
+                    )
+        self._admit.set()  # the queued ones of the claim are let go
 
     async def _settle(
         self, flight: Flight[Item], result: Any, error: BaseException | None, cancelled: bool
@@ -1100,7 +1140,7 @@ class Runtime(Generic[Item]):
                             self.work.attempt(flight.item),
                         )
                     self._forget(flight)
-                self._hold(claimed)
+                self._hold(claimed, self._claim_asked)
 
     async def _complete(
         self, batch: list[tuple[Flight[Item], Any]]
@@ -1109,6 +1149,7 @@ class Runtime(Generic[Item]):
         can and places will be free; per item whether its claim was current (None: the
         call failed, the lease decides), and the items claimed."""
         done = [(flight.item, outcome) for flight, outcome in batch]
+        self._claim_asked = asyncio.get_running_loop().time()
         want = 0
         if self._claims_with_completions and not self._stopping.is_set():
             want = self._want(freed=len(batch))
@@ -1178,8 +1219,7 @@ class Runtime(Generic[Item]):
             return
         if grace > 0 and not self._hurry.is_set():
             log.info(
-                "stopping: waiting up to %g s for %s in flight (stop again to give "
-                "them back now)",
+                "stopping: waiting up to %g s for %s in flight (stop again to give them back now)",
                 grace,
                 self._in_flight(),
             )
