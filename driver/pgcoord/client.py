@@ -1,9 +1,9 @@
 # DO NOT CHANGE! Generated from client_async.py by scripts/async-to-sync;
 # change the original instead.
-"""Client: every call of `locks` and `inbox` over a pool of autocommit
-connections, one connection and one round trip per call, and `lock()`, a lease held for
-a block and kept alive by a heartbeat (`lease.heartbeat_thread`) on a lease pool of its
-own, which callers never use.
+"""Client: every call of `locks`, `inbox`, `campaigns` and
+`rates` over a pool of autocommit connections, one connection and one round trip
+per call, and `lock()`, a lease held for a block and kept alive by a heartbeat
+(`lease.heartbeat_thread`) on a lease pool of its own, which callers never use.
 
 Each method is its call with the connection taken from the pool (`pooled`): same name,
 arguments, defaults, result and docstring, so a new call costs one line here.
@@ -40,8 +40,14 @@ def pooled(
 
     @functools.wraps(call)
     def method(self: Client, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        with self.pool.connection() as conn:
-            return call(conn, *args, **kwargs)
+        conn: psycopg.Connection[Any] | None = None
+        try:
+            with self.pool.connection() as conn:
+                return call(conn, *args, **kwargs)
+        except psycopg.OperationalError:
+            if conn is not None and conn.closed:
+                swept(self.pool)
+            raise
 
     signature = inspect.signature(call)
     connection, *parameters = signature.parameters.values()
@@ -55,8 +61,30 @@ def pooled(
     return method
 
 
+def swept(pool: Pool) -> None:
+    """A call found its connection dead (killed connections, a restarted server): check
+    the pool's idle ones now, so that the next calls do not meet the others one by one."""
+    pool.check()
+
+
+def released(pool: Pool, lease: Lease) -> bool:
+    """The `lock_release` of a block's exit. On a dead connection, once more after the
+    pool is swept: a release is safe to repeat (one that did free the key answers False
+    the second time, and the lease then says lost, never held)."""
+    conn: psycopg.Connection[Any] | None = None
+    try:
+        with pool.connection() as conn:
+            return locks.lock_release(conn, lease.key, lease.owner)
+    except psycopg.OperationalError:
+        if conn is None or not conn.closed:
+            raise
+    swept(pool)
+    with pool.connection() as conn:
+        return locks.lock_release(conn, lease.key, lease.owner)
+
+
 class Client:
-    """Lease locks and the inbox calls over a connection pool.
+    """Lease locks, the inbox, the campaign queue and rate limits over a connection pool.
 
     With `conninfo` the client opens its own pool (`config.pool`; an empty conninfo
     uses the libpq environment) and closes it in `close()`. Its connections are
@@ -211,6 +239,4 @@ class Client:
                 yield lease
         finally:
             shared = self._heartbeat_conninfo is None and has_room(self._pool)
-            pool = self._pool if shared else leases
-            with pool.connection() as conn:
-                lease.ended(locks.lock_release(conn, key, lease.owner))
+            lease.ended(released(self._pool if shared else leases, lease))

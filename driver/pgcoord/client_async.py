@@ -1,7 +1,7 @@
-"""AsyncClient: every call of `locks_async` and `inbox_async` over a pool of autocommit
-connections, one connection and one round trip per call, and `lock()`, a lease held for
-a block and kept alive by a heartbeat (`lease.heartbeat_task`) on a lease pool of its
-own, which callers never use.
+"""AsyncClient: every call of `locks_async`, `inbox_async`, `campaigns_async` and
+`rates_async` over a pool of autocommit connections, one connection and one round trip
+per call, and `lock()`, a lease held for a block and kept alive by a heartbeat
+(`lease.heartbeat_task`) on a lease pool of its own, which callers never use.
 
 Each method is its call with the connection taken from the pool (`pooled`): same name,
 arguments, defaults, result and docstring, so a new call costs one line here.
@@ -38,8 +38,14 @@ def pooled(
 
     @functools.wraps(call)
     async def method(self: AsyncClient, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        async with self.pool.connection() as conn:
-            return await call(conn, *args, **kwargs)
+        conn: psycopg.AsyncConnection[Any] | None = None
+        try:
+            async with self.pool.connection() as conn:
+                return await call(conn, *args, **kwargs)
+        except psycopg.OperationalError:
+            if conn is not None and conn.closed:
+                await swept(self.pool)
+            raise
 
     signature = inspect.signature(call)
     connection, *parameters = signature.parameters.values()
@@ -53,8 +59,30 @@ def pooled(
     return method
 
 
+async def swept(pool: AsyncPool) -> None:
+    """A call found its connection dead (killed connections, a restarted server): check
+    the pool's idle ones now, so that the next calls do not meet the others one by one."""
+    await pool.check()
+
+
+async def released(pool: AsyncPool, lease: Lease) -> bool:
+    """The `lock_release` of a block's exit. On a dead connection, once more after the
+    pool is swept: a release is safe to repeat (one that did free the key answers False
+    the second time, and the lease then says lost, never held)."""
+    conn: psycopg.AsyncConnection[Any] | None = None
+    try:
+        async with pool.connection() as conn:
+            return await locks_async.lock_release(conn, lease.key, lease.owner)
+    except psycopg.OperationalError:
+        if conn is None or not conn.closed:
+            raise
+    await swept(pool)
+    async with pool.connection() as conn:
+        return await locks_async.lock_release(conn, lease.key, lease.owner)
+
+
 class AsyncClient:
-    """Lease locks and the inbox calls over a connection pool.
+    """Lease locks, the inbox, the campaign queue and rate limits over a connection pool.
 
     With `conninfo` the client opens its own pool (`config.async_pool`; an empty conninfo
     uses the libpq environment) and closes it in `close()`. Its connections are
@@ -209,6 +237,4 @@ class AsyncClient:
                 yield lease
         finally:
             shared = self._heartbeat_conninfo is None and has_room(self._pool)
-            pool = self._pool if shared else leases
-            async with pool.connection() as conn:
-                lease.ended(await locks_async.lock_release(conn, key, lease.owner))
+            lease.ended(await released(self._pool if shared else leases, lease))

@@ -92,10 +92,11 @@ class LockNotAcquired(PgcoordError):
 
 
 class LeaseLost(PgcoordError):
-    """The lease ended before the block did: it expired, or another owner took the key."""
+    """The lease ended before the block did: it expired, or another owner took the key
+    (or, checked after its block, the block's exit released it)."""
 
-    def __init__(self, key: str, owner: str, token: int) -> None:
-        super().__init__(f"lease of {key!r} by {owner!r} (token {token}) was lost")
+    def __init__(self, key: str, owner: str, token: int, how: str = "was lost") -> None:
+        super().__init__(f"lease of {key!r} by {owner!r} (token {token}) {how}")
         self.key = key
         self.owner = owner
         self.token = token
@@ -128,9 +129,11 @@ class ClaimLost(PgcoordError):
 
 
 class Retry(Exception):
-    """Raised by a handler to give the batch back with its own delay (a timedelta or
+    """Raised by a handler to give the item back with its own delay (a timedelta or
     seconds), for instance the provider's Retry-After on HTTP 429. It counts as a failed
-    try, like any error."""
+    try, like any error. A buffer's batch comes back after `after`; a campaign message
+    after its run's backoff, or after `after` when that is later (campaign_fail's
+    p_retry_after)."""
 
     def __init__(self, after: timedelta | float, reason: str = "retry requested") -> None:
         super().__init__(reason)

@@ -27,7 +27,8 @@ from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timedelta
 from uuid import uuid4
 
-from psycopg_pool import PoolClosed
+import psycopg
+from psycopg_pool import PoolClosed, PoolTimeout
 
 from . import arguments
 from .config import LEASE_SAFETY_MARGIN, AsyncPool, Pool
@@ -35,6 +36,9 @@ from .errors import LeaseLost
 from .types import Lock
 
 log = logging.getLogger(__name__)
+
+# what the database or the network did, logged in one line, not as a traceback
+FAULTS = (psycopg.OperationalError, PoolTimeout, OSError, TimeoutError)
 
 # how long a block's exit waits for a heartbeat thread still inside its lock_extend
 # (a stalled server or network); the thread is then left to end on its own
@@ -48,7 +52,8 @@ class Lease:
     server's expiry, moved forward by each heartbeat. `lost` turns true when the lease
     may have run out (see the module documentation) or a heartbeat found it gone;
     `remaining` is how long it is safe to go on. `released` says, after the block,
-    whether the exit's `lock_release` freed the key.
+    whether the exit's `lock_release` freed the key; from then on the lease is held no
+    more: `remaining` is zero and `check()` raises, whether or not it was `lost`.
 
     `sent` is the `time.monotonic()` at which the grant was asked for.
     """
@@ -90,15 +95,17 @@ class Lease:
     @property
     def remaining(self) -> timedelta:
         """How long the lease is safely held, unless a heartbeat renews it (zero once
-        lost)."""
-        if self._lost:
+        lost, and once its block has ended)."""
+        if self._lost or self.released is not None:
             return timedelta(0)
         return timedelta(seconds=max(0.0, self._safe_until - time.monotonic()))
 
     def check(self) -> None:
-        """Raise LeaseLost when the lease is lost (see `lost`)."""
+        """Raise LeaseLost when the lease is lost (see `lost`), or its block has ended."""
         if self.lost:
             raise LeaseLost(self.key, self.owner, self.token)
+        if self.released is not None:
+            raise LeaseLost(self.key, self.owner, self.token, "was released by its block")
 
     def extended(self, expires_at: datetime | None, sent: float) -> bool:
         """Record a `lock_extend` sent at `sent` (monotonic) and its result (None: lost);
@@ -119,7 +126,12 @@ class Lease:
             self._lost = True
 
     def __repr__(self) -> str:
-        state = "lost" if self.lost else f"until {self._expires_at.isoformat()}"
+        if self.lost:
+            state = "lost"
+        elif self.released is not None:
+            state = "released"
+        else:
+            state = f"until {self._expires_at.isoformat()}"
         return f"<Lease {self.key!r} by {self.owner!r} token {self.token} {state}>"
 
 
@@ -218,9 +230,18 @@ def _next_beat(
         if lease.lost:
             log.warning("heartbeat of lock %r failed past the lease's safe time", lease.key)
             return None
-        log.warning("heartbeat of lock %r failed, retrying", lease.key, exc_info=outcome)
+        if isinstance(outcome, FAULTS):  # the database or the network: one line
+            log.warning("heartbeat of lock %r failed, retrying: %s", lease.key, one_line(outcome))
+        else:
+            log.warning("heartbeat of lock %r failed, retrying", lease.key, exc_info=outcome)
         return interval / 3
     return interval if lease.extended(outcome, sent) else None
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: its class and its first line of text."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def has_room(pool: Pool | AsyncPool) -> bool:

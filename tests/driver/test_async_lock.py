@@ -74,6 +74,9 @@ def test_a_contender_gets_lock_not_acquired_carrying_the_holder(db_url: str) -> 
         assert lease.released is True and not lease.lost
         assert await client.lock_status() == []
         assert heartbeats() == []
+        assert lease.remaining == timedelta(0)
+        with pytest.raises(LeaseLost, match=r"\(token \d+\) was released by its block"):
+            lease.check()
 
     run(test, db_url)
 

@@ -66,6 +66,30 @@ def test_a_contender_gets_lock_not_acquired_carrying_the_holder(client: Client) 
         assert client.lock_is_current("k", lease.token)
     assert lease.released is True and not lease.lost
     assert client.lock_status() == []
+    # released by the block's exit: no longer held, whatever `lost` says of the block
+    assert lease.remaining == timedelta(0)
+    with pytest.raises(LeaseLost, match=r"\(token \d+\) was released by its block"):
+        lease.check()
+    assert repr(lease).endswith(" released>")
+
+
+def test_the_exit_releases_the_lock_after_the_clients_connections_were_killed(
+    client: Client, conn: psycopg.Connection[Any]
+) -> None:
+    """Killed connections (a failover, an admin) while the block runs: the heartbeat
+    carries on, the exit's release still frees the key, and the next call of the client
+    finds a live connection."""
+    client.lock_status()  # the pool's connection is open and idle
+    with client.lock("k", ttl=timedelta(seconds=6), heartbeat=timedelta(seconds=0.2)) as lease:
+        killed = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+        assert killed is not None and killed[0] >= 2  # the client's and the heartbeat's
+        beat = lease.expires_at
+        wait_until(lambda: lease.expires_at > beat, "a heartbeat after the kill")
+    assert lease.released is True and not lease.lost
+    assert client.lock_status() == []
 
 
 def test_the_lock_is_released_on_an_exception_and_the_heartbeat_stops(client: Client) -> None:

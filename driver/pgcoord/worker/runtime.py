@@ -57,12 +57,12 @@ from typing import Any, ClassVar, Generic, LiteralString, TypeVar
 
 import psycopg
 from psycopg import sql as pgsql
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 
 from .. import arguments, rates_async
 from ..config import LEASE_SAFETY_MARGIN, async_pool
 from ..errors import ClaimLost, HandlerTimeout, InvalidArgument, RateLimited, Retry
-from ..lease import default_owner
+from ..lease import FAULTS, default_owner, one_line
 
 # one logger for every kind of worker: operators filter on it
 log = logging.getLogger("pgcoord.worker")
@@ -94,7 +94,6 @@ COMPLETE_BATCH = 100
 COMPLETE_LINGER = 0.05
 STOPPED = "worker stopped before the handler finished"
 # the faults of the database or the network: logged as one line each, not a traceback
-FAULTS = (psycopg.OperationalError, PoolTimeout, OSError, TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -341,12 +340,6 @@ def _seconds(value: timedelta) -> str:
     """A duration in a log line: seconds to the millisecond, without trailing zeros
     ('0.999', '300', '2592000')."""
     return f"{value.total_seconds():.3f}".rstrip("0").rstrip(".")
-
-
-def _one_line(exc: BaseException) -> str:
-    """An exception as one line: its class and its first line of text."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 async def _resolved(value: Any) -> Any:
@@ -619,7 +612,7 @@ class Runtime(Generic[Item]):
         sweep the pool's dead connections at once, not one call at a time), the
         traceback for anything else."""
         if isinstance(exc, FAULTS):
-            cause = _one_line(exc)
+            cause = one_line(exc)
             if isinstance(exc, TimeoutError) and not str(exc):
                 cause = f"the database did not answer within {self.call_timeout:g} s"
             log.warning(message + ": %s", *args, cause)
