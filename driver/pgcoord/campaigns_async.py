@@ -12,9 +12,8 @@ loop.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -30,6 +29,7 @@ from .config import (
     CAMPAIGN_STALE_AFTER,
     PRUNE_LIMIT,
 )
+from .jsonb import jsonb
 from .types import (
     CampaignEnqueued,
     CampaignFailure,
@@ -121,9 +121,10 @@ async def campaign_complete(
     """Mark the message 'sent' with its `metrics` (tokens used, timings...); False, and
     nothing changed, when the claim is no longer current."""
     try:
-        stored = Jsonb(dict(metrics or {}), dumps=_dumps)
+        metrics = dict(metrics or {})
     except (TypeError, ValueError) as exc:
         raise arguments.retyped(exc) from None
+    stored = jsonb(metrics, "campaign_complete: metrics")
     params = {
         "message_id": message_id,
         "claim_token": claim_token,
@@ -140,7 +141,7 @@ async def campaign_complete_many(
 ) -> int:
     """`campaign_complete` for many messages in one statement (element i of each sequence
     belongs together); return how many were current and are now 'sent'."""
-    params = _many(message_ids, claim_tokens, metrics)
+    params = _many(message_ids, claim_tokens, metrics, "campaign_complete_many")
     return int(await query_async.value(conn, sql.CAMPAIGN_COMPLETE_MANY, params))
 
 
@@ -152,7 +153,7 @@ async def campaign_completed(
 ) -> set[int]:
     """`campaign_complete_many` that answers which messages it completed (the others'
     claims were no longer current)."""
-    params = _many(message_ids, claim_tokens, metrics)
+    params = _many(message_ids, claim_tokens, metrics, "campaign_completed")
     completed: list[int] | None = await query_async.value(conn, sql.CAMPAIGN_COMPLETED, params)
     return set(completed or ())
 
@@ -171,7 +172,7 @@ async def campaign_completed_then_claim(
     completions and its next claim in one round trip and one transaction (an error of
     either undoes both). The ids it completed, and the messages claimed."""
     params = {
-        **_many(message_ids, claim_tokens, metrics),
+        **_many(message_ids, claim_tokens, metrics, "campaign_completed_then_claim"),
         "worker": worker,
         "limit": limit,
         "lease": lease,
@@ -330,33 +331,25 @@ async def campaign_prune(
 def _items(items: Iterable[Mapping[str, Any]]) -> Jsonb:
     """The items of an enqueue, as the JSON array the function takes."""
     try:
-        return Jsonb([dict(item) for item in items], dumps=_dumps)
+        listed = [dict(item) for item in items]
     except (TypeError, ValueError) as exc:
         raise arguments.retyped(exc) from None
+    return jsonb(listed, "campaign_enqueue: items")
 
 
 def _many(
     message_ids: Sequence[int],
     claim_tokens: Sequence[int],
     metrics: Sequence[Mapping[str, Any]] | None,
+    call: str,
 ) -> dict[str, Any]:
     try:
-        return {
-            "message_ids": bigints(message_ids),
-            "claim_tokens": bigints(claim_tokens),
-            "metrics": None if metrics is None else Jsonb([dict(m) for m in metrics], dumps=_dumps),
-        }
+        ids, tokens = bigints(message_ids), bigints(claim_tokens)
+        each = None if metrics is None else [dict(m) for m in metrics]
     except (TypeError, ValueError) as exc:
         raise arguments.retyped(exc) from None
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-# one encoder for every call: json.dumps builds one per call when given options
-_dumps = json.JSONEncoder(default=_json_default, separators=(",", ":")).encode
+    return {
+        "message_ids": ids,
+        "claim_tokens": tokens,
+        "metrics": None if each is None else jsonb(each, f"{call}: metrics"),
+    }

@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from . import arguments, query_async, sql
 from .arrays import bigints
@@ -25,6 +24,7 @@ from .config import (
     INGEST_MAX_WAIT,
     PRUNE_LIMIT,
 )
+from .jsonb import jsonb
 from .types import Batch, BatchWithPayloads, BufferStatus, Ingested, MessagePayload
 
 
@@ -43,9 +43,10 @@ async def message_ingest(
     (provider, provider_message_id) returns the original with `duplicate` True. Raises
     `Conflict` when the repeat has a different conversation key or body."""
     try:
-        stored = Jsonb(dict(payload) if payload is not None else {})
+        payload = dict(payload) if payload is not None else {}
     except (TypeError, ValueError) as exc:
         raise arguments.retyped(exc) from None
+    stored = jsonb(payload, "message_ingest: payload")
     params = {
         "provider": provider,
         "provider_message_id": provider_message_id,

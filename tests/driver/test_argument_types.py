@@ -9,7 +9,7 @@ import asyncio
 import inspect
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import Any
 
@@ -216,6 +216,71 @@ def test_a_value_that_cannot_be_sent_names_the_argument(
             asyncio.run(through_async(name, arguments))
 
 
+INGEST = {"provider": "p", "provider_message_id": "m", "conversation_key": "c", "body": "b"}
+# values of the right type that JSON or PostgreSQL cannot hold:
+# (call, arguments, the error, what its message says)
+UNHOLDABLE: list[tuple[str, dict[str, Any], type[Exception], str]] = [
+    (
+        "message_ingest",
+        INGEST | {"payload": {"score": float("nan")}},
+        ValueError,
+        r"^message_ingest: payload: Out of range float values are not JSON compliant",
+    ),
+    (
+        "campaign_enqueue",
+        {"run_id": 1, "items": [{"recipient": "r", "payload": {"x": float("inf")}}]},
+        ValueError,
+        r"^campaign_enqueue: items: Out of range float",
+    ),
+    (
+        "campaign_complete_many",
+        {"message_ids": [1], "claim_tokens": [1], "metrics": [{"ms": float("-inf")}]},
+        ValueError,
+        r"^campaign_complete_many: metrics: Out of range float",
+    ),
+    (
+        "campaign_complete",
+        {"message_id": 1, "claim_token": 1, "metrics": {"at": object()}},
+        TypeError,
+        r"^campaign_complete: metrics: object <object object at .*> has no JSON form",
+    ),
+    (
+        "message_ingest",
+        INGEST | {"payload": {"name": "a\x00b"}},
+        ValueError,
+        r"^message_ingest: payload: a text in it holds a NUL character, which jsonb cannot",
+    ),
+    (
+        "message_ingest",
+        INGEST | {"body": "a\x00b"},
+        ValueError,
+        r"^body: a text holding a NUL character, which PostgreSQL cannot",
+    ),
+]
+
+
+def test_a_value_json_or_postgresql_cannot_hold_names_the_argument(
+    conn: psycopg.Connection[Any], client: Client
+) -> None:
+    """NaN, an infinity, an object with no JSON form, a NUL character: refused before
+    anything reaches the server, naming the argument, and the connection goes on."""
+    for name, arguments, error, said in UNHOLDABLE:
+        module = next(m for m in SYNC if hasattr(m, name))
+        with pytest.raises(error, match=said) as caught:
+            getattr(module, name)(conn, **arguments)
+        assert getattr(caught.value.__cause__, "sqlstate", None) is None, "nothing was sent"
+        with pytest.raises(error, match=said):
+            getattr(client, name)(**arguments)
+    assert locks.lock_acquire(conn, "k", "o", ttl=SECOND).acquired
+
+
+def test_dates_and_times_in_any_json_argument_go_as_iso_text(conn: psycopg.Connection[Any]) -> None:
+    at = datetime(2026, 12, 4, 18, 0, tzinfo=UTC)
+    ingested = inbox.message_ingest(conn, "p", "m", "c", "b", payload={"at": at})
+    stored = inbox.message_payloads(conn, [ingested.message_id])
+    assert stored == {ingested.message_id: {"at": "2026-12-04T18:00:00+00:00"}}
+
+
 def test_the_lease_of_a_client_lock_and_the_workers_intervals_are_timedeltas(
     client: Client, db_url: str
 ) -> None:
@@ -231,6 +296,10 @@ def test_the_lease_of_a_client_lock_and_the_workers_intervals_are_timedeltas(
     for worker, option in ((BufferWorker, "lease"), (CampaignWorker, "grace")):
         with pytest.raises(TypeError, match=rf"^{option} must be a timedelta, got int 60$"):
             worker(handler, db_url, **{option: 60})
+    with pytest.raises(TypeError, match=r"^retry_in must be a timedelta, got int 5$"):
+        BufferWorker(handler, db_url, retry_in=5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^skip_stale_every must be a timedelta or None, got"):
+        CampaignWorker(handler, db_url, skip_stale_every=60)  # type: ignore[arg-type]
 
 
 def test_a_transaction_stays_usable_for_the_caller_to_roll_back(

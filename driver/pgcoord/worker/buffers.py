@@ -52,7 +52,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from .. import inbox_async
+from .. import arguments, inbox_async
 from ..config import BUFFER_LEASE, BUFFER_RETRY_IN
 from ..types import Batch, BatchWithPayloads
 from .runtime import AsyncConn, AsyncPool, Failure, RateBudget, Runtime, Work, takes
@@ -161,6 +161,7 @@ class BufferWorker(Runtime[Batch]):
         rate: RateBudget | None = None,
         payloads: bool = False,
     ) -> None:
+        arguments.check("retry_in", retry_in, timedelta)
         if retry_in < timedelta(0):
             raise ValueError(f"retry_in must not be negative, got {retry_in}")
         _check_arguments(handler, 2 if payloads else 1)

@@ -46,7 +46,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from .. import campaigns_async, locks_async
+from .. import arguments, campaigns_async, locks_async
 from ..config import CAMPAIGN_CLAIM_LIMIT, CAMPAIGN_LEASE
 from ..types import CampaignMessage
 from .runtime import AsyncConn, AsyncPool, Failure, RateBudget, Runtime, Work, log, takes
@@ -208,6 +208,7 @@ class CampaignWorker(Runtime[CampaignMessage]):
     ) -> None:
         if not takes(handler, 1):
             raise TypeError("the handler takes one argument, the message (a CampaignMessage)")
+        arguments.check("skip_stale_every", skip_stale_every, timedelta | None)
         if skip_stale_every is not None and skip_stale_every <= timedelta(0):
             raise ValueError(f"skip_stale_every must be positive, got {skip_stale_every}")
         super().__init__(

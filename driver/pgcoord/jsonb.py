@@ -1,0 +1,43 @@
+"""The JSON arguments of the calls (a message's payload, a campaign message's metrics,
+the items of an enqueue), encoded once, when the call is made: a value JSON or
+PostgreSQL cannot hold is reported then, naming its argument, instead of surfacing as a
+driver or server error while the statement runs.
+
+Dates and times go as ISO text and timedeltas as seconds, in every JSON argument alike.
+NaN and the infinities have no JSON form (ValueError), nor has a NUL character in a
+PostgreSQL jsonb (ValueError); an object of a type with no JSON form raises TypeError.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+
+def jsonb(value: Any, argument: str) -> Jsonb:
+    """`value` as a jsonb parameter, encoded now; `argument` ("message_ingest: payload")
+    is what an error names."""
+    try:
+        text = _encode(value)
+    except ValueError as exc:  # allow_nan=False
+        raise ValueError(f"{argument}: {exc} (NaN and infinities have no JSON form)") from None
+    except (TypeError, RecursionError) as exc:
+        raise TypeError(f"{argument}: {exc}") from None
+    if "\\u0000" in text:
+        raise ValueError(f"{argument}: a text in it holds a NUL character, which jsonb cannot")
+    return Jsonb(value, dumps=lambda _: text)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    raise TypeError(f"{type(value).__name__} {value!r:.60} has no JSON form")
+
+
+# one encoder for every call: json.dumps builds one per call when given options
+_encode = json.JSONEncoder(default=_default, separators=(",", ":"), allow_nan=False).encode
