@@ -52,7 +52,17 @@ class Conflict(ServerError):
 
 class NotInstalled(ServerError):
     """3F000 / 42883 / 42P01: the pgcoord schema, a function or a view is missing (pgcoord is
-    not installed, or an older release is): run `pgcoord migrate`."""
+    not installed, or an older release is): run `pgcoord migrate`. The message says so
+    after the server's."""
+
+    def __init__(self, message: str, sqlstate: str | None = None, hint: str | None = None) -> None:
+        super().__init__(f"{message}: {MIGRATE}", sqlstate, hint)
+
+
+MIGRATE = (
+    "pgcoord, or the release with this call, is not installed in this database "
+    "(pgcoord migrate, or alembic upgrade head, installs it)"
+)
 
 
 class PermissionDenied(ServerError):

@@ -47,6 +47,10 @@ def test_a_missing_view_is_not_installed(empty_db_url: str) -> None:
             inbox.buffer_status(conn)
     assert caught.value.sqlstate == "42P01"
     assert isinstance(caught.value.__cause__, psycopg.errors.UndefinedTable)
+    assert str(caught.value).endswith(
+        ": pgcoord, or the release with this call, is not installed in this database "
+        "(pgcoord migrate, or alembic upgrade head, installs it)"
+    )
 
 
 def test_no_schema_is_not_installed(empty_db_url: str) -> None:
