@@ -87,7 +87,8 @@ Claims = dict[str, tuple[list[int], list[int]]]
 
 
 def compact(value: Any) -> str:
-    """JSON as the driver writes it: without spaces (the same bytes on both sides)."""
+    """JSON as the driver writes every JSON argument: without spaces (the same bytes on
+    both sides)."""
     return json.dumps(value, separators=(",", ":"))
 
 
@@ -140,7 +141,7 @@ def sides(conn: psycopg.Connection[Any], claims: Claims) -> dict[str, dict[str, 
             "provider_message_id": key,
             "conversation_key": key,
             "body": BODY,
-            "payload": Jsonb(PAYLOAD),
+            "payload": Jsonb(PAYLOAD, dumps=compact),
             "debounce": DEBOUNCE,
             "max_wait": MAX_WAIT,
         }

@@ -85,7 +85,7 @@ def test_the_exit_releases_the_lock_after_the_clients_connections_were_killed(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
         ).fetchone()
-        assert killed is not None and killed[0] >= 2  # the client's and the heartbeat's
+        assert killed is not None and killed[0] >= 1  # the client's idle one, at least
         beat = lease.expires_at
         wait_until(lambda: lease.expires_at > beat, "a heartbeat after the kill")
     assert lease.released is True and not lease.lost
