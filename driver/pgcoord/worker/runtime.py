@@ -93,7 +93,6 @@ COMPLETE_BATCH = 100
 # completes in batches: until a claim's worth has finished, no handler runs, or this
 COMPLETE_LINGER = 0.05
 STOPPED = "worker stopped before the handler finished"
-# the faults of the database or the network: logged as one line each, not a traceback
 
 
 @dataclass(frozen=True)
@@ -936,7 +935,7 @@ class Runtime(Generic[Item]):
         claim may be another worker's by now. Its handlers are cancelled, as for a lost
         claim (the items are not given back: the lease decides)."""
         flight = lease.holder()
-        if not lease.beating or flight is None:
+        if not lease.beating or flight is None or flight.lost:
             return
         log.warning(
             "the claim of %s may have run out: no heartbeat reached the database for %s s "
