@@ -60,6 +60,16 @@ CAMPAIGN_LEASE = timedelta(minutes=5)
 # rate_acquire: p_cost
 RATE_COST = 1
 
+# The longest delays the functions take (each function's COMMENT states its maxima; a
+# test holds these to them). A worker caps a handler's Retry(after) or RateLimited(after)
+# at them: a provider's Retry-After of days still puts the item back and pauses the fleet.
+# buffer_fail: p_retry_in
+BUFFER_RETRY_IN_MAX = timedelta(days=30)
+# campaign_fail: p_retry_after; campaign_snooze: p_delay
+CAMPAIGN_DELAY_MAX = timedelta(days=30)
+# rate_pause: p_for
+RATE_PAUSE_MAX = timedelta(days=1)
+
 
 def connect_timeout(conninfo: str) -> int | None:
     """CONNECT_TIMEOUT, or None where `conninfo` sets its own connect_timeout (None keeps

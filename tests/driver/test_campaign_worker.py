@@ -4,6 +4,7 @@ the run's backoff, snoozes on 429, the shared rate budget, stale messages, stopp
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections import Counter
@@ -15,7 +16,7 @@ import pytest
 from queuekit import Queue, run, worker
 from workerkit import running, wait_until
 
-from pgcoord import InvalidArgument, RateLimited, campaigns_async, rates_async
+from pgcoord import InvalidArgument, RateLimited, Retry, campaigns_async, config, rates_async
 from pgcoord.types import CampaignMessage
 from pgcoord.worker import RateBudget, runtime
 from pgcoord.worker.campaigns import CampaignWork, CampaignWorker
@@ -652,3 +653,54 @@ def test_a_handler_must_take_one_argument_the_message() -> None:
     for handler in (two, none):
         with pytest.raises(TypeError, match=r"the handler takes one argument, the message"):
             CampaignWorker(handler, "dbname=unused")  # type: ignore[arg-type]
+
+
+def test_delays_beyond_the_servers_maxima_are_capped_at_them(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A provider's Retry-After of days: RateLimited(2 days) pauses the rate key for its
+    maximum (1 day) and snoozes the message for 2 days; Retry(60 days) puts the message
+    back after the longest retry the queue takes (30 days), as one failed try. Neither is
+    refused by the server and left to the lease (attempt 2, 'lease expired'), nor said
+    done when it was not."""
+
+    async def test(queue: Queue) -> None:
+        run_id = await queue.run(max_retries=3)
+        await queue.enqueue(run_id, 2)
+        budget = RateBudget("slow-provider", per_second=100, burst=10)
+
+        async def send(message: CampaignMessage) -> None:
+            if message.payload["i"] == 0:
+                raise RateLimited(timedelta(days=2), "429 Too Many Requests")
+            raise Retry(timedelta(days=60), "come back in two months")
+
+        w = worker(send, db_url, concurrency=2, batch=2, rate=budget)
+
+        async def both_back() -> bool:
+            return w.failed == 2  # a snooze and a failed try
+
+        async with running(w):
+            await wait_until(both_back, "both messages put back")
+        now = await queue.now()
+        [pause] = await rates_async.rate_status(queue.conn)
+        assert pause.paused_until is not None
+        assert abs(pause.paused_until - now - config.RATE_PAUSE_MAX) < timedelta(minutes=1)
+        rows = await (
+            await queue.conn.execute(
+                "SELECT (payload->>'i')::int, attempt, snoozes, next_attempt_at, last_error"
+                " FROM pgcoord.campaign_message_status s JOIN pgcoord.campaign_messages m"
+                " ON m.id = s.message_id WHERE s.run_id = %s ORDER BY 1",
+                [run_id],
+            )
+        ).fetchall()
+        [(_, tries0, snoozes0, next0, _), (_, tries1, snoozes1, next1, error1)] = rows
+        assert (tries0, snoozes0) == (0, 1)  # snoozed: no try spent
+        assert abs(next0 - now - timedelta(days=2)) < timedelta(minutes=1)
+        assert (tries1, snoozes1, error1) == (1, 0, "come back in two months")
+        assert abs(next1 - now - config.CAMPAIGN_DELAY_MAX) < timedelta(minutes=1)
+        said = [r.getMessage() for r in caplog.records if r.name == "pgcoord.worker"]
+        assert any("; the rate key is paused for 86400 s" in line for line in said), said
+        assert not [r for r in caplog.records if r.exc_info], "nothing was refused"
+
+    with caplog.at_level(logging.INFO, logger="pgcoord.worker"):
+        run(test, db_url)

@@ -53,7 +53,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from .. import arguments, inbox_async
-from ..config import BUFFER_LEASE, BUFFER_RETRY_IN
+from ..config import BUFFER_LEASE, BUFFER_RETRY_IN, BUFFER_RETRY_IN_MAX
 from ..types import Batch, BatchWithPayloads
 from .runtime import AsyncConn, AsyncPool, Failure, RateBudget, Runtime, Work, takes
 
@@ -70,6 +70,7 @@ class BufferWork(Work[Batch]):
     """Conversations' due batches (pgcoord.buffer_*)."""
 
     noun = "burst"
+    max_delay = BUFFER_RETRY_IN_MAX
     channel = "pgcoord_buffers"
     # message_ingest notifies only for windows due within a second: a worker must look
     # at least that often to find the others in time

@@ -47,7 +47,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .. import arguments, campaigns_async, locks_async
-from ..config import CAMPAIGN_CLAIM_LIMIT, CAMPAIGN_LEASE
+from ..config import CAMPAIGN_CLAIM_LIMIT, CAMPAIGN_DELAY_MAX, CAMPAIGN_LEASE
 from ..types import CampaignMessage
 from .runtime import AsyncConn, AsyncPool, Failure, RateBudget, Runtime, Work, log, takes
 
@@ -61,6 +61,7 @@ class CampaignWork(Work[CampaignMessage]):
     """Campaign messages (pgcoord.campaign_*)."""
 
     noun = "message"
+    max_delay = CAMPAIGN_DELAY_MAX
     channel = "pgcoord_campaigns"
     # campaign_enqueue (and a resume) notifies when something is due within this long
     # (campaign_wake's 5 seconds): the woken worker then sleeps until it is due

@@ -60,7 +60,7 @@ from psycopg import sql as pgsql
 from psycopg_pool import AsyncConnectionPool
 
 from .. import arguments, rates_async
-from ..config import LEASE_SAFETY_MARGIN, async_pool
+from ..config import LEASE_SAFETY_MARGIN, RATE_PAUSE_MAX, async_pool
 from ..errors import ClaimLost, HandlerTimeout, InvalidArgument, RateLimited, Retry
 from ..lease import FAULTS, default_owner, one_line
 
@@ -120,6 +120,7 @@ class Work(ABC, Generic[Item]):
     noun: ClassVar[str]  # what an item is called in the log ("burst", "message")
     channel: ClassVar[LiteralString]  # the LISTEN channel notified when items are due
     max_idle_poll: ClassVar[timedelta]  # the longest sleep that still finds due items
+    max_delay: ClassVar[timedelta]  # the longest delay `fail` and `snooze` take
     # log lines of a failed try: fields item, attempt, reason, seconds (a text)
     retry_line: ClassVar[str] = (
         "gave back {item} (attempt {attempt}, retry in {seconds} s): {reason}"
@@ -1048,7 +1049,7 @@ class Runtime(Generic[Item]):
     async def _give_back(self, flight: Flight[Item], error: BaseException | None) -> None:
         item = flight.item
         attempt = self.work.attempt(item)
-        retry_after = error.after if isinstance(error, Retry) else None
+        retry_after = min(error.after, self.work.max_delay) if isinstance(error, Retry) else None
         if error is None:
             reason = "handler was cancelled"
         elif isinstance(error, Retry | HandlerTimeout):
@@ -1077,22 +1078,28 @@ class Runtime(Generic[Item]):
     async def _snooze(self, flight: Flight[Item], error: RateLimited) -> None:
         """The provider said 429: pause the shared budget for everyone, and put the item
         back for Retry-After without spending a try (where the work allows)."""
+        paused = ""
         if self.rate is not None:
-            with contextlib.suppress(Exception):
-                key = self.rate.key
-                await self._db(lambda conn: rates_async.rate_pause(conn, key, error.after))
-        outcome = await self._call(
-            "snoozing", flight, lambda conn: self.work.snooze(conn, flight.item, error.after)
-        )
-        log.warning(
-            "snoozed %s for %g s: %s%s",
-            self.work.describe(flight.item),
-            error.after.total_seconds(),
-            error,
-            "; the rate key is paused" if self.rate is not None else "",
-        )
+            key, pause = self.rate.key, min(error.after, RATE_PAUSE_MAX)
+            try:
+                await self._db(lambda conn: rates_async.rate_pause(conn, key, pause))
+            except Exception as exc:
+                self._fault(exc, "pausing the rate key %r failed", key)
+            else:
+                paused = f"; the rate key is paused for {_seconds(pause)} s"
+        delay = min(error.after, self.work.max_delay)
+        desc = self.work.describe(flight.item)
+        try:
+            outcome = await self._db(lambda conn: self.work.snooze(conn, flight.item, delay))
+        except Exception as exc:
+            self._fault(exc, "snoozing %s failed", desc)  # the lease decides
+            return
+        if outcome is None or outcome is False:
+            log.warning("could not snooze %s: its claim is no longer current%s", desc, paused)
+            return
+        log.warning("snoozed %s for %s s: %s%s", desc, _seconds(delay), error, paused)
         if isinstance(outcome, Failure) and outcome.final:
-            log.error("%s had no retries left", self.work.describe(flight.item))
+            log.error("%s had no retries left", desc)
 
     async def _release(self, flight: Flight[Item]) -> None:
         await self._call("giving back", flight, lambda conn: self.work.release(conn, flight.item))
