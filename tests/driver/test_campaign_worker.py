@@ -301,6 +301,33 @@ def test_the_worker_holds_no_more_claims_than_concurrency_plus_batch(db_url: str
     run(test, db_url)
 
 
+def test_a_rate_bound_worker_holds_no_more_than_concurrency_plus_its_burst(db_url: str) -> None:
+    """With a rate budget the claim is capped at the burst, and so are the claims held
+    ahead of the handlers: the worker does not sit on what its fleet could start."""
+
+    async def test(queue: Queue) -> None:
+        run_id = await queue.run()
+        await queue.enqueue(run_id, 40)
+        most = 0
+        budget = RateBudget("held", per_second=1000, burst=3)
+        w = worker(lambda m: asyncio.sleep(0.02), db_url, concurrency=2, batch=15, rate=budget)
+        assert (w.batch, w.capacity) == (3, 2 + 3)
+
+        async def watch() -> None:
+            nonlocal most
+            while True:
+                most = max(most, (await queue.progress(run_id)).processing)
+                await asyncio.sleep(0.005)
+
+        watcher = asyncio.create_task(watch())
+        async with running(w):
+            await wait_until(lambda: queue.done(run_id, sent=40), "every message sent", 30)
+        watcher.cancel()
+        assert 0 < most <= 2 + 3
+
+    run(test, db_url)
+
+
 def test_a_claim_of_quick_messages_is_completed_in_one_call_with_fewer_slots_than_the_batch(
     db_url: str, calls: Counter[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

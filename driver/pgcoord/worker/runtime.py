@@ -446,7 +446,11 @@ class Runtime(Generic[Item]):
         if not timedelta(0) < idle_poll <= work.max_idle_poll:
             raise ValueError(f"idle_poll must be positive and at most {work.max_idle_poll}")
         if rate is not None:
-            batch = min(batch, rate.burst)  # a claim's cost must fit the bucket
+            # a claim's cost must fit the bucket; and the claims held ahead of the
+            # handlers are no more than a claim's worth, so a rate-bound worker does not
+            # sit on messages its fleet could start sooner elsewhere
+            batch = min(batch, rate.burst)
+            prefetch = min(prefetch, batch)
         self.work = work
         self.handler = handler
         self.name = name or default_owner()
