@@ -278,25 +278,30 @@ def test_stop_gives_back_what_has_not_started_without_spending_a_try(db_url: str
     run(test, db_url)
 
 
+async def most_held(queue: Queue, w: CampaignWorker, count: int) -> int:
+    """Run `w` over a run of `count` messages until all are sent; the most it held at
+    once (the run's processing messages, looked at every 5 ms)."""
+    run_id = await queue.run()
+    await queue.enqueue(run_id, count)
+    most = 0
+
+    async def watch() -> None:
+        nonlocal most
+        while True:
+            most = max(most, (await queue.progress(run_id)).processing)
+            await asyncio.sleep(0.005)
+
+    watcher = asyncio.create_task(watch())
+    async with running(w):
+        await wait_until(lambda: queue.done(run_id, sent=count), "every message sent", 30)
+    watcher.cancel()
+    return most
+
+
 def test_the_worker_holds_no_more_claims_than_concurrency_plus_batch(db_url: str) -> None:
     async def test(queue: Queue) -> None:
-        run_id = await queue.run()
-        await queue.enqueue(run_id, 200)
-        most = 0
         w = worker(lambda m: asyncio.sleep(0.005), db_url, concurrency=3, batch=5)
-
-        async def watch() -> None:
-            nonlocal most
-            while True:
-                p = await queue.progress(run_id)
-                most = max(most, p.processing)
-                await asyncio.sleep(0.01)
-
-        watcher = asyncio.create_task(watch())
-        async with running(w):
-            await wait_until(lambda: queue.done(run_id, sent=200), "every message sent", 30)
-        watcher.cancel()
-        assert 0 < most <= 3 + 5
+        assert 0 < await most_held(queue, w, 200) <= 3 + 5
 
     run(test, db_url)
 
@@ -306,24 +311,10 @@ def test_a_rate_bound_worker_holds_no_more_than_concurrency_plus_its_burst(db_ur
     ahead of the handlers: the worker does not sit on what its fleet could start."""
 
     async def test(queue: Queue) -> None:
-        run_id = await queue.run()
-        await queue.enqueue(run_id, 40)
-        most = 0
         budget = RateBudget("held", per_second=1000, burst=3)
         w = worker(lambda m: asyncio.sleep(0.02), db_url, concurrency=2, batch=15, rate=budget)
         assert (w.batch, w.capacity) == (3, 2 + 3)
-
-        async def watch() -> None:
-            nonlocal most
-            while True:
-                most = max(most, (await queue.progress(run_id)).processing)
-                await asyncio.sleep(0.005)
-
-        watcher = asyncio.create_task(watch())
-        async with running(w):
-            await wait_until(lambda: queue.done(run_id, sent=40), "every message sent", 30)
-        watcher.cancel()
-        assert 0 < most <= 2 + 3
+        assert 0 < await most_held(queue, w, 40) <= 2 + 3
 
     run(test, db_url)
 
