@@ -153,9 +153,10 @@ class Retry(Exception):
 class RateLimited(Exception):
     """Raised by a handler when the provider said "too many requests" (HTTP 429) with a
     Retry-After (a timedelta or seconds): the item is put back for `after` without spending
-    a try where the work allows it (a campaign message is snoozed; a buffer's batch, which
-    has no snooze, is failed with that delay), and the worker's shared rate key is paused
-    for `after`, so every worker of the fleet waits."""
+    a try (a campaign message is snoozed; a buffer's batch is given back untouched while
+    the key's pause holds the fleet), and the worker's shared rate key is paused for
+    `after`, so every worker of the fleet waits. A buffer worker without a rate budget
+    has no pause to hold its batch back: it fails the batch with that delay, a try."""
 
     def __init__(self, after: timedelta | float, reason: str = "rate limited") -> None:
         super().__init__(reason)

@@ -17,7 +17,7 @@ from workerkit import HOUR, Inbox, run, running, settled, wait_until, worker
 
 from pgcoord import inbox_async
 from pgcoord.types import Batch
-from pgcoord.worker import BufferWorker, ClaimLost, Retry, complete_in
+from pgcoord.worker import BufferWorker, ClaimLost, RateBudget, RateLimited, Retry, complete_in
 
 
 def test_each_burst_is_one_call_with_its_messages_in_order_and_then_done(db_url: str) -> None:
@@ -148,6 +148,35 @@ def test_retry_gives_back_with_its_own_delay(db_url: str) -> None:
             await wait_until(lambda: settled(inbox), "the retried burst completed")
         assert seen == [(2, "provider said 429")]
         assert timedelta(seconds=0.3) <= starts[1] - starts[0] < timedelta(minutes=1)
+        assert (w.processed, w.failed) == (1, 1)
+
+    run(test, db_url)
+
+
+@pytest.mark.parametrize("budget", [True, False], ids=["with-a-rate-budget", "without"])
+def test_rate_limited_spends_no_try_where_the_rate_key_holds_the_fleet(
+    db_url: str, budget: bool
+) -> None:
+    """A provider's 429: with a rate budget the key is paused and the batch goes back
+    untouched, its try not spent (five 429s in a row never park a conversation as dead),
+    and comes again once the pause is over. Without one there is no pause to hold it
+    back: it is a failed try with the Retry-After as its delay."""
+
+    async def test(inbox: Inbox) -> None:
+        await inbox.ingest("r", "hello")
+        starts: list[tuple[int, datetime]] = []
+
+        async def handler(burst: Batch) -> None:
+            starts.append((burst.attempt, await inbox.now()))
+            if len(starts) == 1:
+                raise RateLimited(0.5, "429 Too Many Requests")
+
+        rate = RateBudget("provider", per_second=100, burst=10) if budget else None
+        w = worker(handler, db_url, rate=rate)  # retry_in: an hour
+        async with running(w):
+            await wait_until(lambda: settled(inbox), "the limited burst completed")
+        assert [attempt for attempt, _ in starts] == ([1, 1] if budget else [1, 2])
+        assert timedelta(seconds=0.45) <= starts[1][1] - starts[0][1] < timedelta(minutes=1)
         assert (w.processed, w.failed) == (1, 1)
 
     run(test, db_url)

@@ -13,9 +13,11 @@ a heartbeat extends the claim's lease every third of the lease; when the claim i
 (its lease ran out and another worker took the conversation) the handler is cancelled
 and the batch is left to its new holder. A handler that returns completes the claim; one
 that raises or runs past `timeout` gives the batch back (`buffer_fail`), to be retried
-after `retry_in` (or `Retry.after`; a `RateLimited` counts as a `Retry`: a buffer has no
-snooze), and parked as dead by the database after the 5th failed try (new messages of
-the conversation still flow).
+after `retry_in` (or `Retry.after`), and parked as dead by the database after the 5th
+failed try (new messages of the conversation still flow). A `RateLimited` pauses the
+worker's shared rate key and gives the batch back untouched, no try spent (the pause
+holds every worker's next start); without a rate budget it counts as a `Retry`, a
+buffer having no snooze of its own.
 
 Side effects in the same database can commit exactly once with the completion:
 

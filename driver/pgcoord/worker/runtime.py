@@ -121,6 +121,7 @@ class Work(ABC, Generic[Item]):
     channel: ClassVar[LiteralString]  # the LISTEN channel notified when items are due
     max_idle_poll: ClassVar[timedelta]  # the longest sleep that still finds due items
     max_delay: ClassVar[timedelta]  # the longest delay `fail` and `snooze` take
+    snoozes: ClassVar[bool] = False  # `snooze` puts an item back without spending a try
     # log lines of a failed try: fields item, attempt, reason, seconds (a text)
     retry_line: ClassVar[str] = (
         "gave back {item} (attempt {attempt}, retry in {seconds} s): {reason}"
@@ -1093,6 +1094,13 @@ class Runtime(Generic[Item]):
                 paused = f"; the rate key is paused for {_seconds(pause)} s"
         delay = min(error.after, self.work.max_delay)
         desc = self.work.describe(flight.item)
+        if paused and not self.work.snoozes:
+            # the work has no snooze (a buffer's batch): the paused key holds every
+            # worker's next start, so the item goes back untouched, its try not spent (a
+            # provider's 429s never push it towards dead)
+            if await self._call("giving back", flight, lambda c: self.work.release(c, flight.item)):
+                log.warning("gave back %s without spending a try: %s%s", desc, error, paused)
+            return
         try:
             outcome = await self._db(lambda conn: self.work.snooze(conn, flight.item, delay))
         except Exception as exc:
