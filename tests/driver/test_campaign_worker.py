@@ -718,6 +718,16 @@ def test_delays_beyond_the_servers_maxima_are_capped_at_them(
         assert abs(next1 - now - config.CAMPAIGN_DELAY_MAX) < timedelta(minutes=1)
         said = [r.getMessage() for r in caplog.records if r.name == "pgcoord.worker"]
         assert any("; the rate key is paused for 86400 s" in line for line in said), said
+        capped = {
+            line.split(" of message ")[0] + ": " + line.split(" asked for ")[1]
+            for line in said
+            if " capped at the longest the database takes, " in line
+        }
+        assert capped == {
+            "the pause of the rate key: 172800 s, capped at the longest the database takes, "
+            "86400 s",
+            "the retry: 5184000 s, capped at the longest the database takes, 2592000 s",
+        }, said
         assert not [r for r in caplog.records if r.exc_info], "nothing was refused"
 
     with caplog.at_level(logging.INFO, logger="pgcoord.worker"):

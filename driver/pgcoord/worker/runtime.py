@@ -1054,7 +1054,11 @@ class Runtime(Generic[Item]):
     async def _give_back(self, flight: Flight[Item], error: BaseException | None) -> None:
         item = flight.item
         attempt = self.work.attempt(item)
-        retry_after = min(error.after, self.work.max_delay) if isinstance(error, Retry) else None
+        retry_after = (
+            self._capped(error.after, self.work.max_delay, "retry", item)
+            if isinstance(error, Retry)
+            else None
+        )
         if error is None:
             reason = "handler was cancelled"
         elif isinstance(error, Retry | HandlerTimeout):
@@ -1080,19 +1084,34 @@ class Runtime(Generic[Item]):
             line = self.work.retry_line.format(seconds=_seconds(retry_in), **fields)
             log.warning(line, exc_info=traceback)
 
+    def _capped(self, after: timedelta, maximum: timedelta, what: str, item: Item) -> timedelta:
+        """A handler's delay, at most the function's `maximum` (the longest the server
+        takes); said in the log when it was longer."""
+        if after <= maximum:
+            return after
+        log.info(
+            "the %s of %s asked for %s s, capped at the longest the database takes, %s s",
+            what,
+            self.work.describe(item),
+            _seconds(after),
+            _seconds(maximum),
+        )
+        return maximum
+
     async def _snooze(self, flight: Flight[Item], error: RateLimited) -> None:
         """The provider said 429: pause the shared budget for everyone, and put the item
         back for Retry-After without spending a try (where the work allows)."""
         paused = ""
         if self.rate is not None:
-            key, pause = self.rate.key, min(error.after, RATE_PAUSE_MAX)
+            key = self.rate.key
+            pause = self._capped(error.after, RATE_PAUSE_MAX, "pause of the rate key", flight.item)
             try:
                 await self._db(lambda conn: rates_async.rate_pause(conn, key, pause))
             except Exception as exc:
                 self._fault(exc, "pausing the rate key %r failed", key)
             else:
                 paused = f"; the rate key is paused for {_seconds(pause)} s"
-        delay = min(error.after, self.work.max_delay)
+        delay = self._capped(error.after, self.work.max_delay, "snooze", flight.item)
         desc = self.work.describe(flight.item)
         if paused and not self.work.snoozes:
             # the work has no snooze (a buffer's batch): the paused key holds every
