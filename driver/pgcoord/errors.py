@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+from psycopg_pool import PoolTimeout
 
 from . import arguments
 
@@ -36,6 +37,17 @@ class ServerError(PgcoordError):
         super().__init__(message)
         self.sqlstate = sqlstate
         self.hint = hint
+
+
+# what the database or the network did: logged in one line each (`fault_line`), not as
+# a traceback, by the workers and the lease heartbeats
+FAULTS = (psycopg.OperationalError, PoolTimeout, OSError, TimeoutError)
+
+
+def fault_line(exc: BaseException) -> str:
+    """An exception as one line: its class and its first line of text."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 class InvalidArgument(ServerError):

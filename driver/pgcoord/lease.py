@@ -27,18 +27,14 @@ from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timedelta
 from uuid import uuid4
 
-import psycopg
-from psycopg_pool import PoolClosed, PoolTimeout
+from psycopg_pool import PoolClosed
 
 from . import arguments
 from .config import LEASE_SAFETY_MARGIN, AsyncPool, Pool
-from .errors import LeaseLost
+from .errors import FAULTS, LeaseLost, fault_line
 from .types import Lock
 
 log = logging.getLogger(__name__)
-
-# what the database or the network did, logged in one line, not as a traceback
-FAULTS = (psycopg.OperationalError, PoolTimeout, OSError, TimeoutError)
 
 # how long a block's exit waits for a heartbeat thread still inside its lock_extend
 # (a stalled server or network); the thread is then left to end on its own
@@ -78,7 +74,7 @@ class Lease:
         self.released: bool | None = None
         self._expires_at = grant.expires_at
         self._lost = False
-        self._safe_for = ttl.total_seconds() * (1 - LEASE_SAFETY_MARGIN)
+        self._safe_for = safe_seconds(ttl)
         self._safe_until = sent + self._safe_for
 
     @property
@@ -133,6 +129,12 @@ class Lease:
         else:
             state = f"until {self._expires_at.isoformat()}"
         return f"<Lease {self.key!r} by {self.owner!r} token {self.token} {state}>"
+
+
+def safe_seconds(ttl: timedelta) -> float:
+    """How long after its request a lease (or a worker's claim) of `ttl` is safely held
+    without a renewal: the ttl less the safety margin (the server counts from later)."""
+    return ttl.total_seconds() * (1 - LEASE_SAFETY_MARGIN)
 
 
 def default_owner() -> str:
@@ -231,17 +233,11 @@ def _next_beat(
             log.warning("heartbeat of lock %r failed past the lease's safe time", lease.key)
             return None
         if isinstance(outcome, FAULTS):  # the database or the network: one line
-            log.warning("heartbeat of lock %r failed, retrying: %s", lease.key, one_line(outcome))
+            log.warning("heartbeat of lock %r failed, retrying: %s", lease.key, fault_line(outcome))
         else:
             log.warning("heartbeat of lock %r failed, retrying", lease.key, exc_info=outcome)
         return interval / 3
     return interval if lease.extended(outcome, sent) else None
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception as one line: its class and its first line of text."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def has_room(pool: Pool | AsyncPool) -> bool:

@@ -62,7 +62,6 @@ class CampaignWork(Work[CampaignMessage]):
 
     noun = "message"
     max_delay = CAMPAIGN_DELAY_MAX
-    snoozes = True
     channel = "pgcoord_campaigns"
     # campaign_enqueue (and a resume) notifies when something is due within this long
     # (campaign_wake's 5 seconds): the woken worker then sleeps until it is due

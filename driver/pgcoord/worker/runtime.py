@@ -61,8 +61,16 @@ from psycopg_pool import AsyncConnectionPool
 
 from .. import arguments, rates_async
 from ..config import LEASE_SAFETY_MARGIN, RATE_PAUSE_MAX, async_pool
-from ..errors import ClaimLost, HandlerTimeout, InvalidArgument, RateLimited, Retry
-from ..lease import FAULTS, default_owner, one_line
+from ..errors import (
+    FAULTS,
+    ClaimLost,
+    HandlerTimeout,
+    InvalidArgument,
+    RateLimited,
+    Retry,
+    fault_line,
+)
+from ..lease import default_owner, safe_seconds
 
 # one logger for every kind of worker: operators filter on it
 log = logging.getLogger("pgcoord.worker")
@@ -121,7 +129,6 @@ class Work(ABC, Generic[Item]):
     channel: ClassVar[LiteralString]  # the LISTEN channel notified when items are due
     max_idle_poll: ClassVar[timedelta]  # the longest sleep that still finds due items
     max_delay: ClassVar[timedelta]  # the longest delay `fail` and `snooze` take
-    snoozes: ClassVar[bool] = False  # `snooze` puts an item back without spending a try
     # log lines of a failed try: fields item, attempt, reason, seconds (a text)
     retry_line: ClassVar[str] = (
         "gave back {item} (attempt {attempt}, retry in {seconds} s): {reason}"
@@ -479,13 +486,14 @@ class Runtime(Generic[Item]):
         self._idle.set()
         self._tasks: set[asyncio.Task[None]] = set()  # the items' tasks and heartbeats
         self._beat_every = lease.total_seconds() / 3
-        self._safe_for = lease.total_seconds() * (1 - LEASE_SAFETY_MARGIN)
+        self._safe_for = safe_seconds(lease)
         self._claiming = False  # a claim call is in flight (of either loop)
-        self._claim_asked = 0.0  # when the completions' last call was sent (loop clock)
         # completions claim the next items with their call, when the work can
         self._claims_with_completions = (
             type(work).complete_then_claim is not Work.complete_then_claim
         )
+        # the work has a snooze of its own (no try spent), not the failed try of Work's
+        self._snoozes = type(work).snooze is not Work.snooze
         # the handlers' deadlines in the order they started (one timeout for all: the
         # order of the deadlines too), watched by one timer for the earliest
         self._deadlines: collections.deque[tuple[float, Flight[Item]]] = collections.deque()
@@ -617,7 +625,7 @@ class Runtime(Generic[Item]):
         sweep the pool's dead connections at once, not one call at a time), the
         traceback for anything else."""
         if isinstance(exc, FAULTS):
-            cause = one_line(exc)
+            cause = fault_line(exc)
             if isinstance(exc, TimeoutError) and not str(exc):
                 cause = f"the database did not answer within {self.call_timeout:g} s"
             log.warning(message + ": %s", *args, cause)
@@ -1113,11 +1121,11 @@ class Runtime(Generic[Item]):
                 paused = f"; the rate key is paused for {_seconds(pause)} s"
         delay = self._capped(error.after, self.work.max_delay, "snooze", flight.item)
         desc = self.work.describe(flight.item)
-        if paused and not self.work.snoozes:
+        if paused and not self._snoozes:
             # the work has no snooze (a buffer's batch): the paused key holds every
             # worker's next start, so the item goes back untouched, its try not spent (a
             # provider's 429s never push it towards dead)
-            if await self._call("giving back", flight, lambda c: self.work.release(c, flight.item)):
+            if await self._release(flight):
                 log.warning("gave back %s without spending a try: %s%s", desc, error, paused)
             return
         try:
@@ -1132,8 +1140,12 @@ class Runtime(Generic[Item]):
         if isinstance(outcome, Failure) and outcome.final:
             log.error("%s had no retries left", desc)
 
-    async def _release(self, flight: Flight[Item]) -> None:
-        await self._call("giving back", flight, lambda conn: self.work.release(conn, flight.item))
+    async def _release(self, flight: Flight[Item]) -> bool | None:
+        """Give the item back untouched; whether its claim was current (None: the call
+        failed, and said so)."""
+        return await self._call(
+            "giving back", flight, lambda conn: self.work.release(conn, flight.item)
+        )
 
     async def _call(
         self, what: str, flight: Flight[Item], call: Callable[[AsyncConn], Awaitable[T]]
@@ -1158,6 +1170,7 @@ class Runtime(Generic[Item]):
             self._done_ready.clear()
             while self._done:
                 batch, self._done = self._done[:COMPLETE_BATCH], self._done[COMPLETE_BATCH:]
+                asked = asyncio.get_running_loop().time()
                 outcomes, claimed = await self._complete(batch)
                 for (flight, _), completed in zip(batch, outcomes, strict=True):
                     if completed:
@@ -1170,7 +1183,7 @@ class Runtime(Generic[Item]):
                             self.work.attempt(flight.item),
                         )
                     self._forget(flight)
-                self._hold(claimed, self._claim_asked)
+                self._hold(claimed, asked)
 
     async def _complete(
         self, batch: list[tuple[Flight[Item], Any]]
@@ -1179,7 +1192,6 @@ class Runtime(Generic[Item]):
         can and places will be free; per item whether its claim was current (None: the
         call failed, the lease decides), and the items claimed."""
         done = [(flight.item, outcome) for flight, outcome in batch]
-        self._claim_asked = asyncio.get_running_loop().time()
         want = 0
         if self._claims_with_completions and not self._stopping.is_set():
             want = self._want(freed=len(batch))
