@@ -3,7 +3,10 @@ the items of an enqueue), encoded once, when the call is made: a value JSON or
 PostgreSQL cannot hold is reported then, naming its argument, instead of surfacing as a
 driver or server error while the statement runs.
 
-Dates and times go as ISO text and timedeltas as seconds, in every JSON argument alike.
+Dates and times go as ISO text and timedeltas as seconds, in every JSON argument alike. A
+datetime without a tzinfo is read as Python reads it, in this process's local time (what
+`datetime.now()` gives), and goes with its offset: the server would otherwise read it in
+its session's time zone, hours away from what was meant when the two differ.
 NaN and the infinities have no JSON form (ValueError), nor has a NUL character in a
 PostgreSQL jsonb (ValueError); an object of a type with no JSON form raises TypeError.
 """
@@ -32,7 +35,9 @@ def jsonb(value: Any, argument: str) -> Jsonb:
 
 
 def _default(value: Any) -> Any:
-    if isinstance(value, datetime | date):
+    if isinstance(value, datetime):
+        return (value if value.utcoffset() is not None else value.astimezone()).isoformat()
+    if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, timedelta):
         return value.total_seconds()

@@ -330,3 +330,19 @@ def test_what_fits_an_annotation() -> None:
     assert describe(Sequence[timedelta]) == "a Sequence of timedelta"
     assert describe(Mapping[str, Any] | None) == "a Mapping or None"
     assert describe(int) == "an int"
+
+
+def test_a_naive_datetime_in_a_json_argument_is_this_process_local_time(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """Whatever the session's time zone: a naive datetime is what `datetime.now()` gives,
+    the process's local time, and goes with its offset."""
+    naive = datetime.now().replace(microsecond=0) - timedelta(hours=1)  # due
+    conn.execute("SET TIME ZONE 'Pacific/Kiritimati'")  # +14: far from any local zone here
+    ingested = inbox.message_ingest(conn, "p", "naive", "c", "b", payload={"at": naive})
+    stored = inbox.message_payloads(conn, [ingested.message_id])[ingested.message_id]["at"]
+    assert datetime.fromisoformat(stored) == naive.astimezone()
+    run = campaigns.campaign_create(conn, "naive")
+    campaigns.campaign_enqueue(conn, run, [{"recipient": "r", "scheduled_at": naive}])
+    [claimed] = campaigns.campaign_claim(conn, "w", run_id=run)
+    assert claimed.scheduled_at == naive.astimezone()
