@@ -110,7 +110,9 @@ class CampaignWork(Work[CampaignMessage]):
         """The metrics stored with the sent message: the handler's, and its time as the
         worker measured it, `handler_ms` (what `pgcoord campaigns` reports as p50/p95; it
         wins over a `handler_ms` of the handler's own)."""
-        return {**dict(result or {}), HANDLER_MS: round(seconds * 1000, 3)}
+        metrics = dict(result) if result else {}
+        metrics[HANDLER_MS] = round(seconds * 1_000_000) / 1000  # to the µs, as round(, 3)
+        return metrics
 
     async def complete(
         self, conn: AsyncConn, done: Sequence[tuple[CampaignMessage, Any]]

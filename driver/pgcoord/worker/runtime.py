@@ -885,10 +885,13 @@ class Runtime(Generic[Item]):
         assert self.timeout is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout.total_seconds()
-        self._deadlines.append((deadline, flight))
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][1].ended:
+            deadlines.popleft()  # ended handlers at the front: the common case, at once
+        deadlines.append((deadline, flight))
         if self._deadline_timer is None:
             self._deadline_timer = loop.call_at(deadline, self._expire)
-        elif len(self._deadlines) > 4 * self.capacity:
+        elif len(deadlines) > 4 * self.capacity:
             # ended handlers behind a long one: memory stays bounded whatever the backlog
             self._deadlines = collections.deque((d, f) for d, f in self._deadlines if not f.ended)
 
