@@ -32,12 +32,27 @@ HEADER = """\
 
 BEGIN;
 
+-- a run again says nothing of what already exists (CREATE ... IF NOT EXISTS notices)
+SET LOCAL client_min_messages = warning;
+
 SELECT pg_advisory_xact_lock({lock});
 
 DO $$
 DECLARE
     v_installed text;
+    v_owner text;
 BEGIN
+    -- one role owns all of pgcoord: objects made by another would be that role's, and
+    -- the owner of a schema made by another could replace pgcoord's functions
+    SELECT pg_catalog.pg_get_userbyid(n.nspowner) INTO v_owner
+    FROM pg_catalog.pg_namespace AS n
+    WHERE n.nspname = 'pgcoord';
+    IF v_owner <> current_user THEN
+        RAISE EXCEPTION 'schema pgcoord belongs to %, and % is another role', v_owner, current_user
+            USING ERRCODE = '42501',
+            HINT = 'Install and upgrade pgcoord as the role that owns schema pgcoord (SET ROLE '
+            || quote_ident(v_owner) || '), or drop a schema pgcoord that is not pgcoord''s.';
+    END IF;
     IF to_regclass('pgcoord.schema_version') IS NOT NULL THEN
         SELECT v.version INTO v_installed
         FROM pgcoord.schema_version AS v

@@ -26,6 +26,28 @@ EXCEPTION
 END;
 $$;
 
+-- Only its owner may create objects in the schema: a role that could would be able to put
+-- an overload of one of pgcoord's internal functions ahead of pgcoord's own, and have its
+-- code run as the owner. Every install and upgrade revokes CREATE from any other role
+-- (given by the installing role's default privileges, or by a GRANT since).
+DO $$
+DECLARE
+    v_grantee oid;
+BEGIN
+    FOR v_grantee IN
+        SELECT a.grantee
+        FROM pg_catalog.pg_namespace AS n
+        CROSS JOIN LATERAL pg_catalog.aclexplode(n.nspacl) AS a
+        WHERE
+            n.nspname = 'pgcoord'
+            AND a.privilege_type = 'CREATE'
+            AND a.grantee NOT IN (0, n.nspowner)
+    LOOP
+        EXECUTE format('REVOKE CREATE ON SCHEMA pgcoord FROM %s CASCADE', v_grantee::regrole);
+    END LOOP;
+END;
+$$;
+
 GRANT USAGE ON SCHEMA pgcoord TO pgcoord_client;
 
 CREATE TABLE IF NOT EXISTS pgcoord.schema_version (

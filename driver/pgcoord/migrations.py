@@ -110,7 +110,16 @@ def apply_release(conn: psycopg.Connection[Any], version: str) -> tuple[str | No
 def _bring_to(
     conn: psycopg.Connection[Any], target: str | None, *, keep_newer: bool
 ) -> tuple[str | None, str]:
-    before = installed_version(conn)
+    try:
+        before = installed_version(conn)
+    except PermissionDenied as denied:  # the GRANT it names lets a role call, not migrate
+        found = conn.execute(sql.SCHEMA_OWNER, prepare=False).fetchone()
+        owner = found[0] if found else "its owner"
+        raise MigrationError(
+            f"{conn.info.user} may not read the version of the pgcoord installed here",
+            denied.sqlstate,
+            f"install and upgrade pgcoord as the role that owns schema pgcoord: {owner}",
+        ) from denied
     if (
         keep_newer
         and before is not None

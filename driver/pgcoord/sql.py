@@ -28,6 +28,11 @@ DATABASE_IDENTITY: LiteralString = (
 )
 
 # who was refused (PermissionDenied), and whether it already has pgcoord_client's privileges
+# who may install and upgrade pgcoord: the owner of its schema (no row without one)
+SCHEMA_OWNER: LiteralString = (
+    "SELECT pg_catalog.pg_get_userbyid(n.nspowner)::text FROM pg_catalog.pg_namespace AS n"
+    " WHERE n.nspname = 'pgcoord'"
+)
 CURRENT_ROLE: LiteralString = (
     "SELECT current_user::text, coalesce((SELECT pg_has_role(r.oid, 'USAGE')"
     " FROM pg_catalog.pg_roles AS r WHERE r.rolname = 'pgcoord_client'), false)"

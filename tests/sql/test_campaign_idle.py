@@ -9,7 +9,7 @@ from datetime import timedelta
 import psycopg
 import pytest
 from campaignkit import CHANNEL, busy, create, enqueue, idle, item, notified, set_status
-from sqlkit import Conn, connect, fan_out, poll, server_clock
+from sqlkit import Conn, connect, fan_out, poll, scalar, server_clock
 
 ROUNDS = 300
 
@@ -212,3 +212,26 @@ def test_no_wake_up_is_lost_between_a_look_and_a_sleep(db_url: str, conn: Conn) 
             # looked for only when the look missed the message and said it was settled
             told = found or not settled or hears(worker, str(run_id))
             assert found or told or not settled, f"round {round_}: a lost wake-up"
+
+
+def test_no_session_holding_a_key_holds_up_an_enqueue_or_a_look(db_url: str, conn: Conn) -> None:
+    """The gate and the marks are advisory locks, which any role may take: one held by
+    another session makes an enqueue notify and a look unsettled, never wait."""
+    run_id = create(conn)
+    with (
+        listening(db_url) as worker,
+        connect(db_url) as squatter,
+        connect(db_url) as producer,
+    ):
+        assert busy(worker, run_id)  # without the squatter, the enqueue would not notify
+        gate = scalar(squatter, "SELECT pgcoord.campaign_mark_key('gate', NULL)")
+        squatter.execute("SELECT pg_advisory_lock(%s, %s)", gate)
+        producer.execute("SET lock_timeout = '2s'")
+        enqueue(producer, run_id, [item("+1")])
+        assert notified(worker) == [str(run_id)]
+
+        key = scalar(squatter, "SELECT pgcoord.campaign_mark_key('idle', %s::bigint)", run_id)
+        squatter.execute("SELECT pg_advisory_lock(%s, %s)", key)
+        worker.execute("SET lock_timeout = '2s'")
+        assert idle(worker, run_id) == (timedelta(0), False), "no mark, and it says so"
+        assert advisory_locks(conn, worker.info.backend_pid) == 0

@@ -4,12 +4,27 @@
 
 BEGIN;
 
+-- a run again says nothing of what already exists (CREATE ... IF NOT EXISTS notices)
+SET LOCAL client_min_messages = warning;
+
 SELECT pg_advisory_xact_lock(7001517330252001);
 
 DO $$
 DECLARE
     v_installed text;
+    v_owner text;
 BEGIN
+    -- one role owns all of pgcoord: objects made by another would be that role's, and
+    -- the owner of a schema made by another could replace pgcoord's functions
+    SELECT pg_catalog.pg_get_userbyid(n.nspowner) INTO v_owner
+    FROM pg_catalog.pg_namespace AS n
+    WHERE n.nspname = 'pgcoord';
+    IF v_owner <> current_user THEN
+        RAISE EXCEPTION 'schema pgcoord belongs to %, and % is another role', v_owner, current_user
+            USING ERRCODE = '42501',
+            HINT = 'Install and upgrade pgcoord as the role that owns schema pgcoord (SET ROLE '
+            || quote_ident(v_owner) || '), or drop a schema pgcoord that is not pgcoord''s.';
+    END IF;
     IF to_regclass('pgcoord.schema_version') IS NOT NULL THEN
         SELECT v.version INTO v_installed
         FROM pgcoord.schema_version AS v
@@ -49,6 +64,28 @@ EXCEPTION
             USING ERRCODE = '42501',
             HINT = 'Create it once, as a role that may: CREATE ROLE pgcoord_client NOLOGIN;'
             || ' then install again.';
+END;
+$$;
+
+-- Only its owner may create objects in the schema: a role that could would be able to put
+-- an overload of one of pgcoord's internal functions ahead of pgcoord's own, and have its
+-- code run as the owner. Every install and upgrade revokes CREATE from any other role
+-- (given by the installing role's default privileges, or by a GRANT since).
+DO $$
+DECLARE
+    v_grantee oid;
+BEGIN
+    FOR v_grantee IN
+        SELECT a.grantee
+        FROM pg_catalog.pg_namespace AS n
+        CROSS JOIN LATERAL pg_catalog.aclexplode(n.nspacl) AS a
+        WHERE
+            n.nspname = 'pgcoord'
+            AND a.privilege_type = 'CREATE'
+            AND a.grantee NOT IN (0, n.nspowner)
+    LOOP
+        EXECUTE format('REVOKE CREATE ON SCHEMA pgcoord FROM %s CASCADE', v_grantee::regrole);
+    END LOOP;
 END;
 $$;
 
@@ -2289,17 +2326,26 @@ BEGIN
         AND NOT EXISTS (SELECT FROM pgcoord.campaign_runs AS r WHERE r.id = p_run_id) THEN
         PERFORM pgcoord.raise_bad_argument('p_run_id', p_run_id, 'the id of a campaign run');
     END IF;
+    settled := TRUE;
     IF coalesce(current_setting('pgcoord.campaign_mark', TRUE), '') <> v_mark THEN
         PERFORM pgcoord.campaign_unmark();
         v_key := pgcoord.campaign_mark_key('idle', p_run_id);
-        PERFORM pg_advisory_lock_shared(v_key[1], v_key[2]);
-        PERFORM set_config('pgcoord.campaign_mark', v_mark, FALSE);
+        -- tried, not waited for: held exclusively, the key is an enqueue's for an
+        -- instant (campaign_notify_wanted), or a session's that any role could take;
+        -- then no mark this time, and the worker looks again soon
+        IF pg_try_advisory_lock_shared(v_key[1], v_key[2]) THEN
+            PERFORM set_config('pgcoord.campaign_mark', v_mark, FALSE);
+        ELSE
+            settled := FALSE;
+        END IF;
     END IF;
 
-    v_key := pgcoord.campaign_mark_key('gate', NULL);
-    settled := pg_try_advisory_lock(v_key[1], v_key[2]);
     IF settled THEN
-        PERFORM pg_advisory_unlock(v_key[1], v_key[2]);
+        v_key := pgcoord.campaign_mark_key('gate', NULL);
+        settled := pg_try_advisory_lock(v_key[1], v_key[2]);
+        IF settled THEN
+            PERFORM pg_advisory_unlock(v_key[1], v_key[2]);
+        END IF;
     END IF;
     -- a statement of its own: its snapshot is taken after the gate
     due_in := pgcoord.campaign_due_in(p_run_id);
@@ -2382,7 +2428,8 @@ COMMENT ON FUNCTION pgcoord.campaign_metrics(jsonb) IS
 -- taken for one, and this enqueue then notifies for nothing: about 1% of enqueues at 16
 -- connections on 2 cores (bench/producers.py), where the one holding it had been
 -- descheduled in that instant. A busy mark is tested with a shared lock, which other
--- enqueues' tests never block: an error there would skip a NOTIFY.
+-- enqueues' tests never block: an error there would skip a NOTIFY. Nothing here waits
+-- on a lock, so no other session can hold an enqueue up by taking one of these keys.
 CREATE OR REPLACE FUNCTION pgcoord.campaign_notify_wanted(p_run_id bigint)
 RETURNS boolean
 LANGUAGE plpgsql
@@ -2396,7 +2443,12 @@ DECLARE
     v_run bigint;
     v_key integer[];
 BEGIN
-    PERFORM pg_advisory_xact_lock_shared(v_gate[1], v_gate[2]);
+    -- tried, not waited for: held exclusively, the gate is campaign_idle's for an
+    -- instant, or a session's that any role could take (pg_advisory_lock is PUBLIC's);
+    -- either way this enqueue notifies, which loses no wake-up, instead of waiting on it
+    IF NOT pg_try_advisory_xact_lock_shared(v_gate[1], v_gate[2]) THEN
+        RETURN TRUE;
+    END IF;
     FOREACH v_run IN ARRAY v_runs LOOP
         v_key := pgcoord.campaign_mark_key('idle', v_run);
         IF NOT pg_try_advisory_lock(v_key[1], v_key[2]) THEN

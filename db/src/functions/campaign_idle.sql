@@ -35,17 +35,26 @@ BEGIN
         AND NOT EXISTS (SELECT FROM pgcoord.campaign_runs AS r WHERE r.id = p_run_id) THEN
         PERFORM pgcoord.raise_bad_argument('p_run_id', p_run_id, 'the id of a campaign run');
     END IF;
+    settled := TRUE;
     IF coalesce(current_setting('pgcoord.campaign_mark', TRUE), '') <> v_mark THEN
         PERFORM pgcoord.campaign_unmark();
         v_key := pgcoord.campaign_mark_key('idle', p_run_id);
-        PERFORM pg_advisory_lock_shared(v_key[1], v_key[2]);
-        PERFORM set_config('pgcoord.campaign_mark', v_mark, FALSE);
+        -- tried, not waited for: held exclusively, the key is an enqueue's for an
+        -- instant (campaign_notify_wanted), or a session's that any role could take;
+        -- then no mark this time, and the worker looks again soon
+        IF pg_try_advisory_lock_shared(v_key[1], v_key[2]) THEN
+            PERFORM set_config('pgcoord.campaign_mark', v_mark, FALSE);
+        ELSE
+            settled := FALSE;
+        END IF;
     END IF;
 
-    v_key := pgcoord.campaign_mark_key('gate', NULL);
-    settled := pg_try_advisory_lock(v_key[1], v_key[2]);
     IF settled THEN
-        PERFORM pg_advisory_unlock(v_key[1], v_key[2]);
+        v_key := pgcoord.campaign_mark_key('gate', NULL);
+        settled := pg_try_advisory_lock(v_key[1], v_key[2]);
+        IF settled THEN
+            PERFORM pg_advisory_unlock(v_key[1], v_key[2]);
+        END IF;
     END IF;
     -- a statement of its own: its snapshot is taken after the gate
     due_in := pgcoord.campaign_due_in(p_run_id);

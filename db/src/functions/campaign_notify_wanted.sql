@@ -6,7 +6,8 @@
 -- taken for one, and this enqueue then notifies for nothing: about 1% of enqueues at 16
 -- connections on 2 cores (bench/producers.py), where the one holding it had been
 -- descheduled in that instant. A busy mark is tested with a shared lock, which other
--- enqueues' tests never block: an error there would skip a NOTIFY.
+-- enqueues' tests never block: an error there would skip a NOTIFY. Nothing here waits
+-- on a lock, so no other session can hold an enqueue up by taking one of these keys.
 CREATE OR REPLACE FUNCTION pgcoord.campaign_notify_wanted(p_run_id bigint)
 RETURNS boolean
 LANGUAGE plpgsql
@@ -20,7 +21,12 @@ DECLARE
     v_run bigint;
     v_key integer[];
 BEGIN
-    PERFORM pg_advisory_xact_lock_shared(v_gate[1], v_gate[2]);
+    -- tried, not waited for: held exclusively, the gate is campaign_idle's for an
+    -- instant, or a session's that any role could take (pg_advisory_lock is PUBLIC's);
+    -- either way this enqueue notifies, which loses no wake-up, instead of waiting on it
+    IF NOT pg_try_advisory_xact_lock_shared(v_gate[1], v_gate[2]) THEN
+        RETURN TRUE;
+    END IF;
     FOREACH v_run IN ARRAY v_runs LOOP
         v_key := pgcoord.campaign_mark_key('idle', v_run);
         IF NOT pg_try_advisory_lock(v_key[1], v_key[2]) THEN
