@@ -27,11 +27,13 @@ has `to`, or a newer release (installed by `pgcoord migrate` or `psql -f`), is l
 it is. A release the package does not have is refused, naming the releases it has.
 
 It runs on the psycopg 3 connection under alembic's bind (sqlalchemy.url
-`postgresql+psycopg://...`), outside alembic's transaction: each release file is one
-transaction of its own (BEGIN ... COMMIT) under pgcoord's install lock, so concurrent
-installers take turns. Like every Alembic `autocommit_block`, it first commits the
-revisions run before it in the same `alembic upgrade`. There is no offline (--sql) mode:
-the SQL is the release's own file (`pgcoord.releases.install_sql(version)`, for psql -f).
+`postgresql+psycopg://...`; in an async environment, `alembic init -t async`, on a
+connection of its own made from the engine's URL), outside alembic's transaction: each
+release file is one transaction of its own (BEGIN ... COMMIT) under pgcoord's install
+lock, so concurrent installers take turns. Like every Alembic `autocommit_block`, it
+first commits the revisions run before it in the same `alembic upgrade`. There is no
+offline (--sql) mode: the SQL is the release's own file
+(`pgcoord.releases.install_sql(version)`, for psql -f).
 The checkout's own alembic/ revisions are made of this step, one release each.
 """
 
@@ -61,14 +63,26 @@ def upgrade(op: Operations, *, to: str) -> None:
             f"db/releases/{to}/install.sql (pgcoord.releases.install_sql), for psql -f"
         )
     with context.autocommit_block():
-        conn = op.get_bind().connection.driver_connection
-        if not isinstance(conn, psycopg.Connection):
-            raise util.CommandError(
-                "pgcoord's migrations run on psycopg 3: use a postgresql+psycopg:// URL "
-                f"(the connection is {type(conn).__module__}.{type(conn).__name__})"
-            )
+        bind = op.get_bind()
+        conn = bind.connection.driver_connection
         try:
-            migrations.apply_release(conn, to)
+            if isinstance(conn, psycopg.Connection):
+                migrations.apply_release(conn, to)
+            elif isinstance(conn, psycopg.AsyncConnection):
+                # an async environment (alembic init -t async): a connection of its own,
+                # made as the engine makes its own, for the release files
+                args, kwargs = bind.dialect.create_connect_args(bind.engine.url)
+                try:
+                    own = psycopg.connect(*args, **kwargs)
+                except psycopg.OperationalError as exc:
+                    raise util.CommandError(f"pgcoord could not connect: {exc}") from exc
+                with own:
+                    migrations.apply_release(own, to)
+            else:
+                raise util.CommandError(
+                    "pgcoord's migrations run on psycopg 3: use a postgresql+psycopg:// URL "
+                    f"(the connection is {type(conn).__module__}.{type(conn).__name__})"
+                )
         except PgcoordError as exc:
             raise util.CommandError(f"{exc} ({exc.hint})" if exc.hint else str(exc)) from exc
 
@@ -76,7 +90,8 @@ def upgrade(op: Operations, *, to: str) -> None:
 def downgrade(op: Operations) -> NoReturn:
     """Refuse: a pgcoord release is never downgraded."""
     raise util.CommandError(
-        "pgcoord cannot be downgraded; to remove it: DROP SCHEMA pgcoord CASCADE"
+        "pgcoord cannot be downgraded; to remove it: DROP SCHEMA pgcoord CASCADE, then "
+        "alembic stamp the revision before this one"
     )
 
 

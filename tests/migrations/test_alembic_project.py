@@ -42,6 +42,33 @@ with engine.connect() as connection:
         context.run_migrations()
 '''
 
+# the environment of `alembic init -t async`, as an asyncio application has it
+ASYNC_ENV_PY = '''
+"""The application's Alembic environment, async: its database from APP_DATABASE_URL."""
+import asyncio
+import os
+
+from alembic import context
+from sqlalchemy import pool
+from sqlalchemy.ext.asyncio import create_async_engine
+
+
+def run(connection):
+    context.configure(connection=connection, target_metadata=None)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def main():
+    engine = create_async_engine(os.environ["APP_DATABASE_URL"], poolclass=pool.NullPool)
+    async with engine.connect() as connection:
+        await connection.run_sync(run)
+    await engine.dispose()
+
+
+asyncio.run(main())
+'''
+
 NOTES = '''
 """The application's own table."""
 from alembic import op
@@ -97,13 +124,13 @@ def wheel_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return site
 
 
-def project(folder: Path, *releases_in_order: str) -> Path:
+def project(folder: Path, *releases_in_order: str, env: str = ENV_PY) -> Path:
     """A minimal application Alembic project: env.py, its own first revision, then one
     revision per pgcoord release given."""
     versions = folder / "migrations" / "versions"
     versions.mkdir(parents=True)
     (folder / "alembic.ini").write_text("[alembic]\nscript_location = %(here)s/migrations\n")
-    (folder / "migrations" / "env.py").write_text(ENV_PY)
+    (folder / "migrations" / "env.py").write_text(env)
     (versions / "0001_notes.py").write_text(NOTES)
     down = "0001"
     for number, release in enumerate(releases_in_order, start=2):
@@ -180,6 +207,21 @@ def test_an_application_revision_installs_then_upgrades_pgcoord(
     again = alembic(app, wheel_site, url, "upgrade", "head")
     assert again.returncode == 0, again.stderr
     assert_same_schema(snapshot(url), installed)
+
+
+def test_an_async_environment_installs_pgcoord_too(
+    wheel_site: Path, tmp_path: Path, new_db: Callable[[], str]
+) -> None:
+    """`alembic init -t async`: the bind's connection is a psycopg AsyncConnection, and
+    the release files run on a connection of their own made from the engine's URL."""
+    app = project(tmp_path / "app", releases.latest(), env=ASYNC_ENV_PY)
+    url = new_db()
+
+    done = alembic(app, wheel_site, url, "upgrade", "head")
+
+    assert done.returncode == 0, done.stderr
+    assert (app_revisions(url), pgcoord_version(url)) == (["0002"], releases.latest())
+    assert_complete(snapshot(url))
 
 
 def test_a_newer_install_is_left_as_it_is(
