@@ -72,7 +72,8 @@ INSTALL_GUARD = {
     "file": "install.sql",
     "refuse": "v_installed <> '{version}'",
     "message": "pgcoord % is installed here; this file installs {version} afresh",
-    "hint": "Upgrade with pgcoord migrate or alembic upgrade head instead.",
+    "hint": "An older release upgrades with pgcoord migrate, alembic upgrade head, or the "
+    "upgrade.sql of each later release in turn (psql -f); a release is never downgraded.",
 }
 
 UPGRADE_GUARD = {
@@ -80,7 +81,8 @@ UPGRADE_GUARD = {
     "file": "upgrade.sql",
     "refuse": "v_installed IS NULL OR v_installed NOT IN ('{previous}', '{version}')",
     "message": "this file upgrades pgcoord {previous} to {version}; found %",
-    "hint": "pgcoord migrate and alembic upgrade head apply every step in turn.",
+    "hint": "pgcoord migrate and alembic upgrade head apply every step in turn; with psql, "
+    "run the upgrade.sql of each release after the installed one, in order.",
 }
 
 FOOTER = """

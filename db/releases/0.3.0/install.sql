@@ -33,7 +33,7 @@ BEGIN
     END IF;
     IF v_installed <> '0.3.0' THEN
         RAISE EXCEPTION 'pgcoord % is installed here; this file installs 0.3.0 afresh', coalesce(v_installed, 'none')
-            USING ERRCODE = '55000', HINT = 'Upgrade with pgcoord migrate or alembic upgrade head instead.';
+            USING ERRCODE = '55000', HINT = 'An older release upgrades with pgcoord migrate, alembic upgrade head, or the upgrade.sql of each later release in turn (psql -f); a release is never downgraded.';
     END IF;
 END;
 $$;

@@ -33,7 +33,7 @@ BEGIN
     END IF;
     IF v_installed IS NULL OR v_installed NOT IN ('0.2.0', '0.3.0') THEN
         RAISE EXCEPTION 'this file upgrades pgcoord 0.2.0 to 0.3.0; found %', coalesce(v_installed, 'none')
-            USING ERRCODE = '55000', HINT = 'pgcoord migrate and alembic upgrade head apply every step in turn.';
+            USING ERRCODE = '55000', HINT = 'pgcoord migrate and alembic upgrade head apply every step in turn; with psql, run the upgrade.sql of each release after the installed one, in order.';
     END IF;
 END;
 $$;
