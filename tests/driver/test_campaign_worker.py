@@ -117,6 +117,47 @@ def test_the_handler_time_is_measured_and_reported_by_campaign_stats(db_url: str
     run(test, db_url)
 
 
+def test_metrics_that_cannot_be_stored_are_noted_and_the_message_completed(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A handler that sent its message but returned what is not a dict, or a value JSON
+    cannot hold, costs neither its own completion nor the others' of the same call: each
+    is sent once, at its first attempt, the note in its metrics."""
+    bad: list[Any] = [float("nan"), {"o": object()}, 42, [1, 2], {"inf": float("inf")}]
+
+    async def test(queue: Queue) -> None:
+        run_id = await queue.run(max_retries=0)
+        await queue.enqueue(run_id, 20)
+        sent: Counter[int] = Counter()
+
+        async def send(message: CampaignMessage) -> Any:
+            sent[message.message_id] += 1
+            i = message.payload["i"]
+            if i % 4 == 0:
+                kind = bad[i // 4]
+                return kind if not isinstance(kind, float) else {"cost": kind}
+            return {"tokens": i}
+
+        with caplog.at_level(logging.WARNING, logger="pgcoord"):
+            async with running(worker(send, db_url, batch=20, concurrency=20)):
+                await wait_until(lambda: queue.done(run_id, sent=20), "every message sent")
+        states = await queue.states(run_id)
+        assert set(sent.values()) == {1}, "none sent twice"
+        assert {s.attempt for s in states.values()} == {1}
+        by_i = {
+            s.metrics["tokens"]: s for s in states.values() if s.metrics and "tokens" in s.metrics
+        }
+        assert len(by_i) == 15, "the others kept their metrics"
+        noted = [s.metrics for s in states.values() if s.metrics and "metrics_error" in s.metrics]
+        assert len(noted) == 5
+        assert all(m["handler_ms"] >= 0 for m in noted)
+        assert any("not a dict" in m["metrics_error"] for m in noted)
+        assert any("NaN" in m["metrics_error"] for m in noted)
+        assert sum("cannot be stored" in r.getMessage() for r in caplog.records) == 5
+
+    run(test, db_url)
+
+
 def test_a_handler_past_its_timeout_is_cancelled_and_retried_after_the_backoff(
     db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -48,6 +48,7 @@ from typing import Any
 
 from .. import arguments, campaigns_async, locks_async
 from ..config import CAMPAIGN_CLAIM_LIMIT, CAMPAIGN_DELAY_MAX, CAMPAIGN_LEASE
+from ..jsonb import jsonb
 from ..types import CampaignMessage
 from .runtime import AsyncConn, AsyncPool, Failure, RateBudget, Runtime, Work, log, takes
 
@@ -55,6 +56,8 @@ Handler = Callable[[CampaignMessage], Awaitable[Mapping[str, Any] | None]]
 
 SKIP_STALE_LOCK = "pgcoord:campaign_skip_stale"
 HANDLER_MS = "handler_ms"  # the metrics key of the handler's time
+# the metrics key that says why the handler's own metrics were not stored
+METRICS_ERROR = "metrics_error"
 
 
 class CampaignWork(Work[CampaignMessage]):
@@ -109,15 +112,25 @@ class CampaignWork(Work[CampaignMessage]):
     def outcome(self, item: CampaignMessage, result: Any, seconds: float) -> dict[str, Any]:
         """The metrics stored with the sent message: the handler's, and its time as the
         worker measured it, `handler_ms` (what `pgcoord campaigns` reports as p50/p95; it
-        wins over a `handler_ms` of the handler's own)."""
-        metrics = dict(result) if result else {}
-        metrics[HANDLER_MS] = round(seconds * 1_000_000) / 1000  # to the µs, as round(, 3)
+        wins over a `handler_ms` of the handler's own). The message was sent whatever the
+        handler returned: what is not a dict of metrics is noted, not failed."""
+        ms = round(seconds * 1_000_000) / 1000  # to the µs, as round(, 3)
+        if result is None:
+            return {HANDLER_MS: ms}
+        if not isinstance(result, Mapping):
+            said = f"the handler returned {type(result).__name__} {result!r:.60}, not a dict"
+            return _unstorable(item, ms, said)
+        metrics = dict(result)
+        metrics[HANDLER_MS] = ms
         return metrics
 
     async def complete(
         self, conn: AsyncConn, done: Sequence[tuple[CampaignMessage, Any]]
     ) -> list[bool]:
-        completed = await campaigns_async.campaign_completed(conn, *_columns(done))
+        try:
+            completed = await campaigns_async.campaign_completed(conn, *_columns(done))
+        except (ValueError, TypeError):  # metrics JSON cannot hold: nothing was sent
+            completed = await campaigns_async.campaign_completed(conn, *_columns(_storable(done)))
         return [item.message_id in completed for item, _ in done]
 
     async def complete_then_claim(
@@ -128,9 +141,15 @@ class CampaignWork(Work[CampaignMessage]):
         limit: int,
         lease: timedelta,
     ) -> tuple[list[bool], list[CampaignMessage]]:
-        completed, claimed = await campaigns_async.campaign_completed_then_claim(
-            conn, *_columns(done), worker, limit, lease, self.run_id
-        )
+        call = campaigns_async.campaign_completed_then_claim
+        try:
+            completed, claimed = await call(
+                conn, *_columns(done), worker, limit, lease, self.run_id
+            )
+        except (ValueError, TypeError):  # metrics JSON cannot hold: nothing was sent
+            completed, claimed = await call(
+                conn, *_columns(_storable(done)), worker, limit, lease, self.run_id
+            )
         return [item.message_id in completed for item, _ in done], claimed
 
     async def complete_one(self, conn: AsyncConn, item: CampaignMessage) -> bool:
@@ -166,6 +185,32 @@ class CampaignWork(Work[CampaignMessage]):
             skipped = await campaigns_async.campaign_skip_stale(conn)
             if skipped:
                 log.info("skipped %d stale campaign messages", skipped)
+
+
+def _storable(
+    done: Sequence[tuple[CampaignMessage, Any]],
+) -> list[tuple[CampaignMessage, Any]]:
+    """The outcomes with the metrics that JSON or PostgreSQL cannot hold (NaN, an object
+    of no JSON form) replaced by a note: the messages were sent, and are completed."""
+    kept = []
+    for item, metrics in done:
+        try:
+            jsonb(metrics, "metrics")
+        except (ValueError, TypeError) as exc:
+            metrics = _unstorable(item, metrics.get(HANDLER_MS), str(exc))
+        kept.append((item, metrics))
+    return kept
+
+
+def _unstorable(item: CampaignMessage, ms: float | None, why: str) -> dict[str, Any]:
+    log.warning(
+        "the metrics of message %d of run %d cannot be stored (%s): it is completed with %s",
+        item.message_id,
+        item.run_id,
+        why,
+        METRICS_ERROR,
+    )
+    return {HANDLER_MS: ms, METRICS_ERROR: why}
 
 
 def _columns(
