@@ -31,6 +31,16 @@ from pgcoord.demo.parts import (
         ('Here you go:\n```json\n["after prose"]\n```\nEnjoy!', ["after prose"]),
         ('```json\n["never closed", "fence"]', ["never closed", "fence"]),
         ('"a JSON string"', ["a JSON string"]),
+        ('{"parts": ["an object", "of parts"]}', ["an object", "of parts"]),
+        ('```jsonc\n["a tag", "of its own"]\n```', ["a tag", "of its own"]),
+        ('``` json\n["a space before the tag"]\n```', ["a space before the tag"]),
+        ('````json\n["four backticks"]\n````', ["four backticks"]),
+        ('```json["no newline"]```', ["no newline"]),
+        ('Here are the parts: ["in", "prose"] Enjoy!', ["in", "prose"]),
+        (
+            '["Use ```SUMMER-SALE``` at checkout", "Reply STOP to opt out"]',
+            ["Use ```SUMMER-SALE``` at checkout", "Reply STOP to opt out"],
+        ),
         ('["multi\\nline part"]', ["multi\nline part"]),
     ],
 )
@@ -42,21 +52,36 @@ def test_parts_from_a_json_list(answer: str, parts: list[str]) -> None:
     ("answer", "part"),
     [
         ("Hello Ana, your order ships today.", "Hello Ana, your order ships today."),
-        ('["Hello Ana", "your order ships",]', '["Hello Ana", "your order ships",]'),
-        ('["truncated', '["truncated'),
-        ('{"parts": ["an object"]}', '{"parts": ["an object"]}'),
-        ('["a list", 42, null]', '["a list", 42, null]'),
         ("```json\nnot JSON inside the fence\n```", "not JSON inside the fence"),
         ("  \n plain text, trimmed \n", "plain text, trimmed"),
+        ("Use code ```SAVE10``` at checkout today", "Use code ```SAVE10``` at checkout today"),
+        ("[Promo] 20% off this weekend", "[Promo] 20% off this weekend"),
+        ("Offer ends Sunday [1]. Terms apply.", "Offer ends Sunday [1]. Terms apply."),
     ],
 )
-def test_anything_but_a_list_of_strings_is_one_part(answer: str, part: str) -> None:
+def test_an_answer_that_is_not_json_is_one_part(answer: str, part: str) -> None:
+    """The safe fallback: prose goes as it is (WhatsApp shows ```code``` as monospace)."""
     assert split_parts(answer) == [part]
 
 
-def test_a_pathological_answer_falls_back_too() -> None:
-    deep = "[" * 100_000  # json.loads gives up with a RecursionError
-    assert split_parts(deep) == ["[" * PART_LIMIT] * 100
+@pytest.mark.parametrize(
+    "answer",
+    [
+        '["Hello Ana", "your order ships",]',
+        '["truncated',
+        '  {"unclosed": ',
+        '["a list", 42, null]',
+        '{"a": 1}',
+        '{"parts": ["one list"], "more": ["of two"]}',
+        "42",
+        "null",
+        "[" * 100_000,  # json.loads gives up with a RecursionError
+    ],
+)
+def test_json_with_no_texts_to_be_had_is_refused(answer: str) -> None:
+    """Sent as one part, it would put JSON syntax before a customer."""
+    with pytest.raises(InvalidText, match="JSON"):
+        split_parts(answer)
 
 
 def test_empty_answers_have_no_parts() -> None:
@@ -109,6 +134,22 @@ def test_a_hard_cut_keeps_marks_and_joined_emoji_whole() -> None:
     parts = fit("w" * 999 + thumbs)
     assert parts == ["w" * 999, thumbs]
     assert all(not unicodedata.category(p[0]).startswith("M") for p in parts)
+
+
+def test_a_hard_cut_keeps_a_flag_whole_and_gives_up_past_half_a_part() -> None:
+    flags = "\U0001f1e7\U0001f1f7" * 500  # Brazil 500 times: 1,000 regional indicators
+    parts = fit("v" + flags)  # the cut at 1000 falls between a flag's two letters
+    assert parts == ["v" + flags[:998], flags[998:]]
+    marks = "a" + "\u0301" * 1500  # one letter with 1,500 marks: no place to cut well
+    assert [len(p) for p in fit(marks)] == [PART_LIMIT, 501]
+
+
+def test_what_shows_nothing_or_cannot_be_sent_is_dropped() -> None:
+    assert split_parts("\u200b" * 12) == []
+    assert split_parts('["\u200b\u200b", "kept part"]') == ["kept part"]
+    assert split_parts('["\\ud83d hi there"]') == ["hi there"]  # a lone surrogate
+    with pytest.raises(InvalidText, match="0 characters after trimming"):
+        validate(["\u200b" * 12, "\u200d"])
 
 
 def test_unicode_parts_come_through_unchanged() -> None:

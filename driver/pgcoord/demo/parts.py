@@ -1,11 +1,17 @@
 """From a model's answer to WhatsApp parts: the half of the campaign pipeline
 (`pipeline`) that does no I/O.
 
-The model is asked for a JSON list of strings. Its answer may come fenced in
-```json ... ```, or not as JSON at all: `split_parts` never fails on it; a list of
-strings gives the parts, anything else is sent as one part. A part over PART_LIMIT
-characters is cut further at word boundaries. `validate` refuses an answer with too
-little to say.
+The model is asked for a JSON list of strings. `split_parts` reads the parts from the
+answer as a whole, or from a fenced block in it (```json, ```jsonc, ``` json, four
+backticks...), or from a JSON list set in prose ("Here you go: [...]"); an object whose
+one list of strings holds them (`{"parts": [...]}`) gives them too. An answer that is not
+JSON at all is the safe fallback: it goes as one part, a fenced answer without its fences.
+What would put JSON syntax before a customer is refused as InvalidText instead: JSON with
+no list of texts in it (`{"a": 1}`, `["Hi", 42]`), or an answer that begins as JSON and
+does not parse (cut off, a trailing comma). A part over PART_LIMIT characters is cut
+further at word boundaries; parts with nothing visible are dropped, and characters that
+cannot be sent (a lone surrogate) removed. `validate` refuses an answer with too little
+to say.
 """
 
 from __future__ import annotations
@@ -13,12 +19,17 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from typing import Any
 
 PART_LIMIT = 1000  # characters one gateway message may hold
 MIN_TEXT = 10  # characters a campaign message must hold, whitespace around parts not counted
 
-# the first fenced block, ```json or bare; a fence the model never closed runs to the end
-_FENCE = re.compile(r"```(?:json)?(.*?)(?:```|\Z)", re.DOTALL | re.IGNORECASE)
+# a fenced block: three backticks or more, a language tag on the fence's own line (or no
+# tag), its text, then the same fence; a fence the model never closed runs to the end
+_FENCE = re.compile(r"(`{3,})(?:[ \t]*[\w+.-]+[ \t]*\n|[ \t]*\n?)(.*?)(?:\1|\Z)", re.DOTALL)
+# how a JSON list of strings or an object begins: a text that begins so was meant as JSON
+_JSONISH = re.compile(r"\[\s*[\"\[{\]]|\{\s*[\"}]")
+_NOTHING = object()  # no JSON (a JSON null is None)
 _PART_KEY = re.compile(r"(\d+):\d+", re.ASCII)
 _JOINERS = frozenset("\u200d\ufe0e\ufe0f")  # zero-width joiner, variation selectors
 
@@ -41,23 +52,69 @@ def message_of(key: str) -> int | None:
 
 
 def split_parts(answer: str) -> list[str]:
-    """The parts to send, in order: each trimmed, none blank, none over PART_LIMIT."""
-    fenced = _FENCE.search(answer)
-    text = (fenced.group(1) if fenced else answer).strip()
-    try:
-        parsed = json.loads(text)
-    except (ValueError, RecursionError):
-        parsed = None
-    if isinstance(parsed, list) and all(isinstance(p, str) for p in parsed):
-        pieces: list[str] = parsed
-    else:
-        pieces = [parsed if isinstance(parsed, str) else text]
-    return [cut for piece in pieces for cut in fit(piece.strip()) if cut]
+    """The parts to send, in order: each trimmed, none without a visible character, none
+    over PART_LIMIT. InvalidText when the answer is JSON, or begins as JSON, with no list
+    of texts to be had from it."""
+    text = answer.strip()
+    fences = list(_FENCE.finditer(text))
+    candidates = [text, *(fence.group(2) for fence in fences)]
+    opening, closing = text.find("["), text.rfind("]")
+    if 0 <= opening < closing:
+        candidates.append(text[opening : closing + 1])  # a list set in prose
+    whole: Any = _NOTHING
+    for number, candidate in enumerate(candidates):
+        try:
+            parsed = json.loads(candidate)
+        except (ValueError, RecursionError):
+            continue
+        pieces = _texts(parsed)
+        if pieces is not None:
+            return [cut for piece in pieces for cut in fit(_sendable(piece)) if _visible(cut)]
+        if number == 0:
+            whole = parsed
+    if whole is not _NOTHING:
+        raise InvalidText(f"the model's answer is JSON with no list of texts in it: {text:.80}")
+    if len(fences) == 1 and fences[0].start() == 0 and fences[0].end() == len(text):
+        text = fences[0].group(2).strip()  # the whole answer fenced: its text
+    if _JSONISH.match(text):
+        raise InvalidText(f"the model's answer begins as JSON and does not parse: {text:.80}")
+    return [cut for cut in fit(_sendable(text)) if _visible(cut)]
+
+
+def _texts(parsed: Any) -> list[str] | None:
+    """The texts a parsed JSON answer holds: a list of strings, a string, or an object
+    whose only list value is a list of strings; None for anything else."""
+    if isinstance(parsed, str):
+        return [parsed]
+    if isinstance(parsed, list):
+        return parsed if all(isinstance(p, str) for p in parsed) else None
+    if isinstance(parsed, dict):
+        lists = [v for v in parsed.values() if isinstance(v, list)]
+        if len(lists) == 1:
+            return _texts(lists[0])
+    return None
+
+
+def _sendable(piece: str) -> str:
+    """`piece` trimmed, without what UTF-8 cannot carry (a lone surrogate of a broken
+    escape, which the HTTP client would refuse on every try)."""
+    return piece.encode("utf-8", "ignore").decode("utf-8").strip()
+
+
+def _visible(text: str) -> bool:
+    return any(_shows(char) for char in text)
+
+
+def _shows(char: str) -> bool:
+    """Whether `char` shows: not whitespace, nor a format character (a zero-width space
+    or joiner)."""
+    return not char.isspace() and unicodedata.category(char) != "Cf"
 
 
 def validate(parts: list[str]) -> list[str]:
-    """`parts`, when they hold at least MIN_TEXT characters; else InvalidText."""
-    size = sum(map(len, parts))
+    """`parts`, when they hold at least MIN_TEXT characters, trimmed and not counting
+    format characters (a zero-width space or joiner shows nothing); else InvalidText."""
+    size = sum(unicodedata.category(char) != "Cf" for part in parts for char in part.strip())
     if size < MIN_TEXT:
         raise InvalidText(
             f"the model's answer is too short to send: {size} characters after "
@@ -69,18 +126,34 @@ def validate(parts: list[str]) -> list[str]:
 def fit(text: str, limit: int = PART_LIMIT) -> list[str]:
     """`text` in pieces of at most `limit` characters, cut at the last whitespace that
     fits; a word longer than `limit` is cut where no mark or joiner clings to the
-    character before."""
+    character before, nor a flag's second letter to its first (in the last half of the
+    piece; past that, at `limit`)."""
     pieces: list[str] = []
     while len(text) > limit:
         cut = next((i for i in range(limit, 0, -1) if text[i].isspace()), None)
         if cut is None:
             cut = limit
-            while cut > 1 and _clings(text[cut - 1], text[cut]):
+            while cut > limit // 2 and (_clings(text[cut - 1], text[cut]) or _in_flag(text, cut)):
                 cut -= 1
+            if cut == limit // 2:
+                cut = limit  # no visible character ends in the last half: cut through
         pieces.append(text[:cut].rstrip())
         text = text[cut:].lstrip()
     pieces.append(text)
     return pieces
+
+
+def _in_flag(text: str, cut: int) -> bool:
+    """Whether `cut` falls between the two regional indicators of one flag: the letters
+    pair up from the first of their run."""
+    run = 0
+    while cut - run > 0 and _regional(text[cut - run - 1]):
+        run += 1
+    return run % 2 == 1 and _regional(text[cut])
+
+
+def _regional(char: str) -> bool:
+    return "\U0001f1e6" <= char <= "\U0001f1ff"
 
 
 def _clings(before: str, char: str) -> bool:
