@@ -16,6 +16,7 @@ import pytest
 from pgcoord import CampaignMessage, RateLimited
 from pgcoord.demo.checks import (
     campaign_checks,
+    fleet_waited_after_429,
     late_completions_refused,
     messages_delivered_again,
     none_lost_or_stuck,
@@ -86,20 +87,30 @@ def test_sent_parts_accepted() -> None:
 def test_parts_accepted_once() -> None:
     once = ledger("1:0", "1:1")
     assert parts_accepted_once(once).held
-    twice = replace(once, accepted=(*once.accepted, once.accepted[0]))
-    assert not parts_accepted_once(twice).held
     same_text = replace(once.accepted[1], key="1:2", digest=once.accepted[0].digest)
     check = parts_accepted_once(replace(once, accepted=(*once.accepted, same_text)))
     assert not check.held and "1:2" in check.detail
     assert not parts_accepted_once(ledger()).held
 
 
-def test_within_gateway_limit() -> None:
-    calm = (Second(0, 5, 0), Second(1, 3, 0))
-    check = within_gateway_limit(ledger(seconds=calm, limit=5))
+def test_within_gateway_limit_counts_every_window_of_a_second() -> None:
+    calm = ledger(limit=5)
+    calm = replace(calm, arrivals=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.5))
+    check = within_gateway_limit(calm)
     assert check.held and "the busiest had 5" in check.label
-    busy = within_gateway_limit(ledger(seconds=(*calm, Second(2, 7, 2)), limit=5))
-    assert not busy.held and "second 2: 7 requests, 2 answered 429" in busy.detail
+    # no second of the clock holds more than 4, the second from 0.6 s holds 7
+    busy = replace(calm, arrivals=(0.1, 0.6, 0.7, 0.8, 0.9, 1.1, 1.2, 1.3, 2.5))
+    check = within_gateway_limit(busy)
+    assert not check.held and "7 requests in the second from 0.600 s" in check.detail
+
+
+def test_fleet_waited_after_429() -> None:
+    paused = replace(ledger(), throttles=((1.0, 1),), arrivals=(0.9, 1.2, 1.45, 2.0, 2.1))
+    assert fleet_waited_after_429(paused).held  # 1.2 and 1.45: granted before the pause
+    sent_anyway = replace(paused, arrivals=(0.9, 1.2, 1.7, 2.1))
+    check = fleet_waited_after_429(sent_anyway)
+    assert not check.held and "(1.0, 1)" in check.detail
+    assert not fleet_waited_after_429(ledger()).held  # no 429 at all: nothing shown
 
 
 def run_campaign(url: str, messages: list[CampaignMessage]) -> list[QueuedMessage]:

@@ -117,6 +117,27 @@ def test_a_429_raises_rate_limited_with_the_providers_delay(endpoint: str) -> No
     assert keys(ledger) == [part_key(8, i) for i in range(metrics["parts"])]
 
 
+def test_a_gateway_429_pauses_before_it_raises() -> None:
+    """A gateway budget paced per request is paused for the Retry-After (the fleet
+    waits); the model's 429 pauses nothing of the gateway's."""
+    paused: list[float] = []
+
+    async def pause(seconds: float) -> None:
+        paused.append(seconds)
+
+    async def main(url: str, *messages: CampaignMessage) -> None:
+        async with httpx.AsyncClient() as http:
+            handler = make_handler(url, http, pause=pause)
+            for m in messages:
+                with pytest.raises(RateLimited):
+                    await handler(m)
+
+    script = {("gateway", part_key(8, 0)): (429,), ("llm", "9"): (429,)}
+    with provider(replace(QUIET, retry_after=7, faults=script)) as fake:
+        asyncio.run(main(fake.url, message(8), message(9)))
+    assert paused == [7.0]
+
+
 def test_the_gateways_own_limit_raises_rate_limited() -> None:
     with provider(replace(QUIET, gateway_limit=0, retry_after=7)) as fake:
         with pytest.raises(RateLimited) as raised:

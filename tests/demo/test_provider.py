@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -210,3 +211,20 @@ def test_the_ledger_reads_the_same_over_http() -> None:
     assert provider.ledger() == ledger  # after the end too
     assert ledger.accepted and ledger.seconds and ledger.generations
     assert sum(ledger.answers.values()) == 30
+
+
+def test_a_storm_answers_the_gateway_429_for_its_length_and_the_ledger_keeps_the_times() -> None:
+    with serving(replace(QUIET, storm=(0.3, 0.4), retry_after=2)) as (provider, http):
+        answers = []
+        for i in range(12):
+            answers.append(send(http, f"{i}:0").status_code)
+            time.sleep(0.1)
+        ledger = provider.ledger()
+    # the first request starts the clock of the storm: 200 until 0.3 s, 429 until 0.7 s
+    assert answers[0] == 200 and answers[-1] == 200
+    assert 2 <= answers.count(429) <= 5
+    assert answers.index(429) >= 2
+    assert len(ledger.arrivals) == 12 and list(ledger.arrivals) == sorted(ledger.arrivals)
+    assert [after for _, after in ledger.throttles] == [2] * answers.count(429)
+    storm_start = ledger.arrivals[0] + 0.3
+    assert all(storm_start <= at < storm_start + 0.4 + 0.05 for at, _ in ledger.throttles)

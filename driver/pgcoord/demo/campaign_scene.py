@@ -33,11 +33,12 @@ from pgcoord.campaigns import (
 )
 
 from . import campaign_worker, checks
-from .campaign_worker import CONCURRENCY, GENERATE_TIMEOUT, LEASE, SEND_TIMEOUT, TIMEOUT
+from .campaign_worker import CONCURRENCY, LEASE, TIMEOUT
 from .facts import LateCall, QueuedMessage, handover, next_tries
 from .ledger import Try, TryLog
 from .output import plural, spread
 from .parts import message_of
+from .pipeline import GENERATE_TIMEOUT, SEND_TIMEOUT
 from .provider import FakeProvider, Ledger, Options
 from .scratch import Scene, Scratch, open_scratch
 from .server import server_clock
@@ -48,18 +49,23 @@ SEED = 11  # the same campaign and the same provider every run
 ENQUEUE_KEY = "recipients.csv"  # the producer's key for its one enqueue call
 MAX_RETRIES = 3
 BACKOFF = (timedelta(seconds=1), timedelta(seconds=2))  # the last repeats
-# the provider: every call 20-200 ms, 4% answered 503, 1% 429 with Retry-After: 1, 0.4%
-# of the model's texts too short to send (failed on every try), and a gateway that
-# serves at most GATEWAY_LIMIT requests in each second of its clock
+# the provider: every call 20-200 ms, 4% answered 503, 1% of the model's calls 429 with
+# Retry-After: 1 (a message snoozed), 0.4% of the model's texts too short to send (failed
+# on every try), a gateway that serves at most GATEWAY_LIMIT requests in each second of
+# its clock, and a 429 storm: for STORM[1] s from STORM[0] s after its first request, the
+# gateway answers every request 429 with Retry-After: 1 (the fleet's budget paused)
 GATEWAY_LIMIT = 300
+STORM = (3.0, 1.5)
 PROVIDER = Options(
     seed=SEED,
     latency=(0.02, 0.2),
     errors=0.04,
     throttled=0.01,
+    gateway_throttled=0.0,
     retry_after=1,
     gateway_limit=GATEWAY_LIMIT,
     short=0.004,
+    storm=STORM,
 )
 # The fleet's budget for gateway requests: a token bucket of BUDGET_RATE a second with
 # bursts of BUDGET_BURST. The gateway counts fixed seconds, in which a bucket grants up
@@ -132,9 +138,11 @@ class CampaignScene(Scene):
             self.report.line(
                 f"fake provider on {provider.url}: model and gateway answer in "
                 f"{PROVIDER.latency[0] * 1000:.0f}-{PROVIDER.latency[1] * 1000:.0f} ms, "
-                f"{PROVIDER.errors:.0%} of calls 503, {PROVIDER.throttled:.0%} 429 with "
-                f"Retry-After: {PROVIDER.retry_after}, {PROVIDER.short:.1%} of the texts too "
-                f"short to send; the gateway serves at most {GATEWAY_LIMIT} requests a second"
+                f"{PROVIDER.errors:.0%} of calls 503, {PROVIDER.throttled:.0%} of the model's "
+                f"429 with Retry-After: {PROVIDER.retry_after}, {PROVIDER.short:.1%} of the "
+                f"texts too short to send; the gateway serves at most {GATEWAY_LIMIT} requests "
+                f"a second, and answers all 429 for {STORM[1]:g} s from {STORM[0]:g} s after "
+                "its first request"
             )
             run_id = campaign_create(scratch.conn, f"demo {self.run}", MAX_RETRIES, BACKOFF)
             self._send(Run(scratch, provider, run_id, log), stack, messages, workers)
@@ -179,7 +187,7 @@ class CampaignScene(Scene):
             f"{LEASE.total_seconds():g} s, timeout {TIMEOUT.total_seconds():g} s (model "
             f"{GENERATE_TIMEOUT:g} s, {SEND_TIMEOUT:g} s a part); before each gateway request, "
             f"rate_acquire({BUDGET_KEY!r}, {BUDGET_RATE:g}/s, burst {BUDGET_BURST}), one budget "
-            "for the fleet"
+            "for the fleet, paused for the Retry-After of a gateway 429 (rate_pause)"
         )
         return crew, victim
 

@@ -23,23 +23,20 @@ from typing import Any
 import httpx
 
 from pgcoord import CampaignMessage, CampaignWorker, rates_async
-from pgcoord.config import AsyncPool, async_pool
+from pgcoord.config import RATE_PAUSE_MAX, AsyncPool, async_pool
 from pgcoord.worker import RateBudget
 
 from . import process
 from .ledger import TryLog
-from .pipeline import Handler, make_handler
+from .pipeline import GENERATE_TIMEOUT, SEND_TIMEOUT, Handler, make_handler
 
 LEASE = timedelta(seconds=4)
 IDLE_POLL = timedelta(seconds=1)
 CONCURRENCY = 12
-# the pipeline's limits: the model's answer, and the gateway's per part (the fake answers
-# within a few hundred milliseconds) ...
-GENERATE_TIMEOUT = 5.0
-SEND_TIMEOUT = 2.0
-# ... and the worker's for a whole message: room for the model and a dozen parts, with
-# the waits for the gateway's budget
-TIMEOUT = timedelta(seconds=40)
+# the worker's limit for a whole message: room for the pipeline's own limits (30 s for
+# the model's answer, 10 s for each part) with a dozen parts, and the waits for the
+# gateway's budget
+TIMEOUT = timedelta(seconds=GENERATE_TIMEOUT + 12 * SEND_TIMEOUT + 10)
 
 
 class Pacer:
@@ -65,6 +62,16 @@ class Pacer:
                     return
                 await asyncio.sleep(wait.total_seconds())
 
+    async def pause(self, seconds: float) -> None:
+        """The gateway answered 429: pause the budget's key for `seconds` (at most a
+        day, the longest pause), so that every worker's next request waits."""
+        for_ = timedelta(seconds=min(seconds, RATE_PAUSE_MAX.total_seconds()))
+        try:
+            async with self.pool.connection() as conn:
+                await rates_async.rate_pause(conn, self.budget.key, for_)
+        except Exception as exc:  # the message is snoozed all the same
+            print(f"pausing {self.budget.key!r} failed: {exc}", file=sys.stderr, flush=True)
+
 
 def main(argv: list[str] | None = None) -> int:
     return process.main(_parser(), argv, _work)
@@ -79,14 +86,9 @@ async def _work(args: argparse.Namespace) -> int:
     )
     log = TryLog(args.schema)
     budget = RateBudget(args.budget, args.per_second, args.burst)
+    pacer = Pacer(pool, budget)
     async with httpx.AsyncClient() as http:
-        pipeline = make_handler(
-            args.provider,
-            http,
-            generate_timeout=GENERATE_TIMEOUT,
-            send_timeout=SEND_TIMEOUT,
-            pace=Pacer(pool, budget),
-        )
+        pipeline = make_handler(args.provider, http, pace=pacer, pause=pacer.pause)
         worker = CampaignWorker(
             _logged(pipeline, pool, log, args),
             **process.options(args, pool),

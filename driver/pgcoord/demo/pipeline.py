@@ -19,7 +19,8 @@ all of that (30 s + 10 s a part), or it cancels a slow message before the handle
 say which call was slow.
 
 HTTP 429 raises `RateLimited(Retry-After)`: the worker snoozes the message without
-spending a try and pauses the shared rate key, so the whole fleet waits. Anything else
+spending a try and pauses the shared rate key, so the whole fleet waits (the worker's
+`rate` key; a gateway budget paced per request pauses its own key, `pause`). Anything else
 (a 5xx, no answer in time, an answer too short to send) raises, and the worker retries
 the message after the run's backoff, keeping the error if its last try fails too.
 """
@@ -48,6 +49,7 @@ MAX_RETRY_AFTER = 86400.0  # seconds: a day, the longest pause of a rate key
 
 Handler = Callable[[CampaignMessage], Awaitable[dict[str, Any]]]
 Pace = Callable[[], Awaitable[object]]
+Pause = Callable[[float], Awaitable[object]]
 
 
 class ProviderError(Exception):
@@ -62,12 +64,16 @@ def make_handler(
     generate_timeout: float = GENERATE_TIMEOUT,
     send_timeout: float = SEND_TIMEOUT,
     pace: Pace | None = None,
+    pause: Pause | None = None,
 ) -> Handler:
     """The campaign handler calling the model and the gateway at `base_url` through
     `http`, one client (and so one connection pool) shared by every handler of a
     process. `pace`, when given, is awaited before each request to the gateway: a
     budget counted in requests (say, waiting on `rate_acquire`) where the worker's
-    counts messages, and a message may have several parts."""
+    counts messages, and a message may have several parts. `pause`, given with it, is
+    awaited with the seconds of a gateway 429's Retry-After before RateLimited goes to
+    the worker: that budget's key paused (`rate_pause`), so the whole fleet waits, as
+    the worker's own rate key is when it has one."""
     base = base_url.rstrip("/")
 
     async def send_campaign_message(message: CampaignMessage) -> dict[str, Any]:
@@ -87,14 +93,19 @@ def make_handler(
         for index, part in enumerate(parts):
             if pace is not None:
                 await pace()
-            accepted = await call(
-                http,
-                f"{base}/gateway/messages",
-                {"to": message.recipient, "text": part},
-                key=part_key(message.message_id, index),
-                timeout=send_timeout,
-                what=f"the gateway (part {index + 1} of {len(parts)})",
-            )
+            try:
+                accepted = await call(
+                    http,
+                    f"{base}/gateway/messages",
+                    {"to": message.recipient, "text": part},
+                    key=part_key(message.message_id, index),
+                    timeout=send_timeout,
+                    what=f"the gateway (part {index + 1} of {len(parts)})",
+                )
+            except RateLimited as limited:
+                if pause is not None:
+                    await pause(limited.after.total_seconds())
+                raise
             replayed += accepted.headers.get("Idempotent-Replayed") == "true"
         return {
             "tokens": tokens,

@@ -68,7 +68,11 @@ class Options:
     latency: tuple[float, float] = (0.02, 0.2)  # seconds every call takes, from..to
     errors: float = 0.05  # share of calls answered 503
     throttled: float = 0.02  # share of calls answered 429
+    gateway_throttled: float | None = None  # ... of the gateway's, when not `throttled`
     retry_after: int = 1  # seconds, in those 429s
+    # a 429 storm: (start, length) in seconds after the gateway's first request, during
+    # which the gateway answers every request 429 with Retry-After
+    storm: tuple[float, float] | None = None
     gateway_limit: int = 20  # requests the gateway serves in one second
     fenced: float = 0.3  # share of generations fenced in ```json ... ```
     malformed: float = 0.1  # ... in plain text instead of JSON
@@ -113,6 +117,8 @@ class Ledger:
     answers: dict[str, int]  # "gateway 503" -> how many such answers
     generations: int  # texts the model wrote (repeats of a key not counted)
     tokens: int  # tokens spent on them
+    arrivals: tuple[float, ...] = ()  # when each gateway request came, in order
+    throttles: tuple[tuple[float, int], ...] = ()  # gateway 429s: when answered, Retry-After
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -126,6 +132,8 @@ class Ledger:
             dict(data["answers"]),
             data["generations"],
             data["tokens"],
+            tuple(data["arrivals"]),
+            tuple((at, after) for at, after in data["throttles"]),
         )
 
 
@@ -141,6 +149,8 @@ class FakeProvider:
         self._accepted: dict[str, Acceptance] = {}
         self._seconds: defaultdict[int, list[int]] = defaultdict(lambda: [0, 0])
         self._answers: Counter[str] = Counter()
+        self._arrivals: list[float] = []
+        self._throttles: list[tuple[float, int]] = []
         self._written = 0
         self._tokens = 0
         self._ready = threading.Event()
@@ -218,7 +228,10 @@ class FakeProvider:
         roll = draw.random()
         if roll < self.options.errors:
             return 503, draw
-        return (429 if roll < self.options.errors + self.options.throttled else 200), draw
+        throttled = self.options.throttled
+        if endpoint == "gateway" and self.options.gateway_throttled is not None:
+            throttled = self.options.gateway_throttled
+        return (429 if roll < self.options.errors + throttled else 200), draw
 
     def _answer(
         self,
@@ -233,6 +246,8 @@ class FakeProvider:
         headers = {"Idempotent-Replayed": "true"} if replayed else {}
         if retry_after is not None:
             headers["Retry-After"] = str(retry_after)
+            if endpoint == "gateway":
+                self._throttles.append((round(self._clock(), 3), retry_after))
         return web.json_response(body, status=status, headers=headers)
 
     def _fault(self, endpoint: str, status: int) -> web.Response:
@@ -278,8 +293,15 @@ class FakeProvider:
         return json.dumps(parts, ensure_ascii=False)
 
     async def _send(self, request: web.Request) -> web.Response:
-        second = self._seconds[int(self._clock())]
+        now = self._clock()
+        self._arrivals.append(round(now, 3))
+        second = self._seconds[int(now)]
         second[0] += 1
+        storm = self.options.storm
+        if storm is not None and 0 <= now - self._arrivals[0] - storm[0] < storm[1]:
+            await asyncio.sleep(random.Random(now).uniform(*self.options.latency))
+            body = {"error": "a 429 storm: too many requests"}
+            return self._answer("gateway", 429, body, retry_after=self.options.retry_after)
         if second[0] > self.options.gateway_limit:
             second[1] += 1
             # the next second, and with it room, begins within one
@@ -323,6 +345,8 @@ class FakeProvider:
             dict(self._answers),
             self._written,
             self._tokens,
+            tuple(self._arrivals),
+            tuple(self._throttles),
         )
 
     async def _read_ledger(self, request: web.Request) -> web.Response:
