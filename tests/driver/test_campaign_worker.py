@@ -4,6 +4,7 @@ the run's backoff, snoozes on 429, the shared rate budget, stale messages, stopp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -773,3 +774,42 @@ def test_delays_beyond_the_servers_maxima_are_capped_at_them(
 
     with caplog.at_level(logging.INFO, logger="pgcoord.worker"):
         run(test, db_url)
+
+
+def test_a_completion_whose_connection_died_goes_once_more(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A killed backend (a restarted pooler, pg_terminate_backend) under a completion:
+    it goes again on a sound connection, instead of leaving sent messages to their lease
+    and a second send."""
+    real = campaigns_async.campaign_completed_then_claim
+    killed: list[int] = []
+
+    async def dying_once(conn: psycopg.AsyncConnection[Any], *args: Any) -> Any:
+        if not killed:
+            killed.append(conn.info.backend_pid)
+            with contextlib.suppress(psycopg.OperationalError):
+                await conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        return await real(conn, *args)
+
+    monkeypatch.setattr(campaigns_async, "campaign_completed_then_claim", dying_once)
+
+    async def test(queue: Queue) -> None:
+        run_id = await queue.run()
+        await queue.enqueue(run_id, 40)
+        sent: Counter[int] = Counter()
+
+        async def send(message: CampaignMessage) -> dict[str, Any]:
+            sent[message.message_id] += 1
+            return {}
+
+        with caplog.at_level(logging.WARNING, logger="pgcoord"):
+            async with running(worker(send, db_url, batch=10, lease=timedelta(seconds=30))):
+                await wait_until(lambda: queue.done(run_id, sent=40), "every message sent")
+        states = await queue.states(run_id)
+        assert killed, "a completion met its dead connection"
+        assert {s.attempt for s in states.values()} == {1}
+        assert set(sent.values()) == {1}, "none sent twice"
+        assert any("trying once more" in r.getMessage() for r in caplog.records)
+
+    run(test, db_url)

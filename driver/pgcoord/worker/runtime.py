@@ -57,7 +57,7 @@ from typing import Any, ClassVar, Generic, LiteralString, TypeVar
 
 import psycopg
 from psycopg import sql as pgsql
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .. import arguments, rates_async
 from ..config import LEASE_SAFETY_MARGIN, RATE_PAUSE_MAX, async_pool
@@ -1193,39 +1193,60 @@ class Runtime(Generic[Item]):
     ) -> tuple[Sequence[bool | None], list[Item]]:
         """Complete the batch in one call, and claim the next items with it when the work
         can and places will be free; per item whether its claim was current (None: the
-        call failed, the lease decides), and the items claimed."""
+        call failed, the lease decides), and the items claimed. A call that found its
+        connection dead goes once more, once the pool is swept: a completion by claim
+        token is safe to repeat (what the first did complete answers False the second
+        time, taken as unknown, not as lost)."""
         done = [(flight.item, outcome) for flight, outcome in batch]
-        want = 0
-        if self._claims_with_completions and not self._stopping.is_set():
-            want = self._want(freed=len(batch))
+        items = ", ".join(self.work.describe(flight.item) for flight, _ in batch)
         try:
-            if want:
-                self._claiming = True
-                try:
-                    outcomes, claimed = await self._db(
-                        functools.partial(
-                            self.work.complete_then_claim,
-                            done=done,
-                            worker=self.name,
-                            limit=want,
-                            lease=self.lease,
-                        )
-                    )
-                    if len(claimed) == want:
-                        self._busy()
-                    return outcomes, claimed
-                except psycopg.Error as exc:
-                    if isinstance(exc, FAULTS):
-                        raise
-                    # the claim's error undid the completion too: complete alone
-                    self._fault(exc, "claiming with the completions failed")
-                finally:
-                    self._claiming = False
-            return await self._db(functools.partial(self.work.complete, done=done)), []
+            return await self._completing(done, len(batch))
+        except psycopg.OperationalError as exc:
+            if isinstance(exc, PoolTimeout | psycopg.errors.QueryCanceled):
+                self._fault(exc, "completing %s failed", items)
+                return [None] * len(batch), []
+            self._fault(exc, "completing %s failed; trying once more", items)
         except Exception as exc:
-            items = ", ".join(self.work.describe(flight.item) for flight, _ in batch)
             self._fault(exc, "completing %s failed", items)
             return [None] * len(batch), []
+        if self._sweep is not None:
+            await asyncio.wait({self._sweep}, timeout=self.call_timeout)
+        try:
+            outcomes, claimed = await self._completing(done, len(batch))
+        except Exception as exc:
+            self._fault(exc, "completing %s failed again", items)
+            return [None] * len(batch), []
+        return [None if completed is False else completed for completed in outcomes], claimed
+
+    async def _completing(
+        self, done: list[tuple[Item, Any]], freed: int
+    ) -> tuple[Sequence[bool | None], list[Item]]:
+        want = 0
+        if self._claims_with_completions and not self._stopping.is_set():
+            want = self._want(freed=freed)
+        if want:
+            self._claiming = True
+            try:
+                outcomes, claimed = await self._db(
+                    functools.partial(
+                        self.work.complete_then_claim,
+                        done=done,
+                        worker=self.name,
+                        limit=want,
+                        lease=self.lease,
+                    )
+                )
+                if len(claimed) == want:
+                    self._busy()
+                return outcomes, claimed
+            except psycopg.Error as exc:
+                if isinstance(exc, FAULTS):
+                    raise
+                # the claim's error undid the completion too: complete alone
+                self._fault(exc, "claiming with the completions failed")
+            finally:
+                self._claiming = False
+        return await self._db(functools.partial(self.work.complete, done=done)), []
 
     async def _linger(self) -> None:
         """Let successes gather for one call: until a claim's worth is queued, no handler
