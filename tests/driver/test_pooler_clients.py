@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,10 +18,14 @@ from typing import Any
 import psycopg
 import pytest
 from poolerkit import POOL_SIZE, Pooler
+from queuekit import Queue
+from queuekit import run as run_queue
+from queuekit import worker as campaign_worker
 from workerkit import HOUR, Inbox, run, running, settled, wait_until, worker
 
 from pgcoord import AsyncClient, Client, inbox, locks
-from pgcoord.types import Batch, Ingested, Lock
+from pgcoord.types import Batch, CampaignMessage, Ingested, Lock
+from pgcoord.worker.runtime import PROBE_WAIT
 
 LANES = 16  # concurrent callers, four times the pool's server connections
 ROUNDS = 12
@@ -164,3 +169,47 @@ def test_module_calls_on_a_default_psycopg_connection_through_the_pooler_need_pr
 
         asyncio.run(lanes(lane))
     assert no_prepared_statements(pooler, pooled_db_url)
+
+
+def test_a_campaign_worker_whose_listen_goes_through_the_pooler_polls_and_leaves_no_marks(
+    pooler: Pooler, db_url: str, pooled_db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its LISTEN connection hears nothing there (the probe it notifies from its pool
+    never comes): it says so once, polls, and leaves neither LISTEN nor an idle or busy
+    mark (session advisory locks) on the pooled server sessions. One that LISTENs on a
+    direct connection says nothing of the kind."""
+
+    def advisory_locks() -> int:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    async def test(queue: Queue) -> None:
+        run_id = await queue.run()
+        sent: list[int] = []
+
+        async def send(message: CampaignMessage) -> dict[str, Any]:
+            sent.append(message.message_id)
+            return {}
+
+        async def all_sent() -> bool:
+            return len(sent) == 5
+
+        for name, listen in (("pooled", None), ("direct", db_url)):
+            options = {} if listen is None else {"listen": listen}
+            with caplog.at_level(logging.INFO, logger="pgcoord"):
+                async with running(campaign_worker(send, pooled_db_url, name=name, **options)):
+                    await asyncio.sleep(PROBE_WAIT + 0.5)  # the probe's wait, then idle looks
+                    await queue.enqueue(run_id, 5)
+                    await wait_until(all_sent, "every message sent")
+                    sent.clear()
+            said = [r.getMessage() for r in caplog.records if "hears nothing" in r.getMessage()]
+            assert len(said) == (1 if name == "pooled" else 0), said
+            caplog.clear()
+            assert advisory_locks() == 0, f"{name}: a mark left behind"
+
+    run_queue(test, db_url)

@@ -48,6 +48,7 @@ import inspect
 import logging
 import signal
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextvars import ContextVar
@@ -95,6 +96,9 @@ BUSY_MARK_RETRY = 1.0
 MAX_ERROR_PAUSE = 5.0
 # how long run() waits for LISTEN before its first claim (it goes on without it)
 LISTEN_TIMEOUT = 5.0
+# seconds the LISTEN connection waits for its probe's notification: a session hears it
+# in milliseconds; through a transaction pooler it never comes
+PROBE_WAIT = 5.0
 # how many queued successes one completion call takes at most
 COMPLETE_BATCH = 100
 # how long a success may wait for others to share its completion call, when the work
@@ -1318,12 +1322,40 @@ class Runtime(Generic[Item]):
                         self._wake.set()  # notifications may have been missed meanwhile
                     listening.set()
                     pause = 0.5
+                    if not await self._hears(conn):
+                        log.warning(
+                            "worker %s: LISTEN on %s hears nothing (a transaction pooler?): "
+                            "polling every %g s at most instead; give the worker a direct "
+                            "connection to LISTEN on (listen=URL, pgcoord work --listen URL)",
+                            self.name,
+                            _where(conn),
+                            self.idle_poll,
+                        )
+                        with contextlib.suppress(psycopg.Error):
+                            await conn.execute("UNLISTEN *")
+                        return
                     await self._serve(conn)
             except Exception as exc:
                 self._fault(exc, "listening on %s failed; retrying", channel)
             listening.set()
             await asyncio.sleep(pause)
             pause = min(pause * 2, MAX_ERROR_PAUSE)
+
+    async def _hears(self, conn: AsyncConn) -> bool:
+        """Whether notifications reach `conn`: through a transaction pooler LISTEN
+        succeeds and then hears nothing, the session that ran it gone back to the pool
+        (docs/poolers.md), and the marks of an idle or busy worker would stay on pooled
+        sessions. A probe channel of its own, notified from the pool."""
+        probe = pgsql.Identifier(f"pgcoord_probe_{uuid.uuid4().hex[:16]}")
+        await conn.execute(pgsql.SQL("LISTEN {}").format(probe))
+        await self._db(lambda pooled: _notify(pooled, probe))
+        heard = False
+        async for _ in conn.notifies(timeout=PROBE_WAIT, stop_after=1):
+            heard = True  # the probe's, or the work channel's: either way delivered
+            self._wake.set()
+        if heard:
+            await conn.execute(pgsql.SQL("UNLISTEN {}").format(probe))
+        return heard
 
     async def _serve(self, conn: AsyncConn) -> None:
         """Wake the claim loop on every notification; between them, make the calls it asks
@@ -1390,3 +1422,13 @@ class Runtime(Generic[Item]):
             except Exception as exc:
                 self._fault(exc, "housekeeping failed; trying again later")
             await asyncio.sleep(every.total_seconds())
+
+
+async def _notify(conn: AsyncConn, channel: pgsql.Identifier) -> None:
+    await conn.execute(pgsql.SQL("NOTIFY {}").format(channel), prepare=False)
+
+
+def _where(conn: AsyncConn) -> str:
+    """host:port/database of a connection, as its URL names them."""
+    info = conn.info
+    return f"{info.host}:{info.port}/{info.dbname}"
