@@ -380,6 +380,9 @@ def _log_to_stderr() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("pgcoord").setLevel(logging.INFO)
+    # the worker says in one line what each fault did; the pool's own reconnection
+    # attempts (two lines each, several a second during an outage) only repeat it
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 
 COMMAND = Command(

@@ -631,7 +631,10 @@ class Runtime(Generic[Item]):
         if isinstance(exc, FAULTS):
             cause = fault_line(exc)
             if isinstance(exc, TimeoutError) and not str(exc):
-                cause = f"the database did not answer within {self.call_timeout:g} s"
+                cause = (
+                    f"the database did not answer, or could not be reached, within "
+                    f"{self.call_timeout:g} s"
+                )
             log.warning(message + ": %s", *args, cause)
             if self._sweep is None or self._sweep.done():
                 self._sweep = asyncio.create_task(self._pool.check(), name="pgcoord-sweep")
