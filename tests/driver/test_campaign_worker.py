@@ -813,3 +813,41 @@ def test_a_completion_whose_connection_died_goes_once_more(
         assert any("trying once more" in r.getMessage() for r in caplog.records)
 
     run(test, db_url)
+
+
+def test_a_claim_answered_after_the_call_was_given_up_on_is_not_left_to_its_lease(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A pooler PAUSEd holds a completion and claim past the worker's call timeout, then
+    runs it: the messages it claimed are handled at once, at their first attempt, not
+    left to wait out their lease and come back as attempt 2."""
+    real = campaigns_async.campaign_completed_then_claim
+    held: list[float] = []
+
+    async def held_once(conn: psycopg.AsyncConnection[Any], *args: Any) -> Any:
+        if not held:
+            held.append(time.monotonic())
+            await asyncio.sleep(2.0)  # past the call timeout (1.5 s for a 3 s lease)
+        return await real(conn, *args)
+
+    monkeypatch.setattr(campaigns_async, "campaign_completed_then_claim", held_once)
+
+    async def test(queue: Queue) -> None:
+        run_id = await queue.run()
+        await queue.enqueue(run_id, 30)
+        sent: Counter[int] = Counter()
+
+        async def send(message: CampaignMessage) -> dict[str, Any]:
+            sent[message.message_id] += 1
+            return {}
+
+        with caplog.at_level(logging.WARNING, logger="pgcoord"):
+            async with running(worker(send, db_url, batch=10, lease=timedelta(seconds=3))):
+                await wait_until(lambda: queue.done(run_id, sent=30), "every message sent")
+        states = await queue.states(run_id)
+        assert held, "a completion and claim was held up"
+        assert {s.attempt for s in states.values()} == {1}, "none came back after its lease"
+        assert set(sent.values()) == {1}
+        assert any("answered after all" in r.getMessage() for r in caplog.records)
+
+    run(test, db_url)

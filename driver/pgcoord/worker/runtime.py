@@ -601,11 +601,17 @@ class Runtime(Generic[Item]):
 
     # -- the database -----------------------------------------------------------------
 
-    async def _db(self, call: Callable[[AsyncConn], Awaitable[T]]) -> T:
+    async def _db(
+        self, call: Callable[[AsyncConn], Awaitable[T]], late: Callable[[T], None] | None = None
+    ) -> T:
         """`call` on a pooled connection, bounded by `call_timeout`: a database that stops
         answering raises TimeoutError then, at once. The stuck call is cancelled and left
         to end in the background (psycopg then tries to cancel its query on the server,
-        which takes seconds when nothing answers), so the worker goes on meanwhile."""
+        which takes seconds when nothing answers), so the worker goes on meanwhile.
+
+        With `late`, the stuck call is not cancelled but left to answer for up to the
+        lease (a pooler that held it while PAUSEd runs it at RESUME): `late` then gets
+        its answer, a claim that would otherwise wait out its lease unseen."""
 
         async def pooled() -> T:
             async with self._pool.connection(timeout=self.call_timeout) as conn:
@@ -618,9 +624,16 @@ class Runtime(Generic[Item]):
             task.cancel()
             raise
         if not done:
-            task.cancel()
             self._abandoned.add(task)
             task.add_done_callback(self._abandoned.discard)
+            if late is None:
+                task.cancel()
+            else:
+                bound = asyncio.get_running_loop().call_later(
+                    self.lease.total_seconds(), task.cancel
+                )
+                task.add_done_callback(lambda _: bound.cancel())
+                task.add_done_callback(functools.partial(_answered_late, late))
             raise TimeoutError
         return task.result()
 
@@ -1233,6 +1246,7 @@ class Runtime(Generic[Item]):
             want = self._want(freed=freed)
         if want:
             self._claiming = True
+            asked = asyncio.get_running_loop().time()
             try:
                 outcomes, claimed = await self._db(
                     functools.partial(
@@ -1241,7 +1255,8 @@ class Runtime(Generic[Item]):
                         worker=self.name,
                         limit=want,
                         lease=self.lease,
-                    )
+                    ),
+                    late=functools.partial(self._late_claim, asked=asked),
                 )
                 if len(claimed) == want:
                     self._busy()
@@ -1254,6 +1269,22 @@ class Runtime(Generic[Item]):
             finally:
                 self._claiming = False
         return await self._db(functools.partial(self.work.complete, done=done)), []
+
+    def _late_claim(
+        self, answer: tuple[Sequence[bool | None], list[Item]], *, asked: float
+    ) -> None:
+        """A completion and claim given up on answered after all: hold what it claimed
+        (its lease runs from when it was sent), unless the worker is stopping (then the
+        lease decides)."""
+        outcomes, claimed = answer
+        log.warning(
+            "a completion given up on answered after all: %d completed, %d claimed%s",
+            sum(1 for completed in outcomes if completed),
+            len(claimed),
+            "" if not claimed or not self._stopping.is_set() else " (left to their lease)",
+        )
+        if not self._stopping.is_set():
+            self._hold(claimed, asked)
 
     async def _linger(self) -> None:
         """Let successes gather for one call: until a claim's worth is queued, no handler
@@ -1435,3 +1466,8 @@ def _where(conn: AsyncConn) -> str:
     """host:port/database of a connection, as its URL names them."""
     info = conn.info
     return f"{info.host}:{info.port}/{info.dbname}"
+
+
+def _answered_late(late: Callable[[T], None], task: asyncio.Task[T]) -> None:
+    if not task.cancelled() and task.exception() is None:
+        late(task.result())
