@@ -377,3 +377,22 @@ def test_a_handler_that_does_not_take_what_it_gets_is_one_line(
     err = capsys.readouterr().err
     assert err == f"pgcoord: error: {error}\n"
     assert "payloads=True" not in err
+
+
+@pytest.mark.parametrize(("code", "shown"), [("sys.exit(0)", "0"), ("raise SystemExit(3)", "3")])
+def test_a_handler_module_that_exits_as_it_is_imported_is_said_so(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    code: str,
+    shown: str,
+) -> None:
+    name = f"exits_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{name}.py").write_text(f"import sys\n{code}\n")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["work", f"{name}:reply", "--database-url", UNREACHABLE]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        f"pgcoord: error: importing '{name}' exited (SystemExit: {shown}): a handler's module "
+        "should define it, not run a program\n"
+    )

@@ -339,6 +339,11 @@ def load_handler(spec: str, item: str = "batch") -> Callable[..., Any]:
         sys.path.insert(0, cwd)
     try:
         target: Any = importlib.import_module(module_name)
+    except SystemExit as exc:  # the module ends the program as it is imported
+        raise CommandError(
+            f"importing {shown(module_name)} exited (SystemExit: {exc.code!r}): a handler's "
+            "module should define it, not run a program"
+        ) from exc
     except Exception as exc:
         raise CommandError(
             f"cannot import {shown(module_name)}: {type(exc).__name__}: {one_line(exc)}"
