@@ -278,3 +278,19 @@ def test_an_unknown_run_and_a_release_before_the_campaign_queue_are_named(
     err = capsys.readouterr().err
     assert err.startswith("pgcoord: error: pgcoord 0.2.0 in database ")
     assert err.endswith(" has no campaign queue: run pgcoord migrate\n")
+
+
+@pytest.mark.parametrize("status", ["cancelled", "finished"])
+def test_a_run_that_has_ended_is_refused_before_the_worker_starts(
+    senders: str, db_url: str, capsys: pytest.CaptureFixture[str], status: str
+) -> None:
+    """Its messages are never claimed again: a worker for it would idle for ever."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        run_id = campaigns.campaign_create(conn, f"ended {status}")
+        campaigns.campaign_set_status(conn, run_id, status)
+    command = ["work", "--campaign", f"{senders}:send", "--run-id", str(run_id)]
+    assert cli.main([*command, "--database-url", db_url]) == 1
+    assert capsys.readouterr().err == (
+        f"pgcoord: error: campaign run {run_id} is {status}: none of its messages will ever "
+        "be claimed\n"
+    )

@@ -222,6 +222,12 @@ def run(args: argparse.Namespace) -> int:
                 raise CommandError(
                     f"no campaign run {settings['run_id']} in {database.where(conn)}"
                 ) from exc
+            [run] = campaigns.campaign_progress(conn, settings["run_id"])
+            if run.status in ("cancelled", "finished"):  # final: nothing of it is claimed again
+                raise CommandError(
+                    f"campaign run {run.run_id} is {run.status}: none of its messages will "
+                    "ever be claimed"
+                )
     try:
         # TypeError: a handler that does not take what the worker passes it
         worker = kind.worker(handler, url, **settings)
