@@ -851,3 +851,26 @@ def test_a_claim_answered_after_the_call_was_given_up_on_is_not_left_to_its_leas
         assert any("answered after all" in r.getMessage() for r in caplog.records)
 
     run(test, db_url)
+
+
+def test_a_stop_says_how_many_messages_it_holds_and_how_many_are_in_handlers(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def test(queue: Queue) -> None:
+        run_id = await queue.run()
+        await queue.enqueue(run_id, 5)
+        started = asyncio.Event()
+
+        async def send(message: CampaignMessage) -> dict[str, Any]:
+            started.set()
+            await asyncio.sleep(0.3)
+            return {}
+
+        with caplog.at_level(logging.INFO, logger="pgcoord"):
+            w = worker(send, db_url, batch=5, concurrency=1, grace=timedelta(seconds=5))
+            async with running(w):
+                await asyncio.wait_for(started.wait(), 10)
+        lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("stopping")]
+        assert lines and "for 5 messages (1 in handlers)" in lines[0], lines
+
+    run(test, db_url)

@@ -1312,9 +1312,10 @@ class Runtime(Generic[Item]):
     # -- stopping, waking, upkeep -----------------------------------------------------
 
     def _in_flight(self) -> str:
-        """The items in flight, counted: '1 message', '3 messages'."""
+        """The items in flight, counted: '1 message', '15 messages (4 in handlers)'."""
         count = len(self._flights)
-        return f"{count} {self.work.noun}{'' if count == 1 else 's'}"
+        said = f"{count} {self.work.noun}{'' if count == 1 else 's'}"
+        return said if self._running == count else f"{said} ({self._running} in handlers)"
 
     async def _drain(self, grace: float) -> None:
         """Wait up to `grace` for the items in flight, then cancel the handlers of the
