@@ -776,6 +776,32 @@ def test_delays_beyond_the_servers_maxima_are_capped_at_them(
         run(test, db_url)
 
 
+def each_sent_once_at_first_try(
+    db_url: str, caplog: pytest.LogCaptureFixture, count: int, lease: timedelta, said: str
+) -> None:
+    """A worker (batches of 10) sends `count` messages: each once, at its first attempt
+    (none came back after its lease); a warning says `said`."""
+
+    async def test(queue: Queue) -> None:
+        run_id = await queue.run()
+        await queue.enqueue(run_id, count)
+        sent: Counter[int] = Counter()
+
+        async def send(message: CampaignMessage) -> dict[str, Any]:
+            sent[message.message_id] += 1
+            return {}
+
+        with caplog.at_level(logging.WARNING, logger="pgcoord"):
+            async with running(worker(send, db_url, batch=10, lease=lease)):
+                await wait_until(lambda: queue.done(run_id, sent=count), "every message sent")
+        states = await queue.states(run_id)
+        assert {s.attempt for s in states.values()} == {1}, "none came back after its lease"
+        assert set(sent.values()) == {1}, "none sent twice"
+        assert any(said in r.getMessage() for r in caplog.records)
+
+    run(test, db_url)
+
+
 def test_a_completion_whose_connection_died_goes_once_more(
     db_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -793,26 +819,8 @@ def test_a_completion_whose_connection_died_goes_once_more(
         return await real(conn, *args)
 
     monkeypatch.setattr(campaigns_async, "campaign_completed_then_claim", dying_once)
-
-    async def test(queue: Queue) -> None:
-        run_id = await queue.run()
-        await queue.enqueue(run_id, 40)
-        sent: Counter[int] = Counter()
-
-        async def send(message: CampaignMessage) -> dict[str, Any]:
-            sent[message.message_id] += 1
-            return {}
-
-        with caplog.at_level(logging.WARNING, logger="pgcoord"):
-            async with running(worker(send, db_url, batch=10, lease=timedelta(seconds=30))):
-                await wait_until(lambda: queue.done(run_id, sent=40), "every message sent")
-        states = await queue.states(run_id)
-        assert killed, "a completion met its dead connection"
-        assert {s.attempt for s in states.values()} == {1}
-        assert set(sent.values()) == {1}, "none sent twice"
-        assert any("trying once more" in r.getMessage() for r in caplog.records)
-
-    run(test, db_url)
+    each_sent_once_at_first_try(db_url, caplog, 40, timedelta(seconds=30), "trying once more")
+    assert killed, "a completion met its dead connection"
 
 
 def test_a_claim_answered_after_the_call_was_given_up_on_is_not_left_to_its_lease(
@@ -831,26 +839,8 @@ def test_a_claim_answered_after_the_call_was_given_up_on_is_not_left_to_its_leas
         return await real(conn, *args)
 
     monkeypatch.setattr(campaigns_async, "campaign_completed_then_claim", held_once)
-
-    async def test(queue: Queue) -> None:
-        run_id = await queue.run()
-        await queue.enqueue(run_id, 30)
-        sent: Counter[int] = Counter()
-
-        async def send(message: CampaignMessage) -> dict[str, Any]:
-            sent[message.message_id] += 1
-            return {}
-
-        with caplog.at_level(logging.WARNING, logger="pgcoord"):
-            async with running(worker(send, db_url, batch=10, lease=timedelta(seconds=3))):
-                await wait_until(lambda: queue.done(run_id, sent=30), "every message sent")
-        states = await queue.states(run_id)
-        assert held, "a completion and claim was held up"
-        assert {s.attempt for s in states.values()} == {1}, "none came back after its lease"
-        assert set(sent.values()) == {1}
-        assert any("answered after all" in r.getMessage() for r in caplog.records)
-
-    run(test, db_url)
+    each_sent_once_at_first_try(db_url, caplog, 30, timedelta(seconds=3), "answered after all")
+    assert held, "a completion and claim was held up"
 
 
 def test_a_stop_says_how_many_messages_it_holds_and_how_many_are_in_handlers(
