@@ -256,13 +256,20 @@ UNHOLDABLE: list[tuple[str, dict[str, Any], type[Exception], str]] = [
         ValueError,
         r"^body: a text holding a NUL character, which PostgreSQL cannot",
     ),
+    (
+        "campaign_complete",
+        {"message_id": 1, "claim_token": 1, "metrics": {"text": "broken \ud83d pair"}},
+        ValueError,
+        r"^campaign_complete: metrics: a text in it holds a lone surrogate",
+    ),
 ]
 
 
 def test_a_value_json_or_postgresql_cannot_hold_names_the_argument(
     conn: psycopg.Connection[Any], client: Client
 ) -> None:
-    """NaN, an infinity, an object with no JSON form, a NUL character: refused before
+    """NaN, an infinity, an object with no JSON form, a NUL character, a lone surrogate
+    (which the server refuses in jsonb, 22P02, though the encoder escapes it): refused before
     anything reaches the server, naming the argument, and the connection goes on."""
     for name, arguments, error, said in UNHOLDABLE:
         module = next(m for m in SYNC if hasattr(m, name))

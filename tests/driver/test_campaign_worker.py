@@ -124,11 +124,18 @@ def test_metrics_that_cannot_be_stored_are_noted_and_the_message_completed(
     """A handler that sent its message but returned what is not a dict, or a value JSON
     cannot hold, costs neither its own completion nor the others' of the same call: each
     is sent once, at its first attempt, the note in its metrics."""
-    bad: list[Any] = [float("nan"), {"o": object()}, 42, [1, 2], {"inf": float("inf")}]
+    bad: list[Any] = [
+        float("nan"),
+        {"o": object()},
+        42,
+        [1, 2],
+        {"inf": float("inf")},
+        {"text": "broken \ud83d pair"},  # the server refuses it (22P02), the encoder not
+    ]
 
     async def test(queue: Queue) -> None:
         run_id = await queue.run(max_retries=0)
-        await queue.enqueue(run_id, 20)
+        await queue.enqueue(run_id, 24)
         sent: Counter[int] = Counter()
 
         async def send(message: CampaignMessage) -> Any:
@@ -140,21 +147,22 @@ def test_metrics_that_cannot_be_stored_are_noted_and_the_message_completed(
             return {"tokens": i}
 
         with caplog.at_level(logging.WARNING, logger="pgcoord"):
-            async with running(worker(send, db_url, batch=20, concurrency=20)):
-                await wait_until(lambda: queue.done(run_id, sent=20), "every message sent")
+            async with running(worker(send, db_url, batch=24, concurrency=24)):
+                await wait_until(lambda: queue.done(run_id, sent=24), "every message sent")
         states = await queue.states(run_id)
         assert set(sent.values()) == {1}, "none sent twice"
         assert {s.attempt for s in states.values()} == {1}
         by_i = {
             s.metrics["tokens"]: s for s in states.values() if s.metrics and "tokens" in s.metrics
         }
-        assert len(by_i) == 15, "the others kept their metrics"
+        assert len(by_i) == 18, "the others kept their metrics"
         noted = [s.metrics for s in states.values() if s.metrics and "metrics_error" in s.metrics]
-        assert len(noted) == 5
+        assert len(noted) == 6
         assert all(m["handler_ms"] >= 0 for m in noted)
         assert any("not a dict" in m["metrics_error"] for m in noted)
         assert any("NaN" in m["metrics_error"] for m in noted)
-        assert sum("cannot be stored" in r.getMessage() for r in caplog.records) == 5
+        assert any("lone surrogate" in m["metrics_error"] for m in noted)
+        assert sum("cannot be stored" in r.getMessage() for r in caplog.records) == 6
 
     run(test, db_url)
 
@@ -827,8 +835,9 @@ def test_a_claim_answered_after_the_call_was_given_up_on_is_not_left_to_its_leas
     db_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A pooler PAUSEd holds a completion and claim past the worker's call timeout, then
-    runs it: the messages it claimed are handled at once, at their first attempt, not
-    left to wait out their lease and come back as attempt 2."""
+    runs it: the messages it claimed are given back at once, with no try spent, and sent
+    at their first attempt, not left to wait out their lease and come back as attempt
+    2."""
     real = campaigns_async.campaign_completed_then_claim
     held: list[float] = []
 

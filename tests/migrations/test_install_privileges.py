@@ -109,7 +109,9 @@ def test_no_role_but_the_owner_keeps_create_on_the_schema(
         assert _schema_acl(admin) == [("pgcoord_client", "USAGE"), (installer, "USAGE")]
 
         admin.execute(sql.SQL("GRANT ALL ON SCHEMA pgcoord TO {}").format(ident))
+        admin.execute("GRANT CREATE ON SCHEMA pgcoord TO PUBLIC")
         assert (installer, "CREATE") in _schema_acl(admin)
+        assert ("-", "CREATE") in _schema_acl(admin)  # PUBLIC
         admin.execute(releases.install_sql())  # run again, as an upgrade would
         assert _schema_acl(admin) == [("pgcoord_client", "USAGE"), (installer, "USAGE")]
 

@@ -48,7 +48,7 @@ from typing import Any
 
 from .. import arguments, campaigns_async, locks_async
 from ..config import CAMPAIGN_CLAIM_LIMIT, CAMPAIGN_DELAY_MAX, CAMPAIGN_LEASE
-from ..jsonb import jsonb
+from ..jsonb import Unencodable, jsonb
 from ..types import CampaignMessage
 from .runtime import AsyncConn, AsyncPool, Failure, RateBudget, Runtime, Work, log, takes
 
@@ -129,7 +129,7 @@ class CampaignWork(Work[CampaignMessage]):
     ) -> list[bool]:
         try:
             completed = await campaigns_async.campaign_completed(conn, *_columns(done))
-        except (ValueError, TypeError):  # metrics JSON cannot hold: nothing was sent
+        except Unencodable:  # metrics JSON cannot hold: nothing was sent
             completed = await campaigns_async.campaign_completed(conn, *_columns(_storable(done)))
         return [item.message_id in completed for item, _ in done]
 
@@ -146,7 +146,7 @@ class CampaignWork(Work[CampaignMessage]):
             completed, claimed = await call(
                 conn, *_columns(done), worker, limit, lease, self.run_id
             )
-        except (ValueError, TypeError):  # metrics JSON cannot hold: nothing was sent
+        except Unencodable:  # metrics JSON cannot hold: nothing was sent
             completed, claimed = await call(
                 conn, *_columns(_storable(done)), worker, limit, lease, self.run_id
             )
@@ -196,7 +196,7 @@ def _storable(
     for item, metrics in done:
         try:
             jsonb(metrics, "metrics")
-        except (ValueError, TypeError) as exc:
+        except Unencodable as exc:
             metrics = _unstorable(item, metrics.get(HANDLER_MS), str(exc))
         kept.append((item, metrics))
     return kept

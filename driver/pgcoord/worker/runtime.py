@@ -489,6 +489,7 @@ class Runtime(Generic[Item]):
         self._idle = asyncio.Event()  # no item held
         self._idle.set()
         self._tasks: set[asyncio.Task[None]] = set()  # the items' tasks and heartbeats
+        self._closed = False  # run() has ended: nothing more is started
         self._beat_every = lease.total_seconds() / 3
         self._safe_for = safe_seconds(lease)
         self._claiming = False  # a claim call is in flight (of either loop)
@@ -578,6 +579,7 @@ class Runtime(Generic[Item]):
             await self._drain(0)
             raise
         finally:
+            self._closed = True
             if self._deadline_timer is not None:
                 self._deadline_timer.cancel()
             leftover = [*self._tasks, *([self._sweep] if self._sweep else []), *self._abandoned]
@@ -611,7 +613,8 @@ class Runtime(Generic[Item]):
 
         With `late`, the stuck call is not cancelled but left to answer for up to the
         lease (a pooler that held it while PAUSEd runs it at RESUME): `late` then gets
-        its answer, a claim that would otherwise wait out its lease unseen."""
+        its answer, a claim that would otherwise wait out its lease unseen (and be given
+        back by `late`)."""
 
         async def pooled() -> T:
             async with self._pool.connection(timeout=self.call_timeout) as conn:
@@ -1193,8 +1196,7 @@ class Runtime(Generic[Item]):
             self._done_ready.clear()
             while self._done:
                 batch, self._done = self._done[:COMPLETE_BATCH], self._done[COMPLETE_BATCH:]
-                asked = asyncio.get_running_loop().time()
-                outcomes, claimed = await self._complete(batch)
+                outcomes, claimed, asked = await self._complete(batch)
                 for (flight, _), completed in zip(batch, outcomes, strict=True):
                     if completed:
                         self._completed(flight)
@@ -1210,43 +1212,45 @@ class Runtime(Generic[Item]):
 
     async def _complete(
         self, batch: list[tuple[Flight[Item], Any]]
-    ) -> tuple[Sequence[bool | None], list[Item]]:
+    ) -> tuple[Sequence[bool | None], list[Item], float]:
         """Complete the batch in one call, and claim the next items with it when the work
         can and places will be free; per item whether its claim was current (None: the
-        call failed, the lease decides), and the items claimed. A call that found its
-        connection dead goes once more, once the pool is swept: a completion by claim
-        token is safe to repeat (what the first did complete answers False the second
-        time, taken as unknown, not as lost)."""
+        call failed, the lease decides), the items claimed, and when the call that claimed
+        them was sent (the loop's clock). A call that found its connection dead goes once
+        more, once the pool is swept: a completion by claim token is safe to repeat (what
+        the first did complete answers False the second time, taken as unknown, not as
+        lost)."""
         done = [(flight.item, outcome) for flight, outcome in batch]
         items = ", ".join(self.work.describe(flight.item) for flight, _ in batch)
+        failed: tuple[list[None], list[Item], float] = ([None] * len(batch), [], 0.0)
         try:
             return await self._completing(done, len(batch))
         except psycopg.OperationalError as exc:
             if isinstance(exc, PoolTimeout | psycopg.errors.QueryCanceled):
                 self._fault(exc, "completing %s failed", items)
-                return [None] * len(batch), []
+                return failed
             self._fault(exc, "completing %s failed; trying once more", items)
         except Exception as exc:
             self._fault(exc, "completing %s failed", items)
-            return [None] * len(batch), []
+            return failed
         if self._sweep is not None:
             await asyncio.wait({self._sweep}, timeout=self.call_timeout)
         try:
-            outcomes, claimed = await self._completing(done, len(batch))
+            outcomes, claimed, asked = await self._completing(done, len(batch))
         except Exception as exc:
             self._fault(exc, "completing %s failed again", items)
-            return [None] * len(batch), []
-        return [None if completed is False else completed for completed in outcomes], claimed
+            return failed
+        return [None if completed is False else completed for completed in outcomes], claimed, asked
 
     async def _completing(
         self, done: list[tuple[Item, Any]], freed: int
-    ) -> tuple[Sequence[bool | None], list[Item]]:
+    ) -> tuple[Sequence[bool | None], list[Item], float]:
         want = 0
         if self._claims_with_completions and not self._stopping.is_set():
             want = self._want(freed=freed)
+        asked = asyncio.get_running_loop().time()
         if want:
             self._claiming = True
-            asked = asyncio.get_running_loop().time()
             try:
                 outcomes, claimed = await self._db(
                     functools.partial(
@@ -1256,11 +1260,11 @@ class Runtime(Generic[Item]):
                         limit=want,
                         lease=self.lease,
                     ),
-                    late=functools.partial(self._late_claim, asked=asked),
+                    late=self._late_claim,
                 )
                 if len(claimed) == want:
                     self._busy()
-                return outcomes, claimed
+                return outcomes, claimed, asked
             except psycopg.Error as exc:
                 if isinstance(exc, FAULTS):
                     raise
@@ -1268,23 +1272,31 @@ class Runtime(Generic[Item]):
                 self._fault(exc, "claiming with the completions failed")
             finally:
                 self._claiming = False
-        return await self._db(functools.partial(self.work.complete, done=done)), []
+            asked = asyncio.get_running_loop().time()
+        outcomes = await self._db(functools.partial(self.work.complete, done=done))
+        return outcomes, [], asked
 
-    def _late_claim(
-        self, answer: tuple[Sequence[bool | None], list[Item]], *, asked: float
-    ) -> None:
-        """A completion and claim given up on answered after all: hold what it claimed
-        (its lease runs from when it was sent), unless the worker is stopping (then the
-        lease decides)."""
+    def _late_claim(self, answer: tuple[Sequence[bool | None], list[Item]]) -> None:
+        """A completion and claim given up on answered after all (a PAUSEd pooler ran it
+        at RESUME): give what it claimed back at once, untouched and with no try spent,
+        for any worker to claim again, rather than leave it to wait out its lease unseen.
+        Never held here: its lease may be about to run out, and the places it would take
+        are counted for other claims meanwhile."""
         outcomes, claimed = answer
         log.warning(
-            "a completion given up on answered after all: %d completed, %d claimed%s",
+            "a completion given up on answered after all: %d completed, %d claimed, given back",
             sum(1 for completed in outcomes if completed),
             len(claimed),
-            "" if not claimed or not self._stopping.is_set() else " (left to their lease)",
         )
-        if not self._stopping.is_set():
-            self._hold(claimed, asked)
+        if claimed and not self._closed:
+            self._spawn(self._give_back_claimed(claimed))
+
+    async def _give_back_claimed(self, claimed: list[Item]) -> None:
+        for item in claimed:
+            try:
+                await self._db(functools.partial(self.work.release, item=item))
+            except Exception as exc:
+                self._fault(exc, "giving back %s failed", self.work.describe(item))
 
     async def _linger(self) -> None:
         """Let successes gather for one call: until a claim's worth is queued, no handler
