@@ -37,6 +37,7 @@ from pgcoord.demo.parts import (
         ('````json\n["four backticks"]\n````', ["four backticks"]),
         ('```json["no newline"]```', ["no newline"]),
         ('Here are the parts: ["in", "prose"] Enjoy!', ["in", "prose"]),
+        ('{"message": "Hi Anna", "meta": {"tags": ["summer-sale", "vip"]}}', ["Hi Anna"]),
         (
             '["Use ```SUMMER-SALE``` at checkout", "Reply STOP to opt out"]',
             ["Use ```SUMMER-SALE``` at checkout", "Reply STOP to opt out"],
@@ -57,6 +58,7 @@ def test_parts_from_a_json_list(answer: str, parts: list[str]) -> None:
         ("Use code ```SAVE10``` at checkout today", "Use code ```SAVE10``` at checkout today"),
         ("[Promo] 20% off this weekend", "[Promo] 20% off this weekend"),
         ("Offer ends Sunday [1]. Terms apply.", "Offer ends Sunday [1]. Terms apply."),
+        ("Your basket [] is waiting for you", "Your basket [] is waiting for you"),
     ],
 )
 def test_an_answer_that_is_not_json_is_one_part(answer: str, part: str) -> None:
@@ -75,6 +77,9 @@ def test_an_answer_that_is_not_json_is_one_part(answer: str, part: str) -> None:
         '{"parts": ["one list"], "more": ["of two"]}',
         "42",
         "null",
+        '{"message": "Hi Anna", "hashtags": ["sale", "vip"]}',  # which is the text?
+        'Sure! ["Hi", 42]',
+        'Choose one: ["Option A", "Option B"] and reply by Friday to get your discount',
         "[" * 100_000,  # json.loads gives up with a RecursionError
     ],
 )
@@ -82,6 +87,12 @@ def test_json_with_no_texts_to_be_had_is_refused(answer: str) -> None:
     """Sent as one part, it would put JSON syntax before a customer."""
     with pytest.raises(InvalidText, match="JSON"):
         split_parts(answer)
+
+
+def test_a_json_answer_is_read_from_itself_alone() -> None:
+    """Whole JSON decides: a fence or a list inside one of its strings is text."""
+    answer = '["Use ```[\\"SAVE10\\"]``` at checkout", "Reply STOP to opt out"]'
+    assert split_parts(answer) == ['Use ```["SAVE10"]``` at checkout', "Reply STOP to opt out"]
 
 
 def test_empty_answers_have_no_parts() -> None:

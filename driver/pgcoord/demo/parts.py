@@ -2,16 +2,18 @@
 (`pipeline`) that does no I/O.
 
 The model is asked for a JSON list of strings. `split_parts` reads the parts from the
-answer as a whole, or from a fenced block in it (```json, ```jsonc, ``` json, four
-backticks...), or from a JSON list set in prose ("Here you go: [...]"); an object whose
-one list of strings holds them (`{"parts": [...]}`) gives them too. An answer that is not
-JSON at all is the safe fallback: it goes as one part, a fenced answer without its fences.
-What would put JSON syntax before a customer is refused as InvalidText instead: JSON with
-no list of texts in it (`{"a": 1}`, `["Hi", 42]`), or an answer that begins as JSON and
-does not parse (cut off, a trailing comma). A part over PART_LIMIT characters is cut
-further at word boundaries; parts with nothing visible are dropped, and characters that
-cannot be sent (a lone surrogate) removed. `validate` refuses an answer with too little
-to say.
+answer when it is JSON as a whole; else from its first fenced block that is JSON (```json,
+```jsonc, ``` json, four backticks...); else from a JSON list of texts with a few words of
+chatter around it ("Here you go: [...]"). An object holding one list of strings, or one
+string, and no other text gives them too (`{"parts": [...]}`, `{"message": "..."}`). An
+answer that is not JSON at all is the safe fallback: it goes as one part, a fenced answer
+without its fences. What would put JSON syntax before a customer, or drop some of the
+text, is refused as InvalidText instead: JSON with no list of texts in it (`{"a": 1}`,
+`["Hi", 42]`), an answer that begins as JSON and does not parse (cut off, a trailing
+comma), or prose around a JSON list of texts that is more than chatter. A part over
+PART_LIMIT characters is cut further at word boundaries; parts with nothing visible are
+dropped, and characters that cannot be sent (a lone surrogate) removed. `validate`
+refuses an answer with too little to say.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ _FENCE = re.compile(r"(`{3,})(?:[ \t]*[\w+.-]+[ \t]*\n|[ \t]*\n?)(.*?)(?:\1|\Z)"
 # how a JSON list of strings or an object begins: a text that begins so was meant as JSON
 _JSONISH = re.compile(r"\[\s*[\"\[{\]]|\{\s*[\"}]")
 _NOTHING = object()  # no JSON (a JSON null is None)
+# the prose a JSON list of texts may have around it to be the model's chatter, not text:
+# "Here are the parts:" before it, "Enjoy!" after it
+PROSE_BEFORE = 60
+PROSE_AFTER = 20
 _PART_KEY = re.compile(r"(\d+):\d+", re.ASCII)
 _JOINERS = frozenset("\u200d\ufe0e\ufe0f")  # zero-width joiner, variation selectors
 
@@ -54,44 +60,65 @@ def message_of(key: str) -> int | None:
 def split_parts(answer: str) -> list[str]:
     """The parts to send, in order: each trimmed, none without a visible character, none
     over PART_LIMIT. InvalidText when the answer is JSON, or begins as JSON, with no list
-    of texts to be had from it."""
+    of texts to be had from it, or mixes prose with a JSON list of texts."""
     text = answer.strip()
+    whole = _parsed(text)
+    if whole is not _NOTHING:  # JSON as a whole: what it holds, and nothing else
+        return _parts_of(whole, text)
     fences = list(_FENCE.finditer(text))
-    candidates = [text, *(fence.group(2) for fence in fences)]
+    for fence in fences:  # the first fenced block that is JSON
+        inside = _parsed(fence.group(2).strip())
+        if inside is not _NOTHING:
+            return _parts_of(inside, text)
     opening, closing = text.find("["), text.rfind("]")
-    if 0 <= opening < closing:
-        candidates.append(text[opening : closing + 1])  # a list set in prose
-    whole: Any = _NOTHING
-    for number, candidate in enumerate(candidates):
-        try:
-            parsed = json.loads(candidate)
-        except (ValueError, RecursionError):
-            continue
-        pieces = _texts(parsed)
-        if pieces is not None:
-            return [cut for piece in pieces for cut in fit(_sendable(piece)) if _visible(cut)]
-        if number == 0:
-            whole = parsed
-    if whole is not _NOTHING:
-        raise InvalidText(f"the model's answer is JSON with no list of texts in it: {text:.80}")
+    listed = _parsed(text[opening : closing + 1]) if 0 <= opening < closing else _NOTHING
+    if isinstance(listed, list) and any(isinstance(item, str) for item in listed):
+        # a JSON list of texts set in prose: the model's chatter around the answer
+        # ("Here are the parts: [...]"), or prose the list belongs to
+        if opening <= PROSE_BEFORE and len(text) - closing - 1 <= PROSE_AFTER:
+            return _parts_of(listed, text)
+        raise InvalidText(f"the model's answer mixes prose with a JSON list: {text:.80}")
     if len(fences) == 1 and fences[0].start() == 0 and fences[0].end() == len(text):
         text = fences[0].group(2).strip()  # the whole answer fenced: its text
     if _JSONISH.match(text):
         raise InvalidText(f"the model's answer begins as JSON and does not parse: {text:.80}")
+    return _cut(text)
+
+
+def _parsed(text: str) -> Any:
+    """`text` as JSON; _NOTHING when it is not JSON."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return _NOTHING
+
+
+def _parts_of(parsed: Any, answer: str) -> list[str]:
+    texts = _texts(parsed)
+    if texts is None:
+        raise InvalidText(f"the model's answer is JSON with no list of texts in it: {answer:.80}")
+    return [cut for text in texts for cut in _cut(text)]
+
+
+def _cut(text: str) -> list[str]:
     return [cut for cut in fit(_sendable(text)) if _visible(cut)]
 
 
 def _texts(parsed: Any) -> list[str] | None:
     """The texts a parsed JSON answer holds: a list of strings, a string, or an object
-    whose only list value is a list of strings; None for anything else."""
+    holding one of them and no other text (`{"parts": [...]}`, `{"message": "..."}`);
+    None for anything else."""
     if isinstance(parsed, str):
         return [parsed]
     if isinstance(parsed, list):
         return parsed if all(isinstance(p, str) for p in parsed) else None
     if isinstance(parsed, dict):
         lists = [v for v in parsed.values() if isinstance(v, list)]
-        if len(lists) == 1:
+        strings = [v for v in parsed.values() if isinstance(v, str)]
+        if len(lists) == 1 and not strings:
             return _texts(lists[0])
+        if len(strings) == 1 and not lists:
+            return strings
     return None
 
 
