@@ -98,7 +98,7 @@ MAX_ERROR_PAUSE = 5.0
 LISTEN_TIMEOUT = 5.0
 # seconds the LISTEN connection waits for its probe's notification: a session hears it
 # in milliseconds; through a transaction pooler it never comes
-PROBE_WAIT = 5.0
+PROBE_WAIT = 3.0
 # how many queued successes one completion call takes at most
 COMPLETE_BATCH = 100
 # how long a success may wait for others to share its completion call, when the work
@@ -1364,11 +1364,6 @@ class Runtime(Generic[Item]):
                     kwargs = dict(await _resolved(self._pool.kwargs) or {})
                 kwargs.update(autocommit=True)
                 async with await psycopg.AsyncConnection.connect(conninfo, **kwargs) as conn:
-                    await conn.execute(pgsql.SQL("LISTEN {}").format(pgsql.Identifier(channel)))
-                    if listening.is_set():
-                        self._wake.set()  # notifications may have been missed meanwhile
-                    listening.set()
-                    pause = 0.5
                     if not await self._hears(conn):
                         log.warning(
                             "worker %s: LISTEN on %s hears nothing (a transaction pooler?): "
@@ -1378,9 +1373,13 @@ class Runtime(Generic[Item]):
                             _where(conn),
                             self.idle_poll,
                         )
-                        with contextlib.suppress(psycopg.Error):
-                            await conn.execute("UNLISTEN *")
+                        listening.set()
                         return
+                    await conn.execute(pgsql.SQL("LISTEN {}").format(pgsql.Identifier(channel)))
+                    if listening.is_set():
+                        self._wake.set()  # notifications may have been missed meanwhile
+                    listening.set()
+                    pause = 0.5
                     await self._serve(conn)
             except Exception as exc:
                 self._fault(exc, "listening on %s failed; retrying", channel)
@@ -1392,17 +1391,23 @@ class Runtime(Generic[Item]):
         """Whether notifications reach `conn`: through a transaction pooler LISTEN
         succeeds and then hears nothing, the session that ran it gone back to the pool
         (docs/poolers.md), and the marks of an idle or busy worker would stay on pooled
-        sessions. A probe channel of its own, notified from the pool."""
-        probe = pgsql.Identifier(f"pgcoord_probe_{uuid.uuid4().hex[:16]}")
+        sessions. A probe channel of its own, notified from the pool, before the work's
+        channel is listened to: when it is not heard, the probe's is all there is to
+        UNLISTEN."""
+        name = f"pgcoord_probe_{uuid.uuid4().hex[:16]}"
+        probe = pgsql.Identifier(name)
         await conn.execute(pgsql.SQL("LISTEN {}").format(probe))
-        await self._db(lambda pooled: _notify(pooled, probe))
-        heard = False
-        async for _ in conn.notifies(timeout=PROBE_WAIT, stop_after=1):
-            heard = True  # the probe's, or the work channel's: either way delivered
-            self._wake.set()
-        if heard:
-            await conn.execute(pgsql.SQL("UNLISTEN {}").format(probe))
-        return heard
+        try:
+            await self._db(lambda pooled: _notify(pooled, probe))
+            deadline = asyncio.get_running_loop().time() + PROBE_WAIT
+            while (left := deadline - asyncio.get_running_loop().time()) > 0:
+                async for notice in conn.notifies(timeout=left, stop_after=1):
+                    if notice.channel == name:
+                        return True
+            return False
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                await conn.execute(pgsql.SQL("UNLISTEN {}").format(probe))
 
     async def _serve(self, conn: AsyncConn) -> None:
         """Wake the claim loop on every notification; between them, make the calls it asks
