@@ -15,6 +15,7 @@ raises TypeError. Both are `Unencodable`.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -39,30 +40,52 @@ def jsonb(value: Any, argument: str) -> Jsonb:
     is what an error names."""
     try:
         text = _encode(value)
-    except ValueError as exc:  # allow_nan=False
-        raise UnencodableValue(
-            f"{argument}: {exc} (NaN and infinities have no JSON form)"
-        ) from None
-    except (TypeError, RecursionError) as exc:
-        raise UnencodableType(f"{argument}: {exc}") from None
-    if "\\u0000" in text:
-        raise UnencodableValue(
-            f"{argument}: a text in it holds a NUL character, which jsonb cannot"
-        )
-    if "\\ud" in text and _lone_surrogate(value):  # escapes of UTF-16 pairs, or lone halves
-        raise UnencodableValue(
-            f"{argument}: a text in it holds a lone surrogate (half of a broken UTF-16 "
-            "pair), which jsonb cannot"
-        )
+    except Exception as exc:  # no JSON form, too deep, or the object's own code raised
+        said = _plain(str(exc), 200)  # an object's own repr or error may hold anything
+        if "Out of range float" in said:  # allow_nan=False
+            raise UnencodableValue(
+                f"{argument}: {said} (NaN and infinities have no JSON form)"
+            ) from None
+        if not isinstance(exc, TypeError):
+            said = f"{type(exc).__name__}: {said}"
+        raise UnencodableType(f"{argument}: {said}") from None
+    if "\\u0000" in text or "\\ud" in text:  # escapes of a NUL, or of UTF-16 halves
+        said = _unholdable(text)
+        if said:
+            raise UnencodableValue(f"{argument}: a text in it holds {said}, which jsonb cannot")
     return Jsonb(value, dumps=lambda _: text)
 
 
-def _lone_surrogate(value: Any) -> bool:
-    try:
-        _encode_unicode(value).encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
+def _unholdable(text: str) -> str:
+    """What PostgreSQL's jsonb cannot hold in JSON `text` that has escapes which may be
+    a NUL or UTF-16 surrogates: its texts read back (a pair of halves is one character,
+    a literal backslash is no escape) and encoded as UTF-8. "" when none."""
+    for found in _texts(json.loads(text)):
+        if "\x00" in found:
+            return "a NUL character"
+        try:
+            found.encode("utf-8")
+        except UnicodeEncodeError:
+            return "a lone surrogate (half of a broken UTF-16 pair)"
+    return ""
+
+
+def _texts(value: Any) -> Iterator[str]:
+    """Every string of a decoded JSON value, keys included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from _texts(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _texts(item)
+
+
+def _plain(text: str, limit: int) -> str:
+    """`text` for an error message: control characters and non-ASCII escaped."""
+    return text.encode("unicode_escape").decode("ascii")[:limit]
 
 
 def _default(value: Any) -> Any:
@@ -72,11 +95,8 @@ def _default(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, timedelta):
         return value.total_seconds()
-    raise TypeError(f"{type(value).__name__} {value!r:.60} has no JSON form")
+    raise TypeError(f"{type(value).__name__} {repr(value)[:60]} has no JSON form")
 
 
 # one encoder for every call: json.dumps builds one per call when given options
 _encode = json.JSONEncoder(default=_default, separators=(",", ":"), allow_nan=False).encode
-_encode_unicode = json.JSONEncoder(
-    default=_default, separators=(",", ":"), allow_nan=False, ensure_ascii=False
-).encode

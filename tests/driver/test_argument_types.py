@@ -353,3 +353,31 @@ def test_a_naive_datetime_in_a_json_argument_is_this_process_local_time(
     campaigns.campaign_enqueue(conn, run, [{"recipient": "r", "scheduled_at": naive}])
     [claimed] = campaigns.campaign_claim(conn, "w", run_id=run)
     assert claimed.scheduled_at == naive.astimezone()
+
+
+def test_what_only_looks_like_a_nul_or_a_broken_pair_is_sent(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """A surrogate pair held as two code points (UTF-16 decoded with surrogatepass) is one
+    character to the server, and a backslash before u0000 is text: both are stored."""
+    payload = {"pair": "\ud83d\ude00", "literal": "C:\\u0000\\dir"}
+    ingested = inbox.message_ingest(conn, "p", "look-alike", "c", "b", payload=payload)
+    stored = inbox.message_payloads(conn, [ingested.message_id])[ingested.message_id]
+    assert stored == {"pair": "\U0001f600", "literal": "C:\\u0000\\dir"}
+
+
+def test_an_object_whose_own_code_fails_is_named_not_raised_through(
+    conn: psycopg.Connection[Any],
+) -> None:
+    class Odd:
+        def __repr__(self) -> str:
+            return "odd \x00"
+
+    class Broken:
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr")
+
+    with pytest.raises(TypeError, match=r"^message_ingest: payload: Odd odd \\x00 has no JSON"):
+        inbox.message_ingest(conn, "p", "odd", "c", "b", payload={"o": Odd()})
+    with pytest.raises(TypeError, match=r"^message_ingest: payload: RuntimeError: no repr$"):
+        inbox.message_ingest(conn, "p", "broken", "c", "b", payload={"o": Broken()})

@@ -9,6 +9,7 @@ import logging
 import re
 import time
 from collections import Counter
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -118,6 +119,22 @@ def test_the_handler_time_is_measured_and_reported_by_campaign_stats(db_url: str
     run(test, db_url)
 
 
+class Odd:
+    def __repr__(self) -> str:
+        return "odd \x00 \ud800"
+
+
+class Unreadable(Mapping[str, Any]):
+    def __getitem__(self, key: str) -> Any:
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        raise RuntimeError("cannot list its keys")
+
+    def __len__(self) -> int:
+        return 1
+
+
 def test_metrics_that_cannot_be_stored_are_noted_and_the_message_completed(
     db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -131,11 +148,13 @@ def test_metrics_that_cannot_be_stored_are_noted_and_the_message_completed(
         [1, 2],
         {"inf": float("inf")},
         {"text": "broken \ud83d pair"},  # the server refuses it (22P02), the encoder not
+        {"o": Odd()},  # its repr, in the note, holds a NUL and a lone surrogate
+        Unreadable(),  # a mapping whose items fail
     ]
 
     async def test(queue: Queue) -> None:
         run_id = await queue.run(max_retries=0)
-        await queue.enqueue(run_id, 24)
+        await queue.enqueue(run_id, 32)
         sent: Counter[int] = Counter()
 
         async def send(message: CampaignMessage) -> Any:
@@ -147,22 +166,22 @@ def test_metrics_that_cannot_be_stored_are_noted_and_the_message_completed(
             return {"tokens": i}
 
         with caplog.at_level(logging.WARNING, logger="pgcoord"):
-            async with running(worker(send, db_url, batch=24, concurrency=24)):
-                await wait_until(lambda: queue.done(run_id, sent=24), "every message sent")
+            async with running(worker(send, db_url, batch=32, concurrency=32)):
+                await wait_until(lambda: queue.done(run_id, sent=32), "every message sent")
         states = await queue.states(run_id)
         assert set(sent.values()) == {1}, "none sent twice"
         assert {s.attempt for s in states.values()} == {1}
         by_i = {
             s.metrics["tokens"]: s for s in states.values() if s.metrics and "tokens" in s.metrics
         }
-        assert len(by_i) == 18, "the others kept their metrics"
+        assert len(by_i) == 24, "the others kept their metrics"
         noted = [s.metrics for s in states.values() if s.metrics and "metrics_error" in s.metrics]
-        assert len(noted) == 6
+        assert len(noted) == 8
         assert all(m["handler_ms"] >= 0 for m in noted)
         assert any("not a dict" in m["metrics_error"] for m in noted)
         assert any("NaN" in m["metrics_error"] for m in noted)
         assert any("lone surrogate" in m["metrics_error"] for m in noted)
-        assert sum("cannot be stored" in r.getMessage() for r in caplog.records) == 6
+        assert sum("cannot be stored" in r.getMessage() for r in caplog.records) == 8
 
     run(test, db_url)
 

@@ -118,9 +118,12 @@ class CampaignWork(Work[CampaignMessage]):
         if result is None:
             return {HANDLER_MS: ms}
         if not isinstance(result, Mapping):
-            said = f"the handler returned {type(result).__name__} {result!r:.60}, not a dict"
+            said = f"the handler returned {type(result).__name__}, not a dict"
             return _unstorable(item, ms, said)
-        metrics = dict(result)
+        try:
+            metrics = dict(result)
+        except Exception as exc:  # a mapping of the user's that fails to be read
+            return _unstorable(item, ms, f"the handler's {type(result).__name__} fails: {exc!r}")
         metrics[HANDLER_MS] = ms
         return metrics
 
@@ -203,6 +206,8 @@ def _storable(
 
 
 def _unstorable(item: CampaignMessage, ms: float | None, why: str) -> dict[str, Any]:
+    # the note itself holds only what jsonb can: control characters and the rest escaped
+    why = why.encode("unicode_escape").decode("ascii")[:300]
     log.warning(
         "the metrics of message %d of run %d cannot be stored (%s): it is completed with %s",
         item.message_id,

@@ -490,6 +490,8 @@ class Runtime(Generic[Item]):
         self._idle.set()
         self._tasks: set[asyncio.Task[None]] = set()  # the items' tasks and heartbeats
         self._closed = False  # run() has ended: nothing more is started
+        # late claims being given back (`_late_claim`): waited for at the end of run()
+        self._giving_back: set[asyncio.Task[None]] = set()
         self._beat_every = lease.total_seconds() / 3
         self._safe_for = safe_seconds(lease)
         self._claiming = False  # a claim call is in flight (of either loop)
@@ -580,9 +582,16 @@ class Runtime(Generic[Item]):
             raise
         finally:
             self._closed = True
+            if self._giving_back:  # late claims still being given back: not cut short
+                await asyncio.wait(self._giving_back, timeout=self.call_timeout)
             if self._deadline_timer is not None:
                 self._deadline_timer.cancel()
-            leftover = [*self._tasks, *([self._sweep] if self._sweep else []), *self._abandoned]
+            leftover = [
+                *self._tasks,
+                *([self._sweep] if self._sweep else []),
+                *self._abandoned,
+                *self._giving_back,
+            ]
             for task in [*helpers, *leftover]:
                 task.cancel()
             await asyncio.gather(*helpers, *self._tasks, return_exceptions=True)
@@ -1284,19 +1293,30 @@ class Runtime(Generic[Item]):
         are counted for other claims meanwhile."""
         outcomes, claimed = answer
         log.warning(
-            "a completion given up on answered after all: %d completed, %d claimed, given back",
+            "a completion given up on answered after all: %d completed, %d claimed, %s",
             sum(1 for completed in outcomes if completed),
             len(claimed),
+            "left to their lease (the worker has stopped)" if self._closed else "given back",
         )
         if claimed and not self._closed:
-            self._spawn(self._give_back_claimed(claimed))
+            task = asyncio.create_task(self._give_back_claimed(claimed))
+            self._giving_back.add(task)
+            task.add_done_callback(self._giving_back.discard)
 
     async def _give_back_claimed(self, claimed: list[Item]) -> None:
-        for item in claimed:
+        """Give the items back one by one; at the first failure the rest are left to
+        their lease (a database still not answering would fail each in turn)."""
+        for number, item in enumerate(claimed):
             try:
                 await self._db(functools.partial(self.work.release, item=item))
             except Exception as exc:
-                self._fault(exc, "giving back %s failed", self.work.describe(item))
+                self._fault(
+                    exc,
+                    "giving back %s failed; %d more left to their lease",
+                    self.work.describe(item),
+                    len(claimed) - number - 1,
+                )
+                return
 
     async def _linger(self) -> None:
         """Let successes gather for one call: until a claim's worth is queued, no handler
