@@ -37,7 +37,7 @@ from pgcoord.demo.parts import (
         ('````json\n["four backticks"]\n````', ["four backticks"]),
         ('```json["no newline"]```', ["no newline"]),
         ('Here are the parts: ["in", "prose"] Enjoy!', ["in", "prose"]),
-        ('{"message": "Hi Anna", "meta": {"tags": ["summer-sale", "vip"]}}', ["Hi Anna"]),
+        ('{"message": "Hi Anna", "meta": {"count": 2, "vip": true}}', ["Hi Anna"]),
         (
             '["Use ```SUMMER-SALE``` at checkout", "Reply STOP to opt out"]',
             ["Use ```SUMMER-SALE``` at checkout", "Reply STOP to opt out"],
@@ -59,6 +59,8 @@ def test_parts_from_a_json_list(answer: str, parts: list[str]) -> None:
         ("[Promo] 20% off this weekend", "[Promo] 20% off this weekend"),
         ("Offer ends Sunday [1]. Terms apply.", "Offer ends Sunday [1]. Terms apply."),
         ("Your basket [] is waiting for you", "Your basket [] is waiting for you"),
+        ("Use code ```2024``` at checkout today", "Use code ```2024``` at checkout today"),
+        ('Get ```"20% off"``` on all shoes', 'Get ```"20% off"``` on all shoes'),
     ],
 )
 def test_an_answer_that_is_not_json_is_one_part(answer: str, part: str) -> None:
@@ -78,6 +80,14 @@ def test_an_answer_that_is_not_json_is_one_part(answer: str, part: str) -> None:
         "42",
         "null",
         '{"message": "Hi Anna", "hashtags": ["sale", "vip"]}',  # which is the text?
+        '{"message": "Hi Anna", "meta": {"tags": ["summer-sale", "vip"]}}',
+        '{"parts": "[\\"Hi Anna\\", \\"Reply STOP\\"]"}',  # JSON inside JSON
+        '[Promo] Here you go: ["Hi Anna"]',
+        'Here you go: ["Hi Anna", "Reply STOP",]',
+        "Here you go: ['Hi Anna', 'Reply STOP']",
+        'Sure! {"message": "Hi Anna, 20% off!", "tags": ["sale", "vip"]}',
+        'Hi Anna, your order has shipped and arrives on Monday! ["Track it here"]',
+        'Here:\n```json\n["a"]\n```\nand\n```json\n["b"]\n```',
         'Sure! ["Hi", 42]',
         'Choose one: ["Option A", "Option B"] and reply by Friday to get your discount',
         "[" * 100_000,  # json.loads gives up with a RecursionError

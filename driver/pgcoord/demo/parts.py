@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from collections.abc import Iterator
 from typing import Any
 
 PART_LIMIT = 1000  # characters one gateway message may hold
@@ -29,13 +30,15 @@ MIN_TEXT = 10  # characters a campaign message must hold, whitespace around part
 # a fenced block: three backticks or more, a language tag on the fence's own line (or no
 # tag), its text, then the same fence; a fence the model never closed runs to the end
 _FENCE = re.compile(r"(`{3,})(?:[ \t]*[\w+.-]+[ \t]*\n|[ \t]*\n?)(.*?)(?:\1|\Z)", re.DOTALL)
-# how a JSON list of strings or an object begins: a text that begins so was meant as JSON
-_JSONISH = re.compile(r"\[\s*[\"\[{\]]|\{\s*[\"}]")
+# how a JSON list of strings or an object begins (single quotes too, as models write
+# them): a text that holds one and is no JSON holds broken JSON
+_JSONISH = re.compile(r"\[\s*[\"'\[{]|\{\s*[\"'}]")
 _NOTHING = object()  # no JSON (a JSON null is None)
-# the prose a JSON list of texts may have around it to be the model's chatter, not text:
-# "Here are the parts:" before it, "Enjoy!" after it
-PROSE_BEFORE = 60
-PROSE_AFTER = 20
+# characters of chatter the model may write before its JSON ("Sure!"; a line that ends
+# with a colon, "Here are the parts for Ana:", may be twice as long) and after it
+# ("Enjoy!", "Hope this helps!")
+CHATTER = 40
+CHATTER_AFTER = 24
 _PART_KEY = re.compile(r"(\d+):\d+", re.ASCII)
 _JOINERS = frozenset("\u200d\ufe0e\ufe0f")  # zero-width joiner, variation selectors
 
@@ -59,30 +62,55 @@ def message_of(key: str) -> int | None:
 
 def split_parts(answer: str) -> list[str]:
     """The parts to send, in order: each trimmed, none without a visible character, none
-    over PART_LIMIT. InvalidText when the answer is JSON, or begins as JSON, with no list
-    of texts to be had from it, or mixes prose with a JSON list of texts."""
+    over PART_LIMIT. InvalidText when the answer holds JSON it cannot take texts from
+    without sending JSON syntax or dropping text."""
     text = answer.strip()
     whole = _parsed(text)
     if whole is not _NOTHING:  # JSON as a whole: what it holds, and nothing else
         return _parts_of(whole, text)
     fences = list(_FENCE.finditer(text))
-    for fence in fences:  # the first fenced block that is JSON
-        inside = _parsed(fence.group(2).strip())
-        if inside is not _NOTHING:
-            return _parts_of(inside, text)
-    opening, closing = text.find("["), text.rfind("]")
-    listed = _parsed(text[opening : closing + 1]) if 0 <= opening < closing else _NOTHING
-    if isinstance(listed, list) and any(isinstance(item, str) for item in listed):
-        # a JSON list of texts set in prose: the model's chatter around the answer
-        # ("Here are the parts: [...]"), or prose the list belongs to
-        if opening <= PROSE_BEFORE and len(text) - closing - 1 <= PROSE_AFTER:
-            return _parts_of(listed, text)
-        raise InvalidText(f"the model's answer mixes prose with a JSON list: {text:.80}")
+    blocks = [(f, _parsed(f.group(2).strip())) for f in fences]
+    blocks = [(f, inside) for f, inside in blocks if isinstance(inside, list | dict)]
+    if len(blocks) > 1:
+        raise InvalidText(f"the model's answer holds more than one JSON block: {text:.80}")
+    if blocks:
+        [(fence, inside)] = blocks
+        return _in_prose(inside, text, fence.start(), fence.end())
+    found = _json_in_prose(text)
+    if found is not None:
+        parsed, start, end = found
+        return _in_prose(parsed, text, start, end)
     if len(fences) == 1 and fences[0].start() == 0 and fences[0].end() == len(text):
         text = fences[0].group(2).strip()  # the whole answer fenced: its text
-    if _JSONISH.match(text):
-        raise InvalidText(f"the model's answer begins as JSON and does not parse: {text:.80}")
+    if _JSONISH.search(text):
+        raise InvalidText(f"the model's answer holds JSON that does not parse: {text:.80}")
     return _cut(text)
+
+
+def _json_in_prose(text: str) -> tuple[Any, int, int] | None:
+    """The JSON list or object set in prose, with where it begins and ends: from the
+    first bracket or brace to the last of its kind; None when there is none."""
+    starts = [at for at in (text.find("["), text.find("{")) if at >= 0]
+    if not starts:
+        return None
+    start = min(starts)
+    end = text.rfind("]" if text[start] == "[" else "}") + 1
+    parsed = _parsed(text[start:end]) if end > start else _NOTHING
+    if isinstance(parsed, list | dict) and any(True for _ in _strings(parsed)):
+        return parsed, start, end
+    return None  # no JSON, or none with text in it ("[1]", "[]"): prose
+
+
+def _in_prose(parsed: Any, text: str, start: int, end: int) -> list[str]:
+    """The parts of JSON found in `text` between `start` and `end`, when what is around
+    it is the model's chatter: a few words before it ("Sure!") or a line that ends with
+    a colon ("Here are the parts:"), and a few words after it ("Enjoy!"); else the prose
+    is the message's own, and InvalidText."""
+    before, after = text[:start].strip(), text[end:].strip()
+    chatter = len(before) <= CHATTER or (before.endswith(":") and len(before) <= 2 * CHATTER)
+    if chatter and len(after) <= CHATTER_AFTER:
+        return _parts_of(parsed, text)
+    raise InvalidText(f"the model's answer mixes prose with JSON: {text:.80}")
 
 
 def _parsed(text: str) -> Any:
@@ -97,6 +125,8 @@ def _parts_of(parsed: Any, answer: str) -> list[str]:
     texts = _texts(parsed)
     if texts is None:
         raise InvalidText(f"the model's answer is JSON with no list of texts in it: {answer:.80}")
+    if any(isinstance(_parsed(t.strip()), list | dict) for t in texts):
+        raise InvalidText(f"the model's answer is JSON inside JSON: {answer:.80}")
     return [cut for text in texts for cut in _cut(text)]
 
 
@@ -106,20 +136,29 @@ def _cut(text: str) -> list[str]:
 
 def _texts(parsed: Any) -> list[str] | None:
     """The texts a parsed JSON answer holds: a list of strings, a string, or an object
-    holding one of them and no other text (`{"parts": [...]}`, `{"message": "..."}`);
-    None for anything else."""
+    holding one of them and no other text, nested or not (`{"parts": [...]}`,
+    `{"message": "..."}`); None for anything else."""
     if isinstance(parsed, str):
         return [parsed]
     if isinstance(parsed, list):
         return parsed if all(isinstance(p, str) for p in parsed) else None
     if isinstance(parsed, dict):
-        lists = [v for v in parsed.values() if isinstance(v, list)]
-        strings = [v for v in parsed.values() if isinstance(v, str)]
-        if len(lists) == 1 and not strings:
-            return _texts(lists[0])
-        if len(strings) == 1 and not lists:
-            return strings
+        holding = [v for v in parsed.values() if any(True for _ in _strings(v))]
+        if len(holding) == 1 and isinstance(holding[0], list | str):
+            return _texts(holding[0])
     return None
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """The strings of a parsed JSON value, however deep (not its keys)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
 
 
 def _sendable(piece: str) -> str:
