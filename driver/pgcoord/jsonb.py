@@ -60,7 +60,7 @@ def _unholdable(text: str) -> str:
     """What PostgreSQL's jsonb cannot hold in JSON `text` that has escapes which may be
     a NUL or UTF-16 surrogates: its texts read back (a pair of halves is one character,
     a literal backslash is no escape) and encoded as UTF-8. "" when none."""
-    for found in _texts(json.loads(text)):
+    for found in strings(json.loads(text)):
         if "\x00" in found:
             return "a NUL character"
         try:
@@ -70,17 +70,19 @@ def _unholdable(text: str) -> str:
     return ""
 
 
-def _texts(value: Any) -> Iterator[str]:
-    """Every string of a decoded JSON value, keys included."""
+def strings(value: Any, *, keys: bool = True) -> Iterator[str]:
+    """Every string of a decoded JSON value, however deep; its objects' keys too, unless
+    `keys` is false."""
     if isinstance(value, str):
         yield value
     elif isinstance(value, list):
         for item in value:
-            yield from _texts(item)
+            yield from strings(item, keys=keys)
     elif isinstance(value, dict):
         for key, item in value.items():
-            yield key
-            yield from _texts(item)
+            if keys:
+                yield key
+            yield from strings(item, keys=keys)
 
 
 def _plain(text: str, limit: int) -> str:

@@ -21,8 +21,9 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Iterator
 from typing import Any
+
+from ..jsonb import strings
 
 PART_LIMIT = 1000  # characters one gateway message may hold
 MIN_TEXT = 10  # characters a campaign message must hold, whitespace around parts not counted
@@ -96,7 +97,7 @@ def _json_in_prose(text: str) -> tuple[Any, int, int] | None:
     start = min(starts)
     end = text.rfind("]" if text[start] == "[" else "}") + 1
     parsed = _parsed(text[start:end]) if end > start else _NOTHING
-    if isinstance(parsed, list | dict) and any(True for _ in _strings(parsed)):
+    if isinstance(parsed, list | dict) and any(True for _ in strings(parsed, keys=False)):
         return parsed, start, end
     return None  # no JSON, or none with text in it ("[1]", "[]"): prose
 
@@ -143,22 +144,10 @@ def _texts(parsed: Any) -> list[str] | None:
     if isinstance(parsed, list):
         return parsed if all(isinstance(p, str) for p in parsed) else None
     if isinstance(parsed, dict):
-        holding = [v for v in parsed.values() if any(True for _ in _strings(v))]
+        holding = [v for v in parsed.values() if any(True for _ in strings(v, keys=False))]
         if len(holding) == 1 and isinstance(holding[0], list | str):
             return _texts(holding[0])
     return None
-
-
-def _strings(value: Any) -> Iterator[str]:
-    """The strings of a parsed JSON value, however deep (not its keys)."""
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
 
 
 def _sendable(piece: str) -> str:
