@@ -85,6 +85,13 @@ def describe(conninfo: str) -> str:
     return f"{host}:{port}/{params.get('dbname') or params.get('user') or ''}"
 
 
+def where(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> str:
+    """The database a connection reached, for messages: "database 'app' on host:port"."""
+    info = conn.info
+    host = info.host if not info.host.startswith("/") else "local socket"
+    return f"database {info.dbname!r} on {host}:{info.port}"
+
+
 def pool(conninfo: str, *, min_size: int = 1, max_size: int = 8, name: str = "pgcoord") -> Pool:
     """A pool of connections with CONNECTION_OPTIONS, opened (an empty conninfo uses the
     libpq environment)."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from .. import campaigns
+from .. import campaigns, config
 from ..errors import NotInstalled
 from ..types import CampaignProgress, CampaignStats
 from . import database, options
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             runs = campaigns.campaign_progress(conn, args.run_id)
             if args.run_id is not None and not runs:
-                raise CommandError(f"no campaign run {args.run_id} in {database.where(conn)}")
+                raise CommandError(f"no campaign run {args.run_id} in {config.where(conn)}")
             stats = {s.run_id: s for s in campaigns.campaign_stats(conn, args.run_id)}
         except NotInstalled as exc:
             raise database.missing(conn, WHAT) from exc

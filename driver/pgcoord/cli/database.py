@@ -17,6 +17,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from .. import config, migrations
+from ..config import where
 from .errors import CommandError, UsageError, one_line, shown
 
 OPTION = "--database-url"
@@ -123,12 +124,6 @@ def connect(args: argparse.Namespace) -> Iterator[psycopg.Connection[Any]]:
             yield conn
     except psycopg.Error as exc:
         raise CommandError(one_line(exc)) from exc
-
-
-def where(conn: psycopg.Connection[Any]) -> str:
-    info = conn.info
-    host = info.host if not info.host.startswith("/") else "local socket"
-    return f"database {info.dbname!r} on {host}:{info.port}"
 
 
 def not_installed(conn: psycopg.Connection[Any]) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .. import migrations, releases
+from .. import config, migrations, releases
 from ..errors import PgcoordError
 from . import database
 from .command import Command
@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
             before, after = migrations.migrate(conn, args.to)
         except PgcoordError as exc:
             raise CommandError(f"{exc} ({exc.hint})" if exc.hint else str(exc)) from exc
-        where = database.where(conn)
+        where = config.where(conn)
     if before is None:
         print(f"installed pgcoord {after} in {where}")
     elif before == after:

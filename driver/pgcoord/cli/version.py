@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from .. import __version__, migrations, releases
+from .. import __version__, config, migrations, releases
 from . import database
 from .command import Command
 
@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     with database.connect(args) as conn:
         installed = migrations.installed_version(conn)
-        where = database.where(conn)
+        where = config.where(conn)
     print(f"installed: {installed or 'none'} ({where}){_next_step(installed, newest)}")
     return 0
 

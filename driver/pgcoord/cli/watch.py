@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 
-from .. import campaigns
+from .. import campaigns, config
 from ..errors import NotInstalled
 from ..types import CampaignProgress, CampaignStats
 from . import database, options
@@ -105,7 +105,7 @@ def follow(
         try:
             found = campaigns.campaign_progress(conn, run_id)
             if not found:
-                raise CommandError(f"no campaign run {run_id} in {database.where(conn)}")
+                raise CommandError(f"no campaign run {run_id} in {config.where(conn)}")
             [stats] = campaigns.campaign_stats(conn, run_id)
         except NotInstalled as exc:
             raise database.missing(conn, WHAT) from exc

@@ -220,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
                 campaigns.campaign_due_in(conn, settings["run_id"])
             except InvalidArgument as exc:
                 raise CommandError(
-                    f"no campaign run {settings['run_id']} in {database.where(conn)}"
+                    f"no campaign run {settings['run_id']} in {config.where(conn)}"
                 ) from exc
             [run] = campaigns.campaign_progress(conn, settings["run_id"])
             if run.status in ("cancelled", "finished"):  # final: nothing of it is claimed again
@@ -324,13 +324,13 @@ def _check_listen(conn: psycopg.Connection[Any], listen: str) -> None:
         with psycopg.connect(
             listen, autocommit=True, connect_timeout=config.connect_timeout(listen)
         ) as other:
-            heard, reached = other.execute(sql.DATABASE_IDENTITY).fetchone(), database.where(other)
+            heard, reached = other.execute(sql.DATABASE_IDENTITY).fetchone(), config.where(other)
     except psycopg.Error as exc:
         raise CommandError(f"--listen: {database.cannot_connect(exc, listen)}") from exc
     if heard != conn.execute(sql.DATABASE_IDENTITY).fetchone():
         raise CommandError(
             f"--listen reaches {reached}, another database than the worker's"
-            f" {database.where(conn)}: it would never hear of new work"
+            f" {config.where(conn)}: it would never hear of new work"
         )
 
 

@@ -61,7 +61,7 @@ from psycopg import sql as pgsql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .. import arguments, rates_async
-from ..config import LEASE_SAFETY_MARGIN, RATE_PAUSE_MAX, async_pool
+from ..config import LEASE_SAFETY_MARGIN, RATE_PAUSE_MAX, async_pool, where
 from ..errors import (
     FAULTS,
     ClaimLost,
@@ -1390,7 +1390,7 @@ class Runtime(Generic[Item]):
                             "polling every %g s at most instead; give the worker a direct "
                             "connection to LISTEN on (listen=URL, pgcoord work --listen URL)",
                             self.name,
-                            _where(conn),
+                            where(conn),
                             self.idle_poll,
                         )
                         listening.set()
@@ -1498,12 +1498,6 @@ class Runtime(Generic[Item]):
 
 async def _notify(conn: AsyncConn, channel: pgsql.Identifier) -> None:
     await conn.execute(pgsql.SQL("NOTIFY {}").format(channel), prepare=False)
-
-
-def _where(conn: AsyncConn) -> str:
-    """host:port/database of a connection, as its URL names them."""
-    info = conn.info
-    return f"{info.host}:{info.port}/{info.dbname}"
 
 
 def _answered_late(late: Callable[[T], None], task: asyncio.Task[T]) -> None:
