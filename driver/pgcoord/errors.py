@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -241,3 +241,12 @@ def translated() -> Iterator[None]:
         if mapped is None:
             raise
         raise mapped from exc
+
+
+def with_nul(exc: Exception, params: Mapping[str, Any] | None) -> Exception:
+    """psycopg refused to send a text holding a NUL character (PostgreSQL text cannot
+    hold one): a ValueError naming the argument; `exc` itself for anything else."""
+    for name, value in (params or {}).items():
+        if isinstance(value, str) and "\x00" in value:
+            return ValueError(f"{name}: a text holding a NUL character, which PostgreSQL cannot")
+    return exc

@@ -24,7 +24,7 @@ from psycopg import pq
 from psycopg.rows import tuple_row
 
 from . import sql
-from .errors import PermissionDenied, translate
+from .errors import PermissionDenied, translate, with_nul
 
 T = TypeVar("T")
 
@@ -68,7 +68,7 @@ def _execute(
         cur.execute(query, params, prepare=False)
     except psycopg.Error as exc:
         if exc.sqlstate is None and isinstance(exc, psycopg.DataError):
-            raise _with_nul(exc, params) from exc
+            raise with_nul(exc, params) from exc
         mapped = translate(exc)
         if mapped is None:
             raise
@@ -76,15 +76,6 @@ def _execute(
             mapped = advised(conn, mapped)
         raise mapped from exc
     return cur
-
-
-def _with_nul(exc: psycopg.DataError, params: Params) -> Exception:
-    """psycopg refused to send a text holding a NUL character (PostgreSQL text cannot
-    hold one): a ValueError naming the argument; `exc` itself for anything else."""
-    for name, value in (params or {}).items():
-        if isinstance(value, str) and "\x00" in value:
-            return ValueError(f"{name}: a text holding a NUL character, which PostgreSQL cannot")
-    return exc
 
 
 def advised(conn: psycopg.Connection[Any], denied: PermissionDenied) -> PermissionDenied:
