@@ -41,7 +41,7 @@ def jsonb(value: Any, argument: str) -> Jsonb:
     try:
         text = _encode(value)
     except Exception as exc:  # no JSON form, too deep, or the object's own code raised
-        said = _plain(str(exc), 200)  # an object's own repr or error may hold anything
+        said = plain(str(exc), 200)  # an object's own repr or error may hold anything
         if "Out of range float" in said:  # allow_nan=False
             raise UnencodableValue(
                 f"{argument}: {said} (NaN and infinities have no JSON form)"
@@ -85,7 +85,7 @@ def strings(value: Any, *, keys: bool = True) -> Iterator[str]:
             yield from strings(item, keys=keys)
 
 
-def _plain(text: str, limit: int) -> str:
+def plain(text: str, limit: int) -> str:
     """`text` for an error message: control characters and non-ASCII escaped."""
     return text.encode("unicode_escape").decode("ascii")[:limit]
 

@@ -44,17 +44,19 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import arguments, campaigns_async, locks_async
 from ..config import CAMPAIGN_CLAIM_LIMIT, CAMPAIGN_DELAY_MAX, CAMPAIGN_LEASE
-from ..jsonb import Unencodable, jsonb
+from ..jsonb import Unencodable, jsonb, plain
 from ..types import CampaignMessage
 from .runtime import AsyncConn, AsyncPool, Failure, RateBudget, Runtime, Work, log, takes
 
 Handler = Callable[[CampaignMessage], Awaitable[Mapping[str, Any] | None]]
 
 SKIP_STALE_LOCK = "pgcoord:campaign_skip_stale"
+T = TypeVar("T")
+
 HANDLER_MS = "handler_ms"  # the metrics key of the handler's time
 # the metrics key that says why the handler's own metrics were not stored
 METRICS_ERROR = "metrics_error"
@@ -130,10 +132,9 @@ class CampaignWork(Work[CampaignMessage]):
     async def complete(
         self, conn: AsyncConn, done: Sequence[tuple[CampaignMessage, Any]]
     ) -> list[bool]:
-        try:
-            completed = await campaigns_async.campaign_completed(conn, *_columns(done))
-        except Unencodable:  # metrics JSON cannot hold: nothing was sent
-            completed = await campaigns_async.campaign_completed(conn, *_columns(_storable(done)))
+        completed = await _storing(
+            done, lambda columns: campaigns_async.campaign_completed(conn, *columns)
+        )
         return [item.message_id in completed for item, _ in done]
 
     async def complete_then_claim(
@@ -144,15 +145,12 @@ class CampaignWork(Work[CampaignMessage]):
         limit: int,
         lease: timedelta,
     ) -> tuple[list[bool], list[CampaignMessage]]:
-        call = campaigns_async.campaign_completed_then_claim
-        try:
-            completed, claimed = await call(
-                conn, *_columns(done), worker, limit, lease, self.run_id
-            )
-        except Unencodable:  # metrics JSON cannot hold: nothing was sent
-            completed, claimed = await call(
-                conn, *_columns(_storable(done)), worker, limit, lease, self.run_id
-            )
+        completed, claimed = await _storing(
+            done,
+            lambda columns: campaigns_async.campaign_completed_then_claim(
+                conn, *columns, worker, limit, lease, self.run_id
+            ),
+        )
         return [item.message_id in completed for item, _ in done], claimed
 
     async def complete_one(self, conn: AsyncConn, item: CampaignMessage) -> bool:
@@ -190,6 +188,18 @@ class CampaignWork(Work[CampaignMessage]):
                 log.info("skipped %d stale campaign messages", skipped)
 
 
+async def _storing(
+    done: Sequence[tuple[CampaignMessage, Any]],
+    call: Callable[[tuple[list[int], list[int], list[Any]]], Awaitable[T]],
+) -> T:
+    """`call` with the done messages' columns; again with their unstorable metrics
+    replaced, when JSON or PostgreSQL cannot hold some (raised before anything is sent)."""
+    try:
+        return await call(_columns(done))
+    except Unencodable:
+        return await call(_columns(_storable(done)))
+
+
 def _storable(
     done: Sequence[tuple[CampaignMessage, Any]],
 ) -> list[tuple[CampaignMessage, Any]]:
@@ -206,8 +216,7 @@ def _storable(
 
 
 def _unstorable(item: CampaignMessage, ms: float | None, why: str) -> dict[str, Any]:
-    # the note itself holds only what jsonb can: control characters and the rest escaped
-    why = why.encode("unicode_escape").decode("ascii")[:300]
+    why = plain(why, 300)  # the note itself holds only what jsonb can
     log.warning(
         "the metrics of message %d of run %d cannot be stored (%s): it is completed with %s",
         item.message_id,
