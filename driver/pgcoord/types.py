@@ -145,6 +145,12 @@ class CampaignProgress:
     skipped: int
     total: int
 
+    @property
+    def ended(self) -> bool:
+        """Cancelled or finished: final statuses (campaign_set_status refuses any change
+        from them), so none of the run's messages is ever claimed again."""
+        return self.status in ("cancelled", "finished")
+
 
 @dataclass(frozen=True, slots=True)
 class CampaignStats:

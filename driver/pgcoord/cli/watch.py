@@ -33,7 +33,6 @@ BAR_WIDTH = 20
 # the throughput behind the estimate: what this watch saw over the last minute (at its
 # first look, the run's sends of the last minute)
 WINDOW = 60.0
-FINAL = ("cancelled", "finished")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -112,7 +111,7 @@ def follow(
         [run] = found
         now = time.monotonic()
         throughput.add(now, done(run))
-        over = run.pending + run.processing == 0 or run.status in FINAL
+        over = run.pending + run.processing == 0 or run.ended
         line.show(status_line(run, stats, None if over else throughput.per_second(stats)))
         if over:
             line.end()

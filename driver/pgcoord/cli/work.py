@@ -223,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
                     f"no campaign run {settings['run_id']} in {config.where(conn)}"
                 ) from exc
             [run] = campaigns.campaign_progress(conn, settings["run_id"])
-            if run.status in ("cancelled", "finished"):  # final: nothing of it is claimed again
+            if run.ended:
                 raise CommandError(
                     f"campaign run {run.run_id} is {run.status}: none of its messages will "
                     "ever be claimed"
