@@ -27,12 +27,12 @@ DATABASE_IDENTITY: LiteralString = (
     "SELECT pg_catalog.current_database(), pg_catalog.pg_postmaster_start_time()"
 )
 
-# who was refused (PermissionDenied), and whether it already has pgcoord_client's privileges
 # who may install and upgrade pgcoord: the owner of its schema (no row without one)
 SCHEMA_OWNER: LiteralString = (
     "SELECT pg_catalog.pg_get_userbyid(n.nspowner)::text FROM pg_catalog.pg_namespace AS n"
     " WHERE n.nspname = 'pgcoord'"
 )
+# who was refused (PermissionDenied), and whether it already has pgcoord_client's privileges
 CURRENT_ROLE: LiteralString = (
     "SELECT current_user::text, coalesce((SELECT pg_has_role(r.oid, 'USAGE')"
     " FROM pg_catalog.pg_roles AS r WHERE r.rolname = 'pgcoord_client'), false)"
