@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from pgcoord import CampaignMessage, CampaignWorker, rates_async
-from pgcoord.config import RATE_PAUSE_MAX, AsyncPool, async_pool
+from pgcoord.config import AsyncPool, async_pool
 from pgcoord.worker import RateBudget
 
 from . import process
@@ -63,12 +63,12 @@ class Pacer:
                 await asyncio.sleep(wait.total_seconds())
 
     async def pause(self, seconds: float) -> None:
-        """The gateway answered 429: pause the budget's key for `seconds` (at most a
-        day, the longest pause), so that every worker's next request waits."""
-        for_ = timedelta(seconds=min(seconds, RATE_PAUSE_MAX.total_seconds()))
+        """The gateway answered 429: pause the budget's key for `seconds` (the
+        pipeline's Retry-After, at most the longest pause), so that every worker's next
+        request waits."""
         try:
             async with self.pool.connection() as conn:
-                await rates_async.rate_pause(conn, self.budget.key, for_)
+                await rates_async.rate_pause(conn, self.budget.key, timedelta(seconds=seconds))
         except Exception as exc:  # the message is snoozed all the same
             print(f"pausing {self.budget.key!r} failed: {exc}", file=sys.stderr, flush=True)
 

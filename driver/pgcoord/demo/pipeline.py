@@ -39,13 +39,14 @@ from typing import Any
 import httpx
 
 from pgcoord import CampaignMessage, RateLimited
+from pgcoord.config import RATE_PAUSE_MAX
 
 from .parts import part_key, split_parts, validate
 
 GENERATE_TIMEOUT = 30.0  # seconds for the model's answer
 SEND_TIMEOUT = 10.0  # seconds for the gateway's answer, per part
 RETRY_AFTER = 1.0  # seconds to wait after a 429 that says nothing usable
-MAX_RETRY_AFTER = 86400.0  # seconds: a day, the longest pause of a rate key
+MAX_RETRY_AFTER = RATE_PAUSE_MAX.total_seconds()  # the longest pause of a rate key
 
 Handler = Callable[[CampaignMessage], Awaitable[dict[str, Any]]]
 Pace = Callable[[], Awaitable[object]]
