@@ -228,3 +228,15 @@ def test_a_storm_answers_the_gateway_429_for_its_length_and_the_ledger_keeps_the
     assert [after for _, after in ledger.throttles] == [2] * answers.count(429)
     storm_start = ledger.arrivals[0] + 0.3
     assert all(storm_start <= at < storm_start + 0.4 + 0.05 for at, _ in ledger.throttles)
+
+
+def test_the_options_say_their_failures_once_for_every_report() -> None:
+    stormy = replace(QUIET, errors=0.04, throttled=0.01, gateway_throttled=0.0, storm=(3.0, 1.5))
+    assert stormy.failures() == (
+        "4% of calls 503, 1% of the model's 429 with Retry-After: 1, the gateway's all 429 "
+        "for 1.5 s from 3 s after its first request"
+    )
+    plain = replace(QUIET, errors=0.05, throttled=0.02)
+    assert plain.failures() == (
+        "5% of calls 503, 2% of the model's 429 with Retry-After: 1 (the gateway's too)"
+    )

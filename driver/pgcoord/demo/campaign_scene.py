@@ -138,11 +138,8 @@ class CampaignScene(Scene):
             self.report.line(
                 f"fake provider on {provider.url}: model and gateway answer in "
                 f"{PROVIDER.latency[0] * 1000:.0f}-{PROVIDER.latency[1] * 1000:.0f} ms, "
-                f"{PROVIDER.errors:.0%} of calls 503, {PROVIDER.throttled:.0%} of the model's "
-                f"429 with Retry-After: {PROVIDER.retry_after}, {PROVIDER.short:.1%} of the "
-                f"texts too short to send; the gateway serves at most {GATEWAY_LIMIT} requests "
-                f"a second, and answers all 429 for {STORM[1]:g} s from {STORM[0]:g} s after "
-                "its first request"
+                f"{PROVIDER.failures()}, {PROVIDER.short:.1%} of the texts too short to "
+                f"send; the gateway serves at most {GATEWAY_LIMIT} requests a second"
             )
             run_id = campaign_create(scratch.conn, f"demo {self.run}", MAX_RETRIES, BACKOFF)
             self._send(Run(scratch, provider, run_id, log), stack, messages, workers)

@@ -82,6 +82,21 @@ class Options:
     # with that key 503 and 429 (endpoint "llm" or "gateway"; 200 leaves it unharmed)
     faults: Mapping[tuple[str, str], Sequence[int]] = field(default_factory=dict)
 
+    def failures(self) -> str:
+        """Its failures, said once for every report: "4% of calls 503, 1% of the model's
+        429 with Retry-After: 1, ..."."""
+        throttled = "" if self.gateway_throttled is not None else " (the gateway's too)"
+        said = (
+            f"{self.errors:.0%} of calls 503, {self.throttled:.0%} of the model's 429 with "
+            f"Retry-After: {self.retry_after}{throttled}"
+        )
+        if self.storm is not None:
+            said += (
+                f", the gateway's all 429 for {self.storm[1]:g} s from {self.storm[0]:g} s "
+                "after its first request"
+            )
+        return said
+
 
 @dataclass(frozen=True, slots=True)
 class Acceptance:

@@ -290,12 +290,8 @@ class Torture:
             f"campaign: run {campaign.run_id}, {PER_SECOND} messages falling due a second, "
             f"enqueued {LEAD:g} s ahead a second's worth at a time under a key while the "
             "faults strike (a proxy loses some answers after the commit), through a fake "
-            f"provider on {campaign.provider.url} ({options.errors:.0%} of calls 503, "
-            f"{options.throttled:.0%} of the model's 429, the gateway's all 429 for "
-            f"{options.storm[1]:g} s from {options.storm[0]:g} s after its first request), "
-            f"up to {MAX_RETRIES} retries each"
-            if options.storm
-            else f"{options.throttled:.0%} 429), up to {MAX_RETRIES} retries each"
+            f"provider on {campaign.provider.url} ({options.failures()}), up to "
+            f"{MAX_RETRIES} retries each"
         )
         return campaign
 
