@@ -2,18 +2,18 @@
 (`pipeline`) that does no I/O.
 
 The model is asked for a JSON list of strings. `split_parts` reads the parts from the
-answer when it is JSON as a whole; else from its first fenced block that is JSON (```json,
-```jsonc, ``` json, four backticks...); else from a JSON list of texts with a few words of
-chatter around it ("Here you go: [...]"). An object holding one list of strings, or one
-string, and no other text gives them too (`{"parts": [...]}`, `{"message": "..."}`). An
-answer that is not JSON at all is the safe fallback: it goes as one part, a fenced answer
-without its fences. What would put JSON syntax before a customer, or drop some of the
-text, is refused as InvalidText instead: JSON with no list of texts in it (`{"a": 1}`,
-`["Hi", 42]`), an answer that begins as JSON and does not parse (cut off, a trailing
-comma), or prose around a JSON list of texts that is more than chatter. A part over
-PART_LIMIT characters is cut further at word boundaries; parts with nothing visible are
-dropped, and characters that cannot be sent (a lone surrogate) removed. `validate`
-refuses an answer with too little to say.
+answer when it is JSON as a whole; else from its one fenced block that is a JSON list or
+object (```json, ```jsonc, ``` json, four backticks...), or from a JSON list or object set
+in prose, either only with the model's chatter around it ("Here you go: [...]"). An object
+holding one list of strings, or one string, and no other text gives them too (`{"parts":
+[...]}`, `{"message": "..."}`). An answer that is not JSON at all is the safe fallback: it
+goes as one part, a fenced answer without its fences. What would put JSON syntax before a
+customer, or drop some of the text, is refused as InvalidText instead: JSON with no list
+of texts in it (`{"a": 1}`, `["Hi", 42]`), JSON that does not parse (cut off, a trailing
+comma, single quotes), JSON inside JSON, two JSON blocks, or prose around JSON that is
+more than chatter. A part over PART_LIMIT characters is cut further at word boundaries;
+parts with nothing visible are dropped, and characters that cannot be sent (a lone
+surrogate) removed. `validate` refuses an answer with too little to say.
 """
 
 from __future__ import annotations
