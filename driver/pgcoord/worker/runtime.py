@@ -1230,18 +1230,18 @@ class Runtime(Generic[Item]):
         the first did complete answers False the second time, taken as unknown, not as
         lost)."""
         done = [(flight.item, outcome) for flight, outcome in batch]
-        items = ", ".join(self.work.describe(flight.item) for flight, _ in batch)
-        failed: tuple[list[None], list[Item], float] = ([None] * len(batch), [], 0.0)
         try:
             return await self._completing(done, len(batch))
-        except psycopg.OperationalError as exc:
-            if isinstance(exc, PoolTimeout | psycopg.errors.QueryCanceled):
+        except Exception as exc:
+            items = ", ".join(self.work.describe(flight.item) for flight, _ in batch)
+            failed: tuple[list[None], list[Item], float] = ([None] * len(batch), [], 0.0)
+            dead = isinstance(exc, psycopg.OperationalError) and not isinstance(
+                exc, PoolTimeout | psycopg.errors.QueryCanceled
+            )
+            if not dead:
                 self._fault(exc, "completing %s failed", items)
                 return failed
             self._fault(exc, "completing %s failed; trying once more", items)
-        except Exception as exc:
-            self._fault(exc, "completing %s failed", items)
-            return failed
         if self._sweep is not None:
             await asyncio.wait({self._sweep}, timeout=self.call_timeout)
         try:
