@@ -119,7 +119,7 @@ class CampaignWork(Work[CampaignMessage]):
         ms = round(seconds * 1_000_000) / 1000  # to the µs, as round(, 3)
         if result is None:
             return {HANDLER_MS: ms}
-        if not isinstance(result, Mapping):
+        if type(result) is not dict and not isinstance(result, Mapping):  # dict: at once
             said = f"the handler returned {type(result).__name__}, not a dict"
             return _unstorable(item, ms, said)
         try:
