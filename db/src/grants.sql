@@ -81,6 +81,7 @@ GRANT EXECUTE ON FUNCTION pgcoord.campaign_completed_then_claim(
     bigint[], bigint[], jsonb, text, integer, interval, bigint
 ) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_fail(bigint, bigint, text, interval) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.campaign_fail_for_good(bigint, bigint, text) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_snooze(bigint, bigint, interval) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_skip_stale(interval) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_extend(bigint, bigint, interval) TO pgcoord_client;

@@ -60,13 +60,18 @@ SECTION_3 = tuple(CAMPAIGN_CONTRACT)
 # answering which messages it marked sent, that completion followed by the next claim
 # in one call, and the metrics of many messages unpacked from one JSON array; for
 # operators, a run's throughput, retries, snoozes and handler times, and the retention
-# of ended runs; for producers, an enqueue under a key, safe to call again.
+# of ended runs; for producers, an enqueue under a key, safe to call again; for
+# handlers, a failed try that no retry can mend.
 CAMPAIGN_HELPERS: dict[str, tuple[str, str]] = {
     "campaign_extend": (
         "p_message_id bigint, p_claim_token bigint, p_lease interval DEFAULT '00:05:00'::interval",
         "timestamp with time zone",
     ),
     "campaign_release": ("p_message_id bigint, p_claim_token bigint", "boolean"),
+    "campaign_fail_for_good": (
+        "p_message_id bigint, p_claim_token bigint, p_error text",
+        "boolean",
+    ),
     "campaign_due_in": ("p_run_id bigint DEFAULT NULL::bigint", "interval"),
     "campaign_idle": (
         "p_run_id bigint DEFAULT NULL::bigint, OUT due_in interval, OUT settled boolean",
@@ -323,6 +328,18 @@ def fail(
         rows = cur.fetchall()
     assert len(rows) <= 1
     return rows[0] if rows else None
+
+
+def fail_for_good(conn: Conn, message_id: int, token: int, error: str = "no such number") -> bool:
+    return scalar_of(
+        bool,
+        conn,
+        "SELECT pgcoord.campaign_fail_for_good(p_message_id => %s, p_claim_token => %s,"
+        " p_error => %s)",
+        message_id,
+        token,
+        error,
+    )
 
 
 def snooze(conn: Conn, message_id: int, token: int, delay: timedelta = NOW) -> bool:

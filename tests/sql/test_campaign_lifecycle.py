@@ -22,6 +22,7 @@ from campaignkit import (
     enqueue_many,
     extend,
     fail,
+    fail_for_good,
     item,
     release,
     set_status,
@@ -168,6 +169,40 @@ def test_after_its_last_retry_a_message_fails_for_good_with_its_error(
     assert fail(conn, message_id, claimed.claim_token) is None, "its token is stale now"
 
 
+def test_fail_for_good_ends_a_message_at_once_with_its_error_whatever_retries_are_left(
+    conn: Conn,
+) -> None:
+    run_id = create(conn, max_retries=3, retry_backoff=[timedelta(0)])
+    ids = enqueue_many(conn, run_id, 3)  # one group: the others stay claimed, then pending
+    claimed = {c.message_id: c for c in claim(conn)}
+    first, second, third = (claimed[i] for i in ids)
+    assert fail(conn, ids[0], first.claim_token, "gateway 503") is not None  # try 1
+    again = claim_one(conn, run_id=run_id)
+    assert (again.message_id, again.attempt) == (ids[0], 2)
+
+    assert fail_for_good(conn, ids[0], again.claim_token, "not a WhatsApp number")
+    row = status_of(conn, ids[0])
+    assert (row.status, row.attempt, row.last_error) == ("failed", 2, "not a WhatsApp number")
+    assert row.finished_at is not None and row.next_attempt_at is None and row.sent_at is None
+    assert fail_for_good(conn, ids[0], again.claim_token) is False, "its token is stale now"
+    # the rest of the claim is untouched: still held by its token, then completed
+    assert complete(conn, ids[1], second.claim_token)
+    assert fail_for_good(conn, ids[2], third.claim_token, "blocked")
+    assert status_of(conn, ids[2]).attempt == 1
+    assert claim(conn) == [], "never claimed again"
+    assert counts(conn, run_id) == (0, 0, 1, 2, 0, 3)
+
+
+def test_a_late_fail_for_good_succeeds_while_no_other_claim_took_over(conn: Conn) -> None:
+    run_id = create(conn)
+    [message_id] = enqueue_many(conn, run_id, 1)
+    late = claim_one(conn, "slow", lease=SHORT)
+    until_lease_ran_out(conn, message_id)
+    assert fail_for_good(conn, message_id, late.claim_token, "refused")
+    row = status_of(conn, message_id)
+    assert (row.status, row.attempt) == ("failed", 1), "the lost lease and this are one try"
+
+
 def test_a_snooze_spends_no_try(conn: Conn) -> None:
     run_id = create(conn, max_retries=1, retry_backoff=[timedelta(0)])
     [message_id] = enqueue_many(conn, run_id, 1)
@@ -297,6 +332,7 @@ def test_stale_tokens_are_refused_by_every_call_and_change_nothing(conn: Conn) -
         assert complete(conn, message_id, token) is False
         assert complete_many(conn, [message_id], [token]) == 0
         assert fail(conn, message_id, token) is None
+        assert fail_for_good(conn, message_id, token) is False
         assert snooze(conn, message_id, token) is False
         assert extend(conn, message_id, token) is None
         assert release(conn, message_id, token) is False

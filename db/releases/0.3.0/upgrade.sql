@@ -2160,7 +2160,7 @@ BEGIN
     RETURN QUERY
     SELECT g.status, g.next_attempt_at
     FROM pgcoord.campaign_give_back(
-        p_message_id, p_claim_token, clock_timestamp(), p_retry_after, p_error, FALSE
+        p_message_id, p_claim_token, clock_timestamp(), p_retry_after, p_error, FALSE, FALSE
     ) AS g;
 END;
 $$;
@@ -2172,6 +2172,46 @@ COMMENT ON FUNCTION pgcoord.campaign_fail(bigint, bigint, text, interval) IS
 'p_retry_after NULL or 0 to 30 days. Intervals with no months. Errors: 22004 NULL '
 'argument, 22023 p_retry_after out of range.';
 
+-- db/src/functions/campaign_fail_for_good.sql
+-- A failed try that no retry can mend (the recipient does not exist, the provider
+-- refused the content): the claimed message ends 'failed' at once with p_error kept,
+-- whatever retries its run has left. It counts as a try, like campaign_fail, and a late
+-- one (lease run out, not yet reclaimed) succeeds too. False, changing nothing, for a
+-- stale token. Beyond the contract.
+CREATE OR REPLACE FUNCTION pgcoord.campaign_fail_for_good(
+    p_message_id bigint, p_claim_token bigint, p_error text
+)
+RETURNS boolean
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_message_id IS NULL THEN
+        PERFORM pgcoord.raise_bad_argument('p_message_id', p_message_id, 'a message id');
+    END IF;
+    IF p_claim_token IS NULL THEN
+        PERFORM pgcoord.raise_bad_argument('p_claim_token', p_claim_token, 'a bigint');
+    END IF;
+    IF p_error IS NULL THEN
+        PERFORM pgcoord.raise_bad_argument('p_error', p_error, 'a text');
+    END IF;
+
+    RETURN EXISTS (
+        SELECT
+        FROM pgcoord.campaign_give_back(
+            p_message_id, p_claim_token, clock_timestamp(), NULL, p_error, FALSE, TRUE
+        )
+    );
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.campaign_fail_for_good(bigint, bigint, text) IS
+'A failed try of message p_message_id of claim p_claim_token that no retry can mend: '
+'failed for good at once with p_error kept, whatever retries are left; true, or false '
+'and nothing changed for a stale token. Beyond the contract. Errors: 22004 NULL argument.';
+
 -- db/src/functions/campaign_give_back.sql
 -- Internal. Take message p_message_id out of claim p_claim_token (when that claim is
 -- current) and put it back. p_error NULL: a snooze (p_snooze, counted in its snoozes) or
@@ -2179,7 +2219,8 @@ COMMENT ON FUNCTION pgcoord.campaign_fail(bigint, bigint, text, interval) IS
 -- given: a failed try (it counts once, also after the lease ran out); with retries left
 -- the message is pending at p_now + the run's backoff for this retry (its last element
 -- repeating), or at p_now + p_delay when that is later; without, it ends failed with
--- p_error. The message gets a group of its own (a lone message's group is reused) and a
+-- p_error; p_final: failed with p_error whatever retries are left (still a try). The
+-- message gets a group of its own (a lone message's group is reused) and a
 -- new token, so the claim's token is stale for it. No row when the claim is not current.
 CREATE OR REPLACE FUNCTION pgcoord.campaign_give_back(
     p_message_id bigint,
@@ -2187,7 +2228,8 @@ CREATE OR REPLACE FUNCTION pgcoord.campaign_give_back(
     p_now timestamptz,
     p_delay interval,
     p_error text,
-    p_snooze boolean
+    p_snooze boolean,
+    p_final boolean
 )
 RETURNS TABLE (status text, next_attempt_at timestamptz)
 LANGUAGE plpgsql
@@ -2231,7 +2273,7 @@ BEGIN
     ELSE
         v_tries := v_group.tries + 1;
         v_error := p_error;
-        IF v_tries <= (v_group.run).max_retries THEN
+        IF v_tries <= (v_group.run).max_retries AND NOT p_final THEN
             v_due := p_now + greatest(
                 (v_group.run).retry_backoff[
                     least(v_tries, cardinality((v_group.run).retry_backoff))
@@ -2281,12 +2323,12 @@ END;
 $$;
 
 COMMENT ON FUNCTION pgcoord.campaign_give_back(
-    bigint, bigint, timestamptz, interval, text, boolean
+    bigint, bigint, timestamptz, interval, text, boolean, boolean
 ) IS
 'Internal. Put message p_message_id of the current claim p_claim_token back: pending at '
 'p_now + p_delay (p_error NULL, no try spent; counted as a snooze when p_snooze), or '
 'after a failed try p_error pending at its backoff (or p_delay when later) or failed for '
-'good; no row when the claim is not current. Errors: none.';
+'good (at once when p_final); no row when the claim is not current. Errors: none.';
 
 -- db/src/functions/campaign_idle.sql
 -- A campaign worker about to sleep, on the connection that LISTENs pgcoord_campaigns
@@ -2635,7 +2677,7 @@ BEGIN
     RETURN EXISTS (
         SELECT
         FROM pgcoord.campaign_give_back(
-            p_message_id, p_claim_token, clock_timestamp(), interval '0', NULL, FALSE
+            p_message_id, p_claim_token, clock_timestamp(), interval '0', NULL, FALSE, FALSE
         )
     );
 END;
@@ -2836,7 +2878,7 @@ BEGIN
     RETURN EXISTS (
         SELECT
         FROM pgcoord.campaign_give_back(
-            p_message_id, p_claim_token, clock_timestamp(), p_delay, NULL, TRUE
+            p_message_id, p_claim_token, clock_timestamp(), p_delay, NULL, TRUE, FALSE
         )
     );
 END;
@@ -4131,6 +4173,7 @@ GRANT EXECUTE ON FUNCTION pgcoord.campaign_completed_then_claim(
     bigint[], bigint[], jsonb, text, integer, interval, bigint
 ) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_fail(bigint, bigint, text, interval) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.campaign_fail_for_good(bigint, bigint, text) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_snooze(bigint, bigint, interval) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_skip_stale(interval) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.campaign_extend(bigint, bigint, interval) TO pgcoord_client;

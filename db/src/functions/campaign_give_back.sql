@@ -4,7 +4,8 @@
 -- given: a failed try (it counts once, also after the lease ran out); with retries left
 -- the message is pending at p_now + the run's backoff for this retry (its last element
 -- repeating), or at p_now + p_delay when that is later; without, it ends failed with
--- p_error. The message gets a group of its own (a lone message's group is reused) and a
+-- p_error; p_final: failed with p_error whatever retries are left (still a try). The
+-- message gets a group of its own (a lone message's group is reused) and a
 -- new token, so the claim's token is stale for it. No row when the claim is not current.
 CREATE OR REPLACE FUNCTION pgcoord.campaign_give_back(
     p_message_id bigint,
@@ -12,7 +13,8 @@ CREATE OR REPLACE FUNCTION pgcoord.campaign_give_back(
     p_now timestamptz,
     p_delay interval,
     p_error text,
-    p_snooze boolean
+    p_snooze boolean,
+    p_final boolean
 )
 RETURNS TABLE (status text, next_attempt_at timestamptz)
 LANGUAGE plpgsql
@@ -56,7 +58,7 @@ BEGIN
     ELSE
         v_tries := v_group.tries + 1;
         v_error := p_error;
-        IF v_tries <= (v_group.run).max_retries THEN
+        IF v_tries <= (v_group.run).max_retries AND NOT p_final THEN
             v_due := p_now + greatest(
                 (v_group.run).retry_backoff[
                     least(v_tries, cardinality((v_group.run).retry_backoff))
@@ -106,9 +108,9 @@ END;
 $$;
 
 COMMENT ON FUNCTION pgcoord.campaign_give_back(
-    bigint, bigint, timestamptz, interval, text, boolean
+    bigint, bigint, timestamptz, interval, text, boolean, boolean
 ) IS
 'Internal. Put message p_message_id of the current claim p_claim_token back: pending at '
 'p_now + p_delay (p_error NULL, no try spent; counted as a snooze when p_snooze), or '
 'after a failed try p_error pending at its backoff (or p_delay when later) or failed for '
-'good; no row when the claim is not current. Errors: none.';
+'good (at once when p_final); no row when the claim is not current. Errors: none.';

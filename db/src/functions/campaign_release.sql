@@ -19,7 +19,7 @@ BEGIN
     RETURN EXISTS (
         SELECT
         FROM pgcoord.campaign_give_back(
-            p_message_id, p_claim_token, clock_timestamp(), interval '0', NULL, FALSE
+            p_message_id, p_claim_token, clock_timestamp(), interval '0', NULL, FALSE, FALSE
         )
     );
 END;

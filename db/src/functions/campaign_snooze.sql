@@ -34,7 +34,7 @@ BEGIN
     RETURN EXISTS (
         SELECT
         FROM pgcoord.campaign_give_back(
-            p_message_id, p_claim_token, clock_timestamp(), p_delay, NULL, TRUE
+            p_message_id, p_claim_token, clock_timestamp(), p_delay, NULL, TRUE, FALSE
         )
     );
 END;
