@@ -10,6 +10,7 @@ from .client_async import AsyncClient
 from .errors import (
     ClaimLost,
     Conflict,
+    FailForGood,
     HandlerTimeout,
     InvalidArgument,
     LeaseLost,
@@ -61,6 +62,7 @@ __all__ = [
     "ClaimLost",
     "Client",
     "Conflict",
+    "FailForGood",
     "HandlerTimeout",
     "Ingested",
     "InvalidArgument",

@@ -231,6 +231,16 @@ def _fail(
     }
 
 
+def campaign_fail_for_good(
+    conn: psycopg.Connection[Any], message_id: int, claim_token: int, error: str
+) -> bool:
+    """A failed try that no retry can mend (the recipient does not exist, the provider
+    refused the content): the message ends 'failed' at once with `error` kept, whatever
+    retries are left; False when the claim is no longer current."""
+    params = {"message_id": message_id, "claim_token": claim_token, "error": error}
+    return bool(query.value(conn, sql.CAMPAIGN_FAIL_FOR_GOOD, params))
+
+
 def campaign_snooze(
     conn: psycopg.Connection[Any], message_id: int, claim_token: int, delay: timedelta
 ) -> bool:

@@ -192,6 +192,7 @@ class Client:
     campaign_complete = pooled(campaigns.campaign_complete)
     campaign_complete_many = pooled(campaigns.campaign_complete_many)
     campaign_fail = pooled(campaigns.campaign_fail)
+    campaign_fail_for_good = pooled(campaigns.campaign_fail_for_good)
     campaign_snooze = pooled(campaigns.campaign_snooze)
     campaign_extend = pooled(campaigns.campaign_extend)
     campaign_release = pooled(campaigns.campaign_release)

@@ -190,6 +190,7 @@ class AsyncClient:
     campaign_complete = pooled(campaigns_async.campaign_complete)
     campaign_complete_many = pooled(campaigns_async.campaign_complete_many)
     campaign_fail = pooled(campaigns_async.campaign_fail)
+    campaign_fail_for_good = pooled(campaigns_async.campaign_fail_for_good)
     campaign_snooze = pooled(campaigns_async.campaign_snooze)
     campaign_extend = pooled(campaigns_async.campaign_extend)
     campaign_release = pooled(campaigns_async.campaign_release)

@@ -162,6 +162,14 @@ class Retry(Exception):
         self.after = _delay(after, "Retry")
 
 
+class FailForGood(Exception):
+    """Raised by a handler when no retry can mend the item: the recipient does not exist,
+    the provider refused the content for good. A campaign message ends 'failed' at once
+    with the reason kept, whatever retries its run has left (campaign_fail_for_good); it
+    counts as a try. A buffer's batch has no such call: it counts a failed try, as any
+    error does (its 5th parks it)."""
+
+
 class RateLimited(Exception):
     """Raised by a handler when the provider said "too many requests" (HTTP 429) with a
     Retry-After (a timedelta or seconds): the item is put back for `after` without spending

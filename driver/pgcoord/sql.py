@@ -159,6 +159,10 @@ CAMPAIGN_FAIL_IN: LiteralString = (
     " greatest(f.next_attempt_at - clock_timestamp(), interval '0')"
     " FROM " + _FAIL + " AS f"
 )
+CAMPAIGN_FAIL_FOR_GOOD: LiteralString = (
+    "SELECT pgcoord.campaign_fail_for_good(p_message_id => %(message_id)s,"
+    " p_claim_token => %(claim_token)s, p_error => %(error)s)"
+)
 CAMPAIGN_SNOOZE: LiteralString = (
     "SELECT pgcoord.campaign_snooze(p_message_id => %(message_id)s,"
     " p_claim_token => %(claim_token)s, p_delay => %(delay)s)"

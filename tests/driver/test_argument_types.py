@@ -80,6 +80,7 @@ WRONG: dict[str, tuple[dict[str, Any], str, Any]] = {
         1.5,
     ),
     "campaign_fail": ({"message_id": 1, "claim_token": 1, "error": 5}, "error", 5),
+    "campaign_fail_for_good": ({"message_id": 1, "claim_token": 1, "error": 5}, "error", 5),
     "campaign_fail_in": ({"message_id": 1, "claim_token": 1.5, "error": "e"}, "claim_token", 1.5),
     "campaign_snooze": ({"message_id": 1, "claim_token": 1, "delay": 5}, "delay", 5),
     "campaign_extend": ({"message_id": 1, "claim_token": 1, "lease": 300}, "lease", 300),

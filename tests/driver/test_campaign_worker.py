@@ -18,7 +18,15 @@ import pytest
 from queuekit import Queue, run, worker
 from workerkit import running, wait_until
 
-from pgcoord import InvalidArgument, RateLimited, Retry, campaigns_async, config, rates_async
+from pgcoord import (
+    FailForGood,
+    InvalidArgument,
+    RateLimited,
+    Retry,
+    campaigns_async,
+    config,
+    rates_async,
+)
 from pgcoord.types import CampaignMessage
 from pgcoord.worker import RateBudget, runtime
 from pgcoord.worker.campaigns import CampaignWork, CampaignWorker
@@ -241,6 +249,31 @@ def test_a_message_failing_every_try_is_failed_for_good_with_its_error(db_url: s
         assert state.status == "failed"
         assert state.last_error == "ValueError: gateway refused try 3"
         assert (w.processed, w.failed) == (0, 3)
+
+    run(test, db_url)
+
+
+def test_fail_for_good_fails_a_message_at_once_whatever_retries_are_left(db_url: str) -> None:
+    async def test(queue: Queue) -> None:
+        run_id = await queue.run(max_retries=3)
+        await queue.enqueue(run_id, 4)
+        tries: Counter[str] = Counter()
+
+        async def send(message: CampaignMessage) -> None:
+            tries[message.recipient] += 1
+            if message.recipient.endswith(("0", "2")):
+                raise FailForGood(f"{message.recipient} is not a WhatsApp number")
+
+        w = worker(send, db_url)
+        async with running(w):
+            await wait_until(lambda: queue.done(run_id, sent=2, failed=2), "two sent, two failed")
+        assert sorted(tries.values()) == [1, 1, 1, 1], "no retry of either"
+        failed = [s for s in (await queue.states(run_id)).values() if s.status == "failed"]
+        assert sorted((s.attempt, s.last_error) for s in failed) == [
+            (1, "r0 is not a WhatsApp number"),
+            (1, "r2 is not a WhatsApp number"),
+        ]
+        assert (w.processed, w.failed) == (2, 2)
 
     run(test, db_url)
 

@@ -50,6 +50,7 @@ CAMPAIGN_CALLS = [
     "campaign_complete",
     "campaign_complete_many",
     "campaign_fail",
+    "campaign_fail_for_good",
     "campaign_snooze",
     "campaign_extend",
     "campaign_release",

@@ -81,6 +81,8 @@ def steps(round_: int) -> Steps:
     yield "campaign_fail", (g.message_id, g.claim_token, "boom", NOW)
     [h] = yield "campaign_claim", ("w", 1, LEASE, run_id)
     yield "campaign_fail_in", (h.message_id, h.claim_token, "boom", NOW)
+    [i] = yield "campaign_claim", ("w", 1, LEASE, run_id)
+    yield "campaign_fail_for_good", (i.message_id, i.claim_token, "no such number")
     yield "campaign_skip_stale", (timedelta(days=1),)
     yield "campaign_progress", (run_id,)
     yield "campaign_stats", (run_id,)

@@ -17,7 +17,15 @@ from workerkit import HOUR, Inbox, run, running, settled, wait_until, worker
 
 from pgcoord import inbox_async
 from pgcoord.types import Batch
-from pgcoord.worker import BufferWorker, ClaimLost, RateBudget, RateLimited, Retry, complete_in
+from pgcoord.worker import (
+    BufferWorker,
+    ClaimLost,
+    FailForGood,
+    RateBudget,
+    RateLimited,
+    Retry,
+    complete_in,
+)
 
 
 def test_each_burst_is_one_call_with_its_messages_in_order_and_then_done(db_url: str) -> None:
@@ -149,6 +157,28 @@ def test_retry_gives_back_with_its_own_delay(db_url: str) -> None:
         assert seen == [(2, "provider said 429")]
         assert timedelta(seconds=0.3) <= starts[1] - starts[0] < timedelta(minutes=1)
         assert (w.processed, w.failed) == (1, 1)
+
+    run(test, db_url)
+
+
+def test_fail_for_good_is_a_failed_try_of_a_buffer_like_any_error(db_url: str) -> None:
+    """The inbox has no call that parks a batch at once: its 5th failed try does."""
+
+    async def test(inbox: Inbox) -> None:
+        await inbox.ingest("f", "hello")
+
+        async def handler(burst: Batch) -> None:
+            raise FailForGood("the customer blocked the bot")
+
+        async def tried() -> bool:
+            return (await inbox.row("f")).attempt == 1
+
+        w = worker(handler, db_url)  # retry_in: an hour
+        async with running(w):
+            await wait_until(tried, "the burst failed its try")
+        row = await inbox.row("f")
+        assert (row.attempt, row.dead, row.last_error) == (1, False, "the customer blocked the bot")
+        assert w.failed == 1
 
     run(test, db_url)
 

@@ -119,7 +119,8 @@ def test_a_member_of_pgcoord_client_runs_a_campaign_but_not_the_tables(
             " VALUES (1, 1, clock_timestamp(), clock_timestamp(), '{1}')",
             "TRUNCATE pgcoord.campaign_messages",
             "SELECT nextval('pgcoord.campaign_token')",
-            "SELECT * FROM pgcoord.campaign_give_back(1, 1, clock_timestamp(), '0 s', NULL, FALSE, FALSE)",
+            "SELECT * FROM pgcoord.campaign_give_back("
+            "1, 1, clock_timestamp(), '0 s', NULL, FALSE, FALSE)",
             "SELECT pgcoord.campaign_wake(1, clock_timestamp(), clock_timestamp())",
         ):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):

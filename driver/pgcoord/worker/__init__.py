@@ -3,7 +3,7 @@ batched completions, wake-ups, signals, outages) and one adapter per kind of wor
 
 from __future__ import annotations
 
-from ..errors import ClaimLost, HandlerTimeout, RateLimited, Retry
+from ..errors import ClaimLost, FailForGood, HandlerTimeout, RateLimited, Retry
 from .buffers import BufferWork, BufferWorker, Handler, PayloadHandler
 from .campaigns import CampaignWork, CampaignWorker
 from .runtime import STOPPED, Failure, RateBudget, Runtime, Work, complete_in
@@ -15,6 +15,7 @@ __all__ = [
     "CampaignWork",
     "CampaignWorker",
     "ClaimLost",
+    "FailForGood",
     "Failure",
     "Handler",
     "HandlerTimeout",

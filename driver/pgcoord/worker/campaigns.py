@@ -167,6 +167,14 @@ class CampaignWork(Work[CampaignMessage]):
         final, retry_in = found
         return Failure(final=final, retry_in=retry_in)
 
+    async def fail_for_good(
+        self, conn: AsyncConn, item: CampaignMessage, error: str
+    ) -> Failure | None:
+        failed = await campaigns_async.campaign_fail_for_good(
+            conn, item.message_id, item.claim_token, error
+        )
+        return Failure(final=True) if failed else None
+
     async def snooze(
         self, conn: AsyncConn, item: CampaignMessage, delay: timedelta
     ) -> bool | Failure | None:

@@ -65,6 +65,7 @@ from ..config import LEASE_SAFETY_MARGIN, RATE_PAUSE_MAX, async_pool, where
 from ..errors import (
     FAULTS,
     ClaimLost,
+    FailForGood,
     HandlerTimeout,
     InvalidArgument,
     RateLimited,
@@ -227,6 +228,11 @@ class Work(ABC, Generic[Item]):
     ) -> Failure | None:
         """Give the item back after a failed try (counted); None when the claim is no
         longer current. `retry_after`: the handler's own delay, if it asked for one."""
+
+    async def fail_for_good(self, conn: AsyncConn, item: Item, error: str) -> Failure | None:
+        """A failed try that no retry can mend (the handler raised FailForGood): failed
+        for good at once, where the work can; else a failed try like any error."""
+        return await self.fail(conn, item, error, None)
 
     async def snooze(self, conn: AsyncConn, item: Item, delay: timedelta) -> bool | Failure | None:
         """Give the item back for `delay` without spending a try, when the work can (the
@@ -1104,19 +1110,26 @@ class Runtime(Generic[Item]):
         )
         if error is None:
             reason = "handler was cancelled"
-        elif isinstance(error, Retry | HandlerTimeout):
-            reason = str(error)
+        elif isinstance(error, Retry | HandlerTimeout | FailForGood):
+            reason = str(error) or type(error).__name__
         else:
             reason = f"{type(error).__name__}: {error}"
-        outcome = await self._call(
-            "giving back", flight, lambda conn: self.work.fail(conn, item, reason, retry_after)
-        )
+        if isinstance(error, FailForGood):
+            outcome = await self._call(
+                "failing for good", flight, lambda conn: self.work.fail_for_good(conn, item, reason)
+            )
+        else:
+            outcome = await self._call(
+                "giving back", flight, lambda conn: self.work.fail(conn, item, reason, retry_after)
+            )
         if not isinstance(outcome, Failure):
             return
-        # the handler's traceback on its first and its last try
+        # the handler's traceback on its first and its last try (none for the errors
+        # raised to say what to do with the item)
         traceback = (
             error
-            if not isinstance(error, Retry | HandlerTimeout) and (attempt == 1 or outcome.final)
+            if not isinstance(error, Retry | HandlerTimeout | FailForGood)
+            and (attempt == 1 or outcome.final)
             else None
         )
         fields = {"item": self.work.describe(item), "attempt": attempt, "reason": reason}
