@@ -34,7 +34,7 @@ from pgcoord.demo.workers import WorkerProcess, storm_process, wait_ready
 ROOT = Path(__file__).resolve().parent.parent
 CHECKS = 11  # the lock scenes'
 STORM_CHECKS = 8
-CAMPAIGN_CHECKS = 10
+CAMPAIGN_CHECKS = 11
 SMALL_CAMPAIGN = ["--messages", "200"]  # the tests' campaign: a few seconds
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from pgcoord import CampaignMessage, RateLimited
+from pgcoord import CampaignMessage, FailForGood, RateLimited
 from pgcoord.demo.checks import (
     campaign_checks,
     fleet_waited_after_429,
@@ -21,6 +21,7 @@ from pgcoord.demo.checks import (
     messages_delivered_again,
     none_lost_or_stuck,
     parts_accepted_once,
+    refused_failed_at_once,
     sent_or_failed,
     sent_parts_accepted,
     within_gateway_limit,
@@ -33,12 +34,15 @@ from pgcoord.demo.provider import Acceptance, FakeProvider, Ledger, Options, Sec
 MAX_RETRIES = 2
 
 
-def ledger(*keys: str, seconds: tuple[Second, ...] = (), limit: int = 5) -> Ledger:
+def ledger(
+    *keys: str, seconds: tuple[Second, ...] = (), limit: int = 5, refused: tuple[str, ...] = ()
+) -> Ledger:
     accepted = tuple(
         Acceptance(key, f"acc-{i:06d}", "+1", f"digest of {key}", float(i))
         for i, key in enumerate(keys)
     )
-    return Ledger(limit, accepted, seconds, {"gateway 200": len(keys)}, len(keys), 10 * len(keys))
+    answers = {"gateway 200": len(keys), "gateway 404": len(refused)}
+    return Ledger(limit, accepted, seconds, answers, len(keys), 10 * len(keys), refused=refused)
 
 
 def sent(message_id: int, parts: int) -> QueuedMessage:
@@ -62,13 +66,37 @@ def test_none_lost_or_stuck() -> None:
 
 
 def test_sent_or_failed_after_every_try_with_the_error_kept() -> None:
-    assert sent_or_failed([sent(1, 1), failed(2)], MAX_RETRIES).held
-    assert not sent_or_failed([], MAX_RETRIES).held
-    assert not sent_or_failed([sent(1, 1), failed(2, attempt=2)], MAX_RETRIES).held
-    assert not sent_or_failed([failed(2, error=None)], MAX_RETRIES).held
-    assert not sent_or_failed([failed(2, error="")], MAX_RETRIES).held
+    none = ledger()
+    assert sent_or_failed([sent(1, 1), failed(2)], MAX_RETRIES, none).held
+    assert not sent_or_failed([], MAX_RETRIES, none).held
+    assert not sent_or_failed([sent(1, 1), failed(2, attempt=2)], MAX_RETRIES, none).held
+    assert not sent_or_failed([failed(2, error=None)], MAX_RETRIES, none).held
+    assert not sent_or_failed([failed(2, error="")], MAX_RETRIES, none).held
     skipped = QueuedMessage(3, "+1", "skipped", 1, None, None)
-    assert not sent_or_failed([sent(1, 1), skipped], MAX_RETRIES).held
+    assert not sent_or_failed([sent(1, 1), skipped], MAX_RETRIES, none).held
+    # one the gateway refused fails at its first try: left to the next check
+    assert sent_or_failed(
+        [sent(1, 1), failed(2, attempt=1)], MAX_RETRIES, ledger(refused=("2:0",))
+    ).held
+
+
+REFUSAL = "the gateway (part 1 of 1) answered 404: not a WhatsApp number"
+
+
+def test_refused_messages_failed_at_once_with_the_404_kept() -> None:
+    once = ledger(refused=("2:0",))
+    assert refused_failed_at_once([sent(1, 1), failed(2, 1, REFUSAL)], MAX_RETRIES, once).held
+    assert not refused_failed_at_once([sent(1, 1)], MAX_RETRIES, ledger()).held  # none refused
+    assert not refused_failed_at_once([sent(1, 1), sent(2, 1)], MAX_RETRIES, once).held
+    assert not refused_failed_at_once([failed(2, 1, "gateway 503")], MAX_RETRIES, once).held
+    assert not refused_failed_at_once([], MAX_RETRIES, once).held  # the message is missing
+    # refused again after a lost claim: still no retry spent on it ...
+    twice = ledger(refused=("2:0", "2:0"))
+    assert refused_failed_at_once([failed(2, 2, REFUSAL)], MAX_RETRIES, twice).held
+    # ... but refused on every try is what FailForGood is there to spare
+    every = ledger(refused=("2:0",) * (MAX_RETRIES + 1))
+    check = refused_failed_at_once([failed(2, MAX_RETRIES + 1, REFUSAL)], MAX_RETRIES, every)
+    assert not check.held and "(2, 3)" in check.detail
 
 
 def test_sent_parts_accepted() -> None:
@@ -129,6 +157,8 @@ def run_campaign(url: str, messages: list[CampaignMessage]) -> list[QueuedMessag
                 metrics = await handler(replace(m, attempt=attempt))
             except RateLimited:
                 continue
+            except FailForGood as exc:  # as the worker does: failed at once, reason kept
+                return QueuedMessage(m.message_id, m.recipient, "failed", attempt, str(exc), None)
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
                 if attempt == MAX_RETRIES + 1:
@@ -152,6 +182,7 @@ def test_every_check_holds_after_sending_through_the_fake_provider() -> None:
         gateway_limit=10_000,
         short=0.1,
         long=0.2,
+        unknown="+49150000001",  # messages 1 and 10 to 19
     )
     messages = [
         CampaignMessage(i, 1, f"+4915{i:07d}", {"offer": "spring"}, 1, i, datetime.now(UTC))

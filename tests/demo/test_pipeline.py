@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from pgcoord import CampaignMessage, RateLimited
+from pgcoord import CampaignMessage, FailForGood, RateLimited
 from pgcoord.demo.parts import InvalidText, part_key
 from pgcoord.demo.pipeline import (
     MAX_RETRY_AFTER,
@@ -147,14 +147,37 @@ def test_the_gateways_own_limit_raises_rate_limited() -> None:
     assert [(s.requests, s.over_limit) for s in ledger.seconds] == [(1, 1)]
 
 
-@pytest.mark.parametrize(("endpoint", "status"), [("llm", 503), ("gateway", 500)])
-def test_a_5xx_fails_the_try(endpoint: str, status: int) -> None:
+# a wrong key (401, 403) or model (404) fails every message: retried, each goes once fixed
+@pytest.mark.parametrize(
+    ("endpoint", "status"),
+    [("llm", 503), ("gateway", 500), ("gateway", 401), ("gateway", 403), ("llm", 404)],
+)
+def test_a_5xx_or_a_wrong_key_fails_the_try(endpoint: str, status: int) -> None:
     key = "9" if endpoint == "llm" else part_key(9, 0)
     with provider(replace(QUIET, faults={(endpoint, key): (status,)})) as fake:
         with pytest.raises(ProviderError, match=rf"answered {status}"):
             handle(fake.url, message(9))
         ledger = fake.ledger()
     assert ledger.accepted == ()
+
+
+@pytest.mark.parametrize("status", [400, 404, 410, 422])
+def test_the_gateway_refusing_the_message_fails_it_for_good(status: int) -> None:
+    refused = rf"the gateway \(part 1 of \d+\) answered {status}"
+    with (
+        provider(replace(QUIET, faults={("gateway", part_key(9, 0)): (status,)})) as fake,
+        pytest.raises(FailForGood, match=refused),
+    ):
+        handle(fake.url, message(9))
+
+
+def test_a_recipient_the_gateway_does_not_know_is_refused_on_every_try() -> None:
+    with provider(replace(QUIET, unknown="+4915")) as fake:
+        for attempt in (1, 2):
+            with pytest.raises(FailForGood, match=r"answered 404: .*not a WhatsApp number"):
+                handle(fake.url, message(9, attempt))
+        ledger = fake.ledger()
+    assert ledger.refused == (part_key(9, 0), part_key(9, 0)) and ledger.accepted == ()
 
 
 def test_a_retried_message_never_sends_a_part_twice() -> None:

@@ -55,6 +55,10 @@ BACKOFF = (timedelta(seconds=1), timedelta(seconds=2))  # the last repeats
 # its clock, and a 429 storm: for STORM[1] s from STORM[0] s after its first request, the
 # gateway answers every request 429 with Retry-After: 1 (the fleet's budget paused)
 GATEWAY_LIMIT = 300
+# one recipient in UNKNOWN_EVERY (the first, and every UNKNOWN_EVERY-th after it) has a
+# number the gateway does not know: the handler's FailForGood fails it at the first 404
+UNKNOWN = "+999"
+UNKNOWN_EVERY = 100
 STORM = (3.0, 1.5)
 PROVIDER = Options(
     seed=SEED,
@@ -65,6 +69,7 @@ PROVIDER = Options(
     retry_after=1,
     gateway_limit=GATEWAY_LIMIT,
     short=0.004,
+    unknown=UNKNOWN,
     storm=STORM,
 )
 # The fleet's budget for gateway requests: a token bucket of BUDGET_RATE a second with
@@ -301,7 +306,8 @@ class CampaignScene(Scene):
         self.report.line(
             "sent per worker: " + ", ".join(f"{w} {n:,}" for w, n in sorted(by_worker.items()))
         )
-        failed = [m for m in queued if m.status == "failed"]
+        unknown = checks.refused(ledger)
+        failed = [m for m in queued if m.status == "failed" and m.message_id not in unknown]
         if failed:
             kinds = Counter((m.error or "").partition(":")[0] for m in failed)
             self.report.line(
@@ -309,13 +315,22 @@ class CampaignScene(Scene):
                 f"({', '.join(f'{k} {n}' for k, n in kinds.most_common())}), each with its "
                 f"error kept, e.g. message {failed[0].message_id}: {failed[0].error}"
             )
+        refused = [m for m in queued if m.message_id in unknown]
+        if refused:
+            self.report.line(
+                f"{plural(len(refused), 'message')} failed for good at the gateway's 404 "
+                "(FailForGood: no retry, nor the generation each would cost, spent on a "
+                f"number that does not exist), e.g. message {refused[0].message_id}: "
+                f"{refused[0].error}"
+            )
         answers = ledger.answers
         requests = sum(n for what, n in answers.items() if what.startswith("gateway"))
         replayed = sum(a.replays for a in ledger.accepted)
         self.report.line(
             f"gateway: {requests:,} requests, {len(ledger.accepted):,} parts taken, "
             f"{answers.get('gateway 503', 0)} answered 503, {answers.get('gateway 429', 0)} "
-            f"429; {plural(replayed, 'part')} sent again answered with the first acceptance"
+            f"429, {answers.get('gateway 404', 0)} 404; {plural(replayed, 'part')} sent "
+            "again answered with the first acceptance"
         )
         self.report.line(
             f"model: {ledger.generations:,} texts, {ledger.tokens:,} tokens; "
@@ -357,12 +372,13 @@ def worker_args(schema: str, run_id: int, provider: str) -> list[str]:
 def campaign_items(
     messages: int, seed: int, first: datetime | None = None, every: timedelta | None = None
 ) -> list[dict[str, Any]]:
-    """`messages` campaign messages to enqueue, their payloads drawn from `seed`; with
-    `first` and `every`, scheduled at first, first + every, ... (else due at once)."""
+    """`messages` campaign messages to enqueue, their payloads drawn from `seed`, one
+    recipient in UNKNOWN_EVERY unknown to the gateway; with `first` and `every`,
+    scheduled at first, first + every, ... (else due at once)."""
     rng = random.Random(seed)
     return [
         {
-            "recipient": f"+4915{i:08d}",
+            "recipient": f"{UNKNOWN if i % UNKNOWN_EVERY == 1 else '+4915'}{i:08d}",
             "payload": {"name": rng.choice(NAMES), "offer": rng.choice(OFFERS)},
             **({} if first is None or every is None else {"scheduled_at": first + (i - 1) * every}),
         }

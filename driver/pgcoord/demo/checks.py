@@ -332,7 +332,8 @@ def campaign_checks(
     the run's, `ledger` what the provider did."""
     return [
         none_lost_or_stuck(messages, enqueued),
-        sent_or_failed(messages, max_retries),
+        sent_or_failed(messages, max_retries, ledger),
+        refused_failed_at_once(messages, max_retries, ledger),
         sent_parts_accepted(messages, ledger),
         parts_accepted_once(ledger),
         within_gateway_limit(ledger),
@@ -389,20 +390,52 @@ def none_lost_or_stuck(messages: Sequence[QueuedMessage], enqueued: int) -> Chec
     )
 
 
-def sent_or_failed(messages: Sequence[QueuedMessage], max_retries: int) -> Check:
-    """Each message was sent, or failed for good after all its tries, its error kept."""
+def refused(ledger: Ledger) -> set[int]:
+    """The messages the gateway refused (a recipient it does not know)."""
+    return {i for key in ledger.refused if (i := message_of(key)) is not None}
+
+
+def sent_or_failed(messages: Sequence[QueuedMessage], max_retries: int, ledger: Ledger) -> Check:
+    """Each message was sent, or failed for good after all its tries, its error kept, or
+    failed at once when the gateway refused it (the next check)."""
     tries = max_retries + 1
     sent = sum(m.status == "sent" for m in messages)
-    failed = [m for m in messages if m.status == "failed"]
+    unknown = refused(ledger)
+    failed = [m for m in messages if m.status == "failed" and m.message_id not in unknown]
     early = [m for m in failed if m.attempt != tries or not m.error]
     other = [m for m in messages if m.status not in ("sent", "failed")]
     return Check(
         f"every message sent ({sent:,}) or failed after its {tries} tries with its error "
-        f"kept ({len(failed):,})",
+        f"kept ({len(failed):,}), but for those the gateway refused",
         bool(messages) and not early and not other,
         f"failed at another try or without an error: "
         f"{[(m.message_id, m.attempt, m.error) for m in early[:3]]}; neither sent nor "
         f"failed: {[(m.message_id, m.status) for m in other[:5]]}",
+    )
+
+
+def refused_failed_at_once(
+    messages: Sequence[QueuedMessage], max_retries: int, ledger: Ledger
+) -> Check:
+    """Each message whose recipient the gateway does not know failed for good with the
+    404 kept, without spending its retries (and a generation each) on what no retry
+    mends: refused fewer times than its run's tries (once, or again when the worker that
+    heard the 404 lost its claim before it could say so)."""
+    unknown = refused(ledger)
+    ended = {m.message_id: m for m in messages if m.message_id in unknown}
+    wrong = [
+        (i, m.status, m.error) if m else (i, None, None)
+        for i in sorted(unknown)
+        if (m := ended.get(i)) is None or m.status != "failed" or " 404: " not in (m.error or "")
+    ]
+    refusals = Counter(message_of(key) for key in ledger.refused)
+    retried = [(i, n) for i, n in refusals.items() if n > max_retries]
+    return Check(
+        f"{plural(len(unknown), 'message')} to numbers the gateway does not know failed for "
+        f"good with the 404 kept, none retried ({plural(len(ledger.refused), 'refusal')})",
+        bool(unknown) and not wrong and not retried,
+        f"not failed with the 404 (id, status, error): {wrong[:3]}; refused on every try "
+        f"(id, refusals): {retried[:3]}",
     )
 
 

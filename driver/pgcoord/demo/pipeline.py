@@ -20,9 +20,13 @@ say which call was slow.
 
 HTTP 429 raises `RateLimited(Retry-After)`: the worker snoozes the message without
 spending a try and pauses the shared rate key, so the whole fleet waits (the worker's
-`rate` key; a gateway budget paced per request pauses its own key, `pause`). Anything else
-(a 5xx, no answer in time, an answer too short to send) raises, and the worker retries
-the message after the run's backoff, keeping the error if its last try fails too.
+`rate` key; a gateway budget paced per request pauses its own key, `pause`). The
+gateway's refusal of the message itself (400, 404, 410, 422: a recipient it does not
+know, a part it will not take) raises `FailForGood`: no retry can mend it, and each would
+cost a generation, so the message fails at once with the gateway's answer kept. Anything
+else (a 5xx, a 401 or 403 of a wrong key, no answer in time, an answer too short to
+send) raises, and the worker retries the message after the run's backoff, keeping the
+error if its last try fails too.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from typing import Any
 
 import httpx
 
-from pgcoord import CampaignMessage, RateLimited
+from pgcoord import CampaignMessage, FailForGood, RateLimited
 from pgcoord.config import RATE_PAUSE_MAX
 
 from .parts import part_key, split_parts, validate
@@ -47,6 +51,8 @@ GENERATE_TIMEOUT = 30.0  # seconds for the model's answer
 SEND_TIMEOUT = 10.0  # seconds for the gateway's answer, per part
 RETRY_AFTER = 1.0  # seconds to wait after a 429 that says nothing usable
 MAX_RETRY_AFTER = RATE_PAUSE_MAX.total_seconds()  # the longest pause of a rate key
+# the gateway's answers refusing the message itself, which no retry mends
+REFUSED = frozenset({400, 404, 410, 422})
 
 Handler = Callable[[CampaignMessage], Awaitable[dict[str, Any]]]
 Pace = Callable[[], Awaitable[object]]
@@ -102,6 +108,7 @@ def make_handler(
                     key=part_key(message.message_id, index),
                     timeout=send_timeout,
                     what=f"the gateway (part {index + 1} of {len(parts)})",
+                    refused=REFUSED,
                 )
             except RateLimited as limited:
                 if pause is not None:
@@ -136,9 +143,11 @@ async def call(
     key: str,
     timeout: float,
     what: str,
+    refused: frozenset[int] = frozenset(),
 ) -> httpx.Response:
     """POST `body` to `url` with an idempotency key, within `timeout` seconds all told:
-    the answer if it is a success, RateLimited for a 429, else ProviderError."""
+    the answer if it is a success, RateLimited for a 429, FailForGood for a status in
+    `refused`, else ProviderError."""
     try:
         # one deadline for the whole call: a connection, the request, the answer
         async with asyncio.timeout(timeout):
@@ -151,6 +160,8 @@ async def call(
         raise ProviderError(f"{what}: {type(exc).__name__}: {exc}") from exc
     if response.status_code == 429:
         raise RateLimited(retry_after(response), f"{what} answered 429 Too Many Requests")
+    if response.status_code in refused:
+        raise FailForGood(f"{what} answered {response.status_code}: {response.text[:200]}")
     if not response.is_success:
         raise ProviderError(f"{what} answered {response.status_code}: {response.text[:200]}")
     return response

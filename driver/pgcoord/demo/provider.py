@@ -78,6 +78,7 @@ class Options:
     malformed: float = 0.1  # ... in plain text instead of JSON
     long: float = 0.1  # ... with a part over 1,000 characters
     short: float = 0.0  # ... too short to send
+    unknown: str = ""  # numbers beginning so are unknown to the gateway: 404 to them
     # scripted answers: ("gateway", "5:1") -> (503, 429) answers the first two requests
     # with that key 503 and 429 (endpoint "llm" or "gateway"; 200 leaves it unharmed)
     faults: Mapping[tuple[str, str], Sequence[int]] = field(default_factory=dict)
@@ -90,6 +91,8 @@ class Options:
             f"{self.errors:.0%} of calls 503, {self.throttled:.0%} of the model's 429 with "
             f"Retry-After: {self.retry_after}{throttled}"
         )
+        if self.unknown:
+            said += f", numbers {self.unknown}... unknown to the gateway (404)"
         if self.storm is not None:
             said += (
                 f", the gateway's all 429 for {self.storm[1]:g} s from {self.storm[0]:g} s "
@@ -134,6 +137,7 @@ class Ledger:
     tokens: int  # tokens spent on them
     arrivals: tuple[float, ...] = ()  # when each gateway request came, in order
     throttles: tuple[tuple[float, int], ...] = ()  # gateway 429s: when answered, Retry-After
+    refused: tuple[str, ...] = ()  # the keys of the parts answered 404: recipient unknown
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -149,6 +153,7 @@ class Ledger:
             data["tokens"],
             tuple(data["arrivals"]),
             tuple((at, after) for at, after in data["throttles"]),
+            tuple(data["refused"]),
         )
 
 
@@ -166,6 +171,7 @@ class FakeProvider:
         self._answers: Counter[str] = Counter()
         self._arrivals: list[float] = []
         self._throttles: list[tuple[float, int]] = []
+        self._refused: list[str] = []
         self._written = 0
         self._tokens = 0
         self._ready = threading.Event()
@@ -336,6 +342,9 @@ class FakeProvider:
         status, _ = await self._fate("gateway", key)
         if status != 200:
             return self._fault("gateway", status)
+        if self.options.unknown and to.startswith(self.options.unknown):
+            self._refused.append(key)
+            return self._answer("gateway", 404, {"error": f"{to} is not a WhatsApp number"})
         digest = hashlib.sha256(f"{to}\n{text}".encode()).hexdigest()
         taken = self._accepted.get(key)
         if taken is None:
@@ -362,6 +371,7 @@ class FakeProvider:
             self._tokens,
             tuple(self._arrivals),
             tuple(self._throttles),
+            tuple(self._refused),
         )
 
     async def _read_ledger(self, request: web.Request) -> web.Response:
