@@ -352,6 +352,36 @@ def test_the_fleet_never_starts_more_handlers_than_the_shared_budget(db_url: str
     run(test, db_url)
 
 
+def test_a_worker_starting_several_at_a_time_shares_the_budget_with_one_starting_one(
+    db_url: str,
+) -> None:
+    """A refused rate_acquire says how long until the tokens asked for are there: the
+    worker that asks for four asks next for what the bucket holds, instead of waiting for
+    four while a worker that takes each token as it comes gets them all first."""
+
+    async def test(queue: Queue) -> None:
+        run_id = await queue.run()
+        await queue.enqueue(run_id, 80)
+        budget = RateBudget("shared", per_second=40, burst=4)
+        started: Counter[str] = Counter()
+
+        def sender(name: str) -> Any:
+            async def send(message: CampaignMessage) -> None:
+                started[name] += 1
+
+            return send
+
+        one = worker(sender("one"), db_url, name="one", concurrency=1, batch=1, rate=budget)
+        four = worker(sender("four"), db_url, name="four", concurrency=4, batch=4, rate=budget)
+        async with running(one, four):
+            await wait_until(lambda: queue.done(run_id, sent=80), "every message sent", 30)
+        # the one that takes each token as it comes would have them all, but for the
+        # claims the other holds when the backlog runs dry (concurrency + batch: 8)
+        assert started["four"] >= 20, started
+
+    run(test, db_url)
+
+
 def test_stop_gives_back_what_has_not_started_without_spending_a_try(db_url: str) -> None:
     async def test(queue: Queue) -> None:
         run_id = await queue.run(max_retries=0)
@@ -740,10 +770,22 @@ def test_the_worker_says_when_it_is_idle_and_when_its_claims_come_back_full(db_u
     run(test, db_url)
 
 
-def test_a_rate_budget_the_server_refuses_stops_the_worker_with_the_error(db_url: str) -> None:
-    """A bad argument is no outage: a budget out of range (a negative rate) is refused by
-    rate_acquire, and retrying cannot mend it. The worker gives back what it claimed,
-    without spending a try, and run() raises the server's error naming the argument."""
+@pytest.mark.parametrize(
+    ("budget", "argument"),
+    [
+        (RateBudget("refused", per_second=-1.0, burst=5), "p_per_second"),
+        (RateBudget("refused", per_second=1.0, burst=0), "p_burst"),
+        (RateBudget("refused", per_second=1.0, burst=-3), "p_burst"),
+    ],
+    ids=["negative-rate", "burst-0", "negative-burst"],
+)
+def test_a_rate_budget_the_server_refuses_stops_the_worker_with_the_error(
+    db_url: str, budget: RateBudget, argument: str
+) -> None:
+    """A bad argument is no outage: a budget out of range (a negative rate, a burst
+    below 1) is refused by rate_acquire, and retrying cannot mend it. The worker gives
+    back what it claimed, without spending a try, and run() raises the server's error
+    naming the argument."""
 
     async def test(queue: Queue) -> None:
         run_id = await queue.run()
@@ -752,8 +794,8 @@ def test_a_rate_budget_the_server_refuses_stops_the_worker_with_the_error(db_url
         async def send(message: CampaignMessage) -> None:
             raise AssertionError("no handler may start without a granted budget")
 
-        w = worker(send, db_url, rate=RateBudget("refused", per_second=-1.0, burst=5))
-        with pytest.raises(InvalidArgument, match="p_per_second"):
+        w = worker(send, db_url, rate=budget)
+        with pytest.raises(InvalidArgument, match=argument):
             await asyncio.wait_for(w.run(), 15)
         p = await queue.progress(run_id)
         assert (p.pending, p.processing, p.sent, p.failed) == (3, 0, 0, 0)

@@ -467,7 +467,7 @@ class Runtime(Generic[Item]):
             # a claim's cost must fit the bucket; and the claims held ahead of the
             # handlers are no more than a claim's worth, so a rate-bound worker does not
             # sit on messages its fleet could start sooner elsewhere
-            batch = min(batch, rate.burst)
+            batch = min(batch, max(rate.burst, 1))  # a burst below 1: the server says so
             prefetch = min(prefetch, batch)
         self.work = work
         self.handler = handler
@@ -520,6 +520,8 @@ class Runtime(Generic[Item]):
         self._stopping = asyncio.Event()
         self._hurry = asyncio.Event()  # a second stop: the grace ends now
         self._refused: InvalidArgument | None = None  # the worker's settings, by the server
+        # the most tokens to ask for next: after a refusal, what the bucket holds by then
+        self._ask = rate.burst if rate is not None else 0
         self._done: list[tuple[Flight[Item], Any]] = []  # successes to complete
         self._done_ready = asyncio.Event()
         # calls the claim loop makes on the LISTEN connection (the work's idle mark)
@@ -816,8 +818,9 @@ class Runtime(Generic[Item]):
             if count <= 0:
                 continue
             if self.rate is not None:
+                ask = max(min(count, self.rate.burst, self._ask), 1)
                 try:
-                    wait = await self._spend(min(count, self.rate.burst))
+                    wait = await self._spend(ask)
                     pause = 0.1
                 except InvalidArgument as exc:
                     # the budget itself is out of range: no retry mends it
@@ -826,12 +829,16 @@ class Runtime(Generic[Item]):
                     continue
                 except Exception as exc:
                     self._fault(exc, "rate_acquire of %r failed; retrying", self.rate.key)
-                    wait, pause = timedelta(seconds=pause), min(pause * 2, MAX_ERROR_PAUSE)
-                if wait > timedelta(0):
-                    await _wait(self._stopping, wait.total_seconds())
+                    await _wait(self._stopping, pause)
+                    pause = min(pause * 2, MAX_ERROR_PAUSE)
                     self._admit.set()
                     continue
-                count = min(count, self.rate.burst, len(self._queued))
+                if wait > timedelta(0):  # refused: nothing spent
+                    await _wait(self._stopping, self._refusal(ask, wait).total_seconds())
+                    self._admit.set()
+                    continue
+                self._ask = self.rate.burst
+                count = min(ask, len(self._queued))
             for _ in range(count):
                 flight = self._queued.popleft()
                 if flight.lost:  # lost while the budget was spent: its token goes unused
@@ -842,6 +849,21 @@ class Runtime(Generic[Item]):
                 if self.timeout is not None:
                     self._watch(flight)
             self._admit.set()  # look again: more may be startable
+
+    def _refusal(self, ask: int, wait: timedelta) -> timedelta:
+        """After rate_acquire refused `ask` tokens for `wait`, how long to wait before the
+        next ask, and how many that asks for. The refusal says how long until `ask`
+        tokens are there, so the bucket holds ask - wait x rate now (fewer under a
+        pause): the next asks for what it holds, at once if a token is there, else when
+        one is. So a worker that starts several at a time is never starved by others that
+        take each token as it comes."""
+        assert self.rate is not None
+        there = ask - wait.total_seconds() * self.rate.per_second
+        if there >= 1 - 1e-9:
+            self._ask = int(there + 1e-9)
+            return timedelta(0)
+        self._ask = 1
+        return max(wait - timedelta(seconds=(ask - 1) / self.rate.per_second), timedelta(0))
 
     async def _spend(self, cost: int) -> timedelta:
         assert self.rate is not None
