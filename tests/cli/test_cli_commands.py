@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +15,10 @@ from psycopg.conninfo import make_conninfo
 
 from pgcoord import cli, inbox, releases
 from pgcoord.cli.main import COMMANDS
-from pgcoord.cli.status import LOCK_COLUMNS
+from pgcoord.cli.status import LOCK_COLUMNS, rates_table
 from pgcoord.errors import quoted_role
 from pgcoord.locks import lock_acquire
+from pgcoord.types import RateStatus
 
 PGCOORD = Path(sys.executable).parent / "pgcoord"
 UNREACHABLE = "postgresql://postgres@127.0.0.1:1/postgres?connect_timeout=5"
@@ -245,3 +246,10 @@ def test_a_role_without_the_grant_is_told_the_grant_by_every_command(
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith("pgcoord: error: permission denied for "), line
     assert line.endswith(f"; grant it with: GRANT pgcoord_client TO {quoted_role(outsider)}"), line
+
+
+def test_status_rounds_a_keys_tokens_down() -> None:
+    """0.996 tokens is no token yet: a cost-1 acquire is refused, so it never shows 1.00."""
+    now = datetime.now(UTC)
+    shown = rates_table([RateStatus("whatsapp", 0.996, 20.0, 20, None, now)])
+    assert "0.99" in shown and "1.00" not in shown

@@ -7,6 +7,7 @@ a last line says so."""
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
 import psycopg
@@ -176,13 +177,14 @@ def runs_table(runs: list[CampaignProgress]) -> str:
 
 
 def rates_table(keys: list[RateStatus]) -> str:
-    """One row per rate key: its tokens now, its rate, and the pause in force."""
+    """One row per rate key: its tokens now (rounded down: 0.996 is not a token), its
+    rate, and the pause in force."""
     if not keys:
         return NO_RATES
     rows = [
         (
             k.key,
-            "" if k.tokens is None else f"{k.tokens:.2f}",
+            "" if k.tokens is None else f"{math.floor(k.tokens * 100) / 100:.2f}",
             "" if k.per_second is None else f"{k.per_second:g}",
             "" if k.burst is None else k.burst,
             time(k.paused_until),

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from pgcoord import CampaignMessage, CampaignWorker, rates_async
+from pgcoord import CampaignMessage, CampaignWorker, RateLimited, rates_async
 from pgcoord.config import AsyncPool, async_pool
 from pgcoord.worker import RateBudget
 
@@ -37,13 +37,19 @@ CONCURRENCY = 12
 # the model's answer, 10 s for each part) with a dozen parts, and the waits for the
 # gateway's budget
 TIMEOUT = timedelta(seconds=GENERATE_TIMEOUT + 12 * SEND_TIMEOUT + 10)
+# the longest wait for a token that a handler sits out: a longer one is a pause of the
+# budget (a gateway 429's Retry-After), which the message waits out snoozed instead
+PACE_WAIT_MAX = timedelta(seconds=5)
 
 
 class Pacer:
     """Every gateway request of this process waits here for a token of the fleet's
     shared budget (`rate_acquire` with cost 1 on `budget.key`, which every worker process
     asks with the same rate and burst). One request of the process asks at a time, so a
-    busy process asks the bucket about once per grant, not once per waiting request."""
+    busy process asks the bucket about once per grant, not once per waiting request. A
+    wait longer than PACE_WAIT_MAX (the key paused) raises RateLimited: the message is
+    snoozed for it without spending a try, rather than holding a handler, and its
+    timeout, that long."""
 
     def __init__(self, pool: AsyncPool, budget: RateBudget) -> None:
         self.pool = pool
@@ -60,6 +66,8 @@ class Pacer:
                     )
                 if wait <= timedelta(0):
                     return
+                if wait > PACE_WAIT_MAX:
+                    raise RateLimited(wait, f"the budget {budget.key!r} is paused")
                 await asyncio.sleep(wait.total_seconds())
 
     async def pause(self, seconds: float) -> None:

@@ -142,7 +142,8 @@ class BufferWorker(Runtime[Batch]):
     kept alive by the heartbeat; `timeout` (default none) bounds each handler call;
     `retry_in` is the delay before a failed batch is claimable again; `grace` is how long
     `stop()` lets batches finish. `rate` shares a provider budget with every worker given
-    the same key (one `rate_acquire` per claim). `payloads=True` claims each batch with
+    the same key (one `rate_acquire` for all the handlers it can start at once: one
+    token each). `payloads=True` claims each batch with
     its messages' payloads and calls `handler(batch, payloads)` (a `PayloadHandler`).
     `processed` and `failed` count the batches completed and given back.
     """
