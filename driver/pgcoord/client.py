@@ -68,19 +68,20 @@ def swept(pool: Pool) -> None:
 
 
 def released(pool: Pool, lease: Lease) -> bool:
-    """The `lock_release` of a block's exit. On a dead connection, once more after the
-    pool is swept: a release is safe to repeat (one that did free the key answers False
-    the second time, and the lease then says lost, never held)."""
+    """The `lock_release` of a block's exit, of the lease's own grant only. On a dead
+    connection, once more after the pool is swept: a release is safe to repeat (one that
+    did free the key answers False the second time, and the lease then says lost, never
+    held)."""
     conn: psycopg.Connection[Any] | None = None
     try:
         with pool.connection() as conn:
-            return locks.lock_release(conn, lease.key, lease.owner)
+            return locks._lease_release(conn, lease.key, lease.owner, lease.token)
     except psycopg.OperationalError:
         if conn is None or not conn.closed:
             raise
     swept(pool)
     with pool.connection() as conn:
-        return locks.lock_release(conn, lease.key, lease.owner)
+        return locks._lease_release(conn, lease.key, lease.owner, lease.token)
 
 
 class Client:
@@ -225,19 +226,23 @@ class Client:
         have run out (see `Lease`), whether or not a heartbeat got through."""
         interval = heartbeat_interval(ttl, heartbeat)
         leases = self._lease_pool()
-
-        def extend(key: str, owner: str, ttl: timedelta) -> datetime | None:
-            with leases.connection() as conn:
-                return locks.lock_extend(conn, key, owner, ttl)
-
         sent = time.monotonic()
         grant = self.lock_acquire(key, default_owner() if owner is None else owner, ttl, wait)
         if not grant.acquired:
             raise LockNotAcquired(key, grant)
         lease = Lease(key, grant, ttl, sent)
+
+        def extend(key: str, owner: str, ttl: timedelta) -> datetime | None:
+            with leases.connection() as conn:
+                return locks._lease_extend(conn, key, owner, lease.token, ttl)
+
         try:
             with heartbeat_thread(extend, lease, ttl, interval):
                 yield lease
         finally:
             shared = self._heartbeat_conninfo is None and has_room(self._pool)
-            lease.ended(released(self._pool if shared else leases, lease))
+            outcome: bool | None = None  # unknown, when the release raises
+            try:
+                outcome = released(self._pool if shared else leases, lease)
+            finally:
+                lease.ended(outcome)

@@ -66,19 +66,20 @@ async def swept(pool: AsyncPool) -> None:
 
 
 async def released(pool: AsyncPool, lease: Lease) -> bool:
-    """The `lock_release` of a block's exit. On a dead connection, once more after the
-    pool is swept: a release is safe to repeat (one that did free the key answers False
-    the second time, and the lease then says lost, never held)."""
+    """The `lock_release` of a block's exit, of the lease's own grant only. On a dead
+    connection, once more after the pool is swept: a release is safe to repeat (one that
+    did free the key answers False the second time, and the lease then says lost, never
+    held)."""
     conn: psycopg.AsyncConnection[Any] | None = None
     try:
         async with pool.connection() as conn:
-            return await locks_async.lock_release(conn, lease.key, lease.owner)
+            return await locks_async._lease_release(conn, lease.key, lease.owner, lease.token)
     except psycopg.OperationalError:
         if conn is None or not conn.closed:
             raise
     await swept(pool)
     async with pool.connection() as conn:
-        return await locks_async.lock_release(conn, lease.key, lease.owner)
+        return await locks_async._lease_release(conn, lease.key, lease.owner, lease.token)
 
 
 class AsyncClient:
@@ -223,19 +224,23 @@ class AsyncClient:
         have run out (see `Lease`), whether or not a heartbeat got through."""
         interval = heartbeat_interval(ttl, heartbeat)
         leases = await self._lease_pool()
-
-        async def extend(key: str, owner: str, ttl: timedelta) -> datetime | None:
-            async with leases.connection() as conn:
-                return await locks_async.lock_extend(conn, key, owner, ttl)
-
         sent = time.monotonic()
         grant = await self.lock_acquire(key, default_owner() if owner is None else owner, ttl, wait)
         if not grant.acquired:
             raise LockNotAcquired(key, grant)
         lease = Lease(key, grant, ttl, sent)
+
+        async def extend(key: str, owner: str, ttl: timedelta) -> datetime | None:
+            async with leases.connection() as conn:
+                return await locks_async._lease_extend(conn, key, owner, lease.token, ttl)
+
         try:
             async with heartbeat_task(extend, lease, ttl, interval):
                 yield lease
         finally:
             shared = self._heartbeat_conninfo is None and has_room(self._pool)
-            lease.ended(await released(self._pool if shared else leases, lease))
+            outcome: bool | None = None  # unknown, when the release raises
+            try:
+                outcome = await released(self._pool if shared else leases, lease)
+            finally:
+                lease.ended(outcome)

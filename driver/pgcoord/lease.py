@@ -48,8 +48,10 @@ class Lease:
     server's expiry, moved forward by each heartbeat. `lost` turns true when the lease
     may have run out (see the module documentation) or a heartbeat found it gone;
     `remaining` is how long it is safe to go on. `released` says, after the block,
-    whether the exit's `lock_release` freed the key; from then on the lease is held no
-    more: `remaining` is zero and `check()` raises, whether or not it was `lost`.
+    whether the exit's `lock_release` freed the key (None when that call failed); from
+    then on the lease is held no more: `remaining` is zero and `check()` raises, whether
+    or not it was `lost`. The heartbeat and the release touch the lease's own grant only
+    (its token): never a grant made since under the same owner.
 
     `sent` is the `time.monotonic()` at which the grant was asked for.
     """
@@ -115,8 +117,10 @@ class Lease:
         self._safe_until = sent + self._safe_for
         return True
 
-    def ended(self, released: bool) -> None:
-        """Record the exit's `lock_release` result: False means someone else had the key."""
+    def ended(self, released: bool | None) -> None:
+        """Record the exit's `lock_release` result: False means the key's live grant was
+        not this lease's; None that the release failed, so whether it freed the key is
+        not known. Either way the lease is held no more."""
         self.released = released
         if not released:
             self._lost = True

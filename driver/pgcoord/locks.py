@@ -48,6 +48,23 @@ def lock_extend(
     return expires_at
 
 
+def _lease_extend(
+    conn: psycopg.Connection[Any], key: str, owner: str, token: int, ttl: timedelta
+) -> datetime | None:
+    """`lock_extend` of the grant `token` only: None, and nothing changed, when the key's
+    live grant is another (a Lease's heartbeat)."""
+    params = {"key": key, "owner": owner, "token": token, "ttl": ttl}
+    expires_at: datetime | None = query.value(conn, sql.LEASE_EXTEND, params)
+    return expires_at
+
+
+def _lease_release(conn: psycopg.Connection[Any], key: str, owner: str, token: int) -> bool:
+    """`lock_release` of the grant `token` only: False, and nothing changed, when the
+    key's live grant is another (a Lease's exit)."""
+    params = {"key": key, "owner": owner, "token": token}
+    return bool(query.value(conn, sql.LEASE_RELEASE, params))
+
+
 def lock_is_current(conn: psycopg.Connection[Any], key: str, token: int) -> bool:
     """True only while `token` is the live grant of `key`."""
     params = {"key": key, "token": token}

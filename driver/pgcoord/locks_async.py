@@ -46,6 +46,25 @@ async def lock_extend(
     return expires_at
 
 
+async def _lease_extend(
+    conn: psycopg.AsyncConnection[Any], key: str, owner: str, token: int, ttl: timedelta
+) -> datetime | None:
+    """`lock_extend` of the grant `token` only: None, and nothing changed, when the key's
+    live grant is another (a Lease's heartbeat)."""
+    params = {"key": key, "owner": owner, "token": token, "ttl": ttl}
+    expires_at: datetime | None = await query_async.value(conn, sql.LEASE_EXTEND, params)
+    return expires_at
+
+
+async def _lease_release(
+    conn: psycopg.AsyncConnection[Any], key: str, owner: str, token: int
+) -> bool:
+    """`lock_release` of the grant `token` only: False, and nothing changed, when the
+    key's live grant is another (a Lease's exit)."""
+    params = {"key": key, "owner": owner, "token": token}
+    return bool(await query_async.value(conn, sql.LEASE_RELEASE, params))
+
+
 async def lock_is_current(conn: psycopg.AsyncConnection[Any], key: str, token: int) -> bool:
     """True only while `token` is the live grant of `key`."""
     params = {"key": key, "token": token}

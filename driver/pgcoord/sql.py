@@ -12,6 +12,20 @@ LOCK_RELEASE: LiteralString = "SELECT pgcoord.lock_release(p_key => %(key)s, p_o
 LOCK_EXTEND: LiteralString = (
     "SELECT pgcoord.lock_extend(p_key => %(key)s, p_owner => %(owner)s, p_ttl => %(ttl)s)"
 )
+# a Lease's heartbeat and release touch its own grant only (its token the key's live
+# grant): never one made since under the same owner, by a nested lock() of the same key
+# and owner, or by another process given the same owner name
+_OWN_GRANT: LiteralString = (
+    "CASE WHEN pgcoord.lock_is_current(p_key => %(key)s, p_token => %(token)s) THEN "
+)
+LEASE_EXTEND: LiteralString = (
+    "SELECT " + _OWN_GRANT + "pgcoord.lock_extend(p_key => %(key)s, p_owner => %(owner)s,"
+    " p_ttl => %(ttl)s) END"
+)
+LEASE_RELEASE: LiteralString = (
+    "SELECT " + _OWN_GRANT + "pgcoord.lock_release(p_key => %(key)s, p_owner => %(owner)s)"
+    " ELSE false END"
+)
 LOCK_IS_CURRENT: LiteralString = (
     "SELECT pgcoord.lock_is_current(p_key => %(key)s, p_token => %(token)s)"
 )

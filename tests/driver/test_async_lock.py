@@ -149,6 +149,43 @@ def test_a_lease_taken_over_is_marked_lost_and_exit_spares_the_new_holder(db_url
     run(test, db_url)
 
 
+def test_a_lease_never_renews_nor_frees_a_grant_made_since_under_its_owner(db_url: str) -> None:
+    async def test(client: AsyncClient, conn: psycopg.AsyncConnection[Any]) -> None:
+        async with client.lock("k", owner="svc", heartbeat=FAST) as outer:
+            async with client.lock("k", owner="svc") as inner:
+                assert inner.token == outer.token
+            again = await locks_async.lock_acquire(conn, "k", "svc")
+            assert again.acquired and again.token > outer.token
+
+            async def lost() -> bool:
+                return outer.lost
+
+            await wait_until(lost, "the heartbeat to see the grant is not its own")
+        assert outer.released is False
+        [status] = await client.lock_status()
+        assert (status.owner, status.token) == ("svc", again.token), "the new grant still held"
+
+    run(test, db_url)
+
+
+def test_a_lease_whose_release_failed_is_held_no_more(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def failing(*args: Any) -> bool:
+        raise psycopg.OperationalError("the server went away")
+
+    async def test(client: AsyncClient, conn: psycopg.AsyncConnection[Any]) -> None:
+        monkeypatch.setattr(locks_async, "_lease_release", failing)
+        with pytest.raises(psycopg.OperationalError):
+            async with client.lock("k") as lease:
+                assert not lease.lost
+        assert lease.released is None and lease.lost and lease.remaining == timedelta(0)
+        with pytest.raises(LeaseLost):
+            lease.check()
+
+    run(test, db_url)
+
+
 def test_a_waiting_lock_is_granted_promptly_when_the_holder_releases(db_url: str) -> None:
     async def test(client: AsyncClient, conn: psycopg.AsyncConnection[Any]) -> None:
         holder = await locks_async.lock_acquire(conn, "k", "holder", timedelta(minutes=1))

@@ -141,6 +141,40 @@ def test_a_lease_taken_over_is_marked_lost_and_exit_spares_the_new_holder(
     assert client.lock_is_current("k", thief.token)
 
 
+def test_a_lease_never_renews_nor_frees_a_grant_made_since_under_its_owner(
+    client: Client, conn: psycopg.Connection[Any]
+) -> None:
+    """A nested lock() of the same key and owner is a renewal of the same grant, and its
+    exit frees the key; the same owner name granted the key again (another process so
+    configured) is a new grant. The outer lease is lost from then on: its heartbeat does
+    not keep the new grant alive as its own, and its exit leaves it held."""
+    with client.lock("k", owner="svc", heartbeat=FAST) as outer:
+        with client.lock("k", owner="svc") as inner:
+            assert inner.token == outer.token
+        again = locks.lock_acquire(conn, "k", "svc")
+        assert again.acquired and again.token > outer.token
+        wait_until(lambda: outer.lost, "the heartbeat to see the grant is not its own")
+        with pytest.raises(LeaseLost):
+            outer.check()
+    assert outer.released is False
+    [status] = client.lock_status()
+    assert (status.owner, status.token) == ("svc", again.token), "the new grant still held"
+
+
+def test_a_lease_whose_release_failed_is_held_no_more(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing(*args: Any) -> bool:
+        raise psycopg.OperationalError("the server went away")
+
+    monkeypatch.setattr(locks, "_lease_release", failing)
+    with pytest.raises(psycopg.OperationalError), client.lock("k") as lease:
+        assert not lease.lost
+    assert lease.released is None and lease.lost and lease.remaining == timedelta(0)
+    with pytest.raises(LeaseLost):
+        lease.check()
+
+
 def test_a_lease_deleted_behind_its_back_is_marked_lost(
     client: Client, conn: psycopg.Connection[Any]
 ) -> None:

@@ -30,9 +30,9 @@ worker of the fleet waits.
 With `rate`, every worker given the same key shares one token bucket: the worker
 acquires for all the handlers it can start at once in one `rate_acquire` call (a token
 each) before they start, and the fleet never exceeds it. A `FailForGood` from a handler
-fails its message at once, whatever retries are left. Every `skip_stale_every` one worker of the fleet (whoever
-takes the lease lock `pgcoord:campaign_skip_stale`) marks too-old pending messages
-skipped. Waking, stopping and outages work as for `BufferWorker`: LISTEN
+fails its message at once, whatever retries are left. Every `skip_stale_every` one
+worker of the fleet (whoever takes the lease lock `pgcoord:campaign_skip_stale`) marks
+too-old pending messages skipped. Waking, stopping and outages work as for `BufferWorker`: LISTEN
 pgcoord_campaigns (notified at most once per enqueue), a timed sleep until the next due
 message otherwise, SIGTERM/SIGINT give the rest back without spending a try. An idle
 worker marks itself so on its LISTEN connection (campaign_idle), and says it is busy once
