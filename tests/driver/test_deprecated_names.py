@@ -21,7 +21,9 @@ def calls_of(module: ModuleType) -> set[str]:
     return {
         name
         for name, value in vars(module).items()
-        if inspect.isfunction(value) and value.__module__ == module.__name__
+        if inspect.isfunction(value)
+        and value.__module__ == module.__name__
+        and not name.startswith("_")
     }
 
 

@@ -183,6 +183,46 @@ def test_fail_for_good_is_a_failed_try_of_a_buffer_like_any_error(db_url: str) -
     run(test, db_url)
 
 
+def test_a_give_back_refused_as_stale_is_neither_counted_nor_said_done(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The claim is taken over while the handler runs, before any heartbeat could see
+    it: the handler's error then finds its claim stale. buffer_fail answers false and
+    touches nothing; the worker says so, and counts no give-back."""
+
+    async def test(inbox: Inbox) -> None:
+        await inbox.ingest("s", "hello")
+        taken: list[Batch] = []
+
+        async def handler(burst: Batch) -> None:
+            await inbox.conn.execute(
+                "UPDATE pgcoord.buffers SET claimed_until = clock_timestamp() - interval '1 s',"
+                " due_at = clock_timestamp() - interval '1 s'"
+                " WHERE conversation_key = 's' AND claimed_by IS NOT NULL"
+            )
+            taken.extend(await inbox_async.buffer_claim(inbox.conn, "other", 1, HOUR))
+            raise ValueError("boom")
+
+        w = worker(handler, db_url)  # the heartbeat: a third of an hour
+        with caplog.at_level(logging.WARNING, logger="pgcoord.worker"):
+            async with running(w):
+
+                async def settled_after_handler() -> bool:
+                    return (
+                        bool(taken)
+                        and w.failed + w.processed == 0
+                        and any("no longer current" in r.getMessage() for r in caplog.records)
+                    )
+
+                await wait_until(settled_after_handler, "the refused give-back")
+        assert (w.failed, w.processed) == (0, 0)
+        row = await inbox.row("s")
+        assert (row.claimed_by, row.last_error) == ("other", "lease expired (claimed by w1)")
+        assert "could not give back 's': its claim is no longer current" in caplog.text
+
+    run(test, db_url)
+
+
 @pytest.mark.parametrize("budget", [True, False], ids=["with-a-rate-budget", "without"])
 def test_rate_limited_spends_no_try_where_the_rate_key_holds_the_fleet(
     db_url: str, budget: bool

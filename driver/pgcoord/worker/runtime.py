@@ -1081,16 +1081,25 @@ class Runtime(Generic[Item]):
         elif isinstance(error, ClaimLost):
             log.warning("%s; the %s is left to the current claim", error, self.work.noun)
         elif flight.stopped:
-            self.failed += 1
-            log.warning("gave back %s (attempt %d): %s", desc, attempt, STOPPED)
-            await self._release(flight)
-        elif isinstance(error, RateLimited):
-            self.failed += 1
-            await self._snooze(flight, error)
+            if await self._release(flight) is not False:
+                self.failed += 1
+                log.warning("gave back %s (attempt %d): %s", desc, attempt, STOPPED)
+            else:
+                self._not_current("give back", desc)
         else:
-            self.failed += 1
-            await self._give_back(flight, error)
+            # awaited before the count is read: other items settle meanwhile
+            given = await (
+                self._snooze(flight, error)
+                if isinstance(error, RateLimited)
+                else self._give_back(flight, error)
+            )
+            self.failed += given
         return False
+
+    def _not_current(self, what: str, desc: str) -> None:
+        """A give-back the server refused: another claim has the item by now, and this
+        worker neither gave it back nor counts it."""
+        log.warning("could not %s %s: its claim is no longer current", what, desc)
 
     def _completed(self, flight: Flight[Item]) -> None:
         self.processed += 1
@@ -1105,8 +1114,10 @@ class Runtime(Generic[Item]):
     async def _give_back_unstarted(self, flight: Flight[Item]) -> None:
         """The worker stopped before the item's handler started: give it back."""
         try:
-            self.failed += 1
-            await self._release(flight)
+            if await self._release(flight) is not False:
+                self.failed += 1
+            else:
+                self._not_current("give back", self.work.describe(flight.item))
         finally:
             self._forget(flight)
 
@@ -1122,7 +1133,9 @@ class Runtime(Generic[Item]):
         )
         return until is None
 
-    async def _give_back(self, flight: Flight[Item], error: BaseException | None) -> None:
+    async def _give_back(self, flight: Flight[Item], error: BaseException | None) -> bool:
+        """Fail the item's try, or fail it for good (FailForGood); False when the server
+        refused it, the claim no longer current (a failed call is left to the lease)."""
         item = flight.item
         attempt = self.work.attempt(item)
         retry_after = (
@@ -1136,16 +1149,21 @@ class Runtime(Generic[Item]):
             reason = str(error) or type(error).__name__
         else:
             reason = f"{type(error).__name__}: {error}"
-        if isinstance(error, FailForGood):
-            outcome = await self._call(
-                "failing for good", flight, lambda conn: self.work.fail_for_good(conn, item, reason)
-            )
-        else:
-            outcome = await self._call(
-                "giving back", flight, lambda conn: self.work.fail(conn, item, reason, retry_after)
-            )
-        if not isinstance(outcome, Failure):
-            return
+        what = "fail for good" if isinstance(error, FailForGood) else "give back"
+
+        async def call(conn: AsyncConn) -> Failure | None:
+            if isinstance(error, FailForGood):
+                return await self.work.fail_for_good(conn, item, reason)
+            return await self.work.fail(conn, item, reason, retry_after)
+
+        try:
+            outcome = await self._db(call)
+        except Exception as exc:
+            self._fault(exc, "%s %s failed", what, self.work.describe(item))
+            return True  # the lease decides
+        if outcome is None:
+            self._not_current(what, self.work.describe(item))
+            return False
         # the handler's traceback on its first and its last try (none for the errors
         # raised to say what to do with the item)
         traceback = (
@@ -1161,6 +1179,7 @@ class Runtime(Generic[Item]):
             retry_in = outcome.retry_in or timedelta(0)
             line = self.work.retry_line.format(seconds=_seconds(retry_in), **fields)
             log.warning(line, exc_info=traceback)
+        return True
 
     def _capped(self, after: timedelta, maximum: timedelta, what: str, item: Item) -> timedelta:
         """A handler's delay, at most the function's `maximum` (the longest the server
@@ -1176,9 +1195,11 @@ class Runtime(Generic[Item]):
         )
         return maximum
 
-    async def _snooze(self, flight: Flight[Item], error: RateLimited) -> None:
+    async def _snooze(self, flight: Flight[Item], error: RateLimited) -> bool:
         """The provider said 429: pause the shared budget for everyone, and put the item
-        back for Retry-After without spending a try (where the work allows)."""
+        back for Retry-After without spending a try (where the work allows). False when
+        the server refused it, the claim no longer current (a failed call is left to the
+        lease)."""
         paused = ""
         if self.rate is not None:
             key = self.rate.key
@@ -1195,20 +1216,24 @@ class Runtime(Generic[Item]):
             # the work has no snooze (a buffer's batch): the paused key holds every
             # worker's next start, so the item goes back untouched, its try not spent (a
             # provider's 429s never push it towards dead)
-            if await self._release(flight):
+            released = await self._release(flight)
+            if released:
                 log.warning("gave back %s without spending a try: %s%s", desc, error, paused)
-            return
+            elif released is False:
+                self._not_current("give back", desc)
+            return released is not False
         try:
             outcome = await self._db(lambda conn: self.work.snooze(conn, flight.item, delay))
         except Exception as exc:
             self._fault(exc, "snoozing %s failed", desc)  # the lease decides
-            return
+            return True
         if outcome is None or outcome is False:
-            log.warning("could not snooze %s: its claim is no longer current%s", desc, paused)
-            return
+            self._not_current("snooze", desc)
+            return False
         log.warning("snoozed %s for %s s: %s%s", desc, _seconds(delay), error, paused)
         if isinstance(outcome, Failure) and outcome.final:
             log.error("%s had no retries left", desc)
+        return True
 
     async def _release(self, flight: Flight[Item]) -> bool | None:
         """Give the item back untouched; whether its claim was current (None: the call
