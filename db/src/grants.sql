@@ -41,6 +41,8 @@ GRANT EXECUTE ON FUNCTION pgcoord.lock_acquire(text, text, interval, interval) T
 GRANT EXECUTE ON FUNCTION pgcoord.lock_release(text, text) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.lock_extend(text, text, interval) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.lock_is_current(text, bigint) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.lock_extend_token(text, bigint, interval) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.lock_release_token(text, bigint) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.version() TO pgcoord_client;
 
 GRANT EXECUTE ON FUNCTION

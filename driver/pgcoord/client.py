@@ -75,13 +75,13 @@ def released(pool: Pool, lease: Lease) -> bool:
     conn: psycopg.Connection[Any] | None = None
     try:
         with pool.connection() as conn:
-            return locks._lease_release(conn, lease.key, lease.owner, lease.token)
+            return locks._lease_release(conn, lease.key, lease.token)
     except psycopg.OperationalError:
         if conn is None or not conn.closed:
             raise
     swept(pool)
     with pool.connection() as conn:
-        return locks._lease_release(conn, lease.key, lease.owner, lease.token)
+        return locks._lease_release(conn, lease.key, lease.token)
 
 
 class Client:
@@ -234,7 +234,7 @@ class Client:
 
         def extend(key: str, owner: str, ttl: timedelta) -> datetime | None:
             with leases.connection() as conn:
-                return locks._lease_extend(conn, key, owner, lease.token, ttl)
+                return locks._lease_extend(conn, key, lease.token, ttl)
 
         try:
             with heartbeat_thread(extend, lease, ttl, interval):

@@ -73,13 +73,13 @@ async def released(pool: AsyncPool, lease: Lease) -> bool:
     conn: psycopg.AsyncConnection[Any] | None = None
     try:
         async with pool.connection() as conn:
-            return await locks_async._lease_release(conn, lease.key, lease.owner, lease.token)
+            return await locks_async._lease_release(conn, lease.key, lease.token)
     except psycopg.OperationalError:
         if conn is None or not conn.closed:
             raise
     await swept(pool)
     async with pool.connection() as conn:
-        return await locks_async._lease_release(conn, lease.key, lease.owner, lease.token)
+        return await locks_async._lease_release(conn, lease.key, lease.token)
 
 
 class AsyncClient:
@@ -232,7 +232,7 @@ class AsyncClient:
 
         async def extend(key: str, owner: str, ttl: timedelta) -> datetime | None:
             async with leases.connection() as conn:
-                return await locks_async._lease_extend(conn, key, owner, lease.token, ttl)
+                return await locks_async._lease_extend(conn, key, lease.token, ttl)
 
         try:
             async with heartbeat_task(extend, lease, ttl, interval):

@@ -92,12 +92,20 @@ class PermissionDenied(ServerError):
         super().__init__(message, sqlstate, hint)
         self.role = role
 
-    def advised(self, role: str, has_grant: bool) -> PermissionDenied:
+    def advised(self, role: str, has_grant: bool, member: bool = False) -> PermissionDenied:
         """This refusal of `role`, with the GRANT it needs unless it has pgcoord_client
-        already (then the refused object is no part of the API)."""
+        already (then the refused object is no part of the API); for a member that does
+        not inherit it (a NOINHERIT role), how to make it inherit."""
         message = str(self)
-        if not has_grant:
-            message += f"; grant it with: GRANT {CLIENT_ROLE} TO {quoted_role(role)}"
+        name = quoted_role(role)
+        if member and not has_grant:
+            message += (
+                f"; {name} is a member of {CLIENT_ROLE} but does not inherit it (a NOINHERIT "
+                f"role): GRANT {CLIENT_ROLE} TO {name} WITH INHERIT TRUE (PostgreSQL 16 and "
+                f"later; on 15, ALTER ROLE {name} INHERIT)"
+            )
+        elif not has_grant:
+            message += f"; grant it with: GRANT {CLIENT_ROLE} TO {name}"
         return PermissionDenied(message, self.sqlstate, self.hint, role)
 
 

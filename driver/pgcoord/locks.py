@@ -49,19 +49,19 @@ def lock_extend(
 
 
 def _lease_extend(
-    conn: psycopg.Connection[Any], key: str, owner: str, token: int, ttl: timedelta
+    conn: psycopg.Connection[Any], key: str, token: int, ttl: timedelta
 ) -> datetime | None:
-    """`lock_extend` of the grant `token` only: None, and nothing changed, when the key's
-    live grant is another (a Lease's heartbeat)."""
-    params = {"key": key, "owner": owner, "token": token, "ttl": ttl}
+    """A Lease's heartbeat: `lock_extend` of the grant `token` (lock_extend_token); None,
+    and nothing changed, when it is not the key's live grant."""
+    params = {"key": key, "token": token, "ttl": ttl}
     expires_at: datetime | None = query.value(conn, sql.LEASE_EXTEND, params)
     return expires_at
 
 
-def _lease_release(conn: psycopg.Connection[Any], key: str, owner: str, token: int) -> bool:
-    """`lock_release` of the grant `token` only: False, and nothing changed, when the
-    key's live grant is another (a Lease's exit)."""
-    params = {"key": key, "owner": owner, "token": token}
+def _lease_release(conn: psycopg.Connection[Any], key: str, token: int) -> bool:
+    """A Lease's exit: `lock_release` of the grant `token` (lock_release_token), live or
+    run out but not taken over; False, and nothing changed, otherwise."""
+    params = {"key": key, "token": token}
     return bool(query.value(conn, sql.LEASE_RELEASE, params))
 
 

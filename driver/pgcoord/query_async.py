@@ -82,7 +82,7 @@ async def advised(conn: psycopg.AsyncConnection[Any], denied: PermissionDenied) 
     """The refusal with the GRANT the role needs. The role is the server's current_user
     when the connection can still answer (not inside a failed transaction), else the
     connection's user."""
-    role, has_grant = conn.info.user, False
+    role, has_grant, member = conn.info.user, False, False
     if conn.info.transaction_status == pq.TransactionStatus.IDLE:
         try:
             async with conn.cursor(row_factory=tuple_row) as cur:
@@ -91,5 +91,5 @@ async def advised(conn: psycopg.AsyncConnection[Any], denied: PermissionDenied) 
         except psycopg.Error:
             found = None
         if found is not None:
-            role, has_grant = found
-    return denied.advised(role, has_grant)
+            role, has_grant, member = found
+    return denied.advised(role, has_grant, member)

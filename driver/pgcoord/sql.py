@@ -12,19 +12,14 @@ LOCK_RELEASE: LiteralString = "SELECT pgcoord.lock_release(p_key => %(key)s, p_o
 LOCK_EXTEND: LiteralString = (
     "SELECT pgcoord.lock_extend(p_key => %(key)s, p_owner => %(owner)s, p_ttl => %(ttl)s)"
 )
-# a Lease's heartbeat and release touch its own grant only (its token the key's live
-# grant): never one made since under the same owner, by a nested lock() of the same key
-# and owner, or by another process given the same owner name
-_OWN_GRANT: LiteralString = (
-    "CASE WHEN pgcoord.lock_is_current(p_key => %(key)s, p_token => %(token)s) THEN "
-)
+# a Lease's heartbeat and release, of its own grant (its token) only: never one made
+# since under the same owner, by a nested lock() of the same key and owner, or by
+# another process given the same owner name
 LEASE_EXTEND: LiteralString = (
-    "SELECT " + _OWN_GRANT + "pgcoord.lock_extend(p_key => %(key)s, p_owner => %(owner)s,"
-    " p_ttl => %(ttl)s) END"
+    "SELECT pgcoord.lock_extend_token(p_key => %(key)s, p_token => %(token)s, p_ttl => %(ttl)s)"
 )
 LEASE_RELEASE: LiteralString = (
-    "SELECT " + _OWN_GRANT + "pgcoord.lock_release(p_key => %(key)s, p_owner => %(owner)s)"
-    " ELSE false END"
+    "SELECT pgcoord.lock_release_token(p_key => %(key)s, p_token => %(token)s)"
 )
 LOCK_IS_CURRENT: LiteralString = (
     "SELECT pgcoord.lock_is_current(p_key => %(key)s, p_token => %(token)s)"
@@ -47,9 +42,14 @@ SCHEMA_OWNER: LiteralString = (
     " WHERE n.nspname = 'pgcoord'"
 )
 # who was refused (PermissionDenied), and whether it already has pgcoord_client's privileges
+# the role, whether it uses pgcoord_client's privileges, and whether it is a member of
+# it at all (a NOINHERIT role is, without using them)
 CURRENT_ROLE: LiteralString = (
-    "SELECT current_user::text, coalesce((SELECT pg_has_role(r.oid, 'USAGE')"
-    " FROM pg_catalog.pg_roles AS r WHERE r.rolname = 'pgcoord_client'), false)"
+    "SELECT current_user::text,"
+    " coalesce((SELECT pg_has_role(r.oid, 'USAGE') FROM pg_catalog.pg_roles AS r"
+    "  WHERE r.rolname = 'pgcoord_client'), false),"
+    " coalesce((SELECT pg_has_role(r.oid, 'MEMBER') FROM pg_catalog.pg_roles AS r"
+    "  WHERE r.rolname = 'pgcoord_client'), false)"
 )
 
 # held by `pgcoord migrate` from reading the version until its last release file commits

@@ -150,7 +150,7 @@ def test_eight_waiters_on_the_pool_do_not_starve_the_async_heartbeat(db_url: str
 @contextmanager
 def row_locked(db_url: str, key: str) -> Iterator[psycopg.Connection[Any]]:
     """Hold the row lock of `key`'s lease in an open transaction for the block, so that
-    every lock_extend of it waits on the server; roll back on exit."""
+    every heartbeat of it waits on the server; roll back on exit."""
     with psycopg.connect(db_url) as blocker:
         blocker.execute("SELECT FROM pgcoord.locks WHERE key = %s FOR UPDATE", (key,))
         try:
@@ -160,14 +160,14 @@ def row_locked(db_url: str, key: str) -> Iterator[psycopg.Connection[Any]]:
 
 
 def extend_blocked_by(observer: psycopg.Connection[Any], blocker: psycopg.Connection[Any]) -> bool:
-    """Whether a lock_extend waits on `blocker`'s row lock."""
+    """Whether a lease's heartbeat (lock_extend_token) waits on `blocker`'s row lock."""
     return bool(
         scalar(
             observer,
             "SELECT count(*) > 0 FROM pg_stat_activity WHERE datname = current_database()"
             " AND %s = ANY (pg_blocking_pids(pid)) AND query LIKE %s",
             blocker.info.backend_pid,
-            "%pgcoord.lock_extend(%",
+            "%pgcoord.lock_extend_token(%",
         )
     )
 

@@ -84,6 +84,34 @@ def test_a_member_refused_beyond_the_api_is_not_told_to_take_the_grant(
     assert str(caught.value) == "permission denied for function lock_acquire"
 
 
+def test_a_member_that_does_not_inherit_is_told_how_to_inherit(
+    db_url: str, conn: psycopg.Connection[Any], outsider: str
+) -> None:
+    """Supabase's service_role is NOINHERIT: granted pgcoord_client, it still cannot use
+    it, and another GRANT of the same would change nothing."""
+    role = sql.Identifier(outsider)
+    conn.execute(sql.SQL("ALTER ROLE {} NOINHERIT").format(role))
+    conn.execute(sql.SQL("GRANT pgcoord_client TO {}").format(role))
+    with (
+        psycopg.connect(make_conninfo(db_url, user=outsider), autocommit=True) as member,
+        pytest.raises(PermissionDenied) as caught,
+    ):
+        locks.lock_acquire(member, "k", "o")
+    name = quoted_role(outsider)
+    assert str(caught.value).endswith(
+        f"; {name} is a member of pgcoord_client but does not inherit it (a NOINHERIT role): "
+        f"GRANT pgcoord_client TO {name} WITH INHERIT TRUE (PostgreSQL 16 and later; on 15, "
+        f"ALTER ROLE {name} INHERIT)"
+    ), str(caught.value)
+    # what it says makes the calls work, on the server's version
+    if conn.info.server_version >= 160000:
+        conn.execute(sql.SQL("GRANT pgcoord_client TO {} WITH INHERIT TRUE").format(role))
+    else:
+        conn.execute(sql.SQL("ALTER ROLE {} INHERIT").format(role))
+    with psycopg.connect(make_conninfo(db_url, user=outsider), autocommit=True) as member:
+        assert locks.lock_acquire(member, "k", "o").acquired
+
+
 def test_role_names_are_quoted_as_sql_writes_them() -> None:
     assert quoted_role("app") == "app"
     assert quoted_role("service_role") == "service_role"

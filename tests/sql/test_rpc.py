@@ -5,8 +5,9 @@ declares them, and passed in named notation; arguments left out take their defau
 the answer is the rows as JSON. It runs in a transaction of its own, as a role set for
 the request, with `search_path` set to the exposed schemas. `rpc` below builds that
 statement as PostgREST's query builder does, from the catalog, so every function of the
-API is called the way a Supabase client calls it, as a role that has pgcoord_client and
-nothing else."""
+API is called the way a Supabase client calls it, as a role created as Supabase creates
+its service_role (NOINHERIT) and given pgcoord_client as the README says, and nothing
+else."""
 
 from __future__ import annotations
 
@@ -117,14 +118,24 @@ def rpc(app: Conn, role: str, name: str, body: dict[str, Any]) -> Any:
     return answer[0]
 
 
+def service_role(conn: Conn, role: str) -> None:
+    """`role` given pgcoord_client as the README says for Supabase's service_role, which
+    Supabase creates NOINHERIT."""
+    name = sql.Identifier(role)
+    if conn.info.server_version >= 160000:
+        conn.execute(sql.SQL("GRANT pgcoord_client TO {} WITH INHERIT TRUE").format(name))
+    else:
+        conn.execute(sql.SQL("GRANT pgcoord_client TO {}").format(name))
+        conn.execute(sql.SQL("ALTER ROLE {} INHERIT").format(name))
+
+
 @pytest.fixture
-def api(conn: Conn, db_url: str, login_role: str) -> Iterator[tuple[Conn, str]]:
-    """A connection as PostgREST's authenticator, and the role requests run as (a
-    `service_role` that has pgcoord_client)."""
+def noinherit(conn: Conn, db_url: str, login_role: str) -> Iterator[tuple[Conn, str]]:
+    """A connection as PostgREST's authenticator, and a role created as Supabase creates
+    its service_role (NOLOGIN NOINHERIT BYPASSRLS) that requests run as."""
     role = f"pgcoord_test_service_{uuid.uuid4().hex[:12]}"
-    conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+    conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN NOINHERIT BYPASSRLS").format(sql.Identifier(role)))
     try:
-        conn.execute(sql.SQL("GRANT pgcoord_client TO {}").format(sql.Identifier(role)))
         conn.execute(
             sql.SQL("GRANT {} TO {}").format(sql.Identifier(role), sql.Identifier(login_role))
         )
@@ -133,6 +144,27 @@ def api(conn: Conn, db_url: str, login_role: str) -> Iterator[tuple[Conn, str]]:
     finally:
         conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
         conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+@pytest.fixture
+def api(conn: Conn, noinherit: tuple[Conn, str]) -> tuple[Conn, str]:
+    """`noinherit`, given pgcoord_client as the README says."""
+    service_role(conn, noinherit[1])
+    return noinherit
+
+
+def test_a_plain_grant_to_a_noinherit_role_is_not_enough(
+    conn: Conn, noinherit: tuple[Conn, str]
+) -> None:
+    """Why the README spells the inheritance out: Supabase's service_role granted
+    pgcoord_client plainly is refused every call (PostgREST answers 403)."""
+    app, role = noinherit
+    conn.execute(sql.SQL("GRANT pgcoord_client TO {}").format(sql.Identifier(role)))
+    with pytest.raises(RpcError) as refused:
+        rpc(app, role, "lock_acquire", {"p_key": "k", "p_owner": "edge"})
+    assert refused.value.code == "42501"
+    service_role(conn, role)
+    assert rpc(app, role, "lock_acquire", {"p_key": "k", "p_owner": "edge"})[0]["acquired"]
 
 
 def api_functions(conn: Conn) -> list[str]:

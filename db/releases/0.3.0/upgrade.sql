@@ -3306,6 +3306,59 @@ COMMENT ON FUNCTION pgcoord.lock_extend(text, text, interval) IS
 'with no months. Errors: 22004 NULL argument, 22023 an argument out of its range (an '
 'infinite interval included).';
 
+-- db/src/functions/lock_extend_token.sql
+-- A lease's heartbeat by its grant: push the expiry of the live grant p_token of p_key
+-- to now + p_ttl. Unlike lock_extend (by owner), never a grant made since under the
+-- same owner name. Beyond the contract.
+CREATE OR REPLACE FUNCTION pgcoord.lock_extend_token(
+    p_key text, p_token bigint, p_ttl interval DEFAULT interval '2 minutes'
+)
+RETURNS timestamptz
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+-- its table through its key, whatever it held when the plan was made (010_locks.sql)
+SET enable_seqscan = off
+AS $$
+DECLARE
+    v_now timestamptz := clock_timestamp();
+    v_expires timestamptz;
+BEGIN
+    -- one lean test on the hot path; the checks naming the bad argument run only when
+    -- it fails (each IF's expression is set up again in every transaction)
+    IF (
+        octet_length(p_key) BETWEEN 1 AND 1024
+        AND p_token IS NOT NULL
+        AND p_ttl > interval '0' AND p_ttl <= interval '1 day'
+        AND date_trunc('month', p_ttl) = interval '0'
+        AND abs(extract(DAY FROM p_ttl)) <= 36500 AND v_now + p_ttl > v_now
+    ) IS NOT TRUE THEN
+        IF coalesce(octet_length(p_key), 0) NOT BETWEEN 1 AND 1024 THEN
+            PERFORM pgcoord.raise_bad_argument('p_key', p_key, 'a text of 1 to 1024 bytes');
+        END IF;
+        IF p_token IS NULL THEN
+            PERFORM pgcoord.raise_bad_argument('p_token', p_token, 'given');
+        END IF;
+        PERFORM pgcoord.raise_bad_argument(
+            'p_ttl', p_ttl, 'an interval above 0 and at most 1 day, with no months'
+        );
+    END IF;
+
+    UPDATE pgcoord.locks AS l
+    SET expires_at = v_now + p_ttl
+    WHERE l.key = p_key AND l.token = p_token AND l.expires_at > v_now
+    RETURNING l.expires_at INTO v_expires;
+    RETURN v_expires;
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.lock_extend_token(text, bigint, interval) IS
+'New expiry when p_token is still the live grant of p_key; NULL, changing nothing, when '
+'it is not. Beyond the contract. Ranges: p_key 1 to 1024 bytes; p_token any bigint; '
+'p_ttl above 0 and at most 1 day, with no months. Errors: 22004 NULL argument, 22023 an '
+'argument out of its range (an infinite interval included).';
+
 -- db/src/functions/lock_is_current.sql
 -- Fencing check: is p_token the live grant of p_key right now (server clock)?
 CREATE OR REPLACE FUNCTION pgcoord.lock_is_current(p_key text, p_token bigint)
@@ -3381,6 +3434,42 @@ COMMENT ON FUNCTION pgcoord.lock_release(text, text) IS
 'True when p_owner held p_key and it is now free; false otherwise, changing nothing. '
 'Ranges: p_key, p_owner 1 to 1024 bytes. Errors: 22004 NULL argument, 22023 empty or '
 'over-long key/owner.';
+
+-- db/src/functions/lock_release_token.sql
+-- A lease's release by its grant: free p_key while its grant is p_token, live or run
+-- out but not yet taken over (a takeover is a new grant, with a new token). Unlike
+-- lock_release (by owner), never a grant made since under the same owner name. Beyond
+-- the contract.
+CREATE OR REPLACE FUNCTION pgcoord.lock_release_token(p_key text, p_token bigint)
+RETURNS boolean
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+AS $$
+BEGIN
+    IF (
+        octet_length(p_key) BETWEEN 1 AND 1024
+        AND p_token IS NOT NULL
+    ) IS NOT TRUE THEN
+        IF coalesce(octet_length(p_key), 0) NOT BETWEEN 1 AND 1024 THEN
+            PERFORM pgcoord.raise_bad_argument('p_key', p_key, 'a text of 1 to 1024 bytes');
+        END IF;
+        PERFORM pgcoord.raise_bad_argument('p_token', p_token, 'given');
+    END IF;
+
+    DELETE FROM pgcoord.locks AS l
+    WHERE l.key = p_key AND l.token = p_token;
+    RETURN FOUND;
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.lock_release_token(text, bigint) IS
+'True when p_token was the grant of p_key (live, or run out but not taken over) and the '
+'key is now free; false otherwise, changing nothing. Beyond the contract. Ranges: p_key '
+'1 to 1024 bytes; p_token any bigint. Errors: 22004 NULL argument, 22023 empty or '
+'over-long key.';
 
 -- db/src/functions/message_ingest.sql
 -- Store an inbound message once and buffer it for its conversation's next flush.
@@ -4133,6 +4222,8 @@ GRANT EXECUTE ON FUNCTION pgcoord.lock_acquire(text, text, interval, interval) T
 GRANT EXECUTE ON FUNCTION pgcoord.lock_release(text, text) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.lock_extend(text, text, interval) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.lock_is_current(text, bigint) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.lock_extend_token(text, bigint, interval) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.lock_release_token(text, bigint) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.version() TO pgcoord_client;
 
 GRANT EXECUTE ON FUNCTION
