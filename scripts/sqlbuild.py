@@ -12,6 +12,7 @@ re-running it on the previous release yields the fresh install's schema.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -143,8 +144,11 @@ def released() -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: freeze-release VERSION", file=sys.stderr)
+    if len(argv) != 1 or not re.fullmatch(r"\d+\.\d+\.\d+", argv[0]):
+        print(
+            "usage: sqlbuild.py VERSION (such as 0.3.0): writes db/releases/VERSION",
+            file=sys.stderr,
+        )
         return 2
     version = argv[0]
     folder = RELEASES / version

@@ -253,3 +253,6 @@ def test_status_rounds_a_keys_tokens_down() -> None:
     now = datetime.now(UTC)
     shown = rates_table([RateStatus("whatsapp", 0.996, 20.0, 20, None, now)])
     assert "0.99" in shown and "1.00" not in shown
+    # and never below what it holds, for all that floats round (0.29 * 100 < 29)
+    for tokens in (0.29, 1.15, 4.35):
+        assert f"{tokens:.2f}" in rates_table([RateStatus("k", tokens, 20.0, 20, None, now)])

@@ -382,6 +382,39 @@ def test_a_worker_starting_several_at_a_time_shares_the_budget_with_one_starting
     run(test, db_url)
 
 
+def test_a_paused_budget_is_waited_out_not_asked_again_and_again(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """During a pause a refusal's wait is the pause, not a wait for tokens: one ask made
+    at once for what the bucket seems to hold, then the rest of the pause waited out."""
+    acquire = rates_async.rate_acquire
+    asked: list[float] = []
+
+    async def counted(*args: Any) -> timedelta:
+        asked.append(time.monotonic())
+        return await acquire(*args)
+
+    monkeypatch.setattr(rates_async, "rate_acquire", counted)
+
+    async def test(queue: Queue) -> None:
+        budget = RateBudget("paused", per_second=1, burst=40)
+        await rates_async.rate_pause(queue.conn, budget.key, timedelta(seconds=1.5))
+        run_id = await queue.run()
+        await queue.enqueue(run_id, 40)
+
+        async def send(message: CampaignMessage) -> None:
+            pass
+
+        w = worker(send, db_url, concurrency=40, batch=40, rate=budget)
+        async with running(w):
+            await wait_until(lambda: queue.done(run_id, sent=40), "every message sent", 30)
+        first = asked[0]
+        during = [t - first for t in asked if t - first < 1.3]
+        assert len(during) <= 3, during
+
+    run(test, db_url)
+
+
 def test_stop_gives_back_what_has_not_started_without_spending_a_try(db_url: str) -> None:
     async def test(queue: Queue) -> None:
         run_id = await queue.run(max_retries=0)

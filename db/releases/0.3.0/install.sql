@@ -2160,7 +2160,8 @@ BEGIN
     RETURN QUERY
     SELECT g.status, g.next_attempt_at
     FROM pgcoord.campaign_give_back(
-        p_message_id, p_claim_token, clock_timestamp(), p_retry_after, p_error, FALSE, FALSE
+        p_message_id, p_claim_token, clock_timestamp(), p_retry_after, p_error,
+        p_snooze => FALSE, p_final => FALSE
     ) AS g;
 END;
 $$;
@@ -2201,7 +2202,8 @@ BEGIN
     RETURN EXISTS (
         SELECT
         FROM pgcoord.campaign_give_back(
-            p_message_id, p_claim_token, clock_timestamp(), NULL, p_error, FALSE, TRUE
+            p_message_id, p_claim_token, clock_timestamp(), NULL, p_error,
+            p_snooze => FALSE, p_final => TRUE
         )
     );
 END;
@@ -2677,7 +2679,8 @@ BEGIN
     RETURN EXISTS (
         SELECT
         FROM pgcoord.campaign_give_back(
-            p_message_id, p_claim_token, clock_timestamp(), interval '0', NULL, FALSE, FALSE
+            p_message_id, p_claim_token, clock_timestamp(), interval '0', NULL,
+            p_snooze => FALSE, p_final => FALSE
         )
     );
 END;
@@ -2878,7 +2881,8 @@ BEGIN
     RETURN EXISTS (
         SELECT
         FROM pgcoord.campaign_give_back(
-            p_message_id, p_claim_token, clock_timestamp(), p_delay, NULL, TRUE, FALSE
+            p_message_id, p_claim_token, clock_timestamp(), p_delay, NULL,
+            p_snooze => TRUE, p_final => FALSE
         )
     );
 END;

@@ -47,7 +47,8 @@ BEGIN
     RETURN QUERY
     SELECT g.status, g.next_attempt_at
     FROM pgcoord.campaign_give_back(
-        p_message_id, p_claim_token, clock_timestamp(), p_retry_after, p_error, FALSE, FALSE
+        p_message_id, p_claim_token, clock_timestamp(), p_retry_after, p_error,
+        p_snooze => FALSE, p_final => FALSE
     ) AS g;
 END;
 $$;

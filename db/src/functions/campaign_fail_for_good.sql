@@ -26,7 +26,8 @@ BEGIN
     RETURN EXISTS (
         SELECT
         FROM pgcoord.campaign_give_back(
-            p_message_id, p_claim_token, clock_timestamp(), NULL, p_error, FALSE, TRUE
+            p_message_id, p_claim_token, clock_timestamp(), NULL, p_error,
+            p_snooze => FALSE, p_final => TRUE
         )
     );
 END;

@@ -19,7 +19,8 @@ BEGIN
     RETURN EXISTS (
         SELECT
         FROM pgcoord.campaign_give_back(
-            p_message_id, p_claim_token, clock_timestamp(), interval '0', NULL, FALSE, FALSE
+            p_message_id, p_claim_token, clock_timestamp(), interval '0', NULL,
+            p_snooze => FALSE, p_final => FALSE
         )
     );
 END;

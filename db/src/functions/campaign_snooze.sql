@@ -34,7 +34,8 @@ BEGIN
     RETURN EXISTS (
         SELECT
         FROM pgcoord.campaign_give_back(
-            p_message_id, p_claim_token, clock_timestamp(), p_delay, NULL, TRUE, FALSE
+            p_message_id, p_claim_token, clock_timestamp(), p_delay, NULL,
+            p_snooze => TRUE, p_final => FALSE
         )
     );
 END;

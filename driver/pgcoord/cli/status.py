@@ -184,7 +184,7 @@ def rates_table(keys: list[RateStatus]) -> str:
     rows = [
         (
             k.key,
-            "" if k.tokens is None else f"{math.floor(k.tokens * 100) / 100:.2f}",
+            "" if k.tokens is None else f"{math.floor(k.tokens * 100 + 1e-9) / 100:.2f}",
             "" if k.per_second is None else f"{k.per_second:g}",
             "" if k.burst is None else k.burst,
             time(k.paused_until),

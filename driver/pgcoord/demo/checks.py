@@ -432,7 +432,8 @@ def refused_failed_at_once(
     retried = [(i, n) for i, n in refusals.items() if n > max_retries]
     return Check(
         f"{plural(len(unknown), 'message')} to numbers the gateway does not know failed for "
-        f"good with the 404 kept, none retried ({plural(len(ledger.refused), 'refusal')})",
+        f"good with the 404 kept, without spending their retries ({len(ledger.refused)} "
+        "refusals in all)",
         bool(unknown) and not wrong and not retried,
         f"not failed with the 404 (id, status, error): {wrong[:3]}; refused on every try "
         f"(id, refusals): {retried[:3]}",

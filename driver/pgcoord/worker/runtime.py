@@ -520,8 +520,10 @@ class Runtime(Generic[Item]):
         self._stopping = asyncio.Event()
         self._hurry = asyncio.Event()  # a second stop: the grace ends now
         self._refused: InvalidArgument | None = None  # the worker's settings, by the server
-        # the most tokens to ask for next: after a refusal, what the bucket holds by then
+        # the most tokens to ask for next: after a refusal, what the bucket holds by then;
+        # and whether the last ask was such a one, made at once
         self._ask = rate.burst if rate is not None else 0
+        self._again = False
         self._done: list[tuple[Flight[Item], Any]] = []  # successes to complete
         self._done_ready = asyncio.Event()
         # calls the claim loop makes on the LISTEN connection (the work's idle mark)
@@ -837,7 +839,7 @@ class Runtime(Generic[Item]):
                     await _wait(self._stopping, self._refusal(ask, wait).total_seconds())
                     self._admit.set()
                     continue
-                self._ask = self.rate.burst
+                self._ask, self._again = self.rate.burst, False
                 count = min(ask, len(self._queued))
             for _ in range(count):
                 flight = self._queued.popleft()
@@ -853,14 +855,19 @@ class Runtime(Generic[Item]):
     def _refusal(self, ask: int, wait: timedelta) -> timedelta:
         """After rate_acquire refused `ask` tokens for `wait`, how long to wait before the
         next ask, and how many that asks for. The refusal says how long until `ask`
-        tokens are there, so the bucket holds ask - wait x rate now (fewer under a
-        pause): the next asks for what it holds, at once if a token is there, else when
-        one is. So a worker that starts several at a time is never starved by others that
-        take each token as it comes."""
+        tokens are there, so the bucket holds ask - wait x rate now: the next asks for
+        what it holds, at once if a token is there, else when one is. So a worker that
+        starts several at a time is never starved by others that take each token as it
+        comes. When an ask made so at once is refused too (the key is paused, or others
+        were quicker), the worker waits the whole `wait` instead of asking again and
+        again."""
         assert self.rate is not None
+        if self._again:
+            self._ask, self._again = ask, False
+            return wait
         there = ask - wait.total_seconds() * self.rate.per_second
         if there >= 1 - 1e-9:
-            self._ask = int(there + 1e-9)
+            self._ask, self._again = int(there + 1e-9), True
             return timedelta(0)
         self._ask = 1
         return max(wait - timedelta(seconds=(ask - 1) / self.rate.per_second), timedelta(0))
@@ -1149,20 +1156,21 @@ class Runtime(Generic[Item]):
             reason = str(error) or type(error).__name__
         else:
             reason = f"{type(error).__name__}: {error}"
-        what = "fail for good" if isinstance(error, FailForGood) else "give back"
+        final = isinstance(error, FailForGood)
 
-        async def call(conn: AsyncConn) -> Failure | None:
-            if isinstance(error, FailForGood):
-                return await self.work.fail_for_good(conn, item, reason)
-            return await self.work.fail(conn, item, reason, retry_after)
+        async def call(conn: AsyncConn) -> Failure | bool:
+            # False: the claim is no longer current (None is left to mean a failed call)
+            if final:
+                outcome = await self.work.fail_for_good(conn, item, reason)
+            else:
+                outcome = await self.work.fail(conn, item, reason, retry_after)
+            return False if outcome is None else outcome
 
-        try:
-            outcome = await self._db(call)
-        except Exception as exc:
-            self._fault(exc, "%s %s failed", what, self.work.describe(item))
-            return True  # the lease decides
+        outcome = await self._call("failing for good" if final else "giving back", flight, call)
         if outcome is None:
-            self._not_current(what, self.work.describe(item))
+            return True  # the lease decides
+        if not isinstance(outcome, Failure):
+            self._not_current("fail for good" if final else "give back", self.work.describe(item))
             return False
         # the handler's traceback on its first and its last try (none for the errors
         # raised to say what to do with the item)
