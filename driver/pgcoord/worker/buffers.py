@@ -54,7 +54,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from .. import arguments, inbox_async
+from .. import arguments, inbox_async, query_async, sql
 from ..config import BUFFER_LEASE, BUFFER_RETRY_IN, BUFFER_RETRY_IN_MAX
 from ..types import Batch, BatchWithPayloads
 from .runtime import AsyncConn, AsyncPool, Failure, RateBudget, Runtime, Work, takes
@@ -114,6 +114,10 @@ class BufferWork(Work[Batch]):
 
     async def complete(self, conn: AsyncConn, done: Sequence[tuple[Batch, Any]]) -> list[bool]:
         return [await self.complete_one(conn, item) for item, _ in done]
+
+    async def done(self, conn: AsyncConn, item: Batch) -> bool:
+        params = {"key": item.conversation_key, "first": item.first_message_at}
+        return bool(await query_async.value(conn, sql.BUFFER_DONE, params))
 
     async def complete_one(self, conn: AsyncConn, item: Batch) -> bool:
         return await inbox_async.buffer_complete(conn, item.conversation_key, item.claim_token)
