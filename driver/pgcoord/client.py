@@ -179,6 +179,7 @@ class Client:
     buffer_claim_with_payloads = pooled(inbox.buffer_claim_with_payloads)
     buffer_complete = pooled(inbox.buffer_complete)
     buffer_fail = pooled(inbox.buffer_fail)
+    buffer_fail_for_good = pooled(inbox.buffer_fail_for_good)
     buffer_extend = pooled(inbox.buffer_extend)
     buffer_release = pooled(inbox.buffer_release)
     buffer_revive = pooled(inbox.buffer_revive)

@@ -177,6 +177,7 @@ class AsyncClient:
     buffer_claim_with_payloads = pooled(inbox_async.buffer_claim_with_payloads)
     buffer_complete = pooled(inbox_async.buffer_complete)
     buffer_fail = pooled(inbox_async.buffer_fail)
+    buffer_fail_for_good = pooled(inbox_async.buffer_fail_for_good)
     buffer_extend = pooled(inbox_async.buffer_extend)
     buffer_release = pooled(inbox_async.buffer_release)
     buffer_revive = pooled(inbox_async.buffer_revive)

@@ -171,11 +171,11 @@ class Retry(Exception):
 
 
 class FailForGood(Exception):
-    """Raised by a handler when no retry can mend the item: the recipient does not exist,
-    the provider refused the content for good. A campaign message ends 'failed' at once
-    with the reason kept, whatever retries its run has left (campaign_fail_for_good); it
-    counts as a try. A buffer's batch has no such call: it counts a failed try, as any
-    error does (its 5th parks it)."""
+    """Raised by a handler when no retry can mend the item: the recipient does not exist
+    or blocked the number, the provider refused the content for good. It counts as a
+    try, and ends the item at once with the reason kept, whatever tries are left: a
+    campaign message 'failed' (campaign_fail_for_good), a buffer's batch parked as dead
+    (buffer_fail_for_good; buffer_revive brings it back)."""
 
 
 class RateLimited(Exception):

@@ -128,6 +128,16 @@ async def buffer_fail(
     return bool(await query_async.value(conn, sql.BUFFER_FAIL, params))
 
 
+async def buffer_fail_for_good(
+    conn: psycopg.AsyncConnection[Any], conversation_key: str, claim_token: int, error: str
+) -> bool:
+    """A failed try that no retry can mend (the customer blocked the number, the reply
+    window has closed): True when the claim was current and its batch is parked as dead
+    at once with `error` kept (`buffer_revive` brings it back)."""
+    params = {"conversation_key": conversation_key, "claim_token": claim_token, "error": error}
+    return bool(await query_async.value(conn, sql.BUFFER_FAIL_FOR_GOOD, params))
+
+
 async def buffer_extend(
     conn: psycopg.AsyncConnection[Any],
     conversation_key: str,

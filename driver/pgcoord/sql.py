@@ -91,6 +91,11 @@ BUFFER_FAIL: LiteralString = (
     "p_conversation_key => %(conversation_key)s, p_claim_token => %(claim_token)s,"
     " p_error => %(error)s, p_retry_in => %(retry_in)s)"
 )
+BUFFER_FAIL_FOR_GOOD: LiteralString = (
+    "SELECT pgcoord.buffer_fail_for_good("
+    "p_conversation_key => %(conversation_key)s, p_claim_token => %(claim_token)s,"
+    " p_error => %(error)s)"
+)
 BUFFER_EXTEND: LiteralString = (
     "SELECT pgcoord.buffer_extend("
     "p_conversation_key => %(conversation_key)s, p_claim_token => %(claim_token)s,"

@@ -61,6 +61,11 @@ WRONG: dict[str, tuple[dict[str, Any], str, Any]] = {
     ),
     "buffer_extend": ({"conversation_key": "c", "claim_token": 1, "lease": 60}, "lease", 60),
     "buffer_release": ({"conversation_key": "c", "claim_token": True}, "claim_token", True),
+    "buffer_fail_for_good": (
+        {"conversation_key": "c", "claim_token": 1, "error": b"x"},
+        "error",
+        b"x",
+    ),
     "buffer_revive": ({"conversation_key": 7}, "conversation_key", 7),
     "campaign_create": ({"name": 5}, "name", 5),
     "campaign_set_status": ({"run_id": 1.5, "status": "paused"}, "run_id", 1.5),

@@ -31,6 +31,7 @@ INBOX_CALLS = [
     "buffer_claim",
     "buffer_complete",
     "buffer_fail",
+    "buffer_fail_for_good",
     "buffer_extend",
     "buffer_release",
     "buffer_revive",

@@ -161,24 +161,27 @@ def test_retry_gives_back_with_its_own_delay(db_url: str) -> None:
     run(test, db_url)
 
 
-def test_fail_for_good_is_a_failed_try_of_a_buffer_like_any_error(db_url: str) -> None:
-    """The inbox has no call that parks a batch at once: its 5th failed try does."""
+def test_fail_for_good_parks_the_burst_at_once(db_url: str) -> None:
+    """No retry mends a customer who blocked the number: the batch is parked as dead on
+    its first try, where any other error would bring it back up to five times."""
 
     async def test(inbox: Inbox) -> None:
         await inbox.ingest("f", "hello")
+        tries: list[int] = []
 
         async def handler(burst: Batch) -> None:
+            tries.append(burst.attempt)
             raise FailForGood("the customer blocked the bot")
 
-        async def tried() -> bool:
-            return (await inbox.row("f")).attempt == 1
+        async def parked() -> bool:
+            return any(r.dead for r in await inbox.status())
 
-        w = worker(handler, db_url)  # retry_in: an hour
+        w = worker(handler, db_url, retry_in=timedelta(0))
         async with running(w):
-            await wait_until(tried, "the burst failed its try")
-        row = await inbox.row("f")
-        assert (row.attempt, row.dead, row.last_error) == (1, False, "the customer blocked the bot")
-        assert w.failed == 1
+            await wait_until(parked, "the burst parked")
+        row = await inbox.row("f", dead=True)
+        assert (row.attempt, row.last_error) == (1, "the customer blocked the bot")
+        assert tries == [1] and (w.processed, w.failed) == (0, 1)
 
     run(test, db_url)
 

@@ -104,7 +104,7 @@ def next_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     table = src / "010_locks.sql"
     assert NEW_COLUMN[0] in table.read_text(), "the locks table definition has changed"
     table.write_text(table.read_text().replace(*NEW_COLUMN) + NEW_TABLE)
-    (src / "upgrades").mkdir()
+    (src / "upgrades").mkdir(exist_ok=True)
     (src / "upgrades" / f"{NEXT}.sql").write_text(UPGRADE_STEP)
     release = src / "functions" / "lock_release.sql"
     assert NEW_COMMENT[0] in release.read_text(), "lock_release's comment has changed"

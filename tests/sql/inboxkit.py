@@ -45,9 +45,17 @@ INBOX_CONTRACT: dict[str, tuple[str, str]] = {
 }
 SECTION_2 = tuple(INBOX_CONTRACT)
 # Not in API.md, granted like the API: how long until a buffer is due (the worker's
-# sleep), giving a claim back without counting a try (a worker that stops), replaying
-# dead batches, the retention of answered messages, and the messages' payloads.
-HELPERS = ("buffer_due_in", "buffer_release", "buffer_revive", "message_prune", "message_payloads")
+# sleep), giving a claim back without counting a try (a worker that stops), parking a
+# batch that no retry can mend, replaying dead batches, the retention of answered
+# messages, and the messages' payloads.
+HELPERS = (
+    "buffer_due_in",
+    "buffer_release",
+    "buffer_fail_for_good",
+    "buffer_revive",
+    "message_prune",
+    "message_payloads",
+)
 STATUS_COLUMNS = (
     "conversation_key, message_count, first_message_at, last_message_at, flush_at,"
     " claimed_by, claimed_until, attempt, dead, last_error"
@@ -135,6 +143,19 @@ def complete(conn: Conn, conversation_key: str, token: int) -> bool:
         "SELECT pgcoord.buffer_complete(p_conversation_key => %s, p_claim_token => %s)",
         conversation_key,
         token,
+    )
+    assert isinstance(value, bool)
+    return value
+
+
+def fail_for_good(conn: Conn, conversation_key: str, token: int, error: str = "blocked") -> bool:
+    value = scalar(
+        conn,
+        "SELECT pgcoord.buffer_fail_for_good(p_conversation_key => %s, p_claim_token => %s,"
+        " p_error => %s)",
+        conversation_key,
+        token,
+        error,
     )
     assert isinstance(value, bool)
     return value

@@ -36,6 +36,15 @@ CONTRACT: dict[str, tuple[str, str]] = {
     "lock_is_current": ("p_key text, p_token bigint", "boolean"),
 }
 SECTION_1 = tuple(CONTRACT)
+# Not in API.md, granted like the API: a lease's heartbeat and release by its grant's
+# token (what the driver's Lease sends)
+LOCK_HELPERS: dict[str, tuple[str, str]] = {
+    "lock_extend_token": (
+        "p_key text, p_token bigint, p_ttl interval DEFAULT '00:02:00'::interval",
+        "timestamp with time zone",
+    ),
+    "lock_release_token": ("p_key text, p_token bigint", "boolean"),
+}
 
 # The SQL type of every argument name of the API, for calls in named notation with
 # values of any Python type (a text such as 'infinity' is cast to the argument's type).

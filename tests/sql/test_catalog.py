@@ -15,7 +15,7 @@ import pytest
 from inboxkit import HELPERS, MAX_FAILED_TRIES, SECTION_2, claim_one, fail, ingest
 from psycopg.rows import class_row
 from ratekit import RATE_HELPERS, SECTION_4
-from sqlkit import SECTION_1, Conn, acquire
+from sqlkit import LOCK_HELPERS, SECTION_1, Conn, acquire
 
 from pgcoord.types import (
     Batch,
@@ -58,6 +58,10 @@ STALE_CLOCK = re.compile(
 )
 
 
+# the functions granted to pgcoord_client: the API and the helpers beyond it
+EVERY = {*API, *HELPERS, *campaignkit.HELPERS, *RATE_HELPERS, *LOCK_HELPERS}
+
+
 def functions(conn: Conn) -> list[dict[str, Any]]:
     rows = conn.execute(
         "SELECT p.oid::regprocedure::text AS signature, p.proname::text AS name,"
@@ -70,7 +74,7 @@ def functions(conn: Conn) -> list[dict[str, Any]]:
     names = ["signature", "name", "config", "comment", "arg_names", "arg_modes", "nargs"]
     names += ["security_definer", "volatility", "definition"]
     found = [dict(zip(names, row, strict=True)) for row in rows]
-    assert {f["name"] for f in found} >= {*API, *HELPERS, *campaignkit.HELPERS, *RATE_HELPERS}
+    assert {f["name"] for f in found} >= EVERY
     return found
 
 
@@ -124,7 +128,7 @@ PURE = {"campaign_metrics"}  # helpers that read nothing but their arguments
 def test_the_api_functions_run_as_definer_and_are_volatile(conn: Conn) -> None:
     checked = set()
     for function in functions(conn):
-        if function["name"] in {*API, *RATE_HELPERS}:
+        if function["name"] in {*API, *RATE_HELPERS, *LOCK_HELPERS}:
             assert function["security_definer"], function["signature"]
             # the clock moves: a STABLE lock_is_current could be folded once per statement
             assert function["volatility"] == "v", function["signature"]
@@ -140,7 +144,7 @@ def test_the_api_functions_run_as_definer_and_are_volatile(conn: Conn) -> None:
             assert function["security_definer"], function["signature"]
             assert function["volatility"] in {"s", "v"}, function["signature"]
             checked.add(function["name"])
-    assert checked == {*API, *HELPERS, *campaignkit.HELPERS, *RATE_HELPERS}
+    assert checked == EVERY
 
 
 def result_columns(conn: Conn, function: str) -> list[tuple[str, str]]:

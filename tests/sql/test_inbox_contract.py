@@ -192,6 +192,10 @@ def test_the_driver_calls_each_function_in_named_notation() -> None:
     contract = INBOX_CONTRACT | {
         "buffer_due_in": ("", "interval"),
         "buffer_release": ("p_conversation_key text, p_claim_token bigint", "boolean"),
+        "buffer_fail_for_good": (
+            "p_conversation_key text, p_claim_token bigint, p_error text",
+            "boolean",
+        ),
         "buffer_revive": ("p_conversation_key text", "integer"),
         "message_prune": ("p_older_than interval, p_limit integer DEFAULT 10000", "integer"),
         "message_payloads": ("p_message_ids bigint[]", "TABLE(message_id bigint, payload jsonb)"),

@@ -14,6 +14,7 @@ from inboxkit import (
     complete,
     extend,
     fail,
+    fail_for_good,
     ingest,
     message_states,
     snapshot,
@@ -233,6 +234,36 @@ def test_the_fifth_failed_try_parks_the_batch_and_later_messages_go_on(
     again = ingest(conn, "m-after", "c")
     [burst] = claim(conn)
     assert burst.message_ids == [again.message_id], "the dead batch never comes back"
+
+
+def test_fail_for_good_parks_the_batch_at_once_and_later_messages_go_on(conn: Conn) -> None:
+    batch = [ingest(conn, f"m{i}", "c") for i in range(2)]
+    assert fail(conn, "c", claim_one(conn).claim_token, "gateway 503")  # try 1
+    burst = claim_one(conn)
+    newer = ingest(conn, "n1", "c", "newer")  # waits behind the batch
+    assert fail_for_good(conn, "c", burst.claim_token, "the customer blocked the bot")
+    dead, fresh = statuses(conn, "c")
+    assert dead.dead and not fresh.dead
+    assert (dead.message_count, dead.attempt, dead.last_error) == (
+        2,
+        2,
+        "the customer blocked the bot",
+    )
+    assert message_states(conn, [m.message_id for m in batch]) == ["dead", "dead"]
+    assert fail_for_good(conn, "c", burst.claim_token) is False, "its token is stale now"
+    assert complete(conn, "c", burst.claim_token) is False
+    [after] = claim(conn)
+    assert after.message_ids == [newer.message_id] and after.attempt == 1
+
+
+def test_a_late_fail_for_good_succeeds_while_nobody_reclaimed(conn: Conn) -> None:
+    ingest(conn, "m1", "c")
+    late = claim_one(conn, lease=SHORT)
+    until_lease_ran_out(conn, "c")
+    assert fail_for_good(conn, "c", late.claim_token)
+    [dead] = statuses(conn, "c")
+    assert dead.dead and dead.attempt == 1, "the lost lease and this are one try"
+    assert claim(conn) == []
 
 
 def test_a_parked_batch_with_nothing_behind_it_leaves_only_the_dead_row(conn: Conn) -> None:

@@ -93,7 +93,7 @@ def test_a_member_of_pgcoord_client_runs_the_inbox_but_not_the_tables(
             "UPDATE pgcoord.buffers SET due_at = NULL",
             "TRUNCATE pgcoord.buffers",
             "SELECT nextval('pgcoord.claim_token')",
-            "SELECT pgcoord.buffer_fail_try(1, 'e', clock_timestamp())",
+            "SELECT pgcoord.buffer_fail_try(1, 'e', clock_timestamp(), FALSE)",
         ):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 client.execute(statement)

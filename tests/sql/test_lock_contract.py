@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import LiteralString
 
 import pytest
-from sqlkit import CONTRACT, SECTION_1, Conn, acquire, scalar, server_clock, status
+from sqlkit import CONTRACT, LOCK_HELPERS, SECTION_1, Conn, acquire, scalar, server_clock, status
 
 from pgcoord import sql as driver_sql
 
@@ -25,7 +25,7 @@ def arguments(signature: str) -> dict[str, bool]:
     return found
 
 
-@pytest.mark.parametrize("function", SECTION_1)
+@pytest.mark.parametrize("function", [*SECTION_1, *LOCK_HELPERS])
 def test_the_signature_is_the_contract(conn: Conn, function: str) -> None:
     rows = conn.execute(
         "SELECT pg_get_function_arguments(p.oid), pg_get_function_result(p.oid)"
@@ -33,7 +33,7 @@ def test_the_signature_is_the_contract(conn: Conn, function: str) -> None:
         (function,),
     ).fetchall()
     assert len(rows) == 1, f"{function} must have exactly one signature (no overloads)"
-    assert rows[0] == CONTRACT[function]
+    assert rows[0] == (CONTRACT | LOCK_HELPERS)[function]
 
 
 def test_named_calls_in_any_order_with_only_the_required_arguments(conn: Conn) -> None:
@@ -87,10 +87,10 @@ def test_the_driver_calls_each_function_in_named_notation() -> None:
     called = set()
     for statement in statements:
         for function, argument_list in CALL.findall(statement):
-            if function not in CONTRACT:
+            if function not in CONTRACT | LOCK_HELPERS:
                 continue
             called.add(function)
-            contract = arguments(CONTRACT[function][0])
+            contract = arguments((CONTRACT | LOCK_HELPERS)[function][0])
             names = []
             for argument in argument_list.split(","):
                 match = re.fullmatch(r"\s*(\w+)\s*=>\s*\S.*", argument, re.DOTALL)
@@ -99,7 +99,7 @@ def test_the_driver_calls_each_function_in_named_notation() -> None:
             assert set(names) <= set(contract), f"{function}: unknown argument in {names}"
             required = {name for name, has_default in contract.items() if not has_default}
             assert required <= set(names), f"{function}: missing {required - set(names)}"
-    assert called == set(SECTION_1), "every section-1 function has a driver statement"
+    assert called == {*SECTION_1, *LOCK_HELPERS}, "every section-1 function has a statement"
 
 
 def test_the_driver_statements_run_against_the_contract(conn: Conn) -> None:

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
-from sqlkit import SECTION_1, Conn, connect, scalar
+from sqlkit import LOCK_HELPERS, SECTION_1, Conn, connect, scalar
 
 
 def connect_as(db_url: str, role: str) -> Conn:
@@ -54,7 +54,7 @@ def test_pgcoord_client_may_execute_the_api_but_not_the_internals(conn: Conn) ->
             " FROM pg_proc AS p WHERE p.pronamespace = 'pgcoord'::regnamespace"
         ).fetchall()
     )
-    for function in SECTION_1:
+    for function in (*SECTION_1, *LOCK_HELPERS):
         assert granted.get(function) is True, function
     assert granted["raise_bad_argument"] is False
     assert scalar(

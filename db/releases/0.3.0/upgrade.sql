@@ -38,6 +38,11 @@ BEGIN
 END;
 $$;
 
+-- db/src/upgrades/0.3.0.sql
+-- buffer_fail_try (internal) takes p_final since 0.3.0: the 0.2.0 signature goes, and
+-- the function is made again below with the callers that pass it
+DROP FUNCTION IF EXISTS pgcoord.buffer_fail_try(bigint, text, timestamptz);
+
 -- db/src/000_schema.sql
 -- The pgcoord schema, and the role that is granted its API.
 -- Nothing in the schema is granted to PUBLIC: a role calls pgcoord only once it is
@@ -464,7 +469,8 @@ BEGIN
     LOOP
         -- an orphan (its claim's lease ran out) costs a failed try; the 5th parks it
         IF v_row.claimed_by IS NULL OR NOT pgcoord.buffer_fail_try(
-            v_row.id, format('lease expired (claimed by %s)', v_row.claimed_by), v_now
+            v_row.id, format('lease expired (claimed by %s)', v_row.claimed_by), v_now,
+            p_final => FALSE
         ) THEN
             v_ids := v_ids || v_row.id;
         END IF;
@@ -762,7 +768,7 @@ BEGIN
         RETURN false;
     END IF;
 
-    PERFORM pgcoord.buffer_fail_try(v_buffer_id, p_error, v_now + p_retry_in);
+    PERFORM pgcoord.buffer_fail_try(v_buffer_id, p_error, v_now + p_retry_in, p_final => FALSE);
     RETURN true;
 END;
 $$;
@@ -774,14 +780,69 @@ COMMENT ON FUNCTION pgcoord.buffer_fail(text, bigint, text, interval) IS
 'Intervals with no months. Errors: 22004 NULL argument, 22023 an argument out of its '
 'range (an infinite interval included).';
 
+-- db/src/functions/buffer_fail_for_good.sql
+-- A failed try of a claim's batch that no retry can mend (the customer blocked the
+-- number, the reply window has closed): the batch is parked as dead at once with p_error
+-- kept, whatever tries are left, as on its 5th failed try (messages that arrived
+-- meanwhile form the conversation's fresh buffer; buffer_revive brings it back). A late
+-- one (lease run out, not yet reclaimed) succeeds too. False, changing nothing, when the
+-- claim is no longer current. Beyond the contract.
+CREATE OR REPLACE FUNCTION pgcoord.buffer_fail_for_good(
+    p_conversation_key text, p_claim_token bigint, p_error text
+)
+RETURNS boolean
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+-- the inbox through its indexes, whatever it held when the plan was made (020_inbox.sql)
+SET enable_seqscan = off
+AS $$
+DECLARE
+    v_buffer_id bigint;
+BEGIN
+    IF coalesce(octet_length(p_conversation_key), 0) NOT BETWEEN 1 AND 1024 THEN
+        PERFORM pgcoord.raise_bad_argument(
+            'p_conversation_key', p_conversation_key, 'a text of 1 to 1024 bytes'
+        );
+    END IF;
+    IF p_claim_token IS NULL THEN
+        PERFORM pgcoord.raise_bad_argument('p_claim_token', p_claim_token, 'a bigint');
+    END IF;
+    IF p_error IS NULL THEN
+        PERFORM pgcoord.raise_bad_argument('p_error', p_error, 'a text');
+    END IF;
+
+    SELECT b.id INTO v_buffer_id
+    FROM pgcoord.buffers AS b
+    WHERE
+        b.conversation_key = p_conversation_key AND NOT b.dead
+        AND b.claim_token = p_claim_token AND b.claimed_by IS NOT NULL
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+
+    PERFORM pgcoord.buffer_fail_try(v_buffer_id, p_error, clock_timestamp(), p_final => TRUE);
+    RETURN true;
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.buffer_fail_for_good(text, bigint, text) IS
+'A failed try of the batch of claim p_claim_token that no retry can mend: parked as dead '
+'at once with p_error kept; true, or false and nothing changed when the claim is no '
+'longer current. Beyond the contract. Ranges: p_conversation_key 1 to 1024 bytes. '
+'Errors: 22004 NULL argument, 22023 empty or over-long key.';
+
 -- db/src/functions/buffer_fail_try.sql
 -- Internal. Count a failed try of the batch held by buffer row p_buffer_id (the caller
 -- holds its row lock): give the batch back, claimable again at p_retry_at, or on its
--- 5th failed try park it as dead. A parked row keeps exactly the batch's messages; the
--- messages waiting behind it move to a fresh row of the conversation, due at their
--- own flush. Returns true when the batch was parked.
+-- 5th failed try (on this one, when p_final: no retry can mend it) park it as dead. A
+-- parked row keeps exactly the batch's messages; the messages waiting behind it move
+-- to a fresh row of the conversation, due at their own flush. Returns true when the
+-- batch was parked.
 CREATE OR REPLACE FUNCTION pgcoord.buffer_fail_try(
-    p_buffer_id bigint, p_error text, p_retry_at timestamptz
+    p_buffer_id bigint, p_error text, p_retry_at timestamptz, p_final boolean
 )
 RETURNS boolean
 LANGUAGE plpgsql
@@ -802,7 +863,7 @@ BEGIN
     WHERE b.id = p_buffer_id
     RETURNING b.* INTO v_row;
 
-    IF v_row.failures < 5 THEN
+    IF v_row.failures < 5 AND NOT p_final THEN
         RETURN false;
     END IF;
 
@@ -832,9 +893,10 @@ BEGIN
 END;
 $$;
 
-COMMENT ON FUNCTION pgcoord.buffer_fail_try(bigint, text, timestamptz) IS
+COMMENT ON FUNCTION pgcoord.buffer_fail_try(bigint, text, timestamptz, boolean) IS
 'Internal. Count a failed try of a buffer row''s batch (caller holds the row lock): give it '
-'back until p_retry_at, or park it as dead on the 5th; true when parked. Errors: none.';
+'back until p_retry_at, or park it as dead on the 5th (at once when p_final); true when '
+'parked. Errors: none.';
 
 -- db/src/functions/buffer_release.sql
 -- Give a claim back untouched, for a worker that stops before its handler finished: the
@@ -4235,6 +4297,7 @@ pgcoord.message_ingest(text, text, text, text, jsonb, interval, interval) TO pgc
 GRANT EXECUTE ON FUNCTION pgcoord.buffer_claim(text, integer, interval) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.buffer_complete(text, bigint) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.buffer_fail(text, bigint, text, interval) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.buffer_fail_for_good(text, bigint, text) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.buffer_extend(text, bigint, interval) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.buffer_release(text, bigint) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.buffer_revive(text) TO pgcoord_client;

@@ -70,7 +70,8 @@ BEGIN
     LOOP
         -- an orphan (its claim's lease ran out) costs a failed try; the 5th parks it
         IF v_row.claimed_by IS NULL OR NOT pgcoord.buffer_fail_try(
-            v_row.id, format('lease expired (claimed by %s)', v_row.claimed_by), v_now
+            v_row.id, format('lease expired (claimed by %s)', v_row.claimed_by), v_now,
+            p_final => FALSE
         ) THEN
             v_ids := v_ids || v_row.id;
         END IF;

@@ -62,7 +62,7 @@ BEGIN
         RETURN false;
     END IF;
 
-    PERFORM pgcoord.buffer_fail_try(v_buffer_id, p_error, v_now + p_retry_in);
+    PERFORM pgcoord.buffer_fail_try(v_buffer_id, p_error, v_now + p_retry_in, p_final => FALSE);
     RETURN true;
 END;
 $$;

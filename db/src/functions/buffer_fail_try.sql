@@ -1,10 +1,11 @@
 -- Internal. Count a failed try of the batch held by buffer row p_buffer_id (the caller
 -- holds its row lock): give the batch back, claimable again at p_retry_at, or on its
--- 5th failed try park it as dead. A parked row keeps exactly the batch's messages; the
--- messages waiting behind it move to a fresh row of the conversation, due at their
--- own flush. Returns true when the batch was parked.
+-- 5th failed try (on this one, when p_final: no retry can mend it) park it as dead. A
+-- parked row keeps exactly the batch's messages; the messages waiting behind it move
+-- to a fresh row of the conversation, due at their own flush. Returns true when the
+-- batch was parked.
 CREATE OR REPLACE FUNCTION pgcoord.buffer_fail_try(
-    p_buffer_id bigint, p_error text, p_retry_at timestamptz
+    p_buffer_id bigint, p_error text, p_retry_at timestamptz, p_final boolean
 )
 RETURNS boolean
 LANGUAGE plpgsql
@@ -25,7 +26,7 @@ BEGIN
     WHERE b.id = p_buffer_id
     RETURNING b.* INTO v_row;
 
-    IF v_row.failures < 5 THEN
+    IF v_row.failures < 5 AND NOT p_final THEN
         RETURN false;
     END IF;
 
@@ -55,6 +56,7 @@ BEGIN
 END;
 $$;
 
-COMMENT ON FUNCTION pgcoord.buffer_fail_try(bigint, text, timestamptz) IS
+COMMENT ON FUNCTION pgcoord.buffer_fail_try(bigint, text, timestamptz, boolean) IS
 'Internal. Count a failed try of a buffer row''s batch (caller holds the row lock): give it '
-'back until p_retry_at, or park it as dead on the 5th; true when parked. Errors: none.';
+'back until p_retry_at, or park it as dead on the 5th (at once when p_final); true when '
+'parked. Errors: none.';

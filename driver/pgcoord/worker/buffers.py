@@ -17,7 +17,8 @@ after `retry_in` (or `Retry.after`), and parked as dead by the database after th
 failed try (new messages of the conversation still flow). A `RateLimited` pauses the
 worker's shared rate key and gives the batch back untouched, no try spent (the pause
 holds every worker's next start); without a rate budget it counts as a `Retry`, a
-buffer having no snooze of its own.
+buffer having no snooze of its own. A `FailForGood` parks the batch as dead at once
+(`buffer_fail_for_good`), whatever tries are left.
 
 Side effects in the same database can commit exactly once with the completion:
 
@@ -114,6 +115,12 @@ class BufferWork(Work[Batch]):
 
     async def complete(self, conn: AsyncConn, done: Sequence[tuple[Batch, Any]]) -> list[bool]:
         return [await self.complete_one(conn, item) for item, _ in done]
+
+    async def fail_for_good(self, conn: AsyncConn, item: Batch, error: str) -> Failure | None:
+        failed = await inbox_async.buffer_fail_for_good(
+            conn, item.conversation_key, item.claim_token, error
+        )
+        return Failure(final=True) if failed else None
 
     async def done(self, conn: AsyncConn, item: Batch) -> bool:
         params = {"key": item.conversation_key, "first": item.first_message_at}

@@ -235,10 +235,10 @@ class Work(ABC, Generic[Item]):
         """Give the item back after a failed try (counted); None when the claim is no
         longer current. `retry_after`: the handler's own delay, if it asked for one."""
 
+    @abstractmethod
     async def fail_for_good(self, conn: AsyncConn, item: Item, error: str) -> Failure | None:
-        """A failed try that no retry can mend (the handler raised FailForGood): failed
-        for good at once, where the work can; else a failed try like any error."""
-        return await self.fail(conn, item, error, None)
+        """A failed try that no retry can mend (the handler raised FailForGood): the
+        item ended at once (failed, parked); None when the claim is no longer current."""
 
     async def snooze(self, conn: AsyncConn, item: Item, delay: timedelta) -> bool | Failure | None:
         """Give the item back for `delay` without spending a try, when the work can (the
