@@ -227,16 +227,3 @@ RATE_STATUS: LiteralString = (
     "SELECT key, tokens, per_second, burst, paused_until, updated_at"
     " FROM pgcoord.rate_status ORDER BY key"
 )
-
-# whether a worker's item is done, asked only when its claim was found gone after the
-# handler's complete_in (gone because that committed, or because another claim took the
-# item after it rolled back): a message sent; a batch no longer in buffer_status (held,
-# given back or parked, a batch keeps its first message's time there)
-CAMPAIGN_SENT: LiteralString = (
-    "SELECT EXISTS (SELECT FROM pgcoord.campaign_message_status"
-    " WHERE message_id = %(message_id)s AND status = 'sent')"
-)
-BUFFER_DONE: LiteralString = (
-    "SELECT NOT EXISTS (SELECT FROM pgcoord.buffer_status"
-    " WHERE conversation_key = %(key)s AND first_message_at = %(first)s)"
-)

@@ -24,7 +24,6 @@ from pgcoord import (
     RateLimited,
     Retry,
     campaigns_async,
-    complete_in,
     config,
     rates_async,
 )
@@ -412,44 +411,6 @@ def test_a_paused_budget_is_waited_out_not_asked_again_and_again(
         first = asked[0]
         during = [t - first for t in asked if t - first < 1.3]
         assert len(during) <= 3, during
-
-    run(test, db_url)
-
-
-def test_a_completion_rolled_back_then_taken_over_is_not_said_sent(
-    db_url: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    """complete_in, the handler's transaction rolled back, and the message claimed by
-    another worker meanwhile: the worker finds its claim gone, as after a commit, but
-    the message not sent. It neither counts it nor touches the other claim."""
-
-    async def test(queue: Queue) -> None:
-        run_id = await queue.run()
-        await queue.enqueue(run_id, 1)
-        taken: list[CampaignMessage] = []
-
-        async def send(message: CampaignMessage) -> None:
-            async with await psycopg.AsyncConnection.connect(db_url) as conn:
-                await complete_in(conn, message)  # in a transaction: not committed yet
-                await conn.rollback()
-            await queue.conn.execute(
-                "UPDATE pgcoord.campaign_queue SET due_at = clock_timestamp() - interval '1 s'"
-                " WHERE claimed_by IS NOT NULL"
-            )
-            taken.extend(await campaigns_async.campaign_claim(queue.conn, "other", 1))
-
-        w = worker(send, db_url, lease=timedelta(seconds=60))
-        with caplog.at_level(logging.INFO, logger="pgcoord.worker"):
-            async with running(w):
-
-                async def settled() -> bool:
-                    return "no longer current" in caplog.text
-
-                await wait_until(settled, "the worker to find the message another's")
-        assert len(taken) == 1 and taken[0].attempt == 2
-        assert (w.processed, w.failed) == (0, 0)
-        [state] = (await queue.states(run_id)).values()
-        assert (state.status, state.attempt) == ("processing", 2)
 
     run(test, db_url)
 

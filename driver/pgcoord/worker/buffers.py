@@ -55,7 +55,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from .. import arguments, inbox_async, query_async, sql
+from .. import arguments, inbox_async
 from ..config import BUFFER_LEASE, BUFFER_RETRY_IN, BUFFER_RETRY_IN_MAX
 from ..types import Batch, BatchWithPayloads
 from .runtime import AsyncConn, AsyncPool, Failure, RateBudget, Runtime, Work, takes
@@ -121,10 +121,6 @@ class BufferWork(Work[Batch]):
             conn, item.conversation_key, item.claim_token, error
         )
         return Failure(final=True) if failed else None
-
-    async def done(self, conn: AsyncConn, item: Batch) -> bool:
-        params = {"key": item.conversation_key, "first": item.first_message_at}
-        return bool(await query_async.value(conn, sql.BUFFER_DONE, params))
 
     async def complete_one(self, conn: AsyncConn, item: Batch) -> bool:
         return await inbox_async.buffer_complete(conn, item.conversation_key, item.claim_token)

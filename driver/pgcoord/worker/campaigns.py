@@ -47,7 +47,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from .. import arguments, campaigns_async, locks_async, query_async, sql
+from .. import arguments, campaigns_async, locks_async
 from ..config import CAMPAIGN_CLAIM_LIMIT, CAMPAIGN_DELAY_MAX, CAMPAIGN_LEASE
 from ..jsonb import Unencodable, jsonb, plain
 from ..types import CampaignMessage
@@ -153,10 +153,6 @@ class CampaignWork(Work[CampaignMessage]):
             ),
         )
         return [item.message_id in completed for item, _ in done], claimed
-
-    async def done(self, conn: AsyncConn, item: CampaignMessage) -> bool:
-        params = {"message_id": item.message_id}
-        return bool(await query_async.value(conn, sql.CAMPAIGN_SENT, params))
 
     async def complete_one(self, conn: AsyncConn, item: CampaignMessage) -> bool:
         return await campaigns_async.campaign_complete(conn, item.message_id, item.claim_token)

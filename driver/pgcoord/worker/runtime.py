@@ -223,12 +223,6 @@ class Work(ABC, Generic[Item]):
         """Complete one item on the caller's connection (for `complete_in`)."""
 
     @abstractmethod
-    async def done(self, conn: AsyncConn, item: Item) -> bool:
-        """Whether the item's work is done, its completion committed: asked only when
-        its claim was found gone after the handler's `complete_in` (gone because that
-        committed, or because another claim took the item after it rolled back)."""
-
-    @abstractmethod
     async def fail(
         self, conn: AsyncConn, item: Item, error: str, retry_after: timedelta | None
     ) -> Failure | None:
@@ -1137,21 +1131,14 @@ class Runtime(Generic[Item]):
     async def _committed(self, flight: Flight[Item]) -> bool:
         """Whether the handler's complete_in committed: then the claim is gone, and an
         extend finds nothing. When it rolled back (the handler's transaction failed) the
-        claim is still current: the extend keeps it for the give-back, unless another
-        claim took the item meanwhile (its lease ran out: no heartbeat after
-        complete_in), which the work's `done` tells apart. Unknown (a call failed): taken
-        as committed, and the lease decides."""
+        claim is still current: the extend keeps it for the give-back. Unknown (the call
+        failed): taken as committed, and the lease decides."""
         until = await self._call(
             "checking the completion of",
             flight,
             lambda conn: self.work.extend(conn, flight.item, self.lease),
         )
-        if until is not None:
-            return False
-        done = await self._call(
-            "checking the completion of", flight, lambda conn: self.work.done(conn, flight.item)
-        )
-        return done is not False
+        return until is None
 
     async def _give_back(self, flight: Flight[Item], error: BaseException | None) -> bool:
         """Fail the item's try, or fail it for good (FailForGood); False when the server
