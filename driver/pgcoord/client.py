@@ -123,6 +123,8 @@ class Client:
         self._pool = pool
         self._heartbeat_conninfo = heartbeat_conninfo
         self._leases: Pool | None = None
+        # the grants of this client's lock() blocks under way: (key, token)
+        self._held: set[tuple[str, int]] = set()
         self._leases_made = threading.Lock()
 
     @property
@@ -223,15 +225,22 @@ class Client:
         lease pool, and release it on exit: on a connection of the client's pool, or of
         the lease pool when it has a `heartbeat_conninfo` or while callers hold every
         connection of the client's pool. Raises LockNotAcquired, carrying the holder,
-        when the lock is not granted. `lease.lost` turns true as soon as the lease may
-        have run out (see `Lease`), whether or not a heartbeat got through."""
+        when the lock is not granted, or when a block of this client holds it under the
+        same owner (not re-entrant: the server would take the inner lock() for a renewal
+        of the outer grant, and the inner exit would free it). `lease.lost` turns true
+        as soon as the lease may have run out (see `Lease`), whether or not a heartbeat
+        got through."""
         interval = heartbeat_interval(ttl, heartbeat)
         leases = self._lease_pool()
         sent = time.monotonic()
         grant = self.lock_acquire(key, default_owner() if owner is None else owner, ttl, wait)
-        if not grant.acquired:
+        if not grant.acquired or (key, grant.token) in self._held:
+            # a lock() of a key a block of this client holds under the same owner: the
+            # server takes it for a renewal of the same grant, which the inner block's
+            # exit would free under the outer one; lock() is not re-entrant
             raise LockNotAcquired(key, grant)
         lease = Lease(key, grant, ttl, sent)
+        self._held.add((key, grant.token))
 
         def extend(key: str, owner: str, ttl: timedelta) -> datetime | None:
             with leases.connection() as conn:
@@ -247,3 +256,4 @@ class Client:
                 outcome = released(self._pool if shared else leases, lease)
             finally:
                 lease.ended(outcome)
+                self._held.discard((key, grant.token))

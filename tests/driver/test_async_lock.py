@@ -149,11 +149,23 @@ def test_a_lease_taken_over_is_marked_lost_and_exit_spares_the_new_holder(db_url
     run(test, db_url)
 
 
+def test_a_nested_lock_of_the_same_key_and_owner_is_refused(db_url: str) -> None:
+    async def test(client: AsyncClient, conn: psycopg.AsyncConnection[Any]) -> None:
+        async with client.lock("k", owner="svc") as outer:
+            with pytest.raises(LockNotAcquired) as refused:
+                async with client.lock("k", owner="svc"):
+                    pass
+            assert refused.value.holder.token == outer.token
+            assert await client.lock_is_current("k", outer.token) and not outer.lost
+        assert outer.released is True
+
+    run(test, db_url)
+
+
 def test_a_lease_never_renews_nor_frees_a_grant_made_since_under_its_owner(db_url: str) -> None:
     async def test(client: AsyncClient, conn: psycopg.AsyncConnection[Any]) -> None:
         async with client.lock("k", owner="svc", heartbeat=FAST) as outer:
-            async with client.lock("k", owner="svc") as inner:
-                assert inner.token == outer.token
+            assert await locks_async.lock_release(conn, "k", "svc")
             again = await locks_async.lock_acquire(conn, "k", "svc")
             assert again.acquired and again.token > outer.token
 

@@ -141,16 +141,27 @@ def test_a_lease_taken_over_is_marked_lost_and_exit_spares_the_new_holder(
     assert client.lock_is_current("k", thief.token)
 
 
+def test_a_nested_lock_of_the_same_key_and_owner_is_refused(client: Client) -> None:
+    """The server would take it for a renewal of the outer grant (the same token), and
+    the inner exit would free the key under the outer block."""
+    with client.lock("k", owner="svc") as outer:
+        with pytest.raises(LockNotAcquired) as refused, client.lock("k", owner="svc"):
+            pass
+        assert refused.value.holder.token == outer.token
+        assert client.lock_is_current("k", outer.token) and not outer.lost
+    assert outer.released is True
+    with client.lock("k", owner="svc") as again:  # once the block is over, as before
+        assert again.token > outer.token
+
+
 def test_a_lease_never_renews_nor_frees_a_grant_made_since_under_its_owner(
     client: Client, conn: psycopg.Connection[Any]
 ) -> None:
-    """A nested lock() of the same key and owner is a renewal of the same grant, and its
-    exit frees the key; the same owner name granted the key again (another process so
-    configured) is a new grant. The outer lease is lost from then on: its heartbeat does
-    not keep the new grant alive as its own, and its exit leaves it held."""
+    """Another process given the same owner name frees the key and is granted it anew:
+    the lease is lost from then on, its heartbeat does not keep the new grant alive as
+    its own, and its exit leaves it held."""
     with client.lock("k", owner="svc", heartbeat=FAST) as outer:
-        with client.lock("k", owner="svc") as inner:
-            assert inner.token == outer.token
+        assert locks.lock_release(conn, "k", "svc")
         again = locks.lock_acquire(conn, "k", "svc")
         assert again.acquired and again.token > outer.token
         wait_until(lambda: outer.lost, "the heartbeat to see the grant is not its own")
