@@ -78,7 +78,7 @@ class BufferWork(Work[Batch]):
     # message_ingest notifies only for windows due within a second: a worker must look
     # at least that often to find the others in time
     max_idle_poll = timedelta(seconds=1)
-    final_line = "parked {item} as dead after {attempt} failed tries: {reason}"
+    final_line = "parked {item} as dead at attempt {attempt}: {reason}"
 
     def __init__(self, retry_in: timedelta = BUFFER_RETRY_IN, payloads: bool = False) -> None:
         self.retry_in = retry_in

@@ -73,7 +73,7 @@ class CampaignWork(Work[CampaignMessage]):
     # (campaign_wake's 5 seconds): the woken worker then sleeps until it is due
     # (campaign_due_in); a sleep of this length finds in time whatever falls due later
     max_idle_poll = timedelta(seconds=5)
-    final_line = "failed {item} for good after {attempt} tries: {reason}"
+    final_line = "failed {item} for good at attempt {attempt}: {reason}"
     completes_in_batches = True
     shares_leases = True  # a claim's messages share its token's lease
 

@@ -138,7 +138,7 @@ class Work(ABC, Generic[Item]):
     retry_line: ClassVar[str] = (
         "gave back {item} (attempt {attempt}, retry in {seconds} s): {reason}"
     )
-    final_line: ClassVar[str] = "gave up {item} after {attempt} failed tries: {reason}"
+    final_line: ClassVar[str] = "gave up {item} at attempt {attempt}: {reason}"
 
     @abstractmethod
     def describe(self, item: Item) -> str:
