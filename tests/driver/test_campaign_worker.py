@@ -24,6 +24,7 @@ from pgcoord import (
     RateLimited,
     Retry,
     campaigns_async,
+    complete_in,
     config,
     rates_async,
 )
@@ -411,6 +412,35 @@ def test_a_paused_budget_is_waited_out_not_asked_again_and_again(
         first = asked[0]
         during = [t - first for t in asked if t - first < 1.3]
         assert len(during) <= 3, during
+
+    run(test, db_url)
+
+
+def test_complete_in_sends_the_message_with_the_handlers_writes(db_url: str) -> None:
+    """A campaign handler's complete_in commits with its own writes; the worker then
+    neither completes the message again nor takes the claim it finds gone for lost."""
+
+    async def test(queue: Queue) -> None:
+        await queue.conn.execute("CREATE TABLE sent (message_id bigint)")
+        run_id = await queue.run()
+        await queue.enqueue(run_id, 3)
+
+        async def send(message: CampaignMessage) -> None:
+            async with (
+                await psycopg.AsyncConnection.connect(db_url) as conn,
+                conn.transaction(),
+            ):
+                await conn.execute("INSERT INTO sent VALUES (%s)", [message.message_id])
+                await complete_in(conn, message)
+
+        w = worker(send, db_url)
+        async with running(w):
+            await wait_until(lambda: queue.done(run_id, sent=3), "every message sent")
+        rows = await (await queue.conn.execute("SELECT count(*) FROM sent")).fetchone()
+        assert rows == (3,)
+        assert (w.processed, w.failed) == (3, 0)
+        states = (await queue.states(run_id)).values()
+        assert [(s.status, s.attempt) for s in states] == [("sent", 1)] * 3
 
     run(test, db_url)
 
