@@ -30,6 +30,7 @@ def test_public_may_not_execute_the_inbox_functions(conn: Conn) -> None:
     for function in (*SECTION_2, *HELPERS):
         assert privileges[function] == (False, True), function
     assert privileges["buffer_fail_try"] == (False, False), "internal"
+    assert privileges["buffer_fail_claim"] == (False, False), "internal"
     for relation in ("pgcoord.messages", "pgcoord.buffers", "pgcoord.buffer_status"):
         assert not scalar(
             conn, "SELECT has_table_privilege('public', %s, 'SELECT, INSERT, UPDATE')", relation

@@ -718,7 +718,6 @@ SET enable_seqscan = off
 AS $$
 DECLARE
     v_now constant timestamptz := clock_timestamp();
-    v_buffer_id bigint;
 BEGIN
     -- one lean test on the hot path; the checks naming the bad argument run only when
     -- it fails (each IF's expression is set up again in every transaction)
@@ -753,6 +752,41 @@ BEGIN
         END IF;
     END IF;
 
+    RETURN pgcoord.buffer_fail_claim(
+        p_conversation_key, p_claim_token, p_error, v_now + p_retry_in, p_final => FALSE
+    );
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.buffer_fail(text, bigint, text, interval) IS
+'Give the batch of claim p_claim_token back, claimable again after p_retry_in; after '
+'its 5th failed try it is parked as dead. False, changing nothing, when the claim is no '
+'longer current. Ranges: p_conversation_key 1 to 1024 bytes; p_retry_in 0 to 30 days. '
+'Intervals with no months. Errors: 22004 NULL argument, 22023 an argument out of its '
+'range (an infinite interval included).';
+
+-- db/src/functions/buffer_fail_claim.sql
+-- Internal. A failed try of the batch of claim p_claim_token of p_conversation_key
+-- (buffer_fail_try: back at p_retry_at, or parked on its 5th try, or at once when
+-- p_final); false, changing nothing, when the claim is no longer current. A late one
+-- (lease run out, not yet reclaimed) still holds the claim.
+CREATE OR REPLACE FUNCTION pgcoord.buffer_fail_claim(
+    p_conversation_key text,
+    p_claim_token bigint,
+    p_error text,
+    p_retry_at timestamptz,
+    p_final boolean
+)
+RETURNS boolean
+LANGUAGE plpgsql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+-- the inbox through its indexes, whatever it held when the plan was made (020_inbox.sql)
+SET enable_seqscan = off
+AS $$
+DECLARE
+    v_buffer_id bigint;
+BEGIN
     SELECT b.id INTO v_buffer_id
     FROM pgcoord.buffers AS b
     WHERE
@@ -763,17 +797,15 @@ BEGIN
         RETURN false;
     END IF;
 
-    PERFORM pgcoord.buffer_fail_try(v_buffer_id, p_error, v_now + p_retry_in, p_final => FALSE);
+    PERFORM pgcoord.buffer_fail_try(v_buffer_id, p_error, p_retry_at, p_final);
     RETURN true;
 END;
 $$;
 
-COMMENT ON FUNCTION pgcoord.buffer_fail(text, bigint, text, interval) IS
-'Give the batch of claim p_claim_token back, claimable again after p_retry_in; after '
-'its 5th failed try it is parked as dead. False, changing nothing, when the claim is no '
-'longer current. Ranges: p_conversation_key 1 to 1024 bytes; p_retry_in 0 to 30 days. '
-'Intervals with no months. Errors: 22004 NULL argument, 22023 an argument out of its '
-'range (an infinite interval included).';
+COMMENT ON FUNCTION pgcoord.buffer_fail_claim(text, bigint, text, timestamptz, boolean) IS
+'Internal. A failed try of the batch of claim p_claim_token (back at p_retry_at, parked '
+'on its 5th, or at once when p_final); false, changing nothing, when the claim is not '
+'current. Errors: none.';
 
 -- db/src/functions/buffer_fail_for_good.sql
 -- A failed try of a claim's batch that no retry can mend (the customer blocked the
@@ -793,8 +825,6 @@ SET search_path = pg_catalog, pg_temp
 -- the inbox through its indexes, whatever it held when the plan was made (020_inbox.sql)
 SET enable_seqscan = off
 AS $$
-DECLARE
-    v_buffer_id bigint;
 BEGIN
     IF coalesce(octet_length(p_conversation_key), 0) NOT BETWEEN 1 AND 1024 THEN
         PERFORM pgcoord.raise_bad_argument(
@@ -808,18 +838,9 @@ BEGIN
         PERFORM pgcoord.raise_bad_argument('p_error', p_error, 'a text');
     END IF;
 
-    SELECT b.id INTO v_buffer_id
-    FROM pgcoord.buffers AS b
-    WHERE
-        b.conversation_key = p_conversation_key AND NOT b.dead
-        AND b.claim_token = p_claim_token AND b.claimed_by IS NOT NULL
-    FOR UPDATE;
-    IF NOT FOUND THEN
-        RETURN false;
-    END IF;
-
-    PERFORM pgcoord.buffer_fail_try(v_buffer_id, p_error, clock_timestamp(), p_final => TRUE);
-    RETURN true;
+    RETURN pgcoord.buffer_fail_claim(
+        p_conversation_key, p_claim_token, p_error, clock_timestamp(), p_final => TRUE
+    );
 END;
 $$;
 

@@ -17,7 +17,6 @@ SET enable_seqscan = off
 AS $$
 DECLARE
     v_now constant timestamptz := clock_timestamp();
-    v_buffer_id bigint;
 BEGIN
     -- one lean test on the hot path; the checks naming the bad argument run only when
     -- it fails (each IF's expression is set up again in every transaction)
@@ -52,18 +51,9 @@ BEGIN
         END IF;
     END IF;
 
-    SELECT b.id INTO v_buffer_id
-    FROM pgcoord.buffers AS b
-    WHERE
-        b.conversation_key = p_conversation_key AND NOT b.dead
-        AND b.claim_token = p_claim_token AND b.claimed_by IS NOT NULL
-    FOR UPDATE;
-    IF NOT FOUND THEN
-        RETURN false;
-    END IF;
-
-    PERFORM pgcoord.buffer_fail_try(v_buffer_id, p_error, v_now + p_retry_in, p_final => FALSE);
-    RETURN true;
+    RETURN pgcoord.buffer_fail_claim(
+        p_conversation_key, p_claim_token, p_error, v_now + p_retry_in, p_final => FALSE
+    );
 END;
 $$;
 

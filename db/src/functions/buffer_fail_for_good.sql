@@ -15,8 +15,6 @@ SET search_path = pg_catalog, pg_temp
 -- the inbox through its indexes, whatever it held when the plan was made (020_inbox.sql)
 SET enable_seqscan = off
 AS $$
-DECLARE
-    v_buffer_id bigint;
 BEGIN
     IF coalesce(octet_length(p_conversation_key), 0) NOT BETWEEN 1 AND 1024 THEN
         PERFORM pgcoord.raise_bad_argument(
@@ -30,18 +28,9 @@ BEGIN
         PERFORM pgcoord.raise_bad_argument('p_error', p_error, 'a text');
     END IF;
 
-    SELECT b.id INTO v_buffer_id
-    FROM pgcoord.buffers AS b
-    WHERE
-        b.conversation_key = p_conversation_key AND NOT b.dead
-        AND b.claim_token = p_claim_token AND b.claimed_by IS NOT NULL
-    FOR UPDATE;
-    IF NOT FOUND THEN
-        RETURN false;
-    END IF;
-
-    PERFORM pgcoord.buffer_fail_try(v_buffer_id, p_error, clock_timestamp(), p_final => TRUE);
-    RETURN true;
+    RETURN pgcoord.buffer_fail_claim(
+        p_conversation_key, p_claim_token, p_error, clock_timestamp(), p_final => TRUE
+    );
 END;
 $$;
 
