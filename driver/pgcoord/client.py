@@ -242,9 +242,9 @@ class Client:
         lease = Lease(key, grant, ttl, sent)
         self._held.add((key, grant.token))
 
-        def extend(key: str, owner: str, ttl: timedelta) -> datetime | None:
+        def extend(lease: Lease, ttl: timedelta) -> datetime | None:
             with leases.connection() as conn:
-                return locks._lease_extend(conn, key, lease.token, ttl)
+                return locks._lease_extend(conn, lease.key, lease.token, ttl)
 
         try:
             with heartbeat_thread(extend, lease, ttl, interval):

@@ -240,9 +240,9 @@ class AsyncClient:
         lease = Lease(key, grant, ttl, sent)
         self._held.add((key, grant.token))
 
-        async def extend(key: str, owner: str, ttl: timedelta) -> datetime | None:
+        async def extend(lease: Lease, ttl: timedelta) -> datetime | None:
             async with leases.connection() as conn:
-                return await locks_async._lease_extend(conn, key, lease.token, ttl)
+                return await locks_async._lease_extend(conn, lease.key, lease.token, ttl)
 
         try:
             async with heartbeat_task(extend, lease, ttl, interval):

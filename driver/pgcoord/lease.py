@@ -10,7 +10,7 @@ owner, even when no heartbeat gets through (a stalled network, an exhausted pool
 Once the safe time has passed without a renewal answered in time, the lease stays lost:
 another owner may have held the key meanwhile, so a late renewal restores nothing.
 
-The heartbeat reports each `lock_extend` to the lease; the block reads `lost`,
+The heartbeat reports each renewal (`lock_extend_token`) to the lease; the block reads `lost`,
 `remaining`, `expires_at`, or calls `check()`.
 """
 
@@ -160,13 +160,14 @@ def heartbeat_interval(ttl: timedelta, heartbeat: timedelta | None) -> float:
 
 @contextmanager
 def heartbeat_thread(
-    extend: Callable[[str, str, timedelta], datetime | None],
+    extend: Callable[[Lease, timedelta], datetime | None],
     lease: Lease,
     ttl: timedelta,
     interval: float,
 ) -> Iterator[None]:
-    """While the block runs, a thread calls `extend(key, owner, ttl)` every `interval`
-    seconds and reports it to `lease`, until the lease is lost."""
+    """While the block runs, a thread calls `extend(lease, ttl)` (a renewal of the
+    lease's own grant) every `interval` seconds and reports it to `lease`, until the
+    lease is lost."""
     stop = threading.Event()
 
     def beat() -> None:
@@ -175,7 +176,7 @@ def heartbeat_thread(
             sent = time.monotonic()
             outcome: datetime | Exception | None
             try:
-                outcome = extend(lease.key, lease.owner, ttl)
+                outcome = extend(lease, ttl)
             except Exception as exc:
                 outcome = exc
             if stop.is_set():
@@ -195,7 +196,7 @@ def heartbeat_thread(
 
 @asynccontextmanager
 async def heartbeat_task(
-    extend: Callable[[str, str, timedelta], Awaitable[datetime | None]],
+    extend: Callable[[Lease, timedelta], Awaitable[datetime | None]],
     lease: Lease,
     ttl: timedelta,
     interval: float,
@@ -209,7 +210,7 @@ async def heartbeat_task(
             sent = time.monotonic()
             outcome: datetime | Exception | None
             try:
-                outcome = await extend(lease.key, lease.owner, ttl)
+                outcome = await extend(lease, ttl)
             except Exception as exc:
                 outcome = exc
             pause = _next_beat(lease, outcome, sent, interval)
