@@ -121,8 +121,8 @@ class AsyncClient:
         self._pool = pool
         self._heartbeat_conninfo = heartbeat_conninfo
         self._leases: AsyncPool | None = None
-        # the grants of this client's lock() blocks under way: (key, token)
-        self._held: set[tuple[str, int]] = set()
+        # the leases of this client's lock() blocks under way, by (key, owner)
+        self._held: dict[tuple[str, str], Lease] = {}
         self._leases_made = threading.Lock()
 
     @property
@@ -229,16 +229,23 @@ class AsyncClient:
         as soon as the lease may have run out (see `Lease`), whether or not a heartbeat
         got through."""
         interval = heartbeat_interval(ttl, heartbeat)
+        owner = default_owner() if owner is None else owner
+        try:
+            outer = self._held.get((key, owner))
+        except TypeError:  # unhashable: not a text, which the server's answer names
+            outer = None
+        if outer is not None:
+            # a block of this client holds the key under the same owner: the server
+            # would take this lock() for a renewal of that grant (and could shorten it),
+            # and this block's exit would free it; lock() is not re-entrant
+            raise LockNotAcquired(key, outer.grant(), nested=True)
         leases = await self._lease_pool()
         sent = time.monotonic()
-        grant = await self.lock_acquire(key, default_owner() if owner is None else owner, ttl, wait)
-        if not grant.acquired or (key, grant.token) in self._held:
-            # a lock() of a key a block of this client holds under the same owner: the
-            # server takes it for a renewal of the same grant, which the inner block's
-            # exit would free under the outer one; lock() is not re-entrant
+        grant = await self.lock_acquire(key, owner, ttl, wait)
+        if not grant.acquired:
             raise LockNotAcquired(key, grant)
         lease = Lease(key, grant, ttl, sent)
-        self._held.add((key, grant.token))
+        self._held[key, owner] = lease
 
         async def extend(lease: Lease, ttl: timedelta) -> datetime | None:
             async with leases.connection() as conn:
@@ -254,4 +261,4 @@ class AsyncClient:
                 outcome = await released(self._pool if shared else leases, lease)
             finally:
                 lease.ended(outcome)
-                self._held.discard((key, grant.token))
+                del self._held[key, owner]

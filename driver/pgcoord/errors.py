@@ -112,11 +112,16 @@ class PermissionDenied(ServerError):
 class LockNotAcquired(PgcoordError):
     """The lock is held by someone else; `holder` describes the live lease."""
 
-    def __init__(self, key: str, holder: Lock) -> None:
-        super().__init__(
-            f"lock {key!r} is held by {holder.owner!r} "
-            f"(token {holder.token}) until {holder.expires_at.isoformat()}"
-        )
+    def __init__(self, key: str, holder: Lock, *, nested: bool = False) -> None:
+        held = f"(token {holder.token}) until {holder.expires_at.isoformat()}"
+        if nested:
+            message = (
+                f"lock {key!r} is already held by a lock() block of this client under "
+                f"{holder.owner!r} {held}: lock() is not re-entrant"
+            )
+        else:
+            message = f"lock {key!r} is held by {holder.owner!r} {held}"
+        super().__init__(message)
         self.key = key
         self.holder = holder
 

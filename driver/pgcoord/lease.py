@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import socket
 import threading
@@ -98,6 +99,10 @@ class Lease:
             return timedelta(0)
         return timedelta(seconds=max(0.0, self._safe_until - time.monotonic()))
 
+    def grant(self) -> Lock:
+        """The grant as `lock_acquire` answered it, with the expiry of the last renewal."""
+        return Lock(True, self.owner, self.token, self._expires_at, self.took_over)
+
     def check(self) -> None:
         """Raise LeaseLost when the lease is lost (see `lost`), or its block has ended."""
         if self.lost:
@@ -122,8 +127,10 @@ class Lease:
         not this lease's; None that the release failed, so whether it freed the key is
         not known. Either way the lease is held no more."""
         self.released = released
-        if not released:
+        if not released or self.lost:
             self._lost = True
+        else:
+            self._safe_until = math.inf  # `lost` stays what it was at the exit
 
     def __repr__(self) -> str:
         if self.lost:
@@ -147,14 +154,22 @@ def default_owner() -> str:
 
 
 def heartbeat_interval(ttl: timedelta, heartbeat: timedelta | None) -> float:
-    """Seconds between two `lock_extend` calls: `heartbeat`, by default a third of `ttl`
-    (`ttl` itself is the server's to check, when the lock is acquired)."""
+    """Seconds between two `lock_extend` calls: `heartbeat`, by default a third of `ttl`,
+    at most the part of `ttl` a lease is safely held (`safe_seconds`; `ttl` itself is the
+    server's to check, when the lock is acquired)."""
     arguments.check("lock: ttl", ttl, timedelta)
     arguments.check("lock: heartbeat", heartbeat, timedelta | None)
     if heartbeat is None:
         return ttl.total_seconds() / 3
     if heartbeat <= timedelta(0):
         raise ValueError(f"heartbeat must be a positive interval, got {heartbeat}")
+    safe = safe_seconds(ttl)
+    if ttl > timedelta(0) and heartbeat.total_seconds() >= safe:
+        # the lease would be lost before its first renewal, and stay lost
+        raise ValueError(
+            f"heartbeat must be shorter than {safe:g} s, the part of ttl {ttl} that a lease "
+            f"is safely held without a renewal, got {heartbeat}"
+        )
     return heartbeat.total_seconds()
 
 

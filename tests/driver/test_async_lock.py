@@ -151,12 +151,14 @@ def test_a_lease_taken_over_is_marked_lost_and_exit_spares_the_new_holder(db_url
 
 def test_a_nested_lock_of_the_same_key_and_owner_is_refused(db_url: str) -> None:
     async def test(client: AsyncClient, conn: psycopg.AsyncConnection[Any]) -> None:
-        async with client.lock("k", owner="svc") as outer:
-            with pytest.raises(LockNotAcquired) as refused:
-                async with client.lock("k", owner="svc"):
+        async with client.lock("k", owner="svc", ttl=timedelta(minutes=1)) as outer:
+            with pytest.raises(LockNotAcquired, match="not re-entrant") as refused:
+                async with client.lock("k", owner="svc", ttl=timedelta(seconds=1)):
                     pass
             assert refused.value.holder.token == outer.token
             assert await client.lock_is_current("k", outer.token) and not outer.lost
+            [status] = await client.lock_status()  # the inner ttl never reached the server
+            assert status.expires_at == outer.expires_at
         assert outer.released is True
 
     run(test, db_url)

@@ -144,11 +144,16 @@ def test_a_lease_taken_over_is_marked_lost_and_exit_spares_the_new_holder(
 def test_a_nested_lock_of_the_same_key_and_owner_is_refused(client: Client) -> None:
     """The server would take it for a renewal of the outer grant (the same token), and
     the inner exit would free the key under the outer block."""
-    with client.lock("k", owner="svc") as outer:
-        with pytest.raises(LockNotAcquired) as refused, client.lock("k", owner="svc"):
+    with client.lock("k", owner="svc", ttl=timedelta(minutes=1)) as outer:
+        with (
+            pytest.raises(LockNotAcquired, match="not re-entrant") as refused,
+            client.lock("k", owner="svc", ttl=timedelta(seconds=1)),
+        ):
             pass
         assert refused.value.holder.token == outer.token
         assert client.lock_is_current("k", outer.token) and not outer.lost
+        [status] = client.lock_status()  # the inner ttl never reached the server
+        assert status.expires_at == outer.expires_at
     assert outer.released is True
     with client.lock("k", owner="svc") as again:  # once the block is over, as before
         assert again.token > outer.token

@@ -27,6 +27,7 @@ import psycopg
 import pytest
 
 from pgcoord import AsyncClient, Client, Lease, LeaseLost, LockNotAcquired
+from pgcoord.lease import heartbeat_interval
 from pgcoord.types import Lock
 
 TTL = timedelta(seconds=3)  # heartbeat every second; the safe time is 2.7 s
@@ -335,3 +336,33 @@ def test_a_lost_renewal_is_lost_at_once() -> None:
     lease = Lease("k", grant(), timedelta(minutes=1), time.monotonic())
     assert not lease.extended(None, time.monotonic())
     assert lease.lost and lease.remaining == timedelta(0)
+
+
+def test_a_lease_released_in_time_stays_not_lost_once_its_ttl_has_passed() -> None:
+    """`lost` says whether the lease was lost during its block: a clean exit fixes it."""
+    sent = time.monotonic()
+    lease = Lease("k", grant(), timedelta(seconds=1), sent)
+    lease.ended(True)
+    later = sent + 60  # long past the ttl, without waiting for it
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("pgcoord.lease.time.monotonic", lambda: later)
+        assert not lease.lost and lease.remaining == timedelta(0)
+        assert "released" in repr(lease)
+        with pytest.raises(LeaseLost, match="released by its block"):
+            lease.check()
+
+
+def test_a_lease_lost_before_a_clean_exit_stays_lost() -> None:
+    sent = time.monotonic() - 0.95  # ttl 1 s: the safe time (0.9 s) has passed
+    lease = Lease("k", grant(), timedelta(seconds=1), sent)
+    lease.ended(True)  # the key was still free: the exit released it
+    assert lease.lost and lease.released is True
+
+
+@pytest.mark.parametrize("heartbeat", [timedelta(seconds=9), timedelta(seconds=30)])
+def test_a_heartbeat_as_long_as_the_safe_time_is_refused(heartbeat: timedelta) -> None:
+    """The lease would be lost before its first renewal (ttl 10 s: safe for 9 s)."""
+    with pytest.raises(ValueError, match="heartbeat must be shorter than 9 s"):
+        heartbeat_interval(timedelta(seconds=10), heartbeat)
+    assert heartbeat_interval(timedelta(seconds=10), timedelta(seconds=8.9)) == 8.9
+    assert heartbeat_interval(timedelta(seconds=10), None) == pytest.approx(10 / 3)
