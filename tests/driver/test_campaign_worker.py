@@ -19,6 +19,7 @@ from queuekit import Queue, run, worker
 from workerkit import running, wait_until
 
 from pgcoord import (
+    ClaimLost,
     FailForGood,
     InvalidArgument,
     RateLimited,
@@ -254,6 +255,65 @@ def test_a_message_failing_every_try_is_failed_for_good_with_its_error(db_url: s
     run(test, db_url)
 
 
+def test_a_handler_error_postgresql_text_cannot_hold_is_kept_escaped(db_url: str) -> None:
+    """A NUL character or a lone surrogate in the handler's error is escaped, and the try
+    is counted as any other: not left to the lease by a give-back that cannot be sent."""
+
+    async def test(queue: Queue) -> None:
+        run_id = await queue.run(max_retries=0)
+        await queue.enqueue(run_id, 1)
+
+        async def send(message: CampaignMessage) -> None:
+            raise ValueError("bad \x00 byte in \udcff")
+
+        w = worker(send, db_url)
+        async with running(w):
+            await wait_until(lambda: queue.done(run_id, sent=0, failed=1), "the message failed")
+        [state] = (await queue.states(run_id)).values()
+        assert state.last_error == "ValueError: bad \\x00 byte in \\udcff"
+        assert (w.processed, w.failed) == (0, 1)
+
+    run(test, db_url)
+
+
+def test_a_housekeeping_period_the_server_refuses_stops_the_worker_with_the_error(
+    db_url: str,
+) -> None:
+    """skip_stale_every is the ttl of the fleet's housekeeping lock: beyond its maximum
+    the server refuses it, and retrying cannot mend it."""
+
+    async def test(queue: Queue) -> None:
+        run_id = await queue.run()
+        await queue.enqueue(run_id, 2)
+
+        async def send(message: CampaignMessage) -> None:
+            pass
+
+        w = worker(send, db_url, skip_stale_every=timedelta(days=400))
+        with pytest.raises(InvalidArgument, match="p_ttl"):
+            await asyncio.wait_for(w.run(), 15)
+        p = await queue.progress(run_id)
+        assert p.processing == 0, "nothing left claimed"
+
+    run(test, db_url)
+
+
+def test_complete_in_outside_a_worker_completes_a_campaign_message(db_url: str) -> None:
+    async def test(queue: Queue) -> None:
+        run_id = await queue.run()
+        await queue.enqueue(run_id, 1)
+        [message] = await campaigns_async.campaign_claim(queue.conn, "me")
+        async with queue.conn.transaction():
+            await complete_in(queue.conn, message)
+        assert await queue.done(run_id, sent=1)
+        with pytest.raises(ClaimLost):  # done: its claim is no longer current
+            await complete_in(queue.conn, message)
+        with pytest.raises(TypeError, match="item must be a Batch or a CampaignMessage"):
+            await complete_in(queue.conn, message.message_id)
+
+    run(test, db_url)
+
+
 def test_fail_for_good_fails_a_message_at_once_whatever_retries_are_left(db_url: str) -> None:
     async def test(queue: Queue) -> None:
         run_id = await queue.run(max_retries=3)
@@ -342,10 +402,12 @@ def test_the_fleet_never_starts_more_handlers_than_the_shared_budget(db_url: str
         async with running(*fleet):
             await wait_until(lambda: queue.done(run_id, sent=40), "every message sent", 30)
         starts.sort()
-        # in any window, at most burst + rate x its length (plus the clock reads' slack)
+        # in any window, at most burst + rate x its length, plus the slack of reading
+        # the clock as a handler starts: a start can come a loop turn after its grant,
+        # later than the next one's on a busy machine (a doubled budget still shows)
         for i, first in enumerate(starts):
             for j in range(i, len(starts)):
-                window = starts[j] - first + 0.02
+                window = starts[j] - first + 0.05
                 assert j - i + 1 <= 4 + 20 * window, (i, j, starts)
         # and the budget was used: 40 starts took about (40 - 4) / 20 s, not much more
         assert starts[-1] - starts[0] < 6

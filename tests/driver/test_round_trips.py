@@ -16,7 +16,8 @@ from psycopg import pq
 from pgcoord import AsyncClient, Client
 
 REPEATS = 7
-NO_BEAT = timedelta(hours=1)
+NO_BEAT = timedelta(hours=1)  # within the test, with a ttl of a day (NO_BEAT_TTL)
+NO_BEAT_TTL = timedelta(days=1)
 
 
 @contextmanager
@@ -67,7 +68,7 @@ def test_each_client_call_is_one_round_trip(db_url: str) -> None:
                 assert_one_round_trip(messages, name)
 
         for _ in range(REPEATS):
-            lock = client.lock("k", heartbeat=NO_BEAT)
+            lock = client.lock("k", ttl=NO_BEAT_TTL, heartbeat=NO_BEAT)
             with traced(pgconn) as messages:
                 lease = lock.__enter__()
             assert_one_round_trip(messages, "lock: enter")
@@ -90,7 +91,7 @@ def test_each_async_client_call_is_one_round_trip(db_url: str) -> None:
                     assert_one_round_trip(messages, name)
 
             for _ in range(REPEATS):
-                lock = client.lock("k", heartbeat=NO_BEAT)
+                lock = client.lock("k", ttl=NO_BEAT_TTL, heartbeat=NO_BEAT)
                 with traced(pgconn) as messages:
                     lease = await lock.__aenter__()
                 assert_one_round_trip(messages, "lock: enter")

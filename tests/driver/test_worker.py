@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from workerkit import HOUR, Inbox, run, running, settled, wait_until, worker
 
-from pgcoord import inbox_async
+from pgcoord import InvalidArgument, inbox_async
 from pgcoord.types import Batch
 from pgcoord.worker import (
     BufferWorker,
@@ -182,6 +182,24 @@ def test_fail_for_good_parks_the_burst_at_once(db_url: str) -> None:
         row = await inbox.row("f", dead=True)
         assert (row.attempt, row.last_error) == (1, "the customer blocked the bot")
         assert tries == [1] and (w.processed, w.failed) == (0, 1)
+
+    run(test, db_url)
+
+
+def test_a_retry_delay_the_server_refuses_stops_the_worker_with_the_error(db_url: str) -> None:
+    """retry_in beyond buffer_fail's maximum (30 days) is refused at the first failure,
+    and retrying cannot mend it: the worker stops and run() raises the server's error
+    naming the argument, where it used to leave each failed batch to its lease."""
+
+    async def test(inbox: Inbox) -> None:
+        await inbox.ingest("x", "hello")
+
+        async def handler(burst: Batch) -> None:
+            raise ValueError("the provider is down")
+
+        w = worker(handler, db_url, retry_in=timedelta(days=31))
+        with pytest.raises(InvalidArgument, match="p_retry_in"):
+            await asyncio.wait_for(w.run(), 15)
 
     run(test, db_url)
 

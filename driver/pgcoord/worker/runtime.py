@@ -33,9 +33,9 @@ snooze or give back one of them. The runtime owns everything else, once:
   (Ctrl-C again) ends the grace at once;
 - outages: a failing claim is retried with a doubling pause; a failing settle is logged
   and left to the lease (the item is delivered again). A bad argument is no outage: when
-  the server refuses the worker's own settings (a rate budget out of range, a lease
-  over its maximum), the worker stops, gives its items back and `run()` raises the
-  server's `InvalidArgument`.
+  the server refuses the worker's own settings (a rate budget out of range; a lease,
+  retry delay or housekeeping period over its maximum), the worker stops, gives its
+  items back and `run()` raises the server's `InvalidArgument`.
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ from ..errors import (
     fault_line,
 )
 from ..lease import default_owner, safe_seconds
+from ..types import Batch, CampaignMessage
 
 # one logger for every kind of worker: operators filter on it
 log = logging.getLogger("pgcoord.worker")
@@ -335,15 +336,26 @@ async def complete_in(conn: AsyncConn, item: Any) -> None:
     should roll back) when the claim is no longer current.
 
     Inside a worker's handler, the worker then neither completes the claim again nor
-    takes the end of its heartbeat for a lost claim. Outside a handler, pass a `Batch`."""
+    takes the end of its heartbeat for a lost claim. Outside a handler, `item` is a
+    `Batch` or a `CampaignMessage` as its claim returned it."""
     flight = current.get()
     own = flight is not None and flight.item == item  # the running handler's own item
+    work: Work[Any]
     if flight is not None and own:
-        work: Work[Any] = flight.work
+        work = flight.work
     else:
-        from .buffers import BufferWork  # here: buffers imports this module
+        # here: these modules import this one
+        from .buffers import BufferWork
+        from .campaigns import CampaignWork
 
-        work = BufferWork()
+        if isinstance(item, CampaignMessage):
+            work = CampaignWork(item.run_id, None)
+        elif isinstance(item, Batch):
+            work = BufferWork()
+        else:
+            raise TypeError(
+                f"complete_in: item must be a Batch or a CampaignMessage, got {type(item).__name__}"
+            )
     if not await work.complete_one(conn, item):
         raise ClaimLost(item, work.subject(item))
     if flight is not None and own:
@@ -352,6 +364,12 @@ async def complete_in(conn: AsyncConn, item: Any) -> None:
 
 class UncommittedCompletion(Exception):
     """The handler returned, but the completion it made with complete_in rolled back."""
+
+
+def _storable(text: str) -> str:
+    """A handler's error as PostgreSQL text can keep it: a NUL character, and a lone
+    surrogate (bytes decoded with surrogateescape), escaped."""
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _seconds(value: timedelta) -> str:
@@ -825,9 +843,7 @@ class Runtime(Generic[Item]):
                     wait = await self._spend(ask)
                     pause = 0.1
                 except InvalidArgument as exc:
-                    # the budget itself is out of range: no retry mends it
-                    self._refused = exc
-                    self.stop()
+                    self._refuse(exc, f"rate_acquire of {self.rate.key!r}")  # the budget
                     continue
                 except Exception as exc:
                     self._fault(exc, "rate_acquire of %r failed; retrying", self.rate.key)
@@ -1153,9 +1169,9 @@ class Runtime(Generic[Item]):
         if error is None:
             reason = "handler was cancelled"
         elif isinstance(error, Retry | HandlerTimeout | FailForGood):
-            reason = str(error) or type(error).__name__
+            reason = _storable(str(error) or type(error).__name__)
         else:
-            reason = f"{type(error).__name__}: {error}"
+            reason = _storable(f"{type(error).__name__}: {error}")
         final = isinstance(error, FailForGood)
 
         async def call(conn: AsyncConn) -> Failure | bool:
@@ -1254,12 +1270,26 @@ class Runtime(Generic[Item]):
         self, what: str, flight: Flight[Item], call: Callable[[AsyncConn], Awaitable[T]]
     ) -> T | None:
         """`call` on a pooled connection; None, logged, when it fails: the claim's lease
-        then runs out and the item is delivered again."""
+        then runs out and the item is delivered again. A call the server refuses for a
+        bad argument (one of the worker's settings) stops the worker too."""
         try:
             return await self._db(call)
+        except InvalidArgument as exc:
+            self._refuse(exc, f"{what} {self.work.describe(flight.item)}")
+            return None
         except Exception as exc:
             self._fault(exc, "%s %s failed", what, self.work.describe(flight.item))
             return None
+
+    def _refuse(self, exc: InvalidArgument, what: str) -> None:
+        """The server refused `what` for one of the worker's own settings (a rate budget,
+        a retry delay, a housekeeping period out of range): no retry mends it, so the
+        worker stops, gives its items back, and `run()` raises `exc`."""
+        log.error("%s was refused; the worker stops: %s", what, exc)
+        if self._refused is None:
+            self._refused = exc
+        if not self._stopping.is_set():
+            self.stop()
 
     # -- batched completions ----------------------------------------------------------
 
@@ -1559,6 +1589,9 @@ class Runtime(Generic[Item]):
         while True:
             try:
                 await self._db(lambda conn: self.work.housekeep(conn, self.name))
+            except InvalidArgument as exc:
+                self._refuse(exc, "housekeeping")  # its period is out of range
+                return
             except Exception as exc:
                 self._fault(exc, "housekeeping failed; trying again later")
             await asyncio.sleep(every.total_seconds())
