@@ -110,11 +110,20 @@ class PermissionDenied(ServerError):
 
 
 class LockNotAcquired(PgcoordError):
-    """The lock is held by someone else; `holder` describes the live lease."""
+    """The lock is held by someone else; `holder` describes the live lease (its owner,
+    token and expiry None while another transaction, not yet committed, is taking it)."""
 
     def __init__(self, key: str, holder: Lock, *, nested: bool = False) -> None:
-        held = f"(token {holder.token}) until {holder.expires_at.isoformat()}"
-        if nested:
+        if holder.expires_at is None:
+            held = ""
+        else:
+            held = f"(token {holder.token}) until {holder.expires_at.isoformat()}"
+        if holder.owner is None:
+            message = (
+                f"lock {key!r} is being taken by another transaction, not yet committed "
+                "(its holder is known once it commits)"
+            )
+        elif nested:
             message = (
                 f"lock {key!r} is already held by a lock() block of this client under "
                 f"{holder.owner!r} {held}: lock() is not re-entrant"

@@ -70,12 +70,14 @@ class Lease:
     )
 
     def __init__(self, key: str, grant: Lock, ttl: timedelta, sent: float) -> None:
+        if grant.owner is None or grant.token is None or grant.expires_at is None:
+            raise ValueError(f"a lease is made of a granted lock, not {grant}")
         self.key = key
-        self.owner = grant.owner
-        self.token = grant.token
+        self.owner: str = grant.owner
+        self.token: int = grant.token
         self.took_over = grant.took_over
         self.released: bool | None = None
-        self._expires_at = grant.expires_at
+        self._expires_at: datetime = grant.expires_at
         self._lost = False
         self._safe_for = safe_seconds(ttl)
         self._safe_until = sent + self._safe_for

@@ -11,12 +11,15 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class Lock:
-    """A row of pgcoord.lock_acquire: the grant, or the holder when not granted."""
+    """A row of pgcoord.lock_acquire: the grant, or the holder when not granted. Not
+    granted with `owner`, `token` and `expires_at` None: another transaction, not yet
+    committed, is writing the key (an acquire inside a caller's transaction); its holder
+    is known once that commits."""
 
     acquired: bool
-    owner: str
-    token: int
-    expires_at: datetime
+    owner: str | None
+    token: int | None
+    expires_at: datetime | None
     took_over: bool
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgcoord import Client, Lease, LeaseLost, LockNotAcquired, locks
+from pgcoord import Client, Lease, LeaseLost, Lock, LockNotAcquired, locks
 
 FAST = timedelta(milliseconds=50)
 
@@ -71,6 +71,23 @@ def test_a_contender_gets_lock_not_acquired_carrying_the_holder(client: Client) 
     with pytest.raises(LeaseLost, match=r"\(token \d+\) was released by its block"):
         lease.check()
     assert repr(lease).endswith(" released>")
+
+
+def test_a_key_taken_in_a_transaction_not_yet_committed_is_refused_without_a_holder(
+    client: Client, db_url: str
+) -> None:
+    """Another connection acquires inside its own transaction and stays open: the block
+    is refused within a try's bound, and the error says the holder is not known yet."""
+    with psycopg.connect(db_url) as other:  # not autocommit: the grant waits for COMMIT
+        assert locks.lock_acquire(other, "k", "other").acquired
+        started = time.monotonic()
+        with pytest.raises(LockNotAcquired, match="not yet committed") as caught, client.lock("k"):
+            pytest.fail("two holders of one key")
+        assert time.monotonic() - started < 5
+        assert caught.value.holder == Lock(False, None, None, None, False)
+        other.commit()
+    with pytest.raises(LockNotAcquired, match="held by 'other'"), client.lock("k"):
+        pytest.fail("two holders of one key")
 
 
 def test_the_exit_releases_the_lock_after_the_clients_connections_were_killed(

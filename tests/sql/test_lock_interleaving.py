@@ -49,6 +49,8 @@ def test_a_renewal_made_before_the_expiry_is_not_taken_over(
     would-be taker has read the row as expired. The renewal came first: the taker must
     be refused, not take over the lease the holder has just been told it holds."""
     with connections(db_url, 3) as (row_locker, holder_conn, taker_conn):
+        for c in (holder_conn, taker_conn):  # they wait on the row as long as it is held
+            c.execute("SET pgcoord.lock_try_timeout = '30s'")
         held = acquire(conn, "k", "holder", ttl=TTL)
         with row_locker.transaction():
             row_locker.execute("SELECT FROM pgcoord.locks WHERE key = 'k' FOR UPDATE")

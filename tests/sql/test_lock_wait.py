@@ -153,3 +153,55 @@ def test_waiters_get_the_key_one_at_a_time(db_url: str, conn: Conn) -> None:
         assert results.empty()
     assert sorted(tokens) == tokens and len(set(tokens)) == waiters
     assert release(conn, "k", owner)
+
+
+@pytest.mark.parametrize("how", ["new key", "freed key", "takeover"])
+@pytest.mark.parametrize("wait", [timedelta(0), timedelta(milliseconds=300)])
+def test_a_key_written_by_a_transaction_not_yet_committed_bounds_the_wait(
+    db_url: str, conn: Conn, how: str, wait: timedelta
+) -> None:
+    """A caller's own transaction that acquires a key (new, freed, or expired and taken
+    over) and stays open: another acquire of that key waits on its row no longer than
+    p_wait plus a try's 1 s, and answers not granted, its holder not known yet
+    (owner, token and expires_at NULL). Once that transaction commits, the holder is
+    answered as always."""
+    if how == "takeover":
+        acquire(conn, "k", "old", ttl=timedelta(milliseconds=1))
+        conn.execute("SELECT pg_sleep(0.01)")  # its lease runs out, on the server's clock
+    elif how == "freed key":
+        acquire(conn, "k", "old")
+        assert release(conn, "k", "old")
+    with connections(db_url, 2) as (holder_conn, other_conn):
+        other_conn.execute("SET statement_timeout = '5s'")  # a wait unbounded fails, not hangs
+        with holder_conn.transaction():
+            granted = acquire(holder_conn, "k", "holder")
+            assert granted.acquired
+            started = time.monotonic()
+            try:
+                answer = acquire(other_conn, "k", "other", wait=wait)
+            except psycopg.errors.QueryCanceled:
+                pytest.fail("the acquire waited on the open transaction")
+            elapsed = time.monotonic() - started
+            assert answer == Lock(False, None, None, None, False)  # type: ignore[arg-type]
+            assert wait.total_seconds() <= elapsed < wait.total_seconds() + 1 + PROMPT
+        answer = acquire(other_conn, "k", "other", wait=wait)
+        assert not answer.acquired
+        assert (answer.owner, answer.token) == ("holder", granted.token)
+
+
+def test_the_session_may_let_a_try_wait_longer_on_a_writer_and_keeps_its_own_timeout(
+    db_url: str, conn: Conn
+) -> None:
+    """pgcoord.lock_try_timeout replaces a try's 1 s; the caller's own lock_timeout is
+    as it was once the call has ended (the function's setting is the call's alone)."""
+    with connections(db_url, 2) as (holder_conn, other_conn):
+        other_conn.execute("SET lock_timeout = '7s'")
+        other_conn.execute("SET pgcoord.lock_try_timeout = '400ms'")
+        with holder_conn.transaction():
+            assert acquire(holder_conn, "k", "holder").acquired
+            started = time.monotonic()
+            answer = acquire(other_conn, "k", "other")
+            elapsed = time.monotonic() - started
+        assert not answer.acquired and answer.owner is None
+        assert 0.4 <= elapsed < 0.4 + PROMPT
+        assert scalar(other_conn, "SHOW lock_timeout") == "7s"

@@ -3184,7 +3184,10 @@ COMMENT ON FUNCTION pgcoord.check_prune_arguments(interval, integer) IS
 -- held by another owner. Renewals and take-overs are compare-and-swap on the token and
 -- expiry read, so took_over is exact and a renewal is never overwritten. With
 -- p_wait > 0 it tries again until the key frees or p_wait has passed, holding no row
--- lock while it waits.
+-- lock while it waits. A try never waits long on another transaction writing the key's
+-- row (an acquire or takeover inside a caller's transaction not yet committed): after
+-- 1 s (the lock_timeout below) the key is answered not granted, its holder unknown
+-- (owner, token and expires_at NULL) until that transaction ends.
 CREATE OR REPLACE FUNCTION pgcoord.lock_acquire(
     p_key text,
     p_owner text,
@@ -3200,12 +3203,17 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 -- its table through its key, whatever it held when the plan was made (010_locks.sql)
 SET enable_seqscan = off
+-- a try's longest wait on a row another transaction is writing (an autocommit caller's
+-- commit takes far less; an open transaction of a caller's, longer); the setting
+-- pgcoord.lock_try_timeout, when set, replaces it. Restored when the call ends.
+SET lock_timeout = '1s'
 AS $$
 DECLARE
     v_now timestamptz := clock_timestamp();
     v_deadline timestamptz;
     v_pause float8 := 0.002::float8;
     v_holder text;
+    v_try_timeout text;
 BEGIN
     -- one lean test on the hot path; the checks naming the bad argument run only when
     -- it fails (each IF's expression is set up again in every transaction)
@@ -3273,67 +3281,88 @@ BEGIN
         END LOOP;
     END IF;
 
-    LOOP
-        v_now := clock_timestamp();
+    -- a longer wait on another transaction's write of the key, where the session asks
+    -- for one (tests that hold the row to force an interleaving)
+    v_try_timeout := current_setting('pgcoord.lock_try_timeout', true);
+    IF v_try_timeout <> '' THEN
+        PERFORM set_config('lock_timeout', v_try_timeout, true);  -- until the call ends
+    END IF;
+    BEGIN
+        LOOP
+            v_now := clock_timestamp();
 
-        -- a free key: insert (nextval only runs when no row exists, so contenders
-        -- spend no tokens)
-        INSERT INTO pgcoord.locks AS l (key, owner, token, acquired_at, expires_at)
-        SELECT p_key, p_owner, nextval('pgcoord.lock_token'), v_now, v_now + p_ttl
-        WHERE NOT EXISTS (SELECT FROM pgcoord.locks AS h WHERE h.key = p_key)
-        ON CONFLICT (key) DO NOTHING
-        RETURNING true, l.owner, l.token, l.expires_at, false
-        INTO acquired, owner, token, expires_at, took_over;
-        IF FOUND THEN
-            RETURN NEXT;
-            RETURN;
-        END IF;
-
-        SELECT false, l.owner, l.token, l.expires_at, false
-        INTO acquired, owner, token, expires_at, took_over
-        FROM pgcoord.locks AS l
-        WHERE l.key = p_key;
-        IF FOUND THEN
-            IF expires_at > v_now AND owner <> p_owner THEN
-                RETURN NEXT;
-                RETURN;
-            END IF;
-
-            IF expires_at > v_now THEN
-                -- the live holder renews: same token
-                UPDATE pgcoord.locks AS l
-                SET expires_at = v_now + p_ttl
-                WHERE l.key = p_key AND l.token = lock_acquire.token AND l.expires_at > v_now
-                RETURNING true, l.expires_at INTO acquired, expires_at;
-            ELSE
-                -- an expired lease is a free key: a new grant with a new token. The swap
-                -- compares the expiry too: a renewal keeps the token, so the token alone
-                -- cannot tell that the holder renewed since our read.
-                v_holder := owner;
-                UPDATE pgcoord.locks AS l
-                SET owner = p_owner,
-                    token = nextval('pgcoord.lock_token'),
-                    acquired_at = v_now,
-                    expires_at = v_now + p_ttl
-                WHERE l.key = p_key AND l.token = lock_acquire.token AND l.expires_at <= v_now
-                RETURNING true, l.owner, l.token, l.expires_at, v_holder <> p_owner
-                INTO acquired, owner, token, expires_at, took_over;
-            END IF;
+            -- a free key: insert (nextval only runs when no row exists, so contenders
+            -- spend no tokens)
+            INSERT INTO pgcoord.locks AS l (key, owner, token, acquired_at, expires_at)
+            SELECT p_key, p_owner, nextval('pgcoord.lock_token'), v_now, v_now + p_ttl
+            WHERE NOT EXISTS (SELECT FROM pgcoord.locks AS h WHERE h.key = p_key)
+            ON CONFLICT (key) DO NOTHING
+            RETURNING true, l.owner, l.token, l.expires_at, false
+            INTO acquired, owner, token, expires_at, took_over;
             IF FOUND THEN
                 RETURN NEXT;
                 RETURN;
             END IF;
-        END IF;
-        -- the row changed between the read and the write: read it again
-    END LOOP;
+
+            SELECT false, l.owner, l.token, l.expires_at, false
+            INTO acquired, owner, token, expires_at, took_over
+            FROM pgcoord.locks AS l
+            WHERE l.key = p_key;
+            IF FOUND THEN
+                IF expires_at > v_now AND owner <> p_owner THEN
+                    RETURN NEXT;
+                    RETURN;
+                END IF;
+
+                IF expires_at > v_now THEN
+                    -- the live holder renews: same token
+                    UPDATE pgcoord.locks AS l
+                    SET expires_at = v_now + p_ttl
+                    WHERE l.key = p_key AND l.token = lock_acquire.token AND l.expires_at > v_now
+                    RETURNING true, l.expires_at INTO acquired, expires_at;
+                ELSE
+                    -- an expired lease is a free key: a new grant with a new token. The swap
+                    -- compares the expiry too: a renewal keeps the token, so the token alone
+                    -- cannot tell that the holder renewed since our read.
+                    v_holder := owner;
+                    UPDATE pgcoord.locks AS l
+                    SET owner = p_owner,
+                        token = nextval('pgcoord.lock_token'),
+                        acquired_at = v_now,
+                        expires_at = v_now + p_ttl
+                    WHERE l.key = p_key AND l.token = lock_acquire.token AND l.expires_at <= v_now
+                    RETURNING true, l.owner, l.token, l.expires_at, v_holder <> p_owner
+                    INTO acquired, owner, token, expires_at, took_over;
+                END IF;
+                IF FOUND THEN
+                    RETURN NEXT;
+                    RETURN;
+                END IF;
+            END IF;
+            -- the row changed between the read and the write: read it again
+        END LOOP;
+    EXCEPTION
+        WHEN lock_not_available THEN
+            -- another transaction is writing the key's row and has not committed: the
+            -- key is not free, and its holder is not known until that transaction ends
+            acquired := false;
+            owner := NULL;
+            token := NULL;
+            expires_at := NULL;
+            took_over := false;
+            RETURN NEXT;
+            RETURN;
+    END;
 END;
 $$;
 
 COMMENT ON FUNCTION pgcoord.lock_acquire(text, text, interval, interval) IS
 'Take or renew the lease of p_key for p_owner; always one row. Non-blocking unless '
-'p_wait > 0. Ranges: p_key, p_owner 1 to 1024 bytes; p_ttl above 0 and at most 1 day; '
-'p_wait 0 to 1 hour. Intervals with no months. Errors: 22004 NULL argument, 22023 an '
-'argument out of its range (an infinite interval included).';
+'p_wait > 0 (a try waits at most 1 s on another transaction writing the key: then '
+'not granted, owner, token and expires_at NULL until it commits). Ranges: p_key, '
+'p_owner 1 to 1024 bytes; p_ttl above 0 and at most 1 day; p_wait 0 to 1 hour. '
+'Intervals with no months. Errors: 22004 NULL argument, 22023 an argument out of its '
+'range (an infinite interval included).';
 
 -- db/src/functions/lock_extend.sql
 -- Heartbeat: push the expiry of a live lease held by p_owner to now + p_ttl.

@@ -139,7 +139,10 @@ def live_lease_refuses(holder: str, held: Lock, asker: str, answer: Lock) -> Che
 def took_over_with_larger_token(old: Lock, owner: str, new: Lock) -> Check:
     return Check(
         f"{owner} took over with a larger fencing token ({new.token} > {old.token})",
-        new.acquired and new.took_over and new.owner == owner and new.token > old.token,
+        new.acquired
+        and new.took_over
+        and new.owner == owner
+        and (new.token or 0) > (old.token or 0),
         f"{owner} was answered {new}",
     )
 
@@ -176,7 +179,11 @@ def one_live_row_after_expiry(
     """`rows`: the key's lock_status rows after `new` took over from `old` (owner and
     lock each)."""
     (old_owner, old_lock), (new_owner, new_lock) = old, new
-    granted_after = bool(rows) and rows[0].acquired_at >= old_lock.expires_at
+    granted_after = (
+        bool(rows)
+        and old_lock.expires_at is not None
+        and rows[0].acquired_at >= old_lock.expires_at
+    )
     return Check(
         f"one row: {new_owner}'s live lease, granted only after {old_owner}'s ran out",
         len(rows) == 1

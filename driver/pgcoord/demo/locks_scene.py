@@ -174,7 +174,7 @@ class LockScenes:
             start = time.perf_counter()
             lock = lock_acquire(conn, key, name, ttl=RACE_TTL)
             seconds = time.perf_counter() - start
-            replied = lock.acquired and self.fenced_reply(conn, key, name, lock.token) == 1
+            replied = lock.acquired and self.fenced_reply(conn, key, name, lock.token or 0) == 1
         return Webhook(name, lock, seconds, replied)
 
     # Scene 2 -----------------------------------------------------------------------
@@ -182,7 +182,7 @@ class LockScenes:
         self.report.heading("2. Only the owner can release")
         intruder = "webhook-2" if winner.name != "webhook-2" else "webhook-1"
         refused = not lock_release(self.admin, key, intruder)
-        still_held = lock_is_current(self.admin, key, winner.lock.token)
+        still_held = lock_is_current(self.admin, key, winner.lock.token or 0)
         self.report.line(f"{intruder} (not the holder) calls lock_release: refused = {refused}")
         self.report.add(checks.non_owner_release_refused(winner.name, refused, still_held))
         released = lock_release(self.admin, key, winner.name)
@@ -211,7 +211,8 @@ class LockScenes:
         crashed holder's lease runs out."""
         first = lock_acquire(conn, key, SUCCESSOR, ttl=RACE_TTL)
         self.report.add(checks.live_lease_refuses(CRASHED, a, SUCCESSOR, first))
-        remaining = max(a.expires_at - server_clock(conn), timedelta(0))
+        now = server_clock(conn)
+        remaining = max((a.expires_at or now) - now, timedelta(0))
         start = time.perf_counter()
         b = lock_acquire(conn, key, SUCCESSOR, ttl=RACE_TTL, wait=remaining + WAIT_MARGIN)
         self.report.line(
@@ -233,7 +234,7 @@ class LockScenes:
         holds the lock; then both write fenced."""
         late_release = lock_release(conn_late, key, CRASHED)
         late_extend = lock_extend(conn_late, key, CRASHED, ttl=CRASH_TTL)
-        late_current = lock_is_current(conn_late, key, a.token)
+        late_current = lock_is_current(conn_late, key, a.token or 0)
         self.report.line(
             f"{CRASHED} wakes up: release -> {late_release}, extend -> {late_extend}, "
             f"is_current(token {a.token}) -> {late_current}"
@@ -241,8 +242,8 @@ class LockScenes:
         self.report.add(
             checks.stale_holder_refused(CRASHED, late_release, late_extend, late_current)
         )
-        stale_rows = self.fenced_reply(conn_late, key, CRASHED, a.token)
-        fresh_rows = self.fenced_reply(conn_b, key, SUCCESSOR, b.token)
+        stale_rows = self.fenced_reply(conn_late, key, CRASHED, a.token or 0)
+        fresh_rows = self.fenced_reply(conn_b, key, SUCCESSOR, b.token or 0)
         self.report.add(
             checks.fenced_write_only_current(
                 (CRASHED, a), (SUCCESSOR, b), (stale_rows, fresh_rows), self.replies(key)

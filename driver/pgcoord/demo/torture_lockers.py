@@ -199,7 +199,8 @@ class Contender:
             return
         self.stopping.wait(self.rng.uniform(*self.hold))  # the work: a stop here makes ...
         # ... this the zombie's late write
-        self.link.call(partial(self.ledger.write, key=key, token=lock.token, owner=self.name))
+        token = lock.token or 0  # a grant always has one
+        self.link.call(partial(self.ledger.write, key=key, token=token, owner=self.name))
         self.link.call(partial(lock_release, key=key, owner=self.name))
 
     def stop(self, signum: int, frame: FrameType | None) -> None:
