@@ -273,10 +273,19 @@ def translated() -> Iterator[None]:
         raise mapped from exc
 
 
-def with_nul(exc: Exception, params: Mapping[str, Any] | None) -> Exception:
-    """psycopg refused to send a text holding a NUL character (PostgreSQL text cannot
-    hold one): a ValueError naming the argument; `exc` itself for anything else."""
+def unsendable(exc: Exception, params: Mapping[str, Any] | None, encoding: str) -> Exception:
+    """psycopg refused to send a text: one holding a NUL character (PostgreSQL text cannot
+    hold one), or one the connection's encoding cannot (a lone surrogate, say): a
+    ValueError naming the argument; `exc` itself for anything else."""
     for name, value in (params or {}).items():
-        if isinstance(value, str) and "\x00" in value:
+        if not isinstance(value, str):
+            continue
+        if "\x00" in value:
             return ValueError(f"{name}: a text holding a NUL character, which PostgreSQL cannot")
+        try:
+            value.encode(encoding)
+        except (UnicodeEncodeError, LookupError) as why:
+            return ValueError(
+                f"{name}: a text the connection's encoding ({encoding}) cannot: {why}"
+            )
     return exc

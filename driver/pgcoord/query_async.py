@@ -22,7 +22,7 @@ from psycopg import pq
 from psycopg.rows import tuple_row
 
 from . import sql
-from .errors import PermissionDenied, translate, with_nul
+from .errors import PermissionDenied, translate, unsendable
 
 T = TypeVar("T")
 
@@ -66,9 +66,11 @@ async def _execute(
     cur = conn.cursor(row_factory=tuple_row)
     try:
         await cur.execute(query, params, prepare=False)
+    except UnicodeEncodeError as exc:
+        raise unsendable(exc, params, conn.info.encoding) from exc
     except psycopg.Error as exc:
         if exc.sqlstate is None and isinstance(exc, psycopg.DataError):
-            raise with_nul(exc, params) from exc
+            raise unsendable(exc, params, conn.info.encoding) from exc
         mapped = translate(exc)
         if mapped is None:
             raise

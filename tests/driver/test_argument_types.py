@@ -263,6 +263,18 @@ UNHOLDABLE: list[tuple[str, dict[str, Any], type[Exception], str]] = [
         r"^body: a text holding a NUL character, which PostgreSQL cannot",
     ),
     (
+        "message_ingest",
+        INGEST | {"body": "b\udcff"},
+        ValueError,
+        r"^body: a text the connection's encoding \(utf-8\) cannot: .*surrogate",
+    ),
+    (
+        "lock_acquire",
+        {"key": "k\udcff", "owner": "o"},
+        ValueError,
+        r"^key: a text the connection's encoding \(utf-8\) cannot: .*surrogate",
+    ),
+    (
         "campaign_complete",
         {"message_id": 1, "claim_token": 1, "metrics": {"text": "broken \ud83d pair"}},
         ValueError,
