@@ -242,6 +242,16 @@ def test_the_ranges_of_work_are_the_sql_arguments_ranges() -> None:
             "got 0 bytes: ''\n",
         ),
         (
+            [str(PGCOORD), "revive", "\udcff\udcfe"],  # the bytes ff fe: not UTF-8
+            "pgcoord revive: error: argument CONVERSATION: must be UTF-8 text, got bytes "
+            "that are not: '\\udcff\\udcfe'\n",
+        ),
+        (
+            [str(PGCOORD), "work", "x:y", "--name", "w\udcff"],
+            "pgcoord work: error: argument --name: must be UTF-8 text, got bytes that are "
+            "not: 'w\\udcff'\n",
+        ),
+        (
             [str(PGCOORD), "demo", "--webhooks", "1e9"],
             "pgcoord demo: error: argument --webhooks: must be a whole number from 2 to 1000, "
             "got '1e9'\n",
@@ -369,6 +379,7 @@ def test_a_file_to_write_in_an_existing_folder_is_taken(
         ("mysql://u:secret@host/db", 2, "must start with postgresql:// or postgres://, got "),
         ("no-such-option=1", 2, 'invalid connection option "no-such-option" (--database-url)'),
         ("", 2, "invalid database URL: --database-url is empty, got ''"),
+        ("postgresql://u:secret@host/\udcff", 2, "--database-url is not UTF-8 text, got "),
         ("postgresql://u:secret@host:port/db", 2, "the port must be a number, got 'port'"),
         (
             "postgresql://postgres:secret@127.0.0.1:1/postgres?connect_timeout=5",

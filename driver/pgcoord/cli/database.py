@@ -66,6 +66,12 @@ def check(value: str, source: str) -> None:
     """UsageError naming `source` when `value` is not a PostgreSQL URL or conninfo."""
     if not value.strip():
         raise UsageError(f"invalid database URL: {source} is empty, got {shown(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # bytes the locale could not decode
+        raise UsageError(
+            f"invalid database URL: {source} is not UTF-8 text, got {shown(redacted(value))}"
+        ) from None
     scheme, sep, _rest = value.partition("://")
     if sep and scheme not in SCHEMES:
         raise UsageError(

@@ -108,7 +108,12 @@ class Text:
     most: int
 
     def __call__(self, text: str) -> str:
-        size = len(text.encode("utf-8", "surrogateescape"))
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError:  # bytes the locale could not decode
+            raise argparse.ArgumentTypeError(
+                f"must be UTF-8 text, got bytes that are not: {shown(text)}"
+            ) from None
         if not self.least <= size <= self.most:
             raise argparse.ArgumentTypeError(
                 f"must be a text of {self.least} to {self.most} bytes, "
