@@ -81,7 +81,7 @@ async def campaign_enqueue(
     Each item is a mapping with "recipient" (text), and optionally "payload" (a JSON
     object, default {}) and "scheduled_at" (a datetime or ISO text; default: now, on the
     server's clock)."""
-    params = {"run_id": run_id, "items": _items(items)}
+    params = {"run_id": run_id, "items": _items(items, "campaign_enqueue")}
     count: int = await query_async.value(conn, sql.CAMPAIGN_ENQUEUE, params)
     return count
 
@@ -95,7 +95,7 @@ async def campaign_enqueue_once(
     """`campaign_enqueue` under `key` (1 to 1024 bytes), once: safe to call again when
     the answer of a call was lost. A call with a key the run already has enqueues nothing
     and returns the first call's count with duplicate=True."""
-    params = {"run_id": run_id, "key": key, "items": _items(items)}
+    params = {"run_id": run_id, "key": key, "items": _items(items, "campaign_enqueue_once")}
     return await query_async.one(conn, CampaignEnqueued, sql.CAMPAIGN_ENQUEUE_ONCE, params)
 
 
@@ -338,13 +338,13 @@ async def campaign_prune(
     return int(await query_async.value(conn, sql.CAMPAIGN_PRUNE, params) or 0)
 
 
-def _items(items: Iterable[Mapping[str, Any]]) -> Jsonb:
+def _items(items: Iterable[Mapping[str, Any]], call: str) -> Jsonb:
     """The items of an enqueue, as the JSON array the function takes."""
     try:
         listed = [dict(item) for item in items]
     except (TypeError, ValueError) as exc:
         raise arguments.retyped(exc) from None
-    return jsonb(listed, "campaign_enqueue: items")
+    return jsonb(listed, f"{call}: items")
 
 
 def _many(

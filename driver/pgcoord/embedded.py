@@ -21,11 +21,13 @@ def embedded_server(data_dir: Path | None = None) -> Iterator[str]:
 
     temporary = data_dir is None
     folder = Path(tempfile.mkdtemp(prefix="pgcoord-pg-")) if data_dir is None else data_dir
-    server = get_server(folder, cleanup_mode=None)
     try:
-        yield str(server.get_uri())
+        server = get_server(folder, cleanup_mode=None)
+        try:
+            yield str(server.get_uri())
+        finally:
+            server.stop()
     finally:
-        server.stop()
         if temporary:
             shutil.rmtree(folder, ignore_errors=True)
 

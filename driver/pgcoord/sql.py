@@ -41,9 +41,13 @@ SCHEMA_OWNER: LiteralString = (
     "SELECT pg_catalog.pg_get_userbyid(n.nspowner)::text FROM pg_catalog.pg_namespace AS n"
     " WHERE n.nspname = 'pgcoord'"
 )
-# who was refused (PermissionDenied), and whether it already has pgcoord_client's privileges
-# the role, whether it uses pgcoord_client's privileges, and whether it is a member of
-# it at all (a NOINHERIT role is, without using them)
+# whether autovacuum runs, and its naptime (pgcoord status, beside a queue's dead tuples)
+AUTOVACUUM: LiteralString = (
+    "SELECT current_setting('autovacuum')::boolean, current_setting('autovacuum_naptime')::interval"
+)
+# who was refused (PermissionDenied): the role, whether it uses pgcoord_client's
+# privileges, and whether it is a member of it at all (a NOINHERIT role is, without
+# using them)
 CURRENT_ROLE: LiteralString = (
     "SELECT current_user::text,"
     " coalesce((SELECT pg_has_role(r.oid, 'USAGE') FROM pg_catalog.pg_roles AS r"
@@ -119,7 +123,8 @@ BUFFER_STATUS: LiteralString = (
 )
 # the channel message_ingest notifies when it opens a window due within a second
 BUFFER_CHANNEL: LiteralString = "pgcoord_buffers"
-LISTEN_BUFFERS: LiteralString = "LISTEN pgcoord_buffers"
+# the channel campaign_enqueue notifies (at most once a call) when messages fall due soon
+CAMPAIGN_CHANNEL: LiteralString = "pgcoord_campaigns"
 
 CAMPAIGN_CREATE: LiteralString = (
     "SELECT pgcoord.campaign_create(p_name => %(name)s, p_max_retries => %(max_retries)s,"

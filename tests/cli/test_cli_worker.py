@@ -318,13 +318,13 @@ def test_a_signal_stops_pgcoord_work_after_its_burst_finished_or_was_given_back(
         assert (tmp_path / "finished").read_text() == "hello"
         assert rows == []
         assert "INFO pgcoord.worker: completed 'cli:1': 1 message, attempt 1, " in err
-        assert "worker cli-worker stopped: bursts completed 1, give-backs 0 (" in err
+        assert "worker cli-worker stopped: batches completed 1, give-backs 0 (" in err
     else:
         assert not (tmp_path / "finished").exists()
         [row] = rows
         assert (row.claimed_by, row.attempt, row.last_error) == (None, 0, None)
         assert f"WARNING pgcoord.worker: gave back 'cli:1' (attempt 1): {STOPPED}" in err
-        assert "worker cli-worker stopped: bursts completed 0, give-backs 1 (" in err
+        assert "worker cli-worker stopped: batches completed 0, give-backs 1 (" in err
 
 
 def test_work_payloads_gives_the_handler_the_stored_payloads(

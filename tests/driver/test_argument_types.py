@@ -239,6 +239,12 @@ UNHOLDABLE: list[tuple[str, dict[str, Any], type[Exception], str]] = [
         r"^campaign_enqueue: items: Out of range float",
     ),
     (
+        "campaign_enqueue_once",
+        {"run_id": 1, "key": "k", "items": [{"recipient": "r", "payload": {"x": float("nan")}}]},
+        ValueError,
+        r"^campaign_enqueue_once: items: Out of range float",
+    ),
+    (
         "campaign_complete_many",
         {"message_ids": [1], "claim_tokens": [1], "metrics": [{"ms": float("-inf")}]},
         ValueError,

@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 
-from .. import campaigns, inbox, locks, migrations, rates
+from .. import campaigns, inbox, locks, migrations, rates, sql
 from ..config import AUTOVACUUM_NAPTIME
 from ..errors import NotInstalled
 from ..types import BufferStatus, CampaignProgress, LockStatus, RateStatus
@@ -87,10 +87,7 @@ def run(args: argparse.Namespace) -> int:
 
 def autovacuum_settings(conn: psycopg.Connection[Any]) -> tuple[bool, int]:
     """Whether autovacuum runs on the server, and its naptime in seconds."""
-    row = conn.execute(
-        "SELECT current_setting('autovacuum')::boolean,"
-        " current_setting('autovacuum_naptime')::interval"
-    ).fetchone()
+    row = conn.execute(sql.AUTOVACUUM, prepare=False).fetchone()
     assert row is not None
     return bool(row[0]), int(row[1].total_seconds())
 

@@ -55,7 +55,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from .. import arguments, inbox_async
+from .. import arguments, inbox_async, sql
 from ..config import BUFFER_LEASE, BUFFER_RETRY_IN, BUFFER_RETRY_IN_MAX
 from ..types import Batch, BatchWithPayloads
 from .runtime import AsyncConn, AsyncPool, Failure, RateBudget, Runtime, Work, takes
@@ -72,9 +72,9 @@ DEAD_AFTER = 5
 class BufferWork(Work[Batch]):
     """Conversations' due batches (pgcoord.buffer_*)."""
 
-    noun = "burst"
+    noun, nouns = "batch", "batches"
     max_delay = BUFFER_RETRY_IN_MAX
-    channel = "pgcoord_buffers"
+    channel = sql.BUFFER_CHANNEL
     # message_ingest notifies only for windows due within a second: a worker must look
     # at least that often to find the others in time
     max_idle_poll = timedelta(seconds=1)
@@ -192,7 +192,6 @@ class BufferWorker(Runtime[Batch]):
             listen=listen,
             rate=rate,
         )
-        self.retry_in = retry_in
 
 
 def with_payloads(handler: PayloadHandler) -> Handler:

@@ -14,8 +14,9 @@ as the worker measured it (pgcoord.campaign_stats reports its median and 95th
 percentile). The worker claims up to `batch` messages in one call (holding at most
 `concurrency + batch` claims, so memory stays bounded whatever the backlog), runs up to
 `concurrency` handlers at once, and completes successes in batches (one
-`campaign_complete_many` round trip for all that finished meanwhile; a stale token is
-never completed). That call also claims the next batch when places are free
+`campaign_completed` round trip for all that finished meanwhile, as
+`campaign_complete_many` does, answering which were completed; a stale token is never
+completed). That call also claims the next batch when places are free
 (`campaign_completed_then_claim`: one statement, one transaction), so a busy worker makes
 one round trip per batch; the messages of one claim share one heartbeat.
 
@@ -47,7 +48,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from .. import arguments, campaigns_async, locks_async
+from .. import arguments, campaigns_async, locks_async, sql
 from ..config import CAMPAIGN_CLAIM_LIMIT, CAMPAIGN_DELAY_MAX, CAMPAIGN_LEASE
 from ..jsonb import Unencodable, jsonb, plain
 from ..types import CampaignMessage
@@ -66,9 +67,9 @@ METRICS_ERROR = "metrics_error"
 class CampaignWork(Work[CampaignMessage]):
     """Campaign messages (pgcoord.campaign_*)."""
 
-    noun = "message"
+    noun, nouns = "message", "messages"
     max_delay = CAMPAIGN_DELAY_MAX
-    channel = "pgcoord_campaigns"
+    channel = sql.CAMPAIGN_CHANNEL
     # campaign_enqueue (and a resume) notifies when something is due within this long
     # (campaign_wake's 5 seconds): the woken worker then sleeps until it is due
     # (campaign_due_in); a sleep of this length finds in time whatever falls due later

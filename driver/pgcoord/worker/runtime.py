@@ -131,7 +131,8 @@ class Work(ABC, Generic[Item]):
     """A kind of work: the calls the runtime makes on its items. Each method gets a
     pooled connection and makes one call of pgcoord's API (one round trip)."""
 
-    noun: ClassVar[str]  # what an item is called in the log ("burst", "message")
+    noun: ClassVar[str]  # what an item is called in the log ("batch", "message")
+    nouns: ClassVar[str]  # and more than one
     channel: ClassVar[LiteralString]  # the LISTEN channel notified when items are due
     max_idle_poll: ClassVar[timedelta]  # the longest sleep that still finds due items
     max_delay: ClassVar[timedelta]  # the longest delay `fail` and `snooze` take
@@ -258,7 +259,7 @@ class Flight(Generic[Item]):
 
     work: Work[Item]
     item: Item
-    lease: Lease[Item]  # the claim's lease, which it may share with others of the claim
+    lease: ClaimLease[Item]  # the claim's lease, which it may share with others of the claim
     task: asyncio.Task[None] | None = None  # from its admission on (a slot is its)
     in_handler: bool = False  # its handler is running now
     holding: bool = True  # its claim still needs the heartbeat: until its handler ended
@@ -278,7 +279,7 @@ class Flight(Generic[Item]):
 
 
 @dataclass(eq=False, slots=True)
-class Lease(Generic[Item]):
+class ClaimLease(Generic[Item]):
     """The lease of one claim, kept alive by one heartbeat for all of its items: the
     items a claim returned with one token share it (`Work.shares_leases`), else each item
     has its own. The heartbeat starts a third of the lease after the claim (a claim
@@ -630,10 +631,10 @@ class Runtime(Generic[Item]):
                 for signum in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(signum)
         log.info(
-            "worker %s stopped: %ss completed %d, give-backs %d (failed tries, snoozes, "
+            "worker %s stopped: %s completed %d, give-backs %d (failed tries, snoozes, "
             "at the stop)",
             self.name,
-            self.work.noun,
+            self.work.nouns,
             self.processed,
             self.failed,
         )
@@ -803,12 +804,12 @@ class Runtime(Generic[Item]):
             now = time.monotonic()
             loop = asyncio.get_running_loop()
             shares = self.work.shares_leases
-            leases: dict[int, Lease[Item]] = {}
+            leases: dict[int, ClaimLease[Item]] = {}
             for item in items:
                 key = self.work.token(item) if shares else len(leases)
                 lease = leases.get(key)
                 if lease is None:
-                    lease = leases[key] = Lease()
+                    lease = leases[key] = ClaimLease()
                     lease.timer = loop.call_later(self._beat_every, self._first_beat, lease)
                     lease.expiry = loop.call_at(asked + self._safe_for, self._ran_out, lease)
                 flight = Flight(self.work, item, lease, claimed=now)
@@ -996,11 +997,11 @@ class Runtime(Generic[Item]):
                 flight.task.cancel()
         self._deadline_timer = loop.call_at(deadlines[0][0], self._expire) if deadlines else None
 
-    def _first_beat(self, lease: Lease[Item]) -> None:
+    def _first_beat(self, lease: ClaimLease[Item]) -> None:
         if lease.beating:
             lease.beat = self._spawn(self._heartbeat(lease))
 
-    async def _heartbeat(self, lease: Lease[Item]) -> None:
+    async def _heartbeat(self, lease: ClaimLease[Item]) -> None:
         """Extend the claim now, then every third of the lease, until no item needs it.
         When the claim is lost, the items' handlers are cancelled."""
         while lease.beating:
@@ -1030,7 +1031,7 @@ class Runtime(Generic[Item]):
                 lease.expiry = loop.call_at(asked + self._safe_for, self._ran_out, lease)
             await asyncio.sleep(self._beat_every)
 
-    def _ran_out(self, lease: Lease[Item]) -> None:
+    def _ran_out(self, lease: ClaimLease[Item]) -> None:
         """No beat has reached the database for the lease, less its safety margin: the
         claim may be another worker's by now. Its handlers are cancelled, as for a lost
         claim (the items are not given back: the lease decides)."""
@@ -1046,7 +1047,7 @@ class Runtime(Generic[Item]):
         )
         self._lose(lease)
 
-    def _lose(self, lease: Lease[Item]) -> None:
+    def _lose(self, lease: ClaimLease[Item]) -> None:
         """The claim is lost: cancel the handlers of its items, and let those not started
         go."""
         for other in lease.flights:
@@ -1444,7 +1445,7 @@ class Runtime(Generic[Item]):
     def _in_flight(self) -> str:
         """The items in flight, counted: '1 message', '15 messages (4 in handlers)'."""
         count = len(self._flights)
-        said = f"{count} {self.work.noun}{'' if count == 1 else 's'}"
+        said = f"{count} {self.work.noun if count == 1 else self.work.nouns}"
         return said if self._running == count else f"{said} ({self._running} in handlers)"
 
     async def _drain(self, grace: float) -> None:
