@@ -51,6 +51,7 @@ GRANT EXECUTE ON FUNCTION pgcoord.buffer_claim(text, integer, interval) TO pgcoo
 GRANT EXECUTE ON FUNCTION pgcoord.buffer_complete(text, bigint) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.buffer_fail(text, bigint, text, interval) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.buffer_fail_for_good(text, bigint, text) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.buffer_failed(text, bigint, text, interval) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.buffer_extend(text, bigint, interval) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.buffer_release(text, bigint) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.buffer_revive(text) TO pgcoord_client;

@@ -128,6 +128,26 @@ async def buffer_fail(
     return bool(await query_async.value(conn, sql.BUFFER_FAIL, params))
 
 
+async def buffer_failed(
+    conn: psycopg.AsyncConnection[Any],
+    conversation_key: str,
+    claim_token: int,
+    error: str,
+    retry_in: timedelta = BUFFER_RETRY_IN,
+) -> bool | None:
+    """`buffer_fail`, answering how the try ended: True when the batch was parked as dead
+    (its 5th failed try), False when it is back, claimable after `retry_in`; None when the
+    claim is no longer current (nothing changed). Beyond the contract: a worker's fail."""
+    params = {
+        "conversation_key": conversation_key,
+        "claim_token": claim_token,
+        "error": error,
+        "retry_in": retry_in,
+    }
+    parked: bool | None = await query_async.value(conn, sql.BUFFER_FAILED, params)
+    return parked
+
+
 async def buffer_fail_for_good(
     conn: psycopg.AsyncConnection[Any], conversation_key: str, claim_token: int, error: str
 ) -> bool:

@@ -90,11 +90,13 @@ BUFFER_COMPLETE: LiteralString = (
     "SELECT pgcoord.buffer_complete("
     "p_conversation_key => %(conversation_key)s, p_claim_token => %(claim_token)s)"
 )
-BUFFER_FAIL: LiteralString = (
-    "SELECT pgcoord.buffer_fail("
-    "p_conversation_key => %(conversation_key)s, p_claim_token => %(claim_token)s,"
+_BUFFER_FAIL_ARGUMENTS: LiteralString = (
+    "(p_conversation_key => %(conversation_key)s, p_claim_token => %(claim_token)s,"
     " p_error => %(error)s, p_retry_in => %(retry_in)s)"
 )
+BUFFER_FAIL: LiteralString = "SELECT pgcoord.buffer_fail" + _BUFFER_FAIL_ARGUMENTS
+# the worker's fail: whether the batch was parked as dead (NULL: the claim not current)
+BUFFER_FAILED: LiteralString = "SELECT pgcoord.buffer_failed" + _BUFFER_FAIL_ARGUMENTS
 BUFFER_FAIL_FOR_GOOD: LiteralString = (
     "SELECT pgcoord.buffer_fail_for_good("
     "p_conversation_key => %(conversation_key)s, p_claim_token => %(claim_token)s,"

@@ -55,7 +55,7 @@ def test_each_burst_is_one_call_with_its_messages_in_order_and_then_done(db_url:
 
 
 def test_a_failing_burst_is_retried_after_retry_in_then_parked_while_new_messages_flow(
-    db_url: str,
+    db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def test(inbox: Inbox) -> None:
         await inbox.ingest("c", "bad")
@@ -95,7 +95,13 @@ def test_a_failing_burst_is_retried_after_retry_in_then_parked_while_new_message
             "after": ["done"],
         }
         assert (w.processed, w.failed) == (2, 5)
+        # the server says which try parked it: the log line says so on that try only
+        said = [r.getMessage() for r in caplog.records if "'c'" in r.getMessage()]
+        parked = [line for line in said if line.startswith("parked ")]
+        assert parked == ["parked 'c' as dead at attempt 5: RuntimeError: boom"], said
+        assert sum("retry in" in line for line in said) == 4, said
 
+    caplog.set_level(logging.INFO, logger="pgcoord.worker")
     run(test, db_url)
 
 

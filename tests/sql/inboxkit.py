@@ -46,12 +46,13 @@ INBOX_CONTRACT: dict[str, tuple[str, str]] = {
 SECTION_2 = tuple(INBOX_CONTRACT)
 # Not in API.md, granted like the API: how long until a buffer is due (the worker's
 # sleep), giving a claim back without counting a try (a worker that stops), parking a
-# batch that no retry can mend, replaying dead batches, the retention of answered
-# messages, and the messages' payloads.
+# batch that no retry can mend, a worker's fail that says whether it parked the batch,
+# replaying dead batches, the retention of answered messages, and the messages' payloads.
 HELPERS = (
     "buffer_due_in",
     "buffer_release",
     "buffer_fail_for_good",
+    "buffer_failed",
     "buffer_revive",
     "message_prune",
     "message_payloads",

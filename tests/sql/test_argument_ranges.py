@@ -58,6 +58,7 @@ INTERVALS = [
     Range("buffer_claim", "p_lease", False, "1 day", "2 days"),
     Range("buffer_extend", "p_lease", False, "1 day", "2 days"),
     Range("buffer_fail", "p_retry_in", True, "30 days", "31 days"),
+    Range("buffer_failed", "p_retry_in", True, "30 days", "31 days"),
     Range("message_prune", "p_older_than", False, "100 years", "101 years"),
     Range("rate_pause", "p_for", True, "1 day", "2 days"),
 ]

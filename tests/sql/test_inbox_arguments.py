@@ -106,6 +106,7 @@ def bases(function: str, tokens: dict[str, int]) -> list[dict[str, Any]]:
     extra = {
         "buffer_complete": {},
         "buffer_fail": {"p_error": "e", "p_retry_in": ZERO},
+        "buffer_failed": {"p_error": "e", "p_retry_in": ZERO},
         "buffer_extend": {"p_lease": timedelta(seconds=30)},
     }[function]
     return [
@@ -116,7 +117,14 @@ def bases(function: str, tokens: dict[str, int]) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize(
     "function",
-    ["message_ingest", "buffer_claim", "buffer_complete", "buffer_fail", "buffer_extend"],
+    [
+        "message_ingest",
+        "buffer_claim",
+        "buffer_complete",
+        "buffer_fail",
+        "buffer_failed",
+        "buffer_extend",
+    ],
 )
 def test_bad_arguments_raise_naming_them_and_change_nothing(conn: Conn, function: str) -> None:
     tokens = setup(conn)

@@ -196,6 +196,11 @@ def test_the_driver_calls_each_function_in_named_notation() -> None:
             "p_conversation_key text, p_claim_token bigint, p_error text",
             "boolean",
         ),
+        "buffer_failed": (
+            "p_conversation_key text, p_claim_token bigint, p_error text,"
+            " p_retry_in interval DEFAULT '00:01:00'::interval",
+            "boolean",
+        ),
         "buffer_revive": ("p_conversation_key text", "integer"),
         "message_prune": ("p_older_than interval, p_limit integer DEFAULT 10000", "integer"),
         "message_payloads": ("p_message_ids bigint[]", "TABLE(message_id bigint, payload jsonb)"),

@@ -22,7 +22,7 @@ from inboxkit import (
     statuses,
     until_lease_ran_out,
 )
-from sqlkit import Conn, server_clock
+from sqlkit import Conn, scalar, server_clock
 
 SHORT = timedelta(milliseconds=100)
 
@@ -273,3 +273,37 @@ def test_a_parked_batch_with_nothing_behind_it_leaves_only_the_dead_row(conn: Co
     [dead] = statuses(conn)
     assert dead.dead and dead.attempt == 5 and dead.last_error == "nope"
     assert claim(conn) == []
+
+
+def test_buffer_failed_says_which_try_parked_the_batch(conn: Conn) -> None:
+    """The worker's fail: False while the batch comes back, True on the try that parks it
+    (the 5th), None for a claim no longer current, which changes nothing."""
+    ingest(conn, "m", "c", "body")
+    answers = []
+    for attempt in range(1, MAX_FAILED_TRIES + 1):
+        burst = claim_one(conn, f"w{attempt}")
+        answers.append(
+            scalar(
+                conn,
+                "SELECT pgcoord.buffer_failed(p_conversation_key => %s, p_claim_token => %s,"
+                " p_error => %s, p_retry_in => %s)",
+                "c",
+                burst.claim_token,
+                f"error {attempt}",
+                timedelta(0),
+            )
+        )
+    assert answers == [False] * (MAX_FAILED_TRIES - 1) + [True]
+    [dead] = statuses(conn, "c")
+    before = (dead.dead, dead.attempt, dead.last_error)
+    stale = scalar(
+        conn,
+        "SELECT pgcoord.buffer_failed(p_conversation_key => %s, p_claim_token => %s,"
+        " p_error => %s)",
+        "c",
+        burst.claim_token,
+        "late",
+    )
+    assert stale is None
+    [dead] = statuses(conn, "c")
+    assert (dead.dead, dead.attempt, dead.last_error) == before == (True, 5, "error 5")

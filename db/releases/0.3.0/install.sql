@@ -716,45 +716,10 @@ SET search_path = pg_catalog, pg_temp
 -- the inbox through its indexes, whatever it held when the plan was made (020_inbox.sql)
 SET enable_seqscan = off
 AS $$
-DECLARE
-    v_now constant timestamptz := clock_timestamp();
 BEGIN
-    -- one lean test on the hot path; the checks naming the bad argument run only when
-    -- it fails (each IF's expression is set up again in every transaction)
-    IF (
-        octet_length(p_conversation_key) BETWEEN 1 AND 1024
-        AND p_claim_token IS NOT NULL
-        AND p_error IS NOT NULL
-        AND p_retry_in >= interval '0' AND p_retry_in <= interval '30 days'
-        AND date_trunc('month', p_retry_in) = interval '0'
-        AND abs(extract(DAY FROM p_retry_in)) <= 36500
-    ) IS NOT TRUE THEN
-        IF coalesce(octet_length(p_conversation_key), 0) NOT BETWEEN 1 AND 1024 THEN
-            PERFORM pgcoord.raise_bad_argument(
-                'p_conversation_key', p_conversation_key, 'a text of 1 to 1024 bytes'
-            );
-        END IF;
-        IF p_claim_token IS NULL THEN
-            PERFORM pgcoord.raise_bad_argument('p_claim_token', p_claim_token, 'a bigint');
-        END IF;
-        IF p_error IS NULL THEN
-            PERFORM pgcoord.raise_bad_argument('p_error', p_error, 'a text');
-        END IF;
-        IF NOT coalesce(
-            p_retry_in >= interval '0' AND p_retry_in <= interval '30 days'
-            AND date_trunc('month', p_retry_in) = interval '0'
-            AND abs(extract(DAY FROM p_retry_in)) <= 36500,
-            false
-        ) THEN
-            PERFORM pgcoord.raise_bad_argument(
-                'p_retry_in', p_retry_in, 'an interval from 0 to 30 days, with no months'
-            );
-        END IF;
-    END IF;
-
-    RETURN pgcoord.buffer_fail_claim(
-        p_conversation_key, p_claim_token, p_error, v_now + p_retry_in, p_final => FALSE
-    );
+    -- the checks naming a bad argument are buffer_failed's
+    RETURN pgcoord.buffer_failed(p_conversation_key, p_claim_token, p_error, p_retry_in)
+    IS NOT NULL;
 END;
 $$;
 
@@ -768,8 +733,9 @@ COMMENT ON FUNCTION pgcoord.buffer_fail(text, bigint, text, interval) IS
 -- db/src/functions/buffer_fail_claim.sql
 -- Internal. A failed try of the batch of claim p_claim_token of p_conversation_key
 -- (buffer_fail_try: back at p_retry_at, or parked on its 5th try, or at once when
--- p_final); false, changing nothing, when the claim is no longer current. A late one
--- (lease run out, not yet reclaimed) still holds the claim.
+-- p_final): true when it was parked as dead, false when it is back; NULL, changing
+-- nothing, when the claim is no longer current. A late one (lease run out, not yet
+-- reclaimed) still holds the claim.
 CREATE OR REPLACE FUNCTION pgcoord.buffer_fail_claim(
     p_conversation_key text,
     p_claim_token bigint,
@@ -794,18 +760,17 @@ BEGIN
         AND b.claim_token = p_claim_token AND b.claimed_by IS NOT NULL
     FOR UPDATE;
     IF NOT FOUND THEN
-        RETURN false;
+        RETURN NULL;
     END IF;
 
-    PERFORM pgcoord.buffer_fail_try(v_buffer_id, p_error, p_retry_at, p_final);
-    RETURN true;
+    RETURN pgcoord.buffer_fail_try(v_buffer_id, p_error, p_retry_at, p_final);
 END;
 $$;
 
 COMMENT ON FUNCTION pgcoord.buffer_fail_claim(text, bigint, text, timestamptz, boolean) IS
 'Internal. A failed try of the batch of claim p_claim_token (back at p_retry_at, parked '
-'on its 5th, or at once when p_final); false, changing nothing, when the claim is not '
-'current. Errors: none.';
+'on its 5th, or at once when p_final): true when parked, false when back; NULL, '
+'changing nothing, when the claim is not current. Errors: none.';
 
 -- db/src/functions/buffer_fail_for_good.sql
 -- A failed try of a claim's batch that no retry can mend (the customer blocked the
@@ -840,7 +805,7 @@ BEGIN
 
     RETURN pgcoord.buffer_fail_claim(
         p_conversation_key, p_claim_token, p_error, clock_timestamp(), p_final => TRUE
-    );
+    ) IS NOT NULL;
 END;
 $$;
 
@@ -913,6 +878,74 @@ COMMENT ON FUNCTION pgcoord.buffer_fail_try(bigint, text, timestamptz, boolean) 
 'Internal. Count a failed try of a buffer row''s batch (caller holds the row lock): give it '
 'back until p_retry_at, or park it as dead on the 5th (at once when p_final); true when '
 'parked. Errors: none.';
+
+-- db/src/functions/buffer_failed.sql
+-- buffer_fail, answering how the try ended: true when the batch was parked as dead
+-- (its 5th failed try), false when it is back, claimable after p_retry_in; NULL, changing
+-- nothing, when the claim is no longer current. The worker's fail, so that what makes a
+-- batch dead is said here only. Beyond the contract.
+CREATE OR REPLACE FUNCTION pgcoord.buffer_failed(
+    p_conversation_key text,
+    p_claim_token bigint,
+    p_error text,
+    p_retry_in interval DEFAULT interval '60 seconds'
+)
+RETURNS boolean
+LANGUAGE plpgsql
+VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+-- the inbox through its indexes, whatever it held when the plan was made (020_inbox.sql)
+SET enable_seqscan = off
+AS $$
+DECLARE
+    v_now constant timestamptz := clock_timestamp();
+BEGIN
+    -- one lean test on the hot path; the checks naming the bad argument run only when
+    -- it fails (each IF's expression is set up again in every transaction)
+    IF (
+        octet_length(p_conversation_key) BETWEEN 1 AND 1024
+        AND p_claim_token IS NOT NULL
+        AND p_error IS NOT NULL
+        AND p_retry_in >= interval '0' AND p_retry_in <= interval '30 days'
+        AND date_trunc('month', p_retry_in) = interval '0'
+        AND abs(extract(DAY FROM p_retry_in)) <= 36500
+    ) IS NOT TRUE THEN
+        IF coalesce(octet_length(p_conversation_key), 0) NOT BETWEEN 1 AND 1024 THEN
+            PERFORM pgcoord.raise_bad_argument(
+                'p_conversation_key', p_conversation_key, 'a text of 1 to 1024 bytes'
+            );
+        END IF;
+        IF p_claim_token IS NULL THEN
+            PERFORM pgcoord.raise_bad_argument('p_claim_token', p_claim_token, 'a bigint');
+        END IF;
+        IF p_error IS NULL THEN
+            PERFORM pgcoord.raise_bad_argument('p_error', p_error, 'a text');
+        END IF;
+        IF NOT coalesce(
+            p_retry_in >= interval '0' AND p_retry_in <= interval '30 days'
+            AND date_trunc('month', p_retry_in) = interval '0'
+            AND abs(extract(DAY FROM p_retry_in)) <= 36500,
+            false
+        ) THEN
+            PERFORM pgcoord.raise_bad_argument(
+                'p_retry_in', p_retry_in, 'an interval from 0 to 30 days, with no months'
+            );
+        END IF;
+    END IF;
+
+    RETURN pgcoord.buffer_fail_claim(
+        p_conversation_key, p_claim_token, p_error, v_now + p_retry_in, p_final => FALSE
+    );
+END;
+$$;
+
+COMMENT ON FUNCTION pgcoord.buffer_failed(text, bigint, text, interval) IS
+'buffer_fail, answering true when the batch was parked as dead (its 5th failed try), '
+'false when it is back; NULL, changing nothing, when the claim is no longer current. '
+'Beyond the contract. Ranges: p_conversation_key 1 to 1024 bytes; p_retry_in 0 to 30 '
+'days. Intervals with no months. Errors: 22004 NULL argument, 22023 an argument out of '
+'its range (an infinite interval included).';
 
 -- db/src/functions/buffer_release.sql
 -- Give a claim back untouched, for a worker that stops before its handler finished: the
@@ -4343,6 +4376,7 @@ GRANT EXECUTE ON FUNCTION pgcoord.buffer_claim(text, integer, interval) TO pgcoo
 GRANT EXECUTE ON FUNCTION pgcoord.buffer_complete(text, bigint) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.buffer_fail(text, bigint, text, interval) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.buffer_fail_for_good(text, bigint, text) TO pgcoord_client;
+GRANT EXECUTE ON FUNCTION pgcoord.buffer_failed(text, bigint, text, interval) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.buffer_extend(text, bigint, interval) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.buffer_release(text, bigint) TO pgcoord_client;
 GRANT EXECUTE ON FUNCTION pgcoord.buffer_revive(text) TO pgcoord_client;

@@ -1,7 +1,8 @@
 -- Internal. A failed try of the batch of claim p_claim_token of p_conversation_key
 -- (buffer_fail_try: back at p_retry_at, or parked on its 5th try, or at once when
--- p_final); false, changing nothing, when the claim is no longer current. A late one
--- (lease run out, not yet reclaimed) still holds the claim.
+-- p_final): true when it was parked as dead, false when it is back; NULL, changing
+-- nothing, when the claim is no longer current. A late one (lease run out, not yet
+-- reclaimed) still holds the claim.
 CREATE OR REPLACE FUNCTION pgcoord.buffer_fail_claim(
     p_conversation_key text,
     p_claim_token bigint,
@@ -26,15 +27,14 @@ BEGIN
         AND b.claim_token = p_claim_token AND b.claimed_by IS NOT NULL
     FOR UPDATE;
     IF NOT FOUND THEN
-        RETURN false;
+        RETURN NULL;
     END IF;
 
-    PERFORM pgcoord.buffer_fail_try(v_buffer_id, p_error, p_retry_at, p_final);
-    RETURN true;
+    RETURN pgcoord.buffer_fail_try(v_buffer_id, p_error, p_retry_at, p_final);
 END;
 $$;
 
 COMMENT ON FUNCTION pgcoord.buffer_fail_claim(text, bigint, text, timestamptz, boolean) IS
 'Internal. A failed try of the batch of claim p_claim_token (back at p_retry_at, parked '
-'on its 5th, or at once when p_final); false, changing nothing, when the claim is not '
-'current. Errors: none.';
+'on its 5th, or at once when p_final): true when parked, false when back; NULL, '
+'changing nothing, when the claim is not current. Errors: none.';

@@ -30,7 +30,7 @@ BEGIN
 
     RETURN pgcoord.buffer_fail_claim(
         p_conversation_key, p_claim_token, p_error, clock_timestamp(), p_final => TRUE
-    );
+    ) IS NOT NULL;
 END;
 $$;
 

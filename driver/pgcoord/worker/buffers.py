@@ -65,9 +65,6 @@ Handler = Callable[[Batch], Awaitable[None]]
 # (payloads[i] belongs to batch.message_ids[i])
 PayloadHandler = Callable[[Batch, list[dict[str, Any]]], Awaitable[None]]
 
-# the database parks a batch as dead after this many failed tries (for the log only)
-DEAD_AFTER = 5
-
 
 class BufferWork(Work[Batch]):
     """Conversations' due batches (pgcoord.buffer_*)."""
@@ -129,11 +126,12 @@ class BufferWork(Work[Batch]):
         self, conn: AsyncConn, item: Batch, error: str, retry_after: timedelta | None
     ) -> Failure | None:
         retry_in = self.retry_in if retry_after is None else retry_after
-        if not await inbox_async.buffer_fail(
+        parked = await inbox_async.buffer_failed(
             conn, item.conversation_key, item.claim_token, error, retry_in
-        ):
+        )
+        if parked is None:
             return None
-        return Failure(final=item.attempt >= DEAD_AFTER, retry_in=retry_in)
+        return Failure(final=parked, retry_in=retry_in)
 
     async def release(self, conn: AsyncConn, item: Batch) -> bool:
         return await inbox_async.buffer_release(conn, item.conversation_key, item.claim_token)
