@@ -7,13 +7,14 @@ BEGIN;
 -- a run again says nothing of what already exists (CREATE ... IF NOT EXISTS notices)
 SET LOCAL client_min_messages = warning;
 
-SELECT pg_advisory_xact_lock(7001517330252001);
-
 DO $$
 DECLARE
     v_installed text;
     v_owner text;
 BEGIN
+    -- the install lock, until the transaction ends (PERFORM: psql prints no row)
+    PERFORM pg_advisory_xact_lock(7001517330252001);
+
     -- one role owns all of pgcoord: objects made by another would be that role's, and
     -- the owner of a schema made by another could replace pgcoord's functions
     SELECT pg_catalog.pg_get_userbyid(n.nspowner) INTO v_owner
