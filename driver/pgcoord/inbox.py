@@ -128,7 +128,7 @@ def buffer_fail(
     return bool(query.value(conn, sql.BUFFER_FAIL, params))
 
 
-def buffer_failed(
+def _buffer_failed(
     conn: psycopg.Connection[Any],
     conversation_key: str,
     claim_token: int,

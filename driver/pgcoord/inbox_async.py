@@ -128,7 +128,7 @@ async def buffer_fail(
     return bool(await query_async.value(conn, sql.BUFFER_FAIL, params))
 
 
-async def buffer_failed(
+async def _buffer_failed(
     conn: psycopg.AsyncConnection[Any],
     conversation_key: str,
     claim_token: int,

@@ -126,7 +126,7 @@ class BufferWork(Work[Batch]):
         self, conn: AsyncConn, item: Batch, error: str, retry_after: timedelta | None
     ) -> Failure | None:
         retry_in = self.retry_in if retry_after is None else retry_after
-        parked = await inbox_async.buffer_failed(
+        parked = await inbox_async._buffer_failed(
             conn, item.conversation_key, item.claim_token, error, retry_in
         )
         if parked is None:
