@@ -12,6 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+# end to end, the same on any server: one suite of two runs it (scripts/test)
+pytestmark = pytest.mark.one_suite
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

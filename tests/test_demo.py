@@ -31,6 +31,9 @@ from pgcoord.demo.senders import Delivery
 from pgcoord.demo.waiting import wait_until
 from pgcoord.demo.workers import WorkerProcess, storm_process, wait_ready
 
+# end to end, the same on any server: one suite of two runs it (scripts/test)
+pytestmark = pytest.mark.one_suite
+
 ROOT = Path(__file__).resolve().parent.parent
 CHECKS = 11  # the lock scenes'
 STORM_CHECKS = 8

@@ -37,6 +37,9 @@ from pgcoord.demo.torture_faults import FIRST, KINDS, LAST, ROUND, schedule
 from pgcoord.demo.torture_lockers import Hold, LockLedger, LockTry, LockWrite
 from pgcoord.locks import lock_acquire
 
+# end to end, the same on any server: one suite of two runs it (scripts/test)
+pytestmark = pytest.mark.one_suite
+
 SEED = 20261202
 PROGRAMS = (
     b"pgcoord.demo.storm_worker",
