@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 # end to end, the same on any server: one suite of two runs it (scripts/test)
-pytestmark = pytest.mark.one_suite
+pytestmark = pytest.mark.system_suite
 
 ROOT = Path(__file__).resolve().parent.parent
 
