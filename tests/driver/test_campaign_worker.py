@@ -385,6 +385,55 @@ def test_rate_limited_snoozes_without_a_try_and_pauses_the_whole_fleet(db_url: s
     run(test, db_url)
 
 
+def test_a_pause_whose_connection_died_is_made_on_a_sound_one(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A killed backend (a restarted pooler, pg_terminate_backend) under the rate_pause
+    of a 429: the pause goes again on a sound connection, for what is left of it, so
+    the fleet still waits; a lost pause would leave it sending into the 429s."""
+    real = rates_async.rate_pause
+    killed: list[int] = []
+
+    async def dying_once(conn: psycopg.AsyncConnection[Any], *args: Any) -> Any:
+        if not killed:
+            killed.append(conn.info.backend_pid)
+            with contextlib.suppress(psycopg.OperationalError):
+                await conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        return await real(conn, *args)
+
+    monkeypatch.setattr(rates_async, "rate_pause", dying_once)
+
+    async def test(queue: Queue) -> None:
+        run_id = await queue.run(max_retries=0)
+        await queue.enqueue(run_id, 1)
+        told: list[datetime] = []
+
+        async def send(message: CampaignMessage) -> None:
+            if not told:
+                told.append(await queue.now())
+                raise RateLimited(3.0, "429 Too Many Requests")
+
+        async def paused() -> bool:
+            found = await rates_async.rate_status(queue.conn)
+            return bool(found) and found[0].paused_until is not None
+
+        budget = RateBudget("gateway", per_second=1000, burst=50)
+        with caplog.at_level(logging.WARNING, logger="pgcoord"):
+            async with running(worker(send, db_url, rate=budget)):
+                await wait_until(paused, "the rate key paused")
+                [status] = await rates_async.rate_status(queue.conn)
+                await wait_until(lambda: queue.done(run_id, sent=1), "the message sent", 20)
+        assert killed, "the pause met its dead connection"
+        assert status.paused_until is not None
+        # paused for what was left of the 3 s once a sound connection made it
+        assert told[0] + timedelta(seconds=2) < status.paused_until
+        assert status.paused_until <= told[0] + timedelta(seconds=3.5)
+        lines = [r.getMessage() for r in caplog.records]
+        assert any(line.startswith("pausing the rate key 'gateway' failed") for line in lines)
+
+    run(test, db_url)
+
+
 def test_the_fleet_never_starts_more_handlers_than_the_shared_budget(db_url: str) -> None:
     async def test(queue: Queue) -> None:
         run_id = await queue.run()

@@ -1227,13 +1227,8 @@ class Runtime(Generic[Item]):
         lease)."""
         paused = ""
         if self.rate is not None:
-            key = self.rate.key
             pause = self._capped(error.after, RATE_PAUSE_MAX, "pause of the rate key", flight.item)
-            try:
-                await self._db(lambda conn: rates_async.rate_pause(conn, key, pause))
-            except Exception as exc:
-                self._fault(exc, "pausing the rate key %r failed", key)
-            else:
+            if await self._pause_fleet(self.rate.key, pause):
                 paused = f"; the rate key is paused for {_seconds(pause)} s"
         delay = self._capped(error.after, self.work.max_delay, "snooze", flight.item)
         desc = self.work.describe(flight.item)
@@ -1259,6 +1254,31 @@ class Runtime(Generic[Item]):
         if isinstance(outcome, Failure) and outcome.final:
             log.error("%s had no retries left", desc)
         return True
+
+    async def _pause_fleet(self, key: str, pause: timedelta) -> bool:
+        """rate_pause(key, pause), and whether it was made. A call that meets a fault of
+        the database or the network goes again on a sound connection, for what is left
+        of the pause, until the pause is over or the worker stops: a pause lost to a
+        dropped connection would leave the rest of the fleet sending into the
+        provider's 429s."""
+        end = time.monotonic() + pause.total_seconds()
+
+        def left() -> timedelta:  # as the call is made; at least a millisecond
+            return timedelta(seconds=max(end - time.monotonic(), 0.001))
+
+        wait = 0.1
+        while True:
+            try:
+                await self._db(lambda conn: rates_async.rate_pause(conn, key, left()))
+                return True
+            except Exception as exc:
+                self._fault(exc, "pausing the rate key %r failed", key)
+                if not isinstance(exc, FAULTS) or time.monotonic() + wait >= end:
+                    return False
+            await _wait(self._stopping, wait)
+            if self._stopping.is_set():
+                return False
+            wait = min(wait * 2, MAX_ERROR_PAUSE)
 
     async def _release(self, flight: Flight[Item]) -> bool | None:
         """Give the item back untouched; whether its claim was current (None: the call
