@@ -6,6 +6,7 @@ delivered again one attempt later to another worker, its late calls refused."""
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,7 +30,7 @@ from pgcoord.demo.checks import (
 from pgcoord.demo.facts import Handover, LateCall, QueuedMessage, handover
 from pgcoord.demo.ledger import Try
 from pgcoord.demo.pipeline import make_handler
-from pgcoord.demo.provider import Acceptance, FakeProvider, Ledger, Options, Second
+from pgcoord.demo.provider import Acceptance, FakeProvider, Ledger, Options, Second, Throttle
 
 MAX_RETRIES = 2
 
@@ -133,12 +134,29 @@ def test_within_gateway_limit_counts_every_window_of_a_second() -> None:
 
 
 def test_fleet_waited_after_429() -> None:
-    paused = replace(ledger(), throttles=((1.0, 1),), arrivals=(0.9, 1.2, 1.45, 2.0, 2.1))
-    assert fleet_waited_after_429(paused).held  # 1.2 and 1.45: granted before the pause
+    throttle = Throttle(1.0, 1, "campaign-1")
+    paused = replace(ledger(), throttles=(throttle,), arrivals=(0.9, 1.2, 1.45, 2.0, 2.1))
+    assert fleet_waited_after_429(paused, {}).held  # 1.2 and 1.45: granted before the pause
     sent_anyway = replace(paused, arrivals=(0.9, 1.2, 1.7, 2.1))
-    check = fleet_waited_after_429(sent_anyway)
-    assert not check.held and "(1.0, 1)" in check.detail
-    assert not fleet_waited_after_429(ledger()).held  # no 429 at all: nothing shown
+    check = fleet_waited_after_429(sent_anyway, {})
+    assert not check.held and "(1.0, 'campaign-1', 1)" in check.detail
+    assert not fleet_waited_after_429(ledger(), {}).held  # no 429 at all: nothing shown
+
+
+def test_fleet_waited_after_429_leaves_out_a_429_answered_to_a_stopped_worker() -> None:
+    # campaign-2 heard its 429 at 1.0 (paused until 2.0); campaign-1, stopped from 1.1 to
+    # 4.0, could not act on its 429 at 1.3: the request at 2.1 broke no pause
+    throttles = (Throttle(1.0, 1, "campaign-2"), Throttle(1.3, 1, "campaign-1"))
+    both = replace(ledger(), throttles=throttles, arrivals=(1.0, 1.3, 2.1))
+    assert not fleet_waited_after_429(both, {}).held
+    check = fleet_waited_after_429(both, {"campaign-1": [(1.1, 4.0)], "campaign-2": []})
+    assert check.held and "1 more answered to a stopped or killed worker" in check.label
+    # stopped more than PAUSE_GRACE after its 429, a worker had the time to pause
+    late = replace(ledger(), throttles=throttles[:1], arrivals=(1.0, 1.7))
+    assert not fleet_waited_after_429(late, {"campaign-2": [(1.6, math.inf)]}).held
+    # every 429 unheard (campaign-2 killed just before its answer): nothing shown
+    deaf = {"campaign-1": [(1.1, 4.0)], "campaign-2": [(0.8, math.inf)]}
+    assert not fleet_waited_after_429(both, deaf).held
 
 
 def run_campaign(url: str, messages: list[CampaignMessage]) -> list[QueuedMessage]:
@@ -194,7 +212,7 @@ def test_every_check_holds_after_sending_through_the_fake_provider() -> None:
     statuses = {q.status for q in queued}
     assert statuses == {"sent", "failed"}  # the seed gives both
     assert any(a.replays for a in facts.accepted)  # and retries that re-sent parts
-    checks = campaign_checks(queued, len(messages), MAX_RETRIES, facts)
+    checks = campaign_checks(queued, len(messages), MAX_RETRIES, facts, {})
     assert [c.label for c in checks if not c.held] == []
 
 

@@ -214,27 +214,29 @@ def test_the_ledger_reads_the_same_over_http() -> None:
 
 
 def test_a_storm_answers_the_gateway_429_for_its_length_and_the_ledger_keeps_the_times() -> None:
-    with serving(replace(QUIET, storm=(0.3, 0.4), retry_after=2)) as (provider, http):
+    with serving(replace(QUIET, storm=(4, 0.4), retry_after=2)) as (provider, http):
+        http.headers["User-Agent"] = "campaign-7"
         answers = []
         for i in range(12):
             answers.append(send(http, f"{i}:0").status_code)
             time.sleep(0.1)
         ledger = provider.ledger()
-    # the first request starts the clock of the storm: 200 until 0.3 s, 429 until 0.7 s
-    assert answers[0] == 200 and answers[-1] == 200
-    assert 2 <= answers.count(429) <= 5
-    assert answers.index(429) >= 2
+    # the fourth request starts the storm: 200 before it, 429 for 0.4 s from it
+    assert answers[:3] == [200] * 3 and answers[3] == 429 and answers[-1] == 200
+    assert 3 <= answers.count(429) <= 5
     assert len(ledger.arrivals) == 12 and list(ledger.arrivals) == sorted(ledger.arrivals)
-    assert [after for _, after in ledger.throttles] == [2] * answers.count(429)
-    storm_start = ledger.arrivals[0] + 0.3
-    assert all(storm_start <= at < storm_start + 0.4 + 0.05 for at, _ in ledger.throttles)
+    assert [(t.after, t.client) for t in ledger.throttles] == [(2, "campaign-7")] * answers.count(
+        429
+    )
+    storm_start = ledger.arrivals[3]
+    assert all(storm_start <= t.answered < storm_start + 0.4 + 0.05 for t in ledger.throttles)
 
 
 def test_the_options_say_their_failures_once_for_every_report() -> None:
-    stormy = replace(QUIET, errors=0.04, throttled=0.01, gateway_throttled=0.0, storm=(3.0, 1.5))
+    stormy = replace(QUIET, errors=0.04, throttled=0.01, gateway_throttled=0.0, storm=(20, 1.5))
     assert stormy.failures() == (
         "4% of calls 503, 1% of the model's 429 with Retry-After: 1, the gateway's all 429 "
-        "for 1.5 s from 3 s after its first request"
+        "for 1.5 s from request 20 on"
     )
     plain = replace(QUIET, errors=0.05, throttled=0.02)
     assert plain.failures() == (

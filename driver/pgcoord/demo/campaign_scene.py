@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -52,14 +53,14 @@ BACKOFF = (timedelta(seconds=1), timedelta(seconds=2))  # the last repeats
 # the provider: every call 20-200 ms, 4% answered 503, 1% of the model's calls 429 with
 # Retry-After: 1 (a message snoozed), 0.4% of the model's texts too short to send (failed
 # on every try), a gateway that serves at most GATEWAY_LIMIT requests in each second of
-# its clock, and a 429 storm: for STORM[1] s from STORM[0] s after its first request, the
-# gateway answers every request 429 with Retry-After: 1 (the fleet's budget paused)
+# its clock, and a 429 storm: for STORM[1] s from its STORM[0]-th request, the gateway
+# answers every request 429 with Retry-After: 1 (the fleet's budget paused)
 GATEWAY_LIMIT = 300
 # one recipient in UNKNOWN_EVERY (the first, and every UNKNOWN_EVERY-th after it) has a
 # number the gateway does not know: the handler's FailForGood fails it at the first 404
 UNKNOWN = "+999"
 UNKNOWN_EVERY = 100
-STORM = (3.0, 1.5)
+STORM = (20, 1.5)
 PROVIDER = Options(
     seed=SEED,
     latency=(0.02, 0.2),
@@ -162,7 +163,8 @@ class CampaignScene(Scene):
         queued = queued_messages(run.conn, run.run_id)
         ledger = run.provider.ledger()
         self._show(tries, queued, ledger, started)
-        for check in checks.campaign_checks(queued, enqueued, MAX_RETRIES, ledger):
+        deaf = deaf_spans(run.provider, [*crew, victim])
+        for check in checks.campaign_checks(queued, enqueued, MAX_RETRIES, ledger, deaf):
             self.report.add(check)
         taken_over = handover(victim.name, kill.held, tries, late, queued)
         self.report.add(checks.messages_delivered_again(taken_over, MAX_RETRIES))
@@ -367,6 +369,16 @@ def worker_args(schema: str, run_id: int, provider: str) -> list[str]:
         f"--per-second={BUDGET_RATE:g}",
         f"--burst={BUDGET_BURST}",
     ]
+
+
+def deaf_spans(
+    provider: FakeProvider, workers: Sequence[WorkerProcess]
+) -> dict[str, list[tuple[float, float]]]:
+    """When each worker could not act on the provider's answers (stopped or killed), by
+    its name, on the provider's clock: the User-Agent of its requests is its name."""
+    return {
+        w.name: [(provider.on_clock(a), provider.on_clock(b)) for a, b in w.deaf] for w in workers
+    }
 
 
 def campaign_items(

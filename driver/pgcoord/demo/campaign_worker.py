@@ -95,7 +95,8 @@ async def _work(args: argparse.Namespace) -> int:
     log = TryLog(args.schema)
     budget = RateBudget(args.budget, args.per_second, args.burst)
     pacer = Pacer(pool, budget)
-    async with httpx.AsyncClient() as http:
+    # the worker's name as its User-Agent: the provider's ledger says whom it answered
+    async with httpx.AsyncClient(headers={"User-Agent": args.name}) as http:
         pipeline = make_handler(args.provider, http, pace=pacer, pause=pacer.pause)
         worker = CampaignWorker(
             _logged(pipeline, pool, log, args),

@@ -29,7 +29,7 @@ from .output import plural
 from .parts import message_of, part_key
 
 if TYPE_CHECKING:
-    from .provider import Ledger
+    from .provider import Ledger, Throttle
     from .workers import WorkerProcess
 
 
@@ -332,11 +332,16 @@ def workers_stopped_cleanly(workers: Sequence[WorkerProcess], codes: Mapping[str
 
 
 def campaign_checks(
-    messages: Sequence[QueuedMessage], enqueued: int, max_retries: int, ledger: Ledger
+    messages: Sequence[QueuedMessage],
+    enqueued: int,
+    max_retries: int,
+    ledger: Ledger,
+    deaf: Mapping[str, Sequence[tuple[float, float]]],
 ) -> list[Check]:
     """The claims about a campaign sent through the fake provider: `messages` as the
     queue holds them after the run, `enqueued` how many were enqueued, `max_retries`
-    the run's, `ledger` what the provider did."""
+    the run's, `ledger` what the provider did, `deaf` when each worker could not act on
+    an answer (see fleet_waited_after_429)."""
     return [
         none_lost_or_stuck(messages, enqueued),
         sent_or_failed(messages, max_retries, ledger),
@@ -344,7 +349,7 @@ def campaign_checks(
         sent_parts_accepted(messages, ledger),
         parts_accepted_once(ledger),
         within_gateway_limit(ledger),
-        fleet_waited_after_429(ledger),
+        fleet_waited_after_429(ledger, deaf),
     ]
 
 
@@ -516,25 +521,40 @@ def _busiest_second(arrivals: Sequence[float]) -> tuple[int, float]:
 PAUSE_GRACE = 0.5
 
 
-def fleet_waited_after_429(ledger: Ledger) -> Check:
+def fleet_waited_after_429(
+    ledger: Ledger, deaf: Mapping[str, Sequence[tuple[float, float]]]
+) -> Check:
     """After each gateway 429, no gateway request from any worker until its Retry-After
     had passed (PAUSE_GRACE after the answer excepted, for requests granted before the
-    pause): the fleet's budget was paused, not only the message snoozed."""
+    pause): the fleet's budget was paused, not only the message snoozed.
+
+    A 429 answered to a worker that could not act on it pauses nobody, and is left out:
+    `deaf` holds, by worker name (the User-Agent of its requests), the spans of the
+    provider's clock from each SIGSTOP to its SIGCONT and from a SIGKILL on; a 429
+    answered in one, or PAUSE_GRACE before it began, went unheard."""
+
+    def heard(throttle: Throttle) -> bool:
+        spans = deaf.get(throttle.client, ())
+        return not any(a - PAUSE_GRACE <= throttle.answered < b for a, b in spans)
+
+    throttles = [t for t in ledger.throttles if heard(t)]
+    unheard = len(ledger.throttles) - len(throttles)
     breaches = []
-    for answered, after in ledger.throttles:
-        start, end = answered + PAUSE_GRACE, answered + after
+    for throttle in throttles:
+        start, end = throttle.answered + PAUSE_GRACE, throttle.answered + throttle.after
         inside = bisect.bisect_left(ledger.arrivals, end) - bisect.bisect_left(
             ledger.arrivals, start
         )
         if inside > 0:
-            breaches.append((answered, inside))
+            breaches.append((throttle.answered, throttle.client, inside))
+    besides = f" ({unheard} more answered to a stopped or killed worker)" if unheard else ""
     return Check(
-        f"after each of the gateway's {plural(len(ledger.throttles), '429')}, no worker sent "
-        f"until its Retry-After had passed (the fleet's budget paused)",
-        bool(ledger.throttles) and not breaches,
-        f"requests inside the pause (429 answered at, requests): {breaches[:3]}"
+        f"after each of the gateway's {plural(len(throttles), '429')}{besides}, no worker "
+        f"sent until its Retry-After had passed (the fleet's budget paused)",
+        bool(throttles) and not breaches,
+        f"requests inside the pause (429 answered at, to, requests): {breaches[:3]}"
         if breaches
-        else "the gateway answered no 429",
+        else "the gateway answered no 429 to a worker that could act on it",
     )
 
 

@@ -70,9 +70,10 @@ class Options:
     throttled: float = 0.02  # share of calls answered 429
     gateway_throttled: float | None = None  # ... of the gateway's, when not `throttled`
     retry_after: int = 1  # seconds, in those 429s
-    # a 429 storm: (start, length) in seconds after the gateway's first request, during
-    # which the gateway answers every request 429 with Retry-After
-    storm: tuple[float, float] | None = None
+    # a 429 storm: (first, length): from its first-th request, for length seconds, the
+    # gateway answers every request 429 with Retry-After (counted in requests, not in
+    # seconds, so that a storm meets requests however slow the machine)
+    storm: tuple[int, float] | None = None
     gateway_limit: int = 20  # requests the gateway serves in one second
     fenced: float = 0.3  # share of generations fenced in ```json ... ```
     malformed: float = 0.1  # ... in plain text instead of JSON
@@ -95,8 +96,7 @@ class Options:
             said += f", numbers {self.unknown}... unknown to the gateway (404)"
         if self.storm is not None:
             said += (
-                f", the gateway's all 429 for {self.storm[1]:g} s from {self.storm[0]:g} s "
-                "after its first request"
+                f", the gateway's all 429 for {self.storm[1]:g} s from request {self.storm[0]} on"
             )
         return said
 
@@ -126,6 +126,17 @@ class Second:
 
 
 @dataclass(frozen=True, slots=True)
+class Throttle:
+    """A gateway 429: when it was answered (seconds since the provider started), its
+    Retry-After in seconds, and the User-Agent of the request it answered (the demo's
+    worker processes send their name)."""
+
+    answered: float
+    after: int
+    client: str
+
+
+@dataclass(frozen=True, slots=True)
 class Ledger:
     """What the provider did, as `GET /ledger` answers it."""
 
@@ -136,7 +147,7 @@ class Ledger:
     generations: int  # texts the model wrote (repeats of a key not counted)
     tokens: int  # tokens spent on them
     arrivals: tuple[float, ...] = ()  # when each gateway request came, in order
-    throttles: tuple[tuple[float, int], ...] = ()  # gateway 429s: when answered, Retry-After
+    throttles: tuple[Throttle, ...] = ()  # the gateway's 429s, in order
     refused: tuple[str, ...] = ()  # the keys of the parts answered 404: recipient unknown
 
     def to_json(self) -> dict[str, Any]:
@@ -152,7 +163,7 @@ class Ledger:
             data["generations"],
             data["tokens"],
             tuple(data["arrivals"]),
-            tuple((at, after) for at, after in data["throttles"]),
+            tuple(Throttle(**t) for t in data["throttles"]),
             tuple(data["refused"]),
         )
 
@@ -170,7 +181,8 @@ class FakeProvider:
         self._seconds: defaultdict[int, list[int]] = defaultdict(lambda: [0, 0])
         self._answers: Counter[str] = Counter()
         self._arrivals: list[float] = []
-        self._throttles: list[tuple[float, int]] = []
+        self._throttles: list[Throttle] = []
+        self._storm_from: float | None = None  # when the storm began
         self._refused: list[str] = []
         self._written = 0
         self._tokens = 0
@@ -237,6 +249,11 @@ class FakeProvider:
     def _clock(self) -> float:
         return time.monotonic() - self._start
 
+    def on_clock(self, instant: float) -> float:
+        """`instant`, a time.monotonic() of any process of this machine, on the
+        provider's clock (the ledger's seconds since it started)."""
+        return instant - self._start
+
     async def _fate(self, endpoint: str, key: str) -> tuple[int, random.Random]:
         """Wait the call's latency; its status, and its draw for anything else random."""
         n = self._seen[endpoint, key]
@@ -262,20 +279,32 @@ class FakeProvider:
         *,
         replayed: bool = False,
         retry_after: int | None = None,
+        client: str = "",
     ) -> web.Response:
+        """The answer; a gateway's 429 (`retry_after` given) is kept with the `client`
+        it answered."""
         self._answers[f"{endpoint} {status}"] += 1
         headers = {"Idempotent-Replayed": "true"} if replayed else {}
         if retry_after is not None:
             headers["Retry-After"] = str(retry_after)
             if endpoint == "gateway":
-                self._throttles.append((round(self._clock(), 3), retry_after))
+                self._throttles.append(Throttle(round(self._clock(), 3), retry_after, client))
         return web.json_response(body, status=status, headers=headers)
 
-    def _fault(self, endpoint: str, status: int) -> web.Response:
+    def _fault(self, endpoint: str, status: int, client: str = "") -> web.Response:
         """A drawn or scripted failure; a 429 says when to come back."""
         wait = self.options.retry_after if status == 429 else None
         body = {"error": HTTPStatus(status).phrase}
-        return self._answer(endpoint, status, body, retry_after=wait)
+        return self._answer(endpoint, status, body, retry_after=wait, client=client)
+
+    def _storming(self, now: float) -> bool:
+        """Whether the gateway's request arriving at `now` is in the storm."""
+        storm = self.options.storm
+        if storm is None or len(self._arrivals) < storm[0]:
+            return False
+        if self._storm_from is None:
+            self._storm_from = now
+        return now - self._storm_from < storm[1]
 
     async def _generate(self, request: web.Request) -> web.Response:
         key = request.headers.get("Idempotency-Key", "")
@@ -318,16 +347,17 @@ class FakeProvider:
         self._arrivals.append(round(now, 3))
         second = self._seconds[int(now)]
         second[0] += 1
-        storm = self.options.storm
-        if storm is not None and 0 <= now - self._arrivals[0] - storm[0] < storm[1]:
+        client = request.headers.get("User-Agent", "")
+        if self._storming(now):
             await asyncio.sleep(random.Random(now).uniform(*self.options.latency))
             body = {"error": "a 429 storm: too many requests"}
-            return self._answer("gateway", 429, body, retry_after=self.options.retry_after)
+            wait = self.options.retry_after
+            return self._answer("gateway", 429, body, retry_after=wait, client=client)
         if second[0] > self.options.gateway_limit:
             second[1] += 1
             # the next second, and with it room, begins within one
             body = {"error": "over the gateway's rate limit"}
-            return self._answer("gateway", 429, body, retry_after=1)
+            return self._answer("gateway", 429, body, retry_after=1, client=client)
         key = request.headers.get("Idempotency-Key", "")
         body = await _body(request)
         to, text = body.get("to"), body.get("text")
@@ -341,7 +371,7 @@ class FakeProvider:
             )
         status, _ = await self._fate("gateway", key)
         if status != 200:
-            return self._fault("gateway", status)
+            return self._fault("gateway", status, client)
         if self.options.unknown and to.startswith(self.options.unknown):
             self._refused.append(key)
             return self._answer("gateway", 404, {"error": f"{to} is not a WhatsApp number"})

@@ -55,7 +55,7 @@ from pgcoord.cli.options import Parser
 from pgcoord.config import describe
 
 from . import campaign_worker, checks, storm_worker, torture_lockers
-from .campaign_scene import MAX_RETRIES
+from .campaign_scene import MAX_RETRIES, deaf_spans
 from .facts import (
     Fault,
     LockOutcome,
@@ -372,7 +372,13 @@ class Torture:
             checks.nothing_stuck(outcome),
             checks.lock_writes_fenced(locks),
             checks.no_lease_left(locks),
-            *checks.campaign_checks(queued, campaign.enqueued, MAX_RETRIES, gateway),
+            *checks.campaign_checks(
+                queued,
+                campaign.enqueued,
+                MAX_RETRIES,
+                gateway,
+                deaf_spans(campaign.provider, stage.crew.processes),
+            ),
             checks.enqueued_once_under_faults(chunks, queued),
             *(checks.messages_delivered_again(h, MAX_RETRIES) for h in handovers),
             checks.zombie_writes_refused(zombies),

@@ -5,6 +5,7 @@ SIGKILLed mid-batch or stopped with SIGTERM, their output kept for the report.""
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -57,6 +58,9 @@ class WorkerProcess:
         self.killed = False
         self.suspended = False
         self.terminated = False  # SIGTERM sent
+        # when it could not act on what it was answered: from each SIGSTOP to its
+        # SIGCONT, from a SIGKILL on (time.monotonic(); inf while it lasts)
+        self.deaf: list[tuple[float, float]] = []
 
     @property
     def pid(self) -> int:
@@ -70,6 +74,8 @@ class WorkerProcess:
         if self.alive():
             os.kill(self.pid, signal.SIGKILL)
             self.killed = True
+            if not self.suspended:
+                self.deaf.append((time.monotonic(), math.inf))
         self.process.wait(STEP_TIMEOUT)
 
     def suspend(self) -> None:
@@ -78,11 +84,13 @@ class WorkerProcess:
         if self.alive():
             os.kill(self.pid, signal.SIGSTOP)
             self.suspended = True
+            self.deaf.append((time.monotonic(), math.inf))
 
     def resume(self) -> None:
         """SIGCONT: a suspended process goes on where it stood."""
         if self.suspended and self.alive():
             os.kill(self.pid, signal.SIGCONT)
+            self.deaf[-1] = (self.deaf[-1][0], time.monotonic())
         self.suspended = False
 
     def terminate(self) -> None:
