@@ -434,6 +434,44 @@ def test_a_pause_whose_connection_died_is_made_on_a_sound_one(
     run(test, db_url)
 
 
+def test_a_hung_listen_connection_holds_no_growing_queue_and_work_still_flows(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The LISTEN connection hangs in the idle mark (a server or network that stops
+    answering it): each look of the idle worker then goes through the pool instead of
+    queueing one more call behind the hung one, and messages enqueued meanwhile are
+    claimed and sent all the same."""
+    hung = asyncio.Event()
+
+    async def hanging(self: CampaignWork, conn: psycopg.AsyncConnection[Any]) -> Any:
+        hung.set()
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(CampaignWork, "idle", hanging)
+
+    async def test(queue: Queue) -> None:
+        run_id = await queue.run()
+        sent: list[int] = []
+
+        async def send(message: CampaignMessage) -> None:
+            sent.append(message.message_id)
+
+        # a call gives up after 1 s: about one look a second while it hangs
+        w = worker(send, db_url, lease=timedelta(seconds=2), idle_poll=timedelta(seconds=0.1))
+        async with running(w):
+            await asyncio.wait_for(hung.wait(), 10)
+            waiting = []
+            for _ in range(8):
+                await asyncio.sleep(0.6)
+                waiting.append(w._listener_calls.qsize())
+            await queue.enqueue(run_id, 5)
+            await wait_until(lambda: queue.done(run_id, sent=5), "the messages sent", 20)
+        assert max(waiting) <= runtime.LISTENER_CALLS_MAX, waiting
+        assert len(sent) == 5
+
+    run(test, db_url)
+
+
 def test_the_fleet_never_starts_more_handlers_than_the_shared_budget(db_url: str) -> None:
     async def test(queue: Queue) -> None:
         run_id = await queue.run()

@@ -96,6 +96,10 @@ UNSETTLED_PAUSE = 0.01
 # often (that one may go idle or away)
 BUSY_MARK_RETRY = 1.0
 MAX_ERROR_PAUSE = 5.0
+# calls waiting their turn on the LISTEN connection (an idle and a busy mark at most, in
+# the ordinary way of things): beyond it, one fails at once, and the claim loop goes on
+# through the pool, so a LISTEN connection that hangs holds no growing queue
+LISTENER_CALLS_MAX = 2
 # how long run() waits for LISTEN before its first claim (it goes on without it)
 LISTEN_TIMEOUT = 5.0
 # seconds the LISTEN connection waits for its probe's notification: a session hears it
@@ -1599,9 +1603,14 @@ class Runtime(Generic[Item]):
 
     def _on_listener(self, call: Callable[[AsyncConn], Awaitable[T]]) -> asyncio.Future[T]:
         """`call` on the LISTEN connection, between notifications: its future, which
-        fails when the connection is lost first; awaited, bounded by call_timeout."""
+        fails when the connection is lost first; awaited, bounded by call_timeout. With
+        LISTENER_CALLS_MAX calls already waiting (the connection hangs on one), it fails
+        at once."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._listener_calls.put_nowait((call, future))
+        if self._listener_calls.qsize() >= LISTENER_CALLS_MAX:
+            future.set_exception(TimeoutError("the LISTEN connection is behind"))
+        else:
+            self._listener_calls.put_nowait((call, future))
         return asyncio.ensure_future(asyncio.wait_for(future, self.call_timeout))
 
     async def _housekeep(self) -> None:
