@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
+from types import ModuleType
 from typing import Any
 
 import psycopg
@@ -385,13 +386,11 @@ def test_rate_limited_snoozes_without_a_try_and_pauses_the_whole_fleet(db_url: s
     run(test, db_url)
 
 
-def test_a_pause_whose_connection_died_is_made_on_a_sound_one(
-    db_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    """A killed backend (a restarted pooler, pg_terminate_backend) under the rate_pause
-    of a 429: the pause goes again on a sound connection, for what is left of it, so
-    the fleet still waits; a lost pause would leave it sending into the 429s."""
-    real = rates_async.rate_pause
+def die_once(monkeypatch: pytest.MonkeyPatch, module: ModuleType, name: str) -> list[int]:
+    """The first call of `module.name` finds its backend killed (a restarted pooler,
+    pg_terminate_backend); the later ones run as they do. The killed backend's pid goes
+    into the list returned."""
+    real = getattr(module, name)
     killed: list[int] = []
 
     async def dying_once(conn: psycopg.AsyncConnection[Any], *args: Any) -> Any:
@@ -401,7 +400,17 @@ def test_a_pause_whose_connection_died_is_made_on_a_sound_one(
                 await conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
         return await real(conn, *args)
 
-    monkeypatch.setattr(rates_async, "rate_pause", dying_once)
+    monkeypatch.setattr(module, name, dying_once)
+    return killed
+
+
+def test_a_pause_whose_connection_died_is_made_on_a_sound_one(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A killed backend (a restarted pooler, pg_terminate_backend) under the rate_pause
+    of a 429: the pause goes again on a sound connection, for what is left of it, so
+    the fleet still waits; a lost pause would leave it sending into the 429s."""
+    killed = die_once(monkeypatch, rates_async, "rate_pause")
 
     async def test(queue: Queue) -> None:
         run_id = await queue.run(max_retries=0)
@@ -1122,17 +1131,7 @@ def test_a_completion_whose_connection_died_goes_once_more(
     """A killed backend (a restarted pooler, pg_terminate_backend) under a completion:
     it goes again on a sound connection, instead of leaving sent messages to their lease
     and a second send."""
-    real = campaigns_async.campaign_completed_then_claim
-    killed: list[int] = []
-
-    async def dying_once(conn: psycopg.AsyncConnection[Any], *args: Any) -> Any:
-        if not killed:
-            killed.append(conn.info.backend_pid)
-            with contextlib.suppress(psycopg.OperationalError):
-                await conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
-        return await real(conn, *args)
-
-    monkeypatch.setattr(campaigns_async, "campaign_completed_then_claim", dying_once)
+    killed = die_once(monkeypatch, campaigns_async, "campaign_completed_then_claim")
     each_sent_once_at_first_try(db_url, caplog, 40, timedelta(seconds=30), "trying once more")
     assert killed, "a completion met its dead connection"
 
