@@ -8,6 +8,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from dying import die_once
 
 from pgcoord import RateLimited, rates_async
 from pgcoord.config import async_pool
@@ -45,3 +46,21 @@ def test_a_paused_budget_gives_the_message_back_instead_of_holding_its_handler(
     with pytest.raises(RateLimited) as limited:
         pace(db_url, budget, 1, pause=timedelta(seconds=20))
     assert timedelta(seconds=15) < limited.value.after <= timedelta(seconds=20)
+
+
+def test_a_pause_whose_connection_died_is_made_on_another(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    budget = RateBudget("dropped", per_second=10, burst=1)
+    killed = die_once(monkeypatch, rates_async, "rate_pause")
+
+    async def main() -> timedelta:
+        async with async_pool(db_url) as pool:
+            await Pacer(pool, budget).pause(20)
+            with pytest.raises(RateLimited) as limited:
+                await Pacer(pool, budget)()
+            return limited.value.after
+
+    after = asyncio.run(main())
+    assert killed, "the pause met its dead connection"
+    assert timedelta(seconds=15) < after <= timedelta(seconds=20)

@@ -4,18 +4,17 @@ the run's backoff, snoozes on 429, the shared rate budget, stale messages, stopp
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
-from types import ModuleType
 from typing import Any
 
 import psycopg
 import pytest
+from dying import die_once
 from queuekit import Queue, run, worker
 from workerkit import running, wait_until
 
@@ -384,24 +383,6 @@ def test_rate_limited_snoozes_without_a_try_and_pauses_the_whole_fleet(db_url: s
         assert {s.status for s in (await queue.states(run_id)).values()} == {"sent"}
 
     run(test, db_url)
-
-
-def die_once(monkeypatch: pytest.MonkeyPatch, module: ModuleType, name: str) -> list[int]:
-    """The first call of `module.name` finds its backend killed (a restarted pooler,
-    pg_terminate_backend); the later ones run as they do. The killed backend's pid goes
-    into the list returned."""
-    real = getattr(module, name)
-    killed: list[int] = []
-
-    async def dying_once(conn: psycopg.AsyncConnection[Any], *args: Any) -> Any:
-        if not killed:
-            killed.append(conn.info.backend_pid)
-            with contextlib.suppress(psycopg.OperationalError):
-                await conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
-        return await real(conn, *args)
-
-    monkeypatch.setattr(module, name, dying_once)
-    return killed
 
 
 def test_a_pause_whose_connection_died_is_made_on_a_sound_one(

@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import sys
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -24,6 +25,7 @@ import httpx
 
 from pgcoord import CampaignMessage, CampaignWorker, RateLimited, rates_async
 from pgcoord.config import AsyncPool, async_pool
+from pgcoord.errors import FAULTS
 from pgcoord.worker import RateBudget
 
 from . import process
@@ -40,6 +42,8 @@ TIMEOUT = timedelta(seconds=GENERATE_TIMEOUT + 12 * SEND_TIMEOUT + 10)
 # the longest wait for a token that a handler sits out: a longer one is a pause of the
 # budget (a gateway 429's Retry-After), which the message waits out snoozed instead
 PACE_WAIT_MAX = timedelta(seconds=5)
+# seconds between the tries of a pause whose call met a dropped connection
+PAUSE_RETRY = 0.05
 
 
 class Pacer:
@@ -73,12 +77,23 @@ class Pacer:
     async def pause(self, seconds: float) -> None:
         """The gateway answered 429: pause the budget's key for `seconds` (the
         pipeline's Retry-After, at most the longest pause), so that every worker's next
-        request waits."""
-        try:
-            async with self.pool.connection() as conn:
-                await rates_async.rate_pause(conn, self.budget.key, timedelta(seconds=seconds))
-        except Exception as exc:  # the message is snoozed all the same
-            print(f"pausing {self.budget.key!r} failed: {exc}", file=sys.stderr, flush=True)
+        request waits. A call that meets a dropped connection (a restarted pooler, a
+        terminated backend) goes again on another, for what is left of the pause: a
+        lost pause would leave the fleet sending into the gateway's 429s."""
+        end = time.monotonic() + seconds
+        while True:
+            left = end - time.monotonic()
+            try:
+                async with self.pool.connection() as conn:
+                    await rates_async.rate_pause(
+                        conn, self.budget.key, timedelta(seconds=max(left, 0.001))
+                    )
+                return
+            except Exception as exc:  # the message is snoozed all the same
+                print(f"pausing {self.budget.key!r} failed: {exc}", file=sys.stderr, flush=True)
+                if not isinstance(exc, FAULTS) or left < PAUSE_RETRY:
+                    return
+            await asyncio.sleep(PAUSE_RETRY)
 
 
 def main(argv: list[str] | None = None) -> int:
