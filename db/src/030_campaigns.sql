@@ -135,6 +135,13 @@ CREATE TABLE IF NOT EXISTS pgcoord.campaign_queue (
 CREATE INDEX IF NOT EXISTS campaign_queue_due
 ON pgcoord.campaign_queue (run_id, due_at);
 
+-- the claim's way to orphans (held groups whose lease ran out), ahead of the backlog:
+-- a run's held groups, the one whose lease ends first first (as many as are in flight,
+-- however long the backlog)
+CREATE INDEX IF NOT EXISTS campaign_queue_held
+ON pgcoord.campaign_queue (run_id, due_at)
+WHERE claimed_by IS NOT NULL;
+
 -- How each message ended: one insert, never updated. attempts counts its tries
 -- (for a sent message the last one, that worked, included), snoozes its snoozes;
 -- error is the last failure (for a sent message, of a try before the one that worked).

@@ -36,6 +36,8 @@ from campaignkit import (
 from inboxkit import until_server_time
 from sqlkit import Conn, scalar, server_clock
 
+HOUR = timedelta(hours=1)
+
 STATUSES = ("running", "paused", "cancelled", "finished")
 
 
@@ -275,9 +277,8 @@ def test_an_orphan_whose_lost_lease_was_its_last_try_fails_for_good(conn: Conn) 
 
 
 def test_a_claim_fills_its_limit_past_orphans_that_fail_for_good(conn: Conn) -> None:
-    """The claim reads a run's due groups through a cursor of at most p_limit groups;
-    orphans that fail for good take a group and no message, so the claim reads on past
-    them: as many as it asks for, the orphans oldest first."""
+    """Orphans come first, the oldest first; those that fail for good give no message,
+    so the claim goes on past them: as many as it asks for."""
     run_id = create(conn, max_retries=0)
     orphans = [m for n in range(3) for m in enqueue_many(conn, run_id, 1, prefix=f"o{n}")]
     held = [c for _ in orphans for c in claim(conn, limit=1, lease=SHORT)]
@@ -290,6 +291,29 @@ def test_a_claim_fills_its_limit_past_orphans_that_fail_for_good(conn: Conn) -> 
         row = status_of(conn, message_id)
         assert (row.status, row.last_error) == ("failed", "lease expired")
     assert counts(conn, run_id) == (2, 2, 0, 3, 0, 7)
+
+
+def test_an_orphan_comes_back_before_the_backlog_that_fell_due_while_its_lease_ran(
+    conn: Conn,
+) -> None:
+    """Its worker died. It was claimed as the oldest due, and is claimed again first
+    (its lost lease a try), not behind every message that fell due before its lease
+    ran out: oldest scheduled_at first."""
+    now = server_clock(conn)
+    run_id = create(conn)
+    [orphan] = enqueue_many(conn, run_id, 1, prefix="o", scheduled_at=now - 2 * HOUR)
+    held = claim_one(conn, lease=SHORT)
+    assert held.message_id == orphan
+    backlog = enqueue_many(conn, run_id, 30, prefix="b", scheduled_at=now - HOUR)
+    until_lease_ran_out(conn, orphan)
+
+    claimed = claim(conn, "other", limit=16)
+    assert [(c.message_id, c.attempt) for c in claimed] == [
+        (orphan, 2),
+        *((m, 1) for m in backlog[:15]),
+    ]
+    assert complete(conn, orphan, held.claim_token) is False, "the lost claim is stale"
+    assert complete_all(conn, claimed) == 16
 
 
 def test_late_calls_succeed_while_no_other_claim_took_over(conn: Conn) -> None:

@@ -329,6 +329,13 @@ CREATE TABLE IF NOT EXISTS pgcoord.campaign_queue (
 CREATE INDEX IF NOT EXISTS campaign_queue_due
 ON pgcoord.campaign_queue (run_id, due_at);
 
+-- the claim's way to orphans (held groups whose lease ran out), ahead of the backlog:
+-- a run's held groups, the one whose lease ends first first (as many as are in flight,
+-- however long the backlog)
+CREATE INDEX IF NOT EXISTS campaign_queue_held
+ON pgcoord.campaign_queue (run_id, due_at)
+WHERE claimed_by IS NOT NULL;
+
 -- How each message ended: one insert, never updated. attempts counts its tries
 -- (for a sent message the last one, that worked, included), snoozes its snoozes;
 -- error is the last failure (for a sent message, of a try before the one that worked).
@@ -1111,25 +1118,28 @@ COMMENT ON FUNCTION pgcoord.campaign_busy(bigint) IS
 -- db/src/functions/campaign_claim.sql
 -- Claim up to p_limit messages that are due, of running runs (of p_run_id only when
 -- given): pending messages whose scheduled (or retry) time has come, and orphans, held
--- messages whose claim's lease ran out (their worker died). Oldest first, by the time
--- each became due: its scheduled_at, its retry time after a fail or snooze, its lease's
--- end for an orphan. Groups are taken one at a time, the oldest due group of any
--- running run that no other claimer holds (FOR UPDATE SKIP LOCKED): claimers never wait
--- on each other nor share a message. Each step locks the oldest due group of each
--- running run and takes the oldest of these; the others stay locked by the claim until
--- it commits (a few rows, skipped meanwhile by other claimers). When more messages are
--- wanted after the first group (groups of fewer messages than the limit, as an enqueue
--- of one message per call makes) and one run is running (or p_run_id is given), the rest
--- come through one cursor over that run's due groups from the first one's due time on,
--- in due order (a cursor locks only the groups it has fetched): the claim descends the
--- run's index twice however many groups it takes, and steps once over the entries of
--- the groups claimed since the last vacuum, which lie before the due ones (a group that
--- fell due before the first one meanwhile waits for the next claim).
--- The groups it takes whole from that run (its first and the cursor's) that agree
--- on tries, snoozes and last error become one held row (they are deleted, and one row
--- inserted with their messages), so that completing them deletes one row; a group that
--- fills the claim alone, a group taken in part or unlike the first, and any group while
--- several runs are running, is held in place (or its part as a row of its own).
+-- messages whose claim's lease ran out (their worker died). Orphans first, the oldest
+-- lease end first (through the index of held groups: a few entries however long the
+-- backlog); then oldest first, by the time each became due: its scheduled_at, or its
+-- retry time after a fail or snooze. Groups are taken one at a time, the oldest due
+-- group of any running run that no other claimer holds (FOR UPDATE SKIP LOCKED):
+-- claimers never wait on each other nor share a message. Each step locks the oldest due
+-- group of each running run and takes the oldest of these; the others stay locked by the
+-- claim until it commits (a few rows, skipped meanwhile by other claimers). When more
+-- messages are wanted after the first due group (groups of fewer messages than the
+-- limit, as an enqueue of one message per call makes) and one run is running (or
+-- p_run_id is given), the rest come through one cursor over that run's due groups from
+-- the first one's due time on, in due order (a cursor locks only the groups it has
+-- fetched): the claim descends the run's index twice however many groups it takes, and
+-- steps once over the entries of the groups claimed since the last vacuum, which lie
+-- before the due ones (a group that fell due before the first one meanwhile waits for
+-- the next claim).
+-- The groups it takes whole from that run (its first and the cursor's) that agree on
+-- tries, snoozes and last error become one held row (they are deleted, and one row
+-- inserted with their messages), so that completing them deletes one row; an orphan, a
+-- group that fills the claim alone, a group taken in part or unlike the first, and any
+-- group while several runs are running, is held in place (or its part as a row of its
+-- own).
 -- A lost lease counts as a failed try: attempt = 1 + failed tries. When it was the
 -- message's last allowed try (tries > the run's max_retries), the message is not sent
 -- again: it ends 'failed' with the error 'lease expired', and is not returned.
@@ -1166,10 +1176,9 @@ DECLARE
     v_from timestamptz;  -- the first group's due time, where the cursor starts
     v_max_retries integer;
     v_cursor refcursor;  -- NULL until opened
-    v_open boolean := false;  -- whether to open it (again) before the next group
-    v_hold boolean := false;  -- whether to write the claim's held group before going on
+    v_open boolean := false;  -- whether to open it before the next group
     v_done boolean := false;
-    v_fetched integer := 0;  -- the groups it gave
+    v_orphans boolean := true;  -- whether to look for orphans before the due groups
     v_group record;
     v_size integer;
     v_take integer;
@@ -1178,7 +1187,7 @@ DECLARE
     v_error text;
     -- the claim's held group: the pending groups it takes whole from one run (the first,
     -- and those its cursor gives) that agree on tries, snoozes and last error, written as
-    -- one row once the claim has them all (or before its cursor opens again)
+    -- one row once the claim has them all
     v_set_token bigint;  -- NULL until a group joins it
     v_set_tries integer;
     v_set_snoozes integer;
@@ -1211,7 +1220,7 @@ BEGIN
     END IF;
 
     LOOP
-        IF v_hold THEN
+        IF v_done THEN
             IF cardinality(v_set_tokens) > 0 THEN
                 -- the groups leave the queue and one row holds their messages, so the
                 -- claim leaves a dead tuple per group and its completion one in all,
@@ -1228,11 +1237,7 @@ BEGIN
                     v_set_tries, v_set_snoozes, v_set_error, v_set_ids
                 );
             END IF;
-            EXIT WHEN v_done;
-            v_set_token := NULL;
-            v_set_tokens := '{}'::bigint[];
-            v_set_ids := '{}'::bigint[];
-            v_hold := false;
+            EXIT;
         END IF;
 
         IF v_open THEN
@@ -1249,9 +1254,33 @@ BEGIN
             LIMIT p_limit
             FOR UPDATE SKIP LOCKED;
             v_open := false;
-            v_fetched := 0;
         END IF;
-        IF v_cursor IS NULL THEN
+        IF v_cursor IS NULL AND v_orphans THEN
+            -- orphans first, the oldest lease end first: their messages were claimed
+            -- before those still pending (their worker died), and would otherwise wait
+            -- behind every group that fell due before their lease ran out. Read through
+            -- the index of held groups, a few entries however long the backlog.
+            SELECT
+                g.token, g.run_id, g.due_at, g.claimed_by, g.tries, g.snoozes, g.last_error,
+                g.scheduled_at, g.message_ids, r.max_retries
+            INTO v_group
+            FROM pgcoord.campaign_runs AS r
+            CROSS JOIN LATERAL (
+                SELECT
+                    q.token, q.run_id, q.due_at, q.claimed_by, q.tries, q.snoozes,
+                    q.last_error, q.scheduled_at, q.message_ids
+                FROM pgcoord.campaign_queue AS q
+                WHERE q.run_id = r.id AND q.claimed_by IS NOT NULL AND q.due_at <= v_now
+                ORDER BY q.due_at
+                LIMIT 1
+                FOR UPDATE SKIP LOCKED
+            ) AS g
+            WHERE r.status = 'running' AND (r.id = p_run_id OR p_run_id IS NULL)
+            ORDER BY g.due_at
+            LIMIT 1;
+            v_orphans := FOUND;
+        END IF;
+        IF v_cursor IS NULL AND NOT v_orphans THEN
             -- the oldest due group of each running run (of p_run_id when given) is
             -- locked and the oldest of these taken: one statement per group
             SELECT
@@ -1272,22 +1301,12 @@ BEGIN
             WHERE r.status = 'running' AND (r.id = p_run_id OR p_run_id IS NULL)
             ORDER BY g.due_at
             LIMIT 1;
-        ELSE
+        ELSIF v_cursor IS NOT NULL THEN
             -- the run's next due group through its cursor
             FETCH v_cursor INTO v_group;
-            IF NOT FOUND AND v_fetched = p_limit THEN
-                -- its limit reached with messages still wanted: groups failed for good
-                -- on the way (each took a row and no message); the next ones, anew
-                CLOSE v_cursor;
-                v_open := true;
-                v_hold := true;  -- so that it gives none of them again
-                CONTINUE;
-            END IF;
-            v_fetched := v_fetched + 1;
         END IF;
         IF NOT FOUND THEN
             v_done := true;
-            v_hold := true;
             CONTINUE;
         END IF;
 
@@ -1298,7 +1317,7 @@ BEGIN
         -- an enqueue of one message per call makes): from one running run, the rest come
         -- through one cursor over its due groups in due order, one descent of its index
         -- for the whole claim (a cursor locks only the groups it has fetched)
-        IF v_one_run IS NULL AND (
+        IF v_one_run IS NULL AND NOT v_orphans AND (
             v_tries > v_group.max_retries OR cardinality(v_group.message_ids) < v_left
         ) THEN
             v_one_run := p_run_id IS NOT NULL OR (
@@ -1388,7 +1407,6 @@ BEGIN
         END IF;
         IF v_left = 0 THEN
             v_done := true;
-            v_hold := true;
         END IF;
     END LOOP;
 
@@ -1414,8 +1432,9 @@ END;
 $$;
 
 COMMENT ON FUNCTION pgcoord.campaign_claim(text, integer, interval, bigint) IS
-'Claim up to p_limit due messages of running runs (of p_run_id when given), oldest due '
-'first, never waiting on other claimers; orphans (lease run out) count a failed try, '
+'Claim up to p_limit due messages of running runs (of p_run_id when given), orphans '
+'(lease run out) first, then the oldest due first, never waiting on other claimers; '
+'an orphan counts a failed try, '
 'and one whose last try that was ends failed with error ''lease expired''. Ranges: '
 'p_worker 1 to 1024 bytes, p_limit 1 to 10000, p_lease more than 0 and at most 1 day. '
 'Intervals with no months. Errors: 22004 NULL argument, 22023 a value out of its range '

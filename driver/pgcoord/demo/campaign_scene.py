@@ -263,8 +263,8 @@ class CampaignScene(Scene):
             return
         first = min(t.started_at for t in again)
         self.report.line(
-            f"{victim}'s messages were due again when its lease ran out, behind those due "
-            f"before them: {', '.join(sorted({t.worker for t in again}))} got them as attempt "
+            f"{victim}'s messages were due again when its lease ran out, ahead of the "
+            f"backlog: {', '.join(sorted({t.worker for t in again}))} got them as attempt "
             f"{'/'.join(str(a) for a in sorted({t.attempt for t in again}))}, the first "
             f"{(first - kill.at).total_seconds():.1f} s after the kill"
         )

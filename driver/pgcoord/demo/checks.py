@@ -629,13 +629,12 @@ def faults_injected(faults: Sequence[Fault], kinds: Sequence[str]) -> Check:
 
 def work_flowed_again(faults: Sequence[Fault], bound: float) -> Check:
     """After every fault, work flowed again within `bound` seconds of the leases it
-    waited for (a stopped campaign worker's messages: longer while the messages due
-    before them still wait, taken fewer each round)."""
+    waited for."""
     stuck = [f for f in faults if f.recovery is None]
     slowest = max((f.recovery for f in faults if f.recovery is not None), default=0.0)
     return Check(
-        f"work flowed again after every fault, within {bound:g} s of the leases and "
-        f"backlogs it waited for (the slowest recovery took {slowest:.2f} s)",
+        f"work flowed again after every fault, within {bound:g} s of the leases it "
+        f"waited for (the slowest recovery took {slowest:.2f} s)",
         bool(faults) and not stuck,
         "; ".join(
             f"{f.kind} at {f.at:.1f} s: "

@@ -9,7 +9,7 @@ from __future__ import annotations
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, LiteralString
+from typing import Any
 
 import psycopg
 
@@ -34,11 +34,6 @@ CONCURRENCY = 4  # messages a worker process sends at once
 # the workers' claims: short, so that a killed or stopped worker's messages are taken
 # over within seconds (the heartbeat extends them every third of it)
 LEASE = timedelta(seconds=2)
-
-AHEAD: LiteralString = (
-    "SELECT count(*) FROM pgcoord.campaign_message_status"
-    " WHERE run_id = %(run_id)s AND status = 'pending' AND next_attempt_at <= %(by)s"
-)
 
 
 @dataclass(slots=True)
@@ -98,12 +93,6 @@ class Campaign:
         """Whether none of the run's messages is pending or processing."""
         [progress] = campaign_progress(conn, self.run_id)
         return progress.pending == progress.processing == 0
-
-    def ahead(self, conn: psycopg.Connection[Any], by: datetime) -> int:
-        """How many of the run's messages wait, due by `by`: the backlog that a message
-        falling due at `by` waits behind (a claim takes the earliest due first)."""
-        row = conn.execute(AHEAD, {"run_id": self.run_id, "by": by}).fetchone()
-        return int(row[0]) if row else 0
 
     def queued(self, conn: psycopg.Connection[Any]) -> list[QueuedMessage]:
         return queued_messages(conn, self.run_id)

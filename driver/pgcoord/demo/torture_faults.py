@@ -47,7 +47,7 @@ from .torture_campaign import LEASE as CAMPAIGN_LEASE
 from .torture_campaign import Campaign
 from .torture_crew import Crew, TortureLedger
 from .torture_lockers import TTL, Hold
-from .waiting import poll, poll_behind
+from .waiting import poll
 from .workers import WorkerProcess
 
 T = TypeVar("T")
@@ -58,9 +58,6 @@ FIRST = 1.5  # seconds of load before the first fault
 LAST = 1.0  # seconds of load after the last fault is due
 RECOVERY_TIMEOUT = 20.0  # seconds work may take to flow again after a fault
 TAKEOVER_TIMEOUT = 20.0  # seconds past a stopped holder's lease for another to take over
-# seconds past a stopped campaign worker's lease while the live ones still work through
-# messages due before its own (each TAKEOVER_TIMEOUT taking some of them)
-BACKLOG_TIMEOUT = 120.0
 FIND_TIMEOUT = 3.0  # seconds to look for a process holding a fresh grant or claim
 FIND_TRIES = 5  # stops that landed after the holder's write, before giving up
 FRESH_GRANT = timedelta(milliseconds=150)  # contenders work 200-500 ms before writing
@@ -286,8 +283,8 @@ class Injector:
     ) -> float | None:
         """Seconds from `since` until every message of `held` (id -> attempt) was tried
         again by another worker, or failed for good (its lost lease was its last try);
-        None when one was not within TAKEOVER_TIMEOUT, or longer while messages due
-        before them still wait and fewer each round (up to BACKLOG_TIMEOUT)."""
+        None when one was not within TAKEOVER_TIMEOUT past the lease (orphans are
+        claimed before any backlog)."""
 
         def again() -> list[datetime] | None:
             tries = self.read(self.ledger.tries)
@@ -311,12 +308,8 @@ class Injector:
                 found.append(when)
             return found
 
-        # they fall due once the lease it last extended ends, in due order behind the
-        # messages due before them: with no room in a loaded fleet, that backlog goes
-        # first, and the wait goes on while each round takes some of it
-        ahead = partial(self.read, partial(self.campaign.ahead, by=since + CAMPAIGN_LEASE))
         first = CAMPAIGN_LEASE.total_seconds() + TAKEOVER_TIMEOUT
-        times = poll_behind(again, first, ahead, first + BACKLOG_TIMEOUT, POLL)
+        times = poll(again, first, POLL)
         if times is None:
             return None
         return (max(times, default=since) - since).total_seconds()
